@@ -1,0 +1,150 @@
+"""The ``pullmode`` command line: validate, preview, tail, pull, demo.
+
+Errors print one line per problem on stderr and exit 1; no command prints a traceback for a
+problem the user can fix, and none prints a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .engine.errors import ConfigError, PullmodeError
+from .engine.events import NormalizedEvent
+from .engine.sources import load_sources
+from .engine.store import open_store
+
+
+def _fail(lines: list[str] | str) -> None:
+    for line in [lines] if isinstance(lines, str) else lines:
+        click.echo(line, err=True)
+    sys.exit(1)
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's errors (whose messages are safe to show) into exit 1 without a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(exc.problems)
+        except PullmodeError as exc:
+            _fail(f"error: {exc}")
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Pull AI-platform audit and usage events into one trace store."""
+
+
+@main.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+def validate(directory: Path | None) -> None:
+    """Check every source file in DIRECTORY (default $PULLMODE_SOURCES_DIR or sources/).
+
+    Exits 1 with one line per problem; nothing is sent anywhere."""
+    result = load_sources(directory)
+    if result.problems:
+        _fail(result.problems)
+    names = ", ".join(sorted(result.sources)) or "none"
+    click.echo(f"ok: {len(result.sources)} source(s) in {result.directory}: {names}")
+
+
+def _load(name: str) -> Any:
+    result = load_sources()
+    for problem in result.problems:
+        if f"source {name!r}" in problem or not result.sources:
+            raise ConfigError(result.problems)
+    return result.get(name)
+
+
+def _event_line(row: dict[str, Any]) -> str:
+    tokens = f"{row['tokens_input']}/{row['tokens_output']}"
+    return (
+        f"{row['event_timestamp']}  {row['source_name']}  {row['actor'] or '-'}  {row['action'] or '-'}  "
+        f"{row['target'] or '-'}  ${row['cost_usd']:.6f}  tokens {tokens}  {row['source_event_id']}"
+    )
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="NDJSON: one normalized event (or reject) per line.")
+@friendly_errors
+def preview(name: str, as_json: bool) -> None:
+    """Fetch the first page (or first file) of source NAME and print the normalized events.
+
+    Writes nothing and commits nothing."""
+    from .engine.pull import preview as run_preview
+
+    source = _load(name)
+    page, events, rejects = run_preview(source)
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event.as_dict()))
+        for reject in rejects:
+            click.echo(json.dumps({"rejected": reject.reason, "location": reject.location, "raw": reject.raw_record}))
+        return
+    for event in events:
+        click.echo(_event_line(event.as_dict()))
+    for reject in rejects:
+        click.echo(f"REJECTED  {reject.location}: {reject.reason}: {reject.raw_record[:200]}")
+    more = "a next page exists" if page is not None and not page.drained else "no next page"
+    size = page.nbytes if page else 0
+    click.echo(f"{name}: first page: {len(events)} events, {len(rejects)} rejected, {size} bytes; {more}", err=True)
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in row.items() if k != "id"}, ensure_ascii=False)
+
+
+@main.command()
+@click.option("--source", "source", help="Only this source's events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep polling and print new events once each.")
+@click.option("--json", "as_json", is_flag=True, help="NDJSON: one event per line.")
+@click.option("-n", "limit", default=20, show_default=True, help="How many of the newest events to show first.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between polls with --follow.")
+@friendly_errors
+def tail(source: str | None, follow: bool, as_json: bool, limit: int, interval: float) -> None:
+    """The newest pulled events from the trace store ($PULLMODE_TRACE_STORE_URL)."""
+    fmt = _row_json if as_json else _event_line
+    with open_store() as store:
+        last_id = 0
+        for row in store.tail(source=source, limit=limit):
+            click.echo(fmt(row))
+            last_id = max(last_id, row["id"])
+        while follow:
+            time.sleep(interval)
+            # Rows are numbered by the store as they land: each is printed exactly once.
+            for row in store.tail(source=source, limit=10_000, after_id=last_id):
+                click.echo(fmt(row))
+                last_id = max(last_id, row["id"])
+            sys.stdout.flush()
+
+
+@main.command()
+@click.option("--port", default=None, type=int, help="Demo API port (default 8787, or a free one if taken).")
+@friendly_errors
+def demo(port: int | None) -> None:
+    """The whole pipeline on local demo sources: no servers or credentials needed."""
+    from .demo.run import run_demo
+
+    run_demo(port=port, echo=click.echo)
+
+
+def print_event(event: NormalizedEvent) -> None:
+    click.echo(_event_line(event.as_dict()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The demo API: three feeds shaped like the vendors' documented APIs, on loopback.
+
+- ``/v1/compliance/activities``: Anthropic Compliance API shape (``x-api-key``, newest first,
+  ``has_more``/``last_id``, ``after_id`` paging, ``created_at.gt`` filter).
+- ``/api/data/v9.2/conversationtranscripts``: Dataverse shape (bearer, ``$filter=createdon gt``,
+  ``Prefer: odata.maxpagesize``, absolute ``@odata.nextLink``).
+- ``/v1/usage/events``: a generic usage feed with cost and tokens, a body cursor, and a few
+  malformed records so the demo shows rejects.
+
+Events exist on a fixed time grid (one every ``spacing`` seconds since 2026-01-01), visible when
+they are in the past and at most ``history`` old: ids are stable across restarts and new events
+keep arriving while the API runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .server import LoopbackServer, Request, Response
+
+DEMO_PORT = 8787
+DEMO_TOKEN = "demo-token-not-a-secret"
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+USERS = ("ana@acme.example", "bo@acme.example", "chen@acme.example", "dee@acme.example", "eli@acme.example")
+MODELS = ("claude-sonnet-4", "claude-haiku-4", "gpt-5", "gpt-5-mini")
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pick(seq: tuple[str, ...], k: int, salt: str) -> str:
+    return seq[int(hashlib.md5(f"{salt}{k}".encode()).hexdigest(), 16) % len(seq)]
+
+
+class DemoFeed:
+    """The indices of events visible now, on the fixed grid."""
+
+    def __init__(self, *, spacing: int, history: timedelta, now: Any = None):
+        self.spacing = spacing
+        self.history = history
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def indices(self, *, after: datetime | None = None) -> range:
+        now = self._now()
+        first_time = max(now - self.history, after + timedelta(seconds=1) if after else EPOCH)
+        first = max(0, -(-int((first_time - EPOCH).total_seconds()) // self.spacing))
+        last = int((now - EPOCH).total_seconds()) // self.spacing
+        return range(first, last + 1)
+
+    def time(self, k: int) -> datetime:
+        return EPOCH + timedelta(seconds=k * self.spacing)
+
+
+def _after(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+class DemoApi:
+    """Route handlers over three feeds; ``server`` serves them."""
+
+    def __init__(self, *, port: int = DEMO_PORT, token: str = DEMO_TOKEN, now: Any = None):
+        self.token = token
+        self.activities = DemoFeed(spacing=120, history=timedelta(days=1), now=now)
+        self.transcripts = DemoFeed(spacing=600, history=timedelta(days=2), now=now)
+        self.usage = DemoFeed(spacing=90, history=timedelta(days=1), now=now)
+        self.server = LoopbackServer(
+            {
+                "/v1/compliance/activities": self.claude_activities,
+                "/api/data/v9.2/conversationtranscripts": self.dataverse_transcripts,
+                "/v1/usage/events": self.usage_events,
+            },
+            port=port,
+        )
+
+    def _denied(self, request: Request, header: str, expected: str) -> Response | None:
+        if request.header(header) != expected:
+            return Response(401, {"error": {"type": "authentication_error", "message": "invalid credentials"}})
+        return None
+
+    def claude_activities(self, request: Request) -> Response:
+        denied = self._denied(request, "x-api-key", self.token)
+        if denied:
+            return denied
+        limit = min(int(request.arg("limit") or 100), 1000)
+        ks = list(reversed(self.activities.indices(after=_after(request.arg("created_at.gt")))))  # newest first
+        after_id = request.arg("after_id")
+        if after_id:
+            k = int(after_id.removeprefix("activity_"))
+            ks = [i for i in ks if i < k]
+        page = ks[:limit]
+        data = [
+            {
+                "id": f"activity_{k}",
+                "created_at": _iso(self.activities.time(k)),
+                "type": _pick(("claude_chat_created", "claude_file_uploaded", "claude_project_viewed"), k, "t"),
+                "organization_id": "org_demo",
+                "actor": {
+                    "type": "user_actor",
+                    "email_address": _pick(USERS, k, "u"),
+                    "user_id": f"user_{k % 5}",
+                },
+            }
+            for k in page
+        ]
+        return Response(
+            200,
+            {
+                "data": data,
+                "has_more": len(ks) > limit,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+        )
+
+    def dataverse_transcripts(self, request: Request) -> Response:
+        denied = self._denied(request, "authorization", f"Bearer {self.token}")
+        if denied:
+            return denied
+        size = 50
+        prefer = request.header("prefer") or ""
+        if "odata.maxpagesize=" in prefer:
+            size = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
+        after = None
+        flt = request.arg("$filter") or ""
+        if flt.startswith("createdon gt "):
+            after = _after(flt.removeprefix("createdon gt ").strip())
+        ks = list(self.transcripts.indices(after=after))
+        skip = int(request.arg("$skiptoken") or 0)
+        page = ks[skip : skip + size]
+        body: dict[str, Any] = {
+            "value": [
+                {
+                    "conversationtranscriptid": f"3f1c{k:08d}-0000-4000-8000-000000000000",
+                    "createdon": _iso(self.transcripts.time(k)),
+                    "name": f"Conversation {k}",
+                    "_bot_conversationtranscriptid_value": "helpdesk-agent",
+                    "content": '{"activities": []}',
+                    "metadata": {"user": _pick(USERS, k, "m")},
+                }
+                for k in page
+            ]
+        }
+        if skip + size < len(ks):
+            query = "&".join(f"{key}={vals[0]}" for key, vals in request.query.items() if key != "$skiptoken")
+            body["@odata.nextLink"] = f"{self.server.base_url}{request.path}?{query}&$skiptoken={skip + size}"
+        return Response(200, body)
+
+    def usage_events(self, request: Request) -> Response:
+        denied = self._denied(request, "authorization", f"Bearer {self.token}")
+        if denied:
+            return denied
+        limit = min(int(request.arg("limit") or 200), 1000)
+        ks = list(self.usage.indices(after=_after(request.arg("since"))))
+        offset = int(request.arg("cursor") or 0)
+        page = ks[offset : offset + limit]
+        data = []
+        for k in page:
+            event: dict[str, Any] = {
+                "id": f"use_{k}",
+                "timestamp": int(self.usage.time(k).timestamp() * 1000),
+                "user": _pick(USERS, k, "x"),
+                "operation": "completion",
+                "model": _pick(MODELS, k, "y"),
+                "usage": {"input_tokens": 200 + k % 800, "output_tokens": 50 + k % 300},
+                "cost": {"usd": round((200 + k % 800) * 3e-6 + (50 + k % 300) * 15e-6, 6)},
+            }
+            if k % 97 == 0:
+                event["timestamp"] = None  # a record the source cannot date: it becomes a reject
+            data.append(event)
+        more = offset + limit < len(ks)
+        return Response(200, {"data": data, "next_cursor": str(offset + limit) if more else None})

@@ -1,0 +1,81 @@
+"""The puller interface every adapter implements.
+
+A puller turns a cursor state into a stream of pages of raw records; it knows nothing of mapping,
+stores or Dagster. The engine (:mod:`pullmode_dagster.engine.pull`) maps, writes and computes the
+next cursor state from what the pages report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+
+from ..config import SourceConfig
+from ..credentials import Redactor
+from ..cursor import CursorState
+from ..events import Reject
+from ..http import RetryPolicy
+
+
+@dataclass(frozen=True)
+class Window:
+    """A re-pull window (one partition): ``start`` inclusive, ``end`` exclusive, UTC."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class Page:
+    """One unit of progress: a response page or a file.
+
+    ``resume`` is the adapter's position after this page (``page_cursor`` / ``after_key``);
+    ``drained`` says nothing is left after it. ``rejects`` are records the adapter could not even
+    parse (a malformed NDJSON line); ``locations`` optionally names each record (key and line).
+    """
+
+    records: list[Any]
+    nbytes: int
+    location: str
+    resume: dict[str, str | None]
+    drained: bool
+    locations: list[str] | None = None
+    rejects: list[Reject] = field(default_factory=list)
+
+
+@dataclass
+class PullContext:
+    """What the caller lends a pull: a logger, the retry policy, and seams for tests."""
+
+    logger: Any = field(default_factory=lambda: logging.getLogger("pullmode"))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
+    s3_client_factory: Callable[..., Any] | None = None
+
+
+class Puller(ABC):
+    """Base class of every adapter's puller. One instance serves exactly one pull."""
+
+    config_model: ClassVar[type[SourceConfig]]
+
+    def __init__(self, source: SourceConfig, *, credentials: dict[str, str], context: PullContext, redactor: Redactor):
+        self.source = source
+        self.credentials = credentials
+        self.context = context
+        self.redact = redactor
+        self.requests = 0
+
+    @abstractmethod
+    def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        """Yield pages from ``start`` (or, for a window pull, the pages covering ``window``)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

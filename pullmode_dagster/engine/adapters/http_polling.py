@@ -1,0 +1,249 @@
+"""``http_polling``: paginated REST APIs (audit logs, compliance APIs, job histories).
+
+Pagination styles: a cursor from the body (``cursorJsonPath``) sent back as ``cursorQueryParam``; a
+cursor that is an absolute URL (``@odata.nextLink``) requested as is; a cursor from a response header
+(``cursorHeader``); ``hasMoreJsonPath`` to end paging. A page that hands back a cursor already seen
+in this pull is a loop and stops the pull with an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
+from ..cursor import CursorState
+from ..errors import PullError
+from ..events import parse_timestamp
+from ..http import HttpSession, safe_url, same_origin
+from ..jsonpath import MISSING, compile_path
+from ..templating import Template
+from .base import Page, Puller, Window
+
+ParamValue = str | int | float | bool | list[str]
+
+
+class HttpPollingSource(SourceConfig):
+    """An ``http_polling`` source file."""
+
+    adapter: Literal["http_polling"]
+    url: str
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    body: str | None = None
+    auth_mode: Literal["bearer", "header_template"] = "header_template"
+    events_json_path: str
+    cursor_json_path: str | None = None
+    cursor_query_param: str = "cursor"
+    cursor_header: str | None = None
+    has_more_json_path: str | None = None
+    event_mapping: EventMapping
+    incremental_params: dict[str, ParamValue] = Field(default_factory=dict)
+    window_params: dict[str, ParamValue] = Field(default_factory=dict)
+    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_requests_per_second: float | None = Field(default=None, gt=0)
+
+    @field_validator("events_json_path", "cursor_json_path", "has_more_json_path")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return _check_jsonpath(value)
+
+    @field_validator("params", "incremental_params", "window_params")
+    @classmethod
+    def _stringify(cls, value: dict[str, ParamValue]) -> dict[str, ParamValue]:
+        def text(v: Any) -> str:
+            return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+        return {k: [text(x) for x in v] if isinstance(v, list) else text(v) for k, v in value.items()}
+
+    def problems(self) -> list[ConfigProblem]:
+        base = ("credentials", "ingestionSource")
+        problems = self.template_problems({"url": self.url, "body": self.body}, scopes=base)
+        problems += self.template_problems({f"headers.{k}": v for k, v in self.headers.items()}, scopes=base)
+        for field, params, scopes in (
+            ("params", self.params, base),
+            ("incrementalParams", self.incremental_params, (*base, "cursor")),
+            ("windowParams", self.window_params, (*base, "window")),
+        ):
+            problems += self.template_problems(
+                {f"{field}.{k}": t for k, v in params.items() for t in (v if isinstance(v, list) else [v])},
+                scopes=scopes,
+            )
+        if not self.url.startswith(("http://", "https://", "${{")):
+            problems.append(("url", "must be an absolute http:// or https:// URL"))
+        if self.auth_mode == "bearer" and "token" not in self.credentials:
+            problems.append(("authMode", "bearer needs a credential named 'token'"))
+        if self.cursor_json_path and self.cursor_header:
+            problems.append(("cursorHeader", "set cursorJsonPath or cursorHeader, not both"))
+        if self.body is not None and self.method == "GET":
+            problems.append(("body", "a body needs method: POST"))
+        return problems
+
+    def describe(self) -> str:
+        return f"Pulls {self.method} {safe_url(self.url)} (http_polling, {self.events_json_path})"
+
+
+def _is_absolute(cursor: str) -> bool:
+    return cursor.startswith(("http://", "https://"))
+
+
+class HttpPollingPuller(Puller):
+    config_model = HttpPollingSource
+    source: HttpPollingSource
+
+    def _render_params(self, params: dict[str, ParamValue], ctx: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: [Template(x).render(ctx) for x in v] if isinstance(v, list) else Template(v).render(ctx)
+            for k, v in params.items()
+        }
+
+    def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        src = self.source
+        ctx: dict[str, Any] = {"credentials": self.credentials, "ingestionSource": src.template_fields()}
+        url = Template(src.url).render(ctx)
+        body = Template(src.body).render(ctx) if src.body is not None else None
+
+        # Headers that carry a credential are sent to the configured origin only.
+        headers: dict[str, str] = {}
+        secret_headers: set[str] = set()
+        for key, text in src.headers.items():
+            template = Template(text)
+            headers[key] = template.render(ctx)
+            if template.uses_scope("credentials"):
+                secret_headers.add(key.lower())
+        if src.auth_mode == "bearer" and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {self.credentials['token']}"
+            secret_headers.add("authorization")
+        if body is not None and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
+        public_headers = {k: v for k, v in headers.items() if k.lower() not in secret_headers}
+
+        params = self._render_params(src.params, ctx)
+        if window is not None:
+            params.update(self._render_params(src.window_params, {**ctx, "window": vars(window)}))
+            cursor = None
+        else:
+            if start.watermark and src.incremental_params:
+                cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
+                params.update(self._render_params(src.incremental_params, cursor_ctx))
+            cursor = start.page_cursor
+        secret_params = {
+            k for k, v in src.params.items() if any(Template(t).uses_scope("credentials") for t in _texts(v))
+        }
+
+        events_path = compile_path(src.events_json_path)
+        cursor_path = compile_path(src.cursor_json_path) if src.cursor_json_path else None
+        has_more_path = compile_path(src.has_more_json_path) if src.has_more_json_path else None
+        seen: set[str] = {cursor} if cursor else set()
+
+        with HttpSession(
+            timeout=src.request_timeout_seconds,
+            retry=self.context.retry,
+            max_requests_per_second=src.max_requests_per_second,
+            redactor=self.redact,
+            transport=self.context.transport,
+            sleep=self.context.sleep,
+            logger=self.context.logger,
+        ) as http:
+            for number in range(1, src.max_pages_per_run + 1):
+                what = f"source {src.name!r}: page {number}"
+                if cursor is None:
+                    request_url, request_params = url, params
+                elif _is_absolute(cursor):
+                    request_url, request_params = cursor, None
+                else:
+                    request_url, request_params = url, {**params, src.cursor_query_param: cursor}
+                trusted = same_origin(request_url, url)
+                if not trusted:
+                    self.context.logger.warning(
+                        f"{what}: next page is on another host ({self.redact(safe_url(request_url))}); "
+                        "sending it without credentials"
+                    )
+                    if request_params is not None:
+                        request_params = {k: v for k, v in request_params.items() if k not in secret_params}
+                try:
+                    response = http.send(
+                        src.method,
+                        request_url,
+                        what=what,
+                        headers=headers if trusted else public_headers,
+                        params=request_params,
+                        content=body,
+                    )
+                finally:
+                    self.requests = http.requests
+                doc = self._json(response, what)
+                records = self._records(events_path, doc, what)
+                next_cursor = self._next_cursor(cursor_path, response, doc)
+                has_more = has_more_path.first(doc) if has_more_path else MISSING
+                drained = next_cursor is None or has_more is False or has_more in ("false", "False", 0)
+                yield Page(
+                    records=records,
+                    nbytes=len(response.content),
+                    location=f"page {number}",
+                    resume={"page_cursor": None if drained else next_cursor},
+                    drained=drained,
+                )
+                if drained:
+                    return
+                assert next_cursor is not None
+                if next_cursor in seen:
+                    raise PullError(
+                        f"{what}: pagination loop: the response returned a cursor already requested in "
+                        f"this pull ({self.redact(_short(next_cursor))}); check "
+                        f"{'cursorHeader' if src.cursor_header else 'cursorJsonPath'}"
+                    )
+                seen.add(next_cursor)
+                cursor = next_cursor
+
+    def _json(self, response: Any, what: str) -> Any:
+        where = self.redact(safe_url(response.request.url))
+        if response.status_code >= 300:
+            snippet = self.redact(response.text[:300].strip()) if response.content else ""
+            kind = "redirect (redirects are not followed)" if response.status_code < 400 else "error"
+            raise PullError(
+                f"{what}: HTTP {response.status_code} {kind} from {where}" + (f": {snippet}" if snippet else "")
+            )
+        try:
+            return response.json()
+        except ValueError:
+            ctype = response.headers.get("content-type", "no content-type")
+            raise PullError(f"{what}: response from {where} is not JSON ({ctype})") from None
+
+    def _records(self, path: Any, doc: Any, what: str) -> list[Any]:
+        if path.is_simple:
+            value = path.first(doc)
+            if value is MISSING:
+                raise PullError(f"{what}: eventsJsonPath {path.text} matched nothing in the response")
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                raise PullError(f"{what}: eventsJsonPath {path.text} is a {type(value).__name__}, not an array")
+            return value
+        matches = path.all(doc)
+        if len(matches) == 1 and isinstance(matches[0], list):
+            return matches[0]
+        return matches
+
+    def _next_cursor(self, cursor_path: Any, response: Any, doc: Any) -> str | None:
+        if self.source.cursor_header:
+            value: Any = response.headers.get(self.source.cursor_header)
+        elif cursor_path is not None:
+            value = cursor_path.first(doc)
+        else:
+            return None
+        if value is MISSING or value is None or value == "" or isinstance(value, bool):
+            return None
+        return value if isinstance(value, str) else str(value)
+
+
+def _texts(value: ParamValue) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,162 @@
+"""The typed shape of a source file, shared by every adapter.
+
+A file is the LangWatch puller config plus the IngestionSource row. The seed's camelCase names are
+accepted as written and snake_case spellings too; unknown fields are errors (a typo such as
+``cursorJsonPth`` must not be ignored silently).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic.alias_generators import to_camel
+
+from .credentials import CredentialRef
+from .events import MAPPED_FIELDS
+from .jsonpath import JsonPathSyntaxError, compile_path
+from .templating import Template, TemplateError, check_variables
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+ConfigProblem = tuple[str, str]
+"""(field, message): one problem with one field of a source file."""
+
+
+class Model(BaseModel):
+    """camelCase or snake_case in, frozen, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+def _check_jsonpath(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            compile_path(value)
+        except JsonPathSyntaxError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class EventMapping(Model):
+    """A JSONPath per field of the normalized event (seed table). Only the timestamp is required;
+    an unmapped ``source_event_id`` falls back to a stable hash of the raw event."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = MAPPED_FIELDS
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    source_event_id: str | None = None
+    event_timestamp: str
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    cost_usd: str | None = None
+    tokens_input: str | None = None
+    tokens_output: str | None = None
+
+    @field_validator(*FIELDS)
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return _check_jsonpath(value)
+
+
+class SourceConfig(Model):
+    """Fields every source has, whatever its adapter (the IngestionSource row)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique across the sources directory")
+    adapter: str
+    enabled: bool = True
+    organization_id: str | None = None
+    owner: str | None = Field(default=None, description="team or person; shown as a Dagster tag")
+    description: str | None = None
+    partitioning: Literal["daily", "hourly"] = "daily"
+    start_date: dt.date | dt.datetime
+    schedule: str
+    credentials: dict[str, CredentialRef] = Field(default_factory=dict)
+
+    _file: Path | None = PrivateAttr(default=None)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _credential_keys(cls, value: dict[str, CredentialRef]) -> dict[str, CredentialRef]:
+        for key in value:
+            if not key.isidentifier():
+                raise ValueError(f"credential key {key!r} must be a plain identifier")
+        return value
+
+    @property
+    def file(self) -> Path | None:
+        """The YAML file this source was loaded from (relative credential files resolve next to it)."""
+        return self._file
+
+    def bind_file(self, path: Path) -> None:
+        self._file = path
+
+    @property
+    def start_datetime(self) -> dt.datetime:
+        value = self.start_date
+        if not isinstance(value, dt.datetime):
+            value = dt.datetime.combine(value, dt.time())
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+    def template_fields(self) -> dict[str, Any]:
+        """What ``${{ingestionSource.<field>}}`` can see: the scalar fields that are set, by both
+        spellings."""
+        fields: dict[str, Any] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or isinstance(value, dict | list | BaseModel):
+                continue
+            fields[name] = value
+            if info.alias:
+                fields[info.alias] = value
+        return fields
+
+    def template_problems(self, templates: dict[str, str | None], *, scopes: tuple[str, ...]) -> list[ConfigProblem]:
+        """Compile each template and check its variables against this source."""
+        problems: list[ConfigProblem] = []
+        all_fields = {n for n, _ in type(self).model_fields.items()} | {
+            i.alias for i in type(self).model_fields.values() if i.alias
+        }
+        set_fields = set(self.template_fields())
+        for field, text in templates.items():
+            if text is None:
+                continue
+            try:
+                template = Template(text)
+            except TemplateError as exc:
+                problems.append((field, str(exc)))
+                continue
+            for message in check_variables(
+                template, credential_keys=self.credentials, source_fields=all_fields, allowed_scopes=scopes
+            ):
+                problems.append((field, message))
+            for var in template.variables:
+                if var.scope == "ingestionSource" and var.key in all_fields and var.key not in set_fields:
+                    problems.append((field, f"${{{{{var.name}}}}} refers to a field this file does not set"))
+        return problems
+
+    def problems(self) -> list[ConfigProblem]:
+        """Cross-field checks that pydantic's per-field validation cannot express."""
+        return []
+
+    def describe(self) -> str:
+        """One line on what this source pulls and from where (no secret: refs, not values)."""
+        return f"{self.adapter} source {self.name}"

@@ -1,0 +1,35 @@
+"""Trace stores by URL: ``sqlite:///path.db`` (default) or ``postgresql://...``."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import PullmodeError
+from .base import EVENT_COLUMNS, TraceStore, WriteResult
+from .sqlite import SqliteTraceStore
+
+DEFAULT_STORE_URL = "sqlite:///.pullmode/trace_store.db"
+
+
+def store_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("PULLMODE_TRACE_STORE_URL") or DEFAULT_STORE_URL
+
+
+def open_store(url: str | None = None) -> TraceStore:
+    """Open the store at ``url`` (else ``$PULLMODE_TRACE_STORE_URL``, else the embedded default)."""
+    url = store_url(url)
+    if url.startswith("sqlite:///"):
+        # sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
+        return SqliteTraceStore(url.removeprefix("sqlite:///"))
+    scheme = url.split(":", 1)[0]
+    raise PullmodeError(f"PULLMODE_TRACE_STORE_URL: unsupported scheme {scheme!r} (use sqlite:///path.db)")
+
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "EVENT_COLUMNS",
+    "SqliteTraceStore",
+    "TraceStore",
+    "WriteResult",
+    "open_store",
+]

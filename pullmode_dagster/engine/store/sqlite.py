@@ -1,0 +1,143 @@
+"""The embedded SQLite trace store: the default for laptops, the demo and tests.
+
+WAL mode lets readers (``pullmode tail``, Dagster checks) run while a pull writes; a busy timeout lets
+two writers (a backfill and a poll) take turns instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..events import NormalizedEvent, Reject
+from .base import EVENT_COLUMNS, TraceStore, WriteResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pulled_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_name TEXT NOT NULL,
+    source_event_id TEXT NOT NULL,
+    event_timestamp TEXT NOT NULL,
+    actor TEXT,
+    action TEXT,
+    target TEXT,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    tokens_input INTEGER NOT NULL DEFAULT 0,
+    tokens_output INTEGER NOT NULL DEFAULT 0,
+    raw_payload TEXT NOT NULL,
+    organization_id TEXT,
+    pulled_at TEXT NOT NULL,
+    run_id TEXT,
+    UNIQUE (source_name, source_event_id)
+);
+CREATE INDEX IF NOT EXISTS pulled_events_source_time ON pulled_events (source_name, event_timestamp);
+CREATE INDEX IF NOT EXISTS pulled_events_actor ON pulled_events (actor);
+CREATE TABLE IF NOT EXISTS pulled_events_rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    location TEXT,
+    raw_record TEXT NOT NULL,
+    record_hash TEXT NOT NULL,
+    pulled_at TEXT NOT NULL,
+    run_id TEXT,
+    UNIQUE (source_name, record_hash)
+);
+"""
+
+_INSERT_EVENT = (
+    f"INSERT OR IGNORE INTO pulled_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+)
+_INSERT_REJECT = (
+    "INSERT OR IGNORE INTO pulled_events_rejected "
+    "(source_name, reason, location, raw_record, record_hash, pulled_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SqliteTraceStore(TraceStore):
+    url_scheme = "sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so a batch is all or nothing.
+        self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=60000")
+        self._conn.executescript(SCHEMA)
+
+    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        conn = self._conn
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return conn.total_changes - before
+
+    def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
+        if not events:
+            return WriteResult(0, 0)
+        pulled_at = now_iso()
+        rows = [
+            (
+                e.source_name,
+                e.source_event_id,
+                e.event_timestamp,
+                e.actor,
+                e.action,
+                e.target,
+                e.cost_usd,
+                e.tokens_input,
+                e.tokens_output,
+                e.raw_payload,
+                e.organization_id,
+                pulled_at,
+                run_id,
+            )
+            for e in events
+        ]
+        written = self._batch(_INSERT_EVENT, rows)
+        return WriteResult(written=written, duplicates=len(rows) - written)
+
+    def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:
+        if not rejects:
+            return 0
+        pulled_at = now_iso()
+        rows = [(r.source_name, r.reason, r.location, r.raw_record, r.record_hash, pulled_at, run_id) for r in rejects]
+        return self._batch(_INSERT_REJECT, rows)
+
+    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
+        where, args = "id > ?", [after_id]
+        if source:
+            where += " AND source_name = ?"
+            args.append(source)
+        cur = self._conn.execute(
+            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
+
+    def count(self, *, source: str | None = None, rejected: bool = False) -> int:
+        table = "pulled_events_rejected" if rejected else "pulled_events"
+        if source:
+            sql, args = f"SELECT count(*) FROM {table} WHERE source_name = ?", [source]
+        else:
+            sql, args = f"SELECT count(*) FROM {table}", []
+        return int(self._conn.execute(sql, args).fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,114 @@
+"""Shared fixtures: a loopback fake API, source files in a temp directory, a fresh trace store."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+
+@pytest.fixture
+def api() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sources_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "sources"
+    directory.mkdir()
+    monkeypatch.setenv("PULLMODE_SOURCES_DIR", str(directory))
+    return directory
+
+
+class SourceWriter:
+    """Writes source files and loads them the way every entry point does."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def write(self, doc: dict[str, Any] | str, *, file: str | None = None) -> Path:
+        if isinstance(doc, str):
+            text = textwrap.dedent(doc)
+            name = file or yaml.safe_load(text)["name"]
+        else:
+            text = yaml.safe_dump(doc, sort_keys=False)
+            name = file or doc["name"]
+        path = self.directory / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+        path.write_text(text)
+        return path
+
+    def load(self, doc: dict[str, Any] | str) -> SourceConfig:
+        self.write(doc)
+        result = load_sources(self.directory)
+        assert not result.problems, result.problems
+        name = doc["name"] if isinstance(doc, dict) else yaml.safe_load(textwrap.dedent(doc))["name"]
+        return result.sources[name]
+
+
+@pytest.fixture
+def sources(sources_dir: Path) -> SourceWriter:
+    return SourceWriter(sources_dir)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    s = SqliteTraceStore(tmp_path / "store.db")
+    yield s
+    s.close()
+
+
+class Sleeps(list[float]):
+    """Records the waits a pull asked for instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def context(sleeps: Sleeps) -> PullContext:
+    return PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.05), sleep=sleeps)
+
+
+def http_source(url: str, **overrides: Any) -> dict[str, Any]:
+    """A minimal valid http_polling source, cursor-paginated, with the usual mapping."""
+    doc: dict[str, Any] = {
+        "name": "acme_audit",
+        "adapter": "http_polling",
+        "organizationId": "org_42",
+        "startDate": "2026-01-01",
+        "schedule": "*/5 * * * *",
+        "credentials": {"token": {"env": "ACME_AUDIT_TOKEN"}},
+        "url": url,
+        "headers": {"Authorization": "Bearer ${{credentials.token}}"},
+        "cursorJsonPath": "$.next_cursor",
+        "eventsJsonPath": "$.data",
+        "eventMapping": {
+            "source_event_id": "$.id",
+            "event_timestamp": "$.created_at",
+            "actor": "$.actor.email",
+            "action": "$.type",
+            "target": "$.model",
+            "cost_usd": "$.usage.cost_usd",
+            "tokens_input": "$.usage.input_tokens",
+            "tokens_output": "$.usage.output_tokens",
+        },
+    }
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}

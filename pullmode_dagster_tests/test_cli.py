@@ -1,0 +1,129 @@
+"""The pullmode command line: preview writes nothing, tail prints the newest events (once each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .conftest import SourceWriter, http_source
+from .fakes import CursorFeed, make_events
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-cli-123456")
+    return url
+
+
+def ev(i: int, source: str = "s") -> NormalizedEvent:
+    return NormalizedEvent(
+        source,
+        f"e{i}",
+        f"2026-03-01T00:00:{i:02d}.000000Z",
+        f"u{i}@x",
+        "act",
+        "m",
+        0.5,
+        3,
+        4,
+        json.dumps({"i": i}),
+        None,
+    )
+
+
+def test_preview_prints_the_first_page_and_writes_nothing(
+    api: LoopbackServer, sources: SourceWriter, store_url: str, tmp_path: Path
+) -> None:
+    events = make_events(15)
+    events[2]["created_at"] = "?"
+    api.routes["/v1/events"] = CursorFeed(events, page_size=10)
+    sources.write(http_source(api.url("/v1/events")))
+    result = CliRunner().invoke(main, ["preview", "acme_audit"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("2026-03-01T00:00:00.000000Z  acme_audit  user0@acme.example  completion")
+    assert lines[-1].startswith("REJECTED  page 1, record 3: event_timestamp is not ISO 8601 or epoch: '?'")
+    assert "9 events, 1 rejected" in result.stderr and "a next page exists" in result.stderr
+    assert len(api.requests) == 1
+    assert not (tmp_path / "cli.db").exists() or SqliteTraceStore(tmp_path / "cli.db").count() == 0
+
+
+def test_preview_json_and_unknown_source(api: LoopbackServer, sources: SourceWriter, store_url: str) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(2))
+    sources.write(http_source(api.url("/v1/events")))
+    result = CliRunner().invoke(main, ["preview", "acme_audit", "--json"])
+    assert [json.loads(line)["source_event_id"] for line in result.stdout.splitlines()] == [
+        "evt_00000",
+        "evt_00001",
+    ]
+    missing = CliRunner().invoke(main, ["preview", "acme_audt"])
+    assert missing.exit_code == 1
+    assert "no source named 'acme_audt'" in missing.output and "did you mean 'acme_audit'?" in missing.output
+
+
+def test_preview_failure_is_one_line_without_traceback_or_secret(
+    api: LoopbackServer, sources: SourceWriter, store_url: str
+) -> None:
+    sources.write(http_source(api.url("/nowhere"), params={"k": "${{credentials.token}}"}))
+    result = CliRunner().invoke(main, ["preview", "acme_audit"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: source 'acme_audit': page 1: HTTP 404 error from ")
+    assert "Traceback" not in result.output and "tok-cli-123456" not in result.output
+
+
+def test_tail_shows_newest_last_with_source_filter_and_json(store_url: str, tmp_path: Path) -> None:
+    with SqliteTraceStore(tmp_path / "cli.db") as store:
+        store.write_events([ev(i) for i in range(30)] + [ev(99, "other")], run_id="r")
+    text = CliRunner().invoke(main, ["tail", "-n", "3", "--source", "s"])
+    assert [line.split()[-1] for line in text.stdout.splitlines()] == ["e27", "e28", "e29"]
+    as_json = CliRunner().invoke(main, ["tail", "-n", "2", "--json"])
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["source_name"], r["source_event_id"]) for r in rows] == [("s", "e29"), ("other", "e99")]
+    assert rows[0]["raw_payload"] == '{"i": 29}' and "id" not in rows[0]
+
+
+@pytest.mark.slow
+def test_tail_follow_prints_new_rows_once_each(store_url: str, tmp_path: Path) -> None:
+    with SqliteTraceStore(tmp_path / "cli.db") as store:
+        store.write_events([ev(1)], run_id="r")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pullmode_dagster.cli", "tail", "--follow", "--json", "--interval", "0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        try:
+            assert json.loads(proc.stdout.readline())["source_event_id"] == "e1"  # type: ignore[union-attr]
+            store.write_events([ev(2), ev(3)], run_id="r")
+            time.sleep(0.5)
+            store.write_events([ev(3), ev(4)], run_id="r")  # e3 is a duplicate: never stored twice
+            seen = [json.loads(proc.stdout.readline())["source_event_id"] for _ in range(3)]  # type: ignore[union-attr]
+        finally:
+            proc.kill()
+            proc.wait()
+    assert seen == ["e2", "e3", "e4"]
+
+
+def test_engine_never_imports_dagster() -> None:
+    code = (
+        "import sys, pullmode_dagster.engine.pull, pullmode_dagster.engine.sources, pullmode_dagster.cli;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'dagster_postgres'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,134 @@
+"""`pullmode validate`: every problem reported before anything is sent, one line each, naming the
+file, the source and the field, never a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.engine.sources import load_sources
+
+from .conftest import SourceWriter, http_source
+
+URL = "https://audit.acme.example/v1/events"
+
+
+def problems_for(sources: SourceWriter, **overrides: object) -> list[str]:
+    sources.write(http_source(URL, **overrides))
+    return load_sources(sources.directory).problems
+
+
+def test_valid_source_loads_with_seed_names_and_snake_case(sources: SourceWriter) -> None:
+    camel = sources.load(http_source(URL, maxPagesPerRun=7))
+    assert camel.cursor_json_path == "$.next_cursor"
+    assert camel.max_pages_per_run == 7
+    assert camel.organization_id == "org_42"
+    doc = http_source(URL, name="snake")
+    doc["events_json_path"] = doc.pop("eventsJsonPath")
+    doc["cursor_json_path"] = doc.pop("cursorJsonPath")
+    doc["organization_id"] = doc.pop("organizationId")
+    snake = sources.load(doc)
+    assert snake.events_json_path == "$.data"
+    assert snake.organization_id == "org_42"
+
+
+def test_each_problem_names_file_source_and_field(sources: SourceWriter) -> None:
+    problems = problems_for(sources, schedule="every five minutes", cursorJsonPath="$.next[")
+    prefix = f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': "
+    assert len(problems) == 2
+    assert f"{prefix}schedule: not a valid cron expression: 'every five minutes'" in problems
+    assert any(p.startswith(f"{prefix}cursorJsonPath: invalid JSONPath '$.next[':") for p in problems)
+
+
+def test_unknown_field_suggests_the_right_spelling(sources: SourceWriter) -> None:
+    doc = http_source(URL)
+    doc["cursorJsonPth"] = doc.pop("cursorJsonPath")
+    sources.write(doc)
+    assert load_sources(sources.directory).problems == [
+        f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': cursorJsonPth: unknown field; "
+        "did you mean 'cursorJsonPath'?"
+    ]
+
+
+def test_unknown_adapter_and_planned_adapter(sources: SourceWriter) -> None:
+    assert problems_for(sources, adapter="ftp_polling") == [
+        f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': adapter: unknown adapter 'ftp_polling' "
+        "(available: http_polling)"
+    ]
+    assert "not available in this version" in problems_for(sources, adapter="copilot_studio")[0]
+
+
+def test_undeclared_credential_and_unknown_variable(sources: SourceWriter) -> None:
+    problems = problems_for(
+        sources,
+        headers={"Authorization": "Bearer ${{credentials.tokn}}", "X-Org": "${{ingestionSource.org}}"},
+        params={"since": "${{cursor.watermark}}"},
+    )
+    text = "\n".join(problems)
+    assert "headers.Authorization: ${{credentials.tokn}} refers to an undeclared credential (declared: token)" in text
+    assert "headers.X-Org: unknown template variable ${{ingestionSource.org}}" in text
+    assert "params.since: ${{cursor.watermark}} is not available here" in text
+    assert len(problems) == 3
+
+
+def test_duplicate_names_are_reported_and_neither_loads(sources: SourceWriter) -> None:
+    sources.write(http_source(URL), file="one.yaml")
+    sources.write(http_source(URL), file="two.yaml")
+    result = load_sources(sources.directory)
+    assert result.sources == {}
+    assert result.problems == [
+        f"{sources.directory / 'two.yaml'}: source 'acme_audit': name: duplicate name, already used by "
+        f"{sources.directory / 'one.yaml'}"
+    ]
+
+
+def test_bad_name_missing_field_and_bad_yaml(sources: SourceWriter) -> None:
+    doc = http_source(URL, name="Acme-Audit")
+    del doc["eventsJsonPath"]
+    sources.write(doc, file="bad.yaml")
+    (sources.directory / "broken.yaml").write_text("name: x\n  adapter: [\n")
+    problems = load_sources(sources.directory).problems
+    assert any("source 'Acme-Audit': name: String should match pattern" in p for p in problems)
+    assert any("source 'Acme-Audit': eventsJsonPath: required field is missing" in p for p in problems)
+    assert any(p.startswith(f"{sources.directory / 'broken.yaml'}: not valid YAML at line 2") for p in problems)
+
+
+def test_literal_secret_in_a_bad_field_is_not_echoed(sources: SourceWriter) -> None:
+    secret = "sk-live-9f8e7d6c5b4a"
+    problems = problems_for(
+        sources,
+        headers={"Authorization": f"Bearer {secret} ${{{{credentials.nope}}}}"},
+        maxPagesPerRun=f"{secret}",
+    )
+    assert problems
+    assert all(secret not in p for p in problems)
+
+
+def test_bearer_needs_a_token_credential(sources: SourceWriter) -> None:
+    problems = problems_for(sources, authMode="bearer", credentials={"key": {"env": "X"}}, headers={})
+    assert [p.split(": ", 2)[2] for p in problems] == ["authMode: bearer needs a credential named 'token'"]
+
+
+def test_validate_command_exit_codes(sources: SourceWriter, tmp_path: Path) -> None:
+    runner = CliRunner()
+    sources.write(http_source(URL))
+    ok = runner.invoke(main, ["validate", str(sources.directory)])
+    assert ok.exit_code == 0, ok.output
+    assert "ok: 1 source(s)" in ok.output
+    sources.write(http_source(URL, name="other", schedule="61 * * * *", hasMoreJsonPath="$.["))
+    bad = runner.invoke(main, ["validate", str(sources.directory)])
+    assert bad.exit_code == 1
+    lines = bad.output.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(str(sources.directory / "other.yaml") + ": source 'other': ") for line in lines)
+    assert "Traceback" not in bad.output
+
+
+def test_validate_uses_env_directory(sources: SourceWriter) -> None:
+    (sources.directory / "x.yaml").write_text(yaml.safe_dump({"name": "x"}))
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 1
+    assert "adapter: required field is missing" in result.output
