@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 dev: $(STAMP)
-	$(BIN)/pullmode dev
+	$(BIN)/pullmode demo --ui
 
 clean:
 	rm -rf $(VENV) .pullmode .pytest_cache .ruff_cache

@@ -17,7 +17,6 @@ from typing import Any
 import click
 
 from .engine.errors import ConfigError, PullmodeError
-from .engine.events import NormalizedEvent
 from .engine.sources import load_sources
 from .engine.store import open_store
 
@@ -133,17 +132,40 @@ def tail(source: str | None, follow: bool, as_json: bool, limit: int, interval: 
 
 
 @main.command()
-@click.option("--port", default=None, type=int, help="Demo API port (default 8787, or a free one if taken).")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_sources", is_flag=True, help="Every enabled source.")
+@click.option(
+    "--workspace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The workspace file whose code location owns the pollers (default ./workspace.yaml).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show the run's Dagster log on the console.")
 @friendly_errors
-def demo(port: int | None) -> None:
+def pull(names: tuple[str, ...], all_sources: bool, workspace: Path | None, verbose: bool) -> None:
+    """One poll cycle now for NAMES (or --all), through Dagster and the instance in $DAGSTER_HOME.
+
+    The poller's own path: from its committed cursor, advancing it only when the run succeeds.
+    Exits 1 when a run failed or a pull was already in flight."""
+    from .defs.pull_now import pull_sources
+
+    if bool(names) == all_sources:
+        raise click.UsageError("name one or more sources, or pass --all")
+    outcomes = pull_sources(list(names), all_sources=all_sources, workspace=workspace, echo=click.echo, verbose=verbose)
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--port", default=None, type=int, help="Demo API port (default 8787, or a free one if taken).")
+@click.option("--ui", is_flag=True, help="Then start `dagster dev` on the same sources, store and instance.")
+@friendly_errors
+def demo(port: int | None, ui: bool) -> None:
     """The whole pipeline on local demo sources: no servers or credentials needed."""
     from .demo.run import run_demo
 
-    run_demo(port=port, echo=click.echo)
-
-
-def print_event(event: NormalizedEvent) -> None:
-    click.echo(_event_line(event.as_dict()))
+    if not run_demo(port=port, echo=click.echo, ui=ui):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

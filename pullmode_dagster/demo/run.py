@@ -1,14 +1,17 @@
-"""``pullmode demo``: start the demo API, lay out the demo sources, pull each one, summarize."""
+"""``pullmode demo``: start the demo API, lay out the demo sources, run one poll cycle of each
+through Dagster (the ``pullmode pull --all`` path), summarize, and show how to open the UI."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.pull import run_pull
-from ..engine.sources import load_sources
-from ..engine.store import open_store, store_url
+from ..engine.store import store_url
 from .api import DEMO_PORT, DemoApi
 from .setup import DEMO_ROOT, prepare_demo
 
@@ -25,23 +28,40 @@ def start_api(port: int | None) -> DemoApi:
     return api
 
 
-def run_demo(*, port: int | None = None, root: Path = DEMO_ROOT, echo: Callable[[str], None] = print) -> int:
+def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
+    """``dagster dev`` on the instance the demo just used, while the demo API keeps serving."""
+    env = dict(os.environ)
+    if not env.get("DAGSTER_HOME"):
+        env["DAGSTER_HOME"] = str(Path.cwd() if Path("dagster.yaml").exists() else fallback_home.resolve())
+    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "pullmode_dagster.definitions"]
+    echo("starting dagster dev on http://127.0.0.1:3000 (Ctrl-C stops it and the demo API)")
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run([sys.executable, "-m", "dagster", "dev", *target], env=env, check=False)
+
+
+def run_demo(
+    *, port: int | None = None, root: Path = DEMO_ROOT, echo: Callable[[str], None] = print, ui: bool = False
+) -> bool:
+    """True when every demo source was pulled."""
+    from ..defs.pull_now import pull_sources
+
     api = start_api(port)
     try:
         directory = prepare_demo(root, port=api.server.port)
+        # The code location (here, and under `dagster dev --ui`) reads the sources from here.
+        os.environ["PULLMODE_SOURCES_DIR"] = str(directory.resolve())
         echo(f"demo API on {api.server.base_url}; demo sources in {directory}")
-        result = load_sources(directory)
-        result.raise_for_problems()
-        total = 0
-        with open_store() as store:
-            for source in sorted(result.sources.values(), key=lambda s: s.name):
-                report = run_pull(source, store=store)
-                total += report.written
-                echo(report.summary())
-        echo(f"{total} events written to {store_url()}")
+        outcomes = pull_sources([], all_sources=True, fallback_home=root / "dagster_home", echo=echo)
+        written = sum(int((o.metadata or {}).get("events_written", 0)) for o in outcomes)
+        echo(f"{written} events written to {store_url()}")
+        echo("")
         echo("next:")
+        echo("  pullmode tail -n 5                          # the newest events in the trace store")
         echo(f"  PULLMODE_SOURCES_DIR={directory} pullmode preview demo_usage")
-        echo("  pullmode tail -n 5")
-        return total
+        echo("  pullmode demo --ui  (or make dev)           # the Dagster UI on these sources, pollers running")
+        ok = all(o.ok for o in outcomes)
+        if ui:
+            open_ui(root / "dagster_home", echo)
+        return ok
     finally:
         api.server.stop()

@@ -3,9 +3,15 @@ and is built from redacted text only, so it can be logged or shown in the UI as 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PullmodeError(Exception):
-    """Base class: the message is safe to show (no secret in it)."""
+    """Base class: the message is safe to show (no secret in it).
+
+    ``report`` is set when a pull failed part-way: what it wrote before the failure."""
+
+    report: Any = None
 
 
 class ConfigError(PullmodeError):

@@ -51,11 +51,20 @@ class PullReport:
 
     @property
     def lag_seconds(self) -> float | None:
-        """How far the newest pulled event trails the end of the pull (None: no event yet)."""
-        if self.newest_event_timestamp is None:
+        """How far the newest event known (pulled now, or committed before) trails the end of the
+        pull; None when the source has never produced an event."""
+        newest = max(
+            (
+                t
+                for t in (self.newest_event_timestamp, self.cursor_before.watermark, self.cursor_before.high_water)
+                if t
+            ),
+            default=None,
+        )
+        if newest is None:
             return None
         end = self.finished_at or datetime.now(UTC)
-        return max(0.0, (end - parse_timestamp(self.newest_event_timestamp)).total_seconds())
+        return max(0.0, (end - parse_timestamp(newest)).total_seconds())
 
     @property
     def duration_seconds(self) -> float:
@@ -166,10 +175,12 @@ def run_pull(
             if on_page is not None:
                 on_page(page, report)
         flush()
-    except PullmodeError:
+    except PullmodeError as exc:
         # What was fetched before the failure is kept: the retry re-pulls it and dedup absorbs it,
         # so the re-pull window stays small. The cursor is not returned, so nothing is committed.
         flush()
+        report.finished_at = datetime.now(UTC)
+        exc.report = report
         raise
     finally:
         report.requests = puller.requests

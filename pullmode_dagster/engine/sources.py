@@ -27,6 +27,15 @@ def sources_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get("PULLMODE_SOURCES_DIR") or DEFAULT_SOURCES_DIR)
 
 
+@dataclass(frozen=True)
+class InvalidSource:
+    """A file that did not load: where it is, the name it claims (or its file stem), its problems."""
+
+    file: Path
+    name: str
+    problems: tuple[str, ...]
+
+
 @dataclass
 class SourceSet:
     """Every valid source by name, and one line per problem found in the directory."""
@@ -34,6 +43,7 @@ class SourceSet:
     directory: Path
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    invalid: list[InvalidSource] = field(default_factory=list)
 
     def get(self, name: str) -> SourceConfig:
         try:
@@ -100,34 +110,50 @@ def parse_source(doc: Any, *, file: Path) -> tuple[SourceConfig | None, list[str
     return source, []
 
 
+def _claimed_name(doc: Any, path: Path) -> str:
+    name = doc.get("name") if isinstance(doc, dict) else None
+    return name if isinstance(name, str) and name else path.stem
+
+
 def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
-    """Load every ``*.yaml`` / ``*.yml`` file. Never raises for a bad file: see ``problems``."""
+    """Load every ``*.yaml`` / ``*.yml`` file. Never raises for a bad file: see ``problems`` and
+    ``invalid`` (one entry per file that did not load)."""
     root = sources_dir(directory)
     result = SourceSet(directory=root)
     if not root.is_dir():
         result.problems.append(f"{root}: sources directory does not exist (set PULLMODE_SOURCES_DIR)")
         return result
     files: dict[str, Path] = {}
+
+    def invalid(path: Path, name: str, problems: list[str]) -> None:
+        result.problems.extend(problems)
+        result.invalid.append(InvalidSource(path, name, tuple(problems)))
+
     for path in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]):
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            result.problems.append(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}")
+            problem = getattr(exc, "problem", None) or "syntax error"
+            invalid(path, path.stem, [f"{path}: not valid YAML{where}: {problem}"])
             continue
         except (OSError, UnicodeDecodeError) as exc:
-            result.problems.append(f"{path}: cannot read: {exc}")
+            invalid(path, path.stem, [f"{path}: cannot read: {exc}"])
             continue
         source, problems = parse_source(doc, file=path)
-        result.problems.extend(problems)
         if source is None:
+            invalid(path, _claimed_name(doc, path), problems)
             continue
         if source.name in files:
-            result.problems.append(
-                f"{path}: source {source.name!r}: name: duplicate name, already used by {files[source.name]}"
+            first = files[source.name]
+            invalid(
+                path, source.name, [f"{path}: source {source.name!r}: name: duplicate name, already used by {first}"]
             )
-            result.sources.pop(source.name, None)
+            if result.sources.pop(source.name, None) is not None:
+                result.invalid.append(
+                    InvalidSource(first, source.name, (f"{first}: source {source.name!r}: name: duplicate name",))
+                )
             continue
         files[source.name] = path
         result.sources[source.name] = source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import PullmodeError
-from .base import EVENT_COLUMNS, TraceStore, WriteResult
+from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
 from .sqlite import SqliteTraceStore
 
 DEFAULT_STORE_URL = "sqlite:///.pullmode/trace_store.db"
@@ -28,6 +28,7 @@ def open_store(url: str | None = None) -> TraceStore:
 __all__ = [
     "DEFAULT_STORE_URL",
     "EVENT_COLUMNS",
+    "Integrity",
     "SqliteTraceStore",
     "TraceStore",
     "WriteResult",

@@ -23,6 +23,18 @@ class WriteResult:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class Integrity:
+    """``rows``: rows the run wrote; ``duplicate_keys``: their source_event_ids stored more than once
+    (only possible in a table created without the unique key); ``invalid_rows``: rows outside the
+    normalized shape (timestamp not fixed-width UTC, negative cost or tokens, raw_payload not JSON)."""
+
+    rows: int
+    duplicate_keys: int
+    invalid_rows: int
+    invalid_examples: tuple[str, ...] = ()
+
+
 class TraceStore(ABC):
     """Where pulled events land. Implementations: SQLite (embedded default), Postgres."""
 
@@ -43,6 +55,11 @@ class TraceStore(ABC):
     @abstractmethod
     def count(self, *, source: str | None = None, rejected: bool = False) -> int:
         """How many events (or rejects) the store holds."""
+
+    @abstractmethod
+    def integrity(self, *, source: str, run_id: str) -> Integrity:
+        """What the asset checks look at, for the rows one run wrote: keys stored more than once and
+        rows that break the normalized shape. Scoped to the run so a check costs what the run wrote."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import NormalizedEvent, Reject
-from .base import EVENT_COLUMNS, TraceStore, WriteResult
+from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pulled_events (
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS pulled_events (
 );
 CREATE INDEX IF NOT EXISTS pulled_events_source_time ON pulled_events (source_name, event_timestamp);
 CREATE INDEX IF NOT EXISTS pulled_events_actor ON pulled_events (actor);
+CREATE INDEX IF NOT EXISTS pulled_events_run ON pulled_events (run_id);
 CREATE TABLE IF NOT EXISTS pulled_events_rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source_name TEXT NOT NULL,
@@ -54,6 +55,11 @@ _INSERT_EVENT = (
 _INSERT_REJECT = (
     "INSERT OR IGNORE INTO pulled_events_rejected "
     "(source_name, reason, location, raw_record, record_hash, pulled_at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+_TIMESTAMP_GLOB = (
+    "[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z"
 )
 
 
@@ -138,6 +144,24 @@ class SqliteTraceStore(TraceStore):
         else:
             sql, args = f"SELECT count(*) FROM {table}", []
         return int(self._conn.execute(sql, args).fetchone()[0])
+
+    def integrity(self, *, source: str, run_id: str) -> Integrity:
+        conn = self._conn
+        mine = "source_name = ? AND run_id = ?"
+        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", [source, run_id]).fetchone()[0]
+        duplicates = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM pulled_events WHERE source_name = ? AND source_event_id IN "
+            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1)",
+            [source, source, run_id],
+        ).fetchone()[0]
+        bad = (
+            f"FROM pulled_events WHERE {mine} AND ("
+            f"event_timestamp NOT GLOB '{_TIMESTAMP_GLOB}' OR cost_usd < 0 OR tokens_input < 0 "
+            "OR tokens_output < 0 OR json_valid(raw_payload) = 0 OR source_event_id = '')"
+        )
+        invalid = conn.execute(f"SELECT count(*) {bad}", [source, run_id]).fetchone()[0]
+        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", [source, run_id]))
+        return Integrity(rows=rows, duplicate_keys=duplicates, invalid_rows=invalid, invalid_examples=examples)
 
     def close(self) -> None:
         self._conn.close()

@@ -1,0 +1,202 @@
+"""One asset per source: ``ingestion/<name>``, time-partitioned, materialized by a pull.
+
+A run either polls from the cursor the poller handed it (``poll: true``) or, when materialized by
+hand or by a backfill, re-pulls its partition's window; a window pull never moves the cursor.
+"""
+
+import re
+import traceback
+
+import dagster as dg
+from pydantic import Field
+
+from ..engine.adapters import Window
+from ..engine.config import SourceConfig
+from ..engine.credentials import Redactor
+from ..engine.cursor import CursorFormatError, CursorState
+from ..engine.errors import PullmodeError
+from ..engine.pull import PullReport, run_pull
+from ..engine.sources import InvalidSource
+from .checks import check_results, check_specs
+from .partitions import partitions_for
+from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
+
+GROUP = "ingestion_sources"
+KEY_PREFIX = "ingestion"
+SOURCE_TAG = "pullmode/source"
+KINDS = {"http_polling": "http", "s3_polling": "s3"}
+
+
+class PullConfig(dg.Config):
+    """Run config of a source asset. The poller sets both fields; a manual run leaves them unset."""
+
+    poll: bool = Field(
+        default=False,
+        description="true: pull what is new, from `cursor` (what the poller requests). "
+        "false: re-pull this partition's time window.",
+    )
+    cursor: str = Field(default="", description="The committed cursor state (JSON) the poll starts from.")
+
+
+def asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([KEY_PREFIX, name])
+
+
+def _tag_value(value: str) -> str:
+    """Dagster tag values: at most 63 characters of letters, digits, '-', '_' and '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:63]
+
+
+def _owners(owner: str | None) -> list[str]:
+    if not owner:
+        return []
+    return [owner] if "@" in owner else [f"team:{_tag_value(owner)}"]
+
+
+def describe(source: SourceConfig) -> str:
+    """What the asset pulls and from where: refs and URLs without query strings, never a secret."""
+    lines = [source.description or "", source.describe(), f"Polled on `{source.schedule}` (UTC)."]
+    if source.credentials:
+        refs = ", ".join(f"`{k}` from {ref.describe()}" for k, ref in sorted(source.credentials.items()))
+        lines.append(f"Credentials: {refs}.")
+    if source.file:
+        lines.append(f"Defined in `{source.file}`.")
+    return "\n\n".join(line for line in lines if line)
+
+
+def report_metadata(report: PullReport) -> dict[str, object]:
+    """Materialization metadata: what the run wrote and where the cursor went."""
+    metadata: dict[str, object] = {
+        "dagster/row_count": report.written,
+        "events_written": report.written,
+        "duplicates_skipped": report.duplicates,
+        "rejected": report.rejected,
+        "records_seen": report.records,
+        "pages": report.pages,
+        "requests": report.requests,
+        "bytes": report.bytes,
+        "mode": "window" if report.window else "poll",
+        "drained": report.drained,
+        "cursor_before": dg.MetadataValue.json(report.cursor_before.to_dict()),
+        "cursor_after": dg.MetadataValue.json(report.cursor_after.to_dict()),
+        "newest_event_timestamp": report.newest_event_timestamp or "none",
+        "duration_seconds": round(report.duration_seconds, 3),
+    }
+    if report.lag_seconds is not None:
+        metadata["lag_seconds"] = round(report.lag_seconds, 1)
+    if report.window:
+        metadata["window"] = f"{report.window.start.isoformat()} .. {report.window.end.isoformat()}"
+        metadata["outside_window"] = report.outside_window
+    if report.preview:
+        columns = ["source_event_id", "event_timestamp", "actor", "action", "target", "cost_usd", "tokens_input",
+                   "tokens_output"]  # fmt: skip
+        metadata["preview"] = dg.MetadataValue.table(
+            records=[dg.TableRecord({c: getattr(e, c) for c in columns}) for e in report.preview],
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn(c, "float" if c == "cost_usd" else "int" if c.startswith("tokens") else "string")
+                    for c in columns
+                ]
+            ),
+        )
+    return metadata
+
+
+def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
+    key = asset_key(source.name)
+    tags = {"pullmode/adapter": source.adapter}
+    if source.owner:
+        tags["pullmode/owner"] = _tag_value(source.owner)
+    if source.organization_id:
+        tags["pullmode/organization"] = _tag_value(source.organization_id)
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        partitions_def=partitions_for(source),
+        description=describe(source),
+        kinds={KINDS.get(source.adapter, source.adapter)},
+        tags=tags,
+        owners=_owners(source.owner),
+        check_specs=check_specs(key),
+        metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
+    )
+    def pull(
+        context: dg.AssetExecutionContext,
+        config: PullConfig,
+        credentials: CredentialsResource,
+        trace_store: TraceStoreResource,
+        pull_settings: PullSettingsResource,
+    ) -> dg.MaterializeResult:
+        if config.poll:
+            try:
+                start = CursorState.from_json(config.cursor)
+            except CursorFormatError as exc:
+                raise dg.Failure(description=f"source {source.name!r}: cursor in run config: {exc}") from None
+            window = None
+            context.log.info(f"{source.name}: polling from cursor {start.to_json()}")
+        else:
+            time_window = context.partition_time_window
+            window = Window(time_window.start, time_window.end)
+            start = CursorState()
+            context.log.info(f"{source.name}: re-pulling window {window.start} .. {window.end}")
+        redact = Redactor()
+        try:
+            secrets = credentials.resolve(source)
+            redact = Redactor(secrets.values())
+            with trace_store.open() as store:
+                report = run_pull(
+                    source,
+                    store=store,
+                    start=start,
+                    window=window,
+                    run_id=context.run.run_id,
+                    credentials=secrets,
+                    context=pull_settings.pull_context(context.log),
+                    batch_size=pull_settings.batch_size,
+                )
+                integrity = store.integrity(source=source.name, run_id=context.run.run_id)
+        except PullmodeError as exc:
+            partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
+            partial.pop("dagster/row_count", None)
+            raise dg.Failure(description=str(exc), metadata=partial) from None
+        except Exception as exc:
+            # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
+            context.log.error(redact(traceback.format_exc()))
+            raise dg.Failure(
+                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {redact(exc)}"
+            ) from None
+        context.log.info(report.summary())
+        return dg.MaterializeResult(
+            metadata=report_metadata(report),
+            check_results=check_results(key, integrity, rejected=report.rejected),
+        )
+
+    return pull
+
+
+def invalid_asset_name(invalid: InvalidSource, taken: set[str]) -> str:
+    name = re.sub(r"[^a-z0-9_]", "_", invalid.name.lower()).strip("_") or "source"
+    if not name[0].isalpha():
+        name = f"source_{name}"
+    name = name[:56]
+    return f"{name}_invalid" if name in taken else name
+
+
+def build_invalid_source_asset(invalid: InvalidSource, name: str) -> dg.AssetsDefinition:
+    """A bad file does not take the other sources down: it is left out, and this placeholder (same
+    key the source would have had) carries the validation problems into the UI."""
+    problems = "\n".join(f"- {p}" for p in invalid.problems)
+
+    @dg.asset(
+        key=asset_key(name),
+        group_name=GROUP,
+        description=f"**This source file did not load**, so nothing is pulled:\n\n{problems}\n\n"
+        "Fix the file (`pullmode validate` lists every problem) and reload the code location.",
+        tags={"pullmode/status": "invalid"},
+        metadata={"source_file": str(invalid.file), "problems": "\n".join(invalid.problems)},
+    )
+    def invalid_source(context: dg.AssetExecutionContext) -> None:
+        raise dg.Failure(description="\n".join(invalid.problems))
+
+    return invalid_source

@@ -1,0 +1,52 @@
+"""Asset checks on every source asset, computed from the rows the run wrote.
+
+``normalized_schema``: every row is in the normalized shape. ``unique_source_event_id``: no key is
+stored twice (the store's unique key guarantees it; the check catches a table created without it).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..engine.store import Integrity
+
+NORMALIZED_SCHEMA = "normalized_schema"
+UNIQUE_SOURCE_EVENT_ID = "unique_source_event_id"
+
+
+def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            NORMALIZED_SCHEMA,
+            asset=key,
+            description="Rows written by the run are in the normalized shape: UTC ISO 8601 timestamp, "
+            "non-negative cost and token counts, raw_payload valid JSON.",
+        ),
+        dg.AssetCheckSpec(
+            UNIQUE_SOURCE_EVENT_ID,
+            asset=key,
+            description="No source_event_id written by the run is stored more than once for this source.",
+        ),
+    ]
+
+
+def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=NORMALIZED_SCHEMA,
+            passed=integrity.invalid_rows == 0,
+            metadata={
+                "rows_checked": integrity.rows,
+                "invalid_rows": integrity.invalid_rows,
+                "invalid_examples": ", ".join(integrity.invalid_examples) or "none",
+                "rejected_records": rejected,
+            },
+        ),
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=UNIQUE_SOURCE_EVENT_ID,
+            passed=integrity.duplicate_keys == 0,
+            metadata={"rows_checked": integrity.rows, "duplicate_keys": integrity.duplicate_keys},
+        ),
+    ]

@@ -1,0 +1,283 @@
+"""The poller sensor: one per source, owning both the cron and the committed cursor.
+
+Dagster writes a sensor's cursor when the tick has *launched* its runs, not when they succeed, so
+the poller checks the outcome itself: its cursor holds the committed pull cursor plus the pull in
+flight, and the committed cursor moves only when that run has succeeded, to the ``cursor_after`` the
+run reported in its materialization metadata. A failed or canceled run leaves it unchanged; the next
+tick pulls again from it and dedup absorbs the overlap. Sensor cursor format (README, "The cursor")::
+
+    {"committed": {"v": 1, "watermark": "..."},
+     "in_flight": {"pull_id": "acme_audit:2026-03-01T10:05:00Z", "tick": "...", "requested_at": "...",
+                   "partition_key": "2026-03-01", "via": "sensor"},
+     "last_tick": "2026-03-01T10:05:00Z",
+     "last_pull": {"pull_id": "...", "run_id": "...", "status": "SUCCESS"}}
+
+Setting the cursor to a bare cursor state (``{"watermark": "2026-02-01T00:00:00Z"}``) rewinds the
+source: it becomes the committed cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from croniter import croniter
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+from ..engine.config import SourceConfig
+from ..engine.cursor import CursorFormatError, CursorState
+from .assets import SOURCE_TAG, asset_key
+
+POLLER_SUFFIX = "_poller"
+PULL_ID_TAG = "pullmode/pull_id"
+MODE_TAG = "pullmode/mode"
+CLI_GRACE = timedelta(minutes=10)
+"""A pull the CLI announced but whose run never appeared is forgotten after this long."""
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(t: str) -> datetime:
+    return datetime.fromisoformat(t).astimezone(UTC)
+
+
+def poller_name(source_name: str) -> str:
+    return f"{source_name}{POLLER_SUFFIX}"
+
+
+def job_name(source_name: str) -> str:
+    return f"{source_name}_pull"
+
+
+@dataclass(frozen=True)
+class InFlight:
+    pull_id: str
+    tick: str
+    requested_at: str
+    partition_key: str
+    cursor: str
+    via: str = "sensor"
+
+
+@dataclass(frozen=True)
+class PollerState:
+    """What the poller sensor keeps in its cursor."""
+
+    committed: CursorState = field(default_factory=CursorState)
+    in_flight: InFlight | None = None
+    last_tick: str | None = None
+    last_pull: dict[str, str] | None = None
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PollerState:
+        if text is None or not text.strip():
+            return cls()
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CursorFormatError(f"sensor cursor is not JSON: {exc.msg} at position {exc.pos}") from None
+        if not isinstance(doc, dict):
+            raise CursorFormatError("sensor cursor must be a JSON object")
+        if "committed" not in doc:
+            # A bare cursor state: a data engineer rewinding (or fast-forwarding) the source.
+            return cls(committed=CursorState.from_dict(doc))
+        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull"}
+        if unknown:
+            raise CursorFormatError(f"unknown sensor cursor field(s): {', '.join(sorted(unknown))}")
+        in_flight = doc.get("in_flight")
+        try:
+            flight = InFlight(**in_flight) if in_flight else None
+        except TypeError as exc:
+            raise CursorFormatError(f"sensor cursor in_flight is malformed: {exc}") from None
+        return cls(
+            committed=CursorState.from_dict(doc.get("committed") or {}),
+            in_flight=flight,
+            last_tick=doc.get("last_tick"),
+            last_pull=doc.get("last_pull"),
+        )
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {"committed": self.committed.to_dict()}
+        if self.in_flight:
+            doc["in_flight"] = {k: v for k, v in vars(self.in_flight).items()}
+        if self.last_tick:
+            doc["last_tick"] = self.last_tick
+        if self.last_pull:
+            doc["last_pull"] = self.last_pull
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class PollDecision:
+    state: PollerState
+    run_request: dg.RunRequest | None = None
+    skip_reason: str | None = None
+    log: list[str] = field(default_factory=list)
+
+
+def latest_tick(schedule: str, now: datetime) -> datetime:
+    """The most recent cron time at or before ``now`` (UTC)."""
+    floor = now.astimezone(UTC).replace(second=0, microsecond=0)
+    if croniter.match(schedule, floor) and floor == now:
+        return floor
+    return croniter(schedule, now.astimezone(UTC)).get_prev(datetime).astimezone(UTC)
+
+
+def find_pull_run(instance: dg.DagsterInstance, pull_id: str) -> dg.DagsterRun | None:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={PULL_ID_TAG: pull_id}), limit=1)
+    return runs[0] if runs else None
+
+
+def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict[str, Any] | None:
+    """The metadata of a run's materialization of ``key`` as plain values (None: none reported)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is not None and materialization.asset_key == key:
+            return {k: v.value for k, v in materialization.metadata.items()}
+    return None
+
+
+def reported_cursor(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:
+    """The ``cursor_after`` a run reported in its materialization of ``key`` (None: no report)."""
+    metadata = run_metadata(instance, run_id, key) or {}
+    return CursorState.from_dict(metadata["cursor_after"]) if "cursor_after" in metadata else None
+
+
+class Poller:
+    """The decision a poller makes on each evaluation; shared by the sensor and ``pullmode pull``."""
+
+    def __init__(self, source: SourceConfig, partitions_def: dg.PartitionsDefinition, op_name: str):
+        self.source = source
+        self.partitions_def = partitions_def
+        self.op_name = op_name
+        self.key = asset_key(source.name)
+
+    def run_config(self, cursor: str) -> dict[str, Any]:
+        return {"ops": {self.op_name: {"config": {"poll": True, "cursor": cursor}}}}
+
+    def run_request(self, flight: InFlight) -> dg.RunRequest:
+        return dg.RunRequest(
+            run_key=flight.pull_id,
+            partition_key=flight.partition_key,
+            run_config=self.run_config(flight.cursor),
+            tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll", PULL_ID_TAG: flight.pull_id},
+        )
+
+    def settle(self, state: PollerState, instance: dg.DagsterInstance, now: datetime, log: list[str]) -> PollerState:
+        """Resolve the pull in flight: commit its cursor if its run succeeded, forget it if it failed."""
+        flight = state.in_flight
+        if flight is None:
+            return state
+        run = find_pull_run(instance, flight.pull_id)
+        if run is None:
+            if flight.via == "cli" and now - _parse(flight.requested_at) > CLI_GRACE:
+                log.append(f"pull {flight.pull_id} was announced but never started; forgetting it")
+                return replace(state, in_flight=None)
+            return state
+        status = run.status
+        if status == dg.DagsterRunStatus.SUCCESS:
+            cursor = reported_cursor(instance, run.run_id, self.key)
+            last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
+            if cursor is None:
+                log.append(f"run {run.run_id} succeeded without reporting a cursor; the cursor stays")
+                return replace(state, in_flight=None, last_pull=last)
+            log.append(f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}")
+            return replace(state, committed=cursor, in_flight=None, last_pull=last)
+        if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            log.append(
+                f"run {run.run_id} {status.value.lower()}; the cursor stays at {state.committed.to_json()} "
+                "and the next tick pulls again from it"
+            )
+            last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
+            return replace(state, in_flight=None, last_pull=last)
+        return state
+
+    def decide(
+        self,
+        state: PollerState,
+        *,
+        instance: dg.DagsterInstance,
+        now: datetime,
+        force: bool = False,
+        via: str = "sensor",
+    ) -> PollDecision:
+        """One evaluation. ``force`` pulls now whatever the cron says (``pullmode pull``)."""
+        log: list[str] = []
+        state = self.settle(state, instance, now, log)
+        flight = state.in_flight
+        if flight is not None:
+            run = find_pull_run(instance, flight.pull_id)
+            if run is None and flight.via == "sensor":
+                # Requested but not created yet (or lost): asking again is safe, the run key dedups.
+                return PollDecision(state, self.run_request(flight), log=log)
+            where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
+            return PollDecision(state, skip_reason=f"pull {flight.pull_id} in flight: {where}", log=log)
+        due = now if force else latest_tick(self.source.schedule, now)
+        if not force and state.last_tick is not None and due <= _parse(state.last_tick):
+            upcoming = croniter(self.source.schedule, now).get_next(datetime)
+            return PollDecision(state, skip_reason=f"waiting for the next tick at {_iso(upcoming)}", log=log)
+        active = instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll"}, statuses=IN_PROGRESS_RUN_STATUSES
+            ),
+            limit=1,
+        )
+        if active:
+            return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active[0].run_id}",
+                                log=log)  # fmt: skip
+        try:
+            partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
+        except Exception:
+            return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
+        tick = _iso(due)
+        pull_id = f"{self.source.name}:{tick}" if via == "sensor" else f"{self.source.name}:{via}:{now.isoformat()}"
+        flight = InFlight(
+            pull_id=pull_id,
+            tick=tick,
+            requested_at=now.isoformat(),
+            partition_key=partition_key,
+            cursor=state.committed.to_json(),
+            via=via,
+        )
+        state = replace(state, in_flight=flight, last_tick=state.last_tick if force else tick)
+        log.append(f"pull {pull_id} requested from cursor {flight.cursor}")
+        return PollDecision(state, self.run_request(flight), log=log)
+
+
+def build_poller_sensor(
+    source: SourceConfig, job: dg.UnresolvedAssetJobDefinition, poller: Poller, *, clock: Clock = utc_now
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=poller_name(source.name),
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING if source.enabled else dg.DefaultSensorStatus.STOPPED,
+        description=f"Pulls {source.name} on `{source.schedule}` (UTC); its cursor is the committed pull "
+        "cursor, advanced only after the run it launched succeeded.",
+    )
+    def poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        try:
+            state = PollerState.from_json(context.cursor)
+        except CursorFormatError as exc:
+            raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
+        decision = poller.decide(state, instance=context.instance, now=clock())
+        for line in decision.log:
+            context.log.info(f"{source.name}: {line}")
+        if decision.run_request is not None:
+            return dg.SensorResult(run_requests=[decision.run_request], cursor=decision.state.to_json())
+        return dg.SensorResult(skip_reason=decision.skip_reason, cursor=decision.state.to_json())
+
+    return poll

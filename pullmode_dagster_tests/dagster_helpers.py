@@ -1,0 +1,71 @@
+"""Helpers for tests of the Dagster layer: a project over temp sources, a settable clock, and
+running a poller's request the way the daemon's run worker would (in process, on the instance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pullmode_dagster.definitions import Project, build_project
+from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
+from pullmode_dagster.defs.sensors import PollerState, job_name, poller_name
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def fast_resources(store_path: Path) -> dict[str, object]:
+    return {
+        "trace_store": TraceStoreResource(url=f"sqlite:///{store_path}"),
+        "pull_settings": PullSettingsResource(max_attempts=2, backoff_initial_seconds=0.01, backoff_max_seconds=0.02),
+    }
+
+
+@dataclass
+class Harness:
+    project: Project
+    instance: dg.DagsterInstance
+    clock: Clock
+    store_path: Path
+    source: str
+
+    def tick(self, cursor: str | None) -> dg.SensorResult:
+        """Evaluate the poller once, as the daemon does, with the stored cursor."""
+        sensor = self.project.defs.resolve_sensor_def(poller_name(self.source))
+        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, definitions=self.project.defs)
+        result = sensor(context)
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return self.project.defs.resolve_job_def(job_name(self.source)).execute_in_process(
+            run_config=request.run_config,
+            instance=self.instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        with SqliteTraceStore(self.store_path) as store:
+            return store.tail(source=self.source, limit=10**6)
+
+
+def committed(cursor: str | None) -> dict[str, Any]:
+    return PollerState.from_json(cursor).committed.to_dict()
+
+
+def make_harness(sources_dir: Path, instance: dg.DagsterInstance, clock: Clock, tmp: Path, source: str) -> Harness:
+    store_path = tmp / "trace.db"
+    project = build_project(sources_dir, resources=fast_resources(store_path), clock=clock)
+    return Harness(project, instance, clock, store_path, source)

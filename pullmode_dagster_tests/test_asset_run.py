@@ -1,0 +1,136 @@
+"""A source asset's run: metadata on every materialization, window re-pulls, clear failures, and
+asset checks that can fail."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pullmode_dagster.demo.server import LoopbackServer, Response
+from pullmode_dagster.engine.store.sqlite import SCHEMA
+
+from .conftest import SourceWriter, http_source
+from .dagster_helpers import Clock, Harness, committed, make_harness
+from .fakes import CursorFeed, make_events
+
+TOKEN = "tok-asset-7777-secret"
+KEY = dg.AssetKey(["ingestion", "acme_audit"])
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def harness(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Harness:  # fmt: skip
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
+    events = make_events(30, t0=datetime(2026, 3, 1, 23, 45, tzinfo=UTC))  # 23:45 .. 00:14 next day
+    events[3]["usage"]["input_tokens"] = -1
+    api.routes["/v1/events"] = CursorFeed(events, page_size=10)
+    sources.write(http_source(api.url("/v1/events"), params={"key": "${{credentials.token}}"}))
+    return make_harness(
+        sources.directory, instance, Clock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC)), tmp_path, "acme_audit"
+    )
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialization(instance: dg.DagsterInstance) -> dict[str, object]:
+    event = instance.get_latest_materialization_event(KEY)
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_poll_materialization_carries_the_pull_report(harness: Harness, instance: dg.DagsterInstance) -> None:
+    result = harness.run(harness.tick(None).run_requests[0])
+    assert result.success
+    md = materialization(instance)
+    assert md["dagster/row_count"] == 29 and md["events_written"] == 29
+    assert (md["duplicates_skipped"], md["rejected"], md["pages"], md["requests"]) == (0, 1, 3, 3)
+    assert md["bytes"] > 5000 and md["mode"] == "poll" and md["drained"] is True
+    assert md["cursor_before"] == {"v": 1}
+    assert md["cursor_after"] == {"v": 1, "watermark": "2026-03-02T00:14:00.000000Z"}
+    assert md["newest_event_timestamp"] == "2026-03-02T00:14:00.000000Z"
+    assert 8 * 3600 < md["lag_seconds"] < 10**9
+    preview = md["preview"]
+    assert [r.data["source_event_id"] for r in preview.records] == [f"evt_{i:05d}" for i in (0, 1, 2, 4, 5)]
+    checks = {name: e.passed for name, e in evaluations(result).items()}
+    assert checks == {"normalized_schema": True, "unique_source_event_id": True}
+    everything = json.dumps({k: str(v) for k, v in md.items()})
+    assert TOKEN not in everything
+
+
+def test_manual_materialization_repulls_the_partition_window_and_keeps_the_cursor(
+    harness: Harness, instance: dg.DagsterInstance
+) -> None:
+    first = harness.tick(None)
+    job = harness.project.defs.resolve_job_def("acme_audit_pull")
+    result = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
+    assert result.success
+    md = materialization(instance)
+    assert md["mode"] == "window" and md["events_written"] == 15 and md["outside_window"] == 14
+    assert md["cursor_after"] == md["cursor_before"] == {"v": 1}
+    assert sorted(r["event_timestamp"][:10] for r in harness.rows()) == ["2026-03-02"] * 15
+    # The poller ignores runs it did not request: its committed cursor does not move.
+    after = harness.tick(first.cursor)
+    assert committed(after.cursor) == {"v": 1}
+
+
+def test_a_failed_pull_fails_the_run_with_a_clear_message_and_no_secret(
+    harness: Harness, api: LoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    api.routes["/v1/events"] = lambda r: Response(403, {"error": f"key {r.arg('key')} lacks scope"})
+    result = harness.run(harness.tick(None).run_requests[0])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "source 'acme_audit': page 1: HTTP 403 error from http://127.0.0.1:" in message
+    assert "lacks scope" in message and TOKEN not in message
+    logs = instance.all_logs(result.run_id)
+    assert all(TOKEN not in (entry.message or "") for entry in logs)
+    assert all(TOKEN not in str(entry.dagster_event) for entry in logs if entry.dagster_event)
+
+
+def test_checks_fail_on_a_store_table_without_the_unique_key(harness: Harness) -> None:
+    legacy = SCHEMA.replace("    UNIQUE (source_name, source_event_id)\n", "    CHECK (1)\n")
+    conn = sqlite3.connect(harness.store_path)
+    conn.executescript(legacy)
+    conn.execute(
+        "INSERT INTO pulled_events (source_name, source_event_id, event_timestamp, raw_payload, pulled_at, "
+        "tokens_input) VALUES ('acme_audit', 'evt_00000', '2026-03-01 23:45', 'not json', 'x', -5)"
+    )
+    conn.commit()
+    conn.close()
+    result = harness.run(harness.tick(None).run_requests[0])
+    checks = evaluations(result)
+    assert checks["unique_source_event_id"].passed is False
+    assert checks["unique_source_event_id"].metadata["duplicate_keys"].value == 1
+    assert checks["normalized_schema"].passed is True  # the bad row is not one this run wrote
+
+
+def test_normalized_schema_check_fails_on_a_row_the_run_wrote_badly(harness: Harness, tmp_path: Path) -> None:
+    # A store trigger corrupts what the run writes: the check must notice.
+    conn = sqlite3.connect(harness.store_path)
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "CREATE TRIGGER corrupt AFTER INSERT ON pulled_events WHEN NEW.source_event_id = 'evt_00007' "
+        "BEGIN UPDATE pulled_events SET cost_usd = -1 WHERE id = NEW.id; END"
+    )
+    conn.commit()
+    conn.close()
+    result = harness.run(harness.tick(None).run_requests[0])
+    evaluation = evaluations(result)["normalized_schema"]
+    assert evaluation.passed is False
+    assert evaluation.metadata["invalid_examples"].value == "evt_00007"

@@ -1,0 +1,79 @@
+"""The Definitions built from the sources directory: names, partitions, descriptions, tags, and
+what happens to a bad source file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from pullmode_dagster.definitions import build_definitions
+from pullmode_dagster.defs.resources import TraceStoreResource
+
+from .conftest import SourceWriter, http_source
+
+URL = "https://audit.acme.example/v1/events?api_version=2"
+
+
+@pytest.fixture(autouse=True)
+def secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-never-shown-4242")
+    return "tok-never-shown-4242"
+
+
+def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secret: str) -> None:
+    sources.write(http_source(URL, owner="platform-team", description="Acme audit log"))
+    sources.write(http_source(URL, name="hourly_usage", partitioning="hourly", startDate="2026-02-03T04:00:00",
+                              enabled=False, owner="finops@acme.example"))  # fmt: skip
+    defs = build_definitions(sources.directory)
+    key = dg.AssetKey(["ingestion", "acme_audit"])
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[key]
+    assert spec.group_name == "ingestion_sources"
+    assert spec.kinds == {"http"}
+    assert spec.tags["pullmode/owner"] == "platform-team" and spec.tags["pullmode/organization"] == "org_42"
+    assert spec.owners == ["team:platform-team"]
+    assert "Acme audit log" in spec.description and "https://audit.acme.example/v1/events" in spec.description
+    assert "environment variable ACME_AUDIT_TOKEN" in spec.description
+    assert secret not in spec.description and "api_version" not in spec.description
+
+    daily = defs.resolve_assets_def(key).partitions_def
+    assert isinstance(daily, dg.DailyPartitionsDefinition)
+    assert daily.get_first_partition_key() == "2026-01-01"
+    now = datetime.now(UTC)
+    assert daily.get_last_partition_key() == now.strftime("%Y-%m-%d")  # the day in progress is a partition
+    hourly = defs.resolve_assets_def(dg.AssetKey(["ingestion", "hourly_usage"])).partitions_def
+    assert isinstance(hourly, dg.HourlyPartitionsDefinition)
+    assert hourly.get_first_partition_key() == "2026-02-03-04:00"
+
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {"acme_audit_poller", "hourly_usage_poller"}
+    assert sensors["acme_audit_poller"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors["hourly_usage_poller"].default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_job_def("acme_audit_pull") is not None
+    checks = {c.name for c in defs.resolve_assets_def(key).check_specs}
+    assert checks == {"normalized_schema", "unique_source_event_id"}
+    assert set(defs.resources) >= {"credentials", "trace_store", "pull_settings", "s3"}
+
+
+def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sources.write(http_source(URL))
+    sources.write(http_source(URL, name="broken_feed", schedule="every minute"))
+    defs = build_definitions(
+        sources.directory, resources={"trace_store": TraceStoreResource(url=f"sqlite:///{tmp_path}/t.db")}
+    )
+    assert {s.name for s in defs.sensors} == {"acme_audit_poller"}
+    placeholder = dg.AssetKey(["ingestion", "broken_feed"])
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[placeholder]
+    assert spec.tags["pullmode/status"] == "invalid"
+    assert "This source file did not load" in spec.description
+    assert "schedule: not a valid cron expression: 'every minute'" in spec.description
+    result = dg.materialize([defs.resolve_assets_def(placeholder)], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "not a valid cron expression" in failure.step_failure_data.error.message
+
+
+def test_an_empty_directory_loads_with_no_assets(sources: SourceWriter) -> None:
+    defs = build_definitions(sources.directory)
+    assert list(defs.resolve_all_asset_keys()) == [] and list(defs.sensors) == []

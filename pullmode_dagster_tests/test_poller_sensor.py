@@ -1,0 +1,161 @@
+"""The poller sensor on a real DagsterInstance: it fires on cron ticks only, commits the cursor a
+run reported only after that run succeeded, and never has two pulls of a source in flight."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollerState
+from pullmode_dagster.demo.server import LoopbackServer
+
+from .conftest import SourceWriter, http_source
+from .dagster_helpers import Clock, Harness, committed, make_harness
+from .fakes import CursorFeed, make_events
+
+T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def feed(api: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> CursorFeed:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-sensor-5555")
+    feed = CursorFeed(make_events(40), page_size=10)
+    api.routes["/v1/events"] = feed
+    return feed
+
+
+@pytest.fixture
+def harness(
+    api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, instance: dg.DagsterInstance, tmp_path: Path
+) -> Harness:
+    sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
+    return make_harness(sources.directory, instance, Clock(T), tmp_path, "acme_audit")
+
+
+def test_requests_on_a_cron_tick_and_not_between_ticks(harness: Harness) -> None:
+    first = harness.tick(None)  # a new poller pulls at once, for the latest tick
+    (request,) = first.run_requests
+    assert request.run_key == "acme_audit:2026-03-02T10:00:00Z"
+    assert request.partition_key == "2026-03-02"
+    assert request.tags[PULL_ID_TAG] == request.run_key and request.tags["pullmode/mode"] == "poll"
+    config = request.run_config["ops"]["ingestion__acme_audit"]["config"]
+    assert config["poll"] is True and json.loads(config["cursor"]) == {"v": 1}
+    assert harness.run(request).success
+
+    harness.clock.now = T.replace(minute=4, second=59)  # no tick since 10:00
+    between = harness.tick(first.cursor)
+    assert (
+        between.run_requests == []
+        and between.skip_reason.skip_message == "waiting for the next tick at 2026-03-02T10:05:00Z"
+    )
+
+    harness.clock.now = T.replace(minute=5, second=7)
+    on_tick = harness.tick(between.cursor)
+    assert [r.run_key for r in on_tick.run_requests] == ["acme_audit:2026-03-02T10:05:00Z"]
+
+
+def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, instance: dg.DagsterInstance) -> None:
+    first = harness.tick(None)
+    assert committed(first.cursor) == {"v": 1}  # requesting commits nothing
+    result = harness.run(first.run_requests[0])
+    assert result.success
+    harness.clock.now = T.replace(minute=3)
+    after = harness.tick(first.cursor)
+    assert committed(after.cursor) == {"v": 1, "watermark": "2026-03-01T00:39:00.000000Z"}
+    reported = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", "acme_audit"]))
+    assert reported.asset_materialization.metadata["cursor_after"].value == committed(after.cursor)
+    assert PollerState.from_json(after.cursor).last_pull == {
+        "pull_id": "acme_audit:2026-03-02T10:00:00Z", "run_id": result.run_id, "status": "SUCCESS",
+    }  # fmt: skip
+    # The next pull starts from the committed watermark: one request, nothing new.
+    harness.clock.now = T.replace(minute=5, second=1)
+    nxt = harness.tick(after.cursor)
+    config = nxt.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]
+    assert json.loads(config["cursor"])["watermark"] == "2026-03-01T00:39:00.000000Z"
+
+
+def test_failed_run_leaves_the_cursor_and_the_next_tick_writes_each_event_once(
+    harness: Harness, feed: CursorFeed
+) -> None:
+    feed.fail_after_pages = 2  # pages 1-2 succeed, then the server returns 500
+    first = harness.tick(None)
+    failed = harness.run(first.run_requests[0])
+    assert not failed.success
+    assert len(harness.rows()) == 20
+    harness.clock.now = T.replace(minute=3)
+    after_failure = harness.tick(first.cursor)
+    assert after_failure.run_requests == []
+    assert committed(after_failure.cursor) == {"v": 1}
+    assert PollerState.from_json(after_failure.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
+
+    feed.fail_after_pages = None
+    harness.clock.now = T.replace(minute=5, second=2)
+    retry = harness.tick(after_failure.cursor)
+    assert json.loads(retry.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]["cursor"]) == {"v": 1}
+    assert harness.run(retry.run_requests[0]).success
+    rows = harness.rows()
+    assert sorted(r["source_event_id"] for r in rows) == [f"evt_{i:05d}" for i in range(40)]
+    harness.clock.now = T.replace(minute=6)
+    final = harness.tick(retry.cursor)
+    assert committed(final.cursor)["watermark"] == "2026-03-01T00:39:00.000000Z"
+
+
+def test_no_second_pull_while_one_is_in_flight_even_after_a_restart(
+    harness: Harness, instance: dg.DagsterInstance, sources: SourceWriter, tmp_path: Path
+) -> None:
+    first = harness.tick(None)
+    request = first.run_requests[0]
+    create_run_for_test(instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
+    harness.clock.now = T.replace(minute=5, second=3)
+    second = harness.tick(first.cursor)
+    assert second.run_requests == []
+    assert second.skip_reason.skip_message.startswith("pull acme_audit:2026-03-02T10:00:00Z in flight: run ")
+    # A restart: new definitions, new sensor object, the cursor from storage.
+    restarted = make_harness(sources.directory, instance, harness.clock, tmp_path, "acme_audit")
+    assert restarted.tick(second.cursor).run_requests == []
+    # Even a cursor rewound by hand mid-flight does not start a second pull.
+    rewound = restarted.tick(json.dumps({"watermark": "2026-03-01T00:00:00Z"}))
+    assert rewound.run_requests == [] and "another pull of this source is in flight" in rewound.skip_reason.skip_message
+
+
+def test_a_requested_run_not_yet_created_is_requested_again_with_the_same_key(harness: Harness) -> None:
+    first = harness.tick(None)
+    harness.clock.now = T.replace(minute=9)
+    again = harness.tick(first.cursor)
+    assert [r.run_key for r in again.run_requests] == [first.run_requests[0].run_key]
+
+
+def test_canceled_run_leaves_the_cursor(harness: Harness, instance: dg.DagsterInstance) -> None:
+    first = harness.tick(None)
+    create_run_for_test(
+        instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.CANCELED, tags=first.run_requests[0].tags
+    )
+    harness.clock.now = T.replace(minute=3)
+    after = harness.tick(first.cursor)
+    assert committed(after.cursor) == {"v": 1}
+    assert PollerState.from_json(after.cursor).in_flight is None
+
+
+def test_rewinding_the_sensor_cursor_sets_the_committed_cursor(harness: Harness) -> None:
+    result = harness.tick(json.dumps({"watermark": "2026-03-01T00:30:00+00:00"}))
+    config = result.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]
+    assert json.loads(config["cursor"]) == {"v": 1, "watermark": "2026-03-01T00:30:00.000000Z"}
+    assert harness.run(result.run_requests[0]).success
+    assert len(harness.rows()) == 9  # 00:31 .. 00:39
+
+
+def test_a_malformed_sensor_cursor_is_a_clear_error(harness: Harness) -> None:
+    with pytest.raises(Exception, match="source 'acme_audit': sensor cursor is not JSON"):
+        harness.tick("{not json")

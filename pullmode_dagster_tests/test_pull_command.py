@@ -1,0 +1,131 @@
+"""`pullmode pull` and the code location as `dagster dev` loads it from workspace.yaml."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.demo.server import LoopbackServer, Response
+
+from .conftest import SourceWriter, http_source
+from .fakes import CursorFeed, make_events
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the repository's dagster.yaml, and a trace store, in a temp directory."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)  # dagster.yaml's relative storage paths land here
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-cli-pull-8888")
+    return home
+
+
+@pytest.fixture
+def instance(home: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.get() as inst:
+        yield inst
+
+
+def stored(instance: dg.DagsterInstance, sensor: str = "acme_audit_poller") -> PollerState:
+    return PollerState.from_json(SensorCursors(instance, WORKSPACE).get(sensor))
+
+
+def pull(*args: str) -> object:
+    return CliRunner().invoke(main, ["pull", *args, "--workspace", str(WORKSPACE)])
+
+
+@pytest.mark.slow
+def test_pull_commits_only_after_success(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance
+) -> None:
+    feed = CursorFeed(make_events(40), page_size=10)
+    api.routes["/v1/events"] = feed
+    sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
+
+    first = pull("acme_audit")
+    assert first.exit_code == 0, first.output
+    assert "acme_audit: 40 written, 0 duplicates skipped, 0 rejected, 4 pages" in first.output
+    assert stored(instance).committed.watermark == "2026-03-01T00:39:00.000000Z"
+    assert stored(instance).in_flight is None
+
+    routes = dict(api.routes)
+    api.routes["/v1/events"] = lambda r: Response(401, {"error": "expired"})
+    failed = pull("acme_audit")
+    assert failed.exit_code == 1
+    assert "acme_audit: FAILED: source 'acme_audit': page 1: HTTP 401 error from " in failed.output
+    assert "tok-cli-pull-8888" not in failed.output
+    assert stored(instance).committed.watermark == "2026-03-01T00:39:00.000000Z"
+
+    api.routes.update(routes)
+    feed.events += make_events(3, start=40)
+    api.requests.clear()
+    again = pull("acme_audit")
+    assert again.exit_code == 0 and "acme_audit: 3 written, 0 duplicates skipped" in again.output
+    assert len(api.requests) == 1 and api.requests[0].arg("created_after") == "2026-03-01T00:39:00.000000Z"
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))
+    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                        dg.DagsterRunStatus.SUCCESS]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_pull_refuses_while_a_pull_is_in_flight_and_all_skips_disabled(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(5))
+    sources.write(http_source(api.url("/v1/events")))
+    sources.write(http_source(api.url("/v1/events"), name="paused", enabled=False))
+    create_run_for_test(
+        instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.STARTED,
+        tags={"pullmode/source": "acme_audit", "pullmode/mode": "poll", "pullmode/pull_id": "acme_audit:x"},
+    )  # fmt: skip
+    busy = pull("--all")
+    assert busy.exit_code == 1
+    assert "paused: disabled, not pulled" in busy.output
+    assert "acme_audit: not pulled: another pull of this source is in flight" in busy.output
+    unknown = pull("acme_audt")
+    assert unknown.exit_code == 1 and "did you mean 'acme_audit'?" in unknown.output
+
+
+@pytest.mark.slow
+def test_workspace_loads_like_dagster_dev_and_pull_addresses_the_same_sensor_state(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance
+) -> None:
+    sources.write(http_source(api.url("/v1/events")))
+    sources.write(http_source(api.url("/v1/events"), name="broken", schedule="nope"))
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as process:
+        location = process.create_request_context().get_code_location("pullmode")
+        repo = location.get_repository("__repository__")
+        keys = {tuple(node.asset_key.path) for node in repo.get_asset_node_snaps()}
+        assert keys == {("ingestion", "acme_audit"), ("ingestion", "broken")}
+        checks = {(tuple(c.asset_key.path), c.name) for c in repo.get_asset_check_node_snaps()}
+        assert checks == {
+            (("ingestion", "acme_audit"), "normalized_schema"),
+            (("ingestion", "acme_audit"), "unique_source_event_id"),
+        }
+        sensor = repo.get_sensor("acme_audit_poller")
+        assert {s.name for s in repo.get_sensors()} == {"acme_audit_poller"}
+        cursors = SensorCursors(instance, WORKSPACE)
+        origin, selector_id = cursors._ids("acme_audit_poller")
+        assert (origin.get_id(), selector_id) == (sensor.get_remote_origin_id(), sensor.selector_id)
+        cursors.set("acme_audit_poller", json.dumps({"watermark": "2026-03-01T00:00:00Z"}))
+        state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+        assert json.loads(state.instigator_data.cursor) == {"watermark": "2026-03-01T00:00:00Z"}
