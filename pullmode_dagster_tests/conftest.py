@@ -86,6 +86,19 @@ def context(sleeps: Sleeps) -> PullContext:
     return PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.05), sleep=sleeps)
 
 
+EVENT_MAPPING = {
+    "source_event_id": "$.id",
+    "event_timestamp": "$.created_at",
+    "actor": "$.actor.email",
+    "action": "$.type",
+    "target": "$.model",
+    "cost_usd": "$.usage.cost_usd",
+    "tokens_input": "$.usage.input_tokens",
+    "tokens_output": "$.usage.output_tokens",
+}
+"""The mapping for events from ``fakes.make_events``."""
+
+
 def http_source(url: str, **overrides: Any) -> dict[str, Any]:
     """A minimal valid http_polling source, cursor-paginated, with the usual mapping."""
     doc: dict[str, Any] = {
@@ -99,16 +112,7 @@ def http_source(url: str, **overrides: Any) -> dict[str, Any]:
         "headers": {"Authorization": "Bearer ${{credentials.token}}"},
         "cursorJsonPath": "$.next_cursor",
         "eventsJsonPath": "$.data",
-        "eventMapping": {
-            "source_event_id": "$.id",
-            "event_timestamp": "$.created_at",
-            "actor": "$.actor.email",
-            "action": "$.type",
-            "target": "$.model",
-            "cost_usd": "$.usage.cost_usd",
-            "tokens_input": "$.usage.input_tokens",
-            "tokens_output": "$.usage.output_tokens",
-        },
+        "eventMapping": dict(EVENT_MAPPING),
     }
     doc.update(overrides)
     return {k: v for k, v in doc.items() if v is not None}

@@ -31,9 +31,12 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def harness(
-    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance, tmp_path: Path,
+    api: LoopbackServer,
+    sources: SourceWriter,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Harness:  # fmt: skip
+) -> Harness:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
     events = make_events(30, t0=datetime(2026, 3, 1, 23, 45, tzinfo=UTC))  # 23:45 .. 00:14 next day
     events[3]["usage"]["input_tokens"] = -1

@@ -24,8 +24,16 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secret: str) -> None:
     sources.write(http_source(URL, owner="platform-team", description="Acme audit log"))
-    sources.write(http_source(URL, name="hourly_usage", partitioning="hourly", startDate="2026-02-03T04:00:00",
-                              enabled=False, owner="finops@acme.example"))  # fmt: skip
+    sources.write(
+        http_source(
+            URL,
+            name="hourly_usage",
+            partitioning="hourly",
+            startDate="2026-02-03T04:00:00",
+            enabled=False,
+            owner="finops@acme.example",
+        )
+    )
     defs = build_definitions(sources.directory)
     key = dg.AssetKey(["ingestion", "acme_audit"])
     spec = {s.key: s for s in defs.resolve_all_asset_specs()}[key]

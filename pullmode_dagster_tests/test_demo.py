@@ -27,6 +27,8 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
     assert result.exit_code == 0, result.output
     assert "demo_claude_activities: 720 written, 0 duplicates skipped, 0 rejected, 8 pages" in result.output
     assert "demo_copilot_transcripts: 288 written" in result.output
+    assert "demo_openai_exports: 360 written, 0 duplicates skipped, 1 rejected, 6 files" in result.output
+    assert "demo_usage_reports: 100 written" in result.output
     rejected = int(re.search(r"demo_usage: \d+ written, 0 duplicates skipped, (\d+) rejected", result.output)[1])
     assert rejected >= 9  # one usage record in 97 has no timestamp; how many fall in the last day varies
     with SqliteTraceStore(tmp_path / ".pullmode" / "trace_store.db") as store:
@@ -40,7 +42,9 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         state = PollerState.from_json(SensorCursors(instance, None).get("demo_claude_activities_poller"))
         assert state.committed.watermark is not None and state.in_flight is None
-        assert len(instance.get_runs()) == 3
+        assert len(instance.get_runs()) == 5
+        exports = PollerState.from_json(SensorCursors(instance, None).get("demo_openai_exports_poller"))
+        assert exports.committed.after_key is not None and exports.committed.after_key.endswith("part-0001.ndjson.gz")
 
     again = CliRunner().invoke(main, ["demo", "--port", "0"])
     assert again.exit_code == 0, again.output

@@ -77,8 +77,10 @@ def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, ins
     reported = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", "acme_audit"]))
     assert reported.asset_materialization.metadata["cursor_after"].value == committed(after.cursor)
     assert PollerState.from_json(after.cursor).last_pull == {
-        "pull_id": "acme_audit:2026-03-02T10:00:00Z", "run_id": result.run_id, "status": "SUCCESS",
-    }  # fmt: skip
+        "pull_id": "acme_audit:2026-03-02T10:00:00Z",
+        "run_id": result.run_id,
+        "status": "SUCCESS",
+    }
     # The next pull starts from the committed watermark: one request, nothing new.
     harness.clock.now = T.replace(minute=5, second=1)
     nxt = harness.tick(after.cursor)

@@ -82,8 +82,11 @@ def test_pull_commits_only_after_success(
     assert again.exit_code == 0 and "acme_audit: 3 written, 0 duplicates skipped" in again.output
     assert len(api.requests) == 1 and api.requests[0].arg("created_after") == "2026-03-01T00:39:00.000000Z"
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))
-    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                        dg.DagsterRunStatus.SUCCESS]  # fmt: skip
+    assert [r.status for r in runs] == [
+        dg.DagsterRunStatus.SUCCESS,
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.SUCCESS,
+    ]
 
 
 @pytest.mark.slow
@@ -94,9 +97,11 @@ def test_pull_refuses_while_a_pull_is_in_flight_and_all_skips_disabled(
     sources.write(http_source(api.url("/v1/events")))
     sources.write(http_source(api.url("/v1/events"), name="paused", enabled=False))
     create_run_for_test(
-        instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.STARTED,
+        instance,
+        job_name="acme_audit_pull",
+        status=dg.DagsterRunStatus.STARTED,
         tags={"pullmode/source": "acme_audit", "pullmode/mode": "poll", "pullmode/pull_id": "acme_audit:x"},
-    )  # fmt: skip
+    )
     busy = pull("--all")
     assert busy.exit_code == 1
     assert "paused: disabled, not pulled" in busy.output

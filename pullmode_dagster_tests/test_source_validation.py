@@ -56,7 +56,7 @@ def test_unknown_field_suggests_the_right_spelling(sources: SourceWriter) -> Non
 def test_unknown_adapter_and_planned_adapter(sources: SourceWriter) -> None:
     assert problems_for(sources, adapter="ftp_polling") == [
         f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': adapter: unknown adapter 'ftp_polling' "
-        "(available: http_polling)"
+        "(available: http_polling, s3_polling)"
     ]
     assert "not available in this version" in problems_for(sources, adapter="copilot_studio")[0]
 

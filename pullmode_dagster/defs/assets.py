@@ -8,6 +8,7 @@ import re
 import traceback
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from ..engine.adapters import Window
@@ -15,6 +16,7 @@ from ..engine.config import SourceConfig
 from ..engine.credentials import Redactor
 from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
+from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
@@ -73,6 +75,7 @@ def report_metadata(report: PullReport) -> dict[str, object]:
         "rejected": report.rejected,
         "records_seen": report.records,
         "pages": report.pages,
+        "files": report.files,
         "requests": report.requests,
         "bytes": report.bytes,
         "mode": "window" if report.window else "poll",
@@ -88,8 +91,7 @@ def report_metadata(report: PullReport) -> dict[str, object]:
         metadata["window"] = f"{report.window.start.isoformat()} .. {report.window.end.isoformat()}"
         metadata["outside_window"] = report.outside_window
     if report.preview:
-        columns = ["source_event_id", "event_timestamp", "actor", "action", "target", "cost_usd", "tokens_input",
-                   "tokens_output"]  # fmt: skip
+        columns = MAPPED_FIELDS
         metadata["preview"] = dg.MetadataValue.table(
             records=[dg.TableRecord({c: getattr(e, c) for c in columns}) for e in report.preview],
             schema=dg.TableSchema(
@@ -127,6 +129,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         credentials: CredentialsResource,
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
+        s3: S3Resource,
     ) -> dg.MaterializeResult:
         if config.poll:
             try:
@@ -152,7 +155,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     window=window,
                     run_id=context.run.run_id,
                     credentials=secrets,
-                    context=pull_settings.pull_context(context.log),
+                    context=pull_settings.pull_context(context.log, s3=s3),
                     batch_size=pull_settings.batch_size,
                 )
                 integrity = store.integrity(source=source.name, run_id=context.run.run_id)

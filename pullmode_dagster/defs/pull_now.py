@@ -79,8 +79,9 @@ def pull_once(
     for line in log if verbose else []:
         echo(f"{name}: {line}")
     if not result.success:
-        return PullOutcome(name, False, f"FAILED: {failure_message(result)}", result.run_id,
-                           cursor=settled.committed.to_json())  # fmt: skip
+        return PullOutcome(
+            name, False, f"FAILED: {failure_message(result)}", result.run_id, cursor=settled.committed.to_json()
+        )
     metadata = run_metadata(instance, result.run_id, asset_key(name)) or {}
     return PullOutcome(name, True, "ok", result.run_id, metadata, settled.committed.to_json())
 
@@ -118,7 +119,9 @@ def summarize(outcome: PullOutcome) -> str:
     m = outcome.metadata or {}
     return (
         f"{outcome.source}: {m.get('events_written', 0)} written, {m.get('duplicates_skipped', 0)} duplicates "
-        f"skipped, {m.get('rejected', 0)} rejected, {m.get('pages', 0)} pages, {m.get('bytes', 0)} bytes; "
+        f"skipped, {m.get('rejected', 0)} rejected, "
+        + (f"{m['files']} files, " if m.get("files") else f"{m.get('pages', 0)} pages, ")
+        + f"{m.get('bytes', 0)} bytes; "
         f"committed cursor {outcome.cursor} (run {outcome.run_id})"
     )
 

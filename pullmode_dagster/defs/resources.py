@@ -6,11 +6,14 @@ policy); nothing is patched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from ..engine.adapters import PullContext
+from ..engine.adapters import PullContext, S3ClientSpec
 from ..engine.config import SourceConfig
 from ..engine.credentials import resolve_credentials
 from ..engine.http import RetryPolicy
@@ -66,13 +69,36 @@ class PullSettingsResource(dg.ConfigurableResource):
     backoff_max_seconds: float = Field(default=30.0, description="longest backoff between attempts")
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="events per store transaction")
 
-    def pull_context(self, logger: object) -> PullContext:
+    def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
         retry = RetryPolicy(
             max_attempts=self.max_attempts,
             backoff_initial=self.backoff_initial_seconds,
             backoff_max=self.backoff_max_seconds,
         )
-        return PullContext(logger=logger, retry=retry)
+        return PullContext(logger=logger, retry=retry, s3_client_factory=s3_client_factory(s3) if s3 else None)
+
+
+def s3_client_factory(defaults: S3Resource) -> Callable[[S3ClientSpec], Any]:
+    """Clients built through dagster-aws ``S3Resource``, one per pull, from the source's freshly
+    resolved credentials; the deployment's ``s3`` resource supplies what the source leaves unset
+    (region, endpoint, TLS settings, or a profile when the source declares no keys)."""
+
+    def build(spec: S3ClientSpec) -> Any:
+        resource = S3Resource(
+            region_name=spec.region or defaults.region_name,
+            endpoint_url=spec.endpoint_url or defaults.endpoint_url,
+            max_attempts=spec.max_attempts,
+            use_ssl=defaults.use_ssl,
+            verify=defaults.verify,
+            profile_name=None if spec.aws_access_key_id else defaults.profile_name,
+            aws_access_key_id=spec.aws_access_key_id or defaults.aws_access_key_id,
+            aws_secret_access_key=spec.aws_secret_access_key or defaults.aws_secret_access_key,
+            aws_session_token=spec.aws_session_token
+            or (None if spec.aws_access_key_id else defaults.aws_session_token),
+        )
+        return resource.get_client()
+
+    return build
 
 
 def default_resources() -> dict[str, object]:

@@ -236,8 +236,9 @@ class Poller:
             limit=1,
         )
         if active:
-            return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active[0].run_id}",
-                                log=log)  # fmt: skip
+            return PollDecision(
+                state, skip_reason=f"another pull of this source is in flight: run {active[0].run_id}", log=log
+            )
         try:
             partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
         except Exception:

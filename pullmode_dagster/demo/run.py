@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..engine.store import store_url
 from .api import DEMO_PORT, DemoApi
+from .s3 import DEMO_BUCKET, DEMO_S3_PORT, DemoS3
 from .setup import DEMO_ROOT, prepare_demo
 
 
@@ -39,6 +40,16 @@ def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
         subprocess.run([sys.executable, "-m", "dagster", "dev", *target], env=env, check=False)
 
 
+def start_bucket(port: int | None, echo: Callable[[str], None]) -> DemoS3 | None:
+    """The demo bucket on moto, when moto is installed (``pip install pullmode_dagster[demo]``)."""
+    try:
+        bucket = DemoS3(DEMO_S3_PORT if port is None else port)
+    except ImportError:
+        echo("moto is not installed: the S3 demo sources are left out (pip install 'pullmode_dagster[demo]')")
+        return None
+    return bucket.start()
+
+
 def run_demo(
     *, port: int | None = None, root: Path = DEMO_ROOT, echo: Callable[[str], None] = print, ui: bool = False
 ) -> bool:
@@ -46,11 +57,14 @@ def run_demo(
     from ..defs.pull_now import pull_sources
 
     api = start_api(port)
+    bucket = start_bucket(None if port is None else 0, echo)
     try:
-        directory = prepare_demo(root, port=api.server.port)
+        directory = prepare_demo(root, port=api.server.port, s3_port=bucket.port if bucket else None)
         # The code location (here, and under `dagster dev --ui`) reads the sources from here.
         os.environ["PULLMODE_SOURCES_DIR"] = str(directory.resolve())
         echo(f"demo API on {api.server.base_url}; demo sources in {directory}")
+        if bucket:
+            echo(f"demo bucket s3://{DEMO_BUCKET} on {bucket.url} (moto)")
         outcomes = pull_sources([], all_sources=True, fallback_home=root / "dagster_home", echo=echo)
         written = sum(int((o.metadata or {}).get("events_written", 0)) for o in outcomes)
         echo(f"{written} events written to {store_url()}")
@@ -65,3 +79,5 @@ def run_demo(
         return ok
     finally:
         api.server.stop()
+        if bucket:
+            bucket.stop()

@@ -57,8 +57,9 @@ Handler = Callable[[Request], Response]
 class LoopbackServer:
     """Serves ``routes`` (path -> handler) on 127.0.0.1. Records every request it receives."""
 
-    def __init__(self, routes: dict[str, Handler] | None = None, *, port: int = 0):
+    def __init__(self, routes: dict[str, Handler] | None = None, *, port: int = 0, fallback: Handler | None = None):
         self.routes: dict[str, Handler] = dict(routes or {})
+        self.fallback = fallback
         self.requests: list[Request] = []
         server = self
 
@@ -80,7 +81,7 @@ class LoopbackServer:
                     url=f"{server.base_url}{self.path}",
                 )
                 server.requests.append(request)
-                handler = server.routes.get(parsed.path)
+                handler = server.routes.get(parsed.path, server.fallback)
                 try:
                     response = handler(request) if handler else Response(404, {"error": "not found"})
                 except Exception as exc:  # a broken fake must answer, not hang the client

@@ -7,22 +7,31 @@ from importlib import resources
 from pathlib import Path
 
 from .api import DEMO_PORT, DEMO_TOKEN
+from .s3 import DEMO_S3_KEY, DEMO_S3_PORT
 
 DEMO_ROOT = Path(".pullmode/demo")
 
 
-def prepare_demo(root: Path = DEMO_ROOT, *, port: int = DEMO_PORT) -> Path:
-    """Write the demo sources under ``root/sources`` and return that directory."""
+def prepare_demo(root: Path = DEMO_ROOT, *, port: int = DEMO_PORT, s3_port: int | None = DEMO_S3_PORT) -> Path:
+    """Write the demo sources under ``root/sources`` and return that directory. Without an S3 port
+    (moto not installed) the S3 demo sources are left out."""
     sources = root / "sources"
     secrets = root / "secrets"
     sources.mkdir(parents=True, exist_ok=True)
     secrets.mkdir(parents=True, exist_ok=True)
-    token = secrets / "demo_token"
-    token.write_text(DEMO_TOKEN + "\n")
-    token.chmod(0o600)
+    for name, value in (("demo_token", DEMO_TOKEN), ("s3_key_id", DEMO_S3_KEY[0]), ("s3_secret", DEMO_S3_KEY[1])):
+        secret = secrets / name
+        secret.write_text(value + "\n")
+        secret.chmod(0o600)
     packaged = resources.files("pullmode_dagster.demo") / "sources"
     for entry in sorted(packaged.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            text = entry.read_text(encoding="utf-8")
-            (sources / entry.name).write_text(text.replace(f"127.0.0.1:{DEMO_PORT}", f"127.0.0.1:{port}"))
+        if not entry.name.endswith(".yaml"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        target = sources / entry.name
+        if "adapter: s3_polling" in text and s3_port is None:
+            target.unlink(missing_ok=True)
+            continue
+        text = text.replace(f"127.0.0.1:{DEMO_PORT}", f"127.0.0.1:{port}")
+        target.write_text(text.replace(f"127.0.0.1:{DEMO_S3_PORT}", f"127.0.0.1:{s3_port}"))
     return sources

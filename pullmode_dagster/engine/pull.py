@@ -36,6 +36,7 @@ class PullReport:
     cursor_after: CursorState
     window: Window | None = None
     pages: int = 0
+    files: int = 0
     records: int = 0
     written: int = 0
     duplicates: int = 0
@@ -76,7 +77,7 @@ class PullReport:
             f"{self.written} written",
             f"{self.duplicates} duplicates skipped",
             f"{self.rejected} rejected",
-            f"{self.pages} pages",
+            f"{self.files} files" if self.files else f"{self.pages} pages",
             f"{self.bytes} bytes",
         ]
         if self.outside_window:
@@ -150,7 +151,7 @@ def run_pull(
             last = page
             events, rejects = mapper.map_page(page.records, location=page.location, locations=page.locations)
             rejects = page.rejects + rejects
-            if window_bounds is not None:
+            if window_bounds is not None and puller.window_by_event_time:
                 inside = [e for e in events if window_bounds[0] <= e.event_timestamp < window_bounds[1]]
                 report.outside_window += len(events) - len(inside)
                 events = inside
@@ -164,6 +165,7 @@ def run_pull(
                 flush()
             _write_rejects(store, rejects, report)
             report.pages += 1
+            report.files += page.files
             report.records += len(page.records) + len(page.rejects)
             report.bytes += page.nbytes
             report.requests = puller.requests

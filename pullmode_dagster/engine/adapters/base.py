@@ -38,7 +38,8 @@ class Page:
 
     ``resume`` is the adapter's position after this page (``page_cursor`` / ``after_key``);
     ``drained`` says nothing is left after it. ``rejects`` are records the adapter could not even
-    parse (a malformed NDJSON line); ``locations`` optionally names each record (key and line).
+    parse (a malformed NDJSON line); ``locations`` optionally names each record (key and line);
+    ``files`` counts the files this page completed.
     """
 
     records: list[Any]
@@ -48,6 +49,7 @@ class Page:
     drained: bool
     locations: list[str] | None = None
     rejects: list[Reject] = field(default_factory=list)
+    files: int = 0
 
 
 @dataclass
@@ -65,6 +67,9 @@ class Puller(ABC):
     """Base class of every adapter's puller. One instance serves exactly one pull."""
 
     config_model: ClassVar[type[SourceConfig]]
+    window_by_event_time: ClassVar[bool] = True
+    """A window re-pull keeps only events whose timestamp is inside the window (False: every event
+    of what the adapter selected for the window, e.g. the files uploaded in it)."""
 
     def __init__(self, source: SourceConfig, *, credentials: dict[str, str], context: PullContext, redactor: Redactor):
         self.source = source
