@@ -116,3 +116,7 @@ def http_source(url: str, **overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return {k: v for k, v in doc.items() if v is not None}
+
+
+# S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
+from .s3_helpers import moto_url, proxy, s3  # noqa: E402, F401

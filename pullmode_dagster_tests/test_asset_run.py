@@ -12,11 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from pullmode_dagster.definitions import build_project
+from pullmode_dagster.defs.resources import StaticCredentialsResource
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.store.sqlite import SCHEMA
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, Harness, committed, make_harness
+from .dagster_helpers import Clock, Harness, committed, fast_resources, make_harness
 from .fakes import CursorFeed, make_events
 
 TOKEN = "tok-asset-7777-secret"
@@ -137,3 +139,26 @@ def test_normalized_schema_check_fails_on_a_row_the_run_wrote_badly(harness: Har
     evaluation = evaluations(result)["normalized_schema"]
     assert evaluation.passed is False
     assert evaluation.metadata["invalid_examples"].value == "evt_00007"
+
+
+def test_credentials_resource_is_swappable(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ACME_AUDIT_TOKEN", raising=False)
+    feed = CursorFeed(make_events(3), token="tok-from-the-resource")
+    api.routes["/v1/events"] = feed
+    sources.write(http_source(api.url("/v1/events")))
+    resources = {
+        **fast_resources(tmp_path / "swap.db"),
+        "credentials": StaticCredentialsResource(values={"acme_audit": {"token": "tok-from-the-resource"}}),
+    }
+    project = build_project(sources.directory, resources=resources)
+    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
+        instance=instance, partition_key="2026-03-01", raise_on_error=False
+    )
+    assert result.success
+    assert [r.header("authorization") for r in api.requests] == ["Bearer tok-from-the-resource"]

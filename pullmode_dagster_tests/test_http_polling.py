@@ -333,3 +333,14 @@ def test_window_pull_templates_window_params_and_keeps_the_cursor(
     assert api.requests[0].arg("from") == "2026-03-01T00:30:00.000000Z" and api.requests[0].arg("day") == "01"
     assert report.written == 30 and report.outside_window == 90
     assert report.cursor_after == start
+
+
+def test_bearer_does_not_override_an_authorization_header(
+    api: LoopbackServer, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(1))
+    doc = http_source(
+        api.url("/v1/events"), authMode="bearer", headers={"Authorization": "Token ${{credentials.token}}"}
+    )
+    run_pull(sources.load(doc), store=store, context=context)
+    assert [r.header("authorization") for r in api.requests] == [f"Token {TOKEN}"]

@@ -31,8 +31,6 @@ from .dagster_helpers import Clock, committed, make_harness
 from .fakes import make_events
 from .s3_helpers import ADMIN_KEY, S3Proxy, admin_client, free_port, gz, ndjson, s3_source
 
-pytest_plugins = ["pullmode_dagster_tests.s3_helpers"]
-
 
 @pytest.fixture(autouse=True)
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
