@@ -17,7 +17,9 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from pullmode_dagster.cli import main
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
@@ -344,3 +346,14 @@ def test_s3_source_in_dagster_commits_the_last_key_after_success(
         assert harness.run(second.run_requests[0]).success
         assert len(harness.rows()) == 6
     assert recorder.key_ids() == {"AKIAFIRSTKEY0001"}  # signed with the source's own keys, via S3Resource
+
+
+def test_preview_reads_the_first_file_only(s3: Any, sources: SourceWriter, moto_url: str) -> None:
+    s3.put_object(Bucket="audit-drops", Key="audit/1.ndjson", Body=ndjson(make_events(2)) + b"oops\n")
+    s3.put_object(Bucket="audit-drops", Key="audit/2.ndjson", Body=ndjson(make_events(2, start=2)))
+    sources.write(s3_source(moto_url))
+    result = CliRunner().invoke(main, ["preview", "audit_drop", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("source_event_id") for line in lines] == ["evt_00000", "evt_00001", None]
+    assert lines[2]["location"] == "s3://audit-drops/audit/1.ndjson line 3"
