@@ -6,6 +6,11 @@
 2. Mapping: records normalized per second.
 3. End to end: `run_pull` vs a plain fetch-parse-insert loop against the same loopback API and a
    fresh SQLite file each, alternating, best of several rounds.
+4. Trace store writes in batches of 2,000: SQLite vs Postgres (COPY into staging, then INSERT ...
+   ON CONFLICT DO NOTHING), and that COPY path vs a plain executemany of the same INSERT; first
+   writes and a re-pull (every event a duplicate); then 3's run_pull into Postgres. Postgres is
+   the local server ($PULLMODE_TEST_PG_URL, default postgresql://postgres@127.0.0.1:5432/postgres),
+   a fresh database each round; skipped when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from jsonpath_ng.ext import parse as jsonpath_ng_parse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.config import EventMapping
+from pullmode_dagster.engine.config import EventMapping, SourceConfig
 from pullmode_dagster.engine.jsonpath import compile_path
 from pullmode_dagster.engine.mapping import EventMapper
 from pullmode_dagster.engine.pull import run_pull
@@ -147,6 +152,98 @@ def main() -> None:
             f"plain loop {args.events / plain:,.0f}/s, "
             f"run_pull {args.events / engine:,.0f}/s  -> run_pull takes {engine / plain:.2f}x the plain loop's time"
         )
+        bench_stores(records, args.rounds, source=source, sqlite_pull_seconds=engine)
+
+
+def bench_stores(records: list[dict], rounds: int, *, source: SourceConfig, sqlite_pull_seconds: float) -> None:
+    """4. Store writes only (events already normalized), so the stores are what is compared; then
+    section 3's run_pull into Postgres, against its time into SQLite."""
+    import psycopg
+
+    from pullmode_dagster.engine.store import EVENT_COLUMNS, TraceStore, open_store
+    from pullmode_dagster_tests.pg import ADMIN_URL, connect, fresh_database
+
+    try:
+        connect(ADMIN_URL).close()
+    except psycopg.OperationalError as exc:
+        print(f"trace store writes: skipped, no Postgres at {ADMIN_URL}: {str(exc).strip().splitlines()[0]}")
+        return
+    mapper = EventMapper(
+        EventMapping(
+            source_event_id="$.id",
+            event_timestamp="$.created_at",
+            actor="$.actor.email",
+            action="$.type",
+            target="$.model",
+            cost_usd="$.usage.cost_usd",
+            tokens_input="$.usage.input_tokens",
+            tokens_output="$.usage.output_tokens",
+        ),
+        source_name="bench",
+        organization_id="org",
+    )
+    events, _ = mapper.map_page(records, location="p")
+    batches = [events[i : i + 2000] for i in range(0, len(events), 2000)]
+    columns = EVENT_COLUMNS[: EVENT_COLUMNS.index("pulled_at")]
+    insert = (
+        f"INSERT INTO pulled_events ({', '.join(columns)}, pulled_at, run_id) "
+        f"VALUES ({', '.join('%s' for _ in columns)}, now(), 'bench') ON CONFLICT DO NOTHING"
+    )
+
+    def store_writes(store: TraceStore) -> tuple[float, float]:
+        """Seconds to write every batch into an empty store, then to write them all again."""
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            for batch in batches:
+                store.write_events(batch, run_id="bench")
+            times.append(time.perf_counter() - t)
+        assert store.count() == len(events)
+        return times[0], times[1]
+
+    def executemany_writes(url: str) -> float:
+        with connect(url) as conn:
+            t = time.perf_counter()
+            for batch in batches:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(insert, [tuple(getattr(e, c) for c in columns) for e in batch])
+            elapsed = time.perf_counter() - t
+            assert conn.execute("SELECT count(*) FROM pulled_events").fetchone() == (len(events),)
+        return elapsed
+
+    sqlite_times, pg_times, many_times, pull_times = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            with open_store(f"sqlite:///{tmp}/store{i}.db") as store:
+                sqlite_times.append(store_writes(store))
+            with fresh_database() as url, open_store(url) as store:
+                pg_times.append(store_writes(store))
+            with fresh_database() as url:
+                open_store(url).close()
+                many_times.append(executemany_writes(url))
+            with fresh_database() as url, open_store(url) as store:
+                t = time.perf_counter()
+                assert run_pull(source, store=store).written == len(events)
+                pull_times.append(time.perf_counter() - t)
+    n = len(events)
+    sqlite_first, sqlite_again = min(t[0] for t in sqlite_times), min(t[1] for t in sqlite_times)
+    pg_first, pg_again = min(t[0] for t in pg_times), min(t[1] for t in pg_times)
+    many = min(many_times)
+    print(
+        f"trace store writes, {n:,} events in batches of 2,000: "
+        f"SQLite {n / sqlite_first:,.0f}/s, Postgres {n / pg_first:,.0f}/s "
+        f"-> Postgres {sqlite_first / pg_first:.2f}x SQLite's speed; "
+        f"re-pull (all duplicates): SQLite {n / sqlite_again:,.0f}/s, Postgres {n / pg_again:,.0f}/s"
+    )
+    print(
+        f"Postgres first writes: COPY + INSERT ON CONFLICT {n / pg_first:,.0f}/s, executemany {n / many:,.0f}/s "
+        f"-> COPY {many / pg_first:.1f}x faster"
+    )
+    pull = min(pull_times)
+    print(
+        f"end to end into Postgres: run_pull {n / pull:,.0f}/s vs {n / sqlite_pull_seconds:,.0f}/s into SQLite "
+        f"-> {pull / sqlite_pull_seconds:.2f}x the time"
+    )
 
 
 if __name__ == "__main__":

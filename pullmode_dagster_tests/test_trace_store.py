@@ -1,13 +1,60 @@
-"""The trace store: batched writes, dedup on (source_name, source_event_id), rejects, tail."""
+"""The trace store: batched writes, dedup on (source_name, source_event_id), rejects, tail.
+
+Every test taking ``store`` or ``backend_url`` runs on both backends, SQLite and Postgres (each
+Postgres test in a database of its own); the WAL test is SQLite's alone.
+"""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+import pytest
+
+from pullmode_dagster.cli import _event_line, _row_json
+from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.events import NormalizedEvent, Reject
-from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult, open_store
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteResult, open_store
+
+from .conftest import SourceWriter, http_source
+from .fakes import CursorFeed, make_events
+from .pg import blocked_by, connect, fresh_database, wait_for
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty store's URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+    else:
+        with fresh_database() as url:
+            yield url
+
+
+@pytest.fixture
+def store(backend_url: str) -> Iterator[TraceStore]:
+    with open_store(backend_url) as s:
+        yield s
+
+
+def execute(url: str, sql: str) -> None:
+    """Change the store's tables behind its back, the way an operator (or a bug) would."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql)
+    else:
+        with connect(url) as conn:
+            conn.execute(sql)
 
 
 def ev(i: int, source: str = "s") -> NormalizedEvent:
@@ -26,7 +73,7 @@ def ev(i: int, source: str = "s") -> NormalizedEvent:
     )
 
 
-def test_duplicates_are_skipped_and_counted(store: SqliteTraceStore) -> None:
+def test_duplicates_are_skipped_and_counted(store: TraceStore) -> None:
     assert store.write_events([ev(1), ev(2)], run_id="r1") == WriteResult(2, 0)
     result = store.write_events([ev(2), ev(3), ev(3)], run_id="r2")
     assert (result.written, result.duplicates) == (1, 2)
@@ -34,27 +81,40 @@ def test_duplicates_are_skipped_and_counted(store: SqliteTraceStore) -> None:
     assert [r["run_id"] for r in store.tail()] == ["r1", "r1", "r2"]
 
 
-def test_same_event_id_in_two_sources_is_two_rows(store: SqliteTraceStore) -> None:
+def test_same_event_id_in_two_sources_is_two_rows(store: TraceStore) -> None:
     store.write_events([ev(1, "a"), ev(1, "b")], run_id=None)
     assert store.count() == 2 and store.count(source="a") == 1
 
 
-def test_rejects_are_kept_once(store: SqliteTraceStore) -> None:
+def test_rejects_are_kept_once(store: TraceStore) -> None:
     rejects = [Reject("s", "no timestamp", '{"x":1}', "page 1, record 1")]
     assert store.write_rejects(rejects, run_id="r1") == 1
     assert store.write_rejects(rejects, run_id="r2") == 0
     assert store.count(rejected=True) == 1
 
 
-def test_tail_is_newest_last_and_resumable(store: SqliteTraceStore) -> None:
+def test_tail_is_newest_last_and_resumable(store: TraceStore) -> None:
     store.write_events([ev(i) for i in range(10)], run_id=None)
     rows = store.tail(limit=3)
     assert [r["source_event_id"] for r in rows] == ["e7", "e8", "e9"]
     store.write_events([ev(10)], run_id=None)
     assert [r["source_event_id"] for r in store.tail(after_id=rows[-1]["id"])] == ["e10"]
+    assert [r["source_event_id"] for r in store.tail(source="other")] == []
 
 
-def test_columns_match_the_contract(store: SqliteTraceStore) -> None:
+def test_rows_are_numbered_in_batch_order_and_the_first_of_a_repeated_key_wins(store: TraceStore) -> None:
+    batch = [
+        ev(9),
+        ev(3),
+        ev(5),
+        NormalizedEvent("s", "e3", "2026-03-01T00:00:00.000000Z", "later", "x", "y", 0, 0, 0, "{}"),
+    ]
+    assert store.write_events(batch, run_id="r") == WriteResult(3, 1)
+    rows = store.tail()
+    assert [(r["source_event_id"], r["actor"]) for r in rows] == [("e9", "a"), ("e3", "a"), ("e5", "a")]
+
+
+def test_columns_match_the_contract(store: TraceStore) -> None:
     store.write_events([ev(1)], run_id="r")
     row = store.tail()[0]
     assert set(row) == {
@@ -75,6 +135,57 @@ def test_columns_match_the_contract(store: SqliteTraceStore) -> None:
     }
 
 
+def test_tail_and_the_cli_lines_are_the_same_on_both_backends(tmp_path: Path) -> None:
+    events = [
+        NormalizedEvent(
+            "s", "a1", "2026-03-01T10:00:00.123456Z", "ana@x", "completion", "m", 0.1, 7, 8, '{"b":1,"a":2}'
+        ),
+        NormalizedEvent("s", "a2", "2026-03-01T10:00:01.000000Z", None, None, None, 1e-07, 0, 0, '{"é":"ü 😀"}', "o"),
+        NormalizedEvent("s", "a3", "1999-12-31T23:59:59.999999Z", "b", "x", "y", 123.456789, 10**12, 1, "{ }", "o"),
+    ]
+    with fresh_database() as url:
+        tails = []
+        for store_url in (f"sqlite:///{tmp_path}/same.db", url):
+            with open_store(store_url) as s:
+                s.write_events(events, run_id="r")
+                tails.append(s.tail())
+    sqlite_rows, postgres_rows = tails
+    for row in postgres_rows:
+        assert len(row.pop("pulled_at")) == len("2026-03-01T10:00:00.000000Z") and isinstance(row["cost_usd"], float)
+    for row in sqlite_rows:
+        row.pop("pulled_at")
+    assert postgres_rows == sqlite_rows
+    assert [_event_line(r) for r in postgres_rows] == [_event_line(r) for r in sqlite_rows]
+    assert [_row_json(r) for r in postgres_rows] == [_row_json(r) for r in sqlite_rows]
+
+
+def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceStore, backend_url: str) -> None:
+    store.write_events([ev(1), ev(2), ev(3)], run_id="r1")
+    store.write_events([ev(4)], run_id="r2")
+    clean = store.integrity(source="s", run_id="r1")
+    assert (clean.rows, clean.duplicate_keys, clean.invalid_rows, clean.invalid_examples) == (3, 0, 0, ())
+    execute(backend_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id = 'e1'")
+    execute(backend_url, """UPDATE pulled_events SET raw_payload = '{"x":NaN}' WHERE source_event_id IN ('e2', 'e4')""")
+    flagged = store.integrity(source="s", run_id="r1")
+    assert (flagged.rows, flagged.invalid_rows, sorted(flagged.invalid_examples)) == (3, 2, ["e1", "e2"])
+    assert store.integrity(source="other", run_id="r1").rows == 0
+
+
+def test_unusual_text_is_stored_and_early_years_are_flagged(store: TraceStore) -> None:
+    """NUL characters (Postgres text cannot hold them) do not fail a batch, the original payload
+    comes back byte for byte, and a year the engine cannot write at fixed width is reported."""
+    payload = '{"note":"a\\u0000b","t":"0005-01-01"}'
+    nul = NormalizedEvent("s", "nul", "2026-03-01T00:00:00.000000Z", "a\x00b", "act", None, 0, 0, 0, payload)
+    early = NormalizedEvent("s", "early", "5-01-01T00:00:00.000000Z", None, None, None, 0, 0, 0, "{}")
+    assert store.write_events([nul, early], run_id="r") == WriteResult(2, 0)
+    rows = {r["source_event_id"]: r for r in store.tail()}
+    assert rows["nul"]["raw_payload"] == payload
+    assert rows["nul"]["actor"] in ("a\x00b", "a\ufffdb")  # SQLite keeps NUL; Postgres marks where it was
+    assert rows["early"]["event_timestamp"].endswith("5-01-01T00:00:00.000000Z")  # the year 5, not 2001
+    integrity = store.integrity(source="s", run_id="r")
+    assert (integrity.invalid_rows, integrity.invalid_examples) == (1, ("early",))
+
+
 def test_wal_lets_a_reader_read_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     writer = SqliteTraceStore(path)
@@ -91,27 +202,138 @@ def test_wal_lets_a_reader_read_while_a_writer_holds_a_transaction(tmp_path: Pat
     assert reader.count() == 2
 
 
-def test_two_writers_with_overlapping_batches_end_with_each_event_once(tmp_path: Path) -> None:
-    path = tmp_path / "concurrent.db"
-    SqliteTraceStore(path).close()
-    results = []
+def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_url: str) -> None:
+    """A backfill and a poll at the same time, with overlapping batches: each batch of one writer
+    holds the keys of the other's in the opposite order, the order in which two writers that lock
+    keys as they go would deadlock."""
+    open_store(backend_url).close()  # the schema exists before the race starts
+    batches = {
+        "up": [list(range(b * 500, b * 500 + 1000)) for b in range(8)],
+        "down": [list(range(b * 500 + 999, b * 500 - 1, -1)) for b in range(8)],
+    }
+    start = threading.Barrier(2)
+    results: list[WriteResult] = []
+    errors: list[BaseException] = []
 
-    def write(offset: int) -> None:
-        with SqliteTraceStore(path) as s:
-            for b in range(20):
-                results.append(
-                    s.write_events([ev(i) for i in range(offset + b * 50, offset + b * 50 + 100)], run_id=None)
-                )
+    def write(direction: str) -> None:
+        try:
+            with open_store(backend_url) as s:
+                start.wait()
+                for batch in batches[direction]:
+                    results.append(s.write_events([ev(i) for i in batch], run_id=direction))
+        except BaseException as exc:
+            errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(o,)) for o in (0, 500)]
+    threads = [threading.Thread(target=write, args=(d,)) for d in batches]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    with SqliteTraceStore(path) as s:
-        total = s.count()
-    assert total == len({i for o in (0, 500) for b in range(20) for i in range(o + b * 50, o + b * 50 + 100)})
-    assert sum(r.written for r in results) == total
+    assert errors == []
+    expected = {i for batch_list in batches.values() for batch in batch_list for i in batch}
+    with open_store(backend_url) as s:
+        rows = s.tail(limit=10**6)
+    assert sorted(r["source_event_id"] for r in rows) == sorted(f"e{i}" for i in expected)
+    assert sum(r.written for r in results) == len(expected)
+    assert sum(r.written + r.duplicates for r in results) == 2 * 8 * 1000
+
+
+# --- A writer killed mid-batch -------------------------------------------------------------------
+
+HELD_KEY = "evt_00015"  # in the second batch of ten
+
+
+def kill_postgres_writer_mid_batch(url: str, source: SourceConfig, context: PullContext) -> str:
+    """Run a pull whose second batch blocks on a key another transaction holds (its INSERT has
+    written the batch's first rows, uncommitted), then terminate its connection from outside."""
+    outcome: list[BaseException] = []
+
+    def pull() -> None:
+        try:
+            with open_store(url) as s:
+                run_pull(source, store=s, context=context, batch_size=10)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with connect(url) as blocker, connect(url) as admin:
+        open_store(url).close()
+        with blocker.transaction(force_rollback=True):
+            blocker.execute(
+                "INSERT INTO pulled_events (source_name, source_event_id, event_timestamp, raw_payload) "
+                "VALUES (%s, %s, now(), '{}')",
+                [source.name, HELD_KEY],
+            )
+            writer = threading.Thread(target=pull)
+            writer.start()
+            blocked = wait_for(lambda: blocked_by(admin, blocker))
+            assert blocked[1].startswith("INSERT INTO pulled_events ")  # mid-batch: COPY done, INSERT under way
+            assert admin.execute("SELECT pg_terminate_backend(%s)", [blocked[0]]).fetchone() == (True,)
+            writer.join(timeout=30)
+    (error,) = outcome
+    assert isinstance(error, psycopg.OperationalError)
+    return str(error)
+
+
+SQLITE_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pullmode_dagster.engine.pull import run_pull
+    from pullmode_dagster.engine.sources import load_sources
+    from pullmode_dagster.engine.store import SqliteTraceStore
+
+    directory, path, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store = SqliteTraceStore(path)
+    inserts = 0
+
+    def trace(statement):
+        global inserts
+        if statement.startswith("INSERT OR IGNORE INTO pulled_events "):
+            inserts += 1
+            if inserts == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    store._conn.set_trace_callback(trace)
+    run_pull(load_sources(directory).sources["acme_audit"], store=store, batch_size=10)
+    """
+)
+
+
+def kill_sqlite_writer_mid_batch(url: str, source: SourceConfig, context: PullContext) -> str:
+    """Run the pull in a process that is killed (SIGKILL) at the sixth row of its second batch."""
+    path = url.removeprefix("sqlite:///")
+    assert source.file is not None
+    child = subprocess.run(
+        [sys.executable, "-c", SQLITE_WRITER, str(source.file.parent), path, "16"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    return "killed"
+
+
+def test_a_writer_killed_mid_batch_leaves_whole_batches_and_the_next_pull_completes_the_rest(
+    backend_url: str,
+    api: LoopbackServer,
+    sources: SourceWriter,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-kill-1234")
+    api.routes["/v1/events"] = CursorFeed(make_events(40), page_size=10)
+    source = sources.load(http_source(api.url("/v1/events")))
+    kill = kill_sqlite_writer_mid_batch if backend_url.startswith("sqlite") else kill_postgres_writer_mid_batch
+    error = kill(backend_url, source, context)
+    assert error == "killed" or "terminating connection due to administrator command" in error
+
+    with open_store(backend_url) as s:
+        assert sorted(r["source_event_id"] for r in s.tail(limit=100)) == [f"evt_{i:05d}" for i in range(10)]
+        # Nothing was committed by the killed pull, so the next one starts from the same cursor.
+        retry = run_pull(source, store=s, context=context, batch_size=10)
+        assert (retry.written, retry.duplicates) == (30, 10)
+        rows = s.tail(limit=100)
+    assert sorted(r["source_event_id"] for r in rows) == [f"evt_{i:05d}" for i in range(40)]
+    assert {r["run_id"] for r in rows[10:]} == {retry.run_id}
 
 
 def test_open_store_default_and_env(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +345,21 @@ def test_open_store_default_and_env(tmp_path: Path, monkeypatch) -> None:  # typ
     with open_store():
         pass
     assert (tmp_path / "other.db").exists()
+
+
+def test_several_runs_opening_a_new_sqlite_store_at_once_do_not_fail(tmp_path: Path) -> None:
+    errors: list[Exception] = []
+
+    def open_close(path: Path) -> None:
+        try:
+            SqliteTraceStore(path).close()
+        except Exception as exc:
+            errors.append(exc)
+
+    for trial in range(20):
+        threads = [threading.Thread(target=open_close, args=(tmp_path / f"new{trial}.db",)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

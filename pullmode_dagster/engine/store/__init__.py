@@ -1,4 +1,4 @@
-"""Trace stores by URL: ``sqlite:///path.db`` (default) or ``postgresql://...``."""
+"""Trace stores by URL: ``sqlite:///path.db`` (default) or ``postgresql://...`` (``postgres://`` too)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,16 @@ def open_store(url: str | None = None) -> TraceStore:
     if url.startswith("sqlite:///"):
         # sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
         return SqliteTraceStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported here: psycopg costs a tenth of a second to import, which SQLite users need not pay.
+        from .postgres import PostgresTraceStore
+
+        return PostgresTraceStore(url)
     scheme = url.split(":", 1)[0]
-    raise PullmodeError(f"PULLMODE_TRACE_STORE_URL: unsupported scheme {scheme!r} (use sqlite:///path.db)")
+    raise PullmodeError(
+        f"PULLMODE_TRACE_STORE_URL: unsupported scheme {scheme!r} "
+        "(use sqlite:///path.db or postgresql://user:password@host:port/db)"
+    )
 
 
 __all__ = [

@@ -7,6 +7,7 @@ two writers (a backfill and a poll) take turns instead of failing.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,10 +77,22 @@ class SqliteTraceStore(TraceStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so a batch is all or nothing.
         self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=60000")
-        self._conn.executescript(SCHEMA)
+        self._setup_with_retries()
+
+    def _setup_with_retries(self) -> None:
+        """WAL mode and the schema. Switching a brand-new file to WAL takes an exclusive lock that the
+        busy handler does not wait for, so several runs opening a new store at once take turns."""
+        for attempt in range(50):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
 
     def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         conn = self._conn

@@ -1,0 +1,301 @@
+"""The Postgres trace store: what production uses (``PULLMODE_TRACE_STORE_URL=postgresql://...``).
+
+Same tables, keys and answers as the SQLite store, with Postgres types: ``event_timestamp`` and
+``pulled_at`` are ``timestamptz``, ``cost_usd`` is ``numeric`` (the decimal text the engine produced,
+kept exactly), token counts ``bigint``.
+
+``raw_payload`` is ``text``, not ``jsonb``, on purpose. It is "the original event, JSON text": the
+engine's compact JSON, returned byte for byte, so ``pullmode tail --json`` prints the same thing on
+both stores. ``jsonb`` would rewrite it (key order, whitespace, duplicate keys, number spelling) and
+reject any string holding ``\\u0000``, which vendors do send (the engine writes a NUL as that
+escape); one such event would fail its whole batch on every retry. Query it with
+``raw_payload::json`` (which, unlike ``::jsonb``, accepts ``\\u0000``).
+
+Postgres text cannot hold a NUL character at all, so a NUL in a text column (``actor``, ``action``,
+...) is stored as U+FFFD; ``raw_payload`` still has the original as the ``\\u0000`` escape.
+
+A batch is one transaction: COPY into a session-local staging table, then one
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; the rows it inserted are the written count, the
+rest of the batch (keys already stored, or repeated within the batch) the duplicates.
+
+Writers run in parallel; two things make that safe:
+
+- Each INSERT takes its rows' keys in key order, so two writers with overlapping batches (a
+  backfill and a poll) may wait for each other but never deadlock. Ids are still handed out in
+  batch (page) order.
+- Ids come from a sequence (keep its default CACHE 1, so ids grow in the order they are taken);
+  a batch committed late can hold ids below one committed earlier, and
+  a reader resuming after the greatest id it saw (``pullmode tail --follow``) would skip it. Writers
+  hold an advisory lock in shared mode from the INSERT to the commit; ``tail`` takes it exclusively,
+  so it reads when no id is in flight. Readers wait for the batches in flight (milliseconds);
+  writers never wait for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from ..errors import PullmodeError
+from ..events import NormalizedEvent, Reject
+from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
+
+# Advisory lock keys (two int4s: a namespace and a purpose), scoped to the database.
+_LOCK_NAMESPACE = 0x70756C6C  # "pull"
+_SCHEMA_LOCK = 1
+_IDS_IN_FLIGHT_LOCK = 2  # shared: a writer between taking ids and committing; exclusive: tail
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the tables, the indexes users query by (source and time, actor) and the one the asset
+    # checks use (run_id), and the JSON test the normalized_schema check needs (text, see above).
+    """
+    CREATE TABLE IF NOT EXISTS pulled_events (
+        id bigserial PRIMARY KEY,
+        source_name text NOT NULL,
+        source_event_id text NOT NULL,
+        event_timestamp timestamptz NOT NULL,
+        actor text,
+        action text,
+        target text,
+        cost_usd numeric NOT NULL DEFAULT 0,
+        tokens_input bigint NOT NULL DEFAULT 0,
+        tokens_output bigint NOT NULL DEFAULT 0,
+        raw_payload text NOT NULL,
+        organization_id text,
+        pulled_at timestamptz NOT NULL DEFAULT now(),
+        run_id text,
+        CONSTRAINT pulled_events_source_event_key UNIQUE (source_name, source_event_id)
+    );
+    CREATE INDEX IF NOT EXISTS pulled_events_source_time ON pulled_events (source_name, event_timestamp);
+    CREATE INDEX IF NOT EXISTS pulled_events_actor ON pulled_events (actor);
+    CREATE INDEX IF NOT EXISTS pulled_events_run ON pulled_events (run_id);
+    CREATE TABLE IF NOT EXISTS pulled_events_rejected (
+        id bigserial PRIMARY KEY,
+        source_name text NOT NULL,
+        reason text NOT NULL,
+        location text,
+        raw_record text NOT NULL,
+        record_hash text NOT NULL,
+        pulled_at timestamptz NOT NULL DEFAULT now(),
+        run_id text,
+        CONSTRAINT pulled_events_rejected_record_key UNIQUE (source_name, record_hash)
+    );
+    CREATE OR REPLACE FUNCTION pullmode_json_valid(doc text) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+    BEGIN
+        PERFORM doc::json;
+        RETURN true;
+    EXCEPTION WHEN others THEN
+        RETURN false;
+    END
+    $$;
+    """,
+)
+"""Schema versions, applied in order; ``pullmode_schema`` records how many a database has."""
+
+# Session-local staging tables with the real columns' types (so COPY parses each value and names
+# the line and column of a bad one), emptied at every commit. Only the columns that vary per row are
+# copied; pulled_at and run_id are the same for the whole batch and are added by the INSERT. ``ord``
+# keeps the batch order: rows get ids in that order, and the first of two equal keys in one batch
+# wins, as with SQLite's INSERT OR IGNORE (the module docstring says why rows go in in key order).
+_EVENT_STAGED = EVENT_COLUMNS[: EVENT_COLUMNS.index("pulled_at")]
+_REJECT_STAGED = ("source_name", "reason", "location", "raw_record", "record_hash")
+
+
+def _staging_sql(table: str, columns: Sequence[str]) -> str:
+    return (
+        f"CREATE TEMP TABLE {table}_staging ON COMMIT DELETE ROWS AS "
+        f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA; "
+        f"ALTER TABLE {table}_staging ADD COLUMN ord bigint GENERATED ALWAYS AS IDENTITY;"
+    )
+
+
+def _insert_sql(table: str, columns: Sequence[str], key: str, conflict: str) -> str:
+    cols = ", ".join(columns)
+    # nextval runs after the inner sort (batch order); the outer sort is the order rows are inserted.
+    return (
+        f"INSERT INTO {table} (id, {cols}, pulled_at, run_id) SELECT id, {cols}, now(), %(run_id)s "
+        f"FROM (SELECT nextval('{table}_id_seq') AS id, * FROM {table}_staging ORDER BY ord) batch "
+        f"ORDER BY {key}, ord ON CONFLICT ON CONSTRAINT {conflict} DO NOTHING"
+    )
+
+
+_STAGING = _staging_sql("pulled_events", _EVENT_STAGED) + _staging_sql("pulled_events_rejected", _REJECT_STAGED)
+_INSERT_EVENTS = _insert_sql(
+    "pulled_events", _EVENT_STAGED, "source_name, source_event_id", "pulled_events_source_event_key"
+)
+_INSERT_REJECTS = _insert_sql(
+    "pulled_events_rejected", _REJECT_STAGED, "source_name, record_hash", "pulled_events_rejected_record_key"
+)
+
+_UTC_TEXT = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+"""The engine's fixed-width UTC text (``2026-03-01T10:00:00.000000Z``), whatever the session time zone."""
+
+# What tail returns is what the SQLite store returns: timestamps as the engine's text, cost as a float.
+_TAIL_EXPRESSIONS = {
+    "event_timestamp": _UTC_TEXT.format(column="event_timestamp"),
+    "pulled_at": _UTC_TEXT.format(column="pulled_at"),
+    "cost_usd": "cost_usd::float8",
+}
+_TAIL_COLUMNS = ", ".join(f"{_TAIL_EXPRESSIONS[c]} AS {c}" if c in _TAIL_EXPRESSIONS else c for c in EVENT_COLUMNS)
+
+_TIMESTAMP_WIDTH = len("2026-03-01T10:00:00.000000Z")
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL; keep the row (U+FFFD marks where it was) rather than fail the batch."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+def _timestamp(value: str) -> str:
+    """The engine's text for years before 1000 is unpadded ("5-01-01T..."), which Postgres would read
+    as 2001-05-01; padding keeps the instant. (The integrity check still reports such rows.)"""
+    return value if len(value) >= _TIMESTAMP_WIDTH else value.zfill(_TIMESTAMP_WIDTH)
+
+
+def _event_rows(events: Iterable[NormalizedEvent]) -> Iterable[tuple[Any, ...]]:
+    for e in events:
+        yield (
+            e.source_name,
+            _text(e.source_event_id),
+            _timestamp(e.event_timestamp),
+            _text(e.actor),
+            _text(e.action),
+            _text(e.target),
+            e.cost_usd,
+            e.tokens_input,
+            e.tokens_output,
+            _text(e.raw_payload),
+            _text(e.organization_id),
+        )
+
+
+def describe_url(url: str) -> str:
+    """``user@host:port/db``, never the password, for error messages."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparseable URL)"
+    user = f"{info['user']}@" if info.get("user") else ""
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"{user}{info.get('host') or 'localhost'}{port}/{info.get('dbname') or ''}"
+
+
+class PostgresTraceStore(TraceStore):
+    url_scheme = "postgresql"
+
+    def __init__(self, url: str):
+        try:
+            # Autocommit: every transaction is explicit, so a batch is all or nothing and the
+            # connection never idles inside an open transaction between batches.
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pullmode")
+        except psycopg.OperationalError as exc:
+            reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+            raise PullmodeError(f"trace store: cannot connect to Postgres at {describe_url(url)}: {reason}") from None
+        except psycopg.Error:
+            # A parse error may quote the URL, password included: say only what is wrong.
+            raise PullmodeError("PULLMODE_TRACE_STORE_URL: not a valid postgresql:// URL") from None
+        # A writer that stalls mid-transaction (a hung client) must not keep tail readers waiting forever.
+        self._conn.execute("SET idle_in_transaction_session_timeout = '5min'")
+        self._migrate()
+        self._conn.execute(_STAGING)
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema; safe when several processes open a new database at once."""
+        conn = self._conn
+        if self._schema_version() >= len(MIGRATIONS):
+            return  # the common case: no lock, no DDL
+        with conn.transaction():
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; take turns.
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _SCHEMA_LOCK])
+            conn.execute("CREATE TABLE IF NOT EXISTS pullmode_schema (version integer NOT NULL)")
+            version = self._schema_version()
+            for sql in MIGRATIONS[version:]:
+                conn.execute(sql)
+            # One row: the number of migrations applied.
+            conn.execute("DELETE FROM pullmode_schema")
+            conn.execute("INSERT INTO pullmode_schema (version) VALUES (%s)", [len(MIGRATIONS)])
+
+    def _schema_version(self) -> int:
+        if self._conn.execute("SELECT to_regclass('pullmode_schema')").fetchone()[0] is None:  # type: ignore[index]
+            return 0
+        row = self._conn.execute("SELECT max(version) FROM pullmode_schema").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _batch(
+        self, staging: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], insert: str, **params: Any
+    ) -> int:
+        conn = self._conn
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [_LOCK_NAMESPACE, _IDS_IN_FLIGHT_LOCK])
+            cur.execute(insert, params)
+            return cur.rowcount
+
+    def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
+        if not events:
+            return WriteResult(0, 0)
+        written = self._batch(
+            "pulled_events_staging", _EVENT_STAGED, _event_rows(events), _INSERT_EVENTS, run_id=run_id
+        )
+        return WriteResult(written=written, duplicates=len(events) - written)
+
+    def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:
+        if not rejects:
+            return 0
+        rows = (
+            (r.source_name, _text(r.reason), _text(r.location), _text(r.raw_record), r.record_hash) for r in rejects
+        )
+        return self._batch("pulled_events_rejected_staging", _REJECT_STAGED, rows, _INSERT_REJECTS, run_id=run_id)
+
+    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
+        where, args = "id > %s", [after_id]
+        if source:
+            where += " AND source_name = %s"
+            args.append(source)
+        conn = self._conn
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            # No batch in flight: every id below the greatest one read is committed (or never will be).
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _IDS_IN_FLIGHT_LOCK])
+            cur.execute(
+                f"SELECT id, {_TAIL_COLUMNS} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT %s",
+                [*args, limit],
+            )
+            return list(reversed(cur.fetchall()))
+
+    def count(self, *, source: str | None = None, rejected: bool = False) -> int:
+        table = "pulled_events_rejected" if rejected else "pulled_events"
+        if source:
+            sql, args = f"SELECT count(*) FROM {table} WHERE source_name = %s", [source]
+        else:
+            sql, args = f"SELECT count(*) FROM {table}", []
+        return int(self._conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
+
+    def integrity(self, *, source: str, run_id: str) -> Integrity:
+        conn = self._conn
+        mine = "source_name = %s AND run_id = %s"
+        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", [source, run_id]).fetchone()[0]  # type: ignore[index]
+        duplicates = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM pulled_events WHERE source_name = %s AND source_event_id IN "
+            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1) d",
+            [source, source, run_id],
+        ).fetchone()[0]  # type: ignore[index]
+        # The column types already guarantee a timestamp; what SQLite's text check also catches is a
+        # year the engine cannot write at fixed width (before 1000).
+        bad = (
+            f"FROM pulled_events WHERE {mine} AND ("
+            "event_timestamp < '1000-01-01T00:00:00Z' OR cost_usd < 0 OR tokens_input < 0 "
+            "OR tokens_output < 0 OR NOT pullmode_json_valid(raw_payload) OR source_event_id = '')"
+        )
+        invalid = conn.execute(f"SELECT count(*) {bad}", [source, run_id]).fetchone()[0]  # type: ignore[index]
+        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", [source, run_id]))
+        return Integrity(rows=rows, duplicate_keys=duplicates, invalid_rows=invalid, invalid_examples=examples)
+
+    def close(self) -> None:
+        self._conn.close()

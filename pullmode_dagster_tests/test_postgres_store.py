@@ -1,0 +1,189 @@
+"""What only the Postgres trace store has: its column types and indexes, schema versions and their
+concurrent first use, parallel writers and what tail reads meanwhile, the duplicate-key check on a
+table without the unique key, connection errors. (Everything both stores do is in
+test_trace_store.py, run on both.)"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from pullmode_dagster.engine.errors import PullmodeError
+from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.store import WriteResult, open_store
+from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore
+
+from .pg import blocked_by, connect, fresh_database, wait_for
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+def ev(i: int, source: str = "s") -> NormalizedEvent:
+    return NormalizedEvent(source, f"e{i}", "2026-03-01T00:00:00.000000Z", "a", "act", "t", 0.25, 1, 2, "{}", "org")
+
+
+def in_thread(fn: Any, results: list[Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            results.append(fn())
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_both_url_schemes_and_the_environment_select_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_store(pg_url.replace("postgresql://", "postgres://", 1)) as s:
+        assert isinstance(s, PostgresTraceStore)
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", pg_url)
+    with open_store() as s:
+        assert isinstance(s, PostgresTraceStore)
+        s.write_events([ev(1)], run_id=None)
+    with connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pulled_events").fetchone() == (1,)
+
+
+def test_columns_have_postgres_types_and_the_queried_indexes_exist(pg_url: str) -> None:
+    open_store(pg_url).close()
+    with connect(pg_url) as conn:
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'pulled_events'"
+            ).fetchall()
+        )
+        indexes = dict(conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'pulled_events'"))
+    assert types["id"] == "bigint"
+    assert types["event_timestamp"] == types["pulled_at"] == "timestamp with time zone"
+    assert types["cost_usd"] == "numeric"
+    assert types["raw_payload"] == "text"  # the original JSON text, byte for byte (module docstring)
+    assert types["tokens_input"] == types["tokens_output"] == "bigint"
+    assert indexes["pulled_events_source_time"].endswith("(source_name, event_timestamp)")
+    assert indexes["pulled_events_actor"].endswith("(actor)")
+    assert indexes["pulled_events_source_event_key"].startswith("CREATE UNIQUE INDEX")
+    assert indexes["pulled_events_source_event_key"].endswith("(source_name, source_event_id)")
+
+
+def test_money_is_stored_exactly_as_the_engine_wrote_it(pg_url: str) -> None:
+    cheap = NormalizedEvent("s", "cheap", "2026-03-01T00:00:00.000000Z", None, None, None, 0.1, 0, 0, "{}")
+    with open_store(pg_url) as s:
+        s.write_events([cheap, ev(2)], run_id="r")
+    with connect(pg_url) as conn:
+        total = conn.execute("SELECT sum(cost_usd)::text FROM pulled_events").fetchone()
+    assert total == ("0.35",)  # numeric: no binary-float residue when summing
+
+
+def test_the_schema_is_versioned_and_an_older_database_is_migrated(pg_url: str) -> None:
+    with open_store(pg_url) as s:
+        s.write_events([ev(1)], run_id=None)
+    with connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM pullmode_schema").fetchall() == [(len(MIGRATIONS),)]
+        # An older database: recorded at version 0 and missing what the migration adds.
+        conn.execute("DROP FUNCTION pullmode_json_valid(text)")
+        conn.execute("DROP INDEX pulled_events_actor")
+        conn.execute("UPDATE pullmode_schema SET version = 0")
+    with open_store(pg_url) as s:
+        assert s.count() == 1  # the data is kept
+        assert s.integrity(source="s", run_id="none").invalid_rows == 0  # the JSON check is back
+    with connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM pullmode_schema").fetchall() == [(len(MIGRATIONS),)]
+        assert conn.execute("SELECT to_regclass('pulled_events_actor') IS NOT NULL").fetchone() == (True,)
+
+
+def test_opening_a_new_store_from_several_runs_at_once_does_not_fail(pg_url: str) -> None:
+    """Two runs (here four) using a new database at the same moment: one creates the schema, the
+    others wait for it. (SQLite's first use is not covered: see the report on PRAGMA journal_mode.)"""
+    start = threading.Barrier(4)
+    results: list[Any] = []
+
+    def first_use() -> WriteResult:
+        start.wait()
+        with open_store(pg_url) as s:
+            return s.write_events([ev(1)], run_id=None)
+
+    for thread in [in_thread(first_use, results) for _ in range(4)]:
+        thread.join()
+    assert sorted(results, key=lambda r: -r.written) == [WriteResult(1, 0)] + [WriteResult(0, 1)] * 3
+    with connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM pullmode_schema").fetchall() == [(len(MIGRATIONS),)]
+
+
+def test_writers_run_in_parallel_and_tail_never_skips_a_batch_committed_late(pg_url: str) -> None:
+    """A slow batch takes its ids, then waits (on a key another transaction holds); a writer of
+    another source commits meanwhile, with greater ids. A reader resuming after the greatest id it
+    saw would skip the slow batch, so tail waits for the batch in flight instead."""
+    open_store(pg_url).close()
+    slow_results: list[Any] = []
+    seen: list[Any] = []
+    with (
+        connect(pg_url) as blocker,
+        connect(pg_url) as admin,
+        open_store(pg_url) as slow,
+        open_store(pg_url) as fast,
+        open_store(pg_url) as reader,
+    ):
+        with blocker.transaction(force_rollback=True):
+            blocker.execute(
+                "INSERT INTO pulled_events (source_name, source_event_id, event_timestamp, raw_payload) "
+                "VALUES ('a', 'e2', now(), '{}')"
+            )
+            slow_writer = in_thread(
+                lambda: slow.write_events([ev(i, "a") for i in range(3)], run_id="slow"), slow_results
+            )
+            wait_for(lambda: blocked_by(admin, blocker))
+            fast_results: list[Any] = []
+            in_thread(lambda: fast.write_events([ev(1, "b"), ev(2, "b")], run_id="fast"), fast_results).join(10)
+            assert fast_results == [WriteResult(2, 0)]  # not held up by the slow batch
+            tail_reader = in_thread(lambda: seen.extend(reader.tail(limit=100)), [])
+            wait_for(
+                lambda: admin.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+            )
+            assert seen == []  # waiting for the slow batch, not reading past it
+        slow_writer.join(timeout=20)
+        tail_reader.join(timeout=20)
+        assert slow_results == [WriteResult(3, 0)]
+        assert [r["run_id"] for r in seen] == ["slow"] * 3 + ["fast"] * 2  # the slow batch took its ids first
+        assert reader.tail(after_id=seen[-1]["id"]) == []
+
+
+def test_a_key_stored_twice_is_reported_when_the_table_lacks_the_unique_key(pg_url: str) -> None:
+    with open_store(pg_url) as s:
+        s.write_events([ev(1), ev(2)], run_id="r1")
+        with connect(pg_url) as conn:
+            conn.execute("ALTER TABLE pulled_events DROP CONSTRAINT pulled_events_source_event_key")
+            conn.execute(
+                "INSERT INTO pulled_events (source_name, source_event_id, event_timestamp, raw_payload, run_id) "
+                "VALUES ('s', 'e1', now(), '{}', 'r2')"
+            )
+        integrity = s.integrity(source="s", run_id="r1")
+    assert (integrity.rows, integrity.duplicate_keys) == (2, 1)
+
+
+def test_connection_problems_are_one_line_without_the_password(pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    missing = parts._replace(netloc=f"postgres:hunter2@{parts.hostname}:{parts.port}", path="/no_such_database")
+    with pytest.raises(PullmodeError) as excinfo:
+        open_store(missing.geturl())
+    message = str(excinfo.value)
+    assert message.startswith("trace store: cannot connect to Postgres at postgres@")
+    assert '"no_such_database" does not exist' in message
+    assert "hunter2" not in message and "\n" not in message
+    with pytest.raises(PullmodeError, match="not a valid postgresql:// URL") as bad:
+        open_store("postgresql://postgres:hunter2@127.0.0.1:5432/db?no_such_option=1")
+    assert "hunter2" not in str(bad.value)
+
+
+def test_an_unknown_scheme_names_both_supported_ones() -> None:
+    with pytest.raises(PullmodeError) as excinfo:
+        open_store("mysql://x@y/z")
+    assert "unsupported scheme 'mysql'" in str(excinfo.value)
+    assert "sqlite:///path.db" in str(excinfo.value) and "postgresql://" in str(excinfo.value)
