@@ -39,6 +39,16 @@ from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster_tests.fakes import CursorFeed, make_events
 
+EVENT_MAPPING = {
+    "source_event_id": "$.id",
+    "event_timestamp": "$.created_at",
+    "actor": "$.actor.email",
+    "action": "$.type",
+    "target": "$.model",
+    "cost_usd": "$.usage.cost_usd",
+    "tokens_input": "$.usage.input_tokens",
+    "tokens_output": "$.usage.output_tokens",
+}
 PATHS = ["$.id", "$.created_at", "$.actor.email", "$.type", "$.model", "$.usage.cost_usd"]
 
 
@@ -63,16 +73,7 @@ def bench_jsonpath(records: list[dict]) -> tuple[float, float]:
 
 def bench_mapping(records: list[dict]) -> float:
     mapper = EventMapper(
-        EventMapping(
-            source_event_id="$.id",
-            event_timestamp="$.created_at",
-            actor="$.actor.email",
-            action="$.type",
-            target="$.model",
-            cost_usd="$.usage.cost_usd",
-            tokens_input="$.usage.input_tokens",
-            tokens_output="$.usage.output_tokens",
-        ),
+        EventMapping(**EVENT_MAPPING),
         source_name="bench",
         organization_id=None,
     )
@@ -127,11 +128,7 @@ def main() -> None:
             "name": "bench", "adapter": "http_polling", "startDate": "2026-01-01", "schedule": "* * * * *",
             "url": server.url("/events"), "cursorJsonPath": "$.next_cursor", "eventsJsonPath": "$.data",
             "maxPagesPerRun": 100_000,
-            "eventMapping": {
-                "source_event_id": "$.id", "event_timestamp": "$.created_at", "actor": "$.actor.email",
-                "action": "$.type", "target": "$.model", "cost_usd": "$.usage.cost_usd",
-                "tokens_input": "$.usage.input_tokens", "tokens_output": "$.usage.output_tokens",
-            },
+            "eventMapping": EVENT_MAPPING,
         }  # fmt: skip
         source, problems = parse_source(doc, file=Path(tmp) / "bench.yaml")
         assert source is not None, problems
@@ -169,16 +166,7 @@ def bench_stores(records: list[dict], rounds: int, *, source: SourceConfig, sqli
         print(f"trace store writes: skipped, no Postgres at {ADMIN_URL}: {str(exc).strip().splitlines()[0]}")
         return
     mapper = EventMapper(
-        EventMapping(
-            source_event_id="$.id",
-            event_timestamp="$.created_at",
-            actor="$.actor.email",
-            action="$.type",
-            target="$.model",
-            cost_usd="$.usage.cost_usd",
-            tokens_input="$.usage.input_tokens",
-            tokens_output="$.usage.output_tokens",
-        ),
+        EventMapping(**EVENT_MAPPING),
         source_name="bench",
         organization_id="org",
     )
