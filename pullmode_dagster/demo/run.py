@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -69,10 +70,11 @@ def run_demo(
         written = sum(int((o.metadata or {}).get("events_written", 0)) for o in outcomes)
         echo(f"{written} events written to {store_url()}")
         echo("")
+        cli = "pullmode" if shutil.which("pullmode") else os.path.relpath(sys.argv[0])
         echo("next:")
-        echo("  pullmode tail -n 5                          # the newest events in the trace store")
-        echo(f"  PULLMODE_SOURCES_DIR={directory} pullmode preview demo_usage")
-        echo("  pullmode demo --ui  (or make dev)           # the Dagster UI on these sources, pollers running")
+        echo(f"  {cli} tail -n 5        # the newest events in the trace store")
+        echo(f"  PULLMODE_SOURCES_DIR={directory} {cli} preview demo_usage")
+        echo(f"  {cli} demo --ui        # (or make dev) the Dagster UI on these sources, pollers running")
         ok = all(o.ok for o in outcomes)
         if ui:
             open_ui(root / "dagster_home", echo)
