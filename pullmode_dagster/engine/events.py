@@ -171,7 +171,6 @@ def normalize(
     *,
     source_name: str,
     organization_id: str | None,
-    raw: Any,
     raw_payload: str,
     source_event_id: Any,
     event_timestamp: Any,
@@ -183,8 +182,6 @@ def normalize(
     tokens_output: Any = None,
 ) -> NormalizedEvent:
     """Validate and coerce one record's extracted fields. Raises :class:`NormalizationError`."""
-    if not isinstance(raw, dict):
-        raise NormalizationError(f"record is not an object: {type(raw).__name__}")
     return NormalizedEvent(
         source_name=source_name,
         source_event_id=normalize_event_id(source_event_id),

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import EventMapping
+from .config import EventMapping, SourceConfig
 from .events import NormalizationError, NormalizedEvent, Reject, dumps, normalize, stable_event_id
 from .jsonpath import MISSING, compile_path
 
 
 class EventMapper:
     """Turns raw records into normalized events or rejects, never both, never neither."""
+
+    @classmethod
+    def for_source(cls, source: SourceConfig) -> EventMapper:
+        return cls(source.event_mapping, source_name=source.name, organization_id=source.organization_id)  # type: ignore[attr-defined]
 
     def __init__(self, mapping: EventMapping, *, source_name: str, organization_id: str | None):
         self.source_name = source_name
@@ -22,11 +26,12 @@ class EventMapper:
         self._id_path = self._paths.pop("source_event_id", None)
         self._ts_path = self._paths.pop("event_timestamp")
 
-    def map(self, raw: Any, location: str) -> NormalizedEvent | Reject:
+    def _normalize(self, raw: Any) -> NormalizedEvent | tuple[str, str]:
+        """The event, or (reason, raw text) for a reject (its location is named only then)."""
         try:
             raw_payload = dumps(raw)
         except (TypeError, ValueError) as exc:
-            return Reject(self.source_name, f"record is not JSON-serializable: {exc}", repr(raw), location)
+            return f"record is not JSON-serializable: {exc}", repr(raw)
         try:
             if not isinstance(raw, dict):
                 raise NormalizationError(f"record is not an object: {type(raw).__name__}")
@@ -46,22 +51,29 @@ class EventMapper:
             return normalize(
                 source_name=self.source_name,
                 organization_id=self.organization_id,
-                raw=raw,
                 raw_payload=raw_payload,
                 source_event_id=event_id,
                 event_timestamp=timestamp,
                 **values,
             )
         except NormalizationError as exc:
-            return Reject(self.source_name, str(exc), raw_payload, location)
+            return str(exc), raw_payload
+
+    def map(self, raw: Any, location: str) -> NormalizedEvent | Reject:
+        result = self._normalize(raw)
+        return result if type(result) is NormalizedEvent else Reject(self.source_name, *result, location)  # type: ignore[misc]
 
     def map_page(
-        self, records: Sequence[Any], *, location: str, locations: Sequence[str] | None = None
+        self, records: Sequence[Any], *, location: str, where: Callable[[int], str] | None = None
     ) -> tuple[list[NormalizedEvent], list[Reject]]:
+        """``where(i)`` names record ``i`` (default: "<location>, record <i+1>"); asked for rejects only."""
         events: list[NormalizedEvent] = []
         rejects: list[Reject] = []
         for i, raw in enumerate(records):
-            where = locations[i] if locations is not None else f"{location}, record {i + 1}"
-            result = self.map(raw, where)
-            (events if type(result) is NormalizedEvent else rejects).append(result)  # type: ignore[arg-type]
+            result = self._normalize(raw)
+            if type(result) is NormalizedEvent:
+                events.append(result)
+            else:
+                name = where(i) if where is not None else f"{location}, record {i + 1}"
+                rejects.append(Reject(self.source_name, *result, name))  # type: ignore[misc]
         return events, rejects

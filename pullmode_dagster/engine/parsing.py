@@ -1,7 +1,8 @@
 """File parsers for ``s3_polling``: NDJSON, CSV (header row) and JSON arrays, all streaming.
 
-Each parser reads a binary stream in chunks and yields ``(where, record)`` or ``(where, ParseProblem)``
-one record at a time, so a 1 GB file costs one chunk and one record of memory. A bad NDJSON line or
+Each parser reads a binary stream in chunks and yields ``(number, record)`` or
+``(number, ParseProblem)`` one record at a time (``number`` counts :data:`UNITS` of the parser: lines,
+or array elements), so a 1 GB file costs one chunk and one record of memory. A bad NDJSON line or
 CSV row is a problem for that record only; a JSON array that stops parsing cannot be resynchronized
 and raises :class:`UnreadableFile`, like a truncated gzip stream.
 """
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO, Literal
 CHUNK = 1 << 16
 
 Parser = Literal["ndjson", "csv", "json-array"]
+UNITS: dict[str, str] = {"ndjson": "line", "csv": "line", "json-array": "record"}
 
 
 @dataclass(frozen=True)
@@ -53,20 +55,19 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8-sig" if line.startswith(codecs.BOM_UTF8) else "utf-8").rstrip("\r")
 
 
-def parse_ndjson(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
+def parse_ndjson(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     for number, raw in enumerate(_lines(stream), start=1):
         if not raw.strip():
             continue
-        where = f"line {number}"
         try:
-            yield where, json.loads(_decode(raw))
+            yield number, json.loads(_decode(raw))
         except UnicodeDecodeError:
-            yield where, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace"))
+            yield number, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace"))
         except json.JSONDecodeError as exc:
-            yield where, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", _decode(raw))
+            yield number, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", _decode(raw))
 
 
-def parse_csv(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
+def parse_csv(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """Rows as ``{header: value}``; empty cells are absent values (None), not empty strings."""
     text_lines = (_decode(line) + "\n" for line in _lines(stream))
     reader = csv.reader(text_lines)
@@ -83,22 +84,21 @@ def parse_csv(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
         except StopIteration:
             return
         except UnicodeDecodeError:
-            yield f"line {reader.line_num + 1}", ParseProblem("row is not UTF-8", "")
+            yield reader.line_num + 1, ParseProblem("row is not UTF-8", "")
             continue
         except csv.Error as exc:
-            yield f"line {reader.line_num}", ParseProblem(f"malformed CSV row: {exc}", "")
+            yield reader.line_num, ParseProblem(f"malformed CSV row: {exc}", "")
             continue
-        where = f"line {reader.line_num}"
         if not row:
             continue
         if len(row) != width:
             raw = ",".join(row)
-            yield where, ParseProblem(f"CSV row has {len(row)} columns, the header has {width}", raw)
+            yield reader.line_num, ParseProblem(f"CSV row has {len(row)} columns, the header has {width}", raw)
             continue
-        yield where, {name: (value if value != "" else None) for name, value in zip(header, row, strict=True)}
+        yield reader.line_num, {name: (value if value != "" else None) for name, value in zip(header, row, strict=True)}
 
 
-def parse_json_array(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
+def parse_json_array(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer."""
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8-sig")()
@@ -163,7 +163,7 @@ def parse_json_array(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
                 break
             pos = end
             index += 1
-            yield f"record {index}", value
+            yield index, value
             state = "after"
         elif state == "after":
             pos += 1
@@ -180,5 +180,5 @@ def parse_json_array(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
 PARSERS = {"ndjson": parse_ndjson, "csv": parse_csv, "json-array": parse_json_array}
 
 
-def parse(parser: Parser, stream: BinaryIO) -> Iterator[tuple[str, Any]]:
+def parse(parser: Parser, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     return PARSERS[parser](stream)

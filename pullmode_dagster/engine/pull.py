@@ -11,9 +11,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from .adapters import ADAPTERS, Page, PullContext, Window
+from .adapters import ADAPTERS, Page, PullContext, Puller, Window
 from .config import SourceConfig
 from .credentials import Redactor, resolve_credentials
 from .cursor import CursorState
@@ -91,15 +90,15 @@ def build_puller(
     *,
     credentials: dict[str, str] | None = None,
     context: PullContext | None = None,
-) -> tuple[Any, Redactor]:
+) -> Puller:
     """A puller for ``source`` with freshly resolved credentials (never cached between pulls)."""
     if credentials is None:
         base_dir = source.file.parent if source.file else None
         credentials = resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir)
-    redactor = Redactor(credentials.values())
     puller_cls = ADAPTERS[source.adapter]
-    puller = puller_cls(source, credentials=credentials, context=context or PullContext(), redactor=redactor)
-    return puller, redactor
+    return puller_cls(
+        source, credentials=credentials, context=context or PullContext(), redactor=Redactor(credentials.values())
+    )
 
 
 def run_pull(
@@ -128,12 +127,8 @@ def run_pull(
         cursor_after=start,
         window=window,
     )
-    puller, _ = build_puller(source, credentials=credentials, context=context)
-    mapper = EventMapper(
-        source.event_mapping,  # type: ignore[attr-defined]
-        source_name=source.name,
-        organization_id=source.organization_id,
-    )
+    puller = build_puller(source, credentials=credentials, context=context)
+    mapper = EventMapper.for_source(source)
     window_bounds = (format_timestamp(window.start), format_timestamp(window.end)) if window else None
     buffer: list[NormalizedEvent] = []
     newest: str | None = None
@@ -149,7 +144,7 @@ def run_pull(
     try:
         for page in puller.pages(start, window=window):
             last = page
-            events, rejects = mapper.map_page(page.records, location=page.location, locations=page.locations)
+            events, rejects = mapper.map_page(page.records, location=page.location, where=page.where)
             rejects = page.rejects + rejects
             if window_bounds is not None and puller.window_by_event_time:
                 inside = [e for e in events if window_bounds[0] <= e.event_timestamp < window_bounds[1]]
@@ -204,15 +199,11 @@ def preview(
     source: SourceConfig, *, context: PullContext | None = None, credentials: dict[str, str] | None = None
 ) -> tuple[Page | None, list[NormalizedEvent], list[Reject]]:
     """The first page (or first file) only, normalized; writes and commits nothing."""
-    puller, _ = build_puller(source, credentials=credentials, context=context)
-    mapper = EventMapper(
-        source.event_mapping,  # type: ignore[attr-defined]
-        source_name=source.name,
-        organization_id=source.organization_id,
-    )
+    puller = build_puller(source, credentials=credentials, context=context)
+    mapper = EventMapper.for_source(source)
     try:
         for page in puller.pages(CursorState()):
-            events, rejects = mapper.map_page(page.records, location=page.location, locations=page.locations)
+            events, rejects = mapper.map_page(page.records, location=page.location, where=page.where)
             return page, events, page.rejects + rejects
     finally:
         puller.close()

@@ -38,8 +38,8 @@ class Page:
 
     ``resume`` is the adapter's position after this page (``page_cursor`` / ``after_key``);
     ``drained`` says nothing is left after it. ``rejects`` are records the adapter could not even
-    parse (a malformed NDJSON line); ``locations`` optionally names each record (key and line);
-    ``files`` counts the files this page completed.
+    parse (a malformed NDJSON line); ``where(i)`` optionally names record ``i`` (key and line), asked
+    only for a record that is rejected; ``files`` counts the files this page completed.
     """
 
     records: list[Any]
@@ -47,7 +47,7 @@ class Page:
     location: str
     resume: dict[str, str | None]
     drained: bool
-    locations: list[str] | None = None
+    where: Callable[[int], str] | None = None
     rejects: list[Reject] = field(default_factory=list)
     files: int = 0
 

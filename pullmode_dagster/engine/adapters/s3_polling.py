@@ -25,7 +25,7 @@ from ..config import ConfigProblem, EventMapping, SourceConfig
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..parsing import ParseProblem, UnreadableFile, parse
+from ..parsing import UNITS, ParseProblem, UnreadableFile, parse
 from ..templating import Template
 from .base import Page, Puller, Window
 
@@ -161,26 +161,31 @@ class S3PollingPuller(Puller):
             raise self._fail(f"cannot read {url}", exc) from None
         self.requests += 1
         stream = gzip.GzipFile(fileobj=body, mode="rb") if obj.key.endswith(".gz") else body
+        unit = UNITS[self.source.parser]
+
+        def page(records: list[Any], numbers: list[int], rejects: list[Reject], **kw: Any) -> Page:
+            return Page(records, location=url, where=lambda i: f"{url} {unit} {numbers[i]}", rejects=rejects, **kw)
+
         records: list[Any] = []
-        locations: list[str] = []
+        numbers: list[int] = []
         rejects: list[Reject] = []
         try:
-            for where, item in parse(self.source.parser, stream):
+            for number, item in parse(self.source.parser, stream):
                 if isinstance(item, ParseProblem):
-                    rejects.append(Reject(self.source.name, item.reason, item.raw, f"{url} {where}"))
+                    rejects.append(Reject(self.source.name, item.reason, item.raw, f"{url} {unit} {number}"))
                     continue
                 records.append(item)
-                locations.append(f"{url} {where}")
+                numbers.append(number)
                 if len(records) >= RECORDS_PER_PAGE:
-                    yield Page(records, 0, url, {"after_key": before}, False, locations, rejects)
-                    records, locations, rejects = [], [], []
+                    yield page(records, numbers, rejects, nbytes=0, resume={"after_key": before}, drained=False)
+                    records, numbers, rejects = [], [], []
         except UnreadableFile as exc:
             raise PullError(self.redact(f"source {self.source.name!r}: cannot read {url}: {exc}")) from None
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"cannot read {url}", exc) from None
         finally:
             body.close()
-        yield Page(records, obj.size, url, {"after_key": obj.key}, drained, locations, rejects, files=1)
+        yield page(records, numbers, rejects, nbytes=obj.size, resume={"after_key": obj.key}, drained=drained, files=1)
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         client = self._client()
