@@ -37,18 +37,8 @@ from pullmode_dagster.engine.mapping import EventMapper
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore
-from pullmode_dagster_tests.fakes import CursorFeed, make_events
+from pullmode_dagster_tests.fakes import EVENT_MAPPING, CursorFeed, make_events
 
-EVENT_MAPPING = {
-    "source_event_id": "$.id",
-    "event_timestamp": "$.created_at",
-    "actor": "$.actor.email",
-    "action": "$.type",
-    "target": "$.model",
-    "cost_usd": "$.usage.cost_usd",
-    "tokens_input": "$.usage.input_tokens",
-    "tokens_output": "$.usage.output_tokens",
-}
 PATHS = ["$.id", "$.created_at", "$.actor.email", "$.type", "$.model", "$.usage.cost_usd"]
 
 

@@ -17,6 +17,11 @@ from pullmode_dagster.engine.http import RetryPolicy
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
+from .fakes import EVENT_MAPPING
+
+# S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
+from .s3_helpers import moto_url, proxy, s3  # noqa: F401
+
 
 @pytest.fixture
 def api() -> Iterator[LoopbackServer]:
@@ -86,19 +91,6 @@ def context(sleeps: Sleeps) -> PullContext:
     return PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.05), sleep=sleeps)
 
 
-EVENT_MAPPING = {
-    "source_event_id": "$.id",
-    "event_timestamp": "$.created_at",
-    "actor": "$.actor.email",
-    "action": "$.type",
-    "target": "$.model",
-    "cost_usd": "$.usage.cost_usd",
-    "tokens_input": "$.usage.input_tokens",
-    "tokens_output": "$.usage.output_tokens",
-}
-"""The mapping for events from ``fakes.make_events``."""
-
-
 def http_source(url: str, **overrides: Any) -> dict[str, Any]:
     """A minimal valid http_polling source, cursor-paginated, with the usual mapping."""
     doc: dict[str, Any] = {
@@ -116,7 +108,3 @@ def http_source(url: str, **overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return {k: v for k, v in doc.items() if v is not None}
-
-
-# S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
-from .s3_helpers import moto_url, proxy, s3  # noqa: E402, F401

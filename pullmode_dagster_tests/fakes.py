@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pullmode_dagster.demo.server import Request, Response
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+EVENT_MAPPING = {
+    "source_event_id": "$.id",
+    "event_timestamp": "$.created_at",
+    "actor": "$.actor.email",
+    "action": "$.type",
+    "target": "$.model",
+    "cost_usd": "$.usage.cost_usd",
+    "tokens_input": "$.usage.input_tokens",
+    "tokens_output": "$.usage.output_tokens",
+}
+"""The eventMapping for the events ``make_events`` builds."""
 
 
 def make_events(n: int, *, start: int = 0, t0: datetime = T0) -> list[dict[str, Any]]:
@@ -56,7 +67,3 @@ class CursorFeed:
         page = events[offset : offset + self.page_size]
         more = offset + self.page_size < len(events)
         return Response(200, {"data": page, "next_cursor": str(offset + self.page_size) if more else None})
-
-
-def handler(fn: Callable[[Request], Response]) -> Callable[[Request], Response]:
-    return fn

@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import EVENT_MAPPING
+from .fakes import EVENT_MAPPING
 
 REGION = "us-east-1"
 ADMIN_KEY = ("testing-admin", "testing-admin-secret")

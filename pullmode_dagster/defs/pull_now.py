@@ -74,7 +74,7 @@ def pull_once(
         raise_on_error=False,
     )
     log: list[str] = []
-    settled = poller.settle(decision.state, instance, utc_now(), log)
+    settled, _ = poller.settle(decision.state, instance, utc_now(), log)
     cursors.set(sensor, settled.to_json())
     for line in log if verbose else []:
         echo(f"{name}: {line}")

@@ -18,7 +18,7 @@ from ..engine.config import SourceConfig
 from ..engine.credentials import resolve_credentials
 from ..engine.http import RetryPolicy
 from ..engine.pull import DEFAULT_BATCH_SIZE
-from ..engine.store import TraceStore, open_store, store_url
+from ..engine.store import TraceStore, open_store
 
 
 class CredentialsResource(dg.ConfigurableResource):
@@ -50,15 +50,6 @@ class TraceStoreResource(dg.ConfigurableResource):
 
     def open(self) -> TraceStore:
         return open_store(self.url)
-
-    def describe(self) -> str:
-        """The URL without a password, for metadata."""
-        url = store_url(self.url)
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            creds, host = rest.rsplit("@", 1)
-            url = f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-        return url
 
 
 class PullSettingsResource(dg.ConfigurableResource):

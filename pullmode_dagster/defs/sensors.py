@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from croniter import croniter
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from ..engine.config import SourceConfig
-from ..engine.cursor import CursorFormatError, CursorState
+from ..engine.cursor import CursorFormatError, CursorState, load_object
 from .assets import SOURCE_TAG, asset_key
 
 POLLER_SUFFIX = "_poller"
@@ -82,14 +82,9 @@ class PollerState:
 
     @classmethod
     def from_json(cls, text: str | None) -> PollerState:
-        if text is None or not text.strip():
+        doc = load_object(text, what="sensor cursor")
+        if doc is None:
             return cls()
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CursorFormatError(f"sensor cursor is not JSON: {exc.msg} at position {exc.pos}") from None
-        if not isinstance(doc, dict):
-            raise CursorFormatError("sensor cursor must be a JSON object")
         if "committed" not in doc:
             # A bare cursor state: a data engineer rewinding (or fast-forwarding) the source.
             return cls(committed=CursorState.from_dict(doc))
@@ -111,7 +106,7 @@ class PollerState:
     def to_json(self) -> str:
         doc: dict[str, Any] = {"committed": self.committed.to_dict()}
         if self.in_flight:
-            doc["in_flight"] = {k: v for k, v in vars(self.in_flight).items()}
+            doc["in_flight"] = asdict(self.in_flight)
         if self.last_tick:
             doc["last_tick"] = self.last_tick
         if self.last_pull:
@@ -176,34 +171,37 @@ class Poller:
             tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll", PULL_ID_TAG: flight.pull_id},
         )
 
-    def settle(self, state: PollerState, instance: dg.DagsterInstance, now: datetime, log: list[str]) -> PollerState:
-        """Resolve the pull in flight: commit its cursor if its run succeeded, forget it if it failed."""
+    def settle(
+        self, state: PollerState, instance: dg.DagsterInstance, now: datetime, log: list[str]
+    ) -> tuple[PollerState, dg.DagsterRun | None]:
+        """Resolve the pull in flight: commit its cursor if its run succeeded, forget it if it failed.
+        Also returns the run of a pull still in flight (None when there is none, or it has no run yet)."""
         flight = state.in_flight
         if flight is None:
-            return state
+            return state, None
         run = find_pull_run(instance, flight.pull_id)
         if run is None:
             if flight.via == "cli" and now - _parse(flight.requested_at) > CLI_GRACE:
                 log.append(f"pull {flight.pull_id} was announced but never started; forgetting it")
-                return replace(state, in_flight=None)
-            return state
+                return replace(state, in_flight=None), None
+            return state, None
         status = run.status
-        if status == dg.DagsterRunStatus.SUCCESS:
-            cursor = reported_cursor(instance, run.run_id, self.key)
-            last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
-            if cursor is None:
-                log.append(f"run {run.run_id} succeeded without reporting a cursor; the cursor stays")
-                return replace(state, in_flight=None, last_pull=last)
-            log.append(f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}")
-            return replace(state, committed=cursor, in_flight=None, last_pull=last)
-        if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        if status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            return state, run
+        last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
+        settled = replace(state, in_flight=None, last_pull=last)
+        if status != dg.DagsterRunStatus.SUCCESS:
             log.append(
                 f"run {run.run_id} {status.value.lower()}; the cursor stays at {state.committed.to_json()} "
                 "and the next tick pulls again from it"
             )
-            last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
-            return replace(state, in_flight=None, last_pull=last)
-        return state
+            return settled, None
+        cursor = reported_cursor(instance, run.run_id, self.key)
+        if cursor is None:
+            log.append(f"run {run.run_id} succeeded without reporting a cursor; the cursor stays")
+            return settled, None
+        log.append(f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}")
+        return replace(settled, committed=cursor), None
 
     def decide(
         self,
@@ -216,10 +214,9 @@ class Poller:
     ) -> PollDecision:
         """One evaluation. ``force`` pulls now whatever the cron says (``pullmode pull``)."""
         log: list[str] = []
-        state = self.settle(state, instance, now, log)
+        state, run = self.settle(state, instance, now, log)
         flight = state.in_flight
         if flight is not None:
-            run = find_pull_run(instance, flight.pull_id)
             if run is None and flight.via == "sensor":
                 # Requested but not created yet (or lost): asking again is safe, the run key dedups.
                 return PollDecision(state, self.run_request(flight), log=log)

@@ -31,6 +31,19 @@ class CursorFormatError(ValueError):
     """A cursor document (say, one set by hand in the Dagster UI) is not valid."""
 
 
+def load_object(text: str | None, *, what: str) -> dict[str, Any] | None:
+    """A JSON object from a hand-editable cursor; None for empty text."""
+    if text is None or not text.strip():
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CursorFormatError(f"{what} is not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(doc, dict):
+        raise CursorFormatError(f"{what} must be a JSON object")
+    return doc
+
+
 @dataclass(frozen=True)
 class CursorState:
     page_cursor: str | None = None
@@ -40,13 +53,8 @@ class CursorState:
 
     @classmethod
     def from_json(cls, text: str | None) -> CursorState:
-        if text is None or not text.strip():
-            return cls()
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CursorFormatError(f"cursor is not JSON: {exc.msg} at position {exc.pos}") from None
-        return cls.from_dict(doc)
+        doc = load_object(text, what="cursor")
+        return cls() if doc is None else cls.from_dict(doc)
 
     @classmethod
     def from_dict(cls, doc: Any) -> CursorState:

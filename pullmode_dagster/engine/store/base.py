@@ -38,8 +38,6 @@ class Integrity:
 class TraceStore(ABC):
     """Where pulled events land. Implementations: SQLite (embedded default), Postgres."""
 
-    url_scheme: str
-
     @abstractmethod
     def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
         """Insert a batch atomically; existing keys are skipped and counted as duplicates."""

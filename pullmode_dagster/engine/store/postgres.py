@@ -186,8 +186,6 @@ def describe_url(url: str) -> str:
 
 
 class PostgresTraceStore(TraceStore):
-    url_scheme = "postgresql"
-
     def __init__(self, url: str):
         try:
             # Autocommit: every transaction is explicit, so a batch is all or nothing and the

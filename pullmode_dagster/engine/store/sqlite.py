@@ -69,8 +69,6 @@ def now_iso() -> str:
 
 
 class SqliteTraceStore(TraceStore):
-    url_scheme = "sqlite"
-
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if str(self.path) != ":memory:":
