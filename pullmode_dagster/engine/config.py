@@ -83,6 +83,12 @@ class SourceConfig(Model):
     start_date: dt.date | dt.datetime
     schedule: str
     credentials: dict[str, CredentialRef] = Field(default_factory=dict)
+    pull_deadline_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="a pull stops cleanly at a page boundary after this long, with a resumable cursor",
+    )
 
     _file: Path | None = PrivateAttr(default=None)
 

@@ -79,8 +79,29 @@ def same_origin(a: httpx.URL | str, b: httpx.URL | str) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
+class BadBody(Exception):
+    """A successful status whose body is not what the source promised (a proxy's HTML page, a body
+    cut short, invalid JSON): transient in practice, so it is retried like a 5xx."""
+
+
+class DeadlineReached(PullError):
+    """The pull's deadline came before the next request could be sent (or its ``Retry-After`` wait
+    ended): the engine stops cleanly at the last page boundary, as with ``maxPagesPerRun``."""
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""A page (decoded) larger than this fails the pull instead of exhausting memory."""
+
+_UNSAFE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 class HttpSession:
-    """One pull's HTTP client. Use as a context manager; ``requests`` counts what was sent."""
+    """One pull's HTTP client. Use as a context manager; ``requests`` counts what was sent.
+
+    ``timeout`` bounds a whole request, body included (a server trickling a byte a second is cut
+    off); ``max_response_bytes`` bounds a body; ``deadline`` (a ``clock()`` value) is the pull's:
+    no request starts, and no retry waits, past it.
+    """
 
     def __init__(
         self,
@@ -88,14 +109,21 @@ class HttpSession:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         max_requests_per_second: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float | None = None,
         redactor: Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | logging.LoggerAdapter[Any] | Any = log,
     ):
         self.retry = retry or RetryPolicy()
         self.redact = redactor or Redactor()
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.deadline = deadline
         self._sleep = sleep
+        self._clock = clock
         self._log = logger
         self._min_interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._last_sent = 0.0
@@ -124,6 +152,38 @@ class HttpSession:
                 self._sleep(wait)
             self._last_sent = time.monotonic()
 
+    def _past_deadline(self, wait: float = 0.0) -> bool:
+        return self.deadline is not None and self._clock() + wait >= self.deadline
+
+    def _fetch(self, request: httpx.Request, what: str, where: str) -> httpx.Response:
+        """Send and read the whole body within ``timeout`` and ``max_response_bytes``."""
+        started = self._clock()
+        response = self._client.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise PullError(
+                        f"{what}: response from {where} is larger than {self.max_response_bytes} bytes "
+                        "(maxResponseBytes); the page is not read"
+                    )
+                if self._clock() - started > self.timeout:
+                    raise httpx.ReadTimeout(f"the whole request took longer than {self.timeout:g}s")
+                chunks.append(chunk)
+        finally:
+            response.close()
+        # The body is decoded already: drop the headers that describe the encoded form.
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _UNSAFE_HEADERS]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions={"http_version": response.http_version.encode()},
+        )
+
     def send(
         self,
         method: str,
@@ -133,21 +193,36 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         content: str | bytes | None = None,
+        accept: Callable[[httpx.Response], Any] | None = None,
     ) -> httpx.Response:
         """Send with retries. Returns the final response (any status the policy does not retry);
-        raises :class:`PullError` when every attempt failed. ``what`` names the request in messages."""
+        raises :class:`PullError` when every attempt failed. ``what`` names the request in messages.
+
+        ``accept`` inspects a response with a 2xx status and raises :class:`BadBody` when the body is
+        not what was promised: that attempt is retried like a 5xx. What it returns is kept in
+        ``response.extensions["accepted"]``."""
         where = self.redact(safe_url(url))
         problem = ""
         for attempt in range(1, self.retry.max_attempts + 1):
+            if self._past_deadline():
+                raise DeadlineReached(f"{what}: the pull's deadline was reached before the request to {where}")
             self._pace()
             self.requests += 1
             response: httpx.Response | None = None
             try:
-                response = self._client.request(method, url, headers=headers, params=params, content=content)
-            except httpx.TimeoutException:
-                problem = "timed out"
+                request = self._client.build_request(method, url, headers=headers, params=params, content=content)
+                response = self._fetch(request, what, where)
+                if accept is not None and 200 <= response.status_code < 300:
+                    response.extensions["accepted"] = accept(response)
+            except httpx.TimeoutException as exc:
+                problem = f"timed out ({self.redact(exc)})" if str(exc).startswith("the whole") else "timed out"
+                response = None
             except httpx.TransportError as exc:
                 problem = f"network error: {self.redact(type(exc).__name__)}: {self.redact(exc)}"
+                response = None
+            except BadBody as exc:
+                problem = self.redact(exc)
+                response = None
             else:
                 if response.status_code not in self.retry.retry_statuses:
                     return response
@@ -155,6 +230,10 @@ class HttpSession:
             if attempt == self.retry.max_attempts:
                 break
             wait = self.retry.wait_before_retry(attempt, response)
+            if self._past_deadline(wait):
+                raise DeadlineReached(
+                    f"{what}: {problem} from {where}; waiting {wait:.1f}s to retry would pass the pull's deadline"
+                )
             self.retries += 1
             self._log.warning(
                 f"{what}: {problem} from {where}; retry {attempt}/{self.retry.max_attempts - 1} in {wait:.1f}s"

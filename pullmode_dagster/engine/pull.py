@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
 from .config import SourceConfig
 from .credentials import Redactor, resolve_credentials
 from .cursor import CursorState
-from .errors import PullmodeError
+from .errors import PullError, PullmodeError
 from .events import NormalizedEvent, Reject, format_timestamp, parse_timestamp
+from .http import DeadlineReached
 from .mapping import EventMapper
 from .store import TraceStore
 
+T = TypeVar("T")
+
 DEFAULT_BATCH_SIZE = 2000
 PREVIEW_ROWS = 5
+FLUSH_EVERY_SECONDS = 5.0
+"""A slow source's events are written (and its checkpoint advanced) at least this often."""
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far past the pull's clock an event may be dated and still become the watermark."""
 
 
 @dataclass
@@ -44,7 +52,12 @@ class PullReport:
     bytes: int = 0
     requests: int = 0
     newest_event_timestamp: str | None = None
+    future_dated: int = 0
     drained: bool = False
+    stopped: str | None = None
+    """Why a pull that did not drain stopped early: "deadline" (``maxPagesPerRun`` is not named)."""
+    checkpoint: CursorState = field(default_factory=CursorState)
+    """The state whose events are all in the store; what a failed poll may commit."""
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
     preview: list[NormalizedEvent] = field(default_factory=list)
@@ -81,7 +94,11 @@ class PullReport:
         ]
         if self.outside_window:
             parts.append(f"{self.outside_window} outside the window")
-        state = "drained" if self.drained else "more to pull"
+        if self.future_dated:
+            parts.append(f"{self.future_dated} future-dated")
+        state = (
+            "drained" if self.drained else "more to pull" + (f", stopped at the {self.stopped}" if self.stopped else "")
+        )
         return f"{self.source_name}: {', '.join(parts)} ({state}, {self.duration_seconds:.1f}s)"
 
 
@@ -112,19 +129,25 @@ def run_pull(
     context: PullContext | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_page: Callable[[Page, PullReport], None] | None = None,
+    on_checkpoint: Callable[[CursorState], None] | None = None,
 ) -> PullReport:
     """Pull from ``start`` (or re-pull ``window``) into ``store`` and report the state to commit.
 
     A window pull keeps only events inside the window and never moves the cursor: its report's
-    ``cursor_after`` is ``start`` unchanged.
+    ``cursor_after`` is ``start`` unchanged. A poll keeps ``report.checkpoint`` at the state whose
+    events are all in the store (``on_checkpoint`` hears each advance): when the pull fails, that is
+    what may be committed, exactly what a pull stopped by ``maxPagesPerRun`` at that page would
+    commit. The pull stops cleanly at a page boundary when ``pullDeadlineSeconds`` runs out.
     """
     context = context or PullContext()
     start = start or CursorState()
+    context = replace(context, deadline=context.clock() + source.pull_deadline_seconds)
     report = PullReport(
         source_name=source.name,
         run_id=run_id or uuid.uuid4().hex,
         cursor_before=start,
         cursor_after=start,
+        checkpoint=start,
         window=window,
     )
     puller = build_puller(source, credentials=credentials, context=context)
@@ -132,33 +155,48 @@ def run_pull(
     window_bounds = (format_timestamp(window.start), format_timestamp(window.end)) if window else None
     buffer: list[NormalizedEvent] = []
     newest: str | None = None
-    last: Page | None = None
+    pending = start  # the state after the last page mapped; durable once its events are flushed
+
+    flushed_at = [context.clock()]
 
     def flush() -> None:
+        flushed_at[0] = context.clock()
         if buffer:
-            result = store.write_events(buffer, run_id=report.run_id)
+            result = _store_call(store.write_events, buffer, run_id=report.run_id, source=source.name)
             report.written += result.written
             report.duplicates += result.duplicates
             buffer.clear()
+        if window is None and pending != report.checkpoint:
+            report.checkpoint = pending
+            if on_checkpoint is not None:
+                on_checkpoint(pending)
 
+    pages = puller.pages(start, window=window)
     try:
-        for page in puller.pages(start, window=window):
-            last = page
+        for page in pages:
             events, rejects = mapper.map_page(page.records, location=page.location, where=page.where)
             rejects = page.rejects + rejects
             if window_bounds is not None and puller.window_by_event_time:
                 inside = [e for e in events if window_bounds[0] <= e.event_timestamp < window_bounds[1]]
                 report.outside_window += len(events) - len(inside)
                 events = inside
+            # A future-dated event is stored but does not become the watermark: events still to come
+            # (dated now) would sort before it and never be pulled.
+            horizon = format_timestamp(datetime.now(UTC) + FUTURE_SKEW)
             for event in events:
-                if newest is None or event.event_timestamp > newest:
-                    newest = event.event_timestamp
+                ts = event.event_timestamp
+                if ts > horizon:
+                    report.future_dated += 1
+                elif newest is None or ts > newest:
+                    newest = ts
             if len(report.preview) < PREVIEW_ROWS:
                 report.preview.extend(events[: PREVIEW_ROWS - len(report.preview)])
-            buffer.extend(events)
-            if len(buffer) >= batch_size:
-                flush()
             _write_rejects(store, rejects, report)
+            buffer.extend(events)
+            pending = start.after_pull(resume=page.resume, newest=newest, drained=page.drained)
+            report.drained = page.drained
+            if len(buffer) >= batch_size or context.clock() - flushed_at[0] >= FLUSH_EVERY_SECONDS:
+                flush()
             report.pages += 1
             report.files += page.files
             report.records += len(page.records) + len(page.rejects)
@@ -171,28 +209,59 @@ def run_pull(
             )
             if on_page is not None:
                 on_page(page, report)
+            if not page.drained and page.boundary and context.clock() >= context.deadline:
+                report.stopped = "deadline"
+                context.logger.warning(
+                    f"{source.name}: pullDeadlineSeconds ({source.pull_deadline_seconds:g}s) reached after "
+                    f"{report.pages} pages; the next pull resumes from here"
+                )
+                break
         flush()
-    except PullmodeError as exc:
-        # What was fetched before the failure is kept: the retry re-pulls it and dedup absorbs it,
-        # so the re-pull window stays small. The cursor is not returned, so nothing is committed.
+    except DeadlineReached as exc:
+        # Nothing of the page that could not be fetched was read: stop at the last page boundary.
         flush()
+        report.stopped = "deadline"
+        report.drained = False
+        context.logger.warning(f"{source.name}: {exc}; the next pull resumes from here")
+    except BaseException as exc:
+        # Keep what was fetched before the failure (a store that failed may fail again: then the
+        # checkpoint stays at the last batch that was written). The checkpoint never runs ahead.
+        try:
+            flush()
+        except Exception as flush_exc:
+            context.logger.warning(f"{source.name}: could not write the last batch: {type(flush_exc).__name__}")
         report.finished_at = datetime.now(UTC)
-        exc.report = report
+        report.requests = puller.requests
+        if isinstance(exc, PullmodeError):
+            exc.report = report
         raise
     finally:
+        pages.close()
         report.requests = puller.requests
         puller.close()
     report.finished_at = datetime.now(UTC)
-    report.drained = last.drained if last is not None else True
-    if window is None and last is not None:
-        report.cursor_after = start.after_pull(resume=last.resume, newest=newest, drained=last.drained)
+    if report.pages == 0 and report.stopped is None:
+        report.drained = True
+    if window is None:
+        report.cursor_after = report.checkpoint
     return report
 
 
 def _write_rejects(store: TraceStore, rejects: list[Reject], report: PullReport) -> None:
     if rejects:
-        store.write_rejects(rejects, run_id=report.run_id)
+        _store_call(store.write_rejects, rejects, run_id=report.run_id, source=report.source_name)
         report.rejected += len(rejects)
+
+
+def _store_call(write: Callable[..., T], rows: list[Any], *, run_id: str, source: str) -> T:
+    """A failed write (the store went away mid-pull) is one clear line, not a driver's traceback."""
+    try:
+        return write(rows, run_id=run_id)
+    except PullmodeError:
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise PullError(f"source {source!r}: trace store write failed: {type(exc).__name__}: {detail}") from exc
 
 
 def preview(

@@ -37,7 +37,9 @@ class Page:
     """One unit of progress: a response page or a file.
 
     ``resume`` is the adapter's position after this page (``page_cursor`` / ``after_key``);
-    ``drained`` says nothing is left after it. ``rejects`` are records the adapter could not even
+    ``drained`` says nothing is left after it; ``boundary`` says a pull may stop after this page
+    (False inside a file: stopping there would re-read the file, so a deadline waits for its end).
+    ``rejects`` are records the adapter could not even
     parse (a malformed NDJSON line); ``where(i)`` optionally names record ``i`` (key and line), asked
     only for a record that is rejected; ``files`` counts the files this page completed.
     """
@@ -50,6 +52,7 @@ class Page:
     where: Callable[[int], str] | None = None
     rejects: list[Reject] = field(default_factory=list)
     files: int = 0
+    boundary: bool = True
 
 
 @dataclass
@@ -60,6 +63,9 @@ class PullContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    deadline: float | None = None
+    """When the pull must stop (a ``clock()`` value): set by the engine from ``pullDeadlineSeconds``."""
     s3_client_factory: Callable[..., Any] | None = None
 
 

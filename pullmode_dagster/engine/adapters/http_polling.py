@@ -8,6 +8,7 @@ in this pull is a loop and stops the pull with an error.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import HttpSession, safe_url, same_origin
+from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, HttpSession, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
 from .base import Page, Puller, Window
@@ -46,6 +47,7 @@ class HttpPollingSource(SourceConfig):
     max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_requests_per_second: float | None = Field(default=None, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
 
     @field_validator("events_json_path", "cursor_json_path", "has_more_json_path")
     @classmethod
@@ -120,6 +122,12 @@ class HttpPollingPuller(Puller):
             secret_headers.add("authorization")
         if body is not None and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
+        for key, value in headers.items():
+            if not value.isascii():
+                uses = "a credential it uses holds" if key.lower() in secret_headers else "it holds"
+                raise PullError(
+                    f"source {src.name!r}: headers.{key}: {uses} non-ASCII characters; HTTP headers must be ASCII"
+                )
         public_headers = {k: v for k, v in headers.items() if k.lower() not in secret_headers}
 
         params = self._render_params(src.params, ctx)
@@ -144,9 +152,12 @@ class HttpPollingPuller(Puller):
             timeout=src.request_timeout_seconds,
             retry=self.context.retry,
             max_requests_per_second=src.max_requests_per_second,
+            max_response_bytes=src.max_response_bytes,
+            deadline=self.context.deadline,
             redactor=self.redact,
             transport=self.context.transport,
             sleep=self.context.sleep,
+            clock=self.context.clock,
             logger=self.context.logger,
         ) as http:
             for number in range(1, src.max_pages_per_run + 1):
@@ -173,11 +184,12 @@ class HttpPollingPuller(Puller):
                         headers=headers if trusted else public_headers,
                         params=request_params,
                         content=body,
+                        accept=lambda r, what=what: self._page_body(r, events_path, what),
                     )
                 finally:
                     self.requests = http.requests
-                doc = self._json(response, what)
-                records = self._records(events_path, doc, what)
+                self._check_status(response, what)
+                doc, records = response.extensions["accepted"]
                 next_cursor = self._next_cursor(cursor_path, response, doc)
                 has_more = has_more_path.first(doc) if has_more_path else MISSING
                 drained = next_cursor is None or has_more is False or has_more in ("false", "False", 0)
@@ -200,29 +212,37 @@ class HttpPollingPuller(Puller):
                 seen.add(next_cursor)
                 cursor = next_cursor
 
-    def _json(self, response: Any, what: str) -> Any:
-        where = self.redact(safe_url(response.request.url))
+    def _check_status(self, response: Any, what: str) -> None:
         if response.status_code >= 300:
-            snippet = self.redact(response.text[:300].strip()) if response.content else ""
+            where = self.redact(safe_url(response.request.url))
+            snippet = self.redact(response.text).strip()[:300] if response.content else ""
             kind = "redirect (redirects are not followed)" if response.status_code < 400 else "error"
             raise PullError(
                 f"{what}: HTTP {response.status_code} {kind} from {where}" + (f": {snippet}" if snippet else "")
             )
+
+    def _page_body(self, response: Any, events_path: Any, what: str) -> tuple[Any, list[Any]]:
+        """The page's JSON and its records. A body that is not the promised JSON (an HTML error page
+        under 200, a body cut short) raises BadBody, and the request is tried again."""
         try:
-            return response.json()
-        except ValueError:
+            doc = json.loads(response.content)
+        except RecursionError:
+            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
+        except ValueError as exc:
             ctype = response.headers.get("content-type", "no content-type")
-            raise PullError(f"{what}: response from {where} is not JSON ({ctype})") from None
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes; {detail})") from None
+        return doc, self._records(events_path, doc, what)
 
     def _records(self, path: Any, doc: Any, what: str) -> list[Any]:
         if path.is_simple:
             value = path.first(doc)
             if value is MISSING:
-                raise PullError(f"{what}: eventsJsonPath {path.text} matched nothing in the response")
+                raise BadBody(f"eventsJsonPath {path.text} matched nothing in the response")
             if value is None:
                 return []
             if not isinstance(value, list):
-                raise PullError(f"{what}: eventsJsonPath {path.text} is a {type(value).__name__}, not an array")
+                raise BadBody(f"eventsJsonPath {path.text} is a {type(value).__name__}, not an array")
             return value
         matches = path.all(doc)
         if len(matches) == 1 and isinstance(matches[0], list):

@@ -177,7 +177,9 @@ class S3PollingPuller(Puller):
                 records.append(item)
                 numbers.append(number)
                 if len(records) >= RECORDS_PER_PAGE:
-                    yield page(records, numbers, rejects, nbytes=0, resume={"after_key": before}, drained=False)
+                    yield page(
+                        records, numbers, rejects, nbytes=0, resume={"after_key": before}, drained=False, boundary=False
+                    )
                     records, numbers, rejects = [], [], []
         except UnreadableFile as exc:
             raise PullError(self.redact(f"source {self.source.name!r}: cannot read {url}: {exc}")) from None
