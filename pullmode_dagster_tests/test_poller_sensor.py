@@ -88,9 +88,7 @@ def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, ins
     assert json.loads(config["cursor"])["watermark"] == "2026-03-01T00:39:00.000000Z"
 
 
-def test_failed_run_leaves_the_cursor_and_the_next_tick_writes_each_event_once(
-    harness: Harness, feed: CursorFeed
-) -> None:
+def test_failed_run_commits_its_checkpoint_and_the_next_tick_resumes_there(harness: Harness, feed: CursorFeed) -> None:
     feed.fail_after_pages = 2  # pages 1-2 succeed, then the server returns 500
     first = harness.tick(None)
     failed = harness.run(first.run_requests[0])
@@ -99,14 +97,18 @@ def test_failed_run_leaves_the_cursor_and_the_next_tick_writes_each_event_once(
     harness.clock.now = T.replace(minute=3)
     after_failure = harness.tick(first.cursor)
     assert after_failure.run_requests == []
-    assert committed(after_failure.cursor) == {"v": 1}
+    # Exactly what a pull stopped by maxPagesPerRun after page 2 would have committed.
+    checkpoint = {"v": 1, "page_cursor": "20", "high_water": "2026-03-01T00:19:00.000000Z"}
+    assert committed(after_failure.cursor) == checkpoint
     assert PollerState.from_json(after_failure.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
 
     feed.fail_after_pages = None
+    served_before_retry = feed.served_pages
     harness.clock.now = T.replace(minute=5, second=2)
     retry = harness.tick(after_failure.cursor)
-    assert json.loads(retry.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]["cursor"]) == {"v": 1}
+    assert json.loads(retry.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]["cursor"]) == checkpoint
     assert harness.run(retry.run_requests[0]).success
+    assert feed.served_pages - served_before_retry == 2  # pages 3 and 4 only: nothing re-read
     rows = harness.rows()
     assert sorted(r["source_event_id"] for r in rows) == [f"evt_{i:05d}" for i in range(40)]
     harness.clock.now = T.replace(minute=6)

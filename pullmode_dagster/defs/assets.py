@@ -5,6 +5,7 @@ hand or by a backfill, re-pulls its partition's window; a window pull never move
 """
 
 import re
+import time
 import traceback
 
 import dagster as dg
@@ -21,12 +22,15 @@ from ..engine.pull import PullReport, run_pull
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
 from .partitions import partitions_for
+from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
 GROUP = "ingestion_sources"
 KEY_PREFIX = "ingestion"
 SOURCE_TAG = "pullmode/source"
 KINDS = {"http_polling": "http", "s3_polling": "s3"}
+CHECKPOINT_KEY = "checkpoint"
+"""Observation metadata: the cursor state whose events are in the store (a failed poll commits it)."""
 
 
 class PullConfig(dg.Config):
@@ -104,6 +108,41 @@ def report_metadata(report: PullReport) -> dict[str, object]:
     return metadata
 
 
+class CheckpointRecorder:
+    """Records a poll's durable progress as observations of its asset (``checkpoint``), at most every
+    few seconds while it runs and once more when it fails, so the poller can commit it even when
+    the run's process is killed."""
+
+    EVERY_SECONDS = 5.0
+
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, start: CursorState):
+        self.context = context
+        self.key = key
+        self.latest = start
+        self._recorded = start
+        self._last = time.monotonic()
+
+    def advance(self, state: CursorState) -> None:
+        self.latest = state
+        if time.monotonic() - self._last >= self.EVERY_SECONDS:
+            self._record()
+
+    def _record(self) -> None:
+        if self.latest != self._recorded:
+            self.context.log_event(
+                dg.AssetObservation(
+                    asset_key=self.key, metadata={CHECKPOINT_KEY: dg.MetadataValue.json(self.latest.to_dict())}
+                )
+            )
+            self._recorded = self.latest
+        self._last = time.monotonic()
+
+    def failed(self) -> dict[str, object]:
+        """Record the last checkpoint now; failure metadata that names it."""
+        self._record()
+        return {CHECKPOINT_KEY: dg.MetadataValue.json(self.latest.to_dict())}
+
+
 def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
     key = asset_key(source.name)
     tags = {"pullmode/adapter": source.adapter}
@@ -143,11 +182,16 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             window = Window(time_window.start, time_window.end)
             start = CursorState()
             context.log.info(f"{source.name}: re-pulling window {window.start} .. {window.end}")
+        if window is None:
+            # Who runs this pull: a poller or `pullmode pull` that finds this run in progress after
+            # its process died marks it failed (defs/recovery.py).
+            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: process_identity()})
+        checkpoints = CheckpointRecorder(context, key, start)
         redact = Redactor()
         try:
             secrets = credentials.resolve(source)
             redact = Redactor(secrets.values())
-            with trace_store.open() as store:
+            with trace_store.lock(source.name, poll=window is None), trace_store.open() as store:
                 report = run_pull(
                     source,
                     store=store,
@@ -157,17 +201,26 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     credentials=secrets,
                     context=pull_settings.pull_context(context.log, s3=s3),
                     batch_size=pull_settings.batch_size,
+                    on_checkpoint=checkpoints.advance,
                 )
                 integrity = store.integrity(source=source.name, run_id=context.run.run_id)
         except PullmodeError as exc:
             partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
             partial.pop("dagster/row_count", None)
-            raise dg.Failure(description=str(exc), metadata=partial) from None
+            raise dg.Failure(description=str(exc), metadata={**partial, **checkpoints.failed()}) from None
         except Exception as exc:
             # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
             context.log.error(redact(traceback.format_exc()))
             raise dg.Failure(
-                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {redact(exc)}"
+                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {redact(exc)}",
+                metadata=checkpoints.failed(),
+            ) from None
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            # SIGINT / SIGTERM (Dagster maps SIGTERM to an interrupt): keep the progress, end the run.
+            raise dg.Failure(
+                description=f"source {source.name!r}: interrupted (SIGINT or SIGTERM); "
+                f"checkpoint {checkpoints.latest.to_json()}",
+                metadata={**checkpoints.failed(), "interrupted": True},
             ) from None
         context.log.info(report.summary())
         return dg.MaterializeResult(

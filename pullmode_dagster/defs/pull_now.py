@@ -7,14 +7,19 @@ cursor only when that run succeeded. It runs in this process, so it needs no dae
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from ..engine.locks import SourceBusy
 from .assets import asset_key
+from .recovery import PROCESS_TAG, process_identity
 from .sensor_state import SensorCursors
 from .sensors import Poller, PollerState, job_name, poller_name, run_metadata, utc_now
 
@@ -27,17 +32,20 @@ class PullOutcome:
     run_id: str | None = None
     metadata: dict[str, Any] | None = None
     cursor: str | None = None
+    interrupted: bool = False
 
 
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
+def failure_info(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
+    """The step failure's one-line description and its metadata (plain values)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data:
             data = event.step_failure_data
             if data.user_failure_data and data.user_failure_data.description:
-                return data.user_failure_data.description
+                metadata = {k: v.value for k, v in (data.user_failure_data.metadata or {}).items()}
+                return data.user_failure_data.description, metadata
             if data.error:
-                return (data.error.message or "").strip()
-    return "the run failed"
+                return (data.error.message or "").strip().splitlines()[0], {}
+    return "the run failed", {}
 
 
 def pull_once(
@@ -49,6 +57,26 @@ def pull_once(
     name: str,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
+    lock: Callable[[str], AbstractContextManager[None]] | None = None,
+) -> PullOutcome:
+    """One poll cycle of ``name`` holding the source's lock, so two pulls started at the same moment
+    (two shells, or a shell and the daemon's run) never both run: the second is refused at once."""
+    try:
+        with (lock or (lambda _: nullcontext()))(name):
+            return _pull_locked(pollers, defs, instance, cursors, name, echo, verbose)
+    except SourceBusy as exc:
+        committed = PollerState.from_json(cursors.get(poller_name(name))).committed.to_json()
+        return PullOutcome(name, False, f"not pulled: {str(exc).removeprefix(f'source {name!r}: ')}", cursor=committed)
+
+
+def _pull_locked(
+    pollers: dict[str, Poller],
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursors: SensorCursors,
+    name: str,
+    echo: Callable[[str], None],
+    verbose: bool,
 ) -> PullOutcome:
     poller = pollers[name]
     sensor = poller_name(name)
@@ -63,14 +91,14 @@ def pull_once(
         )
     request = decision.run_request
     cursors.set(sensor, decision.state.to_json())  # announce the pull in flight before it starts
-    # Same run config as the poller's request; only the console logger is quieter (the event log
-    # in the instance keeps everything, as for any run).
-    console = {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}
+    # Same run config as the poller's request; the console shows the run's log only with -v (the
+    # event log in the instance keeps everything, as for any run), so a failure is one line.
+    console = {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}
     result = defs.resolve_job_def(job_name(name)).execute_in_process(
         run_config={**request.run_config, "loggers": console},
         instance=instance,
         partition_key=request.partition_key,
-        tags=request.tags,
+        tags={**request.tags, PROCESS_TAG: process_identity()},
         raise_on_error=False,
     )
     log: list[str] = []
@@ -79,8 +107,14 @@ def pull_once(
     for line in log if verbose else []:
         echo(f"{name}: {line}")
     if not result.success:
+        message, metadata = failure_info(result)
         return PullOutcome(
-            name, False, f"FAILED: {failure_message(result)}", result.run_id, cursor=settled.committed.to_json()
+            name,
+            False,
+            f"FAILED: {message}",
+            result.run_id,
+            cursor=settled.committed.to_json(),
+            interrupted=bool(metadata.get("interrupted")),
         )
     metadata = run_metadata(instance, result.run_id, asset_key(name)) or {}
     return PullOutcome(name, True, "ok", result.run_id, metadata, settled.committed.to_json())
@@ -93,29 +127,51 @@ def default_workspace() -> Path | None:
 
 def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     """The instance ``dagster dev`` would use from here: ``$DAGSTER_HOME``; else the current
-    directory when it holds a ``dagster.yaml`` (the repository root); else ``fallback_home``."""
+    directory when it holds a ``dagster.yaml`` (the repository root); else ``fallback_home``.
+
+    Opening a brand-new SQLite instance creates its tables; two ``pullmode pull`` started at the
+    same moment would both try (``table run_tags already exists``), so opening takes turns."""
     import os
 
     from dagster._core.instance.ref import InstanceRef
 
     if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    if Path("dagster.yaml").exists():
-        return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(Path.cwd())))
-    if fallback_home is not None:
+        home = Path(os.environ["DAGSTER_HOME"])
+    elif Path("dagster.yaml").exists():
+        home = Path.cwd()
+    elif fallback_home is not None:
         fallback_home.mkdir(parents=True, exist_ok=True)
-        return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(fallback_home.resolve())))
-    from ..engine.errors import PullmodeError
+        home = fallback_home.resolve()
+    else:
+        from ..engine.errors import PullmodeError
 
-    raise PullmodeError(
-        "no Dagster instance: set DAGSTER_HOME to the directory holding dagster.yaml, or run from the repository root"
-    )
+        raise PullmodeError(
+            "no Dagster instance: set DAGSTER_HOME to the directory holding dagster.yaml, or run from the "
+            "repository root"
+        )
+    with _exclusive(home / ".pullmode-instance.lock"):
+        return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """A blocking file lock, held for a moment (instance setup), released by the OS if we die."""
+    import fcntl
+    import os
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def summarize(outcome: PullOutcome) -> str:
     if not outcome.ok:
         run = f" (run {outcome.run_id})" if outcome.run_id else ""
-        return f"{outcome.source}: {outcome.message}{run}; committed cursor stays {outcome.cursor}"
+        cursor = f"; committed cursor {outcome.cursor}" if outcome.cursor else ""
+        return f"{outcome.source}: {outcome.message}{run}{cursor}"
     m = outcome.metadata or {}
     return (
         f"{outcome.source}: {m.get('events_written', 0)} written, {m.get('duplicates_skipped', 0)} duplicates "
@@ -154,19 +210,43 @@ def pull_sources(
             project.sources.get(name)  # a clear error for an unknown or invalid name
     if not names:
         raise ConfigError([f"no source to pull in {project.sources.directory}"])
-    outcomes = []
-    with open_instance(fallback_home) as instance:
+    outcomes: list[PullOutcome] = []
+    trace_store = project.defs.resources["trace_store"]
+    with terminate_as_interrupt(), open_instance(fallback_home) as instance:
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
         for name in names:
-            outcome = pull_once(
-                pollers=project.pollers,
-                defs=project.defs,
-                instance=instance,
-                cursors=cursors,
-                name=name,
-                echo=echo,
-                verbose=verbose,
-            )
+            try:
+                outcome = pull_once(
+                    pollers=project.pollers,
+                    defs=project.defs,
+                    instance=instance,
+                    cursors=cursors,
+                    name=name,
+                    echo=echo,
+                    verbose=verbose,
+                    lock=trace_store.lock,  # type: ignore[attr-defined]
+                )
+            except KeyboardInterrupt:
+                # Outside the run itself (which ends as failed with its checkpoint, below): nothing
+                # to keep; an announced pull is forgotten by the next one, its owner being gone.
+                outcome = PullOutcome(name, False, "interrupted (SIGINT or SIGTERM)", interrupted=True)
             echo(summarize(outcome))
             outcomes.append(outcome)
+            if outcome.interrupted:
+                break
     return outcomes
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends ``pullmode pull`` the way Ctrl-C does: the run in progress fails with its
+    checkpoint recorded (Dagster raises the interrupt inside the step), and no further source
+    starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

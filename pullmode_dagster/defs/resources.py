@@ -7,6 +7,7 @@ policy); nothing is patched.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import dagster as dg
@@ -17,6 +18,7 @@ from ..engine.adapters import PullContext, S3ClientSpec
 from ..engine.config import SourceConfig
 from ..engine.credentials import resolve_credentials
 from ..engine.http import RetryPolicy
+from ..engine.locks import source_lock
 from ..engine.pull import DEFAULT_BATCH_SIZE
 from ..engine.store import TraceStore, open_store
 
@@ -50,6 +52,11 @@ class TraceStoreResource(dg.ConfigurableResource):
 
     def open(self) -> TraceStore:
         return open_store(self.url)
+
+    def lock(self, source: str, *, poll: bool = True) -> AbstractContextManager[None]:
+        """The source's pull lock (polls only: window re-pulls never move the cursor, so they may
+        run beside a poll); raises SourceBusy when another process holds it."""
+        return source_lock(source, url=self.url) if poll else nullcontext()
 
 
 class PullSettingsResource(dg.ConfigurableResource):

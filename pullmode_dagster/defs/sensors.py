@@ -30,7 +30,8 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
-from .assets import SOURCE_TAG, asset_key
+from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key
+from .recovery import owner_is_dead, process_identity, reap_if_dead
 
 POLLER_SUFFIX = "_poller"
 PULL_ID_TAG = "pullmode/pull_id"
@@ -69,6 +70,9 @@ class InFlight:
     partition_key: str
     cursor: str
     via: str = "sensor"
+    owner: str | None = None
+    """The process that announced the pull (``pullmode pull``): if it died before its run existed,
+    the announcement is forgotten at once instead of after CLI_GRACE."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,17 @@ def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) ->
     return None
 
 
+def run_checkpoint(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:
+    """The last checkpoint a poll run recorded (None: it wrote nothing durable)."""
+    latest = None
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    for record in records:
+        observation = record.event_log_entry.asset_observation
+        if observation is not None and observation.asset_key == key and CHECKPOINT_KEY in observation.metadata:
+            latest = observation.metadata[CHECKPOINT_KEY].value
+    return CursorState.from_dict(latest) if latest is not None else None
+
+
 def reported_cursor(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:
     """The ``cursor_after`` a run reported in its materialization of ``key`` (None: no report)."""
     metadata = run_metadata(instance, run_id, key) or {}
@@ -181,16 +196,26 @@ class Poller:
             return state, None
         run = find_pull_run(instance, flight.pull_id)
         if run is None:
-            if flight.via == "cli" and now - _parse(flight.requested_at) > CLI_GRACE:
+            if flight.via == "cli" and (
+                now - _parse(flight.requested_at) > CLI_GRACE or (flight.owner and owner_is_dead(flight.owner))
+            ):
                 log.append(f"pull {flight.pull_id} was announced but never started; forgetting it")
                 return replace(state, in_flight=None), None
             return state, None
+        run = reap_if_dead(instance, run)
         status = run.status
         if status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
             return state, run
         last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
         settled = replace(state, in_flight=None, last_pull=last)
         if status != dg.DagsterRunStatus.SUCCESS:
+            checkpoint = run_checkpoint(instance, run.run_id, self.key)
+            if checkpoint is not None and checkpoint != state.committed:
+                log.append(
+                    f"run {run.run_id} {status.value.lower()}; committed its checkpoint {checkpoint.to_json()} "
+                    "(its events are stored) and the next tick pulls on from there"
+                )
+                return replace(settled, committed=checkpoint), None
             log.append(
                 f"run {run.run_id} {status.value.lower()}; the cursor stays at {state.committed.to_json()} "
                 "and the next tick pulls again from it"
@@ -226,12 +251,13 @@ class Poller:
         if not force and state.last_tick is not None and due <= _parse(state.last_tick):
             upcoming = croniter(self.source.schedule, now).get_next(datetime)
             return PollDecision(state, skip_reason=f"waiting for the next tick at {_iso(upcoming)}", log=log)
-        active = instance.get_runs(
+        candidates = instance.get_runs(
             filters=dg.RunsFilter(
                 tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll"}, statuses=IN_PROGRESS_RUN_STATUSES
             ),
-            limit=1,
+            limit=5,
         )
+        active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS_RUN_STATUSES]
         if active:
             return PollDecision(
                 state, skip_reason=f"another pull of this source is in flight: run {active[0].run_id}", log=log
@@ -249,6 +275,7 @@ class Poller:
             partition_key=partition_key,
             cursor=state.committed.to_json(),
             via=via,
+            owner=process_identity() if via == "cli" else None,
         )
         state = replace(state, in_flight=flight, last_tick=state.last_tick if force else tick)
         log.append(f"pull {pull_id} requested from cursor {flight.cursor}")
