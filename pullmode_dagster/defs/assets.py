@@ -120,7 +120,7 @@ class CheckpointRecorder:
         self.key = key
         self.latest = start
         self._recorded = start
-        self._last = time.monotonic()
+        self._last = float("-inf")  # the first checkpoint is recorded at once
 
     def advance(self, state: CursorState) -> None:
         self.latest = state

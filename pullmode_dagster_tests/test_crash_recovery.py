@@ -1,0 +1,272 @@
+"""Crashes: `pullmode pull` killed with SIGKILL or stopped with SIGTERM mid-pull, two pulls started at
+the same moment on a fresh instance, a run whose process died, a source locked by another pull.
+Real processes, a real instance in a temp DAGSTER_HOME, real loopback servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
+from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.demo.server import LoopbackServer, Request, Response
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .conftest import SourceWriter, http_source
+from .fakes import CursorFeed, make_events
+from .pg import wait_for
+from .s3_helpers import S3Proxy, ndjson, s3_source
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+TOKEN = "tok-crash-4242"
+N = 3000
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
+    return home
+
+
+@pytest.fixture
+def slow_feed(api: LoopbackServer) -> CursorFeed:
+    """N events in pages of 20, each page taking 15 ms: a pull lasts a few seconds."""
+    feed = CursorFeed(make_events(N), page_size=20)
+
+    def slow(request: Request) -> Response:
+        time.sleep(0.015)
+        return feed(request)
+
+    api.routes["/v1/events"] = slow
+    return feed
+
+
+def start_pull(tmp_path: Path, name: str = "acme_audit") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pullmode_dagster.cli", "pull", name, "--workspace", str(WORKSPACE)],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def pull(tmp_path: Path, name: str = "acme_audit") -> tuple[int, str, str]:
+    proc = start_pull(tmp_path, name)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def count(tmp_path: Path) -> int:
+    path = tmp_path / "trace.db"
+    if not path.exists():
+        return 0
+    with SqliteTraceStore(path) as store:
+        return store.count()
+
+
+def stored_ids(tmp_path: Path, source: str = "acme_audit") -> list[str]:
+    with SqliteTraceStore(tmp_path / "trace.db") as store:
+        return [r["source_event_id"] for r in store.tail(source=source, limit=10**7)]
+
+
+def poller_state(name: str = "acme_audit") -> PollerState:
+    with dg.DagsterInstance.get() as instance:
+        return PollerState.from_json(SensorCursors(instance, WORKSPACE).get(f"{name}_poller"))
+
+
+def runs(name: str = "acme_audit") -> list[dg.DagsterRun]:
+    """The source's runs, oldest first."""
+    with dg.DagsterInstance.get() as instance:
+        return list(reversed(instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": name}))))
+
+
+def test_sigkill_mid_pull_then_pull_again_stores_every_event_once_with_no_manual_step(
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
+    victim = start_pull(tmp_path)
+    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)  # the first batch is in the store
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    before = count(tmp_path)
+    assert before < N, "the pull finished before it could be killed"
+
+    code, out, err = pull(tmp_path)
+    assert code == 0, out + err
+    assert "Traceback" not in out + err
+    ids = stored_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == N  # every event exactly once
+    killed, again = runs()
+    assert killed.status == dg.DagsterRunStatus.FAILURE and again.status == dg.DagsterRunStatus.SUCCESS
+    with dg.DagsterInstance.get() as instance:
+        failure = instance.get_records_for_run(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+        assert "is gone (killed, out of memory or crashed)" in failure[0].event_log_entry.message
+    # The killed run's checkpoint was committed: the new pull skipped at most what the killed one
+    # fetched after its last checkpoint, never re-read from the beginning.
+    skipped = int(out.split(" duplicates skipped")[0].rsplit(" ", 1)[1])
+    assert skipped <= before - 2000 + 20
+    assert poller_state().committed.watermark == make_events(1, start=N - 1)[0]["created_at"].replace("Z", ".000000Z")
+
+
+def test_sigterm_ends_the_run_with_its_checkpoint_and_the_next_pull_proceeds_at_once(
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
+    victim = start_pull(tmp_path)
+    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)
+    victim.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out, err = victim.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert victim.returncode != 0
+    assert "acme_audit: FAILED: source 'acme_audit': interrupted (SIGINT or SIGTERM); checkpoint " in out
+    assert "Traceback" not in out + err
+    checkpoint = poller_state().committed
+    assert checkpoint.page_cursor is not None and int(checkpoint.page_cursor) >= 2000
+    assert set(stored_ids(tmp_path)) >= {f"evt_{i:05d}" for i in range(int(checkpoint.page_cursor))}
+    assert poller_state().in_flight is None
+
+    code, out, err = pull(tmp_path)
+    assert code == 0, out + err
+    ids = stored_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == N
+    assert [r.status for r in runs()] == [
+        dg.DagsterRunStatus.FAILURE,
+        dg.DagsterRunStatus.SUCCESS,
+    ]
+
+
+class SlowS3(S3Proxy):
+    def __call__(self, request: Request) -> Response:
+        if request.method == "GET" and "list-type" not in request.query:
+            time.sleep(0.03)
+        return super().__call__(request)
+
+
+@pytest.fixture
+def slow_s3(s3: Any, moto_url: str) -> Iterator[str]:
+    events = make_events(N)
+    for i in range(N // 50):
+        s3.put_object(Bucket="audit-drops", Key=f"audit/{i:04d}.ndjson", Body=ndjson(events[i * 50 : i * 50 + 50]))
+    with LoopbackServer(fallback=SlowS3(moto_url)) as server:
+        yield server.base_url
+
+
+def test_sigkill_mid_pull_of_an_s3_source(
+    home: Path, tmp_path: Path, sources: SourceWriter, slow_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DROP_KEY_ID", "AKIACRASHKEY0001")
+    monkeypatch.setenv("DROP_SECRET", "crash-secret-value-0001")
+    sources.write(s3_source(slow_s3, maxFilesPerRun=1000))
+    victim = start_pull(tmp_path, "audit_drop")
+    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert count(tmp_path) < N
+
+    code, out, err = pull(tmp_path, "audit_drop")
+    assert code == 0, out + err
+    ids = stored_ids(tmp_path, "audit_drop")
+    assert len(ids) == len(set(ids)) == N
+    assert poller_state("audit_drop").committed.after_key == f"audit/{N // 50 - 1:04d}.ndjson"
+
+
+def test_two_pulls_started_at_once_on_a_fresh_instance_one_runs_one_is_refused(
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
+    first, second = start_pull(tmp_path), start_pull(tmp_path)
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in (first, second)]  # type: ignore[union-attr]
+    assert sorted(code for code, _, _ in results) == [0, 1], results
+    outputs = "".join(out + err for _, out, err in results)
+    assert "Traceback" not in outputs and "IntegrityError" not in outputs
+    refused = next(out for code, out, _ in results if code == 1)
+    assert refused.startswith("acme_audit: not pulled: another pull is running (pid ")
+    ids = stored_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == N
+    assert len(runs()) == 1
+
+
+def test_a_poll_run_refuses_while_another_process_holds_the_source(
+    home: Path, tmp_path: Path, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(5))
+    sources.write(http_source(api.url("/v1/events")))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pullmode_dagster.engine.locks import source_lock\n"
+            "with source_lock('acme_audit'):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        code, out, _ = pull(tmp_path)
+        assert code == 1
+        assert out.startswith(f"acme_audit: not pulled: another pull is running (pid {holder.pid} on ")
+        assert runs() == []  # refused before any run was created
+    finally:
+        holder.kill()
+        holder.wait()
+    code, out, _ = pull(tmp_path)  # the holder died: its lock died with it
+    assert code == 0 and "acme_audit: 5 written" in out
+
+
+def test_the_poller_marks_a_run_whose_process_died_failed_and_pulls_again(
+    home: Path, tmp_path: Path, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    from .dagster_helpers import Clock, make_harness
+
+    api.routes["/v1/events"] = CursorFeed(make_events(5))
+    sources.write(http_source(api.url("/v1/events")))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = process_identity(dead.pid)
+    dead.wait()
+    from datetime import UTC, datetime
+
+    with dg.DagsterInstance.get() as instance:
+        harness = make_harness(
+            sources.directory, instance, Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC)), tmp_path, "acme_audit"
+        )
+        first = harness.tick(None)
+        request = first.run_requests[0]
+        orphan = create_run_for_test(
+            instance,
+            job_name="acme_audit_pull",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={**request.tags, PROCESS_TAG: identity},
+        )
+        harness.clock.now = datetime(2026, 3, 2, 10, 5, 1, tzinfo=UTC)
+        second = harness.tick(first.cursor)
+        assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
+        assert PollerState.from_json(second.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
+        (retry,) = second.run_requests
+        assert harness.run(retry).success and len(harness.rows()) == 5
