@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from pullmode_dagster.engine.credentials import Redactor
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.http import HttpSession, RetryPolicy, parse_retry_after
+from pullmode_dagster.engine.redaction import Redactor
 
 from .conftest import Sleeps
 

@@ -14,11 +14,11 @@ from pydantic import Field
 
 from ..engine.adapters import Window
 from ..engine.config import SourceConfig
-from ..engine.credentials import Redactor
 from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
 from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
+from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
 from .partitions import partitions_for

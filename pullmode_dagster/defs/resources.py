@@ -62,16 +62,24 @@ class TraceStoreResource(dg.ConfigurableResource):
 class PullSettingsResource(dg.ConfigurableResource):
     """How pulls behave: the retry policy and the write batch size."""
 
-    max_attempts: int = Field(default=5, description="attempts per request (429, 5xx, timeouts)")
-    backoff_initial_seconds: float = Field(default=1.0, description="first backoff; doubles per attempt")
-    backoff_max_seconds: float = Field(default=30.0, description="longest backoff between attempts")
+    max_attempts: int | None = Field(
+        default=None, description="attempts per request (429, 5xx, timeouts); default $PULLMODE_MAX_ATTEMPTS, else 5"
+    )
+    backoff_initial_seconds: float | None = Field(
+        default=None,
+        description="first backoff, doubling per attempt; default $PULLMODE_BACKOFF_INITIAL_SECONDS, else 1",
+    )
+    backoff_max_seconds: float | None = Field(
+        default=None, description="longest backoff; default $PULLMODE_BACKOFF_MAX_SECONDS, else 30"
+    )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="events per store transaction")
 
     def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
+        defaults = RetryPolicy()
         retry = RetryPolicy(
-            max_attempts=self.max_attempts,
-            backoff_initial=self.backoff_initial_seconds,
-            backoff_max=self.backoff_max_seconds,
+            max_attempts=self.max_attempts or defaults.max_attempts,
+            backoff_initial=self.backoff_initial_seconds or defaults.backoff_initial,
+            backoff_max=self.backoff_max_seconds or defaults.backoff_max,
         )
         return PullContext(logger=logger, retry=retry, s3_client_factory=s3_client_factory(s3) if s3 else None)
 

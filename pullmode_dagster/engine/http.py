@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -20,20 +21,38 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from .credentials import Redactor
 from .errors import PullError
+from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"
 log = logging.getLogger("pullmode.http")
+# httpx logs every request's full URL, query string and all, at INFO: a credential sent as a query
+# parameter would reach any deployment's logs. This session reports requests itself, redacted.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _env_number(name: str, default: float) -> float:
+    """A deployment-wide default from the environment (``PULLMODE_MAX_ATTEMPTS`` and friends)."""
+    text = os.environ.get(name, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise PullError(f"{name}: not a number") from None
+    if value <= 0:
+        raise PullError(f"{name}: must be greater than 0")
+    return value
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When to try a request again, and how long to wait first."""
+    """When to try a request again, and how long to wait first. The defaults can be set for a whole
+    deployment with ``PULLMODE_MAX_ATTEMPTS``, ``PULLMODE_BACKOFF_INITIAL_SECONDS`` and
+    ``PULLMODE_BACKOFF_MAX_SECONDS``."""
 
-    max_attempts: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
+    max_attempts: int = field(default_factory=lambda: int(_env_number("PULLMODE_MAX_ATTEMPTS", 5)))
+    backoff_initial: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_INITIAL_SECONDS", 1.0))
+    backoff_max: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_MAX_SECONDS", 30.0))
     retry_after_max: float = 300.0
     retry_statuses: frozenset[int] = field(default=frozenset({408, 425, 429, 500, 502, 503, 504}))
 

@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
 from .config import SourceConfig
-from .credentials import Redactor, resolve_credentials
+from .credentials import resolve_credentials
 from .cursor import CursorState
 from .errors import PullError, PullmodeError
 from .events import NormalizedEvent, Reject, format_timestamp, parse_timestamp
 from .http import DeadlineReached
 from .mapping import EventMapper
+from .redaction import Redactor
 from .store import TraceStore
 
 T = TypeVar("T")

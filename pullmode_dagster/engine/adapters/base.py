@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import httpx
 
 from ..config import SourceConfig
-from ..credentials import Redactor
 from ..cursor import CursorState
 from ..events import Reject
 from ..http import RetryPolicy
+from ..redaction import Redactor
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ in this pull is a loop and stops the pull with an error.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+import urllib.parse
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field, field_validator
 
 from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
@@ -77,6 +80,15 @@ class HttpPollingSource(SourceConfig):
             )
         if not self.url.startswith(("http://", "https://", "${{")):
             problems.append(("url", "must be an absolute http:// or https:// URL"))
+        authority = re.split(r"[/?#]", self.url.partition("://")[2], maxsplit=1)[0]
+        if "credentials." in authority and "${{" in authority:
+            problems.append(
+                (
+                    "url",
+                    "a credential must not be part of the host, port or user info: it would travel in the "
+                    "address itself; send it in a header or a query parameter",
+                )
+            )
         if self.auth_mode == "bearer" and "token" not in self.credentials:
             problems.append(("authMode", "bearer needs a credential named 'token'"))
         if self.cursor_json_path and self.cursor_header:
@@ -138,7 +150,7 @@ class HttpPollingPuller(Puller):
             if start.watermark and src.incremental_params:
                 cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
                 params.update(self._render_params(src.incremental_params, cursor_ctx))
-            cursor = start.page_cursor
+            cursor = self._unseal(start.page_cursor) if start.page_cursor else None
         secret_params = {
             k for k, v in src.params.items() if any(Template(t).uses_scope("credentials") for t in _texts(v))
         }
@@ -170,12 +182,9 @@ class HttpPollingPuller(Puller):
                     request_url, request_params = url, {**params, src.cursor_query_param: cursor}
                 trusted = same_origin(request_url, url)
                 if not trusted:
-                    self.context.logger.warning(
-                        f"{what}: next page is on another host ({self.redact(safe_url(request_url))}); "
-                        "sending it without credentials"
+                    request_url, request_params = self._to_foreign_origin(
+                        what, url, request_url, request_params, secret_params
                     )
-                    if request_params is not None:
-                        request_params = {k: v for k, v in request_params.items() if k not in secret_params}
                 try:
                     response = http.send(
                         src.method,
@@ -197,7 +206,7 @@ class HttpPollingPuller(Puller):
                     records=records,
                     nbytes=len(response.content),
                     location=f"page {number}",
-                    resume={"page_cursor": None if drained else next_cursor},
+                    resume={"page_cursor": None if drained else self._seal(next_cursor)},
                     drained=drained,
                 )
                 if drained:
@@ -206,11 +215,67 @@ class HttpPollingPuller(Puller):
                 if next_cursor in seen:
                     raise PullError(
                         f"{what}: pagination loop: the response returned a cursor already requested in "
-                        f"this pull ({self.redact(_short(next_cursor))}); check "
+                        f"this pull ({_short(self.redact(next_cursor))}); check "
                         f"{'cursorHeader' if src.cursor_header else 'cursorJsonPath'}"
                     )
                 seen.add(next_cursor)
                 cursor = next_cursor
+
+    def _to_foreign_origin(
+        self, what: str, url: str, request_url: str, params: dict[str, Any] | None, secret_params: set[str]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A next page on another origin gets nothing that references a credential: no credential
+        header or parameter, no body that templates one, and no secret the link itself carries."""
+        src = self.source
+        where = self.redact(safe_url(request_url))
+        if src.body is not None and Template(src.body).uses_scope("credentials"):
+            raise PullError(
+                f"{what}: the next page is on another origin ({where}) and the request body references a "
+                f"credential, which is only ever sent to {safe_url(httpx.URL(url).copy_with(path='/'))}; not requested"
+            )
+        link = httpx.URL(request_url)
+        kept = [(k, v) for k, v in link.params.multi_items() if self.redact(k) == k and self.redact(v) == v]
+        dropped = len(link.params.multi_items()) - len(kept)
+        link = link.copy_with(params=kept) if dropped else link
+        if self.redact(str(link)) != str(link):
+            raise PullError(
+                f"{what}: the next page link is on another origin ({where}) and carries a credential in its "
+                "address; not requested"
+            )
+        note = f" and {dropped} query parameter(s) holding a credential removed from the link" if dropped else ""
+        self.context.logger.warning(
+            f"{what}: next page is on another origin ({where}); requested without credentials{note}"
+        )
+        if params is not None:
+            params = {k: v for k, v in params.items() if k not in secret_params}
+        return str(link), params
+
+    def _seal(self, cursor: str) -> str:
+        """The cursor as stored (committed, shown in the UI, handed to the next run): a credential a
+        server echoed into it is replaced by ``${{credentials.<key>}}``, filled in again on use."""
+        markers: dict[str, str] = {}
+        for key, value in self.credentials.items():
+            if len(value) >= 4:
+                for form, encode in _SEAL_FORMS.items():
+                    markers.setdefault(encode(value), "${{credentials." + key + (f":{form}" if form else "") + "}}")
+        found = [text for text in markers if text in cursor]
+        if not found:
+            return cursor
+        # One pass, longest first, so no marker is ever rewritten by a later replacement.
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
+        return pattern.sub(lambda m: markers[m[0]], cursor)
+
+    def _unseal(self, cursor: str) -> str:
+        def fill(match: re.Match[str]) -> str:
+            value = self.credentials.get(match["key"])
+            if value is None:
+                raise PullError(
+                    f"source {self.source.name!r}: the stored cursor refers to credential {match['key']!r}, "
+                    "which the source no longer declares; rewind the cursor"
+                )
+            return _SEAL_FORMS[match["form"] or ""](value)
+
+        return _SEALED.sub(fill, cursor) if "${{credentials." in cursor else cursor
 
     def _check_status(self, response: Any, what: str) -> None:
         if response.status_code >= 300:
@@ -259,6 +324,14 @@ class HttpPollingPuller(Puller):
         if value is MISSING or value is None or value == "" or isinstance(value, bool):
             return None
         return value if isinstance(value, str) else str(value)
+
+
+_SEAL_FORMS: dict[str, Callable[[str], str]] = {
+    "": lambda v: v,
+    "url": lambda v: urllib.parse.quote(v, safe=""),
+    "form": urllib.parse.quote_plus,
+}
+_SEALED = re.compile(r"\$\{\{credentials\.(?P<key>\w+)(?::(?P<form>url|form))?\}\}")
 
 
 def _texts(value: ParamValue) -> list[str]:

@@ -14,6 +14,7 @@ re-pull (a backfill of the partition in which it was uploaded) reads it.
 from __future__ import annotations
 
 import gzip
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,10 @@ from ..templating import Template
 from .base import Page, Puller, Window
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+# botocore logs signed request headers (the session token among them) at DEBUG; no deployment's
+# log level may turn that into a leak.
+for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 RECORDS_PER_PAGE = 2000
 
 
@@ -106,6 +111,13 @@ class S3PollingPuller(Puller):
 
     def _client(self) -> Any:
         c = self.credentials
+        for key in ("aws_access_key_id", "aws_session_token"):
+            value = c.get(key)
+            if value is not None and not (value.isascii() and value.isprintable()):
+                raise PullError(
+                    f"source {self.source.name!r}: credential {key!r} holds characters that cannot be sent "
+                    "in an HTTP header (non-ASCII, a newline or a control character)"
+                )
         spec = S3ClientSpec(
             region=self.source.region,
             endpoint_url=self.source.endpoint_url,

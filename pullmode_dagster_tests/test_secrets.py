@@ -1,0 +1,336 @@
+"""The canary suite: recognisable secrets, from env and from files (single- and multi-line, non-ASCII,
+URL- and JSON-special), driven through success and every failure path of every adapter; then
+everything the project printed, logged or stored is scanned for every encoding of them. 0 hits.
+
+What is scanned: CLI output (validate, preview, pull, tail), Python log records, and every byte of
+every file the project wrote (Dagster's run, event-log and schedule storage with run configs,
+metadata, sensor cursors and compute logs; the trace store with its rejected table), plus every
+request a foreign origin received. The enumeration of encodings below is the test's own, written
+independently of the redactor it checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import shutil
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.demo.server import LoopbackServer, Request, Response
+from pullmode_dagster.engine.redaction import Redactor
+
+from .conftest import SourceWriter, http_source
+from .fakes import make_events
+from .s3_helpers import S3Proxy, ndjson, s3_source
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+
+TOKEN = "cnry-tok-9f8e7d6c5b4a3210"  # env; an HTTP header (headers must be ASCII)
+KEY = 'cnry-key/+=&?#%"\\ünï-7777'  # file; URL-, JSON- and HTML-special, non-ASCII
+MULTI = "cnry-multi-line-one-AAAA\ncnry-multi-line-two-BBBB\n"  # file, several lines
+UNI = "cnry-ümlaut-ßecret-€42"  # env, non-ASCII
+CANARIES = (TOKEN, KEY, MULTI.strip(), UNI)
+
+
+def forms(secret: str) -> set[str]:
+    """Every spelling a server, a URL library, a JSON encoder or a log could give the secret."""
+    pieces = {secret, *secret.splitlines()}
+    out: set[str] = set()
+    for piece in pieces:
+        variants = {
+            piece,
+            urllib.parse.quote(piece, safe=""),
+            urllib.parse.quote(piece),
+            urllib.parse.quote_plus(piece),
+            json.dumps(piece)[1:-1],
+            json.dumps(piece, ensure_ascii=False)[1:-1],
+            json.dumps(piece).replace("/", "\\/")[1:-1],
+            html.escape(piece),
+            base64.b64encode(piece.encode()).decode(),
+            base64.urlsafe_b64encode(piece.encode()).decode(),
+        }
+        out |= {v.lower() for v in variants}
+    return {f for f in out if len(f) >= 8}
+
+
+ALL_FORMS = {form: secret for secret in CANARIES for form in forms(secret)}
+
+
+def leaks(text: str) -> list[str]:
+    lowered = text.lower()
+    return sorted({form for form in ALL_FORMS if form in lowered})
+
+
+def scan_files(root: Path, skip: tuple[Path, ...]) -> dict[str, list[str]]:
+    hits: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        if not path.is_file() or any(path.is_relative_to(s) for s in skip):
+            continue
+        data = path.read_bytes()
+        found = leaks(data.decode("utf-8", "ignore")) + leaks(data.decode("latin-1"))
+        if found:
+            hits[str(path.relative_to(root))] = sorted(set(found))
+    return hits
+
+
+def echo_everything() -> str:
+    """A body that echoes every canary in every encoding, as careless servers do."""
+    return " | ".join(sorted(f for s in CANARIES for f in forms(s) | {s, s.upper()}))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources_dir: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")  # the failure paths retry: keep them quick
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    monkeypatch.setenv("CNRY_TOKEN", TOKEN)
+    monkeypatch.setenv("CNRY_UNI", UNI)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "key").write_text(KEY + "\n", encoding="utf-8")
+    (secrets / "multi").write_text(MULTI, encoding="utf-8")
+    return secrets
+
+
+@pytest.fixture
+def other() -> Iterator[LoopbackServer]:
+    """Another origin: it must never receive a credential."""
+    with LoopbackServer() as server:
+        yield server
+
+
+def canary_source(url: str, secrets: Path, **overrides: Any) -> dict[str, Any]:
+    return http_source(
+        url,
+        name="canary",
+        credentials={
+            "token": {"env": "CNRY_TOKEN"},
+            "key": {"file": str(secrets / "key")},
+            "multi": {"file": str(secrets / "multi")},
+            "uni": {"env": "CNRY_UNI"},
+        },
+        headers={"Authorization": "Bearer ${{credentials.token}}"},
+        params={"key": "${{credentials.key}}", "multi": "${{credentials.multi}}", "uni": "${{credentials.uni}}"},
+        **overrides,
+    )
+
+
+def echo_query(request: Request) -> str:
+    return urllib.parse.urlencode([(k, v) for k, vs in request.query.items() for v in vs])
+
+
+def run_cli(*args: str) -> str:
+    """stdout and stderr together (click 8.2+ interleaves them in ``output``)."""
+    return CliRunner().invoke(main, list(args), catch_exceptions=False).output
+
+
+def drive(name: str, *, pulls: int = 1) -> str:
+    """Every entry point a user has: validate, preview, pull (a Dagster run), tail."""
+    out = run_cli("validate")
+    out += run_cli("preview", name)
+    out += run_cli("preview", name, "--json")
+    for _ in range(pulls):
+        out += run_cli("pull", name, "--workspace", str(WORKSPACE))
+        out += run_cli("pull", name, "-v", "--workspace", str(WORKSPACE))
+    out += run_cli("tail", "--json", "-n", "100")
+    out += run_cli("tail", "-n", "100")
+    return out
+
+
+def assert_nothing_leaked(output: str, caplog: pytest.LogCaptureFixture, tmp_path: Path, secrets: Path) -> None:
+    assert leaks(output) == [], output
+    assert leaks(caplog.text) == []
+    assert scan_files(tmp_path, skip=(secrets, tmp_path / "sources")) == {}
+
+
+Flow = Callable[[LoopbackServer, LoopbackServer], Response]
+
+
+def test_the_canaries_are_really_sent_where_they_belong(env: Path, sources: SourceWriter, api: LoopbackServer) -> None:
+    """Without this, a suite whose secrets never reach the wire would pass for the wrong reason."""
+    api.routes["/v1/events"] = lambda r: Response(200, {"data": make_events(2)})
+    sources.write(canary_source(api.url("/v1/events"), env))
+    run_cli("preview", "canary")
+    sent = api.requests[0]
+    assert sent.header("authorization") == f"Bearer {TOKEN}"
+    assert (sent.arg("key"), sent.arg("multi"), sent.arg("uni")) == (KEY, MULTI.rstrip("\n"), UNI)
+
+
+def test_success_with_echoing_next_links_on_this_and_another_origin(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    other: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    def feed(request: Request) -> Response:
+        page = int(request.arg("page") or 1)
+        if page == 1:
+            nxt = api.url(f"/v1/events?{echo_query(request)}&page=2")  # the same origin echoes the query
+        else:
+            nxt = other.url(f"/v1/more?{echo_query(request)}&page=3")  # so does a link elsewhere
+        return Response(200, {"data": make_events(5, start=page * 5), "next": nxt})
+
+    api.routes["/v1/events"] = feed
+    other.routes["/v1/more"] = lambda r: Response(200, {"data": make_events(5, start=99), "next": None})
+    # One page per pull: the echoing link is what gets committed, shown and handed to the next run.
+    sources.write(canary_source(api.url("/v1/events"), env, cursorJsonPath="$.next", maxPagesPerRun=1))
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary", pulls=3)
+    assert "canary: 5 written" in output
+    assert all(leaks(f"{r.url} {r.headers} {r.body!r}") == [] for r in other.requests)
+    assert other.requests, "the foreign next link was never followed"
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda api, other: Response(401, echo_everything(), {"Content-Type": "text/plain"}),
+        lambda api, other: Response(403, {"error": echo_everything()}),
+        lambda api, other: Response(200, f"<html>{echo_everything()}</html>", {"Content-Type": "text/html"}),
+        lambda api, other: Response(200, {"data": "x" + echo_everything()}),
+        lambda api, other: Response(302, echo_everything(), {"Location": other.url(f"/x?k={urllib.parse.quote(KEY)}")}),
+        lambda api, other: Response(500, echo_everything()),
+    ],
+    ids=["401-echo", "403-json-echo", "html-200", "not-an-array", "redirect-elsewhere", "500-echo"],
+)
+def test_failures_that_echo_the_secrets(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    other: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    answer: Flow,
+) -> None:
+    api.routes["/v1/events"] = lambda r: answer(api, other)
+    sources.write(canary_source(api.url("/v1/events"), env))
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "FAILED" in output
+    assert other.requests == []  # redirects are not followed, credentials or not
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+def test_a_post_body_with_a_credential_is_never_sent_to_another_origin(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    other: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    api.routes["/v1/search"] = lambda r: Response(200, {"data": make_events(3), "next": other.url("/v1/more")})
+    other.routes["/v1/more"] = lambda r: Response(200, {"data": [], "next": None})
+    sources.write(
+        canary_source(
+            api.url("/v1/search"),
+            env,
+            method="POST",
+            body='{"key": "${{credentials.key}}", "uni": "${{credentials.uni}}"}',
+            cursorJsonPath="$.next",
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "request body references a credential" in output
+    assert other.requests == []
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+def test_a_next_link_elsewhere_that_carries_a_secret_in_its_path_is_refused(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    other: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    link = other.url(f"/v1/{urllib.parse.quote(TOKEN)}/more")
+    api.routes["/v1/events"] = lambda r: Response(200, {"data": make_events(3), "next": link})
+    sources.write(canary_source(api.url("/v1/events"), env, cursorJsonPath="$.next"))
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "carries a credential in its address; not requested" in output
+    assert other.requests == []
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+def test_network_errors_with_a_credential_in_the_path(
+    env: Path, sources: SourceWriter, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from .s3_helpers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1/${{{{credentials.token}}}}/events"
+    sources.write(canary_source(url, env))
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "network error" in output
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+@pytest.fixture
+def denying_proxy(s3: Any, moto_url: str) -> Iterator[tuple[S3Proxy, str]]:
+    recorder = S3Proxy(moto_url)
+    with LoopbackServer(fallback=recorder) as server:
+        yield recorder, server.base_url
+
+
+def test_s3_success_and_access_denied(
+    env: Path,
+    sources: SourceWriter,
+    s3: Any,
+    denying_proxy: tuple[S3Proxy, str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder, endpoint = denying_proxy
+    monkeypatch.setenv("CNRY_AWS_ID", "AKIACNRYKEYID00001")
+    s3.put_object(Bucket="audit-drops", Key="audit/0.ndjson", Body=ndjson(make_events(4)))
+    s3.put_object(Bucket="audit-drops", Key="audit/1.ndjson", Body=ndjson(make_events(4, start=4)))
+    sources.write(
+        s3_source(
+            endpoint,
+            name="canary",
+            credentials={
+                "aws_access_key_id": {"env": "CNRY_AWS_ID"},
+                "aws_secret_access_key": {"file": str(env / "key")},
+                "aws_session_token": {"env": "CNRY_TOKEN"},
+            },
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "canary: 8 written" in output
+    s3.put_object(Bucket="audit-drops", Key="audit/2.ndjson", Body=ndjson(make_events(4, start=8)))
+    recorder.denied.add("audit/2.ndjson")
+    output += drive("canary")
+    assert "AccessDenied" in output
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+def test_the_redactor_covers_every_form() -> None:
+    redact = Redactor(CANARIES)
+    assert leaks(redact(echo_everything())) == []
+    assert redact("host cnry-tok-9f8e7d6c5b4a3210.example") == "host ***.example"
+    assert redact("HOST CNRY-TOK-9F8E7D6C5B4A3210.EXAMPLE") == "HOST ***.EXAMPLE"
+    assert redact(json.dumps({"k": KEY})) == '{"k": "***"}'
+    assert redact("a\ncnry-multi-line-two-BBBB\nb") == "a\n***\nb"
