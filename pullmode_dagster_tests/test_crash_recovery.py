@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from pullmode_dagster.defs.pull_now import failure_info
 from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollerState
@@ -25,6 +27,7 @@ from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
+from .dagster_helpers import Clock, make_harness
 from .fakes import CursorFeed, make_events
 from .pg import wait_for
 from .s3_helpers import S3Proxy, ndjson, s3_source
@@ -233,6 +236,16 @@ def test_a_poll_run_refuses_while_another_process_holds_the_source(
         assert code == 1
         assert out.startswith(f"acme_audit: not pulled: another pull is running (pid {holder.pid} on ")
         assert runs() == []  # refused before any run was created
+        # A poll run the daemon launched meanwhile fails at once, without pulling.
+        with dg.DagsterInstance.get() as instance:
+            harness = make_harness(
+                sources.directory, instance, Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC)), tmp_path, "acme_audit"
+            )
+            result = harness.run(harness.tick(None).run_requests[0])
+            assert not result.success
+            message, _ = failure_info(result)
+            assert message.startswith(f"source 'acme_audit': another pull is running (pid {holder.pid} on ")
+        assert api.requests == [] and count(tmp_path) == 0
     finally:
         holder.kill()
         holder.wait()
@@ -243,15 +256,11 @@ def test_a_poll_run_refuses_while_another_process_holds_the_source(
 def test_the_poller_marks_a_run_whose_process_died_failed_and_pulls_again(
     home: Path, tmp_path: Path, sources: SourceWriter, api: LoopbackServer
 ) -> None:
-    from .dagster_helpers import Clock, make_harness
-
     api.routes["/v1/events"] = CursorFeed(make_events(5))
     sources.write(http_source(api.url("/v1/events")))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     identity = process_identity(dead.pid)
     dead.wait()
-    from datetime import UTC, datetime
-
     with dg.DagsterInstance.get() as instance:
         harness = make_harness(
             sources.directory, instance, Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC)), tmp_path, "acme_audit"
