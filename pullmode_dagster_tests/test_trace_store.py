@@ -22,6 +22,7 @@ from pullmode_dagster.cli import _event_line, _row_json
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.events import NormalizedEvent, Reject
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteResult, open_store
@@ -270,7 +271,9 @@ def kill_postgres_writer_mid_batch(url: str, source: SourceConfig, context: Pull
             assert admin.execute("SELECT pg_terminate_backend(%s)", [blocked[0]]).fetchone() == (True,)
             writer.join(timeout=30)
     (error,) = outcome
-    assert isinstance(error, psycopg.OperationalError)
+    # One clear line for the user; the driver's error underneath.
+    assert isinstance(error, PullError) and isinstance(error.__cause__, psycopg.OperationalError)
+    assert str(error).startswith(f"source {source.name!r}: trace store write failed: AdminShutdown: terminating ")
     return str(error)
 
 

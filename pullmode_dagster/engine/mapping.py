@@ -6,7 +6,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import EventMapping, SourceConfig
-from .events import NormalizationError, NormalizedEvent, Reject, dumps, normalize, stable_event_id
+from .events import (
+    NormalizationError,
+    NormalizedEvent,
+    Reject,
+    dumps,
+    invalid_unicode_reason,
+    is_utf8,
+    normalize,
+    raw_text,
+    stable_event_id,
+    unserializable_reason,
+)
 from .jsonpath import MISSING, compile_path
 
 
@@ -27,11 +38,18 @@ class EventMapper:
         self._ts_path = self._paths.pop("event_timestamp")
 
     def _normalize(self, raw: Any) -> NormalizedEvent | tuple[str, str]:
-        """The event, or (reason, raw text) for a reject (its location is named only then)."""
+        """The event, or (reason, raw text) for a reject (its location is named only then).
+
+        Never raises: a record either normalizes or is rejected with a reason and storable raw
+        text (see :mod:`.events` for the rules). The checks cost nothing on valid records: NaN,
+        depth and type problems surface as exceptions of the one ``dumps``, and the Unicode check
+        is O(1) for ASCII payloads."""
         try:
             raw_payload = dumps(raw)
-        except (TypeError, ValueError) as exc:
-            return f"record is not JSON-serializable: {exc}", repr(raw)
+        except (TypeError, ValueError, RecursionError) as exc:
+            return unserializable_reason(exc), raw_text(raw)
+        if not is_utf8(raw_payload):
+            return invalid_unicode_reason(raw_payload), raw_text(raw)
         try:
             if not isinstance(raw, dict):
                 raise NormalizationError(f"record is not an object: {type(raw).__name__}")
@@ -58,6 +76,10 @@ class EventMapper:
             )
         except NormalizationError as exc:
             return str(exc), raw_payload
+        except RecursionError:
+            return "record is nested too deeply to normalize", raw_payload
+        except Exception as exc:  # the last resort: one odd record must not fail its page
+            return f"record cannot be normalized: {type(exc).__name__}: {exc}", raw_payload
 
     def map(self, raw: Any, location: str) -> NormalizedEvent | Reject:
         result = self._normalize(raw)

@@ -3,8 +3,11 @@
 Each parser reads a binary stream in chunks and yields ``(number, record)`` or
 ``(number, ParseProblem)`` one record at a time (``number`` counts :data:`UNITS` of the parser: lines,
 or array elements), so a 1 GB file costs one chunk and one record of memory. A bad NDJSON line or
-CSV row is a problem for that record only; a JSON array that stops parsing cannot be resynchronized
-and raises :class:`UnreadableFile`, like a truncated gzip stream.
+CSV row (not UTF-8, not JSON, NaN or Infinity, nested too deeply) is a problem for that record
+only, and parsing goes on with the next one. A JSON-array element that is well delimited but cannot
+become a record (nested too deeply, NaN, a number too long) is a problem for that element; one that
+stops parsing cannot be resynchronized and raises :class:`UnreadableFile`, like a truncated or
+corrupt gzip stream.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
@@ -20,6 +25,9 @@ CHUNK = 1 << 16
 
 Parser = Literal["ndjson", "csv", "json-array"]
 UNITS: dict[str, str] = {"ndjson": "line", "csv": "line", "json-array": "record"}
+
+_READ_ERRORS = (EOFError, OSError, ValueError, zlib.error)
+"""What reading a (gzip) stream raises when it is truncated or corrupt."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +42,43 @@ class UnreadableFile(Exception):
     """The file cannot be read to its end (truncated, corrupt): the pull must fail."""
 
 
-def _lines(stream: BinaryIO) -> Iterator[bytes]:
+class _NotJSON(ValueError):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON has no such values."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(name)
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _problem_reason(exc: BaseException, what: str) -> str:
+    """A reason for a decoding failure that is not a syntax error."""
+    if isinstance(exc, RecursionError):
+        return f"{what} is nested too deeply to parse"
+    if isinstance(exc, _NotJSON):
+        return f"{what} holds {exc}, which is not JSON"
+    if "integer string conversion" in str(exc):
+        return f"{what} holds a number too long to parse (over 4300 digits)"
+    return f"{what} cannot be parsed: {exc}"
+
+
+def _read(stream: BinaryIO, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except _READ_ERRORS as exc:  # gzip: truncated stream, bad CRC, corrupt deflate data
+        raise UnreadableFile(f"{type(exc).__name__}: {exc}") from None
+
+
+def _lines(stream: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
     """Lines without their terminators, chunk by chunk (no line is split, none is lost)."""
     pending = b""
     while True:
-        try:
-            chunk = stream.read(CHUNK)
-        except (EOFError, OSError, ValueError) as exc:  # gzip: truncated stream, bad CRC
-            raise UnreadableFile(f"{type(exc).__name__}: {exc}") from None
-        if not chunk:
+        data = _read(stream, chunk)
+        if not data:
             break
-        pending += chunk
+        pending += data
         *complete, pending = pending.split(b"\n")
         yield from complete
     if pending:
@@ -55,52 +89,113 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8-sig" if line.startswith(codecs.BOM_UTF8) else "utf-8").rstrip("\r")
 
 
-def parse_ndjson(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    for number, raw in enumerate(_lines(stream), start=1):
+def parse_ndjson(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
+    for number, raw in enumerate(_lines(stream, chunk), start=1):
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(_decode(raw))
+            text = _decode(raw)
         except UnicodeDecodeError:
-            yield number, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace"))
+            yield number, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace").rstrip("\r"))
+            continue
+        try:
+            yield number, _decoder.decode(text)
         except json.JSONDecodeError as exc:
-            yield number, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", _decode(raw))
+            yield number, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", text)
+        except (ValueError, RecursionError) as exc:
+            yield number, ParseProblem(_problem_reason(exc, "NDJSON line"), text)
 
 
-def parse_csv(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    """Rows as ``{header: value}``; empty cells are absent values (None), not empty strings."""
-    text_lines = (_decode(line) + "\n" for line in _lines(stream))
-    reader = csv.reader(text_lines)
+def parse_csv(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
+    """Rows as ``{header: value}``; empty cells are absent values (None), not empty strings.
+
+    A row with a line that is not UTF-8 is a problem for that row only: the line is fed to the
+    CSV reader decoded with U+FFFD replacements (so quoting stays in step) and the row is flagged."""
+    row_lines: list[str] = []  # the physical lines of the row being read (the reader never reads ahead)
+    bad = [False]  # the row being read has a line that is not UTF-8
+
+    def text_lines() -> Iterator[str]:
+        for line in _lines(stream, chunk):
+            try:
+                text = _decode(line)
+            except UnicodeDecodeError:
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                bad[0] = True
+            row_lines.append(text)
+            yield text + "\n"
+
+    def raw_row() -> str:
+        raw = "\n".join(row_lines)
+        row_lines.clear()
+        return raw
+
+    reader = csv.reader(text_lines())
     try:
         header = next(reader)
     except StopIteration:
         return
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         raise UnreadableFile(f"CSV header cannot be read: {exc}") from None
+    if bad[0]:
+        raise UnreadableFile("CSV header cannot be read: it is not UTF-8")
+    row_lines.clear()
     width = len(header)
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError:
-            yield reader.line_num + 1, ParseProblem("row is not UTF-8", "")
-            continue
         except csv.Error as exc:
-            yield reader.line_num, ParseProblem(f"malformed CSV row: {exc}", "")
+            bad[0] = False
+            yield reader.line_num, ParseProblem(f"malformed CSV row: {exc}", raw_row())
+            continue
+        if bad[0]:
+            bad[0] = False
+            yield reader.line_num, ParseProblem("row is not UTF-8", raw_row())
             continue
         if not row:
+            row_lines.clear()
             continue
         if len(row) != width:
-            raw = ",".join(row)
-            yield reader.line_num, ParseProblem(f"CSV row has {len(row)} columns, the header has {width}", raw)
+            yield reader.line_num, ParseProblem(f"CSV row has {len(row)} columns, the header has {width}", raw_row())
             continue
+        row_lines.clear()
         yield reader.line_num, {name: (value if value != "" else None) for name, value in zip(header, row, strict=True)}
 
 
-def parse_json_array(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+_NUMBER_CHARS = frozenset("0123456789.eE+-")
+"""Characters that may continue a number: one decoded up to one of them may be cut at a chunk end."""
+
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_SCALAR_END = re.compile(r"[,\]\s]")
+
+
+def _value_end(text: str, pos: int, eof: bool) -> int | None:
+    """Where the JSON value starting at ``pos`` ends, by its brackets and strings alone (no depth
+    limit); None when it continues past the end of ``text``."""
+    if text[pos] not in '[{"':
+        match = _SCALAR_END.search(text, pos)
+        return match.start() if match else (len(text) if eof else None)
+    depth, i = 0, pos
+    while True:
+        match = _STRUCTURE.search(text, i)
+        if match is None:
+            return None
+        char, i = match.group(), match.end()
+        if char == '"':
+            rest = _STRING_REST.match(text, i)
+            if rest is None:
+                return None
+            i = rest.end()
+        else:
+            depth += 1 if char in "[{" else -1
+        if depth == 0:
+            return i
+
+
+def parse_json_array(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
     """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer."""
-    decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8-sig")()
     buffer, pos, eof = "", 0, False
     state = "start"  # start -> value -> after-value -> ... -> end
@@ -110,16 +205,13 @@ def parse_json_array(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         nonlocal buffer, pos, eof
         if eof:
             return False
+        data = _read(stream, chunk)
         try:
-            chunk = stream.read(CHUNK)
-        except (EOFError, OSError, ValueError) as exc:
-            raise UnreadableFile(f"{type(exc).__name__}: {exc}") from None
-        try:
-            text = utf8.decode(chunk, final=not chunk)
+            text = utf8.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             raise UnreadableFile(f"file is not UTF-8: {exc.reason}") from None
         buffer, pos = buffer[pos:] + text, 0
-        eof = not chunk
+        eof = not data
         return True
 
     def skip_ws() -> bool:
@@ -151,14 +243,28 @@ def parse_json_array(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
                 continue
             while True:
                 try:
-                    value, end = decoder.raw_decode(buffer, pos)
+                    value, end = _decoder.raw_decode(buffer, pos)
                 except json.JSONDecodeError as exc:
                     # Maybe the element continues in the next chunk; if not, the array is broken.
                     if fill():
                         continue
                     raise UnreadableFile(f"invalid JSON in element {index + 1}: {exc.msg}") from None
-                # A number or literal cut at the chunk boundary would decode short: read on.
-                if end == len(buffer) and not eof and buffer[pos] not in '{["' and fill():
+                except (ValueError, RecursionError) as exc:
+                    # Well formed as far as it goes, but no record: skip it whole if it ends.
+                    end = _value_end(buffer, pos, eof)
+                    if end is None:
+                        if fill():
+                            continue
+                        raise UnreadableFile(f"JSON array ends early in element {index + 1}") from None
+                    value = ParseProblem(_problem_reason(exc, "element"), buffer[pos:end])
+                    break
+                # A number cut at the chunk end ("12" of "12.5", "1" of "1e5") decodes short: read on.
+                if (
+                    not eof
+                    and buffer[pos] not in '{["'
+                    and (end == len(buffer) or buffer[end] in _NUMBER_CHARS)
+                    and fill()
+                ):
                     continue
                 break
             pos = end
@@ -180,5 +286,5 @@ def parse_json_array(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 PARSERS = {"ndjson": parse_ndjson, "csv": parse_csv, "json-array": parse_json_array}
 
 
-def parse(parser: Parser, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    return PARSERS[parser](stream)
+def parse(parser: Parser, stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
+    return PARSERS[parser](stream, chunk=chunk)

@@ -2,6 +2,10 @@
 
 Writes are batches; inserting an existing (source_name, source_event_id) is skipped and counted as a
 duplicate, so a re-pull never duplicates a row and dedup needs no state that grows per event.
+
+Every store accepts every :class:`NormalizedEvent` and :class:`Reject` the engine produces (the
+engine guarantees UTF-8-encodable text, fixed-width timestamps in years 1000-9999, finite costs
+and token counts that fit a signed 64-bit integer), so one odd record never fails a batch.
 """
 
 from __future__ import annotations

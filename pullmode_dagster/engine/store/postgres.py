@@ -12,7 +12,10 @@ escape); one such event would fail its whole batch on every retry. Query it with
 ``raw_payload::json`` (which, unlike ``::jsonb``, accepts ``\\u0000``).
 
 Postgres text cannot hold a NUL character at all, so a NUL in a text column (``actor``, ``action``,
-...) is stored as U+FFFD; ``raw_payload`` still has the original as the ``\\u0000`` escape.
+``target``, a reject's ``reason``, ``location`` or ``raw_record``) is stored as U+FFFD;
+``raw_payload`` still has the original as the ``\\u0000`` escape. (The engine rejects a NUL in
+``source_event_id``: a key must be the same on both stores. Lone surrogates, which no UTF-8 text can
+hold, never reach a store: see :mod:`..events`.)
 
 A batch is one transaction: COPY into a session-local staging table, then one
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; the rows it inserted are the written count, the
@@ -152,8 +155,9 @@ def _text(value: str | None) -> str | None:
 
 
 def _timestamp(value: str) -> str:
-    """The engine's text for years before 1000 is unpadded ("5-01-01T..."), which Postgres would read
-    as 2001-05-01; padding keeps the instant. (The integrity check still reports such rows.)"""
+    """The engine writes fixed width and rejects years before 1000, but an event built elsewhere may
+    carry an unpadded year ("5-01-01T..."), which Postgres would read as 2001-05-01; padding keeps the
+    instant. (The integrity check still reports such rows.)"""
     return value if len(value) >= _TIMESTAMP_WIDTH else value.zfill(_TIMESTAMP_WIDTH)
 
 
