@@ -106,7 +106,8 @@ def test_failed_run_commits_its_checkpoint_and_the_next_tick_resumes_there(harne
     served_before_retry = feed.served_pages
     harness.clock.now = T.replace(minute=5, second=2)
     retry = harness.tick(after_failure.cursor)
-    assert json.loads(retry.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]["cursor"]) == checkpoint
+    config = retry.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]
+    assert json.loads(config["cursor"]) == checkpoint
     assert harness.run(retry.run_requests[0]).success
     assert feed.served_pages - served_before_retry == 2  # pages 3 and 4 only: nothing re-read
     rows = harness.rows()
