@@ -8,11 +8,15 @@ patching anything.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import os
 import random
+import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,6 +152,8 @@ class HttpSession:
         self._last_sent = 0.0
         self.requests = 0
         self.retries = 0
+        self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._timed_out = False
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
@@ -174,9 +180,39 @@ class HttpSession:
     def _past_deadline(self, wait: float = 0.0) -> bool:
         return self.deadline is not None and self._clock() + wait >= self.deadline
 
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """Every connection this session opens, so a request past its time can be cut off."""
+        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            self._streams.add(info["return_value"])
+
+    def _cut_off(self) -> None:
+        """The whole-request timeout passed while the server was still trickling (status line,
+        headers or body): shut the sockets down, which wakes the blocked read with an error."""
+        self._timed_out = True
+        for stream in list(self._streams):
+            sock = stream.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def _fetch(self, request: httpx.Request, what: str, where: str) -> httpx.Response:
         """Send and read the whole body within ``timeout`` and ``max_response_bytes``."""
         started = self._clock()
+        request.extensions["trace"] = self._trace
+        self._timed_out = False
+        watchdog = threading.Timer(self.timeout, self._cut_off)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._read(request, what, where, started)
+        except httpx.TransportError:
+            if self._timed_out:
+                raise httpx.ReadTimeout(f"the whole request took longer than {self.timeout:g}s") from None
+            raise
+        finally:
+            watchdog.cancel()
+
+    def _read(self, request: httpx.Request, what: str, where: str, started: float) -> httpx.Response:
         response = self._client.send(request, stream=True)
         try:
             chunks: list[bytes] = []

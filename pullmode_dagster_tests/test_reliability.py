@@ -1,0 +1,288 @@
+"""Reliability against a misbehaving API (faults.FaultServer: 429, 5xx, resets, truncated and
+trickled bodies, HTML and invalid JSON under 200), pulled the way the poller commits: every event
+lands exactly once, nothing is lost, catching up takes a bounded number of pulls, and it is the
+failed pulls' checkpoints that make it so (without them, the same faults keep a source from catching up
+within the bound).
+Fixed seeds: each server meets the same faults in the same order on every run."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from pullmode_dagster.defs.sensors import PollerState, run_checkpoint, run_metadata
+from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
+
+from .conftest import SourceWriter, http_source
+from .dagster_helpers import Clock, committed, make_harness
+from .fakes import make_events
+from .faults import (
+    FAULT_KINDS,
+    FAULT_MIXES,
+    DriveResult,
+    FaultServer,
+    drive,
+    expected_pulls,
+    failing,
+    fault_source,
+    min_pulls,
+    quiet_context,
+    stored_ids,
+)
+from .pg import fresh_database
+
+N = 2000
+PAGE = 20
+MAX_PAGES = 15
+ATTEMPTS = 3
+
+MIXES = FAULT_MIXES
+
+
+def bound(mix: str) -> int:
+    """Generous: half as many pulls again as expected, and a few more."""
+    return math.ceil(1.5 * expected_pulls(N, PAGE, MAX_PAGES, failing(MIXES[mix]), ATTEMPTS)) + 5
+
+
+def assert_exactly_once(store: TraceStore, source: str, server: FaultServer) -> None:
+    ids = stored_ids(store, source)
+    assert len(ids) == len(set(ids)), "an event is stored twice"
+    assert store.count(source=source) == len(server.ids)
+    assert set(ids) == set(server.ids), f"lost: {sorted(set(server.ids) - set(ids))[:5]}"
+
+
+def last_watermark(server: FaultServer) -> str:
+    return server.events[-1]["created_at"].replace("Z", ".000000Z")
+
+
+def pull_to_the_end(
+    store: TraceStore, tmp_path: Path, mix: str, seed: int, **kw: Any
+) -> tuple[DriveResult, FaultServer]:
+    server = FaultServer(make_events(N), page_size=PAGE, probabilities=MIXES[mix], seed=seed)
+    with server:
+        source = fault_source(server.url, tmp_path, maxPagesPerRun=MAX_PAGES, requestTimeoutSeconds=0.3)
+        context = quiet_context(ATTEMPTS)
+        result = drive(source, store, server, max_pulls=bound(mix), context=context, **kw)
+    return result, server
+
+
+# -- engine level ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mix", "seed"), [("status", 2), ("broken_bodies", 5), ("everything", 1)])
+def test_every_event_once_through_faults_and_checkpoints_are_what_catch_up(tmp_path: Path, mix: str, seed: int) -> None:
+    with SqliteTraceStore(tmp_path / "with.db") as store:
+        result, server = pull_to_the_end(store, tmp_path, mix, seed)
+        assert result.caught_up, f"not caught up after {result.pulls} pulls: {result.errors[-1:]}"
+        assert_exactly_once(store, "faulty", server)
+        # Nothing was re-read: every failed pull resumed exactly at its checkpoint.
+        assert (result.written, result.duplicates) == (N, 0)
+        assert result.committed == CursorState(watermark=last_watermark(server))
+    # The run met the faults it was built for (all but the rare trickle, surely), and pulls failed of them.
+    assert set(server.injected) >= {k for k, p in MIXES[mix].items() if p >= 0.04}, server.injected
+    assert result.failed >= 3 and all("gave up after 3 attempts" in e for e in result.errors)
+    assert min_pulls(N, PAGE, MAX_PAGES) <= result.pulls <= bound(mix)
+    # The failed pulls' checkpoints moved forward (each one committed, then resumed from).
+    progress = [int(c.page_cursor or 0) for c in result.committed_after_failure]
+    assert sum(b > a for a, b in zip([0, *progress], progress, strict=False)) >= result.failed // 2
+    if "429" in server.injected:
+        assert 1.0 in result.sleeps  # Retry-After: 1 was honoured
+
+    # The same faults (same seed), committing nothing on failure: the bound runs out before it catches
+    # up (or, at best, it takes twice the pulls), having read its first pages again and again.
+    with SqliteTraceStore(tmp_path / "without.db") as store:
+        without, _ = pull_to_the_end(store, tmp_path, mix, seed, commit_checkpoints=False)
+        if without.caught_up:
+            assert without.pulls >= 2 * result.pulls
+        else:
+            assert without.pulls == bound(mix) and store.count(source="faulty") < N
+        assert without.duplicates > N // 4
+
+
+def test_every_event_once_through_faults_on_a_fresh_seed_quickly(tmp_path: Path) -> None:
+    """The not-slow smoke test of the above: a smaller feed, one mix, checkpoints committed."""
+    server = FaultServer(make_events(600), page_size=PAGE, probabilities=MIXES["everything"], seed=11)
+    with server, SqliteTraceStore(tmp_path / "s.db") as store:
+        source = fault_source(server.url, tmp_path, maxPagesPerRun=5, requestTimeoutSeconds=0.5)
+        result = drive(source, store, server, max_pulls=40, context=quiet_context(ATTEMPTS))
+        assert result.caught_up and result.failed >= 1
+        assert_exactly_once(store, "faulty", server)
+        assert (result.written, result.duplicates) == (600, 0)
+
+
+@pytest.fixture
+def pg_store() -> Iterator[TraceStore]:
+    with fresh_database() as url, open_store(url) as store:
+        yield store
+
+
+@pytest.mark.slow
+def test_every_event_once_through_faults_into_postgres(pg_store: TraceStore, tmp_path: Path) -> None:
+    result, server = pull_to_the_end(pg_store, tmp_path, "everything", 5)
+    assert result.caught_up and result.failed >= 3
+    assert result.pulls <= bound("everything")
+    assert_exactly_once(pg_store, "faulty", server)
+    assert (result.written, result.duplicates) == (N, 0)
+    assert result.committed == CursorState(watermark=last_watermark(server))
+
+
+# -- the whole-request timeout ---------------------------------------------------------------------
+
+
+def test_a_trickled_body_times_out_within_the_timeout_and_the_retry_succeeds(tmp_path: Path) -> None:
+    # The body of the first response comes a byte every 0.2 s: its 4 KB would take a quarter of an hour
+    # (the server gives up after 10 s).
+    server = FaultServer(
+        make_events(40), page_size=PAGE, script=["trickle"], trickle_interval=0.2, trickle_max_seconds=10
+    )
+    with server, SqliteTraceStore(tmp_path / "t.db") as store:
+        source = fault_source(server.url, tmp_path, requestTimeoutSeconds=1)
+        context = quiet_context(ATTEMPTS)
+        started = time.monotonic()
+        report = run_pull(source, store=store, context=context)
+        elapsed = time.monotonic() - started
+    assert report.drained and report.written == 40 and store_count(tmp_path / "t.db") == 40
+    assert server.injected == {"trickle": 1} and server.requests == 3  # page 1 twice, then page 2
+    (warning,) = context.logger.warnings
+    assert "page 1: timed out (the whole request took longer than 1s)" in warning and "retry 1/2" in warning
+    assert elapsed < 4.0  # about the timeout, not the trickle's duration
+
+
+def test_a_pull_whose_every_attempt_trickles_fails_naming_the_timeout(tmp_path: Path) -> None:
+    server = FaultServer(make_events(40), page_size=PAGE, script=["ok", "trickle", "trickle"], trickle_interval=0.1)
+    with server, SqliteTraceStore(tmp_path / "t.db") as store:
+        source = fault_source(server.url, tmp_path, requestTimeoutSeconds=0.5)
+        started = time.monotonic()
+        with pytest.raises(PullError, match=r"page 2: timed out .* gave up after 2 attempts") as info:
+            run_pull(source, store=store, context=quiet_context(2))
+        elapsed = time.monotonic() - started
+        # Page 1 is stored and is the checkpoint.
+        assert info.value.report.checkpoint.page_cursor == "20"
+        assert sorted(stored_ids(store, "faulty")) == server.ids[:20]
+    assert elapsed < 3.0  # two attempts of about 0.5 s each, not the 2 x 5 s the server trickles
+
+
+@pytest.mark.slow
+def test_trickled_headers_are_cut_off_by_the_whole_request_timeout(tmp_path: Path) -> None:
+    server = FaultServer(
+        make_events(20), page_size=PAGE, script=["trickle_headers"], trickle_interval=0.05, trickle_max_seconds=2.0
+    )
+    with server, SqliteTraceStore(tmp_path / "t.db") as store:
+        source = fault_source(server.url, tmp_path, requestTimeoutSeconds=0.3)
+        context = quiet_context(ATTEMPTS)
+        started = time.monotonic()
+        report = run_pull(source, store=store, context=context)
+        elapsed = time.monotonic() - started
+    assert report.written == 20
+    assert elapsed < 1.5, f"a 0.3 s request took {elapsed:.1f}s"
+
+
+def test_a_retry_after_past_the_deadline_stops_the_pull_cleanly_and_the_next_resumes(tmp_path: Path) -> None:
+    server = FaultServer(make_events(100), page_size=PAGE, script=["ok", "429"], retry_after="3600")
+    with server, SqliteTraceStore(tmp_path / "d.db") as store:
+        source = fault_source(server.url, tmp_path, pullDeadlineSeconds=30)
+        context = quiet_context(ATTEMPTS)
+        report = run_pull(source, store=store, context=context)
+        assert (report.stopped, report.drained, report.written) == ("deadline", False, 20)
+        assert report.cursor_after.page_cursor == "20" and context.sleep == []  # no wait taken
+        resumed = run_pull(source, store=store, start=report.cursor_after, context=quiet_context(ATTEMPTS))
+        assert (resumed.drained, resumed.written, resumed.duplicates) == (True, 80, 0)
+        assert_exactly_once(store, "faulty", server)
+
+
+def store_count(path: Path) -> int:
+    with SqliteTraceStore(path) as store:
+        return store.count()
+
+
+def test_the_fault_server_is_deterministic_and_bounded(tmp_path: Path) -> None:
+    mix = {k: 0.05 for k in FAULT_KINDS if not k.startswith("trickle") and k != "slow"}
+    logs = []
+    for _ in range(2):
+        server = FaultServer(make_events(200), page_size=PAGE, probabilities=mix, seed=9, max_requests=12)
+        with server, SqliteTraceStore(tmp_path / f"{len(logs)}.db") as store:
+            source = fault_source(server.url, tmp_path, maxPagesPerRun=100)
+            result = drive(source, store, server, max_pulls=20, context=quiet_context(ATTEMPTS))
+        logs.append((server.log, dict(server.injected), result.pulls, result.failed))
+    assert logs[0] == logs[1]
+    log = logs[0][0]
+    # The request budget ends it: past 12 requests every answer is a 410, which is not retried.
+    assert server.requests > 12 and not result.caught_up
+    assert "HTTP 410" in result.errors[-1]
+    assert sum(server.injected.values()) == sum(1 for fate, _ in log if fate not in ("ok", "exhausted"))
+
+
+# -- in Dagster: the poller sensor and real runs ----------------------------------------------------
+
+T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
+
+
+@pytest.mark.slow
+def test_the_poller_commits_failed_runs_checkpoints_and_catches_up(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-reliability-1")
+    n, max_pages = 400, 4
+    # fast_resources: 2 attempts per request. A third of responses fail: a page fails one time in 9.
+    mix = {"429": 0.06, "503": 0.06, "reset": 0.06, "truncated": 0.06, "html": 0.05, "invalid_json": 0.05}
+    limit = math.ceil(1.5 * expected_pulls(n, PAGE, max_pages, failing(mix), 2)) + 3
+    server = FaultServer(make_events(n), page_size=PAGE, probabilities=mix, seed=21, retry_after="0")
+    with server, dg.instance_for_test() as instance:
+        sources.write(
+            http_source(
+                server.url,
+                maxPagesPerRun=max_pages,
+                requestTimeoutSeconds=5,
+                incrementalParams={"created_after": "${{cursor.watermark}}"},
+            )
+        )
+        harness = make_harness(sources.directory, instance, Clock(T), tmp_path, "acme_audit")
+        key = dg.AssetKey(["ingestion", "acme_audit"])
+        cursor: str | None = None
+        failed_runs, ticks, caught_up = 0, 0, False
+        last_failed: str | None = None
+        before_failure = CursorState()
+        checkpoints_committed = 0
+        while ticks < limit and not caught_up:
+            ticks += 1
+            result = harness.tick(cursor)
+            cursor = result.cursor
+            state = PollerState.from_json(cursor)
+            if last_failed is not None:
+                # The failed run's checkpoint is committed, and its events are all in the store.
+                # (A run that failed on its first page stored nothing: the cursor stays.)
+                checkpoint = run_checkpoint(instance, last_failed, key) or before_failure
+                assert state.committed == checkpoint
+                checkpoints_committed += checkpoint != before_failure
+                stored = {r["source_event_id"] for r in harness.rows()}
+                assert server.covered(checkpoint) <= stored
+            (request,) = result.run_requests
+            config = request.run_config["ops"]["ingestion__acme_audit"]["config"]
+            assert CursorState.from_json(config["cursor"]) == state.committed  # it pulls on from there
+            outcome = harness.run(request)
+            if outcome.success:
+                last_failed = None
+                metadata = run_metadata(instance, outcome.run_id, key)
+                assert metadata is not None
+                caught_up = bool(metadata["drained"]) and metadata["records_seen"] == 0
+            else:
+                failed_runs += 1
+                last_failed, before_failure = outcome.run_id, state.committed
+            harness.clock.now += timedelta(minutes=5)  # the next cron tick
+        final = harness.tick(cursor)
+    assert caught_up, f"not caught up in {ticks} ticks ({failed_runs} failed runs)"
+    assert failed_runs >= 2 and checkpoints_committed >= 1 and ticks <= limit
+    ids = [r["source_event_id"] for r in harness.rows()]
+    assert len(ids) == n and sorted(ids) == server.ids
+    assert committed(final.cursor) == {"v": 1, "watermark": last_watermark(server)}
