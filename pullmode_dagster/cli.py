@@ -7,8 +7,10 @@ problem the user can fix, and none prints a secret.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -27,8 +29,15 @@ def _fail(lines: list[str] | str) -> None:
     sys.exit(1)
 
 
+DEBUG_ENV = "PULLMODE_DEBUG"
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the project's errors (whose messages are safe to show) into exit 1 without a traceback."""
+    """Turn the project's errors (whose messages are safe to show) into exit 1 without a traceback.
+
+    Anything else is a bug: one line naming the exception's type (never its message, which could
+    hold a secret) and exit 1; the traceback only with ``PULLMODE_DEBUG=1``. click's own exceptions
+    (usage errors, exit 2; Ctrl-C) pass through to click."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,6 +47,12 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(exc.problems)
         except PullmodeError as exc:
             _fail(f"error: {exc}")
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV) == "1":
+                traceback.print_exc(file=sys.stderr)
+            _fail(f"error: unexpected {type(exc).__name__} (rerun with {DEBUG_ENV}=1 for the traceback)")
 
     return wrapper
 
@@ -49,6 +64,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@friendly_errors
 def validate(directory: Path | None) -> None:
     """Check every source file in DIRECTORY (default $PULLMODE_SOURCES_DIR or sources/).
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
+from pullmode_dagster import cli
 from pullmode_dagster.cli import main
+from pullmode_dagster.engine import pull as pull_module
 from pullmode_dagster.engine.sources import load_sources
 
 from .conftest import SourceWriter, http_source
@@ -132,3 +135,64 @@ def test_validate_uses_env_directory(sources: SourceWriter) -> None:
     result = CliRunner().invoke(main, ["validate"])
     assert result.exit_code == 1
     assert "adapter: required field is missing" in result.output
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("0 0 31 2 *", "never fires: no time matches it within 8 years (expected a 5-field cron expression"),
+        ("0 0 30 2 *", "never fires: no time matches it within 8 years (expected a 5-field cron expression"),
+        ("0 */5 * * * *", "has 6 fields; expected a 5-field cron expression (minute hour day-of-month month "),
+        ("0 0 1 1 * 0 2030", "has 7 fields; expected a 5-field cron expression"),
+    ],
+)
+def test_schedules_that_the_poller_could_not_run(sources: SourceWriter, schedule: str, message: str) -> None:
+    problems = problems_for(sources, schedule=schedule)
+    prefix = f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': schedule: "
+    assert len(problems) == 1
+    assert problems[0].startswith(prefix + message), problems
+    assert problems[0].endswith("in UTC)" if "never" in message else "seconds and year fields are not supported")
+
+
+@pytest.mark.parametrize("schedule", ["*/5 * * * *", "0 0 29 2 *", "@daily", "0 9 * * mon-fri"])
+def test_schedules_that_fire(sources: SourceWriter, schedule: str) -> None:
+    assert problems_for(sources, schedule=schedule) == []
+
+
+def test_an_unexpected_error_is_one_line_without_its_message(
+    sources: SourceWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-live-unexpected-4242"
+    sources.write(http_source(URL))
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"something with {secret} in it")
+
+    monkeypatch.setattr(cli, "load_sources", boom)
+    monkeypatch.delenv("PULLMODE_DEBUG", raising=False)
+    for args in (["validate", str(sources.directory)], ["preview", "acme_audit"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1
+        assert result.output == "error: unexpected RuntimeError (rerun with PULLMODE_DEBUG=1 for the traceback)\n"
+    monkeypatch.setenv("PULLMODE_DEBUG", "1")
+    debug = CliRunner().invoke(main, ["validate", str(sources.directory)])
+    assert debug.exit_code == 1
+    assert "Traceback (most recent call last)" in debug.output
+    assert debug.output.endswith("error: unexpected RuntimeError (rerun with PULLMODE_DEBUG=1 for the traceback)\n")
+
+
+def test_an_unexpected_error_while_previewing(sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources.write(http_source(URL))
+    monkeypatch.setattr(pull_module, "preview", lambda source: {}["no such key"])
+    monkeypatch.delenv("PULLMODE_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["preview", "acme_audit"])
+    assert (result.exit_code, result.output) == (
+        1,
+        "error: unexpected KeyError (rerun with PULLMODE_DEBUG=1 for the traceback)\n",
+    )
+
+
+def test_usage_errors_keep_exit_code_2() -> None:
+    assert CliRunner().invoke(main, ["pull"]).exit_code == 2  # raised inside the command
+    assert CliRunner().invoke(main, ["validate", "a", "b"]).exit_code == 2
+    assert CliRunner().invoke(main, ["preview"]).exit_code == 2

@@ -25,6 +25,34 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 ConfigProblem = tuple[str, str]
 """(field, message): one problem with one field of a source file."""
 
+CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+"""Shorthands croniter expands to a 5-field expression."""
+CRON_HORIZON_YEARS = 8
+"""A schedule that does not fire within this many years never fires (Feb 29 fires within 8)."""
+_CRON_HELP = "a 5-field cron expression (minute hour day-of-month month day-of-week), in UTC"
+
+
+def cron_problem(value: str, *, now: dt.datetime | None = None) -> str | None:
+    """Why ``value`` cannot drive a poller, or None. Bounded: croniter searches at most
+    ``CRON_HORIZON_YEARS`` for the next fire time, so an expression that never fires
+    (``0 0 30 2 *``) is found at once instead of failing the poller later."""
+    shown = f": {value!r}" if len(value) <= 64 and value.isprintable() else ""
+    try:
+        valid = croniter.is_valid(value)
+    except Exception:  # croniter raises more than its own errors on odd input
+        valid = False
+    if not valid:
+        return f"not a valid cron expression{shown}"
+    fields = value.split()
+    if len(fields) != 5 and value.strip().lower() not in CRON_ALIASES:
+        return f"has {len(fields)} fields; expected {_CRON_HELP}; seconds and year fields are not supported"
+    start = now or dt.datetime.now(dt.UTC)
+    try:
+        croniter(value, start, max_years_between_matches=CRON_HORIZON_YEARS).get_next(dt.datetime)
+    except Exception:
+        return f"never fires: no time matches it within {CRON_HORIZON_YEARS} years (expected {_CRON_HELP})"
+    return None
+
 
 class Model(BaseModel):
     """camelCase or snake_case in, frozen, unknown fields rejected."""
@@ -95,8 +123,9 @@ class SourceConfig(Model):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a valid cron expression: {value!r}")
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("credentials")

@@ -1,4 +1,4 @@
-"""Credential refs and the redactor that keeps their values out of every message.
+"""Credential refs: where each secret lives, read afresh at every pull (redaction: ``redaction.py``).
 
 A ref says where a secret lives (``{env: VAR}`` or ``{file: path}``); it is resolved at the start of
 every pull and never cached, so a rotated secret is picked up by the next pull.
@@ -7,15 +7,24 @@ every pull and never cached, so a rotated secret is picked up by the next pull.
 from __future__ import annotations
 
 import os
-import urllib.parse
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import CredentialError
 
-REDACTED = "***"
+MAX_SECRET_FILE_BYTES = 64 * 1024
+"""A secret file holds one secret: anything larger is the wrong file (or an endless one)."""
+
+_CONTROL = frozenset(chr(c) for c in range(32) if chr(c) not in "\t\n\r") | {"\x7f"}
+
+
+def _shown(text: object) -> str:
+    """A variable name or path for a one-line message (quoted when it holds a line break or such)."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)
 
 
 class CredentialRef(BaseModel):
@@ -26,6 +35,20 @@ class CredentialRef(BaseModel):
     env: str | None = None
     file: str | None = None
 
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "=" in value or "\0" in value):
+            raise ValueError("must name an environment variable (not empty, no '=' or NUL character)")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _file_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "\0" in value):
+            raise ValueError("must be a file path (not empty, no NUL character)")
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> CredentialRef:
         if (self.env is None) == (self.file is None):
@@ -34,28 +57,87 @@ class CredentialRef(BaseModel):
 
     def describe(self) -> str:
         """Where the secret lives, for messages (never the secret itself)."""
-        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+        return f"environment variable {_shown(self.env)}" if self.env else f"file {_shown(self.file)}"
 
     def resolve(self, *, base_dir: Path | None = None) -> str:
+        """The secret, read now. Every failure is a :class:`CredentialError` saying where the secret
+        was expected and why it could not be used, never what the secret holds."""
         if self.env is not None:
             value = os.environ.get(self.env)
             if value is None:
-                raise CredentialError(f"environment variable {self.env} is not set")
+                raise CredentialError(f"{self.describe()} is not set")
+            try:
+                # Bytes that are not UTF-8 arrive as lone surrogates and would fail later, mid-request.
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CredentialError(f"{self.describe()} holds bytes that are not UTF-8 text") from None
             return value
         path = Path(self.file or "")
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        return _read_secret_file(path)
+
+
+def _read_secret_file(path: Path) -> str:
+    """At most ``MAX_SECRET_FILE_BYTES`` of a regular file, as UTF-8, less one trailing newline.
+
+    The type is checked before the file is opened (a FIFO would block an ordinary open forever,
+    ``/dev/zero`` never ends), and again on the open descriptor, opened non-blocking."""
+    where = _shown(path)
+    try:
+        st = os.stat(path)
+        _check_secret_file(where, st)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
         try:
-            # Secret files usually end with a newline that is not part of the secret.
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise CredentialError(f"cannot read file {path}: {exc.strerror or exc}") from None
+            _check_secret_file(where, os.fstat(fd))
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_SECRET_FILE_BYTES:
+                chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    except CredentialError:
+        raise
+    except FileNotFoundError:
+        raise CredentialError(f"cannot read file {where}: no such file") from None
+    except OSError as exc:
+        raise CredentialError(f"cannot read file {where}: {exc.strerror or type(exc).__name__}") from None
+    except ValueError:  # a path the OS cannot take
+        raise CredentialError(f"cannot read file {where}: not a usable path") from None
+    if size > MAX_SECRET_FILE_BYTES:
+        raise CredentialError(
+            f"file {where} is larger than {MAX_SECRET_FILE_BYTES} bytes; a secret file holds one secret"
+        )
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CredentialError(f"file {where} is not UTF-8 text (a binary file?)") from None
+    if _CONTROL.intersection(text):
+        raise CredentialError(f"file {where} holds control characters (a binary file?)")
+    # Secret files usually end with a newline that is not part of the secret: exactly one is dropped.
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _check_secret_file(where: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise CredentialError(f"file {where} is a directory, not a secret file")
+    if not stat.S_ISREG(st.st_mode):
+        raise CredentialError(f"file {where} is not a regular file (a FIFO, socket or device); not read")
+    if st.st_size > MAX_SECRET_FILE_BYTES:
+        raise CredentialError(
+            f"file {where} is larger than {MAX_SECRET_FILE_BYTES} bytes; a secret file holds one secret"
+        )
 
 
 def resolve_credentials(
     refs: Mapping[str, CredentialRef], *, source_name: str, base_dir: Path | None = None
 ) -> dict[str, str]:
-    """Read every secret now. Errors name the source, the key and where the secret was expected."""
+    """Read every secret now (never cached: a rotated secret is used by the next pull). Errors name
+    the source, the key and where the secret was expected, never the value."""
     values: dict[str, str] = {}
     for key, ref in refs.items():
         try:
@@ -63,25 +145,3 @@ def resolve_credentials(
         except CredentialError as exc:
             raise CredentialError(f"source {source_name!r}: credential {key!r}: {exc}") from None
     return values
-
-
-class Redactor:
-    """Replaces every known secret (and its URL-encoded form) with ``***``."""
-
-    def __init__(self, secrets: Iterable[str] = ()):
-        forms: set[str] = set()
-        for secret in secrets:
-            # Very short values would shred every message; they are not secrets worth the name.
-            if secret and len(secret) >= 4:
-                forms.add(secret)
-                forms.add(urllib.parse.quote(secret, safe=""))
-                forms.add(urllib.parse.quote_plus(secret))
-        # Longest first, so a secret that contains another is replaced whole.
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: object) -> str:
-        out = str(text)
-        for form in self._forms:
-            if form in out:
-                out = out.replace(form, REDACTED)
-        return out
