@@ -236,7 +236,7 @@ class FaultServer:
         """The ids a cursor state claims are stored: everything up to its watermark, and the pages
         of the pagination it is in the middle of."""
         first = self._visible_from(state.watermark)
-        return set(self.ids[: first + int(state.page_cursor or 0)])
+        return set(self.ids[: first + int(state.position.get("page_cursor") or 0)])
 
     # -- faults ------------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def ids(store: Any) -> list[str]:
 
 def stored_prefix(store: Any, checkpoint: CursorState) -> None:
     """The checkpoint never runs ahead of the data: every event before its page is in the store."""
-    offset = int(checkpoint.page_cursor or 0)
+    offset = int(checkpoint.position.get("page_cursor") or 0)
     assert set(ids(store)) >= {f"evt_{i:05d}" for i in range(offset)}
 
 
@@ -53,7 +53,7 @@ def test_failed_pull_checkpoints_the_last_stored_page_and_the_retry_resumes_ther
     report = info.value.report
     assert isinstance(report, PullReport)
     # What a pull stopped by maxPagesPerRun after page 3 would have committed, and no further.
-    assert report.checkpoint == CursorState(page_cursor="30", high_water="2026-03-01T00:29:00.000000Z")
+    assert report.checkpoint == CursorState(position={"page_cursor": "30"}, high_water="2026-03-01T00:29:00.000000Z")
     assert ids(store) == [f"evt_{i:05d}" for i in range(30)]
 
     feed.fail_after_pages = None
@@ -90,8 +90,8 @@ def test_checkpoint_stays_at_the_last_batch_written_when_the_store_fails(
         run_pull(source, store=store, context=context, batch_size=20, on_checkpoint=seen.append)
     assert str(info.value) == "source 'acme_audit': trace store write failed: OSError: disk I/O error"
     checkpoint = info.value.report.checkpoint
-    assert checkpoint.page_cursor == "60" and seen[-1] == checkpoint
-    assert [c.page_cursor for c in seen] == ["20", "40", "60"]
+    assert checkpoint.position.get("page_cursor") == "60" and seen[-1] == checkpoint
+    assert [c.position.get("page_cursor") for c in seen] == ["20", "40", "60"]
     stored_prefix(store, checkpoint)
     assert len(ids(store)) == 60
 
@@ -118,7 +118,7 @@ def test_trace_store_terminated_mid_pull_fails_clearly_and_the_next_pull_complet
         checkpoint = info.value.report.checkpoint
         with PostgresTraceStore(url) as fresh:
             stored_prefix(fresh, checkpoint)
-            assert int(checkpoint.page_cursor or 0) <= len(ids(fresh))
+            assert int(checkpoint.position.get("page_cursor") or 0) <= len(ids(fresh))
             report = run_pull(source, store=fresh, context=context, start=checkpoint)
             assert report.drained and ids(fresh) == [f"evt_{i:05d}" for i in range(100)]
 
@@ -136,7 +136,7 @@ def test_s3_failure_checkpoints_the_greatest_key_fully_read(
     ctx = PullContext(retry=RetryPolicy(max_attempts=1))
     with pytest.raises(PullError, match=r"cannot read s3://audit-drops/audit/2.ndjson.gz") as info:
         run_pull(source, store=store, context=ctx)
-    assert info.value.report.checkpoint.after_key == "audit/1.ndjson"
+    assert info.value.report.checkpoint.position.get("after_key") == "audit/1.ndjson"
     assert ids(store) == [f"evt_{i:05d}" for i in range(20)]
 
 
@@ -163,10 +163,10 @@ def test_deadline_stops_cleanly_at_a_page_boundary_with_a_resumable_cursor(
 
     report = run_pull(source, store=store, context=ctx, on_page=thirty_seconds_per_page)
     assert (report.pages, report.stopped, report.drained) == (2, "deadline", False)
-    assert report.cursor_after == CursorState(page_cursor="20", high_water="2026-03-01T00:19:00.000000Z")
+    assert report.cursor_after == CursorState(position={"page_cursor": "20"}, high_water="2026-03-01T00:19:00.000000Z")
     assert "stopped at the deadline" in report.summary()
     rest = run_pull(source, store=store, context=ctx, start=report.cursor_after, on_page=thirty_seconds_per_page)
-    assert rest.cursor_after.page_cursor == "40" and len(ids(store)) == 40
+    assert rest.cursor_after.position.get("page_cursor") == "40" and len(ids(store)) == 40
 
 
 def test_a_retry_after_past_the_deadline_stops_at_the_last_page(
@@ -184,7 +184,11 @@ def test_a_retry_after_past_the_deadline_stops_at_the_last_page(
     ctx = PullContext(retry=RetryPolicy(max_attempts=5), sleep=sleeps)
     report = run_pull(source, store=store, context=ctx)
     assert sleeps == []  # the wait would pass the deadline: the pull does not sit in it
-    assert (report.stopped, report.drained, report.cursor_after.page_cursor) == ("deadline", False, "20")
+    assert (report.stopped, report.drained, report.cursor_after.position.get("page_cursor")) == (
+        "deadline",
+        False,
+        "20",
+    )
     assert len(ids(store)) == 20
 
 

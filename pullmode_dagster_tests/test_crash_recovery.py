@@ -148,8 +148,8 @@ def test_sigterm_ends_the_run_with_its_checkpoint_and_the_next_pull_proceeds_at_
     assert "acme_audit: FAILED: source 'acme_audit': interrupted (SIGINT or SIGTERM); checkpoint " in out
     assert "Traceback" not in out + err
     checkpoint = poller_state().committed
-    assert checkpoint.page_cursor is not None and int(checkpoint.page_cursor) >= 2000
-    assert set(stored_ids(tmp_path)) >= {f"evt_{i:05d}" for i in range(int(checkpoint.page_cursor))}
+    assert checkpoint.position.get("page_cursor") is not None and int(checkpoint.position.get("page_cursor")) >= 2000
+    assert set(stored_ids(tmp_path)) >= {f"evt_{i:05d}" for i in range(int(checkpoint.position.get("page_cursor")))}
     assert poller_state().in_flight is None
 
     code, out, err = pull(tmp_path)
@@ -194,7 +194,7 @@ def test_sigkill_mid_pull_of_an_s3_source(
     assert code == 0, out + err
     ids = stored_ids(tmp_path, "audit_drop")
     assert len(ids) == len(set(ids)) == N
-    assert poller_state("audit_drop").committed.after_key == f"audit/{N // 50 - 1:04d}.ndjson"
+    assert poller_state("audit_drop").committed.position.get("after_key") == f"audit/{N // 50 - 1:04d}.ndjson"
 
 
 def test_two_pulls_started_at_once_on_a_fresh_instance_one_runs_one_is_refused(

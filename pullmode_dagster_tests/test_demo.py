@@ -44,7 +44,9 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
         assert state.committed.watermark is not None and state.in_flight is None
         assert len(instance.get_runs()) == 5
         exports = PollerState.from_json(SensorCursors(instance, None).get("demo_openai_exports_poller"))
-        assert exports.committed.after_key is not None and exports.committed.after_key.endswith("part-0001.ndjson.gz")
+        assert exports.committed.position.get("after_key") is not None and exports.committed.position.get(
+            "after_key"
+        ).endswith("part-0001.ndjson.gz")
 
     again = CliRunner().invoke(main, ["demo", "--port", "0"])
     assert again.exit_code == 0, again.output

@@ -40,7 +40,7 @@ def test_body_cursor_sent_back_as_query_param(
     assert (report.written, report.duplicates, report.pages, report.requests) == (95, 0, 10, 10)
     assert [r.arg("cursor") for r in api.requests] == [None, *[str(n) for n in range(10, 100, 10)]]
     assert all(r.arg("limit") == "10" for r in api.requests)
-    assert report.drained and report.cursor_after.page_cursor is None
+    assert report.drained and report.cursor_after.position.get("page_cursor") is None
     assert ids(store) == [f"evt_{i:05d}" for i in range(95)]
 
 
@@ -192,7 +192,7 @@ def test_max_pages_per_run_resumes_from_the_page_cursor(
     source = sources.load(http_source(api.url("/v1/events"), maxPagesPerRun=2))
     first = run_pull(source, store=store, context=context)
     assert (first.written, first.drained) == (20, False)
-    assert first.cursor_after == CursorState(page_cursor="20", high_water="2026-03-01T00:19:00.000000Z")
+    assert first.cursor_after == CursorState(position={"page_cursor": "20"}, high_water="2026-03-01T00:19:00.000000Z")
     api.requests.clear()
     second = run_pull(source, store=store, context=context, start=first.cursor_after)
     assert [r.arg("cursor") for r in api.requests] == ["20", "30"]

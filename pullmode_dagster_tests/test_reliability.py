@@ -94,7 +94,7 @@ def test_every_event_once_through_faults_and_checkpoints_are_what_catch_up(tmp_p
     assert result.failed >= 3 and all("gave up after 3 attempts" in e for e in result.errors)
     assert min_pulls(N, PAGE, MAX_PAGES) <= result.pulls <= bound(mix)
     # The failed pulls' checkpoints moved forward (each one committed, then resumed from).
-    progress = [int(c.page_cursor or 0) for c in result.committed_after_failure]
+    progress = [int(c.position.get("page_cursor") or 0) for c in result.committed_after_failure]
     assert sum(b > a for a, b in zip([0, *progress], progress, strict=False)) >= result.failed // 2
     if "429" in server.injected:
         assert 1.0 in result.sleeps  # Retry-After: 1 was honoured
@@ -168,7 +168,7 @@ def test_a_pull_whose_every_attempt_trickles_fails_naming_the_timeout(tmp_path: 
             run_pull(source, store=store, context=quiet_context(2))
         elapsed = time.monotonic() - started
         # Page 1 is stored and is the checkpoint.
-        assert info.value.report.checkpoint.page_cursor == "20"
+        assert info.value.report.checkpoint.position.get("page_cursor") == "20"
         assert sorted(stored_ids(store, "faulty")) == server.ids[:20]
     assert elapsed < 3.0  # two attempts of about 0.5 s each, not the 2 x 5 s the server trickles
 
@@ -195,7 +195,7 @@ def test_a_retry_after_past_the_deadline_stops_the_pull_cleanly_and_the_next_res
         context = quiet_context(ATTEMPTS)
         report = run_pull(source, store=store, context=context)
         assert (report.stopped, report.drained, report.written) == ("deadline", False, 20)
-        assert report.cursor_after.page_cursor == "20" and context.sleep == []  # no wait taken
+        assert report.cursor_after.position.get("page_cursor") == "20" and context.sleep == []  # no wait taken
         resumed = run_pull(source, store=store, start=report.cursor_after, context=quiet_context(ATTEMPTS))
         assert (resumed.drained, resumed.written, resumed.duplicates) == (True, 80, 0)
         assert_exactly_once(store, "faulty", server)

@@ -64,7 +64,7 @@ def test_ndjson_csv_and_json_array_files(
 
     nd = sources.load(s3_source(moto_url))
     report = run_pull(nd, store=store, context=ctx)
-    assert (report.written, report.files, report.cursor_after.after_key) == (3, 1, "audit/a.ndjson")
+    assert (report.written, report.files, report.cursor_after.position.get("after_key")) == (3, 1, "audit/a.ndjson")
 
     mapping = {
         "source_event_id": "$.event_id",
@@ -96,7 +96,9 @@ def test_gz_files_are_decompressed(
     nd = sources.load(s3_source(moto_url, maxFilesPerRun=1))
     assert run_pull(nd, store=store, context=ctx).written == 50
     js = sources.load(s3_source(moto_url, name="js", parser="json-array"))
-    report = run_pull(js, store=store, context=ctx, start=CursorState(after_key="audit/2026-03-01.ndjson.gz"))
+    report = run_pull(
+        js, store=store, context=ctx, start=CursorState(position={"after_key": "audit/2026-03-01.ndjson.gz"})
+    )
     assert report.written == 5
 
 
@@ -117,12 +119,16 @@ def test_more_than_1000_keys_across_two_pulls_listing_only_new_keys(
     source = sources.load(s3_source(endpoint, maxFilesPerRun=1020))
     first = run_pull(source, store=store, context=ctx)
     assert (first.written, first.files, first.drained) == (1020, 1020, False)
-    assert first.cursor_after.after_key == "audit/01019.ndjson"
+    assert first.cursor_after.position.get("after_key") == "audit/01019.ndjson"
     lists = [q for m, p, q, _ in recorder.seen if "list-type" in q]
     assert len(lists) == 2 and "continuation-token" in lists[1]  # past the 1,000-key page
     recorder.seen.clear()
     second = run_pull(source, store=store, context=ctx, start=first.cursor_after)
-    assert (second.written, second.drained, second.cursor_after.after_key) == (80, True, "audit/01099.ndjson")
+    assert (second.written, second.drained, second.cursor_after.position.get("after_key")) == (
+        80,
+        True,
+        "audit/01099.ndjson",
+    )
     lists = [q for m, p, q, _ in recorder.seen if "list-type" in q]
     assert lists[0]["start-after"] == ["audit/01019.ndjson"] and len(lists) == 1
     assert len(ids(store)) == 1100
@@ -135,10 +141,14 @@ def test_resume_new_keys_and_a_late_key_before_the_cursor(
     s3.put_object(Bucket="audit-drops", Key="audit/2026-03-03.ndjson", Body=ndjson(make_events(2, start=2)))
     source = sources.load(s3_source(moto_url))
     first = run_pull(source, store=store, context=ctx)
-    assert first.cursor_after.after_key == "audit/2026-03-03.ndjson" and first.written == 4
+    assert first.cursor_after.position.get("after_key") == "audit/2026-03-03.ndjson" and first.written == 4
 
     quiet = run_pull(source, store=store, context=ctx, start=first.cursor_after)
-    assert (quiet.files, quiet.written, quiet.cursor_after.after_key) == (0, 0, "audit/2026-03-03.ndjson")
+    assert (quiet.files, quiet.written, quiet.cursor_after.position.get("after_key")) == (
+        0,
+        0,
+        "audit/2026-03-03.ndjson",
+    )
 
     s3.put_object(Bucket="audit-drops", Key="audit/2026-03-04.ndjson", Body=ndjson(make_events(2, start=4)))
     s3.put_object(Bucket="audit-drops", Key="audit/2026-03-02.ndjson", Body=ndjson(make_events(2, start=6)))
@@ -163,7 +173,7 @@ def test_bad_lines_and_rows_are_rejected_with_key_and_line(
     )
     s3.put_object(Bucket="audit-drops", Key="csv/b.csv", Body=b"id,created_at\nx1,2026-03-01T00:00:00Z\nx2\n")
     report = run_pull(sources.load(s3_source(moto_url)), store=store, context=ctx)
-    assert (report.written, report.rejected, report.cursor_after.after_key) == (3, 1, "audit/a.ndjson")
+    assert (report.written, report.rejected, report.cursor_after.position.get("after_key")) == (3, 1, "audit/a.ndjson")
     csv_src = sources.load(
         s3_source(
             moto_url,
@@ -203,7 +213,7 @@ def test_an_unreadable_file_fails_the_pull_and_is_retried(
     s3.put_object(Bucket="audit-drops", Key=bad_key, Body=whole)
     recorder.denied.clear()
     retry = run_pull(source, store=store, context=ctx)  # the cursor never moved: from the start again
-    assert retry.cursor_after.after_key == "audit/3.ndjson"
+    assert retry.cursor_after.position.get("after_key") == "audit/3.ndjson"
     assert len(ids(store)) == 203
 
 

@@ -1,25 +1,22 @@
 """The cursor state: a small JSON document that says where the next pull starts.
 
 The engine returns it with every pull; the caller commits it only after the pull's events are
-safely in the store (in Dagster: after the run succeeded). Format, documented in the README::
+safely in the store (in Dagster: after the run succeeded). It is flat JSON (README, "The cursor")::
 
-    {"v": 1, "page_cursor": "...", "watermark": "2026-01-01T00:00:00.000000Z",
-     "high_water": "...", "after_key": "..."}
+    {"v": 1, "watermark": "2026-01-01T00:00:00.000000Z", "high_water": "...", "page_cursor": "..."}
 
-- ``page_cursor``: the next page of an unfinished pagination (http_polling); resumed as is.
-- ``watermark``: the newest ``event_timestamp`` of the last drained pull; templated into
-  ``incrementalParams`` as ``${{cursor.watermark}}`` so the next pull starts after it.
-- ``high_water``: the newest timestamp seen by an unfinished pagination; becomes the watermark when
-  that pagination drains (it cannot earlier: newest-first APIs would skip the pages still to read).
-- ``after_key``: the greatest S3 key fully processed (s3_polling).
-
-Every field is optional; ``{}`` (or an empty sensor cursor) means "from the beginning".
+The engine owns ``watermark`` (the newest ``event_timestamp`` of the last drained pull) and
+``high_water`` (the newest seen by an unfinished pagination; it becomes the watermark when that
+pagination drains). Every other field is the adapter's *position* (``page_cursor`` for
+http_polling, ``after_key`` for s3_polling, a position per stream for openai_compliance), which the
+adapter validates with its own model. ``{}`` (or an empty sensor cursor) means "from the beginning".
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .events import NormalizationError, normalize_timestamp
@@ -44,12 +41,15 @@ def load_object(text: str | None, *, what: str) -> dict[str, Any] | None:
     return doc
 
 
+ENGINE_FIELDS = ("watermark", "high_water")
+
+
 @dataclass(frozen=True)
 class CursorState:
-    page_cursor: str | None = None
     watermark: str | None = None
     high_water: str | None = None
-    after_key: str | None = None
+    position: Mapping[str, Any] = field(default_factory=dict)
+    """The adapter's own part: JSON values only, validated by the adapter (``Puller.position_model``)."""
 
     @classmethod
     def from_json(cls, text: str | None) -> CursorState:
@@ -60,27 +60,24 @@ class CursorState:
     def from_dict(cls, doc: Any) -> CursorState:
         if not isinstance(doc, dict):
             raise CursorFormatError("cursor must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = set(doc) - known - {"v"}
-        if unknown:
-            raise CursorFormatError(f"unknown cursor field(s): {', '.join(sorted(unknown))}")
-        values = {}
-        for key in known:
+        values: dict[str, Any] = {}
+        for key in ENGINE_FIELDS:
             value = doc.get(key)
-            if value is not None and not isinstance(value, str):
+            if value is None:
+                continue
+            if not isinstance(value, str):
                 raise CursorFormatError(f"cursor field {key!r} must be a string or null")
-            if value is not None and key in ("watermark", "high_water"):
-                # Hand-set cursors may use any ISO 8601 spelling; stored ones are fixed-width.
-                try:
-                    value = normalize_timestamp(value)
-                except NormalizationError:
-                    raise CursorFormatError(f"cursor field {key!r} is not an ISO 8601 timestamp") from None
-            values[key] = value
-        return cls(**values)
+            # Hand-set cursors may use any ISO 8601 spelling; stored ones are fixed-width.
+            try:
+                values[key] = normalize_timestamp(value)
+            except NormalizationError:
+                raise CursorFormatError(f"cursor field {key!r} is not an ISO 8601 timestamp") from None
+        position = {k: v for k, v in doc.items() if k not in (*ENGINE_FIELDS, "v") and v is not None}
+        return cls(**values, position=position)
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"v": CURSOR_VERSION}
-        doc.update({k: v for k, v in asdict(self).items() if v is not None})
+        doc: dict[str, Any] = {"v": CURSOR_VERSION, **self.position}
+        doc.update({k: getattr(self, k) for k in ENGINE_FIELDS if getattr(self, k) is not None})
         return doc
 
     def to_json(self) -> str:
@@ -90,16 +87,17 @@ class CursorState:
     def is_empty(self) -> bool:
         return self == CursorState()
 
-    def after_pull(self, *, resume: dict[str, str | None], newest: str | None, drained: bool) -> CursorState:
+    def after_pull(self, *, resume: Mapping[str, Any], newest: str | None, drained: bool) -> CursorState:
         """The state to commit after a pull that started from ``self``.
 
-        ``resume`` holds the adapter's own position (``page_cursor``, ``after_key``); ``newest`` the
-        newest normalized timestamp the pull saw; ``drained`` whether it reached the end.
+        ``resume`` is the adapter's whole position after the page (None values are dropped);
+        ``newest`` the newest normalized timestamp the pull saw; ``drained`` whether it reached the end.
         """
+        position = {k: v for k, v in resume.items() if v is not None}
         high = _max(self.high_water, newest)
         if drained:
-            return replace(self, **resume, watermark=_max(self.watermark, high), high_water=None)
-        return replace(self, **resume, high_water=high)
+            return replace(self, position=position, watermark=_max(self.watermark, high), high_water=None)
+        return replace(self, position=position, high_water=high)
 
 
 def _max(a: str | None, b: str | None) -> str | None:

@@ -16,9 +16,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..config import SourceConfig
 from ..cursor import CursorState
+from ..errors import PullError
 from ..events import Reject
 from ..http import RetryPolicy
 from ..redaction import Redactor
@@ -36,7 +38,7 @@ class Window:
 class Page:
     """One unit of progress: a response page or a file.
 
-    ``resume`` is the adapter's position after this page (``page_cursor`` / ``after_key``);
+    ``resume`` is the adapter's whole position after this page (see :class:`Position`);
     ``drained`` says nothing is left after it; ``boundary`` says a pull may stop after this page
     (False inside a file: stopping there would re-read the file, so a deadline waits for its end).
     ``rejects`` are records the adapter could not even
@@ -69,10 +71,17 @@ class PullContext:
     s3_client_factory: Callable[..., Any] | None = None
 
 
+class Position(BaseModel):
+    """An adapter's part of the cursor. Subclasses declare its fields; unknown ones are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Puller(ABC):
     """Base class of every adapter's puller. One instance serves exactly one pull."""
 
     config_model: ClassVar[type[SourceConfig]]
+    position_model: ClassVar[type[Position]] = Position
     window_by_event_time: ClassVar[bool] = True
     """A window re-pull keeps only events whose timestamp is inside the window (False: every event
     of what the adapter selected for the window, e.g. the files uploaded in it)."""
@@ -83,6 +92,20 @@ class Puller(ABC):
         self.context = context
         self.redact = redactor
         self.requests = 0
+
+    def position(self, start: CursorState) -> Any:
+        """This adapter's part of ``start``, validated (a cursor set by hand may be wrong)."""
+        try:
+            return self.position_model.model_validate(dict(start.position))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'cursor'}: "
+                + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise PullError(
+                f"source {self.source.name!r}: the cursor does not fit {self.source.adapter}: {problems}"
+            ) from None
 
     @abstractmethod
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:

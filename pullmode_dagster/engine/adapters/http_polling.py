@@ -24,7 +24,7 @@ from ..events import parse_timestamp
 from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, HttpSession, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
-from .base import Page, Puller, Window
+from .base import Page, Position, Puller, Window
 
 ParamValue = str | int | float | bool | list[str]
 
@@ -105,8 +105,14 @@ def _is_absolute(cursor: str) -> bool:
     return cursor.startswith(("http://", "https://"))
 
 
+class HttpPosition(Position):
+    page_cursor: str | None = None
+    """The next page of an unfinished pagination (a pull stopped by maxPagesPerRun or its deadline)."""
+
+
 class HttpPollingPuller(Puller):
     config_model = HttpPollingSource
+    position_model = HttpPosition
     source: HttpPollingSource
 
     def _render_params(self, params: dict[str, ParamValue], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +156,8 @@ class HttpPollingPuller(Puller):
             if start.watermark and src.incremental_params:
                 cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
                 params.update(self._render_params(src.incremental_params, cursor_ctx))
-            cursor = self._unseal(start.page_cursor) if start.page_cursor else None
+            page_cursor = self.position(start).page_cursor
+            cursor = self._unseal(page_cursor) if page_cursor else None
         secret_params = {
             k for k, v in src.params.items() if any(Template(t).uses_scope("credentials") for t in _texts(v))
         }

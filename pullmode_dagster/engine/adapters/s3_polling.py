@@ -28,7 +28,7 @@ from ..errors import PullError
 from ..events import Reject
 from ..parsing import UNITS, ParseProblem, UnreadableFile, parse
 from ..templating import Template
-from .base import Page, Puller, Window
+from .base import Page, Position, Puller, Window
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 # botocore logs signed request headers (the session token among them) at DEBUG; no deployment's
@@ -104,8 +104,14 @@ class S3Object:
     last_modified: datetime
 
 
+class S3Position(Position):
+    after_key: str | None = None
+    """The greatest key fully processed."""
+
+
 class S3PollingPuller(Puller):
     config_model = S3PollingSource
+    position_model = S3Position
     source: S3PollingSource
     window_by_event_time = False  # a window re-pull is defined by the files, not the events in them
 
@@ -206,7 +212,7 @@ class S3PollingPuller(Puller):
         if window is not None:
             yield from self._window_pages(client, window)
             return
-        before = start.after_key
+        before = self.position(start).after_key
         listing = self._list(client, self.source.prefix, before)
         budget = self.source.max_files_per_run
         current = next(listing, None)
