@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import CredentialError
+from .files import read_capped
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 """A secret file holds one secret: anything larger is the wrong file (or an endless one)."""
@@ -85,21 +86,7 @@ def _read_secret_file(path: Path) -> str:
     ``/dev/zero`` never ends), and again on the open descriptor, opened non-blocking."""
     where = _shown(path)
     try:
-        st = os.stat(path)
-        _check_secret_file(where, st)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
-        try:
-            _check_secret_file(where, os.fstat(fd))
-            chunks: list[bytes] = []
-            size = 0
-            while size <= MAX_SECRET_FILE_BYTES:
-                chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
+        data = read_capped(path, MAX_SECRET_FILE_BYTES, lambda st: _check_secret_file(where, st))
     except CredentialError:
         raise
     except FileNotFoundError:
@@ -108,12 +95,12 @@ def _read_secret_file(path: Path) -> str:
         raise CredentialError(f"cannot read file {where}: {exc.strerror or type(exc).__name__}") from None
     except ValueError:  # a path the OS cannot take
         raise CredentialError(f"cannot read file {where}: not a usable path") from None
-    if size > MAX_SECRET_FILE_BYTES:
+    if data is None:
         raise CredentialError(
             f"file {where} is larger than {MAX_SECRET_FILE_BYTES} bytes; a secret file holds one secret"
         )
     try:
-        text = b"".join(chunks).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CredentialError(f"file {where} is not UTF-8 text (a binary file?)") from None
     if _CONTROL.intersection(text):

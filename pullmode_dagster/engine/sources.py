@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .adapters import ADAPTERS, PLANNED_ADAPTERS
 from .config import SourceConfig
 from .errors import ConfigError
+from .files import read_capped
 
 DEFAULT_SOURCES_DIR = "sources"
 
@@ -292,27 +293,13 @@ def read_source_text(path: Path) -> str:
     checked before it is opened (a FIFO would block), and it is opened non-blocking and read up to
     the cap, so nothing here waits or reads without end."""
     try:
-        _check_source_stat(os.stat(path))
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
-        try:
-            _check_source_stat(os.fstat(fd))
-            chunks: list[bytes] = []
-            size = 0
-            while size <= MAX_SOURCE_FILE_BYTES:
-                chunk = os.read(fd, MAX_SOURCE_FILE_BYTES + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
+        data = read_capped(path, MAX_SOURCE_FILE_BYTES, _check_source_stat)
     except FileNotFoundError:
         raise SourceFileError("cannot read: no such file (a broken symbolic link?)") from None
     except OSError as exc:
         raise SourceFileError(f"cannot read: {exc.strerror or type(exc).__name__}") from None
-    if size > MAX_SOURCE_FILE_BYTES:
+    if data is None:
         raise SourceFileError(f"is too large; a source file is at most {MAX_SOURCE_FILE_BYTES} bytes (1 MiB)")
-    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
