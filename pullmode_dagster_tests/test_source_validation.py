@@ -56,12 +56,14 @@ def test_unknown_field_suggests_the_right_spelling(sources: SourceWriter) -> Non
     ]
 
 
-def test_unknown_adapter_and_planned_adapter(sources: SourceWriter) -> None:
+def test_unknown_adapter(sources: SourceWriter) -> None:
+    from pullmode_dagster.engine.adapters import ADAPTERS
+
     assert problems_for(sources, adapter="ftp_polling") == [
         f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': adapter: unknown adapter 'ftp_polling' "
-        "(available: http_polling, s3_polling)"
+        f"(available: {', '.join(ADAPTERS)})"
     ]
-    assert "not available in this version" in problems_for(sources, adapter="copilot_studio")[0]
+    assert {"http_polling", "s3_polling"} <= set(ADAPTERS)
 
 
 def test_undeclared_credential_and_unknown_variable(sources: SourceWriter) -> None:

@@ -9,10 +9,9 @@ import time
 import traceback
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from ..engine.adapters import Window
+from ..engine.adapters import ADAPTERS, Window
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
@@ -28,7 +27,6 @@ from .resources import CredentialsResource, PullSettingsResource, TraceStoreReso
 GROUP = "ingestion_sources"
 KEY_PREFIX = "ingestion"
 SOURCE_TAG = "pullmode/source"
-KINDS = {"http_polling": "http", "s3_polling": "s3"}
 CHECKPOINT_KEY = "checkpoint"
 """Observation metadata: the cursor state whose events are in the store (a failed poll commits it)."""
 
@@ -145,30 +143,32 @@ class CheckpointRecorder:
 
 def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
     key = asset_key(source.name)
+    adapter = ADAPTERS[source.adapter]
     tags = {"pullmode/adapter": source.adapter}
     if source.owner:
         tags["pullmode/owner"] = _tag_value(source.owner)
     if source.organization_id:
         tags["pullmode/organization"] = _tag_value(source.organization_id)
 
-    @dg.asset(
+    asset = dg.asset(
         key=key,
         group_name=GROUP,
         partitions_def=partitions_for(source),
         description=describe(source),
-        kinds={KINDS.get(source.adapter, source.adapter)},
+        kinds={adapter.kind},
         tags=tags,
         owners=_owners(source.owner),
         check_specs=check_specs(key),
         metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
     )
-    def pull(
+
+    def materialize(
         context: dg.AssetExecutionContext,
         config: PullConfig,
         credentials: CredentialsResource,
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
-        s3: S3Resource,
+        s3: object = None,
     ) -> dg.MaterializeResult:
         if config.poll:
             try:
@@ -228,7 +228,33 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             check_results=check_results(key, integrity, rejected=report.rejected),
         )
 
-    return pull
+    if "s3" in adapter.resources:
+        # The S3 adapter builds its clients from the resource's settings, so it takes the resource
+        # itself (and dagster-aws is imported only where an S3 source exists).
+        from dagster_aws.s3 import S3Resource
+
+        def pull_s3(
+            context: dg.AssetExecutionContext,
+            config: PullConfig,
+            credentials: CredentialsResource,
+            trace_store: TraceStoreResource,
+            pull_settings: PullSettingsResource,
+            s3: S3Resource,
+        ) -> dg.MaterializeResult:
+            return materialize(context, config, credentials, trace_store, pull_settings, s3)
+
+        return asset(pull_s3)
+
+    def pull(
+        context: dg.AssetExecutionContext,
+        config: PullConfig,
+        credentials: CredentialsResource,
+        trace_store: TraceStoreResource,
+        pull_settings: PullSettingsResource,
+    ) -> dg.MaterializeResult:
+        return materialize(context, config, credentials, trace_store, pull_settings)
+
+    return asset(pull)
 
 
 def invalid_asset_name(invalid: InvalidSource, taken: set[str]) -> str:

@@ -7,6 +7,7 @@ cursor only when that run succeeded. It runs in this process, so it needs no dae
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -212,6 +213,11 @@ def pull_sources(
         raise ConfigError([f"no source to pull in {project.sources.directory}"])
     outcomes: list[PullOutcome] = []
     trace_store = project.defs.resources["trace_store"]
+    if not verbose and not logging.getLogger().handlers:
+        # Without -v the console gets one line per source. A library that logs an error with its
+        # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
+        # stderr through Python's last-resort handler; the instance's event log keeps the run's story.
+        logging.getLogger().addHandler(logging.NullHandler())
     with terminate_as_interrupt(), open_instance(fallback_home) as instance:
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
         for name in names:

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,7 +58,14 @@ class RetryPolicy:
     backoff_initial: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_INITIAL_SECONDS", 1.0))
     backoff_max: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_MAX_SECONDS", 30.0))
     retry_after_max: float = 300.0
-    retry_statuses: frozenset[int] = field(default=frozenset({408, 425, 429, 500, 502, 503, 504}))
+    retry_statuses: frozenset[int] = field(default=frozenset({408, 425, 429, 500, 502, 503, 504, 529}))
+
+    def retries(self, response: httpx.Response) -> bool:
+        """Whether this response is tried again. ``x-should-retry: false`` (Anthropic's APIs) says
+        the server knows a retry cannot help."""
+        if response.headers.get("x-should-retry", "").lower() == "false":
+            return False
+        return response.status_code in self.retry_statuses or response.headers.get("x-should-retry") == "true"
 
     def backoff(self, attempt: int) -> float:
         """Exponential with jitter: attempt 1 waits about ``backoff_initial``, then doubles."""
@@ -112,6 +119,7 @@ class DeadlineReached(PullError):
     ended): the engine stops cleanly at the last page boundary, as with ``maxPagesPerRun``."""
 
 
+MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A page (decoded) larger than this fails the pull instead of exhausting memory."""
 
@@ -134,6 +142,7 @@ class HttpSession:
         max_requests_per_second: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline: float | None = None,
+        auth: httpx.Auth | None = None,
         redactor: Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -145,6 +154,7 @@ class HttpSession:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.deadline = deadline
+        self.auth = auth
         self._sleep = sleep
         self._clock = clock
         self._log = logger
@@ -195,7 +205,7 @@ class HttpSession:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _fetch(self, request: httpx.Request, what: str, where: str) -> httpx.Response:
+    def _fetch(self, request: httpx.Request, what: str) -> httpx.Response:
         """Send and read the whole body within ``timeout`` and ``max_response_bytes``."""
         started = self._clock()
         request.extensions["trace"] = self._trace
@@ -204,7 +214,7 @@ class HttpSession:
         watchdog.daemon = True
         watchdog.start()
         try:
-            return self._read(request, what, where, started)
+            return self._read(request, what, self.redact(safe_url(request.url)), started)
         except httpx.TransportError:
             if self._timed_out:
                 raise httpx.ReadTimeout(f"the whole request took longer than {self.timeout:g}s") from None
@@ -213,7 +223,7 @@ class HttpSession:
             watchdog.cancel()
 
     def _read(self, request: httpx.Request, what: str, where: str, started: float) -> httpx.Response:
-        response = self._client.send(request, stream=True)
+        response = self._client.send(request, auth=self.auth, stream=True)
         try:
             chunks: list[bytes] = []
             size = 0
@@ -249,26 +259,84 @@ class HttpSession:
         params: Mapping[str, Any] | None = None,
         content: str | bytes | None = None,
         accept: Callable[[httpx.Response], Any] | None = None,
+        follow_redirects: bool = False,
     ) -> httpx.Response:
         """Send with retries. Returns the final response (any status the policy does not retry);
         raises :class:`PullError` when every attempt failed. ``what`` names the request in messages.
 
         ``accept`` inspects a response with a 2xx status and raises :class:`BadBody` when the body is
         not what was promised: that attempt is retried like a 5xx. What it returns is kept in
-        ``response.extensions["accepted"]``."""
+        ``response.extensions["accepted"]``. ``headers`` must hold no credential: credentials come
+        from the session's ``auth``, which adds them on the configured origin only, so a redirect
+        followed elsewhere (``follow_redirects``) carries none."""
+
+        def attempt() -> httpx.Response:
+            request = self._client.build_request(method, url, headers=headers, params=params, content=content)
+            response = self._fetch(request, what)
+            for _ in range(MAX_REDIRECTS):
+                if not (follow_redirects and response.is_redirect):
+                    break
+                request = self._redirect(request, response, headers)
+                response = self._fetch(request, what)
+            if accept is not None and 200 <= response.status_code < 300:
+                response.extensions["accepted"] = accept(response)
+            return response
+
+        return self._with_retries(what, url, attempt)
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        follow_redirects: bool = False,
+    ) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives (a JSONL download): retried like ``send``
+        until its status is final; a failure while the body streams is the caller's to report.
+        Files may be large, so neither the whole-request timeout nor the size cap applies."""
+
+        def attempt() -> httpx.Response:
+            request = self._client.build_request(method, url, headers=headers, params=params)
+            response = self._client.send(request, auth=self.auth, stream=True)
+            for _ in range(MAX_REDIRECTS):
+                if not (follow_redirects and response.is_redirect):
+                    break
+                response.close()
+                request = self._redirect(request, response, headers)
+                response = self._client.send(request, auth=self.auth, stream=True)
+            if response.status_code in self.retry.retry_statuses or response.status_code >= 300:
+                response.read()  # small error bodies: kept for the message, then the connection is free
+            return response
+
+        response = self._with_retries(what, url, attempt)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _redirect(
+        self, request: httpx.Request, response: httpx.Response, headers: Mapping[str, str] | None
+    ) -> httpx.Request:
+        """The next hop of a redirect: GET the Location with the caller's (credential-free) headers;
+        the session's auth adds credentials again only if the hop stays on the configured origin."""
+        location = request.url.join(response.headers["location"])
+        return self._client.build_request("GET", location, headers=headers)
+
+    def _with_retries(self, what: str, url: str, attempt: Callable[[], httpx.Response]) -> httpx.Response:
         where = self.redact(safe_url(url))
         problem = ""
-        for attempt in range(1, self.retry.max_attempts + 1):
+        for number in range(1, self.retry.max_attempts + 1):
             if self._past_deadline():
                 raise DeadlineReached(f"{what}: the pull's deadline was reached before the request to {where}")
             self._pace()
             self.requests += 1
             response: httpx.Response | None = None
             try:
-                request = self._client.build_request(method, url, headers=headers, params=params, content=content)
-                response = self._fetch(request, what, where)
-                if accept is not None and 200 <= response.status_code < 300:
-                    response.extensions["accepted"] = accept(response)
+                response = attempt()
             except httpx.TimeoutException as exc:
                 problem = f"timed out ({self.redact(exc)})" if str(exc).startswith("the whole") else "timed out"
                 response = None
@@ -279,19 +347,20 @@ class HttpSession:
                 problem = self.redact(exc)
                 response = None
             else:
-                if response.status_code not in self.retry.retry_statuses:
+                if not self.retry.retries(response):
                     return response
                 problem = f"HTTP {response.status_code}"
-            if attempt == self.retry.max_attempts:
+                response.close()
+            if number == self.retry.max_attempts:
                 break
-            wait = self.retry.wait_before_retry(attempt, response)
+            wait = self.retry.wait_before_retry(number, response)
             if self._past_deadline(wait):
                 raise DeadlineReached(
                     f"{what}: {problem} from {where}; waiting {wait:.1f}s to retry would pass the pull's deadline"
                 )
             self.retries += 1
             self._log.warning(
-                f"{what}: {problem} from {where}; retry {attempt}/{self.retry.max_attempts - 1} in {wait:.1f}s"
+                f"{what}: {problem} from {where}; retry {number}/{self.retry.max_attempts - 1} in {wait:.1f}s"
             )
             self._sleep(wait)
         raise PullError(f"{what}: {problem} from {where}, gave up after {self.retry.max_attempts} attempts")

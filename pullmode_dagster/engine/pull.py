@@ -113,7 +113,7 @@ def build_puller(
     if credentials is None:
         base_dir = source.file.parent if source.file else None
         credentials = resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir)
-    puller_cls = ADAPTERS[source.adapter]
+    puller_cls = ADAPTERS[source.adapter].puller
     return puller_cls(
         source, credentials=credentials, context=context or PullContext(), redactor=Redactor(credentials.values())
     )

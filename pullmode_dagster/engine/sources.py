@@ -20,7 +20,7 @@ from yaml.composer import ComposerError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .adapters import ADAPTERS, PLANNED_ADAPTERS
+from .adapters import ADAPTERS
 from .config import SourceConfig
 from .errors import ConfigError
 from .files import read_capped
@@ -136,15 +136,11 @@ def _parse_mapping(doc: dict[Any, Any], *, file: Path, prefix: str) -> tuple[Sou
         return None, [f"{prefix}: adapter: required field is missing (adapters: {available})"]
     if not isinstance(adapter, str):
         return None, [f"{prefix}: adapter: must be the name of an adapter (available: {available})"]
-    puller = ADAPTERS.get(adapter)
-    if puller is None:
+    spec = ADAPTERS.get(adapter)
+    if spec is None:
         shown = f" {adapter!r}" if len(adapter) <= 64 and adapter.isprintable() else ""
-        if adapter in PLANNED_ADAPTERS:
-            message = f"adapter{shown} is not available in this version (available: {available})"
-        else:
-            message = f"unknown adapter{shown} (available: {available})"
-        return None, [f"{prefix}: adapter: {message}"]
-    model = puller.config_model
+        return None, [f"{prefix}: adapter: unknown adapter{shown} (available: {available})"]
+    model = spec.config_model
     try:
         source = model.model_validate(doc)
     except ValidationError as exc:

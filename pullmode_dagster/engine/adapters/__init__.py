@@ -1,27 +1,25 @@
-"""Adapters by name. A source file's ``adapter`` picks its config model and its puller here."""
+"""Adapters by name. Each adapter module registers itself (``registry.register``); importing it
+here is its one registration. A source file's ``adapter`` picks its config model and puller from
+``ADAPTERS``."""
 
 from __future__ import annotations
 
-from .base import Page, PullContext, Puller, Window
-from .http_polling import HttpPollingPuller, HttpPollingSource
-from .s3_polling import S3ClientSpec, S3PollingPuller, S3PollingSource
-
-ADAPTERS: dict[str, type[Puller]] = {
-    "http_polling": HttpPollingPuller,
-    "s3_polling": S3PollingPuller,
-}
-
-PLANNED_ADAPTERS = ("copilot_studio", "openai_compliance", "claude_compliance", "custom")
-"""Named by the contract, not available in this version: reported as such, not as unknown."""
+from . import http_polling, s3_polling  # noqa: F401 - each registers its adapter
+from .base import Page, Position, PullContext, Puller, Window
+from .http_polling import HttpPollingSource
+from .registry import ADAPTERS, Adapter, register
+from .s3_polling import S3ClientSpec, S3PollingSource
 
 __all__ = [
     "ADAPTERS",
-    "PLANNED_ADAPTERS",
+    "Adapter",
     "HttpPollingSource",
     "Page",
+    "Position",
     "PullContext",
     "Puller",
     "S3ClientSpec",
     "S3PollingSource",
     "Window",
+    "register",
 ]

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
+from ..auth import HeaderAuth
 from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
@@ -25,6 +26,7 @@ from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, HttpSession, safe_url, s
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
 from .base import Page, Position, Puller, Window
+from .registry import Adapter, register
 
 ParamValue = str | int | float | bool | list[str]
 
@@ -147,6 +149,8 @@ class HttpPollingPuller(Puller):
                     f"source {src.name!r}: headers.{key}: {uses} non-ASCII characters; HTTP headers must be ASCII"
                 )
         public_headers = {k: v for k, v in headers.items() if k.lower() not in secret_headers}
+        # Credential headers travel through the session's auth, which sends them to this origin only.
+        auth = HeaderAuth({k: v for k, v in headers.items() if k.lower() in secret_headers}, origin=url)
 
         params = self._render_params(src.params, ctx)
         if window is not None:
@@ -173,6 +177,7 @@ class HttpPollingPuller(Puller):
             max_requests_per_second=src.max_requests_per_second,
             max_response_bytes=src.max_response_bytes,
             deadline=self.context.deadline,
+            auth=auth,
             redactor=self.redact,
             transport=self.context.transport,
             sleep=self.context.sleep,
@@ -197,7 +202,7 @@ class HttpPollingPuller(Puller):
                         src.method,
                         request_url,
                         what=what,
-                        headers=headers if trusted else public_headers,
+                        headers=public_headers,
                         params=request_params,
                         content=body,
                         accept=lambda r, what=what: self._page_body(r, events_path, what),
@@ -347,3 +352,6 @@ def _texts(value: ParamValue) -> list[str]:
 
 def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+register(Adapter("http_polling", HttpPollingSource, HttpPollingPuller, kind="http"))

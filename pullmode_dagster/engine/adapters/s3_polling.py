@@ -29,6 +29,7 @@ from ..events import Reject
 from ..parsing import UNITS, ParseProblem, UnreadableFile, parse
 from ..templating import Template
 from .base import Page, Position, Puller, Window
+from .registry import Adapter, register
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 # botocore logs signed request headers (the session token among them) at DEBUG; no deployment's
@@ -243,3 +244,6 @@ class S3PollingPuller(Puller):
         ]
         for i, obj in enumerate(objects):
             yield from self._file_pages(client, obj, before=None, drained=i == len(objects) - 1)
+
+
+register(Adapter("s3_polling", S3PollingSource, S3PollingPuller, kind="s3", resources=frozenset({"s3"})))

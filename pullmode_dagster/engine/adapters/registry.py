@@ -1,0 +1,34 @@
+"""The adapter registry: what a source file's ``adapter`` names.
+
+An adapter declares its config model, its puller, the kind shown in Dagster and the Dagster
+resources its puller needs, and registers itself at the bottom of its own module. Adding an adapter
+touches its module and one import in ``adapters/__init__.py``; nothing else keeps a list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import SourceConfig
+from .base import Puller
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    config_model: type[SourceConfig]
+    puller: type[Puller]
+    kind: str
+    """The kind tag Dagster shows on the source's asset (``http``, ``s3``, a vendor's name)."""
+    resources: frozenset[str] = field(default_factory=frozenset)
+    """Dagster resources the puller needs beyond the common ones (``s3_polling``: ``s3``)."""
+
+
+ADAPTERS: dict[str, Adapter] = {}
+
+
+def register(adapter: Adapter) -> Adapter:
+    if adapter.name in ADAPTERS and ADAPTERS[adapter.name] != adapter:
+        raise ValueError(f"adapter {adapter.name!r} is registered twice")
+    ADAPTERS[adapter.name] = adapter
+    return adapter
