@@ -70,6 +70,8 @@ def validate(directory: Path | None) -> None:
 
     Exits 1 with one line per problem; nothing is sent anywhere."""
     result = load_sources(directory)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if result.problems:
         _fail(result.problems)
     names = ", ".join(sorted(result.sources)) or "none"

@@ -62,6 +62,8 @@ def build_project(
         for problem in invalid.problems:
             log.error(f"source left out: {problem}")
         assets.append(build_invalid_source_asset(invalid, name))
+    for warning in sources.warnings:
+        log.warning(warning)
     if not sources.sources and not sources.invalid:
         log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
     defs = dg.Definitions(

@@ -192,6 +192,18 @@ class SourceConfig(Model):
         """Cross-field checks that pydantic's per-field validation cannot express."""
         return []
 
+    def warnings(self) -> list[ConfigProblem]:
+        """Not errors, but worth a line from ``validate`` (an endpoint override in the environment)."""
+        return []
+
+    FIXED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Fields a reference connector fixes itself: setting one is an error that says so."""
+
+    @classmethod
+    def adapter_name(cls) -> str:
+        annotation = cls.model_fields["adapter"].annotation
+        return str(getattr(annotation, "__args__", ("",))[0])
+
     def describe(self) -> str:
         """One line on what this source pulls and from where (no secret: refs, not values)."""
         return f"{self.adapter} source {self.name}"

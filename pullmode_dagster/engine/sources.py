@@ -59,6 +59,8 @@ class SourceSet:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     invalid: list[InvalidSource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Valid sources that deserve a second look (an endpoint override set in the environment)."""
 
     def get(self, name: str) -> SourceConfig:
         try:
@@ -100,7 +102,12 @@ def _pydantic_problems(exc: ValidationError, model: type[SourceConfig]) -> list[
     for err in exc.errors(include_input=False, include_url=False):
         where = _loc(err["loc"])
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and str(err["loc"][-1]) in model.FIXED_FIELDS:
+            message = (
+                f"fixed by the {model.adapter_name()} connector (URL, auth, paging and mapping are built in; "
+                "only its own fields and credentials are entered)"
+            )
+        elif err["type"] == "extra_forbidden":
             hint = difflib.get_close_matches(str(err["loc"][-1])[:100], known, n=1)
             message = "unknown field" + (f"; did you mean {hint[0]!r}?" if hint else "")
         elif err["type"] == "missing":
@@ -370,4 +377,5 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
             continue
         files[source.name] = path
         result.sources[source.name] = source
+        result.warnings.extend(one_line(f"{path}: source {source.name!r}: {w}: {m}") for w, m in source.warnings())
     return result

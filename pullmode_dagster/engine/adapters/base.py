@@ -22,7 +22,7 @@ from ..config import SourceConfig
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..http import RetryPolicy
+from ..http import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy
 from ..redaction import Redactor
 
 
@@ -110,6 +110,25 @@ class Puller(ABC):
     @abstractmethod
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         """Yield pages from ``start`` (or, for a window pull, the pages covering ``window``)."""
+
+    def session(self, *, auth: httpx.Auth | None = None) -> HttpSession:
+        """The one HTTP client setup, with the source's limits (``requestTimeoutSeconds``,
+        ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy, the pull's deadline and the
+        redactor. ``auth`` adds credentials on the configured origin only."""
+        src = self.source
+        return HttpSession(
+            timeout=getattr(src, "request_timeout_seconds", 30.0),
+            retry=self.context.retry,
+            max_requests_per_second=getattr(src, "max_requests_per_second", None),
+            max_response_bytes=getattr(src, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+            deadline=self.context.deadline,
+            auth=auth,
+            redactor=self.redact,
+            transport=self.context.transport,
+            sleep=self.context.sleep,
+            clock=self.context.clock,
+            logger=self.context.logger,
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -22,7 +22,7 @@ from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, HttpSession, safe_url, same_origin
+from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
 from .base import Page, Position, Puller, Window
@@ -171,19 +171,7 @@ class HttpPollingPuller(Puller):
         has_more_path = compile_path(src.has_more_json_path) if src.has_more_json_path else None
         seen: set[str] = {cursor} if cursor else set()
 
-        with HttpSession(
-            timeout=src.request_timeout_seconds,
-            retry=self.context.retry,
-            max_requests_per_second=src.max_requests_per_second,
-            max_response_bytes=src.max_response_bytes,
-            deadline=self.context.deadline,
-            auth=auth,
-            redactor=self.redact,
-            transport=self.context.transport,
-            sleep=self.context.sleep,
-            clock=self.context.clock,
-            logger=self.context.logger,
-        ) as http:
+        with self.session(auth=auth) as http:
             for number in range(1, src.max_pages_per_run + 1):
                 what = f"source {src.name!r}: page {number}"
                 if cursor is None:
