@@ -4,7 +4,8 @@ here is its one registration. A source file's ``adapter`` picks its config model
 
 from __future__ import annotations
 
-from . import http_polling, s3_polling  # noqa: F401 - each registers its adapter
+# Each import registers one adapter.
+from . import claude_compliance, copilot_studio, custom, http_polling, openai_compliance, s3_polling  # noqa: F401
 from .base import Page, Position, PullContext, Puller, Window
 from .http_polling import HttpPollingSource
 from .registry import ADAPTERS, Adapter, register

@@ -1,0 +1,1 @@
+"""`claude_compliance`: see its README section (being built)."""

@@ -1,0 +1,1 @@
+"""`copilot_studio`: see its README section (being built)."""

@@ -1,0 +1,1 @@
+"""`custom`: see its README section (being built)."""

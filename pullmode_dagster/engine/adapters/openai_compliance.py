@@ -1,0 +1,1 @@
+"""`openai_compliance`: see its README section (being built)."""
