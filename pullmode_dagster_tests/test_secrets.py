@@ -334,3 +334,31 @@ def test_the_redactor_covers_every_form() -> None:
     assert redact("HOST CNRY-TOK-9F8E7D6C5B4A3210.EXAMPLE") == "HOST ***.EXAMPLE"
     assert redact(json.dumps({"k": KEY})) == '{"k": "***"}'
     assert redact("a\ncnry-multi-line-two-BBBB\nb") == "a\n***\nb"
+
+
+def test_exceptions_inside_a_custom_puller(
+    env: Path,
+    sources: SourceWriter,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    package = tmp_path / "canary_pullers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "leaky.py").write_text(
+        "from pullmode_dagster import Puller\n\n"
+        "class Leaky(Puller):\n"
+        "    def pages(self, start, *, window=None):\n"
+        "        raise ValueError('could not use ' + ' and '.join(self.credentials.values()))\n"
+        "        yield\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    doc = canary_source("http://127.0.0.1:9/unused", env, adapter="custom", module="canary_pullers.leaky:Leaky")
+    for field in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
+        doc.pop(field, None)
+    sources.write(doc)
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert "custom puller canary_pullers.leaky:Leaky raised: ValueError: could not use ***" in output
+    assert_nothing_leaked(output, caplog, tmp_path, env)

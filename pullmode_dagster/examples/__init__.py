@@ -1,0 +1,1 @@
+"""Worked examples of custom pullers (README, "Writing a custom puller")."""
