@@ -123,45 +123,55 @@ class HttpPollingPuller(Puller):
             for k, v in params.items()
         }
 
+    def _headers(self, ctx: dict[str, Any], body: str | None) -> tuple[dict[str, str], HeaderAuth]:
+        """Headers as rendered: the plain ones, and an auth holding those that carry a credential
+        (the session sends them to the configured origin only)."""
+        src = self.source
+        headers: dict[str, str] = {}
+        secret: set[str] = set()
+        for key, text in src.headers.items():
+            template = Template(text)
+            headers[key] = template.render(ctx)
+            if template.uses_scope("credentials"):
+                secret.add(key.lower())
+        if src.auth_mode == "bearer" and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {self.credentials['token']}"
+            secret.add("authorization")
+        if body is not None and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
+        for key, value in headers.items():
+            if not value.isascii():
+                uses = "a credential it uses holds" if key.lower() in secret else "it holds"
+                raise PullError(
+                    f"source {src.name!r}: headers.{key}: {uses} non-ASCII characters; HTTP headers must be ASCII"
+                )
+        url = Template(src.url).render(ctx)
+        public = {k: v for k, v in headers.items() if k.lower() not in secret}
+        return public, HeaderAuth({k: v for k, v in headers.items() if k.lower() in secret}, origin=url)
+
+    def _start(
+        self, ctx: dict[str, Any], start: CursorState, window: Window | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """The query parameters of the first request and the page cursor to resume from: a window's
+        parameters, or the incremental ones after a drained pull, or the stored page cursor."""
+        src = self.source
+        params = self._render_params(src.params, ctx)
+        if window is not None:
+            params.update(self._render_params(src.window_params, {**ctx, "window": vars(window)}))
+            return params, None
+        if start.watermark and src.incremental_params:
+            cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
+            params.update(self._render_params(src.incremental_params, cursor_ctx))
+        page_cursor = self.position(start).page_cursor
+        return params, self._unseal(page_cursor) if page_cursor else None
+
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         src = self.source
         ctx: dict[str, Any] = {"credentials": self.credentials, "ingestionSource": src.template_fields()}
         url = Template(src.url).render(ctx)
         body = Template(src.body).render(ctx) if src.body is not None else None
-
-        # Headers that carry a credential are sent to the configured origin only.
-        headers: dict[str, str] = {}
-        secret_headers: set[str] = set()
-        for key, text in src.headers.items():
-            template = Template(text)
-            headers[key] = template.render(ctx)
-            if template.uses_scope("credentials"):
-                secret_headers.add(key.lower())
-        if src.auth_mode == "bearer" and not any(k.lower() == "authorization" for k in headers):
-            headers["Authorization"] = f"Bearer {self.credentials['token']}"
-            secret_headers.add("authorization")
-        if body is not None and not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
-        for key, value in headers.items():
-            if not value.isascii():
-                uses = "a credential it uses holds" if key.lower() in secret_headers else "it holds"
-                raise PullError(
-                    f"source {src.name!r}: headers.{key}: {uses} non-ASCII characters; HTTP headers must be ASCII"
-                )
-        public_headers = {k: v for k, v in headers.items() if k.lower() not in secret_headers}
-        # Credential headers travel through the session's auth, which sends them to this origin only.
-        auth = HeaderAuth({k: v for k, v in headers.items() if k.lower() in secret_headers}, origin=url)
-
-        params = self._render_params(src.params, ctx)
-        if window is not None:
-            params.update(self._render_params(src.window_params, {**ctx, "window": vars(window)}))
-            cursor = None
-        else:
-            if start.watermark and src.incremental_params:
-                cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
-                params.update(self._render_params(src.incremental_params, cursor_ctx))
-            page_cursor = self.position(start).page_cursor
-            cursor = self._unseal(page_cursor) if page_cursor else None
+        public_headers, auth = self._headers(ctx, body)
+        params, cursor = self._start(ctx, start, window)
         secret_params = {
             k for k, v in src.params.items() if any(Template(t).uses_scope("credentials") for t in _texts(v))
         }
