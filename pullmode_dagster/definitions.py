@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from .defs.alerts import failure_alerts
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.resources import default_resources
 from .defs.sensors import Clock, Poller, build_poller_sensor, job_name, utc_now
@@ -69,7 +70,7 @@ def build_project(
     defs = dg.Definitions(
         assets=assets,
         jobs=jobs,
-        sensors=sensors,
+        sensors=[*sensors, failure_alerts],
         resources={**default_resources(), **(resources or {})},
     )
     return Project(defs, pollers, sources)

@@ -55,7 +55,8 @@ def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secre
     assert hourly.get_first_partition_key() == "2026-02-03-04:00"
 
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"acme_audit_poller", "hourly_usage_poller"}
+    assert set(sensors) == {"acme_audit_poller", "hourly_usage_poller", "pullmode_failure_alerts"}
+    assert sensors["pullmode_failure_alerts"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["acme_audit_poller"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["hourly_usage_poller"].default_status == dg.DefaultSensorStatus.STOPPED
     assert defs.resolve_job_def("acme_audit_pull") is not None
@@ -70,7 +71,7 @@ def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter
     defs = build_definitions(
         sources.directory, resources={"trace_store": TraceStoreResource(url=f"sqlite:///{tmp_path}/t.db")}
     )
-    assert {s.name for s in defs.sensors} == {"acme_audit_poller"}
+    assert {s.name for s in defs.sensors} == {"acme_audit_poller", "pullmode_failure_alerts"}
     placeholder = dg.AssetKey(["ingestion", "broken_feed"])
     spec = {s.key: s for s in defs.resolve_all_asset_specs()}[placeholder]
     assert spec.tags["pullmode/status"] == "invalid"
@@ -84,4 +85,5 @@ def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter
 
 def test_an_empty_directory_loads_with_no_assets(sources: SourceWriter) -> None:
     defs = build_definitions(sources.directory)
-    assert list(defs.resolve_all_asset_keys()) == [] and list(defs.sensors) == []
+    assert list(defs.resolve_all_asset_keys()) == []
+    assert [s.name for s in defs.sensors] == ["pullmode_failure_alerts"]  # alerts wait for the first source

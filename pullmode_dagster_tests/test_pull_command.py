@@ -127,7 +127,7 @@ def test_workspace_loads_like_dagster_dev_and_pull_addresses_the_same_sensor_sta
             (("ingestion", "acme_audit"), "unique_source_event_id"),
         }
         sensor = repo.get_sensor("acme_audit_poller")
-        assert {s.name for s in repo.get_sensors()} == {"acme_audit_poller"}
+        assert {s.name for s in repo.get_sensors()} == {"acme_audit_poller", "pullmode_failure_alerts"}
         cursors = SensorCursors(instance, WORKSPACE)
         origin, selector_id = cursors._ids("acme_audit_poller")
         assert (origin.get_id(), selector_id) == (sensor.get_remote_origin_id(), sensor.selector_id)
