@@ -3,7 +3,7 @@ what happens to a bad source file."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -60,6 +60,13 @@ def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secre
     assert sensors["acme_audit_poller"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["hourly_usage_poller"].default_status == dg.DefaultSensorStatus.STOPPED
     assert defs.resolve_job_def("acme_audit_pull") is not None
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[key]
+    # Freshness from the cron (*/5): warn after 2 intervals, fail after 3, at least 10 and 15 minutes.
+    assert spec.freshness_policy == dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=10)
+    )
+    hourly_spec = {s.key: s for s in defs.resolve_all_asset_specs()}[dg.AssetKey(["ingestion", "hourly_usage"])]
+    assert hourly_spec.freshness_policy is not None
     checks = {c.name for c in defs.resolve_assets_def(key).check_specs}
     assert checks == {"normalized_schema", "unique_source_event_id"}
     assert set(defs.resources) >= {"credentials", "trace_store", "pull_settings", "s3"}

@@ -20,6 +20,7 @@ from ..engine.pull import PullReport, run_pull
 from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
+from .freshness import freshness_for
 from .partitions import partitions_for
 from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
@@ -160,6 +161,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         owners=_owners(source.owner),
         check_specs=check_specs(key),
         metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
+        freshness_policy=freshness_for(source.schedule),
     )
 
     def materialize(
