@@ -164,3 +164,29 @@ def test_rewinding_the_sensor_cursor_sets_the_committed_cursor(harness: Harness)
 def test_a_malformed_sensor_cursor_is_a_clear_error(harness: Harness) -> None:
     with pytest.raises(Exception, match="source 'acme_audit': sensor cursor is not JSON"):
         harness.tick("{not json")
+
+
+def test_a_poll_materializes_each_partition_its_events_fall_in_with_their_counts(
+    harness: Harness, feed: CursorFeed, instance: dg.DagsterInstance
+) -> None:
+    from datetime import timedelta
+
+    # 2 events on Feb 27, 3 on Feb 28, 5 on Mar 1 (the run's own partition is Mar 2, the tick's day).
+    days = [datetime(2026, 2, 27, tzinfo=UTC)] * 2 + [datetime(2026, 2, 28, tzinfo=UTC)] * 3
+    days += [datetime(2026, 3, 1, tzinfo=UTC)] * 5
+    feed.events = [
+        {**e, "created_at": (day + timedelta(hours=i)).isoformat().replace("+00:00", "Z")}
+        for i, (e, day) in enumerate(zip(make_events(10), days, strict=True))
+    ]
+    request = harness.tick(None).run_requests[0]
+    result = harness.run(request)
+    assert result.success
+    key = dg.AssetKey(["ingestion", "acme_audit"])
+    counts = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        counts[materialization.partition] = materialization.metadata["dagster/row_count"].value
+    # Each day that holds events, with its count; the run's own partition keeps the run's totals.
+    assert counts == {"2026-02-27": 2, "2026-02-28": 3, "2026-03-01": 5, "2026-03-02": 10}
+    # The Partitions tab: days with data are materialized, a day without stays missing.
+    assert instance.get_materialized_partitions(key) == {"2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"}

@@ -172,6 +172,16 @@ def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceSto
     assert store.integrity(source="other", run_id="r1").rows == 0
 
 
+def test_hour_counts_are_the_runs_rows_per_utc_hour(store: TraceStore) -> None:
+    from dataclasses import replace
+
+    late = replace(ev(5), event_timestamp="2026-03-02T23:59:59.999999Z")
+    store.write_events([ev(1), ev(2), late], run_id="r1")
+    store.write_events([ev(3)], run_id="r2")
+    assert store.hour_counts(source="s", run_id="r1") == {"2026-03-01T00": 2, "2026-03-02T23": 1}
+    assert store.hour_counts(source="other", run_id="r1") == {}
+
+
 def test_unusual_text_is_stored_and_early_years_are_flagged(store: TraceStore) -> None:
     """NUL characters (Postgres text cannot hold them) do not fail a batch, the original payload
     comes back byte for byte, and a year the engine cannot write at fixed width is reported."""

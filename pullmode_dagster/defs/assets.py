@@ -21,7 +21,7 @@ from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
 from .freshness import freshness_for
-from .partitions import partitions_for
+from .partitions import data_partitions, partitions_for
 from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
@@ -206,6 +206,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     on_checkpoint=checkpoints.advance,
                 )
                 integrity = store.integrity(source=source.name, run_id=context.run.run_id)
+                hours = store.hour_counts(source=source.name, run_id=context.run.run_id) if window is None else {}
         except PullmodeError as exc:
             partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
             partial.pop("dagster/row_count", None)
@@ -225,8 +226,25 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 metadata={**checkpoints.failed(), "interrupted": True},
             ) from None
         context.log.info(report.summary())
+        metadata = report_metadata(report)
+        own = context.partition_key if context.has_partition_key else None
+        for partition, count in data_partitions(source, hours).items():
+            if partition == own:
+                metadata["events_in_this_partition"] = count
+                continue
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=key,
+                    partition=partition,
+                    metadata={
+                        "dagster/row_count": count,
+                        "events_written": count,
+                        "written_by_run": context.run.run_id,
+                    },
+                )
+            )
         return dg.MaterializeResult(
-            metadata=report_metadata(report),
+            metadata=metadata,
             check_results=check_results(key, integrity, rejected=report.rejected),
         )
 

@@ -142,11 +142,14 @@ def find_pull_run(instance: dg.DagsterInstance, pull_id: str) -> dg.DagsterRun |
 def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict[str, Any] | None:
     """The metadata of a run's materialization of ``key`` as plain values (None: none reported)."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    found = None
     for record in records:
         materialization = record.event_log_entry.asset_materialization
         if materialization is not None and materialization.asset_key == key:
-            return {k: v.value for k, v in materialization.metadata.items()}
-    return None
+            found = {k: v.value for k, v in materialization.metadata.items()}
+            if "cursor_after" in found:  # the run's own report; the others count a partition's events
+                return found
+    return found
 
 
 def run_checkpoint(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:

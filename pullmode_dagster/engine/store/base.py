@@ -64,6 +64,11 @@ class TraceStore(ABC):
         rows that break the normalized shape. Scoped to the run so a check costs what the run wrote."""
 
     @abstractmethod
+    def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
+        """How many of the rows one run wrote fall in each UTC hour (``2026-03-01T10``): the Dagster
+        layer turns them into the partitions that hold data."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> TraceStore:

@@ -299,5 +299,13 @@ class PostgresTraceStore(TraceStore):
         examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", [source, run_id]))
         return Integrity(rows=rows, duplicate_keys=duplicates, invalid_rows=invalid, invalid_examples=examples)
 
+    def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24'), count(*) "
+            "FROM pulled_events WHERE source_name = %s AND run_id = %s GROUP BY 1",
+            [source, run_id],
+        )
+        return {hour: int(n) for hour, n in rows}
+
     def close(self) -> None:
         self._conn.close()

@@ -174,5 +174,13 @@ class SqliteTraceStore(TraceStore):
         examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", [source, run_id]))
         return Integrity(rows=rows, duplicate_keys=duplicates, invalid_rows=invalid, invalid_examples=examples)
 
+    def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT substr(event_timestamp, 1, 13), count(*) FROM pulled_events "
+            "WHERE source_name = ? AND run_id = ? GROUP BY 1",
+            [source, run_id],
+        )
+        return {hour: int(n) for hour, n in rows}
+
     def close(self) -> None:
         self._conn.close()
