@@ -22,7 +22,7 @@ from dagster._core.test_utils import create_run_for_test
 from pullmode_dagster.defs.pull_now import failure_info
 from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.defs.sensors import PollerState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -106,12 +106,22 @@ def runs(name: str = "acme_audit") -> list[dg.DagsterRun]:
         return list(reversed(instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": name}))))
 
 
+def checkpoint_recorded(name: str = "acme_audit") -> bool:
+    with dg.DagsterInstance.get() as instance:
+        started = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": name}), limit=1)
+        return (
+            bool(started) and run_checkpoint(instance, started[0].run_id, dg.AssetKey(["ingestion", name])) is not None
+        )
+
+
 def test_sigkill_mid_pull_then_pull_again_stores_every_event_once_with_no_manual_step(
     home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
 ) -> None:
     sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
     victim = start_pull(tmp_path)
-    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)  # the first batch is in the store
+    # The first batch is in the store and the run recorded its checkpoint (a kill between the two
+    # would leave the checkpoint behind the data, which is safe: the re-pull skips the overlap).
+    wait_for(lambda: count(tmp_path) >= 2000 and checkpoint_recorded(), timeout=60)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     before = count(tmp_path)
