@@ -49,7 +49,7 @@ class Page:
     records: list[Any]
     nbytes: int
     location: str
-    resume: dict[str, str | None]
+    resume: dict[str, Any]
     drained: bool
     where: Callable[[int], str] | None = None
     rejects: list[Reject] = field(default_factory=list)

@@ -1,1 +1,518 @@
-"""`openai_compliance`: see its README section (being built)."""
+"""``openai_compliance``: the OpenAI Compliance API (ChatGPT Enterprise), Logs Platform.
+
+One stream per event type (``eventTypes``). A stream lists its log files with
+``GET {base}/{workspaces|organizations}/{id}/logs?event_type=<T>&limit=100&after=<ISO 8601>`` and
+pages on with ``after = last_end_time`` until ``has_more`` is not true; each file is downloaded from
+``GET .../logs/{log_id}``, which answers with a redirect to a signed URL on another host: the redirect
+is followed, and the API key (``Authorization: Bearer``) is sent to the configured origin only, never
+to the signed URL. The JSONL body is parsed as it streams (a bad line is a reject) and handed on in
+pages of records; only a file's last page moves the position past it.
+
+Position, per stream: ``{"streams": {"AUTH_LOG": {"after": "<ISO 8601>", "done": ["<log id>", ...]}}}``.
+``after`` is the ``after`` of the next listing (the last ``last_end_time`` whose files were all
+read); ``done`` names the files already read that a listing from ``after`` returns again (the API's
+``after`` is inclusive: the boundary file comes back). So a second pull downloads only new files.
+A window re-pull lists from the window start and reads every file up to the first one that ends at or
+past the window end; the engine keeps the events inside the window; the cursor does not move.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..auth import bearer
+from ..config import ConfigProblem
+from ..cursor import CursorState
+from ..errors import PullError
+from ..events import Reject
+from ..http import BadBody, HttpSession, safe_url, same_origin
+from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
+from .base import Page, Position, Puller, Window
+from .reference import ReferenceSource
+from .registry import Adapter, register
+
+EVENT_TYPES = (
+    "AUTH_LOG",
+    "AUDIT_LOG",
+    "APP_LOG",
+    "APP_AUTH_LOG",
+    "CODEX_LOG",
+    "CODEX_SECURITY_LOG",
+    "CONVERSATION_MESSAGE_LOG",
+    "CUSTOM_AGENTS_LOG",
+    "COSTS",
+)
+"""The event types seen in the vendor's documentation and in third-party clients (upstream-apis.md)."""
+
+DEFAULT_EVENT_TYPES = ("AUTH_LOG", "AUDIT_LOG")
+"""Sign-ins and administrative changes: the audit trail, small, with no conversation content."""
+
+LIST_LIMIT = 100
+"""Files per listing request (the vendor's example uses 100)."""
+RECORDS_PER_PAGE = 2000
+"""Records handed on per page while a file streams."""
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_ORG_ID = re.compile(r"^org-[A-Za-z0-9]{1,64}$")
+
+
+def _iso(value: datetime) -> str:
+    """ISO 8601 in UTC with a zone (``Z``), as the listing's ``after`` takes it."""
+    value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp with a zone, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is set (not None, not an empty string)."""
+    return next((v for v in values if v is not None and v != ""), None)
+
+
+class OpenAIComplianceSource(ReferenceSource):
+    """An ``openai_compliance`` source file."""
+
+    ENDPOINT_ENV: ClassVar[str] = "PULLMODE_OPENAI_COMPLIANCE_BASE_URL"
+    DEFAULT_ENDPOINT: ClassVar[str] = "https://api.chatgpt.com/v1/compliance"
+
+    adapter: Literal["openai_compliance"]
+    workspace_id: str = Field(description="a ChatGPT workspace UUID, or an API Platform organization id 'org-...'")
+    event_types: tuple[str, ...] = Field(default=DEFAULT_EVENT_TYPES, description="the log streams to pull")
+
+    @property
+    def scope(self) -> str:
+        return "organizations" if self.workspace_id.startswith("org-") else "workspaces"
+
+    def scope_url(self) -> str:
+        """``{base}/workspaces/{id}`` or ``{base}/organizations/{org-id}``."""
+        return f"{self.endpoint()}/{self.scope}/{self.workspace_id}"
+
+    def problems(self) -> list[ConfigProblem]:
+        problems: list[ConfigProblem] = []
+        if not (_UUID.match(self.workspace_id) or _ORG_ID.match(self.workspace_id)):
+            problems.append(
+                (
+                    "workspaceId",
+                    "must be a ChatGPT workspace id (a UUID such as f7f33107-5fb9-4ee1-8922-3eae76b5b5a0) or an "
+                    "API Platform organization id starting with 'org-'",
+                )
+            )
+        if not self.event_types:
+            problems.append(
+                ("eventTypes", f"lists no event type; leave it out for the default ({', '.join(DEFAULT_EVENT_TYPES)})")
+            )
+        seen: set[str] = set()
+        for i, event_type in enumerate(self.event_types):
+            if event_type not in EVENT_TYPES:
+                hint = difflib.get_close_matches(event_type.upper()[:64], EVENT_TYPES, n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                problems.append(
+                    (
+                        f"eventTypes[{i}]",
+                        f"not a documented event type{suggestion} (event types: {', '.join(EVENT_TYPES)})",
+                    )
+                )
+            elif event_type in seen:
+                problems.append((f"eventTypes[{i}]", "listed twice"))
+            seen.add(event_type)
+        if "api_key" not in self.credentials:
+            problems.append(
+                ("credentials.api_key", "required: the workspace's Compliance API key (sent as a Bearer token)")
+            )
+        for key in self.credentials:
+            if key != "api_key":
+                problems.append((f"credentials.{key}", "openai_compliance takes one credential, api_key"))
+        return problems
+
+    def describe(self) -> str:
+        return (
+            f"Pulls {', '.join(self.event_types)} log files of {self.scope} {self.workspace_id} from "
+            f"{safe_url(self.endpoint())} (openai_compliance)"
+        )
+
+    def extract(self, record: dict[str, Any]) -> dict[str, Any]:
+        """AUTH_LOG-style records (``actor``, ``action_data``) and COSTS records (``payload``); any
+        other event type passes through with what it has of these fields."""
+        actor = _dict(record.get("actor"))
+        payload = _dict(record.get("payload"))
+        identity = _dict(payload.get("identity"))
+        action_data = _dict(record.get("action_data"))
+        return {
+            "source_event_id": _first(record.get("event_id"), record.get("id")),
+            "event_timestamp": _first(record.get("timestamp"), record.get("created_at")),
+            "actor": _first(
+                actor.get("user_email"), identity.get("email"), actor.get("user_id"), identity.get("user_id")
+            ),
+            "action": _first(action_data.get("action"), record.get("type"), record.get("event_type")),
+            "target": _first(payload.get("model"), payload.get("product")),
+        }
+
+
+class StreamPosition(BaseModel):
+    """One stream's position: where its next listing starts, and the files there already read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: str
+    done: tuple[str, ...] = ()
+
+    @field_validator("after")
+    @classmethod
+    def _timestamp(cls, value: str) -> str:
+        if _parse_time(value) is None:
+            raise ValueError("must be an ISO 8601 timestamp with a zone")
+        return value
+
+
+class OpenAIPosition(Position):
+    streams: dict[str, StreamPosition] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogFile:
+    id: str
+    end: datetime | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    files: list[LogFile]
+    has_more: bool
+    last_end_time: str | None
+
+
+class _Body:
+    """A streamed response body as a binary stream (``read``), counting the bytes read."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+        self.nbytes = 0
+
+    def _fill(self, size: int) -> None:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return
+            self.nbytes += len(chunk)
+            self._buffer += chunk
+
+    def peek(self, size: int) -> bytes:
+        self._fill(size)
+        return self._buffer[:size]
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size)
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+Resume = dict[str, Any]
+
+
+class OpenAICompliancePuller(Puller):
+    config_model = OpenAIComplianceSource
+    position_model = OpenAIPosition
+    source: OpenAIComplianceSource
+
+    def _api_key(self) -> str:
+        key = self.credentials["api_key"]
+        if not (key.isascii() and key.isprintable()):
+            raise PullError(
+                f"source {self.source.name!r}: credential 'api_key' holds characters that cannot be sent in an "
+                "HTTP header (non-ASCII, a newline or a control character)"
+            )
+        return key
+
+    # -- the pull --------------------------------------------------------------------------------
+
+    def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        position = self.position(start)
+        # Every configured stream, plus any the cursor still holds (kept as they are).
+        self._state: dict[str, StreamPosition] = dict(position.streams)
+        first = _iso(self.source.start_datetime)
+        for event_type in self.source.event_types:
+            self._state.setdefault(event_type, StreamPosition(after=first))
+        initial = self._resume()
+        base = self.source.scope_url()
+        with self.session(auth=bearer(self._api_key(), origin=base)) as http:
+            if window is not None:
+                fixed = dict(start.position)
+                inner = (
+                    page
+                    for event_type in self.source.event_types
+                    for page in self._window_stream(http, event_type, window, fixed)
+                )
+                yield from self._settled(inner, lambda: (fixed, True), initial=fixed)
+                return
+            drained: dict[str, bool] = {}
+
+            def streams() -> Iterator[Page]:
+                for event_type in self.source.event_types:
+                    drained[event_type] = yield from self._poll_stream(http, event_type)
+
+            yield from self._settled(streams(), lambda: (self._resume(), all(drained.values())), initial=initial)
+
+    def _resume(self, **replace: StreamPosition) -> Resume:
+        """The whole position (every stream), with ``replace`` applied."""
+        state = {**self._state, **replace}
+        return {
+            "streams": {
+                name: {"after": s.after, **({"done": list(s.done)} if s.done else {})} for name, s in state.items()
+            }
+        }
+
+    def _settled(
+        self, inner: Iterator[Page], final: Callable[[], tuple[Resume, bool]], *, initial: Resume
+    ) -> Iterator[Page]:
+        """``inner``'s pages one behind, so the last one can carry the final position and say whether
+        everything was drained. A failure still hands on the page already read before it raises."""
+        held: Page | None = None
+        try:
+            while True:
+                try:
+                    page = next(inner)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    if held is not None:
+                        yield held
+                    raise exc
+                if held is not None:
+                    yield held
+                held = page
+        finally:
+            close = getattr(inner, "close", None)
+            if close is not None:
+                close()
+        resume, drained = final()
+        if held is None:
+            if resume != initial or not drained:
+                # Listings moved on over files already read: nothing to store, but the position moves.
+                yield Page([], nbytes=0, location="listings", resume=resume, drained=drained)
+            return
+        assert held.boundary  # a file's last page: everything before it is read
+        held.resume, held.drained = resume, drained
+        yield held
+
+    def _poll_stream(self, http: HttpSession, event_type: str) -> Iterator[Page]:
+        """One stream from its position; returns whether it was drained (False: maxPagesPerRun)."""
+        for number in range(1, self.source.max_pages_per_run + 1):
+            state = self._state[event_type]
+            listing = self._list(http, event_type, state.after, number)
+            skip = set(state.done)
+            fresh = [f for f in listing.files if f.id not in skip]
+            end = self._after_listing(state, listing)
+            if listing.has_more and not fresh and end == state:
+                raise PullError(
+                    f"source {self.source.name!r}: {event_type}: listing loop: logs after {state.after} return "
+                    f"only files already read and the same last_end_time, with has_more true; not pulled on"
+                )
+            done = list(state.done)
+            for i, file in enumerate(fresh):
+                done.append(file.id)
+                after_file = end if i == len(fresh) - 1 else StreamPosition(after=state.after, done=tuple(done))
+                yield from self._file_pages(
+                    http,
+                    event_type,
+                    file,
+                    before=self._resume(),
+                    after=self._resume(**{event_type: after_file}),
+                )
+                self._state[event_type] = after_file
+            self._state[event_type] = end
+            if not listing.has_more:
+                return True
+            if listing.last_end_time is None:
+                self.context.logger.warning(
+                    f"{self.source.name}: {event_type}: the listing says has_more but gives no last_end_time; "
+                    "the stream is read up to here"
+                )
+                return True
+        return False
+
+    @staticmethod
+    def _after_listing(state: StreamPosition, listing: Listing) -> StreamPosition:
+        """The stream's position once every file of ``listing`` (listed from ``state.after``) is read."""
+        last = _parse_time(listing.last_end_time)
+        before = _parse_time(state.after)
+        assert before is not None
+        ids = [f.id for f in listing.files]
+        if listing.last_end_time is None or last is None or last <= before:
+            # The next listing starts at the same place: remember everything read there.
+            return StreamPosition(after=state.after, done=tuple(dict.fromkeys([*state.done, *ids])))
+        # The listing from last_end_time returns the files ending then (or of unknown end) again.
+        again = tuple(f.id for f in listing.files if f.end is None or f.end >= last)
+        return StreamPosition(after=listing.last_end_time, done=again)
+
+    def _window_stream(self, http: HttpSession, event_type: str, window: Window, fixed: Resume) -> Iterator[Page]:
+        """The files whose time range overlaps ``window``: listed from its start, up to and including
+        the first file that ends at or past its end."""
+        after = _iso(window.start)
+        seen: set[str] = set()
+        number = 0
+        while True:
+            number += 1
+            listing = self._list(http, event_type, after, number)
+            fresh = [f for f in listing.files if f.id not in seen]
+            for file in fresh:
+                seen.add(file.id)
+                yield from self._file_pages(http, event_type, file, before=fixed, after=fixed)
+                if file.end is not None and file.end >= window.end:
+                    return
+            last = _parse_time(listing.last_end_time)
+            if not listing.has_more or last is None or last >= window.end:
+                return
+            previous = _parse_time(after)
+            if not fresh and previous is not None and last <= previous:
+                raise PullError(
+                    f"source {self.source.name!r}: {event_type}: listing loop: logs after {after} return only files "
+                    "already read and the same last_end_time, with has_more true"
+                )
+            after = listing.last_end_time or after
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _list(self, http: HttpSession, event_type: str, after: str, number: int) -> Listing:
+        what = f"source {self.source.name!r}: {event_type}: listing {number}"
+        try:
+            response = http.send(
+                "GET",
+                f"{self.source.scope_url()}/logs",
+                what=what,
+                params={"event_type": event_type, "limit": str(LIST_LIMIT), "after": after},
+                accept=lambda r: self._listing(r, what),
+            )
+        finally:
+            self.requests = http.requests
+        self._check(response, what)
+        return response.extensions["accepted"]
+
+    def _listing(self, response: httpx.Response, what: str) -> Listing:
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, RecursionError):
+            ctype = response.headers.get("content-type", "no content-type")
+            raise BadBody(f"listing is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise BadBody("listing has no 'data' array")
+        files = []
+        for i, entry in enumerate(doc["data"]):
+            file_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(file_id, str) or not file_id:
+                raise PullError(f"{what}: entry {i + 1} of the listing has no log file id")
+            name = entry.get("file_name")
+            files.append(
+                LogFile(
+                    id=file_id,
+                    end=_parse_time(entry.get("end_time")),
+                    name=name if isinstance(name, str) and name else file_id,
+                )
+            )
+        if all(f.end is not None for f in files):
+            files.sort(key=lambda f: f.end)  # type: ignore[arg-type, return-value]
+        last = doc.get("last_end_time")
+        if last is not None and _parse_time(last) is None:
+            raise PullError(f"{what}: the listing's last_end_time is not an ISO 8601 timestamp with a zone")
+        return Listing(files=files, has_more=doc.get("has_more") is True, last_end_time=last)
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        where = self.redact(safe_url(response.request.url))
+        snippet = self.redact(" ".join(response.text.split()))[:300] if response.content else ""
+        if not same_origin(response.request.url, self.source.scope_url()):
+            # The signed download URL's host: the API key never goes there, so it is not the key.
+            hint = "error from the file host (the signed download URL may have expired)"
+        else:
+            hint = {
+                401: "the Compliance API key was rejected (check credentials.api_key)",
+                403: f"the API key may not read this {self.source.scope[:-1]}'s logs",
+                404: "not found (check workspaceId)",
+            }.get(status, "redirect" if status < 400 else "error")
+        raise PullError(f"{what}: HTTP {status} {hint} from {where}" + (f": {snippet}" if snippet else ""))
+
+    def _file_pages(
+        self, http: HttpSession, event_type: str, file: LogFile, *, before: Resume, after: Resume
+    ) -> Iterator[Page]:
+        """One log file as pages of records; only the last page carries ``after`` (the file is read)."""
+        url = f"{self.source.scope_url()}/logs/{urllib.parse.quote(file.id, safe='')}"
+        label = f"{event_type} file {file.name}"
+        what = f"source {self.source.name!r}: {label}"
+        records: list[Any] = []
+        numbers: list[int] = []
+        rejects: list[Reject] = []
+
+        def page(resume: Resume, *, last: bool, nbytes: int = 0) -> Page:
+            lines = list(numbers)
+            return Page(
+                records,
+                nbytes=nbytes,
+                location=label,
+                resume=resume,
+                drained=False,
+                where=lambda i: f"{label} line {lines[i]}",
+                rejects=rejects,
+                files=1 if last else 0,
+                boundary=last,
+            )
+
+        try:
+            with http.stream("GET", url, what=what, follow_redirects=True) as response:
+                self.requests = http.requests
+                self._check(response, what)
+                body = _Body(response.iter_bytes())
+                stream: BinaryIO = body  # type: ignore[assignment]
+                if body.peek(2) == b"\x1f\x8b":  # a gzipped file served without Content-Encoding
+                    stream = gzip.GzipFile(fileobj=body, mode="rb")  # type: ignore[arg-type]
+                for number, item in parse_ndjson(stream):
+                    if isinstance(item, ParseProblem):
+                        rejects.append(Reject(self.source.name, item.reason, item.raw, f"{label} line {number}"))
+                        continue
+                    records.append(item)
+                    numbers.append(number)
+                    if len(records) >= RECORDS_PER_PAGE:
+                        yield page(before, last=False)
+                        records, numbers, rejects = [], [], []
+                yield page(after, last=True, nbytes=body.nbytes)
+        except UnreadableFile as exc:
+            raise PullError(self.redact(f"{what}: cannot read the file: {exc}")) from None
+        except httpx.HTTPError as exc:
+            raise PullError(
+                self.redact(f"{what}: the download broke off: {type(exc).__name__}: {exc}")
+                + "; the file is read again by the next pull"
+            ) from None
+        finally:
+            self.requests = http.requests
+
+
+register(Adapter("openai_compliance", OpenAIComplianceSource, OpenAICompliancePuller, kind="openai"))

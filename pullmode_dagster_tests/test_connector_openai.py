@@ -1,0 +1,612 @@
+"""`openai_compliance` against the fake Logs Platform (demo/vendors/openai.py): one stream per event
+type, file downloads through a redirect to a signed URL on another origin, streamed JSONL, per-stream
+positions, window re-pulls, validation, and the CLI and Dagster entry points."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.demo.vendors.openai import (
+    ORG_ID,
+    WORKSPACE_ID,
+    ComplianceLogsAPI,
+    LogFile,
+    auth_log_record,
+    costs_record,
+    jsonl,
+)
+from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import openai_compliance as oai
+from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .conftest import SourceWriter
+from .dagster_helpers import Clock, committed, make_harness
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+KEY = "sk-oai-compliance-test-4242-key"
+NAME = "chatgpt_compliance"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComplianceLogsAPI]:
+    with ComplianceLogsAPI(KEY) as api:
+        monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", api.base_url)
+        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", KEY)
+        yield api
+
+
+def openai_source(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": NAME,
+        "adapter": "openai_compliance",
+        "workspaceId": WORKSPACE_ID,
+        "eventTypes": ["AUTH_LOG", "COSTS"],
+        "startDate": "2026-01-01",
+        "schedule": "*/15 * * * *",
+        "credentials": {"api_key": {"env": "OPENAI_COMPLIANCE_KEY"}},
+    }
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def auth(i: int, minutes: int, *, email: str | None = None) -> dict[str, Any]:
+    return auth_log_record(f"auth_{i:03d}", T0 + timedelta(minutes=minutes), email=email or f"user{i % 3}@acme.example")
+
+
+def seed(vendor: ComplianceLogsAPI) -> dict[str, list[LogFile]]:
+    """Two AUTH_LOG files sharing one event (auth_003), one COSTS file: 10 distinct events."""
+    a1 = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(4)], end_time=T0 + timedelta(hours=1))
+    a2 = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(3, 7)], end_time=T0 + timedelta(hours=2))
+    c1 = vendor.add_file(
+        "COSTS",
+        [costs_record(f"cost_{i}", T0 + timedelta(minutes=i), email=f"user{i}@acme.example") for i in range(3)],
+        end_time=T0 + timedelta(hours=1),
+    )
+    return {"AUTH_LOG": [a1, a2], "COSTS": [c1]}
+
+
+def ids(store: SqliteTraceStore) -> list[str]:
+    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
+
+
+def streams(state: CursorState) -> dict[str, Any]:
+    return dict(state.position.get("streams", {}))
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+
+def test_first_pull_reads_every_event_once_across_streams_without_sending_the_key_to_the_signed_host(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    files = seed(vendor)
+    report = run_pull(sources.load(openai_source()), store=store, context=context)
+
+    assert (report.written, report.duplicates, report.rejected, report.files) == (10, 1, 0, 3)
+    assert report.drained and ids(store) == [f"auth_{i:03d}" for i in range(7)] + [f"cost_{i}" for i in range(3)]
+    assert streams(report.cursor_after) == {
+        "AUTH_LOG": {"after": "2026-03-01T02:00:00Z", "done": [files["AUTH_LOG"][1].id]},
+        "COSTS": {"after": "2026-03-01T01:00:00Z", "done": [files["COSTS"][0].id]},
+    }
+    # First pull: each stream lists from startDate, on the workspaces path.
+    for event_type in ("AUTH_LOG", "COSTS"):
+        (listing,) = vendor.listings(event_type)
+        assert listing.path == f"/v1/compliance/workspaces/{WORKSPACE_ID}/logs"
+        assert (listing.arg("after"), listing.arg("limit")) == ("2026-01-01T00:00:00Z", "100")
+    assert vendor.downloads() == [f.id for f in (*files["AUTH_LOG"], *files["COSTS"])]
+    # The key went to every API request, and never to the signed-URL host on the other port.
+    assert all(r.header("authorization") == f"Bearer {KEY}" for r in vendor.api.requests)
+    assert len(vendor.storage.requests) == 3 and vendor.storage.port != vendor.api.port
+    assert not vendor.storage_saw_authorization
+    assert all(KEY not in r.url and KEY not in json.dumps(r.headers) for r in vendor.storage.requests)
+
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=100)}
+    assert (rows["auth_001"]["actor"], rows["auth_001"]["action"], rows["auth_001"]["target"]) == (
+        "user1@acme.example",
+        "login",
+        None,
+    )
+    assert rows["auth_001"]["event_timestamp"] == "2026-03-01T00:10:00.000000Z"
+    assert (rows["cost_2"]["actor"], rows["cost_2"]["action"], rows["cost_2"]["target"]) == (
+        "user2@acme.example",
+        "COSTS",
+        "gpt-5",
+    )
+    assert json.loads(rows["cost_2"]["raw_payload"])["payload"]["measures"] == {"credits": 1.5, "messages": 3}
+
+
+def test_second_pull_lists_from_each_streams_last_end_time_and_downloads_only_new_files(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor)
+    source = sources.load(openai_source())
+    first = run_pull(source, store=store, context=context)
+    vendor.api.requests.clear()
+
+    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (quiet.written, quiet.files, quiet.requests) == (0, 0, 2)  # one listing per stream, no download
+    assert quiet.cursor_after == first.cursor_after and vendor.downloads() == []
+
+    new_auth = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(7, 9)], end_time=T0 + timedelta(hours=3))
+    new_cost = vendor.add_file(
+        "COSTS",
+        [costs_record("cost_9", T0 + timedelta(hours=1, minutes=5), email="x@acme.example")],
+        end_time=T0 + timedelta(hours=2),
+    )
+    vendor.api.requests.clear()
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates, second.files) == (3, 0, 2)
+    assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"]
+    assert [r.arg("after") for r in vendor.listings("COSTS")] == ["2026-03-01T01:00:00Z"]
+    assert vendor.downloads() == [new_auth.id, new_cost.id]  # the boundary files listed again are skipped
+    assert streams(second.cursor_after) == {
+        "AUTH_LOG": {"after": "2026-03-01T03:00:00Z", "done": [new_auth.id]},
+        "COSTS": {"after": "2026-03-01T02:00:00Z", "done": [new_cost.id]},
+    }
+
+
+def test_paging_by_last_end_time_the_run_budget_and_resume_read_each_file_once(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oai, "LIST_LIMIT", 2)
+    files = [vendor.add_file("AUTH_LOG", [auth(i, i)], end_time=T0 + timedelta(hours=i + 1)) for i in range(5)]
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"], maxPagesPerRun=2))
+    first = run_pull(source, store=store, context=context)
+    # Listing 1 (after startDate) holds files 0-1; listing 2 (after file 1's end) returns file 1 again.
+    assert [r.arg("after") for r in vendor.listings()] == ["2026-01-01T00:00:00Z", "2026-03-01T02:00:00Z"]
+    assert (first.written, first.drained) == (3, False)
+    assert streams(first.cursor_after) == {"AUTH_LOG": {"after": "2026-03-01T03:00:00Z", "done": [files[2].id]}}
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates, second.drained) == (2, 0, True)
+    assert vendor.downloads() == [f.id for f in files]
+    assert ids(store) == [f"auth_{i:03d}" for i in range(5)]
+
+
+def test_file_entries_without_end_time_or_file_name_still_read_each_file_once(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oai, "LIST_LIMIT", 2)
+    vendor.omit_fields = {"end_time", "file_name"}
+    files = [vendor.add_file("AUTH_LOG", [auth(i, i)], end_time=T0 + timedelta(hours=i + 1)) for i in range(5)]
+    files[4].body = b'{"event_id": "cut'
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, first.rejected, first.drained) == (4, 1, True)
+    assert vendor.downloads() == [f.id for f in files]
+    rows = store._conn.execute("SELECT location FROM pulled_events_rejected").fetchall()
+    assert rows == [(f"AUTH_LOG file {files[4].id} line 1",)]
+    # The last listing page's files are all remembered: without end_time, any of them may come back.
+    assert streams(first.cursor_after) == {
+        "AUTH_LOG": {"after": "2026-03-01T05:00:00Z", "done": [files[3].id, files[4].id]},
+    }
+    new = vendor.add_file("AUTH_LOG", [auth(9, 9)], end_time=T0 + timedelta(hours=9))
+    vendor.api.requests.clear()
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, vendor.downloads()) == (1, [new.id])
+
+
+def test_checkpoints_never_run_ahead_of_the_stored_events_and_a_failed_pull_resumes_at_the_file(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
+    files = [
+        vendor.add_file(
+            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
+        )
+        for n in range(4)
+    ]
+    vendor.fail_downloads.add(files[2].id)
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    pages: list[tuple[bool, int, dict[str, Any]]] = []
+    checkpoints: list[tuple[CursorState, set[str]]] = []
+
+    def check(state: CursorState) -> None:
+        checkpoints.append((state, set(ids(store))))
+
+    with pytest.raises(PullError) as failed:
+        run_pull(
+            source,
+            store=store,
+            context=context,
+            batch_size=3,
+            on_page=lambda page, report: pages.append((page.boundary, len(page.records), page.resume)),
+            on_checkpoint=check,
+        )
+    # Files stream in pages of 2 records: pages inside a file keep the position before it.
+    assert [(b, n) for b, n, _ in pages] == [(False, 2), (False, 2), (True, 1)] * 2
+    start = {"streams": {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z"}}}
+    assert pages[0][2] == pages[1][2] == start
+    assert pages[2][2] == {"streams": {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id]}}}
+    # Every checkpoint marks as done only files whose every event was already stored.
+    by_file = {f.id: {f"auth_{5 * n + i:03d}" for i in range(5)} for n, f in enumerate(files)}
+    assert checkpoints
+    for state, stored in checkpoints:
+        for file_id in streams(state)["AUTH_LOG"].get("done", []):
+            assert by_file[file_id] <= stored
+    report = failed.value.report
+    assert "source 'chatgpt_compliance': AUTH_LOG file " in str(failed.value) and "HTTP 500" in str(failed.value)
+    assert streams(report.checkpoint) == {
+        "AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id, files[1].id]}
+    }
+    assert report.written == 10
+
+    vendor.fail_downloads.clear()
+    vendor.api.requests.clear()
+    resumed = run_pull(source, store=store, start=report.checkpoint, context=context)
+    assert vendor.downloads() == [files[2].id, files[3].id]
+    assert (resumed.written, resumed.duplicates, resumed.drained) == (10, 0, True)
+    assert streams(resumed.cursor_after) == {"AUTH_LOG": {"after": "2026-03-01T04:00:00Z", "done": [files[3].id]}}
+
+
+def test_the_deadline_stops_at_a_file_boundary_and_the_next_pulls_resume_there(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
+    for n in range(6):
+        vendor.add_file(
+            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
+        )
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"], pullDeadlineSeconds=4))
+    now = [0.0]
+    timed = replace(context, clock=lambda: now[0])
+
+    def tick(page: Any, report: Any) -> None:
+        now[0] += 1.0  # every page takes a second
+
+    state, reports = CursorState(), []
+    while not (reports and reports[-1].drained) and len(reports) < 10:
+        now[0] = 0.0
+        report = run_pull(source, store=store, start=state, context=timed, on_page=tick)
+        assert report.stopped == "deadline" or report.drained
+        assert report.files >= 1 and report.pages == 3 * report.files  # never stopped inside a file
+        reports.append(report)
+        state = report.cursor_after
+    assert len(reports) == 3 and sum(r.written for r in reports) == 30
+    assert sum(r.duplicates for r in reports) == 0 and ids(store) == [f"auth_{i:03d}" for i in range(30)]
+
+
+def test_window_repull_reads_the_files_overlapping_the_window_and_keeps_the_cursor(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    day2 = T0 + timedelta(days=1)
+    hours = [12, 24, 36, 48, 60]  # files end at day 1 12:00, day 2 00:00, 12:00, day 3 00:00, 12:00
+    files = [
+        vendor.add_file(
+            "AUTH_LOG",
+            [auth(100 * n + i, 60 * (h - 12) + 60 * i) for i in range(12)],  # one event an hour before the end
+            end_time=T0 + timedelta(hours=h),
+        )
+        for n, h in enumerate(hours)
+    ]
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    start = CursorState.from_dict({"streams": {"AUTH_LOG": {"after": "2026-03-03T12:00:00Z", "done": [files[4].id]}}})
+    report = run_pull(source, store=store, start=start, window=Window(day2, day2 + timedelta(days=1)), context=context)
+
+    assert [r.arg("after") for r in vendor.listings()] == ["2026-03-02T00:00:00Z"]
+    # The file ending at the window start is listed (inclusive); the one ending past the window is not read.
+    assert vendor.downloads() == [f.id for f in files[1:4]]
+    assert (report.written, report.outside_window) == (24, 12)
+    assert {r["event_timestamp"][:10] for r in store.tail(source=NAME, limit=100)} == {"2026-03-02"}
+    assert report.cursor_after == start
+
+
+def test_an_org_id_selects_the_organizations_path(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add_file("AUTH_LOG", [auth(1, 1)], end_time=T0 + timedelta(hours=1), principal=ORG_ID)
+    vendor.add_file("AUTH_LOG", [auth(2, 2)], end_time=T0 + timedelta(hours=1))  # the workspace's, not read
+    source = sources.load(openai_source(workspaceId=ORG_ID, eventTypes=["AUTH_LOG"]))
+    assert "organizations org-AcmeCompliance0001" in source.describe()
+    report = run_pull(source, store=store, context=context)
+    assert report.written == 1 and ids(store) == ["auth_001"]
+    assert {r.path.rsplit("/logs", 1)[0] for r in vendor.api.requests} == {f"/v1/compliance/organizations/{ORG_ID}"}
+    assert not vendor.storage_saw_authorization
+
+
+def test_bad_lines_are_rejects_and_the_file_still_counts_as_read(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    body = (
+        jsonl([auth(1, 1), auth(2, 2)])
+        + b'{"event_id": "auth_bad", "timestamp": garbled}\n'
+        + b"\xff\xfe not UTF-8\n"
+        + jsonl([auth(3, 3)])
+        + b'{"event_id": "auth_cut", "timestamp": "2026-03-01T00:0'  # the file ends mid-line
+    )
+    garbled = vendor.add_file("AUTH_LOG", body=body, end_time=T0 + timedelta(hours=1))
+    vendor.add_file("AUTH_LOG", [auth(4, 4), auth(5, 5)], end_time=T0 + timedelta(hours=2), gzipped=True)
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    report = run_pull(source, store=store, context=context)
+    assert (report.written, report.rejected, report.files, report.drained) == (5, 3, 2, True)
+    rows = store._conn.execute("SELECT location, reason FROM pulled_events_rejected ORDER BY id").fetchall()
+    where = f"AUTH_LOG file {garbled.file_name} line"
+    assert [r[0] for r in rows] == [f"{where} 3", f"{where} 4", f"{where} 6"]
+    assert rows[0][1].startswith("malformed NDJSON line") and rows[1][1] == "line is not UTF-8"
+
+
+def test_a_wrong_api_key_is_one_line_naming_the_source_without_the_key(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(vendor)
+    wrong = "sk-wrong-key-0000-9999"
+    monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", wrong)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(openai_source()), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith("source 'chatgpt_compliance': AUTH_LOG: listing 1: HTTP 401 the Compliance API key")
+    assert "Incorrect API key provided: ***" in message  # the fake echoes the key it was given
+    assert "\n" not in message and wrong not in message and KEY not in message
+    assert len(vendor.api.requests) == 1  # a 401 is not retried
+
+
+def test_an_expired_signed_url_fails_naming_the_file_host_without_the_signature(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor)
+    vendor.expired = True
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(openai_source()), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith(
+        f"source 'chatgpt_compliance': AUTH_LOG file auth_log_20260301T010000_0001.jsonl: HTTP 403 error from the "
+        f"file host (the signed download URL may have expired) from {vendor.storage.base_url}/signed/"
+    )
+    assert "Request has expired" in message and "sig=" not in message
+    assert failed.value.report.checkpoint.is_empty and not vendor.storage_saw_authorization
+
+
+def test_the_cursor_is_checked_against_the_position_model(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    source = sources.load(openai_source())
+    for doc, problem in (
+        ({"page_cursor": "abc"}, "page_cursor: unknown field"),
+        ({"streams": {"AUTH_LOG": {"aftr": "2026-03-01T00:00:00Z"}}}, "streams.AUTH_LOG.aftr: unknown field"),
+        ({"streams": {"AUTH_LOG": {"after": "yesterday"}}}, "streams.AUTH_LOG.after: Value error, must be an ISO"),
+    ):
+        with pytest.raises(PullError, match="the cursor does not fit openai_compliance") as failed:
+            run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
+        assert problem in str(failed.value)
+    assert vendor.api.requests == []
+
+
+def test_extract_maps_auth_costs_and_unknown_event_types() -> None:
+    source = oai.OpenAIComplianceSource.model_validate(openai_source())
+    record = auth_log_record("e1", T0, email="ann@acme.example", user_id="user-ann", action="logout")
+    assert source.extract(record) == {
+        "source_event_id": "e1",
+        "event_timestamp": "2026-03-01T00:00:00Z",
+        "actor": "ann@acme.example",
+        "action": "logout",
+        "target": None,
+    }
+    assert source.extract(auth_log_record("e2", T0, email=None, user_id="user-bob"))["actor"] == "user-bob"
+    costs = costs_record("c1", T0, email="cy@acme.example", product="codex", model="gpt-5-codex")
+    assert (source.extract(costs)["actor"], source.extract(costs)["target"]) == ("cy@acme.example", "gpt-5-codex")
+    unknown = {"event_id": "n1", "timestamp": "2026-03-01T00:00:00Z", "type": "NEW_KIND_LOG", "actor": "odd"}
+    assert source.extract(unknown) == {
+        "source_event_id": "n1",
+        "event_timestamp": "2026-03-01T00:00:00Z",
+        "actor": None,
+        "action": "NEW_KIND_LOG",
+        "target": None,
+    }
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", raising=False)
+    sources.write(openai_source(name="bad_id", workspaceId="https://chatgpt.com/admin"))
+    sources.write(openai_source(name="bad_types", eventTypes=["auth_log", "QQQ", "COSTS", "COSTS"]))
+    sources.write(openai_source(name="fixed", url="https://example.com/logs"))
+    sources.write(openai_source(name="mapped", eventMapping={"event_timestamp": "$.timestamp"}))
+    sources.write(openai_source(name="no_key", credentials={"token": {"env": "X"}}))
+    sources.write(openai_source(name="empty", eventTypes=[]))
+    sources.write(openai_source(name="defaults", eventTypes=None))
+    result = load_sources(sources.directory)
+    problems = "\n".join(result.problems)
+    assert "source 'bad_id': workspaceId: must be a ChatGPT workspace id" in problems
+    assert "source 'bad_types': eventTypes[0]: not a documented event type; did you mean 'AUTH_LOG'?" in problems
+    assert "source 'bad_types': eventTypes[1]: not a documented event type (event types: AUTH_LOG" in problems
+    assert "source 'bad_types': eventTypes[3]: listed twice" in problems
+    assert "source 'fixed': url: fixed by the openai_compliance connector" in problems
+    assert "source 'mapped': eventMapping: fixed by the openai_compliance connector" in problems
+    assert "source 'no_key': credentials.api_key: required" in problems
+    assert "source 'no_key': credentials.token: openai_compliance takes one credential, api_key" in problems
+    assert "source 'empty': eventTypes: lists no event type" in problems
+    assert "https://chatgpt.com/admin" not in problems  # values are never echoed
+    assert result.sources["defaults"].event_types == ("AUTH_LOG", "AUDIT_LOG")
+    assert result.warnings == []
+
+
+def test_validate_warns_when_the_endpoint_override_is_set(vendor: ComplianceLogsAPI, sources: SourceWriter) -> None:
+    sources.write(openai_source())
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {sources.directory / 'chatgpt_compliance.yaml'}: source 'chatgpt_compliance': adapter: "
+        f"PULLMODE_OPENAI_COMPLIANCE_BASE_URL is set: requests go to {vendor.base_url}" in result.output
+    )
+    assert "ok: 1 source(s)" in result.output
+
+
+# -- the CLI and Dagster ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the repository's dagster.yaml, and a trace store, in a temp directory."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    return home
+
+
+def cli(*args: str) -> Any:
+    extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+@pytest.mark.slow
+def test_cli_preview_and_pulls(vendor: ComplianceLogsAPI, sources: SourceWriter, home: Path, tmp_path: Path) -> None:
+    seed(vendor)
+    sources.write(openai_source())
+    preview = cli("preview", NAME)
+    assert preview.exit_code == 0, preview.output
+    assert "user1@acme.example  login" in preview.output
+    assert f"{NAME}: first page: 4 events, 0 rejected" in preview.output
+
+    first = cli("pull", NAME)
+    assert first.exit_code == 0, first.output
+    assert f"{NAME}: 10 written, 1 duplicates skipped, 0 rejected, 3 files" in first.output
+    vendor.add_file("AUTH_LOG", [auth(9, 150)], end_time=T0 + timedelta(hours=3))
+    vendor.api.requests.clear()
+    second = cli("pull", NAME)
+    assert second.exit_code == 0, second.output
+    assert f"{NAME}: 1 written, 0 duplicates skipped, 0 rejected, 1 files" in second.output
+    assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"]
+    assert len(vendor.downloads()) == 1 and not vendor.storage_saw_authorization
+    with SqliteTraceStore(tmp_path / "trace.db") as store:
+        assert len(ids(store)) == 11
+
+
+@pytest.mark.slow
+def test_cli_pull_with_a_wrong_key_fails_in_one_line(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(vendor)
+    sources.write(openai_source())
+    monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", "sk-not-the-right-key-31337")
+    result = cli("pull", NAME)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith(f"{NAME}: ")]
+    assert line.startswith(
+        f"{NAME}: FAILED: source '{NAME}': AUTH_LOG: listing 1: HTTP 401 the Compliance API key was rejected "
+        f"(check credentials.api_key) from {vendor.base_url}/workspaces/{WORKSPACE_ID}/logs: "
+        '{"error": {"message": "Incorrect API key provided: ***", "type": "invalid_request_error", '
+        '"code": "invalid_api_key"}} (run '
+    ), result.output
+    assert line.endswith('; committed cursor {"v":1}')
+    assert "Traceback" not in result.output and "sk-not-the-right-key-31337" not in result.output
+
+
+@pytest.mark.slow
+def test_canary_the_api_key_never_leaves_its_place(
+    sources: SourceWriter,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from .test_secrets import forms
+
+    canary = "sk-cnry-openai-5f4e3d2c1b0a-9988"
+    spellings = forms(canary)
+    with ComplianceLogsAPI(canary) as vendor:
+        monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", vendor.base_url)
+        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", canary)
+        seed(vendor)
+        sources.write(openai_source())
+        output = ""
+        for args in (("validate",), ("preview", NAME), ("preview", NAME, "--json"), ("pull", NAME)):
+            result = cli(*args)
+            assert result.exit_code == 0, result.output
+            output += result.output
+        vendor.add_file("AUTH_LOG", [auth(9, 150)], end_time=T0 + timedelta(hours=3))
+        output += cli("pull", NAME, "-v").output
+        vendor.api_key = "sk-rotated-elsewhere-0000"  # now the canary is rejected, and echoed in the 401 body
+        failed = cli("pull", NAME, "-v")
+        assert failed.exit_code == 1 and "HTTP 401" in failed.output
+        output += failed.output + cli("tail", "--json", "-n", "100").output
+        assert "auth_009" in output
+        assert any(r.header("authorization") == f"Bearer {canary}" for r in vendor.api.requests)
+        signed = vendor.storage.requests
+        assert signed and not vendor.storage_saw_authorization
+    seen_by_storage = " ".join(r.url + json.dumps(r.headers) for r in signed).lower()
+    assert [s for s in spellings if s in seen_by_storage] == []
+    assert [s for s in spellings if s in output.lower()] == [], output
+    assert [s for s in spellings if s in caplog.text.lower()] == []
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().decode("latin-1").lower()
+            assert [s for s in spellings if s in data] == [], path
+
+
+@pytest.mark.slow
+def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, tmp_path: Path
+) -> None:
+    seed(vendor)
+    vendor.add_file("AUTH_LOG", [auth(20, 60 * 24 + 30)], end_time=T0 + timedelta(days=1, hours=1))
+    sources.write(openai_source())
+    with dg.instance_for_test() as instance:
+        harness = make_harness(
+            sources.directory, instance, Clock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC)), tmp_path, NAME
+        )
+        first = harness.tick(None)
+        result = harness.run(first.run_requests[0])
+        assert result.success
+        event = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", NAME]))
+        md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert (md["events_written"], md["duplicates_skipped"], md["drained"]) == (11, 1, True)
+        after = harness.tick(first.cursor)
+        cursor = committed(after.cursor)
+        assert cursor["streams"]["AUTH_LOG"]["after"] == "2026-03-02T01:00:00Z"
+
+        vendor.api.requests.clear()
+        job = harness.project.defs.resolve_job_def(f"{NAME}_pull")
+        window = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
+        assert window.success
+        md = {
+            k: v.value
+            for k, v in instance.get_latest_materialization_event(
+                dg.AssetKey(["ingestion", NAME])
+            ).asset_materialization.metadata.items()
+        }
+        assert md["mode"] == "window" and md["cursor_after"] == md["cursor_before"]
+        assert {r.arg("after") for r in vendor.listings()} == {"2026-03-02T00:00:00Z"}
+        assert committed(harness.tick(after.cursor).cursor) == cursor
