@@ -106,7 +106,10 @@ class ClientCredentials(OriginAuth):
                 self.redact(f"{self.what}: token request to {where} failed (HTTP {response.status_code}): {detail}")
             )
         self.token = doc["access_token"]
-        lifetime = float(doc.get("expires_in") or 3600)
+        try:
+            lifetime = float(doc["expires_in"])  # 0 means "already expired", not "unknown"
+        except (KeyError, TypeError, ValueError):
+            lifetime = 3600.0
         self.expires_at = self.clock() + max(0.0, lifetime - self.SKEW_SECONDS)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:

@@ -1,1 +1,511 @@
-"""`copilot_studio`: see its README section (being built)."""
+"""``copilot_studio``: Microsoft Copilot Studio conversation transcripts, read from Dataverse.
+
+Copilot Studio writes one ``conversationtranscript`` row per conversation into the environment's
+Dataverse database. This connector reads them with the Dataverse Web API::
+
+    GET {environmentUrl}/api/data/v9.2/conversationtranscripts
+        ?$filter=createdon ge 2026-03-01T10:00:00Z&$orderby=createdon asc
+    Prefer: odata.maxpagesize=100
+    OData-MaxVersion: 4.0 / OData-Version: 4.0 / Accept: application/json
+
+and follows ``@odata.nextLink`` (an absolute URL holding a ``$skiptoken``) as is until it is absent.
+The token comes from the Microsoft identity platform (OAuth 2.0 client credentials, scope
+``{environmentUrl}/.default``): cached for its lifetime within a pull, requested again before it
+expires or once after a 401, and sent to the environment's origin only. A token error is one line
+naming the credential at fault, by its AADSTS code.
+
+Position: ``{"next_link": "<absolute @odata.nextLink>"}`` while a pagination is unfinished (a pull
+stopped by ``maxPagesPerRun``, its deadline or a failure resumes exactly there). A drained pull leaves
+the engine's ``watermark`` (the newest ``createdon`` stored), and the next pull asks for
+``createdon ge <watermark>``: ``ge``, not ``gt``, because Dataverse keeps ``createdon`` to the second
+and a transcript written in the watermark's second after the last pull would otherwise never be read;
+the rows of that one second are read again and the store's unique key skips them. A window re-pull
+asks for ``createdon ge <start> and createdon lt <end>`` and leaves the cursor as it was.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field
+
+from ..auth import ClientCredentials
+from ..config import ConfigProblem
+from ..cursor import CursorState
+from ..errors import PullError
+from ..events import parse_timestamp
+from ..http import BadBody, safe_url, same_origin
+from .base import Page, Position, Puller, Window
+from .reference import ReferenceSource
+from .registry import Adapter, register
+
+API_PATH = "/api/data/v9.2/conversationtranscripts"
+ACTION = "conversation_transcript"
+"""The normalized ``action`` of every transcript: one row is one whole conversation."""
+
+DEFAULT_PAGE_SIZE = 100
+"""Transcripts per page (``Prefer: odata.maxpagesize``). A transcript carries its whole conversation
+(tens to hundreds of KB), so 100 keeps a page far below ``maxResponseBytes``; Dataverse allows 5000."""
+MAX_PAGE_SIZE = 5000
+
+CLOUD_AUTHORITIES = {
+    "public": "login.microsoftonline.com",
+    # GCC (moderate) tenants live in the commercial Entra ID: same authority as public.
+    "usgov": "login.microsoftonline.com",
+    "usgovhigh": "login.microsoftonline.us",
+    "dod": "login.microsoftonline.us",
+    "china": "login.partner.microsoftonline.cn",
+}
+"""The Microsoft identity platform authority of each cloud (national clouds documentation)."""
+
+Cloud = Literal["public", "usgov", "usgovhigh", "dod", "china"]
+
+_ENVIRONMENT_DOMAINS = (
+    (".microsoftdynamics.us", "login.microsoftonline.us", "a US Government GCC High", "usgovhigh"),
+    (".appsplatform.us", "login.microsoftonline.us", "a US Government DoD", "dod"),
+    (".dynamics.cn", "login.partner.microsoftonline.cn", "a China (21Vianet)", "china"),
+    (".dynamics.com", "login.microsoftonline.com", "a commercial or GCC", "public (or usgov for GCC)"),
+)
+"""Dataverse domains and the authority their tenants sign in at: a mismatch with ``cloud`` is warned."""
+
+CREDENTIALS = {
+    "tenant_id": "the Entra tenant id (a GUID) or its domain, e.g. contoso.onmicrosoft.com",
+    "client_id": "the application (client) id of the Entra app registration",
+    "client_secret": "a client secret of that app registration (its Value, not its Secret ID)",
+}
+
+AADSTS_HINTS: dict[int, tuple[str | None, str]] = {
+    7000215: (
+        "credentials.client_secret",
+        "the client secret is not valid for this app (enter the secret's Value, not its Secret ID)",
+    ),
+    7000222: ("credentials.client_secret", "the client secret has expired; create a new one in the app registration"),
+    7000218: ("credentials.client_secret", "no client secret reached the token endpoint"),
+    700016: (
+        "credentials.client_id",
+        "no application with this client id in the tenant (check client_id, and that "
+        "tenant_id is the tenant the app is registered in)",
+    ),
+    7000112: ("credentials.client_id", "the application is disabled in the tenant"),
+    90002: ("credentials.tenant_id", "the tenant was not found{cloud}"),
+    900023: ("credentials.tenant_id", "not a valid tenant id (a GUID) or tenant domain name"),
+    500011: ("environmentUrl", "the tenant has no resource by this environment URL{cloud}"),
+    1002012: ("environmentUrl", "the scope built from environmentUrl is not valid"),
+    70011: ("environmentUrl", "the scope built from environmentUrl is not valid"),
+    53003: (None, "the token request was blocked by a Conditional Access policy of the tenant"),
+}
+"""What an AADSTS code says about the source's entries: the field at fault and a hint."""
+
+_AADSTS = re.compile(r"AADSTS(\d+)")
+
+
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+"""A DNS host name as httpx leaves it (lower case, IDNA-encoded)."""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _environment_url_problem(value: str) -> str | None:
+    """Why ``value`` is not a Dataverse environment URL, or None. Never quotes the value."""
+    example = "such as https://contoso.crm.dynamics.com"
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, TypeError):
+        return f"must be the environment's URL, {example}"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"must be an absolute https:// URL, {example}"
+    if not (_HOST.match(url.host) or _is_ip(url.host)) or (url.port is not None and not 0 < url.port < 65536):
+        return f"must be the environment's URL, {example}: its host or port is not valid"
+    if url.scheme == "http" and not _is_loopback(url.host):
+        return "must be https:// (plain http is accepted only on a loopback host, for tests)"
+    if url.userinfo:
+        return "must not hold a user name or password"
+    if url.query or url.fragment:
+        return f"must not have a query or a fragment; enter the environment's root URL, {example}"
+    if url.path not in ("", "/"):
+        return f"must be the environment's root URL, {example}, without a path such as /api/data/v9.2"
+    return None
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """``metadata`` and ``content`` are JSON text in a string column: their object, or {} when the
+    text is not a JSON object (the record is still stored; the fields it would give stay null)."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str | bytes) or not value:
+        return {}
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is set (not None, not an empty string)."""
+    return next((v for v in values if v is not None and v != ""), None)
+
+
+USER_ROLES = (1, "1", "user")
+"""``from.role`` of a user's activity: 1 in Copilot Studio transcripts (0 is the agent); Bot Framework's
+own spelling is ``"user"``."""
+
+
+def transcript_user(content: dict[str, Any]) -> Any:
+    """The user of a conversation: ``from.aadObjectId`` (else ``from.id``) of the first activity
+    whose ``from.role`` is the user's. E.g. ``{"activities": [{"from": {"id": "bot", "role": 0}},
+    {"from": {"id": "29:1x", "aadObjectId": "5f0c...", "role": 1}}]}`` gives ``"5f0c..."``."""
+    activities = content.get("activities")
+    if not isinstance(activities, list):
+        return None
+    for activity in activities:
+        sender = activity.get("from") if isinstance(activity, dict) else None
+        if isinstance(sender, dict) and sender.get("role") in USER_ROLES:
+            user = _first(sender.get("aadObjectId"), sender.get("id"))
+            if user is not None:
+                return user
+    return None
+
+
+def odata_time(value: datetime, *, ceil: bool = False) -> str:
+    """A DateTimeOffset literal in UTC, to the second (Dataverse keeps ``createdon`` to the second):
+    floored for ``ge``, or ``ceil``-ed for ``lt``, so the filter never cuts inside a second."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        value = value.replace(microsecond=0) + (timedelta(seconds=1) if ceil else timedelta(0))
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NOT_A_MEMBER = "0x80072560"
+"""Dataverse's error code for a caller that is no user of the environment."""
+
+
+def _dataverse_code(response: httpx.Response) -> str | None:
+    """The ``error.code`` of a Dataverse error body (``{"error": {"code": "0x...", "message": ...}}``)."""
+    try:
+        doc = json.loads(response.content)
+    except (ValueError, RecursionError):
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code.lower() if isinstance(code, str) else None
+
+
+class CopilotStudioSource(ReferenceSource):
+    """A ``copilot_studio`` source file."""
+
+    ENDPOINT_ENV: ClassVar[str] = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+    DEFAULT_ENDPOINT: ClassVar[str] = "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token"
+
+    adapter: Literal["copilot_studio"]
+    environment_url: str = Field(description="the Dataverse environment, e.g. https://contoso.crm.dynamics.com")
+    cloud: Cloud = Field(default="public", description="the Microsoft cloud the tenant signs in at")
+    max_page_size: int = Field(
+        default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="transcripts per page (odata.maxpagesize)"
+    )
+
+    @property
+    def environment(self) -> str:
+        """The environment's root URL, without a trailing slash: the origin credentials go to."""
+        return str(httpx.URL(self.environment_url).copy_with(path="/")).rstrip("/")
+
+    @property
+    def scope(self) -> str:
+        return f"{self.environment}/.default"
+
+    def authority_template(self) -> str:
+        """The token URL template of ``cloud`` (``{tenant_id}`` still in it)."""
+        return f"https://{CLOUD_AUTHORITIES[self.cloud]}/{{tenant_id}}/oauth2/v2.0/token"
+
+    def endpoint(self) -> str:
+        """The token URL template: ``PULLMODE_COPILOT_STUDIO_TOKEN_URL``, else the cloud's."""
+        return os.environ.get(self.ENDPOINT_ENV) or self.authority_template()
+
+    def token_url(self, tenant_id: str) -> str:
+        """The token URL with ``tenant_id`` filled in (URL-encoded: it is one path segment)."""
+        return self.endpoint().replace("{tenant_id}", urllib.parse.quote(tenant_id.strip(), safe=""))
+
+    def problems(self) -> list[ConfigProblem]:
+        problems: list[ConfigProblem] = []
+        problem = _environment_url_problem(self.environment_url)
+        if problem:
+            problems.append(("environmentUrl", problem))
+        for key, meaning in CREDENTIALS.items():
+            if key not in self.credentials:
+                problems.append((f"credentials.{key}", f"required: {meaning}"))
+        for key in self.credentials:
+            if key not in CREDENTIALS:
+                problems.append(
+                    (
+                        f"credentials.{key}",
+                        "copilot_studio takes three credentials: tenant_id, client_id, client_secret",
+                    )
+                )
+        return problems
+
+    def warnings(self) -> list[ConfigProblem]:
+        warnings: list[ConfigProblem] = []
+        override = os.environ.get(self.ENDPOINT_ENV)
+        if override:
+            shown = safe_url(override).replace("%7Btenant_id%7D", "{tenant_id}")
+            warnings.append(
+                (
+                    "adapter",
+                    f"{self.ENDPOINT_ENV} is set: token requests go to {shown} instead of "
+                    f"{self.authority_template()} (meant for tests and private gateways only)",
+                )
+            )
+        host = (httpx.URL(self.environment_url).host or "").lower()
+        authority = CLOUD_AUTHORITIES[self.cloud]
+        for suffix, expected, kind, clouds in _ENVIRONMENT_DOMAINS:
+            if host.endswith(suffix):
+                if expected != authority:
+                    warnings.append(
+                        (
+                            "cloud",
+                            f"environmentUrl is {kind} environment (*{suffix}), whose tenants sign in at {expected}, "
+                            f"but cloud {self.cloud} signs in at {authority}; set cloud: {clouds}",
+                        )
+                    )
+                break
+        return warnings
+
+    def describe(self) -> str:
+        where = safe_url(f"{self.environment}{API_PATH}")
+        return f"Pulls Copilot Studio conversation transcripts from {where} (copilot_studio)"
+
+    def extract(self, record: dict[str, Any]) -> dict[str, Any]:
+        """One ``conversationtranscript`` row: the agent from ``metadata`` (else the bot lookup), the
+        user from ``content``. Text that is not JSON in either leaves those fields null."""
+        metadata = _json_object(record.get("metadata"))
+        content = _json_object(record.get("content"))
+        return {
+            "source_event_id": record.get("conversationtranscriptid"),
+            "event_timestamp": record.get("createdon"),
+            "actor": transcript_user(content),
+            "action": ACTION,
+            "target": _first(
+                metadata.get("BotName"), record.get("_bot_conversationtranscriptid_value"), metadata.get("BotId")
+            ),
+        }
+
+
+class EntraClientCredentials(ClientCredentials):
+    """The engine's client credentials, whose token errors name the entry at fault by AADSTS code:
+    ``source 'x': token request refused, check credentials.client_secret: the client secret is not
+    valid ... (HTTP 401 invalid_client from <token URL>: AADSTS7000215: Invalid client secret ...)``."""
+
+    def __init__(self, *, cloud_note: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cloud_note = cloud_note
+
+    def _take(self, response: httpx.Response) -> None:
+        try:
+            super()._take(response)
+        except PullError:
+            better = self._explain(response)
+            if better is None:
+                raise
+            raise PullError(self.redact(better)) from None
+
+    def _explain(self, response: httpx.Response) -> str | None:
+        try:
+            doc: Any = json.loads(response.content)
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        description = str(doc.get("error_description") or "")
+        first = description.splitlines()[0].strip()[:400] if description else ""
+        codes = doc.get("error_codes")
+        code = codes[0] if isinstance(codes, list) and codes and isinstance(codes[0], int) else None
+        if code is None and (found := _AADSTS.search(first)):
+            code = int(found[1])
+        if code not in AADSTS_HINTS:
+            return None
+        field, hint = AADSTS_HINTS[code]
+        check = f"check {field}: " if field else ""
+        error = str(doc.get("error") or "error")
+        return (
+            f"{self.what}: token request refused, {check}{hint.format(cloud=self.cloud_note)} "
+            f"(HTTP {response.status_code} {error} from {safe_url(self.token_url)}: {first or f'AADSTS{code}'})"
+        )
+
+
+class TranscriptPosition(Position):
+    next_link: str | None = None
+    """The ``@odata.nextLink`` of an unfinished pagination: the next pull requests it as is."""
+
+
+class CopilotStudioPuller(Puller):
+    config_model = CopilotStudioSource
+    position_model = TranscriptPosition
+    source: CopilotStudioSource
+
+    def _auth(self) -> EntraClientCredentials:
+        src = self.source
+        for key in CREDENTIALS:
+            if not self.credentials.get(key, "").strip():
+                raise PullError(f"source {src.name!r}: credential {key!r} is empty")
+        token_url = self.token_url()
+        signs_in_at = httpx.URL(token_url).netloc.decode()
+        if os.environ.get(src.ENDPOINT_ENV):
+            signs_in_at += f", from {src.ENDPOINT_ENV}"
+        cloud_note = f" in cloud {src.cloud} ({signs_in_at})"
+        return EntraClientCredentials(
+            token_url=token_url,
+            client_id=self.credentials["client_id"].strip(),
+            client_secret=self.credentials["client_secret"],
+            scope=src.scope,
+            origin=src.environment,
+            what=f"source {src.name!r}",
+            redact=self.redact,
+            clock=self.context.clock,
+            cloud_note=cloud_note,
+        )
+
+    def token_url(self) -> str:
+        url = self.source.token_url(self.credentials["tenant_id"])
+        try:
+            valid = url.startswith(("http://", "https://")) and bool(httpx.URL(url).host)
+        except httpx.InvalidURL:
+            valid = False
+        if not valid:
+            raise PullError(f"source {self.source.name!r}: {self.source.ENDPOINT_ENV} must be an absolute http(s) URL")
+        return url
+
+    def _first_request(self, start: CursorState, window: Window | None) -> tuple[dict[str, str], str | None]:
+        """The query of a first page, and the stored next link to resume from instead (if any)."""
+        if window is not None:
+            where = f"createdon ge {odata_time(window.start)} and createdon lt {odata_time(window.end, ceil=True)}"
+            return {"$filter": where, "$orderby": "createdon asc"}, None
+        since = parse_timestamp(start.watermark) if start.watermark else self.source.start_datetime
+        params = {"$filter": f"createdon ge {odata_time(since)}", "$orderby": "createdon asc"}
+        link = self.position(start).next_link
+        if link is not None and not (
+            link.startswith(("http://", "https://")) and same_origin(link, self.source.environment)
+        ):
+            raise PullError(
+                f"source {self.source.name!r}: the cursor's next_link is not on environmentUrl "
+                f"({self.redact(safe_url(link)) if link.startswith(('http://', 'https://')) else 'not a URL'}); "
+                "rewind the cursor"
+            )
+        return params, link
+
+    def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        src = self.source
+        params, link = self._first_request(start, window)
+        # Spelled as Dataverse's documentation and its own next links spell it: $filter=createdon%20ge%20...
+        url = f"{src.environment}{API_PATH}?" + "&".join(
+            f"{k}={urllib.parse.quote(v, safe=':')}" for k, v in params.items()
+        )
+        headers = {
+            "Prefer": f"odata.maxpagesize={src.max_page_size}",
+            "OData-MaxVersion": "4.0",
+            "OData-Version": "4.0",
+            "Accept": "application/json",
+        }
+        fixed = dict(start.position) if window is not None else None
+        seen: set[str] = {link} if link else set()
+        with self.session(auth=self._auth()) as http:
+            for number in range(1, src.max_pages_per_run + 1):
+                what = f"source {src.name!r}: page {number}"
+                try:
+                    response = http.send(
+                        "GET",
+                        link or url,
+                        what=what,
+                        headers=headers,
+                        accept=lambda r, what=what: self._page_body(r, what),
+                    )
+                finally:
+                    self.requests = http.requests
+                self._check(response, what)
+                records, next_link = response.extensions["accepted"]
+                if next_link is not None and not same_origin(next_link, src.environment):
+                    # Refused before the page is handed on, so no cursor ever stores such a link.
+                    raise PullError(
+                        f"{what}: the next page link is on another origin ({self.redact(safe_url(next_link))}), "
+                        f"not on environmentUrl; not requested (the access token goes to {safe_url(src.environment)} "
+                        "only)"
+                    )
+                yield Page(
+                    records=records,
+                    nbytes=len(response.content),
+                    location=f"page {number}",
+                    resume=fixed if fixed is not None else {"next_link": next_link},
+                    drained=next_link is None,
+                )
+                if next_link is None:
+                    return
+                if next_link in seen:
+                    raise PullError(
+                        f"{what}: pagination loop: the response returned an @odata.nextLink already requested in "
+                        "this pull"
+                    )
+                seen.add(next_link)
+                link = next_link
+
+    def _page_body(self, response: httpx.Response, what: str) -> tuple[list[Any], str | None]:
+        """The page's transcripts and its next link. A body that is not the promised JSON raises
+        BadBody, and the request is tried again."""
+        try:
+            doc = json.loads(response.content)
+        except RecursionError:
+            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
+        except ValueError:
+            ctype = response.headers.get("content-type", "no content-type")
+            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
+            raise BadBody("body has no 'value' array")
+        link = doc.get("@odata.nextLink")
+        if link is not None and not (isinstance(link, str) and link.startswith(("http://", "https://"))):
+            raise PullError(f"{what}: @odata.nextLink is not an absolute URL")
+        return doc["value"], link or None
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        where = self.redact(safe_url(response.request.url))
+        snippet = self.redact(" ".join(response.text.split()))[:300] if response.content else ""
+        hint = {
+            401: "the environment refused a fresh access token (is the app an application user in this environment? "
+            "are environmentUrl and cloud right?)",
+            403: "the application user may not read conversation transcripts (give it a security role with read "
+            "access to Conversation Transcript)",
+            404: "not found (check environmentUrl: a Dataverse environment with Copilot Studio; Dataverse for Teams "
+            "and developer environments keep no transcripts)",
+        }.get(status, "redirect (redirects are not followed)" if status < 400 else "error")
+        if status == 403 and _dataverse_code(response) == NOT_A_MEMBER:
+            hint = (
+                "the app is not an application user of this environment (add it under Application users in the "
+                "Power Platform admin center)"
+            )
+        raise PullError(f"{what}: HTTP {status} {hint} from {where}" + (f": {snippet}" if snippet else ""))
+
+
+register(Adapter("copilot_studio", CopilotStudioSource, CopilotStudioPuller, kind="microsoft"))

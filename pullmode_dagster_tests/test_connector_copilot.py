@@ -1,0 +1,729 @@
+"""`copilot_studio` against the fake Microsoft identity platform and Dataverse (demo/vendors/copilot.py):
+OAuth 2.0 client credentials (one token per pull, renewed before expiry or once after a 401),
+documented OData requests, @odata.nextLink paging and resume, the watermark filter, window re-pulls,
+the mapping, token errors that name the credential at fault, validation, and the CLI and Dagster
+entry points, with the client secret never leaving the token request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.demo.vendors.copilot import (
+    API_PATH,
+    BOT_ID,
+    CLIENT_ID,
+    TENANT_DOMAIN,
+    TENANT_ID,
+    CopilotStudioAPI,
+    transcript,
+)
+from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters.copilot_studio import CopilotStudioSource, odata_time
+from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .conftest import SourceWriter
+from .dagster_helpers import Clock, committed, make_harness
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+SECRET = "Xq8Q~copilot.test-secret_4242abcd"  # Entra secret values look like this
+NAME = "copilot_transcripts"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+OVERRIDE = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+
+
+@pytest.fixture
+def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[CopilotStudioAPI]:
+    with CopilotStudioAPI(SECRET) as api:
+        monkeypatch.setenv(OVERRIDE, api.token_url)
+        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_SECRET", SECRET)
+        yield api
+
+
+def copilot_source(environment_url: str, **overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": NAME,
+        "adapter": "copilot_studio",
+        "environmentUrl": environment_url,
+        "startDate": "2026-01-01",
+        "schedule": "*/10 * * * *",
+        "maxPageSize": 10,
+        "credentials": {
+            "tenant_id": {"env": "COPILOT_TENANT_ID"},
+            "client_id": {"env": "COPILOT_CLIENT_ID"},
+            "client_secret": {"env": "COPILOT_CLIENT_SECRET"},
+        },
+    }
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def tid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def seed(vendor: CopilotStudioAPI, n: int, *, start: int = 0, at: datetime | None = None) -> None:
+    """Transcripts ``tid(start)`` .. ``tid(start + n - 1)``, one a minute: transcript i at T0 + i minutes,
+    or from ``at`` on when given; users aad-user-0..2."""
+    first = at or T0 + timedelta(minutes=start)
+    vendor.add(
+        *(
+            transcript(tid(start + k), first + timedelta(minutes=k), aad_object_id=f"aad-user-{(start + k) % 3}")
+            for k in range(n)
+        )
+    )
+
+
+def ids(store: SqliteTraceStore) -> list[str]:
+    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
+
+
+def tokens_used(vendor: CopilotStudioAPI) -> list[str]:
+    return [(r.header("authorization") or "").removeprefix("Bearer ") for r in vendor.data_requests()]
+
+
+def secret_seen_by(server: LoopbackServer, secret: str = SECRET) -> bool:
+    return any(secret in r.url or secret in json.dumps(r.headers) or secret.encode() in r.body for r in server.requests)
+
+
+# -- the engine: requests, paging, the cursor ------------------------------------------------------
+
+
+def test_first_pull_sends_the_documented_requests_with_one_token_and_maps_each_transcript(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 25)
+    report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+
+    assert (report.written, report.rejected, report.pages, report.drained) == (25, 0, 3, True)
+    assert ids(store) == [tid(i) for i in range(25)]
+    assert report.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:24:00.000000Z"}
+    # One token for the whole pull, asked with the documented form; the secret goes there only.
+    assert vendor.token_requests() == [
+        {
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "scope": f"{vendor.environment_url}/.default",
+        }
+    ]
+    (login,) = vendor.login.requests
+    assert login.path == f"/{TENANT_ID}/oauth2/v2.0/token"
+    assert login.header("content-type") == "application/x-www-form-urlencoded"
+    assert "authorization" not in login.headers
+    assert not secret_seen_by(vendor.dataverse)
+    # The documented OData request, then each @odata.nextLink as is, all with the one token.
+    first, *rest = vendor.data_requests()
+    assert first.url == (
+        f"{vendor.environment_url}{API_PATH}?$filter=createdon%20ge%202026-01-01T00:00:00Z&$orderby=createdon%20asc"
+    )
+    for request in vendor.data_requests():
+        assert request.header("prefer") == "odata.maxpagesize=10"
+        assert (request.header("odata-maxversion"), request.header("odata-version")) == ("4.0", "4.0")
+        assert request.header("accept") == "application/json"
+    assert len(set(tokens_used(vendor))) == 1 and tokens_used(vendor)[0] in vendor.tokens
+    assert [r.arg("$skiptoken") is not None for r in rest] == [True, True]
+    assert all(r.arg("$filter") == "createdon ge 2026-01-01T00:00:00Z" for r in rest)
+
+    row = next(r for r in store.tail(source=NAME, limit=100) if r["source_event_id"] == tid(4))
+    assert (row["event_timestamp"], row["actor"], row["action"], row["target"]) == (
+        "2026-03-01T00:04:00.000000Z",
+        "aad-user-1",
+        "conversation_transcript",
+        "Contoso Helpdesk",
+    )
+    assert json.loads(json.loads(row["raw_payload"])["content"])["activities"][1]["from"]["role"] == 1
+
+
+def test_second_pull_asks_from_the_watermark_and_stores_only_the_new_transcripts(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 25)
+    source = sources.load(copilot_source(vendor.environment_url))
+    first = run_pull(source, store=store, context=context)
+    seed(vendor, 3, start=25)
+    vendor.dataverse.requests.clear()
+
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
+    assert (second.written, second.duplicates, second.pages) == (3, 1, 1)
+    assert [r.arg("$filter") for r in vendor.data_requests()] == ["createdon ge 2026-03-01T00:24:00Z"]
+    assert second.cursor_after.watermark == "2026-03-01T00:27:00.000000Z"
+
+    vendor.dataverse.requests.clear()
+    quiet = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert (quiet.written, quiet.requests, quiet.cursor_after) == (0, 1, second.cursor_after)
+
+
+def test_a_transcript_written_later_in_the_watermarks_second_is_not_lost(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    """Dataverse keeps createdon to the second: why the filter is ``ge``, not ``gt``."""
+    vendor.add(transcript(tid(1), T0))
+    source = sources.load(copilot_source(vendor.environment_url))
+    first = run_pull(source, store=store, context=context)
+    vendor.add(transcript(tid(2), T0))  # same second, written after the first pull
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates) == (1, 1) and ids(store) == [tid(1), tid(2)]
+
+
+def test_a_pull_stopped_by_max_pages_resumes_at_the_stored_next_link(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 25)
+    source = sources.load(copilot_source(vendor.environment_url, maxPagesPerRun=2))
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, first.drained) == (20, False)
+    link = first.cursor_after.position["next_link"]
+    assert link.startswith(f"{vendor.environment_url}{API_PATH}?") and "$skiptoken=" in link
+    assert first.cursor_after.high_water == "2026-03-01T00:19:00.000000Z" and first.cursor_after.watermark is None
+
+    vendor.dataverse.requests.clear()
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert vendor.data_requests()[0].url == link  # requested exactly as the server handed it out
+    assert (second.written, second.duplicates, second.drained) == (5, 0, True)
+    assert second.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:24:00.000000Z"}
+    assert ids(store) == [tid(i) for i in range(25)]
+
+
+def test_a_failed_pull_keeps_the_next_link_of_the_last_stored_page_and_resumes_there(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 35)
+    vendor.fail_pages = {3, 4, 5}  # page 3 answers 500 to all three attempts
+    source = sources.load(copilot_source(vendor.environment_url))
+    with pytest.raises(PullError) as failed:
+        run_pull(source, store=store, context=context)
+    assert "source 'copilot_transcripts': page 3: HTTP 500" in str(failed.value)
+    checkpoint = failed.value.report.checkpoint
+    assert failed.value.report.written == 20 and checkpoint.position["next_link"] == vendor.data_requests()[2].url
+
+    vendor.fail_pages = set()
+    vendor.dataverse.requests.clear()
+    resumed = run_pull(source, store=store, start=checkpoint, context=context)
+    assert vendor.data_requests()[0].url == checkpoint.position["next_link"]
+    assert (resumed.written, resumed.duplicates, resumed.drained) == (15, 0, True)
+
+
+def test_window_repull_asks_for_the_window_only_and_keeps_the_cursor(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 72)  # 00:00 .. 01:11 on day 1
+    seed(vendor, 30, start=100, at=T0 + timedelta(hours=22, minutes=20))  # 22:20 day 1 .. 22:49
+    seed(vendor, 12, start=200, at=T0 + timedelta(days=1, hours=23, minutes=55))  # across midnight into day 3
+    source = sources.load(copilot_source(vendor.environment_url))
+    start = CursorState.from_dict({"watermark": "2026-03-05T00:00:00Z"})
+    day2 = T0 + timedelta(days=1)
+    report = run_pull(source, store=store, start=start, window=Window(day2, day2 + timedelta(days=1)), context=context)
+
+    assert {r.arg("$filter") for r in vendor.data_requests()} == {
+        "createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"
+    }
+    assert (report.written, report.outside_window) == (5, 0)
+    assert ids(store) == [tid(i) for i in range(200, 205)]
+    assert report.cursor_after == start
+
+
+def test_odata_time_never_cuts_inside_a_second() -> None:
+    t = datetime(2026, 3, 1, 10, 0, 0, 500_000, tzinfo=UTC)
+    assert (odata_time(t), odata_time(t, ceil=True)) == ("2026-03-01T10:00:00Z", "2026-03-01T10:00:01Z")
+    assert odata_time(t.replace(microsecond=0), ceil=True) == "2026-03-01T10:00:00Z"
+
+
+# -- the token: cached, renewed, refused -----------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_token_about_to_expire_mid_pull_is_renewed_before_the_next_request(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, sleeps: Any
+) -> None:
+    clock = FakeClock()
+    vendor.clock, vendor.token_lifetime = clock, 300  # the client renews 60 s before the server refuses
+    seed(vendor, 25)
+    context = PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01), sleep=sleeps, clock=clock)
+    source = sources.load(copilot_source(vendor.environment_url, pullDeadlineSeconds=86_400))
+
+    def page_took_long(page: Any, report: Any) -> None:
+        clock.now += 250
+
+    report = run_pull(source, store=store, context=context, on_page=page_took_long)
+    assert (report.written, report.drained) == (25, True)
+    assert len(vendor.token_requests()) == 3  # one per page: each time the last was within 60 s of expiry
+    assert len(vendor.data_requests()) == 3  # no 401, no retry: renewed before it expired
+    assert len(set(tokens_used(vendor))) == 3
+
+
+@pytest.mark.parametrize("how", ["expired", "revoked"])
+def test_a_token_refused_mid_pull_gets_one_new_token_and_the_request_is_retried_once(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext, how: str
+) -> None:
+    seed(vendor, 15)
+    if how == "expired":
+        vendor.seconds_per_page = 3600  # the server's clock passes the token's lifetime after page 1
+    else:
+        vendor.revoke_after_pages = 1
+    report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+
+    assert (report.written, report.pages, report.drained) == (15, 2, True)
+    assert len(vendor.token_requests()) == 2
+    first, refused, retried = vendor.data_requests()
+    assert refused.url == retried.url != first.url
+    old, old_again, new = tokens_used(vendor)
+    assert old == old_again != new
+    assert not vendor.tokens[old].revoked or how == "revoked"
+
+
+def test_a_token_refused_twice_fails_in_one_line_about_the_application_user(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 5)
+    vendor.token_lifetime = 0  # every token is expired at the server as soon as it is issued
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith(
+        "source 'copilot_transcripts': page 1: HTTP 401 the environment refused a fresh access token "
+        "(is the app an application user in this environment?"
+    )
+    assert (len(vendor.token_requests()), len(vendor.data_requests())) == (2, 2)  # one renewal, one retry
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("application_user", "HTTP 403 the app is not an application user of this environment (add it under"),
+        ("can_read", "HTTP 403 the application user may not read conversation transcripts (give it a security role"),
+    ],
+)
+def test_a_403_says_what_the_app_lacks_in_the_environment(
+    vendor: CopilotStudioAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    setting: str,
+    expected: str,
+) -> None:
+    seed(vendor, 5)
+    setattr(vendor, setting, False)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    assert str(failed.value).startswith(f"source 'copilot_transcripts': page 1: {expected}")
+    assert len(vendor.data_requests()) == 1  # a 403 is not retried
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "vendor_change", "field", "code"),
+    [
+        ("COPILOT_CLIENT_SECRET", "wrong-secret-value-0000", None, "credentials.client_secret", "AADSTS7000215"),
+        (None, None, "secret_expired", "credentials.client_secret", "AADSTS7000222"),
+        ("COPILOT_CLIENT_ID", "11111111-2222-3333-4444-555555555555", None, "credentials.client_id", "AADSTS700016"),
+        ("COPILOT_TENANT_ID", "fabrikam.onmicrosoft.com", None, "credentials.tenant_id", "AADSTS90002"),
+    ],
+)
+def test_a_token_error_is_one_line_naming_the_source_and_the_credential_never_the_secret(
+    vendor: CopilotStudioAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str | None,
+    value: str | None,
+    vendor_change: str | None,
+    field: str,
+    code: str,
+) -> None:
+    seed(vendor, 5)
+    if env is not None:
+        monkeypatch.setenv(env, value)
+    if vendor_change is not None:
+        setattr(vendor, vendor_change, True)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith(f"source 'copilot_transcripts': token request refused, check {field}: ")
+    assert f": {code}: " in message and "\n" not in message and "Trace ID" not in message
+    assert SECRET not in message and "wrong-secret-value-0000" not in message
+    assert len(vendor.token_requests()) == 1 and vendor.data_requests() == []  # not retried, nothing sent
+
+
+def test_a_scope_for_an_environment_the_tenant_does_not_have_names_environment_url(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    with LoopbackServer() as elsewhere, pytest.raises(PullError) as failed:
+        run_pull(sources.load(copilot_source(elsewhere.base_url)), store=store, context=context)
+    assert "token request refused, check environmentUrl: the tenant has no resource by this environment URL in " in (
+        str(failed.value)
+    )
+    assert "AADSTS500011" in str(failed.value) and elsewhere.requests == []
+
+
+def test_a_tenant_domain_works_as_tenant_id(
+    vendor: CopilotStudioAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(vendor, 3)
+    monkeypatch.setenv("COPILOT_TENANT_ID", f" {TENANT_DOMAIN}\t")
+    report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    assert report.written == 3 and vendor.login.requests[0].path == f"/{TENANT_DOMAIN}/oauth2/v2.0/token"
+
+
+# -- links and cursors that must not be followed ---------------------------------------------------
+
+
+def test_a_next_link_on_another_origin_is_refused_and_gets_nothing(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 15)
+    with LoopbackServer() as elsewhere:
+        vendor.next_link_base = elsewhere.base_url
+        with pytest.raises(PullError) as failed:
+            run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+        assert elsewhere.requests == []
+    message = str(failed.value)
+    assert message.startswith(
+        "source 'copilot_transcripts': page 1: the next page link is on another origin "
+        f"({elsewhere.base_url}{API_PATH})"
+    )
+    assert "$skiptoken" not in message
+    # Refused before the page was handed on: no cursor holds the foreign link.
+    assert failed.value.report.checkpoint.is_empty and failed.value.report.written == 0
+
+
+def test_a_next_link_that_repeats_is_a_pagination_loop(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seed(vendor, 15)
+    vendor.stuck_link = True
+    with pytest.raises(PullError, match=r"page 2: pagination loop: the response returned an @odata\.nextLink already"):
+        run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    assert len(vendor.data_requests()) == 2
+
+
+def test_the_cursor_is_checked_before_anything_is_sent(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    source = sources.load(copilot_source(vendor.environment_url))
+    for doc, problem in (
+        ({"page_cursor": "abc"}, "the cursor does not fit copilot_studio: page_cursor: unknown field"),
+        ({"next_link": "https://evil.example/api/data/v9.2/conversationtranscripts?$skiptoken=x"}, "rewind the cursor"),
+    ):
+        with pytest.raises(PullError, match=problem):
+            run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
+    assert vendor.login.requests == [] and vendor.dataverse.requests == []
+
+
+# -- mapping ---------------------------------------------------------------------------------------
+
+
+def test_extract_takes_the_agent_from_metadata_and_the_user_from_the_first_user_activity() -> None:
+    source = CopilotStudioSource.model_validate(copilot_source("https://contoso.crm.dynamics.com"))
+    signed_in = transcript(tid(1), T0, user="29:1teams", aad_object_id="5f0c-aad")
+    assert source.extract(signed_in) == {
+        "source_event_id": tid(1),
+        "event_timestamp": "2026-03-01T00:00:00Z",
+        "actor": "5f0c-aad",
+        "action": "conversation_transcript",
+        "target": "Contoso Helpdesk",
+    }
+    anonymous = transcript(tid(2), T0, user="webchat-user-77", bot_name=None)
+    assert (source.extract(anonymous)["actor"], source.extract(anonymous)["target"]) == ("webchat-user-77", BOT_ID)
+    assert source.extract(transcript(tid(3), T0, user=None))["actor"] is None
+    bot_framework_roles = {
+        "activities": [{"from": {"id": "bot", "role": "bot"}}, {"from": {"id": "u1", "role": "user"}}]
+    }
+    assert source.extract(transcript(tid(4), T0, content=json.dumps(bot_framework_roles)))["actor"] == "u1"
+
+
+def test_metadata_or_content_that_is_not_json_leaves_fields_null_and_the_transcript_is_stored(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(
+        transcript(tid(1), T0, metadata="{not json", content='{"activities": [truncated'),
+        transcript(tid(2), T0 + timedelta(minutes=1), metadata="[1, 2]", content='"just text"'),
+        transcript(tid(3), T0 + timedelta(minutes=2), content=json.dumps({"activities": "none"})),
+    )
+    vendor.rows[1]["_bot_conversationtranscriptid_value"] = None
+    report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
+    assert (report.written, report.rejected) == (3, 0)
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=10)}
+    assert (rows[tid(1)]["actor"], rows[tid(1)]["target"]) == (None, BOT_ID)
+    assert (rows[tid(2)]["actor"], rows[tid(2)]["target"]) == (None, None)
+    assert (rows[tid(3)]["actor"], rows[tid(3)]["target"]) == (None, "Contoso Helpdesk")
+    assert json.loads(rows[tid(1)]["raw_payload"])["metadata"] == "{not json"
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+
+def test_validation_names_the_field_without_echoing_values(
+    sources: SourceWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(OVERRIDE, raising=False)
+    good = "https://contoso.crm.dynamics.com"
+    sources.write(copilot_source("http://contoso.crm.dynamics.com", name="plain_http"))
+    sources.write(copilot_source("https://contoso.crm.dynamics.com/api/data/v9.2", name="with_path"))
+    sources.write(copilot_source("https://admin:pw@contoso.crm.dynamics.com", name="userinfo"))
+    sources.write(copilot_source("contoso", name="not_a_url"))
+    sources.write(copilot_source("https://con toso.crm.dynamics.com:99999", name="bad_host"))
+    sources.write(copilot_source(good, name="fixed", url="https://example.com/x"))
+    sources.write(copilot_source(good, name="mapped", eventMapping={"event_timestamp": "$.createdon"}))
+    sources.write(copilot_source(good, name="headers", headers={"Authorization": "Bearer x"}))
+    sources.write(
+        copilot_source(good, name="no_secret", credentials={"tenant_id": {"env": "A"}, "token": {"env": "B"}})
+    )
+    sources.write(copilot_source(good, name="bad_cloud", cloud="azure"))
+    sources.write(copilot_source(good, name="big_page", maxPageSize=5001))
+    sources.write(copilot_source(None, name="no_url"))
+    sources.write(copilot_source("http://127.0.0.1:8443", name="loopback", cloud="usgov"))
+    sources.write(copilot_source("https://contoso.crm.microsoftdynamics.us/", name="gcc_high", cloud="usgovhigh"))
+    sources.write(copilot_source("https://contoso.crm.appsplatform.us", name="dod_public"))
+    result = load_sources(sources.directory)
+    problems = "\n".join(result.problems)
+
+    def has(name: str, text: str) -> bool:
+        return f"source '{name}': {text}" in problems
+
+    assert has("plain_http", "environmentUrl: must be https:// (plain http is accepted only on a loopback host")
+    assert has("with_path", "environmentUrl: must be the environment's root URL, such as https://contoso.crm")
+    assert has("userinfo", "environmentUrl: must not hold a user name or password")
+    assert has("not_a_url", "environmentUrl: must be an absolute https:// URL")
+    assert has(
+        "bad_host", "environmentUrl: must be the environment's URL, such as https://contoso.crm.dynamics.com: its"
+    )
+    assert has("fixed", "url: fixed by the copilot_studio connector")
+    assert has("mapped", "eventMapping: fixed by the copilot_studio connector")
+    assert has("headers", "headers: fixed by the copilot_studio connector")
+    assert has("no_secret", "credentials.client_id: required: the application (client) id")
+    assert has("no_secret", "credentials.client_secret: required: a client secret of that app registration")
+    assert has("no_secret", "credentials.token: copilot_studio takes three credentials: tenant_id, client_id")
+    assert has("bad_cloud", "cloud: Input should be 'public', 'usgov', 'usgovhigh', 'dod' or 'china'")
+    assert has("big_page", "maxPageSize: Input should be less than or equal to 5000")
+    assert has("no_url", "environmentUrl: required field is missing")
+    assert "admin:pw" not in problems and "contoso\n" not in problems
+    assert set(result.sources) == {"loopback", "gcc_high", "dod_public"}
+    assert result.sources["gcc_high"].scope == "https://contoso.crm.microsoftdynamics.us/.default"
+    assert (
+        len(result.warnings) == 1
+        and "source 'dod_public': cloud: environmentUrl is a US Government DoD" in (result.warnings[0])
+    )
+    assert (
+        "login.microsoftonline.us, but cloud public signs in at login.microsoftonline.com; set cloud: dod"
+        in (result.warnings[0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("cloud", "authority"),
+    [
+        ("public", "login.microsoftonline.com"),
+        ("usgov", "login.microsoftonline.com"),
+        ("usgovhigh", "login.microsoftonline.us"),
+        ("dod", "login.microsoftonline.us"),
+        ("china", "login.partner.microsoftonline.cn"),
+    ],
+)
+def test_the_token_url_follows_the_cloud_unless_overridden(
+    cloud: str, authority: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(OVERRIDE, raising=False)
+    source = CopilotStudioSource.model_validate(copilot_source("https://contoso.crm.dynamics.com", cloud=cloud))
+    assert source.token_url(TENANT_ID) == f"https://{authority}/{TENANT_ID}/oauth2/v2.0/token"
+    assert source.token_url("a/b?c") == f"https://{authority}/a%2Fb%3Fc/oauth2/v2.0/token"
+    monkeypatch.setenv(OVERRIDE, "https://gateway.internal/aad/{tenant_id}/token")
+    assert source.token_url(TENANT_ID) == f"https://gateway.internal/aad/{TENANT_ID}/token"
+
+
+def test_validate_warns_when_the_token_url_override_is_set(vendor: CopilotStudioAPI, sources: SourceWriter) -> None:
+    sources.write(copilot_source(vendor.environment_url))
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {sources.directory / 'copilot_transcripts.yaml'}: source 'copilot_transcripts': adapter: "
+        f"{OVERRIDE} is set: token requests go to {vendor.login.base_url}/{{tenant_id}}/oauth2/v2.0/token instead of "
+        "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token (meant for tests and private gateways only)"
+    ) in result.output
+    assert "ok: 1 source(s)" in result.output
+
+
+# -- the CLI and Dagster ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the repository's dagster.yaml, and a trace store, in a temp directory."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    return home
+
+
+def cli(*args: str) -> Any:
+    extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+@pytest.mark.slow
+def test_cli_preview_then_pulls_that_survive_expired_and_revoked_tokens(
+    vendor: CopilotStudioAPI, sources: SourceWriter, home: Path, tmp_path: Path
+) -> None:
+    seed(vendor, 25)
+    sources.write(copilot_source(vendor.environment_url))
+    preview = cli("preview", NAME)
+    assert preview.exit_code == 0, preview.output
+    assert "copilot_transcripts  aad-user-1  conversation_transcript  Contoso Helpdesk" in preview.output
+    assert f"{NAME}: first page: 10 events, 0 rejected" in preview.output and "a next page exists" in preview.output
+
+    vendor.seconds_per_page = 3600  # every token expires at the server after one page
+    first = cli("pull", NAME)
+    assert first.exit_code == 0, first.output
+    assert f"{NAME}: 25 written, 0 duplicates skipped, 0 rejected, 3 pages" in first.output
+    assert '"watermark":"2026-03-01T00:24:00.000000Z"' in first.output
+
+    vendor.seconds_per_page = 0
+    seed(vendor, 12, start=25)
+    vendor.revoke_after_pages = 1  # revoked after the second pull's first page
+    vendor.login.requests.clear()
+    vendor.dataverse.requests.clear()
+    second = cli("pull", NAME)
+    assert second.exit_code == 0, second.output
+    assert f"{NAME}: 12 written, 1 duplicates skipped, 0 rejected, 2 pages" in second.output
+    assert vendor.data_requests()[0].arg("$filter") == "createdon ge 2026-03-01T00:24:00Z"
+    assert (len(vendor.token_requests()), len(vendor.data_requests())) == (2, 3)
+    assert not secret_seen_by(vendor.dataverse)
+    with SqliteTraceStore(tmp_path / "trace.db") as store:
+        assert ids(store) == [tid(i) for i in range(37)]
+
+
+@pytest.mark.slow
+def test_cli_pull_with_a_wrong_client_secret_fails_in_one_line(
+    vendor: CopilotStudioAPI, sources: SourceWriter, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(vendor, 5)
+    sources.write(copilot_source(vendor.environment_url))
+    wrong = "Yz9Q~not.the-right-secret_31337"
+    monkeypatch.setenv("COPILOT_CLIENT_SECRET", wrong)
+    result = cli("pull", NAME)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith(f"{NAME}: ")]
+    assert line.startswith(
+        f"{NAME}: FAILED: source '{NAME}': token request refused, check credentials.client_secret: the client "
+        "secret is not valid for this app (enter the secret's Value, not its Secret ID) (HTTP 401 invalid_client "
+        f"from {vendor.login.base_url}/***/oauth2/v2.0/token: AADSTS7000215: Invalid client secret provided."
+    ), result.output
+    assert line.endswith('; committed cursor {"v":1}')
+    assert "Traceback" not in result.output and wrong not in result.output and SECRET not in result.output
+    assert vendor.data_requests() == []
+
+
+@pytest.mark.slow
+def test_canary_the_client_secret_never_leaves_the_token_request(
+    sources: SourceWriter, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_secrets import forms
+
+    canary = "cnry~Copilot.S3cret_5f4e3d2c1b0a+/=&9988"  # URL- and form-special
+    spellings = forms(canary)
+    with CopilotStudioAPI(canary) as vendor:
+        monkeypatch.setenv(OVERRIDE, vendor.token_url)
+        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_SECRET", canary)
+        seed(vendor, 25)
+        sources.write(copilot_source(vendor.environment_url))
+        output = ""
+        for args in (("validate",), ("preview", NAME), ("preview", NAME, "--json"), ("pull", NAME, "-v")):
+            result = cli(*args)
+            assert result.exit_code == 0, result.output
+            output += result.output
+        seed(vendor, 3, start=25)
+        vendor.revoke_after_pages = 1
+        output += cli("pull", NAME, "-v").output
+        vendor.client_secret = "rotated-elsewhere-0000"  # now the canary is refused by the token endpoint
+        seed(vendor, 3, start=28)
+        failed = cli("pull", NAME, "-v")
+        assert failed.exit_code == 1 and "AADSTS7000215" in failed.output
+        output += failed.output + cli("tail", "--json", "-n", "100").output
+        assert tid(27) in output
+        assert [f["client_secret"] for f in vendor.token_requests()][:1] == [canary]
+        dataverse_saw = " ".join(
+            r.url + json.dumps(r.headers) + r.body.decode("latin-1") for r in vendor.dataverse.requests
+        )
+        login_saw_bearer = any("authorization" in r.headers for r in vendor.login.requests)
+    assert [s for s in spellings if s in dataverse_saw.lower()] == [] and not login_saw_bearer
+    assert [s for s in spellings if s in output.lower()] == [], output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().decode("latin-1").lower()
+            assert [s for s in spellings if s in data] == [], path
+
+
+@pytest.mark.slow
+def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
+    vendor: CopilotStudioAPI, sources: SourceWriter, tmp_path: Path
+) -> None:
+    seed(vendor, 20)
+    seed(vendor, 4, start=100, at=T0 + timedelta(days=1, hours=9))
+    sources.write(copilot_source(vendor.environment_url))
+    with dg.instance_for_test() as instance:
+        harness = make_harness(
+            sources.directory, instance, Clock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC)), tmp_path, NAME
+        )
+        first = harness.tick(None)
+        assert harness.run(first.run_requests[0]).success
+        event = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", NAME]))
+        md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert (md["events_written"], md["rejected"], md["drained"]) == (24, 0, True)
+        after = harness.tick(first.cursor)
+        cursor = committed(after.cursor)
+        assert cursor == {"v": 1, "watermark": "2026-03-02T09:03:00.000000Z"}
+        assert len(vendor.token_requests()) == 1
+
+        vendor.dataverse.requests.clear()
+        job = harness.project.defs.resolve_job_def(f"{NAME}_pull")
+        window = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
+        assert window.success
+        md = {
+            k: v.value
+            for k, v in instance.get_latest_materialization_event(
+                dg.AssetKey(["ingestion", NAME])
+            ).asset_materialization.metadata.items()
+        }
+        assert md["mode"] == "window" and md["cursor_after"] == md["cursor_before"]
+        assert md["duplicates_skipped"] == 4
+        assert {r.arg("$filter") for r in vendor.data_requests()} == {
+            "createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"
+        }
+        assert committed(harness.tick(after.cursor).cursor) == cursor
