@@ -1,9 +1,8 @@
-"""The demo API: three feeds shaped like the vendors' documented APIs, on loopback.
+"""The demo API: feeds shaped like the vendors' documented APIs, on loopback (Copilot Studio's
+Dataverse and identity platform are ``vendors/copilot.py``, started beside it).
 
 - ``/v1/compliance/activities``: Anthropic Compliance API shape (``x-api-key``, newest first,
   ``has_more``/``last_id``, ``after_id`` paging, ``created_at.gt`` filter).
-- ``/api/data/v9.2/conversationtranscripts``: Dataverse shape (bearer, ``$filter=createdon gt``,
-  ``Prefer: odata.maxpagesize``, absolute ``@odata.nextLink``).
 - ``/v1/usage/events``: a generic usage feed with cost and tokens, a body cursor, and a few
   malformed records so the demo shows rejects.
 
@@ -62,17 +61,15 @@ def _after(text: str | None) -> datetime | None:
 
 
 class DemoApi:
-    """Route handlers over three feeds; ``server`` serves them."""
+    """Route handlers over the feeds; ``server`` serves them."""
 
     def __init__(self, *, port: int = DEMO_PORT, token: str = DEMO_TOKEN, now: Any = None):
         self.token = token
         self.activities = DemoFeed(spacing=120, history=timedelta(days=1), now=now)
-        self.transcripts = DemoFeed(spacing=600, history=timedelta(days=2), now=now)
         self.usage = DemoFeed(spacing=90, history=timedelta(days=1), now=now)
         self.server = LoopbackServer(
             {
                 "/v1/compliance/activities": self.claude_activities,
-                "/api/data/v9.2/conversationtranscripts": self.dataverse_transcripts,
                 "/v1/usage/events": self.usage_events,
             },
             port=port,
@@ -117,39 +114,6 @@ class DemoApi:
                 "last_id": data[-1]["id"] if data else None,
             },
         )
-
-    def dataverse_transcripts(self, request: Request) -> Response:
-        denied = self._denied(request, "authorization", f"Bearer {self.token}")
-        if denied:
-            return denied
-        size = 50
-        prefer = request.header("prefer") or ""
-        if "odata.maxpagesize=" in prefer:
-            size = int(prefer.split("odata.maxpagesize=")[1].split(",")[0])
-        after = None
-        flt = request.arg("$filter") or ""
-        if flt.startswith("createdon gt "):
-            after = _after(flt.removeprefix("createdon gt ").strip())
-        ks = list(self.transcripts.indices(after=after))
-        skip = int(request.arg("$skiptoken") or 0)
-        page = ks[skip : skip + size]
-        body: dict[str, Any] = {
-            "value": [
-                {
-                    "conversationtranscriptid": f"3f1c{k:08d}-0000-4000-8000-000000000000",
-                    "createdon": _iso(self.transcripts.time(k)),
-                    "name": f"Conversation {k}",
-                    "_bot_conversationtranscriptid_value": "helpdesk-agent",
-                    "content": '{"activities": []}',
-                    "metadata": {"user": _pick(USERS, k, "m")},
-                }
-                for k in page
-            ]
-        }
-        if skip + size < len(ks):
-            query = "&".join(f"{key}={vals[0]}" for key, vals in request.query.items() if key != "$skiptoken")
-            body["@odata.nextLink"] = f"{self.server.base_url}{request.path}?{query}&$skiptoken={skip + size}"
-        return Response(200, body)
 
     def usage_events(self, request: Request) -> Response:
         denied = self._denied(request, "authorization", f"Bearer {self.token}")

@@ -10,12 +10,36 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..engine.store import store_url
 from .api import DEMO_PORT, DemoApi
 from .s3 import DEMO_BUCKET, DEMO_S3_PORT, DemoS3
-from .setup import DEMO_ROOT, prepare_demo
+from .setup import DEMO_CLIENT_SECRET, DEMO_ROOT, prepare_demo
+from .vendors.copilot import CopilotStudioAPI, transcript
+
+TOKEN_URL_ENV = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+
+
+def start_copilot() -> CopilotStudioAPI:
+    """A Dataverse environment with a conversation every 10 minutes over the last two days, and the
+    identity platform that issues its tokens."""
+    api = CopilotStudioAPI(DEMO_CLIENT_SECRET)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now -= timedelta(minutes=now.minute % 10)
+    users = ("ana@acme.example", "bo@acme.example", "chen@acme.example", "dee@acme.example")
+    api.add(
+        *(
+            transcript(
+                f"3f1c{k:08d}-0000-4000-8000-000000000000",
+                now - timedelta(minutes=10 * k),
+                aad_object_id=f"aad-{users[k % len(users)]}",
+            )
+            for k in range(288)
+        )
+    )
+    return api.start()
 
 
 def start_api(port: int | None) -> DemoApi:
@@ -59,8 +83,16 @@ def run_demo(
 
     api = start_api(port)
     bucket = start_bucket(None if port is None else 0, echo)
+    copilot = start_copilot()
+    # The demo's Copilot source is one-click: its token endpoint is the demo's, not Microsoft's.
+    os.environ[TOKEN_URL_ENV] = copilot.token_url
     try:
-        directory = prepare_demo(root, port=api.server.port, s3_port=bucket.port if bucket else None)
+        directory = prepare_demo(
+            root,
+            port=api.server.port,
+            s3_port=bucket.port if bucket else None,
+            dataverse_port=copilot.dataverse.port,
+        )
         # The code location (here, and under `dagster dev --ui`) reads the sources from here.
         os.environ["PULLMODE_SOURCES_DIR"] = str(directory.resolve())
         echo(f"demo API on {api.server.base_url}; demo sources in {directory}")
@@ -81,5 +113,6 @@ def run_demo(
         return ok
     finally:
         api.server.stop()
+        copilot.stop()
         if bucket:
             bucket.stop()

@@ -8,18 +8,35 @@ from pathlib import Path
 
 from .api import DEMO_PORT, DEMO_TOKEN
 from .s3 import DEMO_S3_KEY, DEMO_S3_PORT
+from .vendors.copilot import CLIENT_ID, TENANT_ID
+
+DEMO_DATAVERSE_PORT = 8789
+DEMO_CLIENT_SECRET = "demo-client-secret-not-a-secret"
 
 DEMO_ROOT = Path(".pullmode/demo")
 
 
-def prepare_demo(root: Path = DEMO_ROOT, *, port: int = DEMO_PORT, s3_port: int | None = DEMO_S3_PORT) -> Path:
+def prepare_demo(
+    root: Path = DEMO_ROOT,
+    *,
+    port: int = DEMO_PORT,
+    s3_port: int | None = DEMO_S3_PORT,
+    dataverse_port: int = DEMO_DATAVERSE_PORT,
+) -> Path:
     """Write the demo sources under ``root/sources`` and return that directory. Without an S3 port
     (moto not installed) the S3 demo sources are left out."""
     sources = root / "sources"
     secrets = root / "secrets"
     sources.mkdir(parents=True, exist_ok=True)
     secrets.mkdir(parents=True, exist_ok=True)
-    for name, value in (("demo_token", DEMO_TOKEN), ("s3_key_id", DEMO_S3_KEY[0]), ("s3_secret", DEMO_S3_KEY[1])):
+    for name, value in (
+        ("demo_token", DEMO_TOKEN),
+        ("s3_key_id", DEMO_S3_KEY[0]),
+        ("s3_secret", DEMO_S3_KEY[1]),
+        ("copilot_tenant_id", TENANT_ID),
+        ("copilot_client_id", CLIENT_ID),
+        ("copilot_client_secret", DEMO_CLIENT_SECRET),
+    ):
         secret = secrets / name
         secret.write_text(value + "\n")
         secret.chmod(0o600)
@@ -33,5 +50,6 @@ def prepare_demo(root: Path = DEMO_ROOT, *, port: int = DEMO_PORT, s3_port: int 
             target.unlink(missing_ok=True)
             continue
         text = text.replace(f"127.0.0.1:{DEMO_PORT}", f"127.0.0.1:{port}")
+        text = text.replace(f"127.0.0.1:{DEMO_DATAVERSE_PORT}", f"127.0.0.1:{dataverse_port}")
         target.write_text(text.replace(f"127.0.0.1:{DEMO_S3_PORT}", f"127.0.0.1:{s3_port}"))
     return sources
