@@ -1,1 +1,449 @@
-"""`claude_compliance`: see its README section (being built)."""
+"""``claude_compliance``: the Anthropic Compliance API's Activity Feed (``GET /v1/compliance/activities``).
+
+The key goes in ``x-api-key`` (bound to the API's origin), with ``anthropic-version: 2023-06-01``. The
+feed is newest first, paged by activity ids (``after_id`` = the next, older page; ``before_id`` = the
+activities right after a cursor, newer). The pull follows the vendor's two integration patterns:
+
+- **Backfill** (the first pull, or after a rewind): ``created_at.gte=<startDate>`` and
+  ``created_at.lt=<until>``, paging older with ``after_id=<last_id>`` until ``has_more`` is false.
+  ``until`` is fixed when the backfill starts, and the newest id of its first page is remembered
+  (``newest_id``); when the backfill drains, that id becomes the cursor.
+- **Incremental** (every later pull), the vendor's cursor-driven pattern: ``before_id=<cursor>``; each
+  page is the block of activities right after the cursor, and its ``first_id`` (its newest) is the
+  next cursor, until ``has_more`` is false. Each page moves forward in time with nothing skipped, so
+  every page is a safe checkpoint: a pull stopped by ``maxPagesPerRun``, the deadline or a failure
+  resumes at the first page not stored, re-reading nothing.
+- Both add ``created_at.lt = now - 1 minute``: activities become queryable within a minute of
+  occurring, so an activity the API does not show yet could otherwise sort before the cursor and be
+  skipped for good. Only a settled minute is read; the rest waits for the next pull.
+- **Window re-pull** (a partition): ``created_at.gte=<start>&created_at.lt=<end>`` (``end`` capped at
+  a settled minute), ``after_id`` paging to the end; the cursor does not move.
+
+Position (the adapter's part of the cursor): ``{"before_id": ...}`` once incremental;
+``{"since", "until", "after_id", "newest_id"}`` inside an unfinished backfill; ``{"since": ...}`` after
+a backfill that found nothing (the next one starts there). ``{}`` starts at ``startDate``; a hand-set
+``{"since": "<RFC 3339>"}`` rewinds to that time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from ..auth import HeaderAuth
+from ..config import ConfigProblem
+from ..cursor import CursorState
+from ..errors import PullError
+from ..http import BadBody, HttpSession, safe_url
+from .base import Page, Position, Puller, Window
+from .reference import ReferenceSource
+from .registry import Adapter, register
+
+ACTIVITIES_PATH = "/v1/compliance/activities"
+API_VERSION = "2023-06-01"
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 5000
+SETTLE = timedelta(minutes=1)
+"""Activities are queryable within a minute of occurring: only activities older than this are read."""
+
+_ACTIVITY_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
+
+ACTOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "user_actor": ("email_address", "user_id"),
+    "api_actor": ("api_key_id",),
+    "admin_api_key_actor": ("admin_api_key_id",),
+    "unauthenticated_user_actor": ("unauthenticated_email_address",),
+    "scim_directory_sync_actor": ("directory_id",),
+    "anthropic_actor": ("email_address",),
+}
+"""Who acted, by ``actor.type``: the first of these fields that is set."""
+OTHER_ACTOR_FIELDS = (
+    "email_address",
+    "unauthenticated_email_address",
+    "user_id",
+    "api_key_id",
+    "admin_api_key_id",
+    "directory_id",
+    "id",
+)
+"""An actor type this connector does not know: the first of these that is set, else its type."""
+TARGET_FALLBACKS = ("claude_file_id", "claude_chat_id", "claude_project_id")
+"""The target when no ``<subject>_id`` field matches the activity type's subject."""
+
+
+def _now() -> datetime:
+    """The clock the settled minute is measured on (a seam for tests)."""
+    return datetime.now(UTC)
+
+
+def _settled() -> datetime:
+    """The end of the settled past: a minute ago, in whole seconds."""
+    return (_now() - SETTLE).replace(microsecond=0)
+
+
+def _iso(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``, as the time filters take it."""
+    value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _set(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _scalar(value: Any) -> Any:
+    """A value fit for a text column: a string or a number, else None."""
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) and _set(value) else None
+
+
+class ClaudeComplianceSource(ReferenceSource):
+    """A ``claude_compliance`` source file."""
+
+    ENDPOINT_ENV: ClassVar[str] = "PULLMODE_CLAUDE_COMPLIANCE_BASE_URL"
+    DEFAULT_ENDPOINT: ClassVar[str] = "https://api.anthropic.com"
+
+    adapter: Literal["claude_compliance"]
+    activity_types: tuple[str, ...] | None = Field(
+        default=None, description="only these activity types (activity_types[]); default: every type"
+    )
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="limit per request")
+
+    def activities_url(self) -> str:
+        return f"{self.endpoint()}{ACTIVITIES_PATH}"
+
+    def problems(self) -> list[ConfigProblem]:
+        problems: list[ConfigProblem] = []
+        if self.activity_types is not None and not self.activity_types:
+            problems.append(("activityTypes", "lists no activity type; leave it out to pull every type"))
+        seen: set[str] = set()
+        for i, name in enumerate(self.activity_types or ()):
+            if not _ACTIVITY_TYPE.match(name):
+                problems.append(
+                    (
+                        f"activityTypes[{i}]",
+                        "not an activity type name: lowercase words joined by '_', such as claude_chat_created "
+                        "or sso_login_succeeded",
+                    )
+                )
+            elif name in seen:
+                problems.append((f"activityTypes[{i}]", "listed twice"))
+            seen.add(name)
+        if "api_key" not in self.credentials:
+            problems.append(
+                (
+                    "credentials.api_key",
+                    "required: a Compliance Access Key (sk-ant-api01-...) or an Admin API key (sk-ant-admin01-...) "
+                    "with the read:compliance_activities scope, sent as x-api-key",
+                )
+            )
+        for key in self.credentials:
+            if key != "api_key":
+                problems.append((f"credentials.{key}", "claude_compliance takes one credential, api_key"))
+        return problems
+
+    def describe(self) -> str:
+        types = f"{len(self.activity_types)} activity type(s)" if self.activity_types else "every activity type"
+        return f"Pulls the Activity Feed ({types}) from {safe_url(self.activities_url())} (claude_compliance)"
+
+    def extract(self, record: dict[str, Any]) -> dict[str, Any]:
+        """id, created_at and type as they are; the actor by ``actor.type``; the target from the
+        activity's own fields. Unknown activity and actor types pass through."""
+        return {
+            "source_event_id": record.get("id"),
+            "event_timestamp": record.get("created_at"),
+            "actor": actor_of(record.get("actor")),
+            "action": _scalar(record.get("type")),
+            "target": target_of(record),
+        }
+
+
+def actor_of(actor: Any) -> Any:
+    """``user_actor`` -> email (else user id), ``api_actor`` -> API key id, ``admin_api_key_actor`` ->
+    admin key id, ``unauthenticated_user_actor`` -> the email tried, ``scim_directory_sync_actor`` ->
+    directory id, ``anthropic_actor`` -> email, else ``anthropic``; another type -> its first
+    identifying field, else the type itself."""
+    if not isinstance(actor, dict):
+        return None
+    kind = actor.get("type") if isinstance(actor.get("type"), str) else None
+    known = kind in ACTOR_FIELDS
+    fields = ACTOR_FIELDS[kind] if kind is not None and known else OTHER_ACTOR_FIELDS
+    found = next((v for f in fields if (v := _scalar(actor.get(f))) is not None), None)
+    if found is not None:
+        return found
+    if kind == "anthropic_actor":
+        return "anthropic"
+    return None if known else _scalar(kind)
+
+
+def target_of(record: dict[str, Any]) -> Any:
+    """What the activity is about: the ``<subject>_id`` field named by its type's subject, longest
+    first (``claude_chat_created`` -> ``claude_chat_id``, ``api_key_created`` -> ``api_key_id``, the key
+    created, not the actor's), else a Claude file, chat or project id it carries, else None."""
+    kind = record.get("type")
+    if isinstance(kind, str):
+        words = kind.split("_")
+        for n in range(len(words) - 1, 0, -1):
+            value = _scalar(record.get("_".join(words[:n]) + "_id"))
+            if value is not None:
+                return value
+    return next((v for f in TARGET_FALLBACKS if (v := _scalar(record.get(f))) is not None), None)
+
+
+class ClaudePosition(Position):
+    before_id: str | None = None
+    """Incremental: the newest activity read; the next pull asks for the activities after it."""
+    since: str | None = None
+    """The lower bound (``created_at.gte``) of the next or unfinished backfill."""
+    until: str | None = None
+    """The upper bound (``created_at.lt``) of an unfinished backfill."""
+    after_id: str | None = None
+    """The next (older) page of an unfinished backfill."""
+    newest_id: str | None = None
+    """The newest activity of an unfinished backfill: the cursor once it drains."""
+
+    @field_validator("since", "until")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None and _parse_time(value) is None:
+            raise ValueError("must be an RFC 3339 timestamp with a zone")
+        return value
+
+    @field_validator("before_id", "after_id", "newest_id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClaudePosition:
+        if self.before_id is not None and any(
+            v is not None for v in (self.since, self.until, self.after_id, self.newest_id)
+        ):
+            raise ValueError("before_id (incremental) does not go with since, until, after_id or newest_id (backfill)")
+        if self.after_id is not None and (self.since is None or self.until is None):
+            raise ValueError("after_id (an unfinished backfill) needs its since and until")
+        return self
+
+
+@dataclass(frozen=True)
+class Listing:
+    records: list[Any]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+    nbytes: int
+
+
+class ClaudeCompliancePuller(Puller):
+    config_model = ClaudeComplianceSource
+    position_model = ClaudePosition
+    source: ClaudeComplianceSource
+
+    def _api_key(self) -> str:
+        key = self.credentials["api_key"]
+        if not (key.isascii() and key.isprintable()):
+            raise PullError(
+                f"source {self.source.name!r}: credential 'api_key' holds characters that cannot be sent in an "
+                "HTTP header (non-ASCII, a newline or a control character)"
+            )
+        return key
+
+    def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        position = self.position(start)
+        url = self.source.activities_url()
+        with self.session(auth=HeaderAuth({"x-api-key": self._api_key()}, origin=url)) as http:
+            if window is not None:
+                yield from self._window(http, window, fixed=dict(start.position))
+            elif position.before_id is not None:
+                yield from self._incremental(http, position.before_id)
+            else:
+                yield from self._backfill(http, position, start)
+
+    # -- the three ways through the feed ----------------------------------------------------------
+
+    def _backfill(self, http: HttpSession, position: ClaudePosition, start: CursorState) -> Iterator[Page]:
+        """Newest first from ``until`` down to ``since``; the newest id becomes the cursor at the end."""
+        after, newest = position.after_id, position.newest_id
+        if after is not None:
+            since, until = position.since, position.until
+        else:
+            since = position.since or start.watermark or _iso(self.source.start_datetime)
+            until = _iso(_settled())
+        lower, upper = _parse_time(since), _parse_time(until)
+        assert since is not None and until is not None and lower is not None and upper is not None
+        if lower >= upper:
+            return  # nothing has settled since then yet
+        for number in range(1, self.source.max_pages_per_run + 1):
+            location = f"backfill page {number}"
+            params = {"created_at.gte": since, "created_at.lt": until, **self._common()}
+            if after is not None:
+                params["after_id"] = after
+            listing = self._list(http, params, location)
+            if newest is None:
+                newest = listing.first_id
+            if not listing.has_more:
+                done = {"before_id": newest} if newest is not None else {"since": until}
+                yield self._page(listing, location, done, drained=True)
+                return
+            following = self._next(listing.last_id, after, "last_id", location)
+            after = following
+            resume = {"since": since, "until": until, "after_id": after, "newest_id": newest}
+            yield self._page(listing, location, resume, drained=False)
+
+    def _incremental(self, http: HttpSession, cursor: str) -> Iterator[Page]:
+        """The vendor's cursor-driven pattern: ``before_id=<cursor>``, cursor = ``first_id``."""
+        for number in range(1, self.source.max_pages_per_run + 1):
+            location = f"page {number}"
+            params = {"before_id": cursor, "created_at.lt": _iso(_settled()), **self._common()}
+            listing = self._list(http, params, location)
+            if listing.records or listing.has_more:
+                cursor = self._next(listing.first_id, cursor, "first_id", location)
+            yield self._page(listing, location, {"before_id": cursor}, drained=not listing.has_more)
+            if not listing.has_more:
+                return
+
+    def _window(self, http: HttpSession, window: Window, fixed: dict[str, Any]) -> Iterator[Page]:
+        """Every activity of the window (its end capped at a settled minute), older page by page."""
+        end = min(window.end, _settled())
+        if end <= window.start:
+            return
+        after: str | None = None
+        number = 0
+        while True:
+            number += 1
+            location = f"window page {number}"
+            params = {"created_at.gte": _iso(window.start), "created_at.lt": _iso(end), **self._common()}
+            if after is not None:
+                params["after_id"] = after
+            listing = self._list(http, params, location)
+            yield self._page(listing, location, fixed, drained=not listing.has_more)
+            if not listing.has_more:
+                return
+            after = self._next(listing.last_id, after, "last_id", location)
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def _common(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": str(self.source.page_size)}
+        if self.source.activity_types:
+            params["activity_types[]"] = list(self.source.activity_types)
+        return params
+
+    def _next(self, value: str | None, previous: str | None, field: str, location: str) -> str:
+        """The cursor for the next request; a missing or repeated one would page forever."""
+        what = f"source {self.source.name!r}: {location}"
+        if value is None:
+            raise PullError(f"{what}: the response has more activities (has_more) but no {field} to page on")
+        if value == previous:
+            raise PullError(f"{what}: pagination loop: {field} is the cursor just requested ({value})")
+        return value
+
+    @staticmethod
+    def _page(listing: Listing, location: str, resume: dict[str, Any], *, drained: bool) -> Page:
+        return Page(listing.records, nbytes=listing.nbytes, location=location, resume=resume, drained=drained)
+
+    def _list(self, http: HttpSession, params: dict[str, Any], location: str) -> Listing:
+        what = f"source {self.source.name!r}: {location}"
+        try:
+            response = http.send(
+                "GET",
+                self.source.activities_url(),
+                what=what,
+                headers={"anthropic-version": API_VERSION, "Accept": "application/json"},
+                params=params,
+                accept=lambda r: self._listing(r, what),
+            )
+        finally:
+            self.requests = http.requests
+        self._check(response, what, params)
+        return response.extensions["accepted"]
+
+    @staticmethod
+    def _listing(response: httpx.Response, what: str) -> Listing:
+        """The documented page; anything else under 200 (a proxy's HTML page, a body cut short) is
+        a BadBody, retried like a 5xx."""
+        try:
+            doc = json.loads(response.content)
+        except RecursionError:
+            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
+        except ValueError:
+            ctype = response.headers.get("content-type", "no content-type")
+            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+            raise BadBody("body has no 'data' array")
+        if not isinstance(doc.get("has_more"), bool):
+            raise BadBody("body has no boolean 'has_more'")
+        data: list[Any] = doc["data"]
+
+        def ident(field: str, record: Any) -> str | None:
+            value = doc.get(field)
+            if value is None and isinstance(record, dict):
+                value = record.get("id")  # the page's own ids, should the field be left out
+            return value if isinstance(value, str) and value else None
+
+        return Listing(
+            records=data,
+            has_more=doc["has_more"],
+            first_id=ident("first_id", data[0] if data else None),
+            last_id=ident("last_id", data[-1] if data else None),
+            nbytes=len(response.content),
+        )
+
+    def _check(self, response: httpx.Response, what: str, params: dict[str, Any]) -> None:
+        status = response.status_code
+        if status < 300:
+            return
+        where = self.redact(safe_url(response.request.url))
+        kind, message, request_id = _error_fields(response)
+        hint = {
+            400: "the API refused the request",
+            401: "the API key was rejected (check credentials.api_key)",
+            403: "the API key may not read the Activity Feed (it needs the read:compliance_activities scope)",
+            404: "not found (is the Compliance API enabled for the organization?)",
+        }.get(status, "redirect (not followed)" if status < 400 else "error")
+        if status >= 500 and response.headers.get("x-should-retry", "").lower() == "false":
+            hint += " (x-should-retry: false, not retried)"
+        detail = f"{kind}: {message}" if kind else message
+        text = f"{what}: HTTP {status} {hint} from {where}" + (f": {detail}" if detail else "")
+        if request_id:
+            text += f" (request_id {request_id})"
+        if status == 400 and ("after_id" in params or "before_id" in params) and "_id" in message:
+            text += "; if the stored cursor names an activity the API no longer knows, rewind the cursor"
+        raise PullError(self.redact(" ".join(text.split())))
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
+    """(error type, message, request id) of the documented error shape, else ("", a snippet, "")."""
+    try:
+        doc = json.loads(response.content) if response.content else None
+    except (ValueError, RecursionError):
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(error, dict):
+        kind = error.get("type") if isinstance(error.get("type"), str) else ""
+        message = error.get("message") if isinstance(error.get("message"), str) else ""
+        request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else ""  # type: ignore[union-attr]
+        return kind[:64], message[:300], request_id[:64]
+    snippet = " ".join(response.text.split())[:300] if response.content else ""
+    return "", snippet, response.headers.get("request-id", "")[:64]
+
+
+register(Adapter("claude_compliance", ClaudeComplianceSource, ClaudeCompliancePuller, kind="anthropic"))

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ..config import ConfigProblem, SourceConfig
 from ..events import MAPPED_FIELDS
-from ..http import DEFAULT_MAX_RESPONSE_BYTES, safe_url
+from ..http import DEFAULT_MAX_RESPONSE_BYTES
 
 FIXED_HTTP_FIELDS = frozenset(
     {
@@ -68,7 +68,7 @@ class ReferenceSource(SourceConfig):
         return [
             (
                 "adapter",
-                f"{self.ENDPOINT_ENV} is set: requests go to {safe_url(override)} instead of "
+                f"{self.ENDPOINT_ENV} is set: requests go to {override.split('?')[0]} instead of "
                 f"{self.DEFAULT_ENDPOINT} (meant for tests and private gateways only)",
             )
         ]

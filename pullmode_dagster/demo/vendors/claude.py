@@ -1,0 +1,358 @@
+"""A fake Anthropic Compliance API, Activity Feed (``GET /v1/compliance/activities``), on loopback.
+
+It follows shared/reference/upstream-apis.md ("Anthropic (Claude) Compliance API"):
+
+- ``x-api-key: <key>`` on every request, else 401 with the documented error shape
+  ``{"type": "error", "error": {"type": "authentication_error", "message": ...}, "request_id": ...}``;
+  ``anthropic-version: 2023-06-01`` is required (400 without it); a key without the
+  ``read:compliance_activities`` scope gets 403 ``permission_error`` (``forbidden``).
+- Query: ``limit`` (default 100, 1..5000); ``after_id`` (the next, *older* page) or ``before_id``
+  (*newer* activities: the ones right after the cursor), never both; an id that is not an activity
+  is a 400 ``invalid_request_error``; ``created_at.gte|gt|lt|lte`` (RFC 3339 with a zone, else 400);
+  bracket filters ``activity_types[]``, ``actor_ids[]``, ``organization_ids[]``. Any other parameter is
+  a 400, so a connector that misspells one fails here instead of silently reading everything.
+- Newest first, ties on ``created_at`` broken by id; ``{"data", "has_more", "first_id", "last_id"}``.
+- Activities become visible at ``visible_from`` (default: at once), so a test can play "queryable
+  within a minute of occurring" with a settable ``now``.
+- Faults queued with :meth:`ActivityFeedAPI.inject` answer the next requests (after the key check):
+  429 ``rate_limit_error`` with ``retry-after``, 500 with ``x-should-retry: false``, 529, an HTML
+  page under 200, a redirect elsewhere.
+
+The class is a LoopbackServer route handler (``LoopbackServer({PATH: api})``) and can also run its
+own server (``with ActivityFeedAPI(key) as api: api.base_url``). Builders give activities of every
+documented actor type.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..server import LoopbackServer, Request, Response
+
+PATH = "/v1/compliance/activities"
+API_VERSION = "2023-06-01"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 5000
+ORG_ID = "org_01Wv6QeBcDfGhJkLmNpQrSt8"
+ORG_UUID = "abcdef01-2345-6789-abcd-ef0123456789"
+TIME_FILTERS = ("created_at.gte", "created_at.gt", "created_at.lt", "created_at.lte")
+LIST_FILTERS = {"activity_types[]": "type", "actor_ids[]": "actor", "organization_ids[]": "organization_id"}
+KNOWN_PARAMS = frozenset({"limit", "after_id", "before_id", *TIME_FILTERS, *LIST_FILTERS})
+SIGN_IN_OUT = ("sso_login_succeeded", "sso_login_failed", "magic_link_login_succeeded", "user_logged_out")
+"""Activity types that belong to no organization (``organization_id`` and ``organization_uuid`` null)."""
+
+_ids = itertools.count(1)
+
+
+def iso(value: datetime) -> str:
+    """RFC 3339 in UTC, as the API writes ``created_at``."""
+    value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+# -- actors ----------------------------------------------------------------------------------------
+
+
+def user_actor(email: str, *, user_id: str | None = None, ip: str = "192.0.2.34") -> dict[str, Any]:
+    return {
+        "type": "user_actor",
+        "email_address": email,
+        "user_id": user_id or f"user_01{email.split('@')[0][:12]:x<12}",
+        "ip_address": ip,
+        "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5)",
+    }
+
+
+def api_actor(api_key_id: str) -> dict[str, Any]:
+    return {"type": "api_actor", "api_key_id": api_key_id}
+
+
+def admin_api_key_actor(admin_api_key_id: str) -> dict[str, Any]:
+    return {"type": "admin_api_key_actor", "admin_api_key_id": admin_api_key_id}
+
+
+def unauthenticated_user_actor(email: str) -> dict[str, Any]:
+    return {"type": "unauthenticated_user_actor", "unauthenticated_email_address": email}
+
+
+def anthropic_actor(email: str | None = None) -> dict[str, Any]:
+    return {"type": "anthropic_actor", "email_address": email}
+
+
+def scim_directory_sync_actor(directory_id: str) -> dict[str, Any]:
+    return {"type": "scim_directory_sync_actor", "directory_id": directory_id, "directory_name": "Okta"}
+
+
+# -- activities ------------------------------------------------------------------------------------
+
+
+def activity(
+    type: str,
+    created_at: datetime,
+    actor: dict[str, Any] | None,
+    *,
+    id: str | None = None,
+    organization_id: str | None = ORG_ID,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One activity in the documented shape; ``fields`` are the type's own (``claude_chat_id``, ...)."""
+    sign_in_out = type in SIGN_IN_OUT
+    return {
+        "id": id or f"activity_01{next(_ids):022d}",
+        "created_at": iso(created_at),
+        "organization_id": None if sign_in_out else organization_id,
+        "organization_uuid": None if sign_in_out or organization_id is None else ORG_UUID,
+        "actor": actor,
+        "type": type,
+        **fields,
+    }
+
+
+def mixed_activities(count: int, start: datetime, *, spacing: timedelta = timedelta(minutes=7)) -> list[dict[str, Any]]:
+    """``count`` activities from ``start`` on, cycling through actor types and activity types; every
+    fifth one shares its ``created_at`` with the one before (ties are broken by id). Ids are
+    ``activity_01<i>`` with ``i`` zero-padded, so they sort in creation order."""
+    out: list[dict[str, Any]] = []
+    when = start
+    for i in range(count):
+        if i % 5 != 4:
+            when = start + spacing * i
+        n = f"{i:04d}"
+        email = f"user{i % 4}@acme.example"
+        kind = i % 6
+        if kind == 0:
+            made = activity(
+                "claude_chat_created",
+                when,
+                user_actor(email),
+                claude_chat_id=f"claude_chat_01{n}",
+                claude_project_id=f"claude_proj_01{n}",
+            )
+        elif kind == 1:
+            made = activity(
+                "claude_file_uploaded",
+                when,
+                user_actor(email),
+                claude_file_id=f"claude_file_01{n}",
+                claude_project_id=f"claude_proj_01{n}",
+            )
+        elif kind == 2:
+            made = activity("api_key_created", when, admin_api_key_actor(f"adminkey_01{n}"), api_key_id=f"apikey_01{n}")
+        elif kind == 3:
+            made = activity("sso_login_succeeded", when, user_actor(email))
+        elif kind == 4:
+            made = activity(
+                "user_provisioned", when, scim_directory_sync_actor(f"directory_01{n}"), user_id=f"user_01{n}"
+            )
+        else:
+            made = activity(
+                "claude_project_viewed", when, api_actor(f"apikey_01{n}"), claude_project_id=f"claude_proj_01{n}"
+            )
+        made["id"] = f"activity_01{n}"
+        out.append(made)
+    return out
+
+
+# -- the API ---------------------------------------------------------------------------------------
+
+
+def error(status: int, type: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> Response:
+    """The documented error shape."""
+    return Response(
+        status,
+        {"type": "error", "error": {"type": type, "message": message}, "request_id": request_id},
+        headers={"request-id": request_id, **(headers or {})},
+    )
+
+
+class ActivityFeedAPI:
+    """The Activity Feed. Call it with a :class:`Request` (a route handler) or run its own server."""
+
+    def __init__(self, api_key: str, *, now: Callable[[], datetime] | None = None):
+        self.api_key = api_key
+        self.now = now or (lambda: datetime.now(UTC))
+        self.activities: list[dict[str, Any]] = []
+        self.visible_from: dict[str, datetime] = {}
+        self.forbidden = False
+        """True: the key lacks the read:compliance_activities scope (403)."""
+        self.echo_key = False
+        """True: a 401 quotes the key it was given, as a careless server would (a redaction test)."""
+        self.faults: list[Callable[[str], Response]] = []
+        self._request_ids = itertools.count(1)
+        self.server = LoopbackServer({PATH: self})
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> ActivityFeedAPI:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> ActivityFeedAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """What ``PULLMODE_CLAUDE_COMPLIANCE_BASE_URL`` is set to."""
+        return self.server.base_url
+
+    @property
+    def requests(self) -> list[Request]:
+        return [r for r in self.server.requests if r.path == PATH]
+
+    # -- data and faults -------------------------------------------------------------------------
+
+    def add(self, *activities: dict[str, Any], visible_from: datetime | None = None) -> None:
+        for item in activities:
+            self.activities.append(item)
+            if visible_from is not None:
+                self.visible_from[item["id"]] = visible_from
+
+    def inject(
+        self,
+        status: int,
+        *,
+        retry_after: str | None = None,
+        should_retry: bool | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next request (after the key check) gets this answer instead of a page."""
+        types = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error", 503: "api_error"}
+
+        def answer(request_id: str) -> Response:
+            extra = dict(headers or {})
+            if retry_after is not None:
+                extra["retry-after"] = retry_after
+            if should_retry is not None:
+                extra["x-should-retry"] = "true" if should_retry else "false"
+            if body is not None:
+                return Response(status, body, headers={"Content-Type": "text/html", "request-id": request_id, **extra})
+            if 300 <= status < 400:
+                return Response(status, b"", headers={"request-id": request_id, **extra})
+            message = {429: "Number of requests has exceeded your rate limit", 529: "Overloaded"}.get(
+                status, "Internal server error"
+            )
+            return error(status, types.get(status, "api_error"), message, request_id, extra)
+
+        self.faults.append(answer)
+
+    # -- the route -------------------------------------------------------------------------------
+
+    def __call__(self, request: Request) -> Response:
+        request_id = f"req_011CV{next(self._request_ids):018d}"
+        presented = request.header("x-api-key")
+        if presented != self.api_key:
+            shown = f": {presented}" if self.echo_key and presented else ""
+            return error(401, "authentication_error", f"invalid x-api-key{shown}", request_id)
+        if self.forbidden:
+            return error(
+                403,
+                "permission_error",
+                "This API key does not have the read:compliance_activities scope",
+                request_id,
+            )
+        version = request.header("anthropic-version")
+        if version is None:
+            return error(400, "invalid_request_error", "anthropic-version: header is required", request_id)
+        if version != API_VERSION:
+            return error(400, "invalid_request_error", f"anthropic-version: unknown version {version!r}", request_id)
+        if self.faults:
+            return self.faults.pop(0)(request_id)
+        return self._list(request, request_id)
+
+    def _list(self, request: Request, request_id: str) -> Response:
+        def bad(message: str) -> Response:
+            return error(400, "invalid_request_error", message, request_id)
+
+        unknown = sorted(set(request.query) - KNOWN_PARAMS)
+        if unknown:
+            return bad(f"{unknown[0]}: unknown query parameter")
+        try:
+            limit = int(request.arg("limit") or DEFAULT_LIMIT)
+        except ValueError:
+            return bad("limit: must be an integer")
+        if not 1 <= limit <= MAX_LIMIT:
+            return bad(f"limit: must be between 1 and {MAX_LIMIT}")
+        after_id, before_id = request.arg("after_id"), request.arg("before_id")
+        if after_id and before_id:
+            return bad("after_id and before_id cannot both be set")
+        bounds: dict[str, datetime] = {}
+        for name in TIME_FILTERS:
+            text = request.arg(name)
+            if text is None:
+                continue
+            parsed = _parse_time(text)
+            if parsed is None:
+                return bad(f"{name}: invalid RFC 3339 timestamp")
+            bounds[name] = parsed
+
+        now = self.now()
+        visible = [a for a in self.activities if self.visible_from.get(a["id"], now) <= now]
+        by_id = {a["id"]: a for a in visible}
+        cursor_id = after_id or before_id
+        if cursor_id and cursor_id not in by_id:
+            return bad(f"{'after_id' if after_id else 'before_id'}: no activity with id {cursor_id!r}")
+
+        def key(a: dict[str, Any]) -> tuple[datetime, str]:
+            return (_parse_time(a["created_at"]) or now, a["id"])
+
+        def selected(a: dict[str, Any]) -> bool:
+            when = key(a)[0]
+            if "created_at.gte" in bounds and when < bounds["created_at.gte"]:
+                return False
+            if "created_at.gt" in bounds and when <= bounds["created_at.gt"]:
+                return False
+            if "created_at.lt" in bounds and when >= bounds["created_at.lt"]:
+                return False
+            if "created_at.lte" in bounds and when > bounds["created_at.lte"]:
+                return False
+            for param, field in LIST_FILTERS.items():
+                wanted = request.query.get(param)
+                if wanted is None:
+                    continue
+                value = (a.get("actor") or {}).get("user_id") if field == "actor" else a.get(field)
+                if value not in wanted:
+                    return False
+            return True
+
+        newest_first = sorted((a for a in visible if selected(a)), key=key, reverse=True)
+        if after_id:
+            pivot = key(by_id[after_id])
+            older = [a for a in newest_first if key(a) < pivot]
+            page, has_more = older[:limit], len(older) > limit
+        elif before_id:
+            pivot = key(by_id[before_id])
+            newer = [a for a in newest_first if key(a) > pivot]
+            # The activities right after the cursor (the oldest of the newer ones), newest first.
+            page, has_more = newer[-limit:], len(newer) > limit
+        else:
+            page, has_more = newest_first[:limit], len(newest_first) > limit
+        return Response(
+            200,
+            {
+                "data": page,
+                "has_more": has_more,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            },
+            headers={"request-id": request_id},
+        )

@@ -1,0 +1,716 @@
+"""`claude_compliance` against the fake Activity Feed (demo/vendors/claude.py): the backfill from
+startDate, incremental pulls by ``before_id``, the settled minute, resumes (maxPagesPerRun, deadline,
+failure), window re-pulls, retries, errors, validation, and the CLI and Dagster entry points."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.demo.vendors.claude import (
+    PATH,
+    ActivityFeedAPI,
+    activity,
+    admin_api_key_actor,
+    anthropic_actor,
+    api_actor,
+    iso,
+    mixed_activities,
+    scim_directory_sync_actor,
+    unauthenticated_user_actor,
+    user_actor,
+)
+from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import claude_compliance as cc
+from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.events import normalize_timestamp
+from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .conftest import SourceWriter
+from .dagster_helpers import Clock, committed, make_harness
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+ENV = "PULLMODE_CLAUDE_COMPLIANCE_BASE_URL"
+KEY = "sk-ant-api01-test-4242-claude-key"
+NAME = "claude_activity"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+START = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[ActivityFeedAPI]:
+    with ActivityFeedAPI(KEY) as api:
+        monkeypatch.setenv(ENV, api.base_url)
+        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", KEY)
+        yield api
+
+
+def claude_source(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": NAME,
+        "adapter": "claude_compliance",
+        "startDate": "2026-01-01",
+        "schedule": "*/5 * * * *",
+        "credentials": {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}},
+    }
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def ids(store: SqliteTraceStore) -> list[str]:
+    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
+
+
+def aid(i: int) -> str:
+    """The id ``mixed_activities`` gives activity ``i``."""
+    return f"activity_01{i:04d}"
+
+
+def ts(item: dict[str, Any]) -> str:
+    return normalize_timestamp(item["created_at"])
+
+
+def sent(vendor: ActivityFeedAPI, name: str) -> list[str | None]:
+    return [r.arg(name) for r in vendor.requests]
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+
+def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_and_version(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(activity("claude_chat_created", T0 - timedelta(days=60), user_actor("old@acme.example"), id="act_old"))
+    seeded = mixed_activities(25, T0)  # every fifth shares its created_at with the one before
+    vendor.add(*seeded)
+    report = run_pull(sources.load(claude_source(pageSize=10)), store=store, context=context)
+
+    assert (report.written, report.duplicates, report.rejected, report.pages, report.requests) == (25, 0, 0, 3, 3)
+    assert report.drained and ids(store) == [aid(i) for i in range(25)]  # not the one before startDate
+    assert report.cursor_after.position == {"before_id": aid(24)}
+    assert report.cursor_after.watermark == ts(seeded[24]) == "2026-03-01T02:41:00.000000Z"
+    # Newest first from startDate, paging older with after_id = last_id, under one fixed settled bound.
+    assert sent(vendor, "after_id") == [None, aid(15), aid(5)]
+    assert set(sent(vendor, "created_at.gte")) == {START} and set(sent(vendor, "limit")) == {"10"}
+    assert sent(vendor, "before_id") == [None] * 3
+    (until,) = set(sent(vendor, "created_at.lt"))
+    assert until is not None and until.endswith("Z")
+    assert timedelta(seconds=59) <= datetime.now(UTC) - datetime.fromisoformat(until) < timedelta(seconds=90)
+    for request in vendor.requests:
+        assert request.header("x-api-key") == KEY and request.header("anthropic-version") == "2023-06-01"
+        assert KEY not in request.url
+
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=100)}
+    assert {k: rows[aid(0)][k] for k in ("actor", "action", "target", "event_timestamp")} == {
+        "actor": "user0@acme.example",
+        "action": "claude_chat_created",
+        "target": "claude_chat_010000",
+        "event_timestamp": "2026-03-01T00:00:00.000000Z",
+    }
+    assert (rows[aid(2)]["actor"], rows[aid(2)]["target"]) == ("adminkey_010002", "apikey_010002")
+    assert (rows[aid(3)]["action"], rows[aid(3)]["target"]) == ("sso_login_succeeded", None)
+    assert (rows[aid(4)]["actor"], rows[aid(4)]["target"]) == ("directory_010004", "user_010004")
+    assert (rows[aid(5)]["actor"], rows[aid(5)]["target"]) == ("apikey_010005", "claude_proj_010005")
+    assert json.loads(rows[aid(1)]["raw_payload"])["actor"]["ip_address"] == "192.0.2.34"
+
+
+def test_second_pull_asks_only_for_activities_after_the_cursor(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(*mixed_activities(25, T0))
+    source = sources.load(claude_source(pageSize=10))
+    first = run_pull(source, store=store, context=context)
+    vendor.server.requests.clear()
+
+    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (quiet.written, quiet.requests, quiet.drained) == (0, 1, True)
+    assert quiet.cursor_after == first.cursor_after
+    (request,) = vendor.requests
+    assert dict(request.query).keys() == {"before_id", "created_at.lt", "limit"}
+    assert request.arg("before_id") == aid(24)
+
+    new = mixed_activities(40, T0)[25:]
+    vendor.add(*new)
+    vendor.server.requests.clear()
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates, second.requests, second.drained) == (15, 0, 2, True)
+    # Each page is the block right after the cursor; its first_id (its newest) is the next cursor.
+    assert sent(vendor, "before_id") == [aid(24), aid(34)]
+    assert sent(vendor, "created_at.gte") == [None, None] and sent(vendor, "after_id") == [None, None]
+    assert second.cursor_after.position == {"before_id": aid(39)}
+    assert second.cursor_after.watermark == ts(new[-1])
+    assert ids(store) == [aid(i) for i in range(40)]
+
+
+def test_a_backfill_stopped_by_max_pages_resumes_at_its_page_and_then_turns_incremental(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    everything = mixed_activities(50, T0)
+    vendor.add(*everything[:45])
+    source = sources.load(claude_source(pageSize=10, maxPagesPerRun=2))
+
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, first.drained) == (20, False)
+    position = dict(first.cursor_after.position)
+    until = position.pop("until")
+    assert position == {"since": START, "after_id": aid(25), "newest_id": aid(44)}
+    assert first.cursor_after.watermark is None and first.cursor_after.high_water == ts(everything[44])
+
+    vendor.add(*everything[45:])  # arrive while the backfill is under way
+    vendor.server.requests.clear()
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates, second.drained) == (20, 0, False)
+    assert sent(vendor, "after_id") == [aid(25), aid(15)]
+    assert set(sent(vendor, "created_at.lt")) == {until} and set(sent(vendor, "created_at.gte")) == {START}
+
+    third = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert (third.written, third.duplicates, third.drained) == (5, 0, True)
+    assert third.cursor_after.position == {"before_id": aid(44)}
+    assert third.cursor_after.watermark == ts(everything[44]) and third.cursor_after.high_water is None
+
+    vendor.server.requests.clear()
+    fourth = run_pull(source, store=store, start=third.cursor_after, context=context)
+    assert (fourth.written, fourth.duplicates, fourth.drained) == (5, 0, True)
+    assert sent(vendor, "before_id") == [aid(44)]
+    assert ids(store) == [aid(i) for i in range(50)]
+
+
+def test_incremental_pulls_stopped_by_max_pages_resume_at_the_next_block(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    everything = mixed_activities(35, T0)
+    vendor.add(*everything[:5])
+    source = sources.load(claude_source(pageSize=10, maxPagesPerRun=2))
+    state = run_pull(source, store=store, context=context).cursor_after
+    vendor.add(*everything[5:])
+    vendor.server.requests.clear()
+
+    second = run_pull(source, store=store, start=state, context=context)
+    assert (second.written, second.drained) == (20, False)
+    assert sent(vendor, "before_id") == [aid(4), aid(14)]
+    assert second.cursor_after.position == {"before_id": aid(24)}
+    assert second.cursor_after.watermark == ts(everything[4])  # moves only when drained
+    third = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert (third.written, third.duplicates, third.drained) == (10, 0, True)
+    assert third.cursor_after.watermark == ts(everything[34])
+    assert ids(store) == [aid(i) for i in range(35)]
+
+
+def test_a_500_that_says_do_not_retry_fails_once_and_the_checkpoint_resumes_at_the_page(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(*mixed_activities(45, T0))
+    source = sources.load(claude_source(pageSize=10))
+    checkpoints: list[CursorState] = []
+
+    def fail_next(page: Any, report: Any) -> None:
+        if report.pages == 2:
+            vendor.inject(500, should_retry=False)
+
+    with pytest.raises(PullError) as failed:
+        run_pull(
+            source, store=store, context=context, batch_size=10, on_page=fail_next, on_checkpoint=checkpoints.append
+        )
+    message = str(failed.value)
+    assert message.startswith(
+        f"source '{NAME}': backfill page 3: HTTP 500 error (x-should-retry: false, not retried) from "
+        f"{vendor.base_url}{PATH}: api_error: Internal server error (request_id req_"
+    )
+    assert "\n" not in message and len(vendor.requests) == 3  # not retried
+    report = failed.value.report
+    position = dict(report.checkpoint.position)
+    position.pop("until")
+    assert position == {"since": START, "after_id": aid(25), "newest_id": aid(44)}
+    assert report.written == 20 and checkpoints[-1] == report.checkpoint
+
+    vendor.server.requests.clear()
+    resumed = run_pull(source, store=store, start=report.checkpoint, context=context)
+    assert (resumed.written, resumed.duplicates, resumed.drained) == (25, 0, True)
+    assert sent(vendor, "after_id") == [aid(25), aid(15), aid(5)]
+    assert resumed.cursor_after.position == {"before_id": aid(44)}
+
+
+def test_429_retry_after_529_and_an_html_200_are_retried(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext, sleeps: list[float]
+) -> None:
+    vendor.add(*mixed_activities(5, T0))
+    vendor.inject(429, retry_after="7")
+    vendor.inject(529)
+    vendor.inject(200, body=b"<html><body>upstream maintenance</body></html>")
+    patient = replace(context, retry=RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.05))
+    report = run_pull(sources.load(claude_source()), store=store, context=patient)
+    assert (report.written, report.requests, len(vendor.requests)) == (5, 4, 4)
+    assert sleeps[0] == 7.0 and len(sleeps) == 3  # Retry-After honoured, then backoff
+
+    for _ in range(3):
+        vendor.inject(429, retry_after="1")
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    assert str(failed.value) == (
+        f"source '{NAME}': backfill page 1: HTTP 429 from {vendor.base_url}{PATH}, gave up after 3 attempts"
+    )
+
+
+def test_the_deadline_stops_at_a_page_and_the_next_pulls_resume_there(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(*mixed_activities(45, T0))
+    source = sources.load(claude_source(pageSize=10, pullDeadlineSeconds=2))
+    now = [0.0]
+    timed = replace(context, clock=lambda: now[0])
+
+    def tick(page: Any, report: Any) -> None:
+        now[0] += 1.0  # every page takes a second
+
+    state, reports = CursorState(), []
+    while not (reports and reports[-1].drained) and len(reports) < 10:
+        now[0] = 0.0
+        report = run_pull(source, store=store, start=state, context=timed, on_page=tick)
+        assert report.stopped == "deadline" or report.drained
+        reports.append(report)
+        state = report.cursor_after
+    assert [r.pages for r in reports] == [2, 2, 1]
+    assert sum(r.written for r in reports) == 45 and sum(r.duplicates for r in reports) == 0
+    assert state.position == {"before_id": aid(44)}
+
+
+def test_only_settled_activities_are_read_so_a_late_one_is_not_skipped(
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    now = [p]
+    monkeypatch.setattr(cc, "_now", lambda: now[0])
+    vendor.now = lambda: now[0]
+    vendor.add(activity("claude_chat_created", p - timedelta(minutes=10), user_actor("a@acme.example"), id="act_a"))
+    source = sources.load(claude_source())
+    first = run_pull(source, store=store, context=context)
+    assert first.written == 1 and first.cursor_after.position == {"before_id": "act_a"}
+    assert sent(vendor, "created_at.lt") == ["2026-03-02T11:59:00Z"]
+
+    # C happened 30 s ago but is queryable only in 20 s; D happened 5 s ago and shows at once.
+    vendor.add(
+        activity("claude_file_uploaded", p - timedelta(seconds=30), user_actor("c@acme.example"), id="act_c"),
+        visible_from=p + timedelta(seconds=20),
+    )
+    vendor.add(activity("claude_chat_created", p - timedelta(seconds=5), user_actor("d@acme.example"), id="act_d"))
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    # D is not settled yet: reading it now would move the cursor past C, which the API does not show yet.
+    assert second.written == 0 and second.cursor_after == first.cursor_after
+
+    now[0] = p + timedelta(minutes=2)
+    third = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert third.written == 2 and third.cursor_after.position == {"before_id": "act_d"}
+    assert ids(store) == ["act_a", "act_c", "act_d"]
+
+
+def test_window_repull_reads_the_window_by_created_at_and_keeps_the_cursor(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seeded = mixed_activities(30, T0, spacing=timedelta(hours=3))
+    vendor.add(*seeded)
+    day2 = T0 + timedelta(days=1)
+    start = CursorState.from_dict({"before_id": aid(29), "watermark": seeded[29]["created_at"]})
+    source = sources.load(claude_source(pageSize=3))
+    report = run_pull(source, store=store, start=start, window=Window(day2, day2 + timedelta(days=1)), context=context)
+
+    inside = [a["id"] for a in seeded if day2 <= datetime.fromisoformat(a["created_at"]) < day2 + timedelta(days=1)]
+    assert len(inside) == 8 and ids(store) == sorted(inside)
+    assert (report.written, report.outside_window, report.pages) == (8, 0, 3)
+    assert set(sent(vendor, "created_at.gte")) == {"2026-03-02T00:00:00Z"}
+    assert set(sent(vendor, "created_at.lt")) == {"2026-03-03T00:00:00Z"}
+    assert sent(vendor, "before_id") == [None] * 3 and sent(vendor, "after_id")[0] is None
+    assert report.cursor_after == start
+
+
+def test_activity_types_are_sent_in_bracket_form(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(*mixed_activities(12, T0))
+    types = ["claude_chat_created", "claude_file_uploaded"]
+    source = sources.load(claude_source(activityTypes=types))
+    assert "2 activity type(s)" in source.describe()
+    report = run_pull(source, store=store, context=context)
+    assert report.written == 4 and ids(store) == [aid(0), aid(1), aid(6), aid(7)]
+    (request,) = vendor.requests
+    assert request.query["activity_types[]"] == types
+
+
+def test_a_wrong_api_key_is_one_line_naming_the_source_without_the_key(
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vendor.add(*mixed_activities(3, T0))
+    vendor.echo_key = True  # the 401 quotes the key it was given
+    wrong = "sk-ant-api01-wrong-0000-9999"
+    monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", wrong)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith(
+        f"source '{NAME}': backfill page 1: HTTP 401 the API key was rejected (check credentials.api_key) from "
+        f"{vendor.base_url}{PATH}: authentication_error: invalid x-api-key: *** (request_id req_"
+    )
+    assert "\n" not in message and wrong not in message and KEY not in message
+    assert len(vendor.requests) == 1 and failed.value.report.checkpoint.is_empty  # a 401 is not retried
+
+    monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", KEY)
+    vendor.forbidden = True
+    with pytest.raises(PullError, match=r"HTTP 403 the API key may not read the Activity Feed .*read:compliance_act"):
+        run_pull(sources.load(claude_source()), store=store, context=context)
+
+
+def test_an_unknown_cursor_id_says_to_rewind_and_a_bad_cursor_is_named(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    source = sources.load(claude_source())
+    with pytest.raises(PullError) as failed:
+        run_pull(source, store=store, start=CursorState.from_dict({"before_id": "act_gone"}), context=context)
+    assert str(failed.value).startswith(f"source '{NAME}': page 1: HTTP 400 the API refused the request from ")
+    assert "invalid_request_error: before_id: no activity with id 'act_gone'" in str(failed.value)
+    assert str(failed.value).endswith("rewind the cursor")
+    vendor.server.requests.clear()
+    for doc, problem in (
+        ({"page_cursor": "abc"}, "page_cursor: unknown field"),
+        ({"since": "yesterday"}, "since: Value error, must be an RFC 3339 timestamp"),
+        ({"before_id": "a", "after_id": "b"}, "before_id (incremental) does not go with"),
+        ({"after_id": "b"}, "after_id (an unfinished backfill) needs its since and until"),
+    ):
+        with pytest.raises(PullError, match="the cursor does not fit claude_compliance") as failed:
+            run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
+        assert problem in str(failed.value)
+    assert vendor.requests == []
+
+
+def test_a_rewind_by_since_and_an_empty_feed(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    source = sources.load(claude_source())
+    empty = run_pull(source, store=store, context=context)
+    (until,) = sent(vendor, "created_at.lt")
+    assert empty.drained and empty.cursor_after.position == {"since": until}  # the next backfill starts there
+    vendor.add(*mixed_activities(6, T0))
+    vendor.server.requests.clear()
+    rewound = run_pull(source, store=store, start=CursorState.from_dict({"since": "2026-03-01T00:20:00Z"}))
+    assert sent(vendor, "created_at.gte") == ["2026-03-01T00:20:00Z"]
+    assert rewound.written == 3 and rewound.cursor_after.position == {"before_id": aid(5)}
+
+
+def test_extract_maps_every_actor_type_and_passes_unknown_types_through() -> None:
+    source = cc.ClaudeComplianceSource.model_validate(claude_source())
+
+    def mapped(kind: str, actor: Any, **fields: Any) -> dict[str, Any]:
+        return source.extract(activity(kind, T0, actor, id="act_1", **fields))
+
+    chat = mapped("claude_chat_created", user_actor("ann@acme.example"), claude_chat_id="c1", claude_project_id="p1")
+    assert chat == {
+        "source_event_id": "act_1",
+        "event_timestamp": "2026-03-01T00:00:00Z",
+        "actor": "ann@acme.example",
+        "action": "claude_chat_created",
+        "target": "c1",
+    }
+    cases = [
+        (mapped("claude_file_uploaded", api_actor("apikey_1"), claude_file_id="f1"), ("apikey_1", "f1")),
+        (mapped("api_key_created", admin_api_key_actor("admk_1"), api_key_id="k9"), ("admk_1", "k9")),
+        (mapped("sso_login_failed", unauthenticated_user_actor("who@x.example")), ("who@x.example", None)),
+        (mapped("user_deprovisioned", scim_directory_sync_actor("dir_1"), user_id="u7"), ("dir_1", "u7")),
+        (mapped("claude_project_archived", anthropic_actor(), claude_project_id="p2"), ("anthropic", "p2")),
+        (mapped("claude_chat_deleted", anthropic_actor("support@anthropic.com"), claude_chat_id="c2"),
+         ("support@anthropic.com", "c2")),
+        # An activity type this connector has never heard of: action as is, a Claude id it carries as target.
+        (mapped("claude_artifact_published", user_actor("b@acme.example"), claude_chat_id="c3"),
+         ("b@acme.example", "c3")),
+        # An actor type it does not know: an identifying field, else the type itself.
+        (mapped("workspace_created", {"type": "service_actor", "service_id": "s1"}, workspace_id="w1"),
+         ("service_actor", "w1")),
+        (mapped("workspace_created", {"type": "service_actor", "email_address": "svc@x.example"}),
+         ("svc@x.example", None)),
+        (mapped("claude_chat_created", None, claude_chat_id={"nested": 1}), (None, None)),
+        (mapped("claude_chat_created", {"type": "user_actor"}), (None, None)),
+    ]  # fmt: skip
+    assert [(m["actor"], m["target"]) for m, _ in cases] == [want for _, want in cases]
+    assert mapped("brand_new_type", user_actor("c@acme.example"))["action"] == "brand_new_type"
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    for field, value in (
+        ("url", "https://example.com/activities"),
+        ("headers", {"x-api-key": "abc"}),
+        ("params", {"limit": "10"}),
+        ("authMode", "bearer"),
+        ("cursorJsonPath", "$.last_id"),
+        ("eventMapping", {"event_timestamp": "$.created_at"}),
+    ):
+        sources.write(claude_source(name=f"fixed_{field.lower()}", **{field: value}))
+    sources.write(claude_source(name="no_key", credentials={"token": {"env": "X"}}))
+    sources.write(
+        claude_source(name="bad_types", activityTypes=["claude_chat_created", "Chat Created", "claude_chat_created"])
+    )
+    sources.write(claude_source(name="empty_types", activityTypes=[]))
+    sources.write(claude_source(name="huge_page", pageSize=10_000))
+    sources.write(claude_source(name="fine"))
+    result = load_sources(sources.directory)
+    problems = "\n".join(result.problems)
+    for field in ("url", "headers", "params", "authMode", "cursorJsonPath", "eventMapping"):
+        assert (
+            f"source 'fixed_{field.lower()}': {field}: fixed by the claude_compliance connector (URL, auth, paging "
+            "and mapping are built in" in problems
+        ), problems
+    assert "source 'no_key': credentials.api_key: required: a Compliance Access Key" in problems
+    assert "source 'no_key': credentials.token: claude_compliance takes one credential, api_key" in problems
+    assert "source 'bad_types': activityTypes[1]: not an activity type name" in problems
+    assert "source 'bad_types': activityTypes[2]: listed twice" in problems
+    assert "source 'empty_types': activityTypes: lists no activity type" in problems
+    assert "source 'huge_page': pageSize: Input should be less than or equal to 5000" in problems
+    assert "Chat Created" not in problems and "example.com" not in problems  # values are never echoed
+    fine = result.sources["fine"]
+    assert (fine.page_size, fine.activity_types, fine.activities_url()) == (
+        1000,
+        None,
+        "https://api.anthropic.com/v1/compliance/activities",
+    )
+    assert result.warnings == []
+
+
+def test_validate_warns_when_the_endpoint_override_is_set(vendor: ActivityFeedAPI, sources: SourceWriter) -> None:
+    sources.write(claude_source())
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {sources.directory / (NAME + '.yaml')}: source '{NAME}': adapter: {ENV} is set: requests go to "
+        f"{vendor.base_url} instead of https://api.anthropic.com" in result.output
+    )
+    assert "ok: 1 source(s)" in result.output
+
+
+def test_the_fake_follows_the_documented_contract(vendor: ActivityFeedAPI) -> None:
+    vendor.add(*mixed_activities(6, T0))
+    url = vendor.base_url + PATH
+    good = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+
+    def get(params: dict[str, Any] | None = None, headers: dict[str, str] = good) -> httpx.Response:
+        return httpx.get(url, params=params, headers=headers)
+
+    page = get({"limit": 2}).json()
+    assert ([a["id"] for a in page["data"]], page["has_more"]) == ([aid(5), aid(4)], True)
+    assert (page["first_id"], page["last_id"]) == (aid(5), aid(4))
+    assert [a["id"] for a in get({"limit": 2, "after_id": aid(4)}).json()["data"]] == [aid(3), aid(2)]
+    newer = get({"limit": 2, "before_id": aid(1)}).json()
+    assert ([a["id"] for a in newer["data"]], newer["has_more"]) == ([aid(3), aid(2)], True)
+    # Activities 3 and 4 share 00:21 (newest first, the tie broken by id); 5 is at 00:35.
+    assert [a["id"] for a in get({"created_at.gt": "2026-03-01T00:21:00Z"}).json()["data"]] == [aid(5)]
+    tied = get({"created_at.gte": "2026-03-01T00:21:00+00:00", "created_at.lte": "2026-03-01T00:21:00Z"}).json()
+    assert [a["id"] for a in tied["data"]] == [aid(4), aid(3)]
+    denied = get(headers={"x-api-key": "nope", "anthropic-version": "2023-06-01"})
+    assert denied.status_code == 401 and denied.json()["type"] == "error"
+    assert denied.json()["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
+    assert denied.json()["request_id"].startswith("req_")
+    for params, headers in (
+        ({"after_id": aid(1), "before_id": aid(2)}, good),
+        ({"after_id": "act_nope"}, good),
+        ({"created_at.gte": "2026-03-01"}, good),
+        ({"limit": 5001}, good),
+        ({"activity_types": "claude_chat_created"}, good),
+        (None, {"x-api-key": KEY}),
+    ):
+        response = get(params, headers)
+        assert (response.status_code, response.json()["error"]["type"]) == (400, "invalid_request_error"), params
+    vendor.inject(500, should_retry=False)
+    vendor.inject(429, retry_after="3")
+    assert get().headers["x-should-retry"] == "false"
+    limited = get()
+    assert (limited.status_code, limited.headers["retry-after"], limited.json()["error"]["type"]) == (
+        429,
+        "3",
+        "rate_limit_error",
+    )
+
+
+# -- the CLI and Dagster ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the repository's dagster.yaml, and a trace store, in a temp directory."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    return home
+
+
+def cli(*args: str) -> Any:
+    extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+@pytest.mark.slow
+def test_cli_preview_pulls_and_tail(vendor: ActivityFeedAPI, sources: SourceWriter, home: Path, tmp_path: Path) -> None:
+    vendor.add(*mixed_activities(25, T0))
+    sources.write(claude_source(pageSize=10))
+    preview = cli("preview", NAME)
+    assert preview.exit_code == 0, preview.output
+    assert "user0@acme.example  claude_chat_created  claude_chat_010024" in preview.output
+    assert "adminkey_010020  api_key_created  apikey_010020" in preview.output
+    assert f"{NAME}: first page: 10 events, 0 rejected" in preview.output and "a next page exists" in preview.output
+
+    first = cli("pull", NAME)
+    assert first.exit_code == 0, first.output
+    assert f"{NAME}: 25 written, 0 duplicates skipped, 0 rejected, 3 pages" in first.output
+    vendor.add(*mixed_activities(27, T0)[25:])
+    vendor.server.requests.clear()
+    second = cli("pull", NAME)
+    assert second.exit_code == 0, second.output
+    assert f"{NAME}: 2 written, 0 duplicates skipped, 0 rejected, 1 pages" in second.output
+    assert sent(vendor, "before_id") == [aid(24)]
+
+    tail = cli("tail", "--source", NAME, "--json", "-n", "100")
+    assert tail.exit_code == 0, tail.output
+    rows = {r["source_event_id"]: r for r in map(json.loads, tail.output.splitlines())}
+    assert sorted(rows) == [aid(i) for i in range(27)]
+    assert (rows[aid(26)]["actor"], rows[aid(26)]["action"], rows[aid(26)]["target"]) == (
+        "adminkey_010026",
+        "api_key_created",
+        "apikey_010026",
+    )
+    with SqliteTraceStore(tmp_path / "trace.db") as store:
+        assert len(ids(store)) == 27
+
+
+@pytest.mark.slow
+def test_cli_pull_with_a_wrong_key_fails_in_one_line(
+    vendor: ActivityFeedAPI, sources: SourceWriter, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendor.add(*mixed_activities(3, T0))
+    sources.write(claude_source())
+    monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", "sk-ant-api01-not-the-right-key-31337")
+    result = cli("pull", NAME)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith(f"{NAME}: ")]
+    assert line.startswith(
+        f"{NAME}: FAILED: source '{NAME}': backfill page 1: HTTP 401 the API key was rejected (check "
+        f"credentials.api_key) from {vendor.base_url}{PATH}: authentication_error: invalid x-api-key (request_id req_"
+    ), result.output
+    assert line.endswith('; committed cursor {"v":1}')
+    assert "Traceback" not in result.output and "not-the-right-key" not in result.output
+
+
+@pytest.mark.slow
+def test_canary_the_api_key_never_leaves_its_place(
+    sources: SourceWriter,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from .test_secrets import forms
+
+    canary = "sk-ant-api01-cnry-claude-7c6b5a49-8877"
+    spellings = forms(canary)
+    with ActivityFeedAPI(canary) as vendor, LoopbackServer() as elsewhere:
+        monkeypatch.setenv(ENV, vendor.base_url)
+        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", canary)
+        vendor.add(*mixed_activities(12, T0))
+        sources.write(claude_source(pageSize=5))
+        output = ""
+        for args in (("validate",), ("preview", NAME), ("preview", NAME, "--json"), ("pull", NAME)):
+            result = cli(*args)
+            assert result.exit_code == 0, result.output
+            output += result.output
+        vendor.add(*mixed_activities(14, T0)[12:])
+        output += cli("pull", NAME, "-v").output
+        # A gateway that redirects elsewhere: not followed, so the other origin never sees the key.
+        vendor.add(*mixed_activities(15, T0)[14:])
+        vendor.inject(307, headers={"Location": elsewhere.url("/v1/compliance/activities?key=x")})
+        redirected = cli("pull", NAME, "-v")
+        assert redirected.exit_code == 1 and "HTTP 307 redirect (not followed)" in redirected.output
+        vendor.api_key = "sk-ant-api01-rotated-elsewhere-0000"  # the canary is now rejected, and echoed
+        vendor.echo_key = True
+        failed = cli("pull", NAME, "-v")
+        assert failed.exit_code == 1 and "HTTP 401" in failed.output and "invalid x-api-key: ***" in failed.output
+        output += redirected.output + failed.output + cli("tail", "--json", "-n", "100").output
+        assert aid(13) in output
+        assert vendor.requests and all(r.header("x-api-key") == canary for r in vendor.requests)
+        assert elsewhere.requests == []
+    assert [s for s in spellings if s in output.lower()] == [], output
+    assert [s for s in spellings if s in caplog.text.lower()] == []
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().decode("latin-1").lower()
+            assert [s for s in spellings if s in data] == [], path
+
+
+@pytest.mark.slow
+def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
+    vendor: ActivityFeedAPI, sources: SourceWriter, tmp_path: Path
+) -> None:
+    seeded = mixed_activities(30, T0, spacing=timedelta(hours=3))
+    vendor.add(*seeded)
+    sources.write(claude_source(pageSize=10))
+    with dg.instance_for_test() as instance:
+        harness = make_harness(
+            sources.directory, instance, Clock(datetime(2026, 3, 5, 9, 0, tzinfo=UTC)), tmp_path, NAME
+        )
+        first = harness.tick(None)
+        result = harness.run(first.run_requests[0])
+        assert result.success
+        event = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", NAME]))
+        md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert (md["events_written"], md["duplicates_skipped"], md["drained"]) == (30, 0, True)
+        after = harness.tick(first.cursor)
+        cursor = committed(after.cursor)
+        assert cursor["before_id"] == aid(29) and cursor["watermark"] == ts(seeded[29])
+
+        vendor.server.requests.clear()
+        job = harness.project.defs.resolve_job_def(f"{NAME}_pull")
+        window = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
+        assert window.success
+        md = {
+            k: v.value
+            for k, v in instance.get_latest_materialization_event(
+                dg.AssetKey(["ingestion", NAME])
+            ).asset_materialization.metadata.items()
+        }
+        assert md["mode"] == "window" and md["cursor_after"] == md["cursor_before"]
+        assert (md["events_written"], md["duplicates_skipped"]) == (0, 8)  # the day's 8, already stored
+        assert set(sent(vendor, "created_at.gte")) == {"2026-03-02T00:00:00Z"}
+        assert set(sent(vendor, "created_at.lt")) == {"2026-03-03T00:00:00Z"}
+        assert sent(vendor, "before_id") == [None]
+        assert committed(harness.tick(after.cursor).cursor) == cursor
+
+
+def test_iso_in_the_fake_and_the_connector_agree() -> None:
+    when = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
+    assert iso(when) == cc._iso(when) == "2026-03-01T12:30:15.250000Z"
