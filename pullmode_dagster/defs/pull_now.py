@@ -197,6 +197,11 @@ def pull_sources(
     from ..definitions import build_project
     from ..engine.errors import ConfigError
 
+    if not verbose and not logging.getLogger().handlers:
+        # Without -v the console gets one line per source. A library that logs an error with its
+        # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
+        # stderr through Python's last-resort handler; the instance's event log keeps the run's story.
+        logging.getLogger().addHandler(logging.NullHandler())
     project = build_project(resources=resources)
     if all_sources:
         skipped = sorted(n for n, s in project.sources.sources.items() if not s.enabled)
@@ -213,11 +218,6 @@ def pull_sources(
         raise ConfigError([f"no source to pull in {project.sources.directory}"])
     outcomes: list[PullOutcome] = []
     trace_store = project.defs.resources["trace_store"]
-    if not verbose and not logging.getLogger().handlers:
-        # Without -v the console gets one line per source. A library that logs an error with its
-        # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
-        # stderr through Python's last-resort handler; the instance's event log keeps the run's story.
-        logging.getLogger().addHandler(logging.NullHandler())
     with terminate_as_interrupt(), open_instance(fallback_home) as instance:
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
         for name in names:

@@ -1,8 +1,7 @@
 """The demo API: feeds shaped like the vendors' documented APIs, on loopback (Copilot Studio's
 Dataverse and identity platform are ``vendors/copilot.py``, started beside it).
 
-- ``/v1/compliance/activities``: Anthropic Compliance API shape (``x-api-key``, newest first,
-  ``has_more``/``last_id``, ``after_id`` paging, ``created_at.gt`` filter).
+- ``/v1/compliance/activities``: the Anthropic Compliance Activity Feed (``vendors/claude.py``).
 - ``/v1/usage/events``: a generic usage feed with cost and tokens, a body cursor, and a few
   malformed records so the demo shows rejects.
 
@@ -18,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .server import LoopbackServer, Request, Response
+from .vendors.claude import PATH as CLAUDE_PATH
+from .vendors.claude import ActivityFeedAPI, mixed_activities
 
 DEMO_PORT = 8787
 DEMO_TOKEN = "demo-token-not-a-secret"
@@ -65,11 +66,15 @@ class DemoApi:
 
     def __init__(self, *, port: int = DEMO_PORT, token: str = DEMO_TOKEN, now: Any = None):
         self.token = token
-        self.activities = DemoFeed(spacing=120, history=timedelta(days=1), now=now)
+        # The Anthropic Compliance Activity Feed (vendors/claude.py): one activity every 2 minutes
+        # over the last day, in the documented shapes.
+        self.claude = ActivityFeedAPI(token)
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+        self.claude.add(*mixed_activities(720, start, spacing=timedelta(minutes=2)))
         self.usage = DemoFeed(spacing=90, history=timedelta(days=1), now=now)
         self.server = LoopbackServer(
             {
-                "/v1/compliance/activities": self.claude_activities,
+                CLAUDE_PATH: self.claude,
                 "/v1/usage/events": self.usage_events,
             },
             port=port,
@@ -79,41 +84,6 @@ class DemoApi:
         if request.header(header) != expected:
             return Response(401, {"error": {"type": "authentication_error", "message": "invalid credentials"}})
         return None
-
-    def claude_activities(self, request: Request) -> Response:
-        denied = self._denied(request, "x-api-key", self.token)
-        if denied:
-            return denied
-        limit = min(int(request.arg("limit") or 100), 1000)
-        ks = list(reversed(self.activities.indices(after=_after(request.arg("created_at.gt")))))  # newest first
-        after_id = request.arg("after_id")
-        if after_id:
-            k = int(after_id.removeprefix("activity_"))
-            ks = [i for i in ks if i < k]
-        page = ks[:limit]
-        data = [
-            {
-                "id": f"activity_{k}",
-                "created_at": _iso(self.activities.time(k)),
-                "type": _pick(("claude_chat_created", "claude_file_uploaded", "claude_project_viewed"), k, "t"),
-                "organization_id": "org_demo",
-                "actor": {
-                    "type": "user_actor",
-                    "email_address": _pick(USERS, k, "u"),
-                    "user_id": f"user_{k % 5}",
-                },
-            }
-            for k in page
-        ]
-        return Response(
-            200,
-            {
-                "data": data,
-                "has_more": len(ks) > limit,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            },
-        )
 
     def usage_events(self, request: Request) -> Response:
         denied = self._denied(request, "authorization", f"Bearer {self.token}")

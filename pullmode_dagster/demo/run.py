@@ -20,6 +20,7 @@ from .setup import DEMO_CLIENT_SECRET, DEMO_ROOT, prepare_demo
 from .vendors.copilot import CopilotStudioAPI, transcript
 
 TOKEN_URL_ENV = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+CLAUDE_URL_ENV = "PULLMODE_CLAUDE_COMPLIANCE_BASE_URL"
 
 
 def start_copilot() -> CopilotStudioAPI:
@@ -84,8 +85,9 @@ def run_demo(
     api = start_api(port)
     bucket = start_bucket(None if port is None else 0, echo)
     copilot = start_copilot()
-    # The demo's Copilot source is one-click: its token endpoint is the demo's, not Microsoft's.
+    # The demo's Claude and Copilot sources are one-click, against the demo's fakes of the vendors.
     os.environ[TOKEN_URL_ENV] = copilot.token_url
+    os.environ[CLAUDE_URL_ENV] = api.server.base_url
     try:
         directory = prepare_demo(
             root,
