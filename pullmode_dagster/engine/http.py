@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import logging
 import os
 import random
@@ -117,6 +118,20 @@ class BadBody(Exception):
 class DeadlineReached(PullError):
     """The pull's deadline came before the next request could be sent (or its ``Retry-After`` wait
     ended): the engine stops cleanly at the last page boundary, as with ``maxPagesPerRun``."""
+
+
+def json_body(response: httpx.Response, what: str) -> Any:
+    """A page's JSON: the one place a body is parsed. A body that is not JSON (a proxy's HTML page
+    under 200, a body cut short) raises :class:`BadBody`, so the request is tried again; nesting too
+    deep to parse is a :class:`PullError` (the same page would be as deep again)."""
+    try:
+        return json.loads(response.content)
+    except RecursionError:
+        raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
+    except ValueError as exc:
+        ctype = response.headers.get("content-type", "no content-type")
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes; {detail})") from None
 
 
 MAX_REDIRECTS = 5

@@ -21,7 +21,6 @@ Source file::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,12 +95,9 @@ class WorkatoJobsPuller(Puller):
 
 
 def _items(response: Any) -> list[Any]:
-    from pullmode_dagster.engine.http import BadBody
+    from pullmode_dagster.engine.http import BadBody, json_body
 
-    try:
-        doc = json.loads(response.content)
-    except ValueError:
-        raise BadBody("body is not JSON") from None
+    doc = json_body(response, "a page of jobs")
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise BadBody("no items array in the answer")
     return doc["items"]

@@ -111,6 +111,16 @@ class Puller(ABC):
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         """Yield pages from ``start`` (or, for a window pull, the pages covering ``window``)."""
 
+    def header_credential(self, key: str) -> str:
+        """A credential that travels in an HTTP header: printable ASCII, or a clear error."""
+        value = self.credentials[key]
+        if not (value.isascii() and value.isprintable()):
+            raise PullError(
+                f"source {self.source.name!r}: credential {key!r} holds characters that cannot be sent in an "
+                "HTTP header (non-ASCII, a newline or a control character)"
+            )
+        return value
+
     def session(self, *, auth: httpx.Auth | None = None) -> HttpSession:
         """The one HTTP client setup, with the source's limits (``requestTimeoutSeconds``,
         ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy, the pull's deadline and the

@@ -41,7 +41,7 @@ from ..auth import HeaderAuth
 from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
-from ..http import BadBody, HttpSession, safe_url
+from ..http import BadBody, HttpSession, json_body, safe_url
 from .base import Page, Position, Puller, Window
 from .reference import ReferenceSource
 from .registry import Adapter, register
@@ -257,19 +257,10 @@ class ClaudeCompliancePuller(Puller):
     position_model = ClaudePosition
     source: ClaudeComplianceSource
 
-    def _api_key(self) -> str:
-        key = self.credentials["api_key"]
-        if not (key.isascii() and key.isprintable()):
-            raise PullError(
-                f"source {self.source.name!r}: credential 'api_key' holds characters that cannot be sent in an "
-                "HTTP header (non-ASCII, a newline or a control character)"
-            )
-        return key
-
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         position = self.position(start)
         url = self.source.activities_url()
-        with self.session(auth=HeaderAuth({"x-api-key": self._api_key()}, origin=url)) as http:
+        with self.session(auth=HeaderAuth({"x-api-key": self.header_credential("api_key")}, origin=url)) as http:
             if window is not None:
                 yield from self._window(http, window, fixed=dict(start.position))
             elif position.before_id is not None:
@@ -380,13 +371,7 @@ class ClaudeCompliancePuller(Puller):
     def _listing(response: httpx.Response, what: str) -> Listing:
         """The documented page; anything else under 200 (a proxy's HTML page, a body cut short) is
         a BadBody, retried like a 5xx."""
-        try:
-            doc = json.loads(response.content)
-        except RecursionError:
-            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
-        except ValueError:
-            ctype = response.headers.get("content-type", "no content-type")
-            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        doc = json_body(response, what)
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise BadBody("body has no 'data' array")
         if not isinstance(doc.get("has_more"), bool):

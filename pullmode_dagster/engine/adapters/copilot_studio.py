@@ -42,7 +42,7 @@ from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import BadBody, safe_url, same_origin
+from ..http import BadBody, json_body, safe_url, same_origin
 from .base import Page, Position, Puller, Window
 from .reference import ReferenceSource
 from .registry import Adapter, register
@@ -472,13 +472,7 @@ class CopilotStudioPuller(Puller):
     def _page_body(self, response: httpx.Response, what: str) -> tuple[list[Any], str | None]:
         """The page's transcripts and its next link. A body that is not the promised JSON raises
         BadBody, and the request is tried again."""
-        try:
-            doc = json.loads(response.content)
-        except RecursionError:
-            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
-        except ValueError:
-            ctype = response.headers.get("content-type", "no content-type")
-            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        doc = json_body(response, what)
         if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
             raise BadBody("body has no 'value' array")
         link = doc.get("@odata.nextLink")

@@ -8,7 +8,6 @@ in this pull is a loop and stops the pull with an error.
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, safe_url, same_origin
+from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, json_body, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
 from .base import Page, Position, Puller, Window
@@ -299,14 +298,7 @@ class HttpPollingPuller(Puller):
     def _page_body(self, response: Any, events_path: Any, what: str) -> tuple[Any, list[Any]]:
         """The page's JSON and its records. A body that is not the promised JSON (an HTML error page
         under 200, a body cut short) raises BadBody, and the request is tried again."""
-        try:
-            doc = json.loads(response.content)
-        except RecursionError:
-            raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
-        except ValueError as exc:
-            ctype = response.headers.get("content-type", "no content-type")
-            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes; {detail})") from None
+        doc = json_body(response, what)
         return doc, self._records(events_path, doc, what)
 
     def _records(self, path: Any, doc: Any, what: str) -> list[Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import gzip
-import json
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..http import BadBody, HttpSession, safe_url, same_origin
+from ..http import BadBody, HttpSession, json_body, safe_url, same_origin
 from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
 from .base import Page, Position, Puller, Window
 from .reference import ReferenceSource
@@ -243,15 +242,6 @@ class OpenAICompliancePuller(Puller):
     position_model = OpenAIPosition
     source: OpenAIComplianceSource
 
-    def _api_key(self) -> str:
-        key = self.credentials["api_key"]
-        if not (key.isascii() and key.isprintable()):
-            raise PullError(
-                f"source {self.source.name!r}: credential 'api_key' holds characters that cannot be sent in an "
-                "HTTP header (non-ASCII, a newline or a control character)"
-            )
-        return key
-
     # -- the pull --------------------------------------------------------------------------------
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
@@ -263,7 +253,7 @@ class OpenAICompliancePuller(Puller):
             self._state.setdefault(event_type, StreamPosition(after=first))
         initial = self._resume()
         base = self.source.scope_url()
-        with self.session(auth=bearer(self._api_key(), origin=base)) as http:
+        with self.session(auth=bearer(self.header_credential("api_key"), origin=base)) as http:
             if window is not None:
                 fixed = dict(start.position)
                 inner = (
@@ -417,11 +407,7 @@ class OpenAICompliancePuller(Puller):
         return response.extensions["accepted"]
 
     def _listing(self, response: httpx.Response, what: str) -> Listing:
-        try:
-            doc = json.loads(response.content)
-        except (ValueError, RecursionError):
-            ctype = response.headers.get("content-type", "no content-type")
-            raise BadBody(f"listing is not JSON ({ctype}, {len(response.content)} bytes)") from None
+        doc = json_body(response, what)
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
             raise BadBody("listing has no 'data' array")
         files = []
