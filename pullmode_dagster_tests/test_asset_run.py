@@ -162,3 +162,37 @@ def test_credentials_resource_is_swappable(
     )
     assert result.success
     assert [r.header("authorization") for r in api.requests] == ["Bearer tok-from-the-resource"]
+
+
+def test_the_checks_run_alone_on_what_is_stored_and_catch_a_row_corrupted_behind_our_back(
+    harness: Harness, instance: dg.DagsterInstance, api: LoopbackServer
+) -> None:
+    assert harness.run(harness.tick(None).run_requests[0]).success
+    served = len(api.requests)
+    # What the UI launches for "Execute" on the checks alone: the asset job with the checks
+    # selected and no asset, for one partition.
+    checks = {dg.AssetCheckKey(KEY, "normalized_schema"), dg.AssetCheckKey(KEY, "unique_source_event_id")}
+    job = harness.project.defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=checks
+    )
+
+    def checks_alone(partition: str) -> dict[str, dg.AssetCheckEvaluation]:
+        result = job.execute_in_process(instance=instance, tags={"dagster/partition": partition}, raise_on_error=False)
+        assert result.success
+        assert result.get_asset_materialization_events() == []  # no pull, nothing materialized
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    good = checks_alone("2026-03-01")  # the events dated 23:45 .. 23:59, less evt_00003 (rejected)
+    assert good["normalized_schema"].passed and good["unique_source_event_id"].passed
+    assert good["normalized_schema"].metadata["rows_checked"].value == 14
+    assert len(api.requests) == served  # the checks alone never call the source
+
+    with sqlite3.connect(harness.store_path) as conn:
+        conn.execute("UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id = 'evt_00002'")
+    bad = checks_alone("2026-03-01")
+    assert not bad["normalized_schema"].passed and bad["unique_source_event_id"].passed
+    assert bad["normalized_schema"].metadata["invalid_examples"].value == "evt_00002"
+    assert bad["normalized_schema"].description == "1 of 14 rows break the normalized shape"
+    other_day = checks_alone("2026-03-02")  # the corrupted row is dated Mar 1: Mar 2 is clean
+    assert other_day["normalized_schema"].passed
+    assert other_day["normalized_schema"].metadata["rows_checked"].value == 15

@@ -14,6 +14,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollerState
 from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import Clock, Harness, committed, make_harness
@@ -190,3 +191,36 @@ def test_a_poll_materializes_each_partition_its_events_fall_in_with_their_counts
     assert counts == {"2026-02-27": 2, "2026-02-28": 3, "2026-03-01": 5, "2026-03-02": 10}
     # The Partitions tab: days with data are materialized, a day without stays missing.
     assert instance.get_materialized_partitions(key) == {"2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"}
+
+
+@pytest.mark.slow
+def test_a_30_day_backfill_fills_each_window_and_leaves_the_cursor(harness: Harness, feed: CursorFeed) -> None:
+    from datetime import timedelta
+
+    # One event at noon on each of 30 days, Jan 31 .. Mar 1.
+    noon = datetime(2026, 1, 31, 12, tzinfo=UTC)
+    feed.events = [
+        {**e, "created_at": (noon + timedelta(days=i)).isoformat().replace("+00:00", "Z")}
+        for i, e in enumerate(make_events(30))
+    ]
+    first = harness.tick(None)
+    assert harness.run(first.run_requests[0]).success
+    harness.clock.now = T.replace(minute=3)
+    settled = harness.tick(first.cursor)
+    before = committed(settled.cursor)
+    with SqliteTraceStore(harness.store_path) as store:
+        store._conn.execute("DELETE FROM pulled_events")  # lost, say, to a restore: the backfill refills it
+    job = harness.project.defs.resolve_job_def("acme_audit_pull")
+    days = [(noon + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(30)]
+    results = [
+        job.execute_in_process(instance=harness.instance, partition_key=day, raise_on_error=False) for day in days
+    ]
+    assert all(r.success for r in results)
+    # Each window run wrote its own day's event: one row each, all 30 back.
+    assert [
+        r.asset_materializations_for_node("ingestion__acme_audit")[-1].metadata["events_written"].value for r in results
+    ] == [1] * 30
+    assert sorted(r["source_event_id"] for r in harness.rows()) == [f"evt_{i:05d}" for i in range(30)]
+    harness.clock.now = T.replace(minute=4)
+    after = harness.tick(settled.cursor)
+    assert committed(after.cursor) == before  # window runs never move the cursor

@@ -172,6 +172,18 @@ def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceSto
     assert store.integrity(source="other", run_id="r1").rows == 0
 
 
+def test_integrity_of_a_window_counts_the_rows_dated_in_it(store: TraceStore, backend_url: str) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    next_day = replace(ev(9), event_timestamp="2026-03-02T00:00:00.000000Z")
+    store.write_events([ev(1), ev(2), next_day], run_id="r1")
+    execute(backend_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id IN ('e2', 'e9')")
+    day = store.integrity(source="s", start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 3, 2, tzinfo=UTC))
+    assert (day.rows, day.invalid_rows, day.invalid_examples, day.duplicate_keys) == (2, 1, ("e2",), 0)
+    assert store.integrity(source="s").rows == 3
+
+
 def test_hour_counts_are_the_runs_rows_per_utc_hour(store: TraceStore) -> None:
     from dataclasses import replace
 

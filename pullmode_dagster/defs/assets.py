@@ -7,6 +7,7 @@ hand or by a backfill, re-pulls its partition's window; a window pull never move
 import re
 import time
 import traceback
+from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
@@ -151,17 +152,25 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
     if source.organization_id:
         tags["pullmode/organization"] = _tag_value(source.organization_id)
 
-    asset = dg.asset(
-        key=key,
-        group_name=GROUP,
+    # A multi_asset that can be subset: its checks also run alone (no pull), on what is stored.
+    asset = dg.multi_asset(
+        name=key.to_python_identifier(),
+        specs=[
+            dg.AssetSpec(
+                key=key,
+                group_name=GROUP,
+                description=describe(source),
+                kinds={adapter.kind},
+                tags=tags,
+                owners=_owners(source.owner),
+                metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
+                freshness_policy=freshness_for(source.schedule),
+                skippable=True,
+            )
+        ],
         partitions_def=partitions_for(source),
-        description=describe(source),
-        kinds={adapter.kind},
-        tags=tags,
-        owners=_owners(source.owner),
         check_specs=check_specs(key),
-        metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
-        freshness_policy=freshness_for(source.schedule),
+        can_subset=True,
     )
 
     def materialize(
@@ -171,7 +180,17 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
         s3: object = None,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        if key not in context.selected_asset_keys:
+            # The checks alone, from the UI: what is stored for the partition's window (no pull).
+            window = Window(*context.partition_time_window) if context.has_partition_key else None
+            with trace_store.open() as store:
+                integrity = store.integrity(
+                    source=source.name, start=window.start if window else None, end=window.end if window else None
+                )
+            selected = {c.name for c in context.selected_asset_check_keys}
+            yield from (r for r in check_results(key, integrity, rejected=None) if r.check_name in selected)
+            return
         if config.poll:
             try:
                 start = CursorState.from_json(config.cursor)
@@ -243,9 +262,13 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     },
                 )
             )
-        return dg.MaterializeResult(
+        selected = {c.name for c in context.selected_asset_check_keys}
+        yield dg.MaterializeResult(
+            asset_key=key,
             metadata=metadata,
-            check_results=check_results(key, integrity, rejected=report.rejected),
+            check_results=[
+                r for r in check_results(key, integrity, rejected=report.rejected) if r.check_name in selected
+            ],
         )
 
     if "s3" in adapter.resources:
@@ -260,8 +283,8 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             trace_store: TraceStoreResource,
             pull_settings: PullSettingsResource,
             s3: S3Resource,
-        ) -> dg.MaterializeResult:
-            return materialize(context, config, credentials, trace_store, pull_settings, s3)
+        ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+            yield from materialize(context, config, credentials, trace_store, pull_settings, s3)
 
         return asset(pull_s3)
 
@@ -271,8 +294,8 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         credentials: CredentialsResource,
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
-    ) -> dg.MaterializeResult:
-        return materialize(context, config, credentials, trace_store, pull_settings)
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        yield from materialize(context, config, credentials, trace_store, pull_settings)
 
     return asset(pull)
 

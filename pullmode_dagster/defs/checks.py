@@ -30,23 +30,37 @@ def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int) -> list[dg.AssetCheckResult]:
+def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int | None) -> list[dg.AssetCheckResult]:
+    """The two checks' results. ``rejected`` is the pull's count (None when the checks run alone,
+    on what is stored for a window, with no pull)."""
+    schema: dict[str, object] = {
+        "rows_checked": integrity.rows,
+        "invalid_rows": integrity.invalid_rows,
+        "invalid_examples": ", ".join(integrity.invalid_examples) or "none",
+    }
+    if rejected is not None:
+        schema["rejected_records"] = rejected
     return [
         dg.AssetCheckResult(
             asset_key=key,
             check_name=NORMALIZED_SCHEMA,
             passed=integrity.invalid_rows == 0,
-            metadata={
-                "rows_checked": integrity.rows,
-                "invalid_rows": integrity.invalid_rows,
-                "invalid_examples": ", ".join(integrity.invalid_examples) or "none",
-                "rejected_records": rejected,
-            },
+            metadata=schema,
+            description=f"{integrity.invalid_rows} of {integrity.rows} rows break the normalized shape"
+            if integrity.invalid_rows
+            else None,
         ),
         dg.AssetCheckResult(
             asset_key=key,
             check_name=UNIQUE_SOURCE_EVENT_ID,
             passed=integrity.duplicate_keys == 0,
-            metadata={"rows_checked": integrity.rows, "duplicate_keys": integrity.duplicate_keys},
+            metadata={
+                "rows_checked": integrity.rows,
+                "duplicate_keys": integrity.duplicate_keys,
+                "duplicate_examples": ", ".join(integrity.duplicate_examples) or "none",
+            },
+            description=f"{integrity.duplicate_keys} source_event_id(s) stored more than once"
+            if integrity.duplicate_keys
+            else None,
         ),
     ]

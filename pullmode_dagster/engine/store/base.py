@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..events import MAPPED_FIELDS, NormalizedEvent, Reject
@@ -37,6 +38,7 @@ class Integrity:
     duplicate_keys: int
     invalid_rows: int
     invalid_examples: tuple[str, ...] = ()
+    duplicate_examples: tuple[str, ...] = ()
 
 
 class TraceStore(ABC):
@@ -59,9 +61,17 @@ class TraceStore(ABC):
         """How many events (or rejects) the store holds."""
 
     @abstractmethod
-    def integrity(self, *, source: str, run_id: str) -> Integrity:
-        """What the asset checks look at, for the rows one run wrote: keys stored more than once and
-        rows that break the normalized shape. Scoped to the run so a check costs what the run wrote."""
+    def integrity(
+        self,
+        *,
+        source: str,
+        run_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Integrity:
+        """What the asset checks look at: keys stored more than once and rows that break the
+        normalized shape, among the rows one run wrote (``run_id``: a check costs what the run wrote)
+        or those dated in ``[start, end)`` (the checks run alone on a partition), else the source's."""
 
     @abstractmethod
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..events import NormalizedEvent, Reject
+from ..events import NormalizedEvent, Reject, format_timestamp
 from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
 
 SCHEMA = """
@@ -156,23 +156,43 @@ class SqliteTraceStore(TraceStore):
             sql, args = f"SELECT count(*) FROM {table}", []
         return int(self._conn.execute(sql, args).fetchone()[0])
 
-    def integrity(self, *, source: str, run_id: str) -> Integrity:
+    def integrity(
+        self,
+        *,
+        source: str,
+        run_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Integrity:
         conn = self._conn
-        mine = "source_name = ? AND run_id = ?"
-        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", [source, run_id]).fetchone()[0]
-        duplicates = conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM pulled_events WHERE source_name = ? AND source_event_id IN "
-            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1)",
-            [source, source, run_id],
-        ).fetchone()[0]
+        mine, args = "source_name = ?", [source]
+        if run_id is not None:
+            mine, args = mine + " AND run_id = ?", [*args, run_id]
+        if start is not None:
+            mine, args = mine + " AND event_timestamp >= ?", [*args, format_timestamp(start)]
+        if end is not None:
+            mine, args = mine + " AND event_timestamp < ?", [*args, format_timestamp(end)]
+        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", args).fetchone()[0]
+        repeated = (
+            "SELECT source_event_id FROM pulled_events WHERE source_name = ? AND source_event_id IN "
+            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
+        )
+        duplicates = conn.execute(f"SELECT count(*) FROM ({repeated})", [source, *args]).fetchone()[0]
+        twice = tuple(r[0] for r in conn.execute(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
         bad = (
             f"FROM pulled_events WHERE {mine} AND ("
             f"event_timestamp NOT GLOB '{_TIMESTAMP_GLOB}' OR cost_usd < 0 OR tokens_input < 0 "
             "OR tokens_output < 0 OR json_valid(raw_payload) = 0 OR source_event_id = '')"
         )
-        invalid = conn.execute(f"SELECT count(*) {bad}", [source, run_id]).fetchone()[0]
-        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", [source, run_id]))
-        return Integrity(rows=rows, duplicate_keys=duplicates, invalid_rows=invalid, invalid_examples=examples)
+        invalid = conn.execute(f"SELECT count(*) {bad}", args).fetchone()[0]
+        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", args))
+        return Integrity(
+            rows=rows,
+            duplicate_keys=duplicates,
+            invalid_rows=invalid,
+            invalid_examples=examples,
+            duplicate_examples=twice,
+        )
 
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         rows = self._conn.execute(
