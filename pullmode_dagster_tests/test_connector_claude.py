@@ -34,6 +34,7 @@ from pullmode_dagster.demo.vendors.claude import (
 )
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.adapters import claude_compliance as cc
+from pullmode_dagster.engine.adapters.reference import rfc3339
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.events import normalize_timestamp
@@ -713,4 +714,4 @@ def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
 
 def test_iso_in_the_fake_and_the_connector_agree() -> None:
     when = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
-    assert iso(when) == cc._iso(when) == "2026-03-01T12:30:15.250000Z"
+    assert iso(when) == rfc3339(when) == "2026-03-01T12:30:15.250000Z"

@@ -43,7 +43,7 @@ from ..cursor import CursorState
 from ..errors import PullError
 from ..http import BadBody, HttpSession, json_body, safe_url
 from .base import Page, Position, Puller, Window
-from .reference import ReferenceSource
+from .reference import ReferenceSource, rfc3339, zoned_time
 from .registry import Adapter, register
 
 ACTIVITIES_PATH = "/v1/compliance/activities"
@@ -86,22 +86,6 @@ def _now() -> datetime:
 def _settled() -> datetime:
     """The end of the settled past: a minute ago, in whole seconds."""
     return (_now() - SETTLE).replace(microsecond=0)
-
-
-def _iso(value: datetime) -> str:
-    """RFC 3339 in UTC with ``Z``, as the time filters take it."""
-    value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _set(value: Any) -> bool:
@@ -221,7 +205,7 @@ class ClaudePosition(Position):
     @field_validator("since", "until")
     @classmethod
     def _timestamp(cls, value: str | None) -> str | None:
-        if value is not None and _parse_time(value) is None:
+        if value is not None and zoned_time(value) is None:
             raise ValueError("must be an RFC 3339 timestamp with a zone")
         return value
 
@@ -276,9 +260,9 @@ class ClaudeCompliancePuller(Puller):
         if after is not None:
             since, until = position.since, position.until
         else:
-            since = position.since or start.watermark or _iso(self.source.start_datetime)
-            until = _iso(_settled())
-        lower, upper = _parse_time(since), _parse_time(until)
+            since = position.since or start.watermark or rfc3339(self.source.start_datetime)
+            until = rfc3339(_settled())
+        lower, upper = zoned_time(since), zoned_time(until)
         assert since is not None and until is not None and lower is not None and upper is not None
         if lower >= upper:
             return  # nothing has settled since then yet
@@ -303,7 +287,7 @@ class ClaudeCompliancePuller(Puller):
         """The vendor's cursor-driven pattern: ``before_id=<cursor>``, cursor = ``first_id``."""
         for number in range(1, self.source.max_pages_per_run + 1):
             location = f"page {number}"
-            params = {"before_id": cursor, "created_at.lt": _iso(_settled()), **self._common()}
+            params = {"before_id": cursor, "created_at.lt": rfc3339(_settled()), **self._common()}
             listing = self._list(http, params, location)
             if listing.records or listing.has_more:
                 cursor = self._next(listing.first_id, cursor, "first_id", location)
@@ -321,7 +305,7 @@ class ClaudeCompliancePuller(Puller):
         while True:
             number += 1
             location = f"window page {number}"
-            params = {"created_at.gte": _iso(window.start), "created_at.lt": _iso(end), **self._common()}
+            params = {"created_at.gte": rfc3339(window.start), "created_at.lt": rfc3339(end), **self._common()}
             if after is not None:
                 params["after_id"] = after
             listing = self._list(http, params, location)

@@ -44,7 +44,7 @@ from ..errors import PullError
 from ..events import parse_timestamp
 from ..http import BadBody, json_body, safe_url, same_origin
 from .base import Page, Position, Puller, Window
-from .reference import ReferenceSource
+from .reference import ReferenceSource, first_set
 from .registry import Adapter, register
 
 API_PATH = "/api/data/v9.2/conversationtranscripts"
@@ -164,11 +164,6 @@ def _json_object(value: Any) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _first(*values: Any) -> Any:
-    """The first value that is set (not None, not an empty string)."""
-    return next((v for v in values if v is not None and v != ""), None)
-
-
 USER_ROLES = (1, "1", "user")
 """``from.role`` of a user's activity: 1 in Copilot Studio transcripts (0 is the agent); Bot Framework's
 own spelling is ``"user"``."""
@@ -184,7 +179,7 @@ def transcript_user(content: dict[str, Any]) -> Any:
     for activity in activities:
         sender = activity.get("from") if isinstance(activity, dict) else None
         if isinstance(sender, dict) and sender.get("role") in USER_ROLES:
-            user = _first(sender.get("aadObjectId"), sender.get("id"))
+            user = first_set(sender.get("aadObjectId"), sender.get("id"))
             if user is not None:
                 return user
     return None
@@ -307,7 +302,7 @@ class CopilotStudioSource(ReferenceSource):
             "event_timestamp": record.get("createdon"),
             "actor": transcript_user(content),
             "action": ACTION,
-            "target": _first(
+            "target": first_set(
                 metadata.get("BotName"), record.get("_bot_conversationtranscriptid_value"), metadata.get("BotId")
             ),
         }

@@ -24,7 +24,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal
 
 import httpx
@@ -38,7 +38,7 @@ from ..events import Reject
 from ..http import BadBody, HttpSession, json_body, safe_url, same_origin
 from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
 from .base import Page, Position, Puller, Window
-from .reference import ReferenceSource
+from .reference import ReferenceSource, first_set, rfc3339, zoned_time
 from .registry import Adapter, register
 
 EVENT_TYPES = (
@@ -66,30 +66,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _ORG_ID = re.compile(r"^org-[A-Za-z0-9]{1,64}$")
 
 
-def _iso(value: datetime) -> str:
-    """ISO 8601 in UTC with a zone (``Z``), as the listing's ``after`` takes it."""
-    value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """An ISO 8601 timestamp with a zone, or None."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is set (not None, not an empty string)."""
-    return next((v for v in values if v is not None and v != ""), None)
 
 
 class OpenAIComplianceSource(ReferenceSource):
@@ -161,13 +139,13 @@ class OpenAIComplianceSource(ReferenceSource):
         identity = _dict(payload.get("identity"))
         action_data = _dict(record.get("action_data"))
         return {
-            "source_event_id": _first(record.get("event_id"), record.get("id")),
-            "event_timestamp": _first(record.get("timestamp"), record.get("created_at")),
-            "actor": _first(
+            "source_event_id": first_set(record.get("event_id"), record.get("id")),
+            "event_timestamp": first_set(record.get("timestamp"), record.get("created_at")),
+            "actor": first_set(
                 actor.get("user_email"), identity.get("email"), actor.get("user_id"), identity.get("user_id")
             ),
-            "action": _first(action_data.get("action"), record.get("type"), record.get("event_type")),
-            "target": _first(payload.get("model"), payload.get("product")),
+            "action": first_set(action_data.get("action"), record.get("type"), record.get("event_type")),
+            "target": first_set(payload.get("model"), payload.get("product")),
         }
 
 
@@ -182,7 +160,7 @@ class StreamPosition(BaseModel):
     @field_validator("after")
     @classmethod
     def _timestamp(cls, value: str) -> str:
-        if _parse_time(value) is None:
+        if zoned_time(value) is None:
             raise ValueError("must be an ISO 8601 timestamp with a zone")
         return value
 
@@ -248,7 +226,7 @@ class OpenAICompliancePuller(Puller):
         position = self.position(start)
         # Every configured stream, plus any the cursor still holds (kept as they are).
         self._state: dict[str, StreamPosition] = dict(position.streams)
-        first = _iso(self.source.start_datetime)
+        first = rfc3339(self.source.start_datetime)
         for event_type in self.source.event_types:
             self._state.setdefault(event_type, StreamPosition(after=first))
         initial = self._resume()
@@ -352,8 +330,8 @@ class OpenAICompliancePuller(Puller):
     @staticmethod
     def _after_listing(state: StreamPosition, listing: Listing) -> StreamPosition:
         """The stream's position once every file of ``listing`` (listed from ``state.after``) is read."""
-        last = _parse_time(listing.last_end_time)
-        before = _parse_time(state.after)
+        last = zoned_time(listing.last_end_time)
+        before = zoned_time(state.after)
         assert before is not None
         ids = [f.id for f in listing.files]
         if listing.last_end_time is None or last is None or last <= before:
@@ -366,7 +344,7 @@ class OpenAICompliancePuller(Puller):
     def _window_stream(self, http: HttpSession, event_type: str, window: Window, fixed: Resume) -> Iterator[Page]:
         """The files whose time range overlaps ``window``: listed from its start, up to and including
         the first file that ends at or past its end."""
-        after = _iso(window.start)
+        after = rfc3339(window.start)
         seen: set[str] = set()
         number = 0
         while True:
@@ -378,10 +356,10 @@ class OpenAICompliancePuller(Puller):
                 yield from self._file_pages(http, event_type, file, before=fixed, after=fixed)
                 if file.end is not None and file.end >= window.end:
                     return
-            last = _parse_time(listing.last_end_time)
+            last = zoned_time(listing.last_end_time)
             if not listing.has_more or last is None or last >= window.end:
                 return
-            previous = _parse_time(after)
+            previous = zoned_time(after)
             if not fresh and previous is not None and last <= previous:
                 raise PullError(
                     f"source {self.source.name!r}: {event_type}: listing loop: logs after {after} return only files "
@@ -419,14 +397,14 @@ class OpenAICompliancePuller(Puller):
             files.append(
                 LogFile(
                     id=file_id,
-                    end=_parse_time(entry.get("end_time")),
+                    end=zoned_time(entry.get("end_time")),
                     name=name if isinstance(name, str) and name else file_id,
                 )
             )
         if all(f.end is not None for f in files):
             files.sort(key=lambda f: f.end)  # type: ignore[arg-type, return-value]
         last = doc.get("last_end_time")
-        if last is not None and _parse_time(last) is None:
+        if last is not None and zoned_time(last) is None:
             raise PullError(f"{what}: the listing's last_end_time is not an ISO 8601 timestamp with a zone")
         return Listing(files=files, has_more=doc.get("has_more") is True, last_end_time=last)
 

@@ -7,6 +7,7 @@ is set."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -44,6 +45,29 @@ FIXED_HTTP_FIELDS = frozenset(
 )
 
 
+def rfc3339(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``, whole seconds unless there is a fraction: how the vendors' time
+    filters take it."""
+    value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds" if value.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def zoned_time(value: Any) -> datetime | None:
+    """An ISO 8601 timestamp that carries its zone (a vendor's or a cursor's), else None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def first_set(*values: Any) -> Any:
+    """The first value that is set (not None, not an empty string): picking a record's field."""
+    return next((v for v in values if v is not None and v != ""), None)
+
+
 class ReferenceSource(SourceConfig):
     """A one-click source: the vendor's API is built in. Limits may still be tuned."""
 
@@ -78,4 +102,4 @@ class ReferenceSource(SourceConfig):
         raise NotImplementedError
 
 
-__all__ = ["FIXED_HTTP_FIELDS", "MAPPED_FIELDS", "ReferenceSource"]
+__all__ = ["FIXED_HTTP_FIELDS", "MAPPED_FIELDS", "ReferenceSource", "first_set", "rfc3339", "zoned_time"]
