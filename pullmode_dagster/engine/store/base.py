@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ..events import MAPPED_FIELDS, NormalizedEvent, Reject
 
@@ -60,7 +60,19 @@ class TraceStore(ABC):
     def count(self, *, source: str | None = None, rejected: bool = False) -> int:
         """How many events (or rejects) the store holds."""
 
+    PARAM: ClassVar[str]
+    """The driver's placeholder (``?``, ``%s``)."""
+    INVALID_ROW: ClassVar[str]
+    """The dialect's predicate for a row outside the normalized shape."""
+
     @abstractmethod
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read-only query."""
+
+    def _time(self, value: datetime) -> Any:
+        """A bound for ``event_timestamp`` as the store compares it."""
+        return value
+
     def integrity(
         self,
         *,
@@ -72,6 +84,32 @@ class TraceStore(ABC):
         """What the asset checks look at: keys stored more than once and rows that break the
         normalized shape, among the rows one run wrote (``run_id``: a check costs what the run wrote)
         or those dated in ``[start, end)`` (the checks run alone on a partition), else the source's."""
+        p = self.PARAM
+        mine, args = f"source_name = {p}", [source]
+        for clause, value in (
+            (f"run_id = {p}", run_id),
+            (f"event_timestamp >= {p}", None if start is None else self._time(start)),
+            (f"event_timestamp < {p}", None if end is None else self._time(end)),
+        ):
+            if value is not None:
+                mine, args = f"{mine} AND {clause}", [*args, value]
+        rows = self._rows(f"SELECT count(*) FROM pulled_events WHERE {mine}", args)[0][0]
+        repeated = (
+            f"SELECT source_event_id FROM pulled_events WHERE source_name = {p} AND source_event_id IN "
+            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
+        )
+        duplicates = self._rows(f"SELECT count(*) FROM ({repeated}) d", [source, *args])[0][0]
+        twice = tuple(r[0] for r in self._rows(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
+        bad = f"FROM pulled_events WHERE {mine} AND ({self.INVALID_ROW})"
+        invalid = self._rows(f"SELECT count(*) {bad}", args)[0][0]
+        examples = tuple(r[0] for r in self._rows(f"SELECT source_event_id {bad} LIMIT 5", args))
+        return Integrity(
+            rows=rows,
+            duplicate_keys=duplicates,
+            invalid_rows=invalid,
+            invalid_examples=examples,
+            duplicate_examples=twice,
+        )
 
     @abstractmethod
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:

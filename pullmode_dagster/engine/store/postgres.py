@@ -37,7 +37,6 @@ Writers run in parallel; two things make that safe:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -46,7 +45,7 @@ from psycopg.rows import dict_row
 
 from ..errors import PullmodeError
 from ..events import NormalizedEvent, Reject
-from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
+from .base import EVENT_COLUMNS, TraceStore, WriteResult
 
 # Advisory lock keys (two int4s: a namespace and a purpose), scoped to the database.
 _LOCK_NAMESPACE = 0x70756C6C  # "pull"
@@ -280,45 +279,16 @@ class PostgresTraceStore(TraceStore):
             sql, args = f"SELECT count(*) FROM {table}", []
         return int(self._conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
 
-    def integrity(
-        self,
-        *,
-        source: str,
-        run_id: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> Integrity:
-        conn = self._conn
-        mine, args = "source_name = %s", [source]
-        if run_id is not None:
-            mine, args = mine + " AND run_id = %s", [*args, run_id]
-        if start is not None:
-            mine, args = mine + " AND event_timestamp >= %s", [*args, start]
-        if end is not None:
-            mine, args = mine + " AND event_timestamp < %s", [*args, end]
-        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", args).fetchone()[0]  # type: ignore[index]
-        repeated = (
-            "SELECT source_event_id FROM pulled_events WHERE source_name = %s AND source_event_id IN "
-            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
-        )
-        duplicates = conn.execute(f"SELECT count(*) FROM ({repeated}) d", [source, *args]).fetchone()[0]  # type: ignore[index]
-        twice = tuple(r[0] for r in conn.execute(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
-        # The column types already guarantee a timestamp; what SQLite's text check also catches is a
-        # year the engine cannot write at fixed width (before 1000).
-        bad = (
-            f"FROM pulled_events WHERE {mine} AND ("
-            "event_timestamp < '1000-01-01T00:00:00Z' OR cost_usd < 0 OR tokens_input < 0 "
-            "OR tokens_output < 0 OR NOT pullmode_json_valid(raw_payload) OR source_event_id = '')"
-        )
-        invalid = conn.execute(f"SELECT count(*) {bad}", args).fetchone()[0]  # type: ignore[index]
-        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", args))
-        return Integrity(
-            rows=rows,
-            duplicate_keys=duplicates,
-            invalid_rows=invalid,
-            invalid_examples=examples,
-            duplicate_examples=twice,
-        )
+    PARAM = "%s"
+    # The column types already guarantee a timestamp; what SQLite's text check also catches is a
+    # year the engine cannot write at fixed width (before 1000).
+    INVALID_ROW = (
+        "event_timestamp < '1000-01-01T00:00:00Z' OR cost_usd < 0 OR tokens_input < 0 "
+        "OR tokens_output < 0 OR NOT pullmode_json_valid(raw_payload) OR source_event_id = ''"
+    )
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, list(args)).fetchall()  # type: ignore[return-value]
 
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         rows = self._conn.execute(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import NormalizedEvent, Reject, format_timestamp
-from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
+from .base import EVENT_COLUMNS, TraceStore, WriteResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pulled_events (
@@ -156,43 +156,17 @@ class SqliteTraceStore(TraceStore):
             sql, args = f"SELECT count(*) FROM {table}", []
         return int(self._conn.execute(sql, args).fetchone()[0])
 
-    def integrity(
-        self,
-        *,
-        source: str,
-        run_id: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> Integrity:
-        conn = self._conn
-        mine, args = "source_name = ?", [source]
-        if run_id is not None:
-            mine, args = mine + " AND run_id = ?", [*args, run_id]
-        if start is not None:
-            mine, args = mine + " AND event_timestamp >= ?", [*args, format_timestamp(start)]
-        if end is not None:
-            mine, args = mine + " AND event_timestamp < ?", [*args, format_timestamp(end)]
-        rows = conn.execute(f"SELECT count(*) FROM pulled_events WHERE {mine}", args).fetchone()[0]
-        repeated = (
-            "SELECT source_event_id FROM pulled_events WHERE source_name = ? AND source_event_id IN "
-            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
-        )
-        duplicates = conn.execute(f"SELECT count(*) FROM ({repeated})", [source, *args]).fetchone()[0]
-        twice = tuple(r[0] for r in conn.execute(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
-        bad = (
-            f"FROM pulled_events WHERE {mine} AND ("
-            f"event_timestamp NOT GLOB '{_TIMESTAMP_GLOB}' OR cost_usd < 0 OR tokens_input < 0 "
-            "OR tokens_output < 0 OR json_valid(raw_payload) = 0 OR source_event_id = '')"
-        )
-        invalid = conn.execute(f"SELECT count(*) {bad}", args).fetchone()[0]
-        examples = tuple(r[0] for r in conn.execute(f"SELECT source_event_id {bad} LIMIT 5", args))
-        return Integrity(
-            rows=rows,
-            duplicate_keys=duplicates,
-            invalid_rows=invalid,
-            invalid_examples=examples,
-            duplicate_examples=twice,
-        )
+    PARAM = "?"
+    INVALID_ROW = (
+        f"event_timestamp NOT GLOB '{_TIMESTAMP_GLOB}' OR cost_usd < 0 OR tokens_input < 0 "
+        "OR tokens_output < 0 OR json_valid(raw_payload) = 0 OR source_event_id = ''"
+    )
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, list(args)).fetchall()
+
+    def _time(self, value: datetime) -> Any:
+        return format_timestamp(value)  # fixed-width text: text order is time order
 
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         rows = self._conn.execute(
