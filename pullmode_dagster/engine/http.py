@@ -287,12 +287,7 @@ class HttpSession:
 
         def attempt() -> httpx.Response:
             request = self._client.build_request(method, url, headers=headers, params=params, content=content)
-            response = self._fetch(request, what)
-            for _ in range(MAX_REDIRECTS):
-                if not (follow_redirects and response.is_redirect):
-                    break
-                request = self._redirect(request, response, headers)
-                response = self._fetch(request, what)
+            response = self._hops(request, headers, follow_redirects, lambda r: self._fetch(r, what))
             if accept is not None and 200 <= response.status_code < 300:
                 response.extensions["accepted"] = accept(response)
             return response
@@ -316,13 +311,9 @@ class HttpSession:
 
         def attempt() -> httpx.Response:
             request = self._client.build_request(method, url, headers=headers, params=params)
-            response = self._client.send(request, auth=self.auth, stream=True)
-            for _ in range(MAX_REDIRECTS):
-                if not (follow_redirects and response.is_redirect):
-                    break
-                response.close()
-                request = self._redirect(request, response, headers)
-                response = self._client.send(request, auth=self.auth, stream=True)
+            response = self._hops(
+                request, headers, follow_redirects, lambda r: self._client.send(r, auth=self.auth, stream=True)
+            )
             if response.status_code in self.retry.retry_statuses or response.status_code >= 300:
                 response.read()  # small error bodies: kept for the message, then the connection is free
             return response
@@ -333,13 +324,25 @@ class HttpSession:
         finally:
             response.close()
 
-    def _redirect(
-        self, request: httpx.Request, response: httpx.Response, headers: Mapping[str, str] | None
-    ) -> httpx.Request:
-        """The next hop of a redirect: GET the Location with the caller's (credential-free) headers;
-        the session's auth adds credentials again only if the hop stays on the configured origin."""
-        location = request.url.join(response.headers["location"])
-        return self._client.build_request("GET", location, headers=headers)
+    def _hops(
+        self,
+        request: httpx.Request,
+        headers: Mapping[str, str] | None,
+        follow: bool,
+        send: Callable[[httpx.Request], httpx.Response],
+    ) -> httpx.Response:
+        """Send, then follow redirects when asked (at most MAX_REDIRECTS): each hop GETs the Location
+        with the caller's (credential-free) headers, and the session's auth adds credentials again
+        only if the hop stays on the configured origin."""
+        response = send(request)
+        for _ in range(MAX_REDIRECTS):
+            if not (follow and response.is_redirect):
+                break
+            response.close()
+            location = request.url.join(response.headers["location"])
+            request = self._client.build_request("GET", location, headers=headers)
+            response = send(request)
+        return response
 
     def _with_retries(self, what: str, url: str, attempt: Callable[[], httpx.Response]) -> httpx.Response:
         where = self.redact(safe_url(url))
