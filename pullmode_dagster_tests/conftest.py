@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,21 @@ class SourceWriter:
 @pytest.fixture
 def sources(sources_dir: Path) -> SourceWriter:
     return SourceWriter(sources_dir)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the repository's dagster.yaml, a trace store and quick retries, in a temp
+    directory (the working directory too, so dagster.yaml's relative storage lands there)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    return home
 
 
 @pytest.fixture

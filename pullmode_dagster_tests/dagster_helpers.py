@@ -69,3 +69,18 @@ def make_harness(sources_dir: Path, instance: dg.DagsterInstance, clock: Clock, 
     store_path = tmp / "trace.db"
     project = build_project(sources_dir, resources=fast_resources(store_path), clock=clock)
     return Harness(project, instance, clock, store_path, source)
+
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO / "workspace.yaml"
+
+
+def cli(*args: str) -> Any:
+    """The pullmode command in process; ``pull`` addresses the repository's workspace, as the
+    daemon would."""
+    from click.testing import CliRunner
+
+    from pullmode_dagster.cli import main
+
+    extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
+    return CliRunner().invoke(main, [*args, *extra])

@@ -5,7 +5,6 @@ positions, window re-pulls, validation, and the CLI and Dagster entry points."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
-from .dagster_helpers import Clock, committed, make_harness
+from .dagster_helpers import Clock, cli, committed, make_harness
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -470,25 +469,6 @@ def test_validate_warns_when_the_endpoint_override_is_set(vendor: ComplianceLogs
 
 
 # -- the CLI and Dagster ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A DAGSTER_HOME with the repository's dagster.yaml, and a trace store, in a temp directory."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
-    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
-    return home
-
-
-def cli(*args: str) -> Any:
-    extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
-    return CliRunner().invoke(main, [*args, *extra])
 
 
 @pytest.mark.slow
