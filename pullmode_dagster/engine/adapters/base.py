@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import SourceConfig
 from ..cursor import CursorState
@@ -55,6 +55,16 @@ class Page:
     rejects: list[Reject] = field(default_factory=list)
     files: int = 0
     boundary: bool = True
+
+
+class HttpSourceConfig(SourceConfig):
+    """A source pulled over HTTP: the limits of its session (``Puller.session``), the same for
+    every HTTP adapter."""
+
+    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_requests_per_second: float | None = Field(default=None, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
 
 
 @dataclass
@@ -125,12 +135,12 @@ class Puller(ABC):
         """The one HTTP client setup, with the source's limits (``requestTimeoutSeconds``,
         ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy, the pull's deadline and the
         redactor. ``auth`` adds credentials on the configured origin only."""
-        src = self.source
+        src: HttpSourceConfig = self.source  # type: ignore[assignment]
         return HttpSession(
-            timeout=getattr(src, "request_timeout_seconds", 30.0),
+            timeout=src.request_timeout_seconds,
             retry=self.context.retry,
-            max_requests_per_second=getattr(src, "max_requests_per_second", None),
-            max_response_bytes=getattr(src, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+            max_requests_per_second=src.max_requests_per_second,
+            max_response_bytes=src.max_response_bytes,
             deadline=self.context.deadline,
             auth=auth,
             redactor=self.redact,

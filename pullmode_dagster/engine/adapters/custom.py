@@ -15,27 +15,22 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..config import ConfigProblem, EventMapping, SourceConfig
+from ..config import ConfigProblem, EventMapping
 from ..cursor import CursorState
 from ..errors import PullError, PullmodeError
-from ..http import DEFAULT_MAX_RESPONSE_BYTES
-from .base import Page, Puller, Window
+from .base import HttpSourceConfig, Page, Puller, Window
 from .registry import Adapter, register
 
 MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
 
 
-class CustomSource(SourceConfig):
+class CustomSource(HttpSourceConfig):
     """A ``custom`` source file."""
 
     adapter: Literal["custom"]
     module: str = Field(description="package.module:ClassName, importable from the code location")
     options: dict[str, Any] = Field(default_factory=dict, description="free-form, handed to the puller")
     event_mapping: EventMapping
-    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
-    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    max_requests_per_second: float | None = Field(default=None, gt=0)
-    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
 
     @field_validator("module")
     @classmethod

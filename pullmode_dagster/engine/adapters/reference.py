@@ -10,11 +10,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import Field
-
-from ..config import ConfigProblem, SourceConfig
+from ..config import ConfigProblem
 from ..events import MAPPED_FIELDS
-from ..http import DEFAULT_MAX_RESPONSE_BYTES
+from .base import HttpSourceConfig
 
 FIXED_HTTP_FIELDS = frozenset(
     {
@@ -68,18 +66,13 @@ def first_set(*values: Any) -> Any:
     return next((v for v in values if v is not None and v != ""), None)
 
 
-class ReferenceSource(SourceConfig):
+class ReferenceSource(HttpSourceConfig):
     """A one-click source: the vendor's API is built in. Limits may still be tuned."""
 
     FIXED_FIELDS: ClassVar[frozenset[str]] = FIXED_HTTP_FIELDS
     ENDPOINT_ENV: ClassVar[str]
     """The environment variable that replaces the vendor's endpoint (tests, private gateways)."""
     DEFAULT_ENDPOINT: ClassVar[str]
-
-    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
-    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    max_requests_per_second: float | None = Field(default=None, gt=0)
-    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
 
     def endpoint(self) -> str:
         """The vendor's endpoint, or its override from the environment."""
