@@ -8,6 +8,7 @@ in this pull is a loop and stops the pull with an error.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -17,20 +18,20 @@ import httpx
 from pydantic import Field, field_validator
 
 from ..auth import HeaderAuth
-from ..config import ConfigProblem, EventMapping, SourceConfig, _check_jsonpath
+from ..config import ConfigProblem, EventMapping, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import DEFAULT_MAX_RESPONSE_BYTES, BadBody, json_body, safe_url, same_origin
+from ..http import BadBody, json_body, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
-from .base import Page, Position, Puller, Window
+from .base import HttpSourceConfig, Page, Position, Puller, Window
 from .registry import Adapter, register
 
 ParamValue = str | int | float | bool | list[str]
 
 
-class HttpPollingSource(SourceConfig):
+class HttpPollingSource(HttpSourceConfig):
     """An ``http_polling`` source file."""
 
     adapter: Literal["http_polling"]
@@ -48,10 +49,6 @@ class HttpPollingSource(SourceConfig):
     event_mapping: EventMapping
     incremental_params: dict[str, ParamValue] = Field(default_factory=dict)
     window_params: dict[str, ParamValue] = Field(default_factory=dict)
-    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
-    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    max_requests_per_second: float | None = Field(default=None, gt=0)
-    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
 
     @field_validator("events_json_path", "cursor_json_path", "has_more_json_path")
     @classmethod
@@ -259,20 +256,23 @@ class HttpPollingPuller(Puller):
             params = {k: v for k, v in params.items() if k not in secret_params}
         return str(link), params
 
-    def _seal(self, cursor: str) -> str:
-        """The cursor as stored (committed, shown in the UI, handed to the next run): a credential a
-        server echoed into it is replaced by ``${{credentials.<key>}}``, filled in again on use."""
+    @functools.cached_property
+    def _seals(self) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+        """Each credential's echoable forms and their markers, built once per pull."""
         markers: dict[str, str] = {}
         for key, value in self.credentials.items():
             if len(value) >= 4:
                 for form, encode in _SEAL_FORMS.items():
                     markers.setdefault(encode(value), "${{credentials." + key + (f":{form}" if form else "") + "}}")
-        found = [text for text in markers if text in cursor]
-        if not found:
-            return cursor
         # One pass, longest first, so no marker is ever rewritten by a later replacement.
-        pattern = re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True)))
-        return pattern.sub(lambda m: markers[m[0]], cursor)
+        ordered = sorted(markers, key=len, reverse=True)
+        return (re.compile("|".join(map(re.escape, ordered))) if ordered else None), markers
+
+    def _seal(self, cursor: str) -> str:
+        """The cursor as stored (committed, shown in the UI, handed to the next run): a credential a
+        server echoed into it is replaced by ``${{credentials.<key>}}``, filled in again on use."""
+        pattern, markers = self._seals
+        return pattern.sub(lambda m: markers[m[0]], cursor) if pattern is not None else cursor
 
     def _unseal(self, cursor: str) -> str:
         def fill(match: re.Match[str]) -> str:
