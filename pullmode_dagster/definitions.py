@@ -16,6 +16,7 @@ import dagster as dg
 
 from .defs.alerts import failure_alerts
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
+from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
 from .defs.sensors import Clock, Poller, build_poller_sensor, job_name, utc_now
 from .engine.sources import SourceSet, load_sources
@@ -67,12 +68,10 @@ def build_project(
         log.warning(warning)
     if not sources.sources and not sources.invalid:
         log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
-    defs = dg.Definitions(
-        assets=assets,
-        jobs=jobs,
-        sensors=[*sensors, failure_alerts],
-        resources={**default_resources(), **(resources or {})},
-    )
+    bound = {**default_resources(), **(resources or {})}
+    # Downstream assets read the events from the same store the pulls write to.
+    bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
+    defs = dg.Definitions(assets=assets, jobs=jobs, sensors=[*sensors, failure_alerts], resources=bound)
     return Project(defs, pollers, sources)
 
 

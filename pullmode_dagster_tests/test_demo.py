@@ -11,10 +11,13 @@ import pytest
 from click.testing import CliRunner
 from dagster._core.instance.ref import InstanceRef
 
+import pullmode_dagster.demo
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollerState
 from pullmode_dagster.engine.store import SqliteTraceStore
+
+DEMO_SOURCE_FILES = sorted((Path(pullmode_dagster.demo.__file__).parent / "sources").glob("*.yaml"))
 
 
 @pytest.mark.slow
@@ -37,13 +40,21 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
         assert store.count(source="demo_usage", rejected=True) == rejected
         usage = store.tail(source="demo_usage", limit=1)[0]
         assert usage["cost_usd"] > 0 and usage["tokens_input"] > 0
+        # The downstream asset, materialized for today from what was just pulled.
+        cost = re.search(r"usage/daily_cost_by_actor (\S+): (\d+) events, (\d+) actors", result.output)
+        assert cost, result.output
+        day = [r for r in store.tail(source="demo_usage", limit=10**6) if r["event_timestamp"].startswith(cost[1])]
+        assert int(cost[2]) == len(day) > 0
+        assert int(cost[3]) == len({r["actor"] for r in day})
     assert (tmp_path / ".pullmode/demo/secrets/demo_token").stat().st_mode & 0o077 == 0
 
     home = tmp_path / ".pullmode/demo/dagster_home"
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         state = PollerState.from_json(SensorCursors(instance, None).get("demo_claude_activities_poller"))
         assert state.committed.watermark is not None and state.in_flight is None
-        assert len(instance.get_runs()) == 5
+        assert sorted(r.job_name for r in instance.get_runs()) == sorted(
+            [f"{path.stem}_pull" for path in DEMO_SOURCE_FILES] + ["daily_cost_by_actor"]
+        )
         exports = PollerState.from_json(SensorCursors(instance, None).get("demo_openai_exports_poller"))
         assert exports.committed.position.get("after_key") is not None and exports.committed.position.get(
             "after_key"

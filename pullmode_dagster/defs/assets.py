@@ -22,6 +22,7 @@ from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from .checks import check_results, check_specs
 from .freshness import freshness_for
+from .io_manager import EVENTS_IO_MANAGER_KEY
 from .partitions import data_partitions, partitions_for
 from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
@@ -166,7 +167,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
                 freshness_policy=freshness_for(source.schedule),
                 skippable=True,
-            )
+            ).with_io_manager_key(EVENTS_IO_MANAGER_KEY)
         ],
         partitions_def=partitions_for(source),
         check_specs=check_specs(key),

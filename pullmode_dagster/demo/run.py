@@ -60,10 +60,37 @@ def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
     env = dict(os.environ)
     if not env.get("DAGSTER_HOME"):
         env["DAGSTER_HOME"] = str(Path.cwd() if Path("dagster.yaml").exists() else fallback_home.resolve())
-    target = ["-w", "workspace.yaml"] if Path("workspace.yaml").exists() else ["-m", "pullmode_dagster.definitions"]
+    # The demo's code location: the sources plus the downstream asset built on them.
+    target = ["-m", "pullmode_dagster.demo.definitions"]
     echo("starting dagster dev on http://127.0.0.1:3000 (Ctrl-C stops it and the demo API)")
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run([sys.executable, "-m", "dagster", "dev", *target], env=env, check=False)
+
+
+def daily_costs(fallback_home: Path) -> str:
+    """Today's partition of the downstream asset ``usage/daily_cost_by_actor``, materialized from
+    the events just pulled, as a project's own asset would be."""
+    from ..defs.pull_now import open_instance
+    from .definitions import COST_JOB, build_demo_definitions
+
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    with open_instance(fallback_home) as instance:
+        job = build_demo_definitions().resolve_job_def(COST_JOB)
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=day,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # as `pullmode pull` does
+            raise_on_error=False,
+        )
+    if not result.success:
+        return f"usage/daily_cost_by_actor {day}: failed (see the run in the UI)"
+    metadata = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
+    top = metadata["by_actor"].records[0].data if metadata["dagster/row_count"] else None  # type: ignore[attr-defined]
+    lead = f"; top {top['actor']} ${top['cost_usd']:.4f}" if top else ""
+    return (
+        f"usage/daily_cost_by_actor {day}: {metadata['events']} events, {metadata['dagster/row_count']} actors, "
+        f"${metadata['total_cost_usd']:.4f}{lead}"
+    )
 
 
 def start_bucket(port: int | None, echo: Callable[[str], None]) -> DemoS3 | None:
@@ -103,6 +130,8 @@ def run_demo(
         outcomes = pull_sources([], all_sources=True, fallback_home=root / "dagster_home", echo=echo)
         written = sum(int((o.metadata or {}).get("events_written", 0)) for o in outcomes)
         echo(f"{written} events written to {store_url()}")
+        if any(o.ok and o.source == "demo_usage" for o in outcomes):
+            echo(daily_costs(root / "dagster_home"))
         echo("")
         cli = "pullmode" if shutil.which("pullmode") else os.path.relpath(sys.argv[0])
         echo("next:")

@@ -11,15 +11,19 @@ and token counts that fit a signed 64-bit integer), so one odd record never fail
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import MAPPED_FIELDS, NormalizedEvent, Reject
+from ..events import NormalizedEvent, Reject
+from .schema import EVENT_COLUMNS
 
-EVENT_COLUMNS = ("source_name", *MAPPED_FIELDS, "raw_payload", "organization_id", "pulled_at", "run_id")
-"""Columns of ``pulled_events`` (besides the store's own ``id``), in insert order."""
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+READ_BATCH_ROWS = 50_000
+"""Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,55 @@ class TraceStore(ABC):
     INVALID_ROW: ClassVar[str]
     """The dialect's predicate for a row outside the normalized shape."""
 
+    READ_COLUMNS: ClassVar[str] = ", ".join(EVENT_COLUMNS)
+    """The select list that reads :data:`EVENT_COLUMNS` back the way the SQLite store holds them
+    (timestamps as the engine's fixed-width UTC text, cost as a float)."""
+
     @abstractmethod
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run one read-only query."""
+
+    @abstractmethod
+    def _row_batches(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Run one read-only query, yielding its rows ``size`` at a time (never all at once)."""
+
+    def _where(
+        self,
+        source: str,
+        *,
+        run_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The rows of one source, optionally one run's or those dated in ``[start, end)``."""
+        p = self.PARAM
+        where, args = f"source_name = {p}", [source]
+        for clause, value in (
+            (f"run_id = {p}", run_id),
+            (f"event_timestamp >= {p}", None if start is None else self._time(start)),
+            (f"event_timestamp < {p}", None if end is None else self._time(end)),
+        ):
+            if value is not None:
+                where, args = f"{where} AND {clause}", [*args, value]
+        return where, args
+
+    def event_batches(
+        self,
+        *,
+        source: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        batch_rows: int = READ_BATCH_ROWS,
+    ) -> Iterator[pa.RecordBatch]:
+        """The stored events of ``source`` dated in ``[start, end)`` (either bound optional), oldest
+        first, as Arrow record batches typed by :mod:`.schema`. Memory stays flat in the window's size:
+        rows are fetched ``batch_rows`` at a time and each batch is converted column by column."""
+        from .arrow import record_batch
+
+        where, args = self._where(source, start=start, end=end)
+        sql = f"SELECT {self.READ_COLUMNS} FROM pulled_events WHERE {where} ORDER BY pulled_events.event_timestamp, id"
+        for rows in self._row_batches(sql, args, batch_rows):
+            yield record_batch(rows, source=source)
 
     def _time(self, value: datetime) -> Any:
         """A bound for ``event_timestamp`` as the store compares it."""
@@ -85,14 +135,7 @@ class TraceStore(ABC):
         normalized shape, among the rows one run wrote (``run_id``: a check costs what the run wrote)
         or those dated in ``[start, end)`` (the checks run alone on a partition), else the source's."""
         p = self.PARAM
-        mine, args = f"source_name = {p}", [source]
-        for clause, value in (
-            (f"run_id = {p}", run_id),
-            (f"event_timestamp >= {p}", None if start is None else self._time(start)),
-            (f"event_timestamp < {p}", None if end is None else self._time(end)),
-        ):
-            if value is not None:
-                mine, args = f"{mine} AND {clause}", [*args, value]
+        mine, args = self._where(source, run_id=run_id, start=start, end=end)
         rows = self._rows(f"SELECT count(*) FROM pulled_events WHERE {mine}", args)[0][0]
         repeated = (
             f"SELECT source_event_id FROM pulled_events WHERE source_name = {p} AND source_event_id IN "

@@ -36,7 +36,7 @@ Writers run in parallel; two things make that safe:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -287,8 +287,19 @@ class PostgresTraceStore(TraceStore):
         "OR tokens_output < 0 OR NOT pullmode_json_valid(raw_payload) OR source_event_id = ''"
     )
 
+    READ_COLUMNS = _TAIL_COLUMNS
+
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, list(args)).fetchall()  # type: ignore[return-value]
+
+    def _row_batches(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
+        # A server-side cursor: the server keeps the result and sends ``size`` rows per fetch.
+        conn = self._conn
+        with conn.transaction(), conn.cursor(name="pullmode_read") as cursor:
+            cursor.itersize = size
+            cursor.execute(sql, list(args))
+            while rows := cursor.fetchmany(size):
+                yield rows
 
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         rows = self._conn.execute(

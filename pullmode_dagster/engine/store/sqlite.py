@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,18 @@ class SqliteTraceStore(TraceStore):
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, list(args)).fetchall()
+
+    def _row_batches(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
+        # Its own connection (one snapshot from first batch to last) unless the store is in memory.
+        own = str(self.path) != ":memory:"
+        conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False) if own else self._conn
+        try:
+            cursor = conn.execute(sql, list(args))
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            if own:
+                conn.close()
 
     def _time(self, value: datetime) -> Any:
         return format_timestamp(value)  # fixed-width text: text order is time order

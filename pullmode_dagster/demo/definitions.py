@@ -1,0 +1,26 @@
+"""The demo's code location: every source, plus the downstream asset a project would add
+(``usage/daily_cost_by_actor``), merged the way the README shows. ``pullmode demo --ui`` loads it."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..definitions import build_definitions
+from .downstream import daily_cost_by_actor
+
+COST_JOB = "daily_cost_by_actor"
+
+
+def build_demo_definitions() -> dg.Definitions:
+    return dg.Definitions.merge(
+        build_definitions(),
+        dg.Definitions(
+            assets=[daily_cost_by_actor],
+            jobs=[dg.define_asset_job(COST_JOB, selection=[daily_cost_by_actor.key])],
+        ),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_demo_definitions()
