@@ -19,6 +19,7 @@ from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_so
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
 from .defs.sensors import Clock, Poller, build_poller_sensor, job_name, utc_now
+from .engine.adapters import ADAPTERS
 from .engine.sources import SourceSet, load_sources
 
 log = logging.getLogger("pullmode")
@@ -51,6 +52,9 @@ def build_project(
             selection=dg.AssetSelection.assets(asset.key),
             tags={SOURCE_TAG: source.name},
             description=f"One pull of {source.name}.",
+            # One step: run it in the run worker's process rather than paying a step subprocess
+            # (a second import of the code location) on every poll.
+            executor_def=dg.in_process_executor,
         )
         poller = Poller(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
         assets.append(asset)
@@ -68,7 +72,8 @@ def build_project(
         log.warning(warning)
     if not sources.sources and not sources.invalid:
         log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
-    bound = {**default_resources(), **(resources or {})}
+    needs_s3 = any("s3" in ADAPTERS[s.adapter].resources for s in sources.sources.values())
+    bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.
     bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
     defs = dg.Definitions(assets=assets, jobs=jobs, sensors=[*sensors, failure_alerts], resources=bound)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from ..engine.adapters import PullContext, S3ClientSpec
@@ -21,6 +20,11 @@ from ..engine.http import RetryPolicy
 from ..engine.locks import source_lock
 from ..engine.pull import DEFAULT_BATCH_SIZE
 from ..engine.store import TraceStore, open_store
+
+if TYPE_CHECKING:
+    # dagster-aws (and boto3) cost about a second to import: only a code location with an S3
+    # source imports them (default_resources, assets.py).
+    from dagster_aws.s3 import S3Resource
 
 
 class CredentialsResource(dg.ConfigurableResource):
@@ -89,6 +93,8 @@ def s3_client_factory(defaults: S3Resource) -> Callable[[S3ClientSpec], Any]:
     resolved credentials; the deployment's ``s3`` resource supplies what the source leaves unset
     (region, endpoint, TLS settings, or a profile when the source declares no keys)."""
 
+    from dagster_aws.s3 import S3Resource
+
     def build(spec: S3ClientSpec) -> Any:
         resource = S3Resource(
             region_name=spec.region or defaults.region_name,
@@ -107,13 +113,18 @@ def s3_client_factory(defaults: S3Resource) -> Callable[[S3ClientSpec], Any]:
     return build
 
 
-def default_resources() -> dict[str, object]:
-    """What ``definitions.py`` binds: every setting from the environment, read at run time."""
-    return {
+def default_resources(*, s3: bool = True) -> dict[str, object]:
+    """What ``definitions.py`` binds: every setting from the environment, read at run time.
+    ``s3``: whether some source needs the ``s3`` resource."""
+    resources: dict[str, object] = {
         "credentials": CredentialsResource(),
         "trace_store": TraceStoreResource(),
         "pull_settings": PullSettingsResource(),
+    }
+    if s3:
+        from dagster_aws.s3 import S3Resource
+
         # The S3 adapter builds one client per pull from freshly resolved credentials; this
         # resource carries the deployment-wide defaults (region, endpoint for MinIO and the like).
-        "s3": S3Resource(),
-    }
+        resources["s3"] = S3Resource()
+    return resources

@@ -26,7 +26,6 @@ from typing import Any
 
 import dagster as dg
 from croniter import croniter
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
@@ -36,6 +35,13 @@ from .recovery import owner_is_dead, process_identity, reap_if_dead
 POLLER_SUFFIX = "_poller"
 PULL_ID_TAG = "pullmode/pull_id"
 MODE_TAG = "pullmode/mode"
+IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.SUSPENDED,
+]
+"""Runs whose process may still write (Dagster's own ``IN_PROGRESS_RUN_STATUSES`` is private)."""
 CLI_GRACE = timedelta(minutes=10)
 """A pull the CLI announced but whose run never appeared is forgotten after this long."""
 
@@ -83,6 +89,9 @@ class PollerState:
     in_flight: InFlight | None = None
     last_tick: str | None = None
     last_pull: dict[str, str] | None = None
+    more_to_pull: bool = False
+    """The last pull succeeded but stopped with more to pull (``maxPagesPerRun``, its deadline): the
+    next evaluation pulls on without waiting for the cron, so a backlog drains at full speed."""
 
     @classmethod
     def from_json(cls, text: str | None) -> PollerState:
@@ -92,7 +101,7 @@ class PollerState:
         if "committed" not in doc:
             # A bare cursor state: a data engineer rewinding (or fast-forwarding) the source.
             return cls(committed=CursorState.from_dict(doc))
-        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull"}
+        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull", "more_to_pull"}
         if unknown:
             raise CursorFormatError(f"unknown sensor cursor field(s): {', '.join(sorted(unknown))}")
         in_flight = doc.get("in_flight")
@@ -105,6 +114,7 @@ class PollerState:
             in_flight=flight,
             last_tick=doc.get("last_tick"),
             last_pull=doc.get("last_pull"),
+            more_to_pull=doc.get("more_to_pull") is True,
         )
 
     def to_json(self) -> str:
@@ -115,6 +125,8 @@ class PollerState:
             doc["last_tick"] = self.last_tick
         if self.last_pull:
             doc["last_pull"] = self.last_pull
+        if self.more_to_pull:
+            doc["more_to_pull"] = True
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
@@ -210,7 +222,7 @@ class Poller:
         if status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
             return state, run
         last = {"pull_id": flight.pull_id, "run_id": run.run_id, "status": status.value}
-        settled = replace(state, in_flight=None, last_pull=last)
+        settled = replace(state, in_flight=None, last_pull=last, more_to_pull=False)
         if status != dg.DagsterRunStatus.SUCCESS:
             checkpoint = run_checkpoint(instance, run.run_id, self.key)
             if checkpoint is not None and checkpoint != state.committed:
@@ -224,12 +236,17 @@ class Poller:
                 "and the next tick pulls again from it"
             )
             return settled, None
-        cursor = reported_cursor(instance, run.run_id, self.key)
-        if cursor is None:
+        report = run_metadata(instance, run.run_id, self.key) or {}
+        if "cursor_after" not in report:
             log.append(f"run {run.run_id} succeeded without reporting a cursor; the cursor stays")
             return settled, None
-        log.append(f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}")
-        return replace(settled, committed=cursor), None
+        cursor = CursorState.from_dict(report["cursor_after"])
+        more = report.get("drained") is False
+        log.append(
+            f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}"
+            + ("; more to pull, so the next evaluation pulls on" if more else "")
+        )
+        return replace(settled, committed=cursor, more_to_pull=more), None
 
     def decide(
         self,
@@ -240,37 +257,65 @@ class Poller:
         force: bool = False,
         via: str = "sensor",
     ) -> PollDecision:
-        """One evaluation. ``force`` pulls now whatever the cron says (``pullmode pull``)."""
+        """One evaluation: settle the pull in flight, then request the next one when it is due, no
+        other pull of the source runs, and its time has a partition. ``force`` pulls now whatever the
+        cron says (``pullmode pull``)."""
         log: list[str] = []
         state, run = self.settle(state, instance, now, log)
+        if state.in_flight is not None:
+            return self._still_in_flight(state, run, log)
+        due, skip = self._due(state, now, force)
+        if due is None:
+            return PollDecision(state, skip_reason=skip, log=log)
+        active = self._active_poll_run(instance)
+        if active is not None:
+            return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active}", log=log)
+        if due < self.partitions_def.start:  # type: ignore[attr-defined]
+            return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
+        return self._request(state, due, now=now, force=force, via=via, log=log)
+
+    def _still_in_flight(self, state: PollerState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
         flight = state.in_flight
-        if flight is not None:
-            if run is None and flight.via == "sensor":
-                # Requested but not created yet (or lost): asking again is safe, the run key dedups.
-                return PollDecision(state, self.run_request(flight), log=log)
-            where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
-            return PollDecision(state, skip_reason=f"pull {flight.pull_id} in flight: {where}", log=log)
-        due = now if force else latest_tick(self.source.schedule, now)
-        if not force and state.last_tick is not None and due <= _parse(state.last_tick):
+        assert flight is not None
+        if run is None and flight.via == "sensor":
+            # Requested but not created yet (or lost): asking again is safe, the run key dedups.
+            return PollDecision(state, self.run_request(flight), log=log)
+        where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
+        return PollDecision(state, skip_reason=f"pull {flight.pull_id} in flight: {where}", log=log)
+
+    def _due(self, state: PollerState, now: datetime, force: bool) -> tuple[datetime | None, str | None]:
+        """When the pull to request is for (None, with the reason, when nothing is due): now when
+        forced or a backlog remains, else the latest cron tick not yet pulled."""
+        if force or state.more_to_pull:
+            return now, None
+        tick = latest_tick(self.source.schedule, now)
+        if state.last_tick is not None and tick <= _parse(state.last_tick):
             upcoming = croniter(self.source.schedule, now).get_next(datetime)
-            return PollDecision(state, skip_reason=f"waiting for the next tick at {_iso(upcoming)}", log=log)
+            return None, f"waiting for the next tick at {_iso(upcoming)}"
+        return tick, None
+
+    def _active_poll_run(self, instance: dg.DagsterInstance) -> str | None:
+        """A poll run of this source still in progress whose process is alive (launched by another
+        poller evaluation or ``pullmode pull``), by run id."""
         candidates = instance.get_runs(
-            filters=dg.RunsFilter(
-                tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll"}, statuses=IN_PROGRESS_RUN_STATUSES
-            ),
+            filters=dg.RunsFilter(tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll"}, statuses=IN_PROGRESS),
             limit=5,
         )
-        active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS_RUN_STATUSES]
-        if active:
-            return PollDecision(
-                state, skip_reason=f"another pull of this source is in flight: run {active[0].run_id}", log=log
-            )
-        try:
-            partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
-        except Exception:
-            return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
+        active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS]
+        return active[0].run_id if active else None
+
+    def _request(
+        self, state: PollerState, due: datetime, *, now: datetime, force: bool, via: str, log: list[str]
+    ) -> PollDecision:
+        """Mint the pull (its id is the run key: one run per cron tick) and put it in flight."""
+        partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
         tick = _iso(due)
-        pull_id = f"{self.source.name}:{tick}" if via == "sensor" else f"{self.source.name}:{via}:{now.isoformat()}"
+        if via != "sensor":
+            pull_id = f"{self.source.name}:{via}:{now.isoformat()}"
+        elif state.more_to_pull:
+            pull_id = f"{self.source.name}:backlog:{tick}"
+        else:
+            pull_id = f"{self.source.name}:{tick}"
         flight = InFlight(
             pull_id=pull_id,
             tick=tick,
@@ -280,7 +325,9 @@ class Poller:
             via=via,
             owner=process_identity() if via == "cli" else None,
         )
-        state = replace(state, in_flight=flight, last_tick=state.last_tick if force else tick)
+        # A backlog pull also serves the cron tick it falls after; a forced one serves none.
+        last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
+        state = replace(state, in_flight=flight, last_tick=last_tick, more_to_pull=False)
         log.append(f"pull {pull_id} requested from cursor {flight.cursor}")
         return PollDecision(state, self.run_request(flight), log=log)
 
