@@ -134,8 +134,6 @@ def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     same moment would both try (``table run_tags already exists``), so opening takes turns."""
     import os
 
-    from dagster._core.instance.ref import InstanceRef
-
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"])
     elif Path("dagster.yaml").exists():
@@ -151,7 +149,7 @@ def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
             "repository root"
         )
     with _exclusive(home / ".pullmode-instance.lock"):
-        return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+        return dg.DagsterInstance.from_config(str(home))
 
 
 @contextmanager
