@@ -61,6 +61,15 @@ class Harness:
             return store.tail(source=self.source, limit=10**6)
 
 
+def record_run(
+    instance: dg.DagsterInstance, defs: dg.Definitions, job: str, *, status: dg.DagsterRunStatus, tags: dict[str, str]
+) -> dg.DagsterRun:
+    """A run of ``job`` recorded on ``instance`` in ``status`` without executing it: what the poller
+    sees of a run the daemon launched (still going, or ended some other way). Through the instance's own
+    ``create_run_for_job``, with the job's real snapshot, not Dagster's private ``create_run_for_test``."""
+    return instance.create_run_for_job(defs.resolve_job_def(job), status=status, tags=tags)
+
+
 def committed(cursor: str | None) -> dict[str, Any]:
     return PollerState.from_json(cursor).committed.to_dict()
 

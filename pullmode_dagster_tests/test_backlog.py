@@ -19,9 +19,7 @@ from .fakes import CursorFeed, make_events
 
 
 @pytest.fixture
-def harness(
-    api: LoopbackServer, sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Harness:
+def harness(api: LoopbackServer, sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok")
     api.routes["/v1/events"] = CursorFeed(make_events(55), page_size=10)
     sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=2, schedule="0 * * * *"))

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.events import NormalizedEvent
 from pullmode_dagster.engine.store import SqliteTraceStore
 
+from .bounded import LineReader
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
 
@@ -97,26 +97,49 @@ def test_tail_shows_newest_last_with_source_filter_and_json(store_url: str, tmp_
     assert rows[0]["raw_payload"] == '{"i": 29}' and "id" not in rows[0]
 
 
+LINE_TIMEOUT = 20.0
+"""Seconds to wait for one line of ``tail --follow``: only reached on a failure (a line lands
+within an --interval of its write)."""
+
+
+def event_id(line: str) -> str:
+    try:
+        return json.loads(line)["source_event_id"]
+    except (ValueError, KeyError, TypeError):
+        raise AssertionError(f"not an event as NDJSON: {line!r}") from None
+
+
 @pytest.mark.slow
 def test_tail_follow_prints_new_rows_once_each(store_url: str, tmp_path: Path) -> None:
-    with SqliteTraceStore(tmp_path / "cli.db") as store:
+    stderr_path = tmp_path / "tail.stderr"
+    with SqliteTraceStore(tmp_path / "cli.db") as store, stderr_path.open("w") as stderr:
         store.write_events([ev(1)], run_id="r")
         proc = subprocess.Popen(
             [sys.executable, "-m", "pullmode_dagster.cli", "tail", "--follow", "--json", "--interval", "0.1"],
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env={**os.environ},
         )
         try:
-            assert json.loads(proc.stdout.readline())["source_event_id"] == "e1"  # type: ignore[union-attr]
+            assert proc.stdout is not None
+            out = LineReader(proc.stdout, lambda: f"exit code: {proc.poll()}; stderr:\n{stderr_path.read_text()}")
+
+            def read(*expected: str) -> list[str]:
+                """As many lines as ``expected`` names, each waited for (never a fixed sleep)."""
+                return [event_id(out.next_line(LINE_TIMEOUT, f"the line of {name}")) for name in expected]
+
+            seen = read("e1")
             store.write_events([ev(2), ev(3)], run_id="r")
-            time.sleep(0.5)
+            seen += read("e2", "e3")  # the follower has printed e3: whatever comes next is new to it
             store.write_events([ev(3), ev(4)], run_id="r")  # e3 is a duplicate: never stored twice
-            seen = [json.loads(proc.stdout.readline())["source_event_id"] for _ in range(3)]  # type: ignore[union-attr]
+            seen += read("e4")
+            store.write_events([ev(5)], run_id="r")  # a marker: a row printed twice would come before it
+            seen += read("e5")
         finally:
             proc.kill()
-            proc.wait()
-    assert seen == ["e2", "e3", "e4"]
+            proc.wait(timeout=10)
+    assert seen == ["e1", "e2", "e3", "e4", "e5"]
 
 
 def test_engine_never_imports_dagster() -> None:
@@ -125,5 +148,5 @@ def test_engine_never_imports_dagster() -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'dagster_postgres'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

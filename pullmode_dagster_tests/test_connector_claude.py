@@ -100,7 +100,10 @@ def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_an
     vendor.add(activity("claude_chat_created", T0 - timedelta(days=60), user_actor("old@acme.example"), id="act_old"))
     seeded = mixed_activities(25, T0)  # every fifth shares its created_at with the one before
     vendor.add(*seeded)
-    report = run_pull(sources.load(claude_source(pageSize=10)), store=store, context=context)
+    source = sources.load(claude_source(pageSize=10))
+    before = datetime.now(UTC)
+    report = run_pull(source, store=store, context=context)
+    after = datetime.now(UTC)
 
     assert (report.written, report.duplicates, report.rejected, report.pages, report.requests) == (25, 0, 0, 3, 3)
     assert report.drained and ids(store) == [aid(i) for i in range(25)]  # not the one before startDate
@@ -112,7 +115,11 @@ def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_an
     assert sent(vendor, "before_id") == [None] * 3
     (until,) = set(sent(vendor, "created_at.lt"))
     assert until is not None and until.endswith("Z")
-    assert timedelta(seconds=59) <= datetime.now(UTC) - datetime.fromisoformat(until) < timedelta(seconds=90)
+    # A minute before the pull's clock, in whole seconds: bracketed by the clock read around the pull
+    # (however long it took), not compared with "now" after it.
+    settled = datetime.fromisoformat(until)
+    assert settled.microsecond == 0
+    assert (before - timedelta(minutes=1)).replace(microsecond=0) <= settled <= after - timedelta(minutes=1)
     for request in vendor.requests:
         assert request.header("x-api-key") == KEY and request.header("anthropic-version") == "2023-06-01"
         assert KEY not in request.url

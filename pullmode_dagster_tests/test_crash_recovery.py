@@ -5,10 +5,12 @@ Real processes, a real instance in a temp DAGSTER_HOME, real loopback servers.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,17 +19,18 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_run_for_test
 
 from pullmode_dagster.defs.pull_now import failure_info
 from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollerState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
+from pullmode_dagster.engine.pull import DEFAULT_BATCH_SIZE
 from pullmode_dagster.engine.store import SqliteTraceStore
 
+from .bounded import LineReader
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, make_harness
+from .dagster_helpers import Clock, make_harness, record_run
 from .fakes import CursorFeed, make_events
 from .pg import wait_for
 from .s3_helpers import S3Proxy, ndjson, s3_source
@@ -38,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
 TOKEN = "tok-crash-4242"
 N = 3000
+FIRST_BATCH = DEFAULT_BATCH_SIZE
+"""Events a pull writes (and checkpoints) in its first batch; the fakes hold what comes after it."""
 
 
 @pytest.fixture
@@ -52,16 +57,41 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+class Gate:
+    """Holds a fake's answers past a point until the test opens it: a pull is then mid-way for as long
+    as the test needs, so a kill lands mid-pull by construction (not because the pull was slow enough)."""
+
+    LIMIT = 60.0
+    """A held request is answered anyway after this long: a failing test never hangs on the fake."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+
+    def wait(self) -> None:
+        self._open.wait(self.LIMIT)
+
+    def open(self) -> None:
+        self._open.set()
+
+
 @pytest.fixture
-def slow_feed(api: LoopbackServer) -> CursorFeed:
-    """N events in pages of 20, each page taking 15 ms: a pull lasts a few seconds."""
+def gate() -> Iterator[Gate]:
+    gate = Gate()
+    yield gate
+    gate.open()  # before the servers stop: no answer is left held
+
+
+@pytest.fixture
+def slow_feed(api: LoopbackServer, gate: Gate) -> CursorFeed:
+    """N events in pages of 20; the pages after the first batch wait at the gate."""
     feed = CursorFeed(make_events(N), page_size=20)
 
-    def slow(request: Request) -> Response:
-        time.sleep(0.015)
+    def gated(request: Request) -> Response:
+        if int(request.arg("cursor") or 0) >= FIRST_BATCH:
+            gate.wait()
         return feed(request)
 
-    api.routes["/v1/events"] = slow
+    api.routes["/v1/events"] = gated
     return feed
 
 
@@ -76,10 +106,14 @@ def start_pull(tmp_path: Path, name: str = "acme_audit") -> subprocess.Popen[str
     )
 
 
-def pull(tmp_path: Path, name: str = "acme_audit") -> tuple[int, str, str]:
-    proc = start_pull(tmp_path, name)
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr, read while waiting (a full pipe never stalls the child)."""
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def pull(tmp_path: Path, name: str = "acme_audit") -> tuple[int, str, str]:
+    return finish(start_pull(tmp_path, name))
 
 
 def count(tmp_path: Path) -> int:
@@ -115,17 +149,18 @@ def checkpoint_recorded(name: str = "acme_audit") -> bool:
 
 
 def test_sigkill_mid_pull_then_pull_again_stores_every_event_once_with_no_manual_step(
-    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer, gate: Gate
 ) -> None:
     sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
     victim = start_pull(tmp_path)
     # The first batch is in the store and the run recorded its checkpoint (a kill between the two
     # would leave the checkpoint behind the data, which is safe: the re-pull skips the overlap).
-    wait_for(lambda: count(tmp_path) >= 2000 and checkpoint_recorded(), timeout=60)
+    wait_for(lambda: count(tmp_path) >= FIRST_BATCH and checkpoint_recorded(), timeout=60)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     before = count(tmp_path)
     assert before < N, "the pull finished before it could be killed"
+    gate.open()
 
     code, out, err = pull(tmp_path)
     assert code == 0, out + err
@@ -140,25 +175,27 @@ def test_sigkill_mid_pull_then_pull_again_stores_every_event_once_with_no_manual
     # The killed run's checkpoint was committed: the new pull skipped at most what the killed one
     # fetched after its last checkpoint, never re-read from the beginning.
     skipped = int(out.split(" duplicates skipped")[0].rsplit(" ", 1)[1])
-    assert skipped <= before - 2000 + 20
+    assert skipped <= before - FIRST_BATCH + 20
     assert poller_state().committed.watermark == make_events(1, start=N - 1)[0]["created_at"].replace("Z", ".000000Z")
 
 
 def test_sigterm_ends_the_run_with_its_checkpoint_and_the_next_pull_proceeds_at_once(
-    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer, gate: Gate
 ) -> None:
     sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
     victim = start_pull(tmp_path)
-    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)
-    victim.send_signal(signal.SIGTERM)
+    wait_for(lambda: count(tmp_path) >= FIRST_BATCH, timeout=60)
+    victim.send_signal(signal.SIGTERM)  # while it waits for a page: SIGTERM does not wait for the answer
     sent = time.monotonic()
     out, err = victim.communicate(timeout=30)
     assert time.monotonic() - sent < 10
+    gate.open()
     assert victim.returncode != 0
     assert "acme_audit: FAILED: source 'acme_audit': interrupted (SIGINT or SIGTERM); checkpoint " in out
     assert "Traceback" not in out + err
     checkpoint = poller_state().committed
-    assert checkpoint.position.get("page_cursor") is not None and int(checkpoint.position.get("page_cursor")) >= 2000
+    assert checkpoint.position.get("page_cursor") is not None
+    assert int(checkpoint.position.get("page_cursor")) >= FIRST_BATCH
     assert set(stored_ids(tmp_path)) >= {f"evt_{i:05d}" for i in range(int(checkpoint.position.get("page_cursor")))}
     assert poller_state().in_flight is None
 
@@ -172,33 +209,42 @@ def test_sigterm_ends_the_run_with_its_checkpoint_and_the_next_pull_proceeds_at_
     ]
 
 
-class SlowS3(S3Proxy):
+class GatedS3(S3Proxy):
+    """The files after the first batch's (50 events each) wait at the gate."""
+
+    def __init__(self, moto_url: str, gate: Gate):
+        super().__init__(moto_url)
+        self.gate = gate
+
     def __call__(self, request: Request) -> Response:
-        if request.method == "GET" and "list-type" not in request.query:
-            time.sleep(0.03)
+        file = re.search(r"/audit/(\d+)\.ndjson$", request.path)
+        if request.method == "GET" and file and int(file[1]) >= FIRST_BATCH // 50:
+            self.gate.wait()
         return super().__call__(request)
 
 
 @pytest.fixture
-def slow_s3(s3: Any, moto_url: str) -> Iterator[str]:
+def slow_s3(s3: Any, moto_url: str, gate: Gate) -> Iterator[str]:
     events = make_events(N)
     for i in range(N // 50):
         s3.put_object(Bucket="audit-drops", Key=f"audit/{i:04d}.ndjson", Body=ndjson(events[i * 50 : i * 50 + 50]))
-    with LoopbackServer(fallback=SlowS3(moto_url)) as server:
+    with LoopbackServer(fallback=GatedS3(moto_url, gate)) as server:
         yield server.base_url
+        gate.open()
 
 
 def test_sigkill_mid_pull_of_an_s3_source(
-    home: Path, tmp_path: Path, sources: SourceWriter, slow_s3: str, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, sources: SourceWriter, slow_s3: str, monkeypatch: pytest.MonkeyPatch, gate: Gate
 ) -> None:
     monkeypatch.setenv("DROP_KEY_ID", "AKIACRASHKEY0001")
     monkeypatch.setenv("DROP_SECRET", "crash-secret-value-0001")
     sources.write(s3_source(slow_s3, maxFilesPerRun=1000))
     victim = start_pull(tmp_path, "audit_drop")
-    wait_for(lambda: count(tmp_path) >= 2000, timeout=60)
+    wait_for(lambda: count(tmp_path) >= FIRST_BATCH, timeout=60)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     assert count(tmp_path) < N
+    gate.open()
 
     code, out, err = pull(tmp_path, "audit_drop")
     assert code == 0, out + err
@@ -208,11 +254,15 @@ def test_sigkill_mid_pull_of_an_s3_source(
 
 
 def test_two_pulls_started_at_once_on_a_fresh_instance_one_runs_one_is_refused(
-    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer
+    home: Path, tmp_path: Path, slow_feed: CursorFeed, sources: SourceWriter, api: LoopbackServer, gate: Gate
 ) -> None:
     sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=1000))
     first, second = start_pull(tmp_path), start_pull(tmp_path)
-    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in (first, second)]  # type: ignore[union-attr]
+    # The pull that runs waits at the gate until the other has ended (refused): the two overlap by
+    # construction, however fast either starts. Were both pulling, neither ends and this fails.
+    wait_for(lambda: first.poll() is not None or second.poll() is not None, timeout=60)
+    gate.open()
+    results = [finish(p) for p in (first, second)]
     assert sorted(code for code, _, _ in results) == [0, 1], results
     outputs = "".join(out + err for _, out, err in results)
     assert "Traceback" not in outputs and "IntegrityError" not in outputs
@@ -238,10 +288,13 @@ def test_a_poll_run_refuses_while_another_process_holds_the_source(
         cwd=tmp_path,
         env=dict(os.environ),
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        assert holder.stdout is not None
+        held = LineReader(holder.stdout, lambda: f"holder exit code: {holder.poll()}")
+        assert held.next_line(30, "'held' once the holder has the lock") == "held"
         code, out, _ = pull(tmp_path)
         assert code == 1
         assert out.startswith(f"acme_audit: not pulled: another pull is running (pid {holder.pid} on ")
@@ -258,7 +311,7 @@ def test_a_poll_run_refuses_while_another_process_holds_the_source(
         assert api.requests == [] and count(tmp_path) == 0
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=10)
     code, out, _ = pull(tmp_path)  # the holder died: its lock died with it
     assert code == 0 and "acme_audit: 5 written" in out
 
@@ -270,16 +323,17 @@ def test_the_poller_marks_a_run_whose_process_died_failed_and_pulls_again(
     sources.write(http_source(api.url("/v1/events")))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     identity = process_identity(dead.pid)
-    dead.wait()
+    dead.wait(timeout=30)
     with dg.DagsterInstance.get() as instance:
         harness = make_harness(
             sources.directory, instance, Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC)), tmp_path, "acme_audit"
         )
         first = harness.tick(None)
         request = first.run_requests[0]
-        orphan = create_run_for_test(
+        orphan = record_run(
             instance,
-            job_name="acme_audit_pull",
+            harness.project.defs,
+            "acme_audit_pull",
             status=dg.DagsterRunStatus.STARTED,
             tags={**request.tags, PROCESS_TAG: identity},
         )

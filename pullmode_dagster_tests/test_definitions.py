@@ -48,25 +48,37 @@ def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secre
     daily = defs.resolve_assets_def(key).partitions_def
     assert isinstance(daily, dg.DailyPartitionsDefinition)
     assert daily.get_first_partition_key() == "2026-01-01"
-    now = datetime.now(UTC)
-    assert daily.get_last_partition_key() == now.strftime("%Y-%m-%d")  # the day in progress is a partition
     hourly = defs.resolve_assets_def(dg.AssetKey(["ingestion", "hourly_usage"])).partitions_def
     assert isinstance(hourly, dg.HourlyPartitionsDefinition)
     assert hourly.get_first_partition_key() == "2026-02-03-04:00"
+    # The day (hour) in progress is a partition, on either side of midnight UTC: "now" is Dagster's
+    # partition-loading time, fixed here, not the wall clock.
+    for now, day, hour in [
+        (datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC), "2026-03-01", "2026-03-01-23:00"),
+        (datetime(2026, 3, 2, 0, 0, tzinfo=UTC), "2026-03-02", "2026-03-02-00:00"),
+    ]:
+        with dg.partition_loading_context(effective_dt=now):
+            assert (daily.get_last_partition_key(), hourly.get_last_partition_key()) == (day, hour), now
 
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {"acme_audit_poller", "hourly_usage_poller", "pullmode_failure_alerts"}
     assert sensors["pullmode_failure_alerts"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["acme_audit_poller"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["hourly_usage_poller"].default_status == dg.DefaultSensorStatus.STOPPED
-    assert defs.resolve_job_def("acme_audit_pull") is not None
+    jobs = {job.name: job for job in defs.jobs}
+    assert set(jobs) == {"acme_audit_pull", "hourly_usage_pull"}
+    assets = [defs.resolve_assets_def(k) for k in defs.resolve_all_asset_keys()]
+    assert jobs["acme_audit_pull"].selection.resolve(assets) == {key}  # one pull materializes its own asset
+    job = defs.resolve_job_def("acme_audit_pull")
+    assert job.tags == {"pullmode/source": "acme_audit"} and job.partitions_def == daily
     spec = {s.key: s for s in defs.resolve_all_asset_specs()}[key]
     # Freshness from the cron (*/5): warn after 2 intervals, fail after 3, at least 10 and 15 minutes.
-    assert spec.freshness_policy == dg.FreshnessPolicy.time_window(
+    every_five_minutes = dg.FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=10)
     )
+    assert spec.freshness_policy == every_five_minutes
     hourly_spec = {s.key: s for s in defs.resolve_all_asset_specs()}[dg.AssetKey(["ingestion", "hourly_usage"])]
-    assert hourly_spec.freshness_policy is not None
+    assert hourly_spec.freshness_policy == every_five_minutes  # the same cron, though hourly partitions
     checks = {c.name for c in defs.resolve_assets_def(key).check_specs}
     assert checks == {"normalized_schema", "unique_source_event_id"}
     # HTTP sources only: no `s3` resource, so the code location never imports dagster-aws and boto3.

@@ -9,7 +9,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.instance.ref import InstanceRef
 
 import pullmode_dagster.demo
 from pullmode_dagster.cli import main
@@ -49,7 +48,10 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
     assert (tmp_path / ".pullmode/demo/secrets/demo_token").stat().st_mode & 0o077 == 0
 
     home = tmp_path / ".pullmode/demo/dagster_home"
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with monkeypatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(home))  # the demo's instance, found the way Dagster finds one
+        instance = dg.DagsterInstance.get()
+    with instance:
         state = PollerState.from_json(SensorCursors(instance, None).get("demo_claude_activities_poller"))
         assert state.committed.watermark is not None and state.in_flight is None
         assert sorted(r.job_name for r in instance.get_runs()) == sorted(

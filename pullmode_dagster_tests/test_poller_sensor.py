@@ -10,14 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import create_run_for_test
 
 from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollerState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, Harness, committed, make_harness
+from .dagster_helpers import Clock, Harness, committed, make_harness, record_run
 from .fakes import CursorFeed, make_events
 
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
@@ -123,7 +122,7 @@ def test_no_second_pull_while_one_is_in_flight_even_after_a_restart(
 ) -> None:
     first = harness.tick(None)
     request = first.run_requests[0]
-    create_run_for_test(instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
+    record_run(instance, harness.project.defs, "acme_audit_pull", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
     harness.clock.now = T.replace(minute=5, second=3)
     second = harness.tick(first.cursor)
     assert second.run_requests == []
@@ -145,8 +144,12 @@ def test_a_requested_run_not_yet_created_is_requested_again_with_the_same_key(ha
 
 def test_canceled_run_leaves_the_cursor(harness: Harness, instance: dg.DagsterInstance) -> None:
     first = harness.tick(None)
-    create_run_for_test(
-        instance, job_name="acme_audit_pull", status=dg.DagsterRunStatus.CANCELED, tags=first.run_requests[0].tags
+    record_run(
+        instance,
+        harness.project.defs,
+        "acme_audit_pull",
+        status=dg.DagsterRunStatus.CANCELED,
+        tags=first.run_requests[0].tags,
     )
     harness.clock.now = T.replace(minute=3)
     after = harness.tick(first.cursor)

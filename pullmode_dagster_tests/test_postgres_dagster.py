@@ -12,9 +12,6 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEventType
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from pullmode_dagster.definitions import build_project
@@ -52,11 +49,13 @@ def point_dagster_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_PG_DB", parts.path.lstrip("/"))
 
 
-def instance_from(config: Path, home: Path) -> dg.DagsterInstance:
-    """A new DagsterInstance (a process start) from ``config`` installed as ``home``/dagster.yaml."""
+def instance_from(config: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    """A new DagsterInstance (a process start) from ``config`` installed as ``home``/dagster.yaml,
+    found the way the daemon and ``pullmode pull`` find it: ``$DAGSTER_HOME``."""
     home.mkdir(exist_ok=True)
     shutil.copy(config, home / "dagster.yaml")
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return dg.DagsterInstance.get()
 
 
 @pytest.mark.slow
@@ -76,7 +75,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
     home = tmp_path / "dagster_home"
 
     # One poll cycle the way `pullmode pull` runs it: decide, run, settle, store the sensor cursor.
-    with instance_from(PRODUCTION_CONFIG, home) as instance:
+    with instance_from(PRODUCTION_CONFIG, home, monkeypatch) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
@@ -91,7 +90,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
         assert outcome.ok, outcome.message
 
     # A restart: a new instance from the same configuration reads everything back from Postgres.
-    with instance_from(PRODUCTION_CONFIG, home) as restarted:
+    with instance_from(PRODUCTION_CONFIG, home, monkeypatch) as restarted:
         stored = SensorCursors(restarted, WORKSPACE).get(poller_name("acme_audit"))
         state = PollerState.from_json(stored)
         assert state.committed.to_dict() == {"v": 1, "watermark": "2026-03-01T00:39:00.000000Z"}
@@ -106,7 +105,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
         assert metadata["cursor_after"].value == state.committed.to_dict()
         checks = {
             e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed  # type: ignore[union-attr]
-            for e in restarted.all_logs(outcome.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)  # type: ignore[arg-type]
+            for e in restarted.all_logs(outcome.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)  # type: ignore[arg-type]
         }
         assert checks == {"normalized_schema": True, "unique_source_event_id": True}  # computed on the Postgres store
 
@@ -143,9 +142,9 @@ def test_every_shipped_instance_config_loads_with_one_run_per_source(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # dagster.yaml's relative SQLite paths land here
     point_dagster_at(pg_url, monkeypatch)
-    with instance_from(config, tmp_path / "home") as instance:
+    with instance_from(config, tmp_path / "home", monkeypatch) as instance:
         instance.get_runs()  # the storage answers
         coordinator = instance.run_coordinator
-        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert isinstance(coordinator, dg.QueuedRunCoordinator)
         limits = coordinator.get_run_queue_config().tag_concurrency_limits
         assert {"key": "pullmode/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits

@@ -17,6 +17,7 @@ from pullmode_dagster.engine.events import NormalizedEvent
 from pullmode_dagster.engine.store import WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore
 
+from .bounded import join_all
 from .pg import blocked_by, connect, fresh_database, wait_for
 
 
@@ -37,7 +38,7 @@ def in_thread(fn: Any, results: list[Any]) -> threading.Thread:
         except BaseException as exc:
             results.append(exc)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)  # a thread left blocked does not hold the process
     thread.start()
     return thread
 
@@ -102,7 +103,7 @@ def test_the_schema_is_versioned_and_an_older_database_is_migrated(pg_url: str) 
 def test_opening_a_new_store_from_several_runs_at_once_does_not_fail(pg_url: str) -> None:
     """Two runs (here four) using a new database at the same moment: one creates the schema, the
     others wait for it. (SQLite's first use is not covered: see the report on PRAGMA journal_mode.)"""
-    start = threading.Barrier(4)
+    start = threading.Barrier(4, timeout=60)
     results: list[Any] = []
 
     def first_use() -> WriteResult:
@@ -110,8 +111,7 @@ def test_opening_a_new_store_from_several_runs_at_once_does_not_fail(pg_url: str
         with open_store(pg_url) as s:
             return s.write_events([ev(1)], run_id=None)
 
-    for thread in [in_thread(first_use, results) for _ in range(4)]:
-        thread.join()
+    join_all([in_thread(first_use, results) for _ in range(4)], timeout=60)
     assert sorted(results, key=lambda r: -r.written) == [WriteResult(1, 0)] + [WriteResult(0, 1)] * 3
     with connect(pg_url) as conn:
         assert conn.execute("SELECT version FROM pullmode_schema").fetchall() == [(len(MIGRATIONS),)]

@@ -10,16 +10,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.test_utils import create_run_for_test
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollerState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 
 from .conftest import SourceWriter, http_source
+from .dagster_helpers import record_run
 from .fakes import CursorFeed, make_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,9 +97,10 @@ def test_pull_refuses_while_a_pull_is_in_flight_and_all_skips_disabled(
     api.routes["/v1/events"] = CursorFeed(make_events(5))
     sources.write(http_source(api.url("/v1/events")))
     sources.write(http_source(api.url("/v1/events"), name="paused", enabled=False))
-    create_run_for_test(
+    record_run(
         instance,
-        job_name="acme_audit_pull",
+        build_definitions(sources.directory),
+        "acme_audit_pull",
         status=dg.DagsterRunStatus.STARTED,
         tags={"pullmode/source": "acme_audit", "pullmode/mode": "poll", "pullmode/pull_id": "acme_audit:x"},
     )

@@ -291,16 +291,20 @@ def moto_subprocess() -> Any:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/moto-api/", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, f"moto's server exited ({proc.returncode}) before it answered"
+                assert time.monotonic() < deadline, "moto's server did not answer within 30s"
+                time.sleep(0.1)  # polling for the server to answer, bounded by the deadline
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.mark.slow

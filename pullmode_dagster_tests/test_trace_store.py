@@ -27,6 +27,7 @@ from pullmode_dagster.engine.events import NormalizedEvent, Reject
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteResult, open_store
 
+from .bounded import join_all
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
 from .pg import blocked_by, connect, fresh_database, wait_for
@@ -234,7 +235,7 @@ def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_u
         "up": [list(range(b * 500, b * 500 + 1000)) for b in range(8)],
         "down": [list(range(b * 500 + 999, b * 500 - 1, -1)) for b in range(8)],
     }
-    start = threading.Barrier(2)
+    start = threading.Barrier(2, timeout=60)
     results: list[WriteResult] = []
     errors: list[BaseException] = []
 
@@ -245,13 +246,13 @@ def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_u
                 for batch in batches[direction]:
                     results.append(s.write_events([ev(i) for i in batch], run_id=direction))
         except BaseException as exc:
+            start.abort()  # the other writer stops waiting for this one
             errors.append(exc)
 
-    threads = [threading.Thread(target=write, args=(d,)) for d in batches]
+    threads = [threading.Thread(target=write, args=(d,), name=f"writer {d}", daemon=True) for d in batches]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    join_all(threads, timeout=120)  # two writers that deadlock each other fail here, not at pytest's timeout
     assert errors == []
     expected = {i for batch_list in batches.values() for batch in batch_list for i in batch}
     with open_store(backend_url) as s:
@@ -286,12 +287,12 @@ def kill_postgres_writer_mid_batch(url: str, source: SourceConfig, context: Pull
                 "VALUES (%s, %s, now(), '{}')",
                 [source.name, HELD_KEY],
             )
-            writer = threading.Thread(target=pull)
+            writer = threading.Thread(target=pull, name="pull", daemon=True)
             writer.start()
             blocked = wait_for(lambda: blocked_by(admin, blocker))
             assert blocked[1].startswith("INSERT INTO pulled_events ")  # mid-batch: COPY done, INSERT under way
             assert admin.execute("SELECT pg_terminate_backend(%s)", [blocked[0]]).fetchone() == (True,)
-            writer.join(timeout=30)
+            join_all([writer], timeout=30)
     (error,) = outcome
     # One clear line for the user; the driver's error underneath.
     assert isinstance(error, PullError) and isinstance(error.__cause__, psycopg.OperationalError)
@@ -382,9 +383,10 @@ def test_several_runs_opening_a_new_sqlite_store_at_once_do_not_fail(tmp_path: P
             errors.append(exc)
 
     for trial in range(20):
-        threads = [threading.Thread(target=open_close, args=(tmp_path / f"new{trial}.db",)) for _ in range(4)]
+        threads = [
+            threading.Thread(target=open_close, args=(tmp_path / f"new{trial}.db",), daemon=True) for _ in range(4)
+        ]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        join_all(threads, timeout=30)
     assert errors == []
