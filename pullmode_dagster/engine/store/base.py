@@ -64,6 +64,14 @@ class TraceStore(ABC):
     def count(self, *, source: str | None = None, rejected: bool = False) -> int:
         """How many events (or rejects) the store holds."""
 
+    def holds(self, source: str) -> bool:
+        """Whether any event of ``source`` is stored."""
+        return bool(self._rows(f"SELECT 1 FROM pulled_events WHERE source_name = {self.PARAM} LIMIT 1", [source]))
+
+    def source_names(self) -> list[str]:
+        """Every source with stored events, sorted."""
+        return [r[0] for r in self._rows("SELECT DISTINCT source_name FROM pulled_events ORDER BY 1", [])]
+
     PARAM: ClassVar[str]
     """The driver's placeholder (``?``, ``%s``)."""
     INVALID_ROW: ClassVar[str]

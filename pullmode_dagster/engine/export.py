@@ -1,0 +1,230 @@
+"""``pullmode export``: the stored events of one source, in a time window, to a Parquet, CSV or NDJSON file.
+
+Every format is written a batch at a time from :func:`.store.arrow.batch_reader`, so memory stays flat
+in the number of events. The file is written under a temporary name beside the target and renamed at
+the end: a failed or interrupted export never leaves a half-written file under the final name.
+
+Parquet keeps the store's types (:func:`.store.schema.arrow_schema`); CSV and NDJSON write timestamps
+as the engine's fixed-width UTC text (``2026-03-01T10:00:00.000000Z``), and an NDJSON line is exactly
+what ``pullmode tail --json`` prints for the same event.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import PullmodeError
+from .sources import one_line
+from .store.arrow import SCHEMA, batch_reader
+from .store.base import TraceStore
+from .store.schema import EVENT_SCHEMA
+
+Format = Literal["parquet", "csv", "ndjson"]
+FORMATS: tuple[Format, ...] = ("parquet", "csv", "ndjson")
+EXTENSIONS: dict[str, Format] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+}
+"""The format a file's extension implies when ``--format`` is not given; any other extension is Parquet."""
+
+EXPORT_BATCH_ROWS = 5_000
+"""Rows read, converted and written at a time (a Parquet row group each). While a batch is Python
+objects it costs ~3 KB a row, on top of ~140 MB of loaded code (Python, the CLI, pyarrow): 5,000
+keeps a 1M-event export near 165 MB resident on SQLite, 175 MB on Postgres (10,000: 175 and 190)."""
+
+DICTIONARY_COLUMNS = ("source_name", "actor", "action", "target", "organization_id", "run_id")
+"""Parquet dictionary-encodes the columns with few distinct values only: ids, timestamps and payloads
+would fill a dictionary per row group and then fall back to plain anyway (zstd does the rest)."""
+
+_TIMESTAMP_COLUMNS = [i for i, c in enumerate(EVENT_SCHEMA) if c.kind == "timestamp"]
+TEXT_SCHEMA = pa.schema([f.with_type(pa.string()) if pa.types.is_timestamp(f.type) else f for f in SCHEMA])
+"""The events as CSV and NDJSON hold them: timestamps as text."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Events written, and the file's size in bytes."""
+
+    rows: int
+    bytes: int
+
+
+def format_for(path: Path, fmt: str | None) -> Format:
+    """``fmt`` if given, else what the extension says, else Parquet (the typed, compact default)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise PullmodeError(f"unknown export format {fmt!r} (use one of: {', '.join(FORMATS)})")
+        return fmt  # type: ignore[return-value]
+    return EXTENSIONS.get(path.suffix.lower(), "parquet")
+
+
+def parse_time(value: str, *, option: str) -> datetime:
+    """An ISO 8601 date (``2026-03-01``: midnight) or date-time (``2026-03-01T10:00:00Z``, any offset) as
+    an aware UTC datetime; naive means UTC, as everywhere in the engine."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        shown = one_line(repr(value), limit=80)
+        raise PullmodeError(
+            f"{option}: not an ISO 8601 date or date-time: {shown} (e.g. 2026-03-01 or 2026-03-01T10:00:00Z)"
+        ) from None
+
+
+def check_window(start: datetime | None, end: datetime | None) -> None:
+    """An empty or reversed window is a typo, not a request for nothing."""
+    if start is not None and end is not None and end <= start:
+        raise PullmodeError(
+            f"--end ({end.isoformat()}) must be after --start ({start.isoformat()}); the window is [start, end)"
+        )
+
+
+def check_source(store: TraceStore, source: str, *, defined: Collection[str]) -> None:
+    """A source is known if a source file defines it or the store holds its events (its file may
+    have been removed since: its history can still be exported). Unknown names list both."""
+    if source in defined or store.holds(source):
+        return
+    stored = store.source_names()
+    hint = difflib.get_close_matches(source, [*defined, *stored], n=1)
+    suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise PullmodeError(
+        f"unknown source {one_line(repr(source), limit=80)} "
+        f"(sources: {', '.join(sorted(defined)) or 'none'}; the store holds: {', '.join(stored) or 'none'}){suffix}"
+    )
+
+
+def check_target(path: Path) -> None:
+    """Refuse a target that cannot be written before any event is read (the rename would fail last)."""
+    shown = one_line(str(path))
+    if path.is_dir():
+        raise PullmodeError(f"cannot write {shown}: it is a directory")
+    parent = path.parent
+    if not parent.exists():
+        raise PullmodeError(f"cannot write {shown}: directory {one_line(str(parent))} does not exist")
+    if not parent.is_dir():
+        raise PullmodeError(f"cannot write {shown}: {one_line(str(parent))} is not a directory")
+
+
+def _utc_text(timestamps: pa.Array) -> pa.Array:
+    """``2026-03-01T10:00:00.000000Z``. Formatting the naive view is ~40x faster than ``strftime``
+    (or a cast) of the UTC-zoned values, which looks the zone up value by value; the text is fixed
+    width (the engine's years are 1000-9999), so the ``T`` and the ``Z`` go in by position.
+    (``binary_join_element_wise`` would add the ``Z`` too, but costs ~35 MB resident.)"""
+    text = timestamps.view(pa.timestamp("us")).cast(pa.string())  # 2026-03-01 10:00:00.000000
+    return pc.binary_replace_slice(pc.binary_replace_slice(text, 10, 11, "T"), 26, 26, "Z")
+
+
+def _with_text_timestamps(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Timestamps as the engine's UTC text (what tail prints), the other columns as they are."""
+    arrays = list(batch.columns)
+    for i in _TIMESTAMP_COLUMNS:
+        arrays[i] = _utc_text(arrays[i])
+    return pa.RecordBatch.from_arrays(arrays, schema=TEXT_SCHEMA)
+
+
+def _write_parquet(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+    import pyarrow.parquet as pq  # 13 MB resident: only for Parquet
+
+    rows = 0
+    with pq.ParquetWriter(str(tmp), SCHEMA, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS)) as writer:
+        for batch in batches:
+            writer.write_batch(batch)  # a row group per batch (gathering them would cost their memory)
+            rows += batch.num_rows
+    return rows
+
+
+def _write_csv(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+    import pyarrow.csv as pcsv
+
+    rows = 0
+    with pcsv.CSVWriter(str(tmp), TEXT_SCHEMA) as writer:
+        for batch in batches:
+            writer.write_batch(_with_text_timestamps(batch))
+            rows += batch.num_rows
+    return rows
+
+
+NDJSON_ROWS = 2_000
+"""Rows turned into JSON lines at a time (each row costs ~3 KB of Python objects while it is)."""
+
+_NDJSON_LINE = "{" + ", ".join(f"{json.dumps(c.name)}: %s" for c in EVENT_SCHEMA) + "}\n"
+"""One event as ``json.dumps(row, ensure_ascii=False)`` spells it (what ``tail --json`` prints)."""
+
+
+def _json_values(array: pa.Array) -> list[str]:
+    """A column as JSON text, value by value, with json's own encoders (C) instead of a dict per row."""
+    encode = json.encoder.encode_basestring if pa.types.is_string(array.type) else repr
+    values = array.to_pylist()
+    if array.null_count:
+        return ["null" if v is None else encode(v) for v in values]
+    return list(map(encode, values))
+
+
+def _write_ndjson(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+    rows = 0
+    with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        for batch in batches:
+            text = _with_text_timestamps(batch)
+            # A value is three Python objects here (the value, its JSON, the line): a few rows at a time.
+            for offset in range(0, text.num_rows, NDJSON_ROWS):
+                columns = [_json_values(column) for column in text.slice(offset, NDJSON_ROWS).columns]
+                out.write("".join(map(_NDJSON_LINE.__mod__, zip(*columns, strict=True))))
+            rows += batch.num_rows
+    return rows
+
+
+_WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "ndjson": _write_ndjson}
+
+
+def export_events(
+    store: TraceStore,
+    *,
+    source: str,
+    path: Path,
+    fmt: Format,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> ExportResult:
+    """Write the events of ``source`` dated in ``[start, end)`` to ``path``; no events is an empty file
+    (with the columns, for Parquet and CSV). ``path`` appears only once complete (it replaces a file
+    already there)."""
+    check_window(start, end)
+    check_target(path)
+    shown = one_line(str(path))
+    # Beside the target (same file system, so the rename is atomic); created with the mode a new file gets.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise PullmodeError(f"cannot write {shown}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        try:
+            rows = _WRITERS[fmt](
+                batch_reader(store, source=source, start=start, end=end, batch_rows=EXPORT_BATCH_ROWS), tmp
+            )
+            with open(tmp, "rb+") as done:
+                os.fsync(done.fileno())  # the data is on disk before the name points at it
+            size = tmp.stat().st_size
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise PullmodeError(f"cannot write {shown}: {exc.strerror or one_line(str(exc), limit=200)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(rows=rows, bytes=size)

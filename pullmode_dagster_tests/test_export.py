@@ -1,0 +1,417 @@
+"""pullmode export: a source's stored events in [start, end) to Parquet (typed), CSV or NDJSON, on SQLite
+and Postgres; one-line errors; a failed export leaves nothing under the target's name; a 1M-event
+export stays under 200 MB resident."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner, Result
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.engine import export as export_module
+from pullmode_dagster.engine.errors import PullmodeError
+from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.export import format_for, parse_time
+from pullmode_dagster.engine.store import SqliteTraceStore, open_store
+from pullmode_dagster.engine.store.schema import EVENT_COLUMNS, arrow_schema
+
+from .conftest import SourceWriter, http_source
+from .pg import fresh_database
+
+SOURCE = "acme"
+
+
+def ev(i: int, source: str = SOURCE) -> NormalizedEvent:
+    """Event i at 2026-03-01T00:00:i (seconds), with a null actor now and then and some non-ASCII text."""
+    return NormalizedEvent(
+        source,
+        f"e{i:04d}",
+        f"2026-03-01T00:{i // 60:02d}:{i % 60:02d}.{i:06d}Z",
+        None if i % 4 == 0 else f"user{i}@x",
+        "completion",
+        "modèle-✓" if i % 3 == 0 else "m",
+        0.25 * i,
+        100 + i,
+        2**40 + i,
+        json.dumps({"i": i, "note": 'a "quoted", comma\nline'}),
+        "org_42",
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The trace store the CLI uses ($PULLMODE_TRACE_STORE_URL), each backend in turn; no source files."""
+    monkeypatch.setenv("PULLMODE_SOURCES_DIR", str(tmp_path / "sources"))
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/trace.db"
+        monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
+        yield url
+    else:
+        with fresh_database() as url:
+            monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
+            yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path}/trace.db"
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
+    monkeypatch.setenv("PULLMODE_SOURCES_DIR", str(tmp_path / "sources"))
+    return url
+
+
+def fill(url: str, n: int, source: str = SOURCE) -> list[NormalizedEvent]:
+    events = [ev(i, source) for i in range(n)]
+    with open_store(url) as store:
+        store.write_events(events, run_id="run-1")
+    return events
+
+
+def export(*args: str) -> Result:
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --- each format round-trips, on both stores ---------------------------------------------------------------------
+
+
+def test_parquet_keeps_every_column_typed(store_url: str, tmp_path: Path) -> None:
+    events = fill(store_url, 30)
+    fill(store_url, 5, source="other")  # another source's events stay out
+    out = tmp_path / "acme.parquet"
+    result = export(SOURCE, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"exported 30 events of acme to {out} (parquet, ")
+    assert result.stdout == ""
+
+    table = pq.read_table(out)
+    assert table.schema.equals(arrow_schema())
+    assert [str(table.schema.field(c).type) for c in ("event_timestamp", "tokens_input", "cost_usd", "actor")] == [
+        "timestamp[us, tz=UTC]",
+        "int64",
+        "double",
+        "string",
+    ]
+    assert table.num_rows == 30
+    rows = table.to_pylist()
+    assert [r["source_event_id"] for r in rows] == [e.source_event_id for e in events]  # oldest first
+    first, fourth = rows[0], rows[3]
+    assert first["event_timestamp"] == datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC)
+    assert fourth["event_timestamp"] == datetime(2026, 3, 1, 0, 0, 3, 3, tzinfo=UTC)
+    assert (first["actor"], fourth["actor"], fourth["target"]) == (None, "user3@x", "modèle-✓")
+    assert (fourth["cost_usd"], fourth["tokens_input"], fourth["tokens_output"]) == (0.75, 103, 2**40 + 3)
+    assert fourth["raw_payload"] == events[3].raw_payload
+    assert fourth["pulled_at"].tzinfo is not None and fourth["run_id"] == "run-1"
+
+
+def test_csv_has_a_header_and_utc_text_timestamps(store_url: str, tmp_path: Path) -> None:
+    events = fill(store_url, 30)
+    out = tmp_path / "acme.csv"
+    result = export(SOURCE, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "exported 30 events of acme" in result.stderr and "(csv, " in result.stderr
+
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(EVENT_COLUMNS)
+    assert len(rows) == 30
+    assert [r["event_timestamp"] for r in rows] == [e.event_timestamp for e in events]
+    assert rows[3]["raw_payload"] == events[3].raw_payload  # quotes, commas and the escaped newline survive
+    assert (rows[0]["actor"], rows[3]["target"], rows[3]["cost_usd"], rows[3]["tokens_output"]) == (
+        "",
+        "modèle-✓",
+        "0.75",
+        str(2**40 + 3),
+    )
+    assert rows[3]["pulled_at"].endswith("Z") and len(rows[3]["pulled_at"]) == len("2026-03-01T00:00:00.000000Z")
+    # Arrow reads the text back as UTC timestamps.
+    table = pa.csv.read_csv(out)
+    assert table.schema.field("event_timestamp").type.tz == "UTC"
+
+
+def test_ndjson_lines_are_what_tail_json_prints(store_url: str, tmp_path: Path) -> None:
+    fill(store_url, 30)
+    out = tmp_path / "acme.jsonl"
+    result = export(SOURCE, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "(ndjson, " in result.stderr
+
+    lines = out.read_text(encoding="utf-8").splitlines()
+    tailed = CliRunner().invoke(main, ["tail", "--json", "--source", SOURCE, "-n", "100"])
+    assert tailed.exit_code == 0, tailed.output
+    assert lines == tailed.stdout.splitlines()  # same fields, same spelling, same order (oldest first)
+    row = json.loads(lines[3])
+    assert list(row) == list(EVENT_COLUMNS)
+    assert row["event_timestamp"] == "2026-03-01T00:00:03.000003Z"
+    assert (row["cost_usd"], row["tokens_input"], row["actor"]) == (0.75, 103, "user3@x")
+    assert json.loads(lines[0])["actor"] is None
+
+
+def test_format_option_wins_over_the_extension(sqlite_url: str, tmp_path: Path) -> None:
+    fill(sqlite_url, 3)
+    out = tmp_path / "events.txt"
+    assert export(SOURCE, "--format", "ndjson", "-o", str(out)).exit_code == 0
+    assert len(out.read_text().splitlines()) == 3
+    plain = tmp_path / "events.data"
+    assert export(SOURCE, "-o", str(plain)).exit_code == 0
+    assert pq.read_metadata(plain).num_rows == 3  # no known extension: Parquet
+
+
+# --- the window ----------------------------------------------------------------------------------------------------
+
+
+def test_window_is_start_inclusive_end_exclusive(store_url: str, tmp_path: Path) -> None:
+    fill(store_url, 120)  # one event per second from 00:00:00 to 00:01:59
+
+    def ids(*args: str) -> list[str]:
+        out = tmp_path / "w.parquet"
+        result = export(SOURCE, *args, "-o", str(out))
+        assert result.exit_code == 0, result.output
+        return pq.read_table(out, columns=["source_event_id"]).column(0).to_pylist()
+
+    # e0005 is at 00:00:05.000005, so a start at 00:00:05 includes it and an end there excludes it.
+    window = ids("--start", "2026-03-01T00:00:05Z", "--end", "2026-03-01T00:00:10.000010Z")
+    assert window == [f"e{i:04d}" for i in range(5, 10)]
+    assert ids("--end", "2026-03-01T00:00:00.000001Z") == ["e0000"]
+    assert len(ids("--start", "2026-03-01T00:01:00Z")) == 60
+    # Offsets are converted, naive means UTC, a date is its midnight.
+    assert ids("--start", "2026-03-01T01:00:05+01:00", "--end", "2026-03-01T00:00:07") == ["e0005", "e0006"]
+    assert len(ids("--start", "2026-03-01", "--end", "2026-03-02")) == 120
+    assert ids("--start", "2026-03-02") == []
+
+
+def test_no_events_in_the_window_is_an_empty_file_with_the_columns(store_url: str, tmp_path: Path) -> None:
+    fill(store_url, 3)
+    for name in ("empty.parquet", "empty.csv", "empty.ndjson"):
+        out = tmp_path / name
+        result = export(SOURCE, "--start", "2027-01-01", "-o", str(out))
+        assert result.exit_code == 0, result.output
+        assert result.stderr.startswith(f"exported 0 events of acme to {out}")
+    assert pq.read_table(tmp_path / "empty.parquet").schema.equals(arrow_schema())
+    assert pq.read_metadata(tmp_path / "empty.parquet").num_rows == 0
+    assert (tmp_path / "empty.csv").read_text().splitlines() == [",".join(f'"{c}"' for c in EVENT_COLUMNS)]
+    assert (tmp_path / "empty.ndjson").read_bytes() == b""
+
+
+# --- which sources can be exported -------------------------------------------------------------------------------
+
+
+def test_a_defined_source_without_events_exports_zero_events(
+    sqlite_url: str, sources: SourceWriter, tmp_path: Path
+) -> None:
+    sources.write(http_source("http://127.0.0.1:9/v1/events"))
+    out = tmp_path / "a.parquet"
+    result = export("acme_audit", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "exported 0 events of acme_audit" in result.stderr
+    assert pq.read_metadata(out).num_rows == 0
+
+
+def test_a_source_whose_file_was_removed_is_still_exported(sqlite_url: str, tmp_path: Path) -> None:
+    fill(sqlite_url, 4, source="retired")  # and the sources directory does not even exist
+    out = tmp_path / "r.csv"
+    result = export("retired", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 5
+
+
+def test_unknown_source_names_the_defined_and_the_stored_ones(
+    store_url: str, sources: SourceWriter, tmp_path: Path
+) -> None:
+    sources.write(http_source("http://127.0.0.1:9/v1/events"))
+    fill(store_url, 2, source="retired")
+    result = export("acme_audt", "-o", str(tmp_path / "x.parquet"))
+    assert_one_line_error(
+        result,
+        "unknown source 'acme_audt' (sources: acme_audit; the store holds: retired)",
+        "did you mean 'acme_audit'?",
+    )
+    assert list(tmp_path.glob("*.parquet")) == []
+
+
+# --- clear errors --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--start", "yesterday"], "--start: not an ISO 8601 date or date-time: 'yesterday'"),
+        (["--end", "2026-13-01"], "--end: not an ISO 8601 date or date-time: '2026-13-01'"),
+        (["--start", "2026-03-01T00:00:00+25:00"], "--start: not an ISO 8601"),
+        (["--start", "2026-03-02", "--end", "2026-03-01"], "--end (2026-03-01T00:00:00+00:00) must be after --start"),
+        (["--start", "2026-03-01T10:00:00Z", "--end", "2026-03-01T11:00:00+01:00"], "must be after --start"),
+    ],
+)
+def test_bad_times_are_one_line(sqlite_url: str, tmp_path: Path, args: list[str], expected: str) -> None:
+    fill(sqlite_url, 2)
+    assert_one_line_error(export(SOURCE, *args, "-o", str(tmp_path / "x.parquet")), expected)
+
+
+def test_unwritable_paths_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    fill(sqlite_url, 2)
+    (tmp_path / "a_file").write_text("")
+    missing = tmp_path / "no" / "such" / "dir" / "x.parquet"
+    assert_one_line_error(export(SOURCE, "-o", str(missing)), f"cannot write {missing}: directory", "does not exist")
+    assert_one_line_error(export(SOURCE, "-o", str(tmp_path)), f"cannot write {tmp_path}: it is a directory")
+    under_file = tmp_path / "a_file" / "x.csv"
+    assert_one_line_error(export(SOURCE, "-o", str(under_file)), "is not a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_directory_is_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    fill(sqlite_url, 2)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_one_line_error(export(SOURCE, "-o", str(locked / "x.parquet")), "Permission denied")
+
+
+def test_a_failed_export_leaves_the_previous_file_and_no_temporary(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch fails (a corrupt row written behind the store's back): the first was already
+    written, to the temporary file, which is removed; the old file under the target's name stays."""
+    fill(sqlite_url, 30)
+    with sqlite3.connect(f"{tmp_path}/trace.db") as conn:
+        conn.execute(
+            "UPDATE pulled_events SET event_timestamp = '2026-03-01T00:59:59Z?' WHERE source_event_id = 'e0029'"
+        )
+    monkeypatch.setattr(export_module, "EXPORT_BATCH_ROWS", 10)
+    out = tmp_path / "acme.parquet"
+    out.write_bytes(b"the previous export")
+    assert_one_line_error(export(SOURCE, "-o", str(out)), "a stored event_timestamp is not a UTC timestamp")
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["acme.parquet", "trace.db", "trace.db-shm", "trace.db-wal"]
+    )
+
+
+def test_parse_time_and_format_for() -> None:
+    assert parse_time("2026-03-01", option="--start") == datetime(2026, 3, 1, tzinfo=UTC)
+    assert parse_time(" 2026-03-01T10:00:00.5-02:00 ", option="--start") == datetime(2026, 3, 1, 12, 0, 0, 500000, UTC)
+    with pytest.raises(PullmodeError, match=r"^--end: not an ISO 8601 date or date-time: ''"):
+        parse_time("", option="--end")
+    assert [format_for(Path(p), None) for p in ("a.PARQUET", "a.pq", "a.csv", "a.ndjson", "a.jsonl", "a")] == [
+        "parquet",
+        "parquet",
+        "csv",
+        "ndjson",
+        "ndjson",
+        "parquet",
+    ]
+    assert format_for(Path("a.csv"), "parquet") == "parquet"
+
+
+# --- memory ------------------------------------------------------------------------------------------------------
+
+_FILL = f"""
+WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?),
+e(i, ts) AS (SELECT i, printf('2026-03-%02dT%02d:%02d:%02d.%06dZ', 1 + i / 86400, i % 86400 / 3600, i % 3600 / 60,
+                              i % 60, i % 1000000) FROM n)
+INSERT INTO pulled_events ({", ".join(EVENT_COLUMNS)})
+SELECT ?, printf('evt_%08d', i), ts, printf('user%d@acme.example', i % 500), 'completion', 'gpt-4o-mini',
+       0.000123 * (i % 7), 120 + i % 50, 30,
+       printf('{{"id":"evt_%08d","created_at":"%s","user":"user%d@acme.example","type":"completion",'
+              || '"model":"gpt-4o-mini","cost":0.000123,"usage":{{"input_tokens":%d,"output_tokens":30}}}}',
+              i, ts, i % 500, 120 + i % 50),
+       'org_42', '2026-03-20T00:00:00.000000Z', 'run-0001'
+FROM e
+"""
+"""Events generated by SQLite itself (a ~200-byte raw_payload each): no Python object per row."""
+
+
+def fill_fast(path: Path, n: int, source: str = SOURCE, chunk: int = 100_000) -> None:
+    """``n`` events in the store's own table and indexes (built once, after the rows: faster)."""
+    SqliteTraceStore(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=OFF")
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
+        for lo in range(0, n, chunk):
+            conn.execute("BEGIN")
+            conn.execute(_FILL, [lo, min(n, lo + chunk), source])
+            conn.execute("COMMIT")
+        for _, sql in indexes:
+            conn.execute(sql)
+    finally:
+        conn.close()
+
+
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.monotonic()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, time.monotonic() - started]))
+"""
+"""Runs a command and prints its exit code, peak RSS (MB) and wall time. On Linux a process's peak RSS
+starts at its parent's when it is forked (the kernel carries the old memory's high-water mark across
+exec), so pytest's own few hundred MB would count: this small launcher is the measured child's parent."""
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[int, float, float, str]:
+    """``pullmode ARGS`` in its own process: exit code, peak RSS (MB), wall seconds, stderr."""
+    command = [sys.executable, "-c", _LAUNCHER, sys.executable, "-m", "pullmode_dagster.cli", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    code, peak_mb, seconds = json.loads(done.stdout)
+    return code, peak_mb, seconds, done.stderr
+
+
+def test_export_never_imports_pandas(tmp_path: Path) -> None:
+    """pandas costs ~55 MB resident, a quarter of the export's budget (see store/arrow.py)."""
+    url = f"sqlite:///{tmp_path}/trace.db"
+    fill(url, 5)
+    code = (
+        "import sys\n"
+        "from pullmode_dagster.cli import main\n"
+        f"try:\n    main(['export', 'acme', '-o', {str(tmp_path / 'x.parquet')!r}])\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    env = dict(os.environ, PULLMODE_TRACE_STORE_URL=url, PULLMODE_SOURCES_DIR=str(tmp_path / "sources"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert pq.read_metadata(tmp_path / "x.parquet").num_rows == 5
+
+
+@pytest.mark.slow
+def test_a_million_events_export_under_200_mb(tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    started = time.monotonic()
+    fill_fast(db, 1_000_000)
+    filled = time.monotonic() - started
+    env = dict(os.environ, PULLMODE_TRACE_STORE_URL=f"sqlite:///{db}", PULLMODE_SOURCES_DIR=str(tmp_path / "none"))
+    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)  # what a user gets
+    out = tmp_path / "out.parquet"
+    code, peak_mb, seconds, stderr = run_measured(["export", SOURCE, "-o", str(out)], env)
+    print(f"\nfill {filled:.1f} s; export of 1M events to Parquet: peak RSS {peak_mb:.1f} MB, {seconds:.1f} s")
+    assert code == 0, stderr
+    assert stderr.startswith(f"exported 1000000 events of acme to {out} (parquet, ")
+    assert pq.read_metadata(out).num_rows == 1_000_000
+    assert peak_mb < 200, f"peak RSS {peak_mb:.1f} MB"
