@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import SourceWriter, http_source
 
 HEAVY = ("dagster_aws", "boto3", "botocore", "pandas", "pyarrow")
@@ -56,3 +58,25 @@ def test_an_s3_source_brings_the_s3_resource(sources: SourceWriter) -> None:
     found = probe(sources.directory, "drops_pull")
     assert "s3" in found["resources"] and "dagster_aws" in found["loaded"]
     assert "pandas" not in found["loaded"] and "pyarrow" not in found["loaded"]
+
+
+def test_settings_from_the_environment_are_bound_as_env_vars(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI shows which variable a resource reads (never its value); outside a run, the store's
+    lock and connection still resolve it."""
+    import dagster as dg
+
+    from pullmode_dagster.definitions import build_definitions
+
+    sources.write(http_source("https://api.acme.example/v1/events"))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "7")
+    resources = build_definitions(sources.directory).resources
+    store = resources["trace_store"]
+    assert isinstance(store.url, dg.EnvVar) and store.url.env_var_name == "PULLMODE_TRACE_STORE_URL"
+    assert resources["pull_settings"].max_attempts == dg.EnvVar.int("PULLMODE_MAX_ATTEMPTS")
+    with store.open() as opened:
+        assert opened.path == tmp_path / "env.db"
+    monkeypatch.delenv("PULLMODE_TRACE_STORE_URL")
+    assert build_definitions(sources.directory).resources["trace_store"].url is None  # the default, read at run time

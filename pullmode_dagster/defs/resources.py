@@ -6,6 +6,7 @@ policy); nothing is patched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,10 @@ from pydantic import Field
 from ..engine.adapters import PullContext, S3ClientSpec
 from ..engine.config import SourceConfig
 from ..engine.credentials import resolve_credentials
-from ..engine.http import RetryPolicy
+from ..engine.http import MAX_ATTEMPTS_ENV, RetryPolicy
 from ..engine.locks import source_lock
 from ..engine.pull import DEFAULT_BATCH_SIZE
-from ..engine.store import TraceStore, open_store
+from ..engine.store import STORE_URL_ENV, TraceStore, open_store
 
 if TYPE_CHECKING:
     # dagster-aws (and boto3) cost about a second to import: only a code location with an S3
@@ -54,13 +55,18 @@ class TraceStoreResource(dg.ConfigurableResource):
         "sqlite:///.pullmode/trace_store.db",
     )
 
+    def resolved_url(self) -> str | None:
+        """The URL, also outside a run (``pullmode pull`` takes the lock itself), where Dagster has
+        not resolved a ``dg.EnvVar`` yet."""
+        return self.url.get_value() if isinstance(self.url, dg.EnvVar) else self.url
+
     def open(self) -> TraceStore:
-        return open_store(self.url)
+        return open_store(self.resolved_url())
 
     def lock(self, source: str, *, poll: bool = True) -> AbstractContextManager[None]:
         """The source's pull lock (polls only: window re-pulls never move the cursor, so they may
         run beside a poll); raises SourceBusy when another process holds it."""
-        return source_lock(source, url=self.url) if poll else nullcontext()
+        return source_lock(source, url=self.resolved_url()) if poll else nullcontext()
 
 
 class PullSettingsResource(dg.ConfigurableResource):
@@ -118,8 +124,12 @@ def default_resources(*, s3: bool = True) -> dict[str, object]:
     ``s3``: whether some source needs the ``s3`` resource."""
     resources: dict[str, object] = {
         "credentials": CredentialsResource(),
-        "trace_store": TraceStoreResource(),
-        "pull_settings": PullSettingsResource(),
+        # Settings the deployment gives in its environment are bound as dg.EnvVar, so the UI shows
+        # which variable a resource reads (never its value: a store URL may hold a password).
+        "trace_store": TraceStoreResource(url=dg.EnvVar(STORE_URL_ENV) if os.environ.get(STORE_URL_ENV) else None),
+        "pull_settings": PullSettingsResource(
+            max_attempts=dg.EnvVar.int(MAX_ATTEMPTS_ENV) if os.environ.get(MAX_ATTEMPTS_ENV) else None
+        ),
     }
     if s3:
         from dagster_aws.s3 import S3Resource

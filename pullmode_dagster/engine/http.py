@@ -37,6 +37,9 @@ for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+MAX_ATTEMPTS_ENV = "PULLMODE_MAX_ATTEMPTS"
+
+
 def _env_number(name: str, default: float) -> float:
     """A deployment-wide default from the environment (``PULLMODE_MAX_ATTEMPTS`` and friends)."""
     text = os.environ.get(name, "").strip()
@@ -55,7 +58,7 @@ class RetryPolicy:
     deployment with ``PULLMODE_MAX_ATTEMPTS``, ``PULLMODE_BACKOFF_INITIAL_SECONDS`` and
     ``PULLMODE_BACKOFF_MAX_SECONDS``."""
 
-    max_attempts: int = field(default_factory=lambda: int(_env_number("PULLMODE_MAX_ATTEMPTS", 5)))
+    max_attempts: int = field(default_factory=lambda: int(_env_number(MAX_ATTEMPTS_ENV, 5)))
     backoff_initial: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_INITIAL_SECONDS", 1.0))
     backoff_max: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_MAX_SECONDS", 30.0))
     retry_after_max: float = 300.0

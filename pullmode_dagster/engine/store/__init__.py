@@ -9,10 +9,11 @@ from .base import EVENT_COLUMNS, Integrity, TraceStore, WriteResult
 from .sqlite import SqliteTraceStore
 
 DEFAULT_STORE_URL = "sqlite:///.pullmode/trace_store.db"
+STORE_URL_ENV = "PULLMODE_TRACE_STORE_URL"
 
 
 def store_url(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("PULLMODE_TRACE_STORE_URL") or DEFAULT_STORE_URL
+    return explicit or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
 
 
 def open_store(url: str | None = None) -> TraceStore:
@@ -36,6 +37,7 @@ def open_store(url: str | None = None) -> TraceStore:
 __all__ = [
     "DEFAULT_STORE_URL",
     "EVENT_COLUMNS",
+    "STORE_URL_ENV",
     "Integrity",
     "SqliteTraceStore",
     "TraceStore",
