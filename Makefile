@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix pullmode_dagster pullmode_dagster_tests bench
 	$(BIN)/ruff format pullmode_dagster pullmode_dagster_tests bench
 
+# Issue #13's pull benchmark (full path, engine, plain loop, dlt; HTTP and S3): see bench/pull_bench.py.
+# Extra flags: make bench BENCH_ARGS="--sizes 100000 --no-s3 --json out.json". Micro benchmarks: bench/run.py.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/pull_bench.py $(BENCH_ARGS)
 
 dev: $(STAMP)
 	$(BIN)/pullmode demo --ui
