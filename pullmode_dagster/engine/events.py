@@ -22,6 +22,11 @@ reason, and the Reject itself is always storable text:
 - **source_event_id** holding a NUL character: rejected (Postgres text cannot hold NUL and a key must
   be the same on both stores). A NUL in ``actor``/``action``/``target`` is kept (Postgres stores
   U+FFFD there; ``raw_payload`` keeps the ``\\u0000`` escape).
+
+Fast paths (issue #13) give the same results as these rules, only sooner: a page decoded by msgspec
+(:func:`decode_json`) has its payloads written by msgspec when they are the same text
+(:func:`plain_payloads`); each field rule returns its common case first (an ASCII string, an int in
+range, a UTC timestamp in the usual shape); a pull carries events as :data:`EventRow` tuples.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ import hashlib
 import json
 import math
 import re
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, overload
+
+import msgspec
 
 MAPPED_FIELDS = (
     "source_event_id",
@@ -80,6 +89,44 @@ class NormalizedEvent:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
+EventRow = tuple[str, str, str, str | None, str | None, str | None, float, int, int, str, str | None]
+"""A normalized event as the tuple of :class:`NormalizedEvent`'s fields, in order (``NormalizedEvent(*row)``
+builds the object), which is also the stores' column order. A pull carries its events in this shape:
+a tuple is built ten times faster than the frozen dataclass."""
+
+EVENT_FIELDS: tuple[str, ...] = NormalizedEvent.__slots__  # type: ignore[attr-defined]
+"""The fields of an :data:`EventRow`, in order."""
+
+
+class EventRows(Sequence[NormalizedEvent]):
+    """A batch of normalized events held as :data:`EventRow` tuples. It is a sequence of
+    :class:`NormalizedEvent` to whoever reads it (built on access); a store that knows this type
+    writes ``rows`` as they are, so a pull builds no event object at all."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[EventRow]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> NormalizedEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[NormalizedEvent]: ...
+    def __getitem__(self, index: int | slice) -> NormalizedEvent | list[NormalizedEvent]:
+        if isinstance(index, slice):
+            return [NormalizedEvent(*row) for row in self.rows[index]]
+        return NormalizedEvent(*self.rows[index])
+
+    def __iter__(self) -> Iterator[NormalizedEvent]:
+        return (NormalizedEvent(*row) for row in self.rows)
+
+    def __repr__(self) -> str:
+        return f"EventRows({len(self.rows)} events)"
+
+
 @dataclass(slots=True, frozen=True)
 class Reject:
     """A record that could not be normalized, kept with the reason and where it was found.
@@ -114,6 +161,77 @@ dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str,
 ValueError: they are not JSON."""
 
 _ascii_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
+
+
+class ReprFloat(float):
+    """A float that :func:`plain_payloads` writes as ``repr`` does: one below 1e-4 or from 1e16 in
+    magnitude (a cheap model call costs 4.5e-05), which msgspec would spell otherwise (``0.000045``,
+    and ``1e16`` for ``1e+16``). Otherwise a float: equal, hashed, printed and written by ``json``
+    the same; the field rules store it as a plain float."""
+
+    __slots__ = ()
+
+
+def _write_repr_float(value: Any) -> msgspec.Raw:
+    if type(value) is ReprFloat:
+        return msgspec.Raw(float.__repr__(value).encode())
+    raise TypeError(f"not plain JSON: {type(value).__name__}")  # the general path writes it
+
+
+_msgspec_encode = msgspec.json.Encoder(enc_hook=_write_repr_float).encode
+
+
+def decode_json(data: bytes) -> tuple[Any, bool]:
+    """A JSON document, and whether it is *plain*: only dicts with str keys, lists, str, int, bool,
+    None and finite floats, no lone surrogate, so that :func:`plain_payloads` writes its records.
+
+    msgspec decodes to the same values as ``json.loads``, about 2x faster: floats through ``float()``
+    as in ``json.loads``, those msgspec would write otherwise than ``repr`` as :class:`ReprFloat`.
+    What only ``json.loads`` accepts (lone surrogate escapes, NaN, Infinity, a BOM, UTF-16) is
+    decoded by it, as always, and is not plain: such records take the general path, which rejects
+    what cannot be stored. ``json.loads``' errors (ValueError, RecursionError) are the errors of this
+    function."""
+    plain = True
+
+    def parse_float(text: str) -> float:
+        nonlocal plain
+        value = float(text)
+        if 1e-4 <= value < 1e16 or -1e16 < value <= -1e-4 or value == 0.0:
+            return value  # msgspec writes it as repr does
+        if math.isinf(value):  # a number beyond the float range (1e999), as json.loads reads it
+            plain = False
+            return value
+        return ReprFloat(value)
+
+    try:
+        return msgspec.json.Decoder(float_hook=parse_float).decode(data), plain
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return json.loads(data), False
+
+
+_DEEP = 500
+"""Records with this many brackets may nest deep enough for ``dumps`` to give up (a reject): they
+take the general path, so both ways give the same outcome."""
+
+
+def plain_payloads(records: Sequence[Any]) -> list[str | None]:
+    """``dumps`` of each record of a plain JSON page (see :func:`decode_json`), 5x faster; None for
+    a record that is not an object or nests so deep that ``dumps`` might give up: that record takes
+    the general path."""
+    encode = _msgspec_encode
+    payloads: list[str | None] = []
+    for raw in records:
+        data = None
+        if type(raw) is dict:
+            try:
+                data = encode(raw)
+            except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+                pass
+            else:
+                if len(data) >= 2 * _DEEP and data.count(b"[") + data.count(b"{") >= _DEEP:
+                    data = None
+        payloads.append(None if data is None else data.decode())
+    return payloads
 
 
 def is_utf8(text: str) -> bool:
@@ -319,7 +437,39 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
+# The common shape of a timestamp (UTC or naive, whole seconds, milli- or microseconds) is the
+# stored text already but for the fraction: it is checked and rewritten without building a datetime.
+# Its hour (``YYYY-MM-DDTHH``, shared by a pull's neighbouring events) is checked once, then remembered.
+_HOUR = re.compile(r"[1-9]\d{3}-\d\d-\d\dT(?:[01]\d|2[0-3])", re.ASCII).fullmatch
+_MINUTE_SECOND = frozenset(f":{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+_UTC_REST = re.compile(r"(?:\.(\d{6}|\d{3}))?(?:Z|\+00:00)?", re.ASCII).fullmatch
+_WHOLE_SECOND = {"Z": ".000000Z", "": ".000000Z", "+00:00": ".000000Z"}
+_valid_hours: dict[str, bool] = {}
+
+
+def _valid_hour(text: str) -> bool:
+    """Whether ``text`` is ``YYYY-MM-DDTHH`` of a real date in years 1000-9999, remembered."""
+    if len(_valid_hours) >= 100_000:
+        _valid_hours.clear()
+    try:
+        valid = _HOUR(text) is not None and date.fromisoformat(text[:10]).year >= MIN_YEAR
+    except ValueError:
+        valid = False
+    _valid_hours[text] = valid
+    return valid
+
+
 def normalize_timestamp(value: Any) -> str:
+    """:func:`format_timestamp` of :func:`parse_timestamp`, the common shape rewritten as text."""
+    if type(value) is str and value[13:19] in _MINUTE_SECOND:
+        hour = value[:13]
+        if _valid_hours.get(hour) or _valid_hour(hour):
+            rest = value[19:]
+            end = _WHOLE_SECOND.get(rest)
+            if end is None and (fraction := _UTC_REST(rest)) is not None:
+                end = f".{fraction.group(1):0<6}Z"
+            if end is not None:
+                return value[:19] + end
     return format_timestamp(parse_timestamp(value))
 
 
@@ -345,7 +495,12 @@ def _number(field: str, value: Any) -> float:
     return number + 0.0
 
 
+_MAX_FLOAT = sys.float_info.max
+
+
 def normalize_cost(value: Any) -> float:
+    if (type(value) is float or type(value) is ReprFloat) and 0.0 <= value <= _MAX_FLOAT:
+        return value + 0.0  # the common case, a plain float (-0.0 becomes 0.0)
     return _number("cost_usd", value)
 
 
@@ -361,6 +516,8 @@ def normalize_count(field: str, value: Any) -> int:
     """A whole number 0..2^63-1; integers and integer strings are checked exactly (no float)."""
     if type(value) is int and 0 <= value <= MAX_TOKENS:
         return value  # the common case
+    if value is None:
+        return 0
     if isinstance(value, int) and not isinstance(value, bool):
         return _count_in_range(field, value, int(value))
     if isinstance(value, str):
@@ -380,6 +537,8 @@ def normalize_text(value: Any, field: str = "text") -> str | None:
     """actor/action/target: strings as is, scalars as text, objects as compact JSON."""
     if value is None:
         return None
+    if type(value) is str and value.isascii():
+        return value  # the common case
     if isinstance(value, str):
         text = value
     elif isinstance(value, bool):
@@ -404,6 +563,8 @@ def normalize_text(value: Any, field: str = "text") -> str | None:
 
 
 def normalize_event_id(value: Any) -> str:
+    if type(value) is str and value.isascii() and value and "\x00" not in value:
+        return value  # the common case
     if isinstance(value, bool) or value is None or value == "":
         raise NormalizationError(f"source_event_id is empty: {show(value)}")
     if isinstance(value, str):
@@ -426,7 +587,7 @@ def normalize_event_id(value: Any) -> str:
     return text
 
 
-def normalize(
+def normalize_row(
     *,
     source_name: str,
     organization_id: str | None,
@@ -439,18 +600,19 @@ def normalize(
     cost_usd: Any = None,
     tokens_input: Any = None,
     tokens_output: Any = None,
-) -> NormalizedEvent:
-    """Validate and coerce one record's extracted fields. Raises :class:`NormalizationError`."""
-    return NormalizedEvent(
-        source_name=source_name,
-        source_event_id=normalize_event_id(source_event_id),
-        event_timestamp=normalize_timestamp(event_timestamp),
-        actor=normalize_text(actor, "actor"),
-        action=normalize_text(action, "action"),
-        target=normalize_text(target, "target"),
-        cost_usd=normalize_cost(cost_usd),
-        tokens_input=normalize_count("tokens_input", tokens_input),
-        tokens_output=normalize_count("tokens_output", tokens_output),
-        raw_payload=raw_payload,
-        organization_id=organization_id,
+) -> EventRow:
+    """Validate and coerce one record's extracted fields into a :data:`EventRow`, each field's rule
+    in this order (the first that fails is the reason). Raises :class:`NormalizationError`."""
+    return (
+        source_name,
+        normalize_event_id(source_event_id),
+        normalize_timestamp(event_timestamp),
+        normalize_text(actor, "actor"),
+        normalize_text(action, "action"),
+        normalize_text(target, "target"),
+        normalize_cost(cost_usd),
+        normalize_count("tokens_input", tokens_input),
+        normalize_count("tokens_output", tokens_output),
+        raw_payload,
+        organization_id,
     )

@@ -27,6 +27,7 @@ import httpx
 
 from .. import __version__
 from .errors import PullError
+from .events import decode_json
 from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"
@@ -127,8 +128,14 @@ def json_body(response: httpx.Response, what: str) -> Any:
     """A page's JSON: the one place a body is parsed. A body that is not JSON (a proxy's HTML page
     under 200, a body cut short) raises :class:`BadBody`, so the request is tried again; nesting too
     deep to parse is a :class:`PullError` (the same page would be as deep again)."""
+    return plain_json_body(response, what)[0]
+
+
+def plain_json_body(response: httpx.Response, what: str) -> tuple[Any, bool]:
+    """:func:`json_body`, and whether the value is plain JSON (:func:`~.events.decode_json`): the
+    mapper writes the raw payloads of plain records the fast way."""
     try:
-        return json.loads(response.content)
+        return decode_json(response.content)
     except RecursionError:
         raise PullError(f"{what}: the response nests deeper than the JSON parser allows") from None
     except ValueError as exc:

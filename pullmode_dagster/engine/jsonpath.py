@@ -82,11 +82,12 @@ def _walker(steps: tuple[str | int, ...]) -> Callable[[Any], Any]:
 class JsonPath:
     """A compiled path. ``first`` returns the first match or MISSING; ``all`` every match."""
 
-    __slots__ = ("_general", "_walk", "first", "is_simple", "text")
+    __slots__ = ("_general", "_walk", "first", "is_simple", "steps", "text")
 
     def __init__(self, text: str):
         self.text = text
         steps = _simple_steps(text)
+        self.steps = steps  # a simple path's keys and indexes (the event mapping inlines them); else None
         self.is_simple = steps is not None
         self._walk = _walker(steps) if steps is not None else None
         # The hot path: a simple path's ``first`` is the walker itself, no method call in between.

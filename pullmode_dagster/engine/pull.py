@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
@@ -18,7 +19,7 @@ from .config import SourceConfig
 from .credentials import resolve_credentials
 from .cursor import CursorState
 from .errors import PullError, PullmodeError
-from .events import NormalizedEvent, Reject, format_timestamp, parse_timestamp
+from .events import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
 from .http import DeadlineReached
 from .mapping import EventMapper
 from .redaction import Redactor
@@ -32,6 +33,8 @@ FLUSH_EVERY_SECONDS = 5.0
 """A slow source's events are written (and its checkpoint advanced) at least this often."""
 FUTURE_SKEW = timedelta(minutes=5)
 """How far past the pull's clock an event may be dated and still become the watermark."""
+_TIMESTAMP = EVENT_FIELDS.index("event_timestamp")
+_event_time = itemgetter(_TIMESTAMP)
 
 
 @dataclass
@@ -154,7 +157,7 @@ def run_pull(
     puller = build_puller(source, credentials=credentials, context=context)
     mapper = EventMapper.for_source(source)
     window_bounds = (format_timestamp(window.start), format_timestamp(window.end)) if window else None
-    buffer: list[NormalizedEvent] = []
+    buffer: list[EventRow] = []  # events as rows: no object per event (see EventRows)
     newest: str | None = None
     pending = start  # the state after the last page mapped; durable once its events are flushed
 
@@ -163,7 +166,7 @@ def run_pull(
     def flush() -> None:
         flushed_at[0] = context.clock()
         if buffer:
-            result = _store_call(store.write_events, buffer, run_id=report.run_id, source=source.name)
+            result = _store_call(store.write_events, EventRows(buffer), run_id=report.run_id, source=source.name)
             report.written += result.written
             report.duplicates += result.duplicates
             buffer.clear()
@@ -175,25 +178,30 @@ def run_pull(
     pages = puller.pages(start, window=window)
     try:
         for page in pages:
-            events, rejects = mapper.map_page(page.records, location=page.location, where=page.where)
+            mapped, rejects = mapper.map_rows(page.records, location=page.location, where=page.where, plain=page.plain)
+            rows = mapped.rows
             rejects = page.rejects + rejects
             if window_bounds is not None and puller.window_by_event_time:
-                inside = [e for e in events if window_bounds[0] <= e.event_timestamp < window_bounds[1]]
-                report.outside_window += len(events) - len(inside)
-                events = inside
+                inside = [row for row in rows if window_bounds[0] <= row[_TIMESTAMP] < window_bounds[1]]
+                report.outside_window += len(rows) - len(inside)
+                rows = inside
             # A future-dated event is stored but does not become the watermark: events still to come
             # (dated now) would sort before it and never be pulled.
             horizon = format_timestamp(datetime.now(UTC) + FUTURE_SKEW)
-            for event in events:
-                ts = event.event_timestamp
-                if ts > horizon:
-                    report.future_dated += 1
-                elif newest is None or ts > newest:
-                    newest = ts
+            latest = max(map(_event_time, rows), default=None)
+            if latest is not None and latest <= horizon:  # the common case: none is future-dated
+                newest = latest if newest is None or latest > newest else newest
+            else:
+                for row in rows:
+                    ts = row[_TIMESTAMP]
+                    if ts > horizon:
+                        report.future_dated += 1
+                    elif newest is None or ts > newest:
+                        newest = ts
             if len(report.preview) < PREVIEW_ROWS:
-                report.preview.extend(events[: PREVIEW_ROWS - len(report.preview)])
+                report.preview.extend(NormalizedEvent(*row) for row in rows[: PREVIEW_ROWS - len(report.preview)])
             _write_rejects(store, rejects, report)
-            buffer.extend(events)
+            buffer.extend(rows)
             pending = start.after_pull(resume=page.resume, newest=newest, drained=page.drained)
             report.drained = page.drained
             if len(buffer) >= batch_size or context.clock() - flushed_at[0] >= FLUSH_EVERY_SECONDS:
@@ -205,7 +213,7 @@ def run_pull(
             report.requests = puller.requests
             report.newest_event_timestamp = newest
             context.logger.info(
-                f"{source.name}: {page.location}: {len(page.records)} records, {len(events)} events, "
+                f"{source.name}: {page.location}: {len(page.records)} records, {len(rows)} events, "
                 f"{len(rejects)} rejected (total {report.written + len(buffer)} events so far)"
             )
             if on_page is not None:
@@ -273,7 +281,7 @@ def preview(
     mapper = EventMapper.for_source(source)
     try:
         for page in puller.pages(CursorState()):
-            events, rejects = mapper.map_page(page.records, location=page.location, where=page.where)
+            events, rejects = mapper.map_page(page.records, location=page.location, where=page.where, plain=page.plain)
             return page, events, page.rejects + rejects
     finally:
         puller.close()

@@ -43,7 +43,9 @@ class Page:
     (False inside a file: stopping there would re-read the file, so a deadline waits for its end).
     ``rejects`` are records the adapter could not even
     parse (a malformed NDJSON line); ``where(i)`` optionally names record ``i`` (key and line), asked
-    only for a record that is rejected; ``files`` counts the files this page completed.
+    only for a record that is rejected; ``files`` counts the files this page completed; ``plain``
+    says the records are plain JSON as ``events.decode_json`` decodes it (the mapper then writes
+    their raw payloads the fast way).
     """
 
     records: list[Any]
@@ -55,6 +57,7 @@ class Page:
     rejects: list[Reject] = field(default_factory=list)
     files: int = 0
     boundary: bool = True
+    plain: bool = False
 
 
 class HttpSourceConfig(SourceConfig):

@@ -22,7 +22,7 @@ from ..config import ConfigProblem, EventMapping, _check_jsonpath
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
-from ..http import BadBody, json_body, safe_url, same_origin
+from ..http import BadBody, plain_json_body, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
 from .base import HttpSourceConfig, Page, Position, Puller, Window
@@ -204,7 +204,7 @@ class HttpPollingPuller(Puller):
                 finally:
                     self.requests = http.requests
                 self._check_status(response, what)
-                doc, records = response.extensions["accepted"]
+                doc, records, plain = response.extensions["accepted"]
                 next_cursor = self._next_cursor(cursor_path, response, doc)
                 has_more = has_more_path.first(doc) if has_more_path else MISSING
                 drained = next_cursor is None or has_more is False or has_more in ("false", "False", 0)
@@ -214,6 +214,7 @@ class HttpPollingPuller(Puller):
                     location=f"page {number}",
                     resume={"page_cursor": None if drained else self._seal(next_cursor)},
                     drained=drained,
+                    plain=plain,
                 )
                 if drained:
                     return
@@ -295,11 +296,13 @@ class HttpPollingPuller(Puller):
                 f"{what}: HTTP {response.status_code} {kind} from {where}" + (f": {snippet}" if snippet else "")
             )
 
-    def _page_body(self, response: Any, events_path: Any, what: str) -> tuple[Any, list[Any]]:
-        """The page's JSON and its records. A body that is not the promised JSON (an HTML error page
-        under 200, a body cut short) raises BadBody, and the request is tried again."""
-        doc = json_body(response, what)
-        return doc, self._records(events_path, doc, what)
+    def _page_body(self, response: Any, events_path: Any, what: str) -> tuple[Any, list[Any], bool]:
+        """The page's JSON, its records and whether they are plain JSON. A body that is not the
+        promised JSON (an HTML error page under 200, a body cut short) raises BadBody, and the
+        request is tried again."""
+        doc, plain = plain_json_body(response, what)
+        # A general path's matches may be values it computed (jsonpath-ng arithmetic): not plain.
+        return doc, self._records(events_path, doc, what), plain and events_path.is_simple
 
     def _records(self, path: Any, doc: Any, what: str) -> list[Any]:
         if path.is_simple:

@@ -6,14 +6,17 @@ two writers (a backfill and a poll) take turns instead of failing.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from ..events import NormalizedEvent, Reject, format_timestamp
+from ..events import EVENT_FIELDS, EventRows, NormalizedEvent, Reject, format_timestamp
 from .base import EVENT_COLUMNS, TraceStore, WriteResult
 
 SCHEMA = """
@@ -64,6 +67,21 @@ _TIMESTAMP_GLOB = (
 )
 
 
+_ROWS_PER_STATEMENT = 100
+_event_fields = attrgetter(*EVENT_FIELDS)
+assert EVENT_COLUMNS[: len(EVENT_FIELDS)] == EVENT_FIELDS, "an event's fields are the first columns, in order"
+
+
+@functools.cache
+def _many_rows(sql: str, width: int, shared: int, rows: int) -> str:
+    """``sql`` (one row's ``INSERT ... VALUES (?, ...)``) for ``rows`` rows of ``width`` values each,
+    every row ending with the same ``shared`` values, numbered after all the rows' own."""
+    own = range(1, width + 1)
+    tail = [f"?{rows * width + k}" for k in range(1, shared + 1)]
+    values = ("(" + ", ".join([*(f"?{r * width + k}" for k in own), *tail]) + ")" for r in range(rows))
+    return sql[: sql.rindex("(")] + ", ".join(values)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -92,12 +110,30 @@ class SqliteTraceStore(TraceStore):
                     raise
                 time.sleep(0.02 * (attempt + 1))
 
-    def _batch(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    def _batch(self, sql: str, rows: Sequence[tuple[Any, ...]], shared: tuple[Any, ...] = ()) -> int:
+        """Insert ``rows``, each followed by the ``shared`` values (the last columns, the same in every
+        row), with ``sql`` (one row's ``INSERT ... VALUES (?, ...)``), all or nothing; returns the rows
+        inserted.
+
+        Rows go ``_ROWS_PER_STATEMENT`` at a time in one statement (``VALUES (...), (...)``, the same
+        rows in the same order, the shared values bound once): stepping a statement per row, as
+        ``executemany`` does, cost as much as the rows' index updates. The rest (fewer rows) go one
+        by one, so only two statements are ever prepared."""
         conn = self._conn
+        width = len(rows[0]) if rows else 1
+        room = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(shared)
+        per = max(1, min(_ROWS_PER_STATEMENT, room // width))
+        whole = len(rows) - len(rows) % per
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(sql, rows)
+            if whole:
+                many = _many_rows(sql, width, len(shared), per)
+                for start in range(0, whole, per):
+                    params = list(chain.from_iterable(rows[start : start + per]))
+                    params += shared
+                    conn.execute(many, params)
+            conn.executemany(sql, [row + shared for row in rows[whole:]])
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -107,26 +143,10 @@ class SqliteTraceStore(TraceStore):
     def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
         if not events:
             return WriteResult(0, 0)
-        pulled_at = now_iso()
-        rows = [
-            (
-                e.source_name,
-                e.source_event_id,
-                e.event_timestamp,
-                e.actor,
-                e.action,
-                e.target,
-                e.cost_usd,
-                e.tokens_input,
-                e.tokens_output,
-                e.raw_payload,
-                e.organization_id,
-                pulled_at,
-                run_id,
-            )
-            for e in events
-        ]
-        written = self._batch(_INSERT_EVENT, rows)
+        # A pull's batch is rows already, in the event's field order, which is the column order;
+        # pulled_at and run_id, the last columns, are the same for the whole batch.
+        rows = events.rows if type(events) is EventRows else list(map(_event_fields, events))
+        written = self._batch(_INSERT_EVENT, rows, (now_iso(), run_id))
         return WriteResult(written=written, duplicates=len(rows) - written)
 
     def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:

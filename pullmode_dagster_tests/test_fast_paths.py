@@ -1,0 +1,297 @@
+"""The engine's fast paths give exactly what the general paths give.
+
+Issue #13 made the pull loop several times faster: pages decoded by msgspec, raw payloads written by
+msgspec, the event mapping compiled into one generated function with each rule's common case
+inlined, common timestamps rewritten as text, events kept as tuples and written many rows per
+statement. Each is checked here against the general way it replaced, on arbitrary input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pullmode_dagster.engine.config import EventMapping
+from pullmode_dagster.engine.events import (
+    EVENT_FIELDS,
+    EventRows,
+    NormalizationError,
+    NormalizedEvent,
+    Reject,
+    ReprFloat,
+    decode_json,
+    dumps,
+    format_timestamp,
+    invalid_unicode_reason,
+    is_utf8,
+    normalize_event_id,
+    normalize_row,
+    normalize_timestamp,
+    parse_timestamp,
+    plain_payloads,
+    raw_text,
+    stable_event_id,
+    unserializable_reason,
+)
+from pullmode_dagster.engine.jsonpath import MISSING, compile_path
+from pullmode_dagster.engine.mapping import EventMapper
+from pullmode_dagster.engine.store import SqliteTraceStore
+from pullmode_dagster.engine.store.base import EVENT_COLUMNS
+
+from .test_normalization_properties import MAPPING, SETTINGS, UNMAPPED_ID, iso_texts, json_like, records
+
+ODD_PATHS = EventMapping(
+    source_event_id="$.usage.in",
+    event_timestamp="$.extra[0]",
+    actor="$.extra[-1]",
+    action="$..email",  # the general evaluator, called from the generated code
+    cost_usd="$['cost']",
+    tokens_output="$.usage.out",
+)
+MAPPINGS = [MAPPING, UNMAPPED_ID, ODD_PATHS]
+
+
+def reference(mapping: EventMapping, raw: Any) -> tuple[Any, ...]:
+    """The general mapping as it was: ``dumps``, a JSONPath walk per field, ``normalize_row`` with
+    the timestamp parsed into a datetime; an event row, or (reason, raw text)."""
+    try:
+        payload = dumps(raw)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return unserializable_reason(exc), raw_text(raw)
+    if not is_utf8(payload):
+        return invalid_unicode_reason(payload), raw_text(raw)
+    try:
+        if not isinstance(raw, dict):
+            raise NormalizationError(f"record is not an object: {type(raw).__name__}")
+        paths = {f: compile_path(p) for f in EventMapping.FIELDS if (p := getattr(mapping, f)) is not None}
+        ts_path, id_path = paths.pop("event_timestamp"), paths.pop("source_event_id", None)
+        timestamp = ts_path.first(raw)
+        if timestamp is MISSING or timestamp is None:
+            raise NormalizationError(f"event_timestamp: {ts_path.text} matched nothing")
+        if id_path is None:
+            event_id = stable_event_id(raw)
+        else:
+            event_id = id_path.first(raw)
+            if event_id is MISSING or event_id is None:
+                raise NormalizationError(f"source_event_id: {id_path.text} matched nothing")
+        values = {f: None if (v := p.first(raw)) is MISSING else v for f, p in paths.items()}
+        event_id = normalize_event_id(event_id)  # the rules in their order: the id, the timestamp, ...
+        timestamp = format_timestamp(parse_timestamp(timestamp))
+        return normalize_row(
+            source_name="s",
+            organization_id="org",
+            raw_payload=payload,
+            source_event_id=event_id,
+            event_timestamp=timestamp,
+            **values,
+        )
+    except NormalizationError as exc:
+        return str(exc), payload
+    except RecursionError:
+        return "record is nested too deeply to normalize", payload
+    except Exception as exc:
+        return f"record cannot be normalized: {type(exc).__name__}: {exc}", payload
+
+
+def as_tuple(result: NormalizedEvent | Reject) -> tuple[Any, ...]:
+    if isinstance(result, Reject):
+        return result.reason, result.raw_record
+    return tuple(getattr(result, f) for f in EVENT_FIELDS)
+
+
+def expected(mapping: EventMapping, raw: Any) -> tuple[Any, ...]:
+    """``reference``, with a reject's text as a Reject stores it."""
+    result = reference(mapping, raw)
+    return result if len(result) == len(EVENT_FIELDS) else as_tuple(Reject("s", *result, "p"))
+
+
+MAPPERS = [EventMapper(m, source_name="s", organization_id="org") for m in MAPPINGS]
+
+
+@SETTINGS
+@given(raw=records())
+def test_the_compiled_mapping_gives_what_the_general_mapping_gives(raw: Any) -> None:
+    if depth(raw) > 400:
+        return  # whether json gives up near the recursion limit depends on the caller's stack
+    for mapping, mapper in zip(MAPPINGS, MAPPERS, strict=True):
+        assert as_tuple(mapper.map(raw, "p")) == expected(mapping, raw)
+
+
+def depth(value: Any) -> int:
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict | list):
+            todo.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def encodings(raw: Any) -> list[bytes]:
+    """``raw`` as a server might send it: escaped or not, spaced or compact. Records nested near the
+    recursion limit are left out: whether ``json`` gives up on them depends on the caller's stack."""
+    if depth(raw) > 400:
+        return []
+    out = []
+    for ensure_ascii in (True, False):
+        try:
+            text = json.dumps(raw, ensure_ascii=ensure_ascii, separators=(",", ":") if ensure_ascii else None)
+        except (ValueError, RecursionError):  # an integer of over 4300 digits, too deep
+            continue
+        out.append(text.encode("utf-8", "surrogatepass"))
+    return out
+
+
+def tokens(value: Any) -> list[tuple[type, str]]:
+    """``value`` as a flat list of (type, scalar repr or bracket), without recursion (records may
+    nest deeper than ``repr`` goes): equal lists mean equal values, types, key order and NaN."""
+    out: list[tuple[type, str]] = []
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            out.append((dict, str(len(item))))
+            todo.extend(reversed([x for kv in item.items() for x in kv]))
+        elif isinstance(item, list):
+            out.append((list, str(len(item))))
+            todo.extend(reversed(item))
+        else:
+            out.append((type(item), repr(item)))
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, a ReprFloat standing for the float it is."""
+    return [(float if t is ReprFloat else t, r) for t, r in tokens(a)] == tokens(b)
+
+
+floats_anywhere = st.recursive(
+    st.one_of(st.floats(), st.integers(), st.text(max_size=4), st.none()),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=3), children)),
+    max_leaves=10,
+)
+
+
+@SETTINGS
+@given(raw=st.one_of(records(), json_like, floats_anywhere))
+def test_decoded_pages_and_their_payloads_are_what_the_stdlib_gives(raw: Any) -> None:
+    for data in encodings(raw):
+        try:
+            general = json.loads(data)
+        except RecursionError:
+            continue
+        doc, plain = decode_json(data)
+        assert same(doc, general)
+        if plain:  # only values that the fast encoder writes as dumps does
+            assert is_utf8(dumps(doc))  # no NaN or Infinity (dumps raises), no lone surrogate
+            for kind, text in tokens(doc):  # the floats msgspec writes as repr does, and the others
+                assert kind is not float or ("e" not in text and text not in ("inf", "-inf", "nan"))
+                assert kind is not ReprFloat or "e" in text
+        for page in ([doc], doc if isinstance(doc, list) else []):
+            payloads = plain_payloads(page) if plain else [None] * len(page)
+            for record, payload in zip(page, payloads, strict=True):
+                assert payload is None or payload == dumps(record)
+                assert payload is not None or not plain or type(record) is not dict
+            for mapping, mapper in zip(MAPPINGS, MAPPERS, strict=True):
+                rows, rejects = mapper.map_rows(page, location="p", plain=plain)
+                results = [tuple(r) for r in rows.rows] + [(r.reason, r.raw_record) for r in rejects]
+                assert sorted(results, key=repr) == sorted((expected(mapping, r) for r in page), key=repr)
+
+
+@pytest.mark.parametrize(
+    "value", [0.0, -0.0, 1e-4, 0.25, 123.456, 9999999999999998.0, -1e-4, 1e-05, 4.5e-05, 1e16, 1.5e300, 5e-324, -1e-07]
+)
+def test_every_finite_float_keeps_the_page_plain_and_is_written_as_python_writes_it(value: float) -> None:
+    data = json.dumps({"id": "e1", "cost": value}).encode()
+    doc, plain = decode_json(data)
+    assert plain and same(doc, json.loads(data)) and plain_payloads([doc]) == [dumps(doc)]
+    assert (type(doc["cost"]) is ReprFloat) == ("e" in repr(value))
+
+
+@pytest.mark.parametrize("text", ["1e999", "-1e400", "1" * 400 + ".0"])
+def test_a_number_beyond_the_float_range_makes_its_page_general(text: str) -> None:
+    data = f'{{"id": "e1", "cost": {text}}}'.encode()
+    doc, plain = decode_json(data)
+    assert not plain and same(doc, json.loads(data))
+
+
+def test_a_repr_float_is_the_float_it_holds() -> None:
+    doc, _ = decode_json(b'{"cost": 4.5e-05}')
+    cost = doc["cost"]
+    assert cost == 4.5e-05 and hash(cost) == hash(4.5e-05) and repr(cost) == str(cost) == "4.5e-05"
+    assert json.dumps(doc) == '{"cost": 4.5e-05}'
+    mapped = EventMapper(EventMapping(event_timestamp="$.at", cost_usd="$.cost"), source_name="s", organization_id=None)
+    event = mapped.map({"at": "2026-03-01T00:00:00Z", **doc}, "p", plain=True)
+    assert isinstance(event, NormalizedEvent) and type(event.cost_usd) is float and event.cost_usd == 4.5e-05
+
+
+def test_deep_records_take_the_general_path() -> None:
+    deep: Any = 1
+    for _ in range(600):
+        deep = [deep]
+    assert plain_payloads([{"x": deep}, {"x": 1}, [1]]) == [None, '{"x":1}', None]
+
+
+@SETTINGS
+@given(
+    value=st.one_of(
+        iso_texts,
+        st.from_regex(
+            r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,7})?"
+            r"(Z|z|\+00:00|[+-][0-9]{2}:[0-9]{2})?\Z"
+        ),
+        st.from_regex(r"\A\s?(1[0-9]{3}|9999|0[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T23:59:5[89]Z?\s?\Z"),
+    )
+)
+def test_the_timestamp_fast_path_gives_what_parsing_gives(value: str) -> None:
+    def outcome(normalize: Any) -> str:
+        try:
+            return normalize(value)
+        except NormalizationError as exc:
+            return f"rejected: {exc}"
+
+    assert outcome(normalize_timestamp) == outcome(lambda v: format_timestamp(parse_timestamp(v)))
+
+
+def test_an_event_row_is_the_event_in_the_store_column_order() -> None:
+    assert EVENT_COLUMNS[: len(EVENT_FIELDS)] == EVENT_FIELDS
+    event = NormalizedEvent("s", "e1", "2026-03-01T00:00:00.000000Z", "a", "b", "c", 0.5, 1, 2, "{}", "org")
+    rows = EventRows([tuple(getattr(event, f) for f in EVENT_FIELDS)])  # type: ignore[list-item]
+    assert len(rows) == 1 and rows[0] == event and list(rows) == [event] and rows[:1] == [event]
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 101, 257, 2000])
+def test_many_rows_per_statement_write_what_one_row_per_statement_writes(tmp_path: Path, n: int) -> None:
+    """Duplicates inside a batch and against earlier batches are skipped alike, in order."""
+
+    def event(i: int, version: int) -> NormalizedEvent:
+        at = "2026-03-01T00:00:00.000000Z"
+        return NormalizedEvent("s", f"e{i % 150}", at, f"v{version}", None, None, 0.0, i, 0, "{}")
+
+    with SqliteTraceStore(tmp_path / "s.db") as store:
+        first = store.write_events([event(i, 1) for i in range(n)], run_id="r1")
+        again = store.write_events(EventRows([as_row(event(i, 2)) for i in range(n + 10)]), run_id="r2")
+        rows = [(r["source_event_id"], r["actor"], r["tokens_input"]) for r in store.tail(limit=10**6)]
+    unique = min(n, 150)
+    assert (first.written, first.duplicates) == (unique, n - unique)
+    new = min(n + 10, 150) - unique
+    assert (again.written, again.duplicates) == (new, n + 10 - new)
+    assert rows == [(f"e{i}", "v1", i) for i in range(unique)] + [
+        (f"e{i}", "v2", i) for i in range(unique, unique + new)
+    ]
+
+
+def as_row(event: NormalizedEvent) -> tuple[Any, ...]:
+    return tuple(getattr(event, f) for f in EVENT_FIELDS)
+
+
+def test_the_float_bounds_are_where_the_spellings_part() -> None:
+    """``repr`` switches to exponent notation below 1e-4 and from 1e16: the bounds of "plain"."""
+    assert "e" not in repr(1e-4) and "e" in repr(math.nextafter(1e-4, 0))
+    assert "e" not in repr(math.nextafter(1e16, 0)) and "e" in repr(1e16)
