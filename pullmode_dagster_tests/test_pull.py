@@ -107,6 +107,33 @@ def test_writes_are_batched_and_interleaved_with_pages(
     assert store.log.index(("write", 300)) < store.log.index(("page", 100)) + 4  # first write after page 3
 
 
+def test_progress_is_logged_for_the_first_page_and_then_at_most_every_few_seconds(
+    api: LoopbackServer, sources: SourceWriter, tmp_path: Any, context: PullContext
+) -> None:
+    """Under Dagster each log line is an event-log write; one per page would cost more than the page."""
+    events = make_events(100)
+    events[55]["created_at"] = None  # a reject on page 6: its page is always logged
+    api.routes["/v1/events"] = CursorFeed(events, page_size=10)
+    source = sources.load(http_source(api.url("/v1/events"), maxPagesPerRun=100))
+    lines: list[str] = []
+
+    class Lines:
+        def info(self, message: str) -> None:
+            lines.append(message)
+
+        warning = info
+
+    ticks = iter(range(0, 100_000))  # a fifth of a second per clock() call: well under the deadline
+    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep, clock=lambda: next(ticks) / 5)
+    with SqliteTraceStore(tmp_path / "log.db") as store:
+        report = run_pull(source, store=store, context=context)
+    progress = [line for line in lines if "events so far" in line]
+    assert report.pages == 10 and report.written == 99
+    assert progress[0].startswith("acme_audit: page 1: ")
+    assert any("page 6: 10 records, 9 events, 1 rejected" in line for line in progress)
+    assert 3 <= len(progress) < report.pages  # throttled, yet more than the first and the reject page
+
+
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_backlog(
     api: LoopbackServer, sources: SourceWriter, store: SqliteTraceStore, context: PullContext

@@ -30,6 +30,8 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 2000
 PREVIEW_ROWS = 5
 FLUSH_EVERY_SECONDS = 5.0
+PROGRESS_EVERY_SECONDS = 5.0
+"""A page's progress line is logged for the first page, a page with rejects, and then at most this often."""
 """A slow source's events are written (and its checkpoint advanced) at least this often."""
 FUTURE_SKEW = timedelta(minutes=5)
 """How far past the pull's clock an event may be dated and still become the watermark."""
@@ -162,6 +164,7 @@ def run_pull(
     pending = start  # the state after the last page mapped; durable once its events are flushed
 
     flushed_at = [context.clock()]
+    logged_at = float("-inf")
 
     def flush() -> None:
         flushed_at[0] = context.clock()
@@ -212,10 +215,14 @@ def run_pull(
             report.bytes += page.nbytes
             report.requests = puller.requests
             report.newest_event_timestamp = newest
-            context.logger.info(
-                f"{source.name}: {page.location}: {len(page.records)} records, {len(rows)} events, "
-                f"{len(rejects)} rejected (total {report.written + len(buffer)} events so far)"
-            )
+            if report.pages == 1 or rejects or context.clock() - logged_at >= PROGRESS_EVERY_SECONDS:
+                # Progress, not a line per page: under Dagster every line is an event-log write
+                # (tens of ms each), which would cost more than the page itself.
+                logged_at = context.clock()
+                context.logger.info(
+                    f"{source.name}: {page.location}: {len(page.records)} records, {len(rows)} events, "
+                    f"{len(rejects)} rejected (total {report.written + len(buffer)} events so far)"
+                )
             if on_page is not None:
                 on_page(page, report)
             if not page.drained and page.boundary and context.clock() >= context.deadline:
