@@ -390,3 +390,17 @@ def test_several_runs_opening_a_new_sqlite_store_at_once_do_not_fail(tmp_path: P
             t.start()
         join_all(threads, timeout=30)
     assert errors == []
+
+
+def test_sqlite_keeps_no_actor_index_and_drops_an_old_one(tmp_path: Path) -> None:
+    """An index on actor made SQLite writes ten times the data at a million events (README)."""
+
+    path = tmp_path / "old.db"
+    SqliteTraceStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE INDEX pulled_events_actor ON pulled_events (actor)")  # as older versions made it
+    SqliteTraceStore(path).close()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "pulled_events_actor" not in names
+    assert {"pulled_events_source_time", "pulled_events_run"} <= names

@@ -145,15 +145,17 @@ class TraceStore(ABC):
         p = self.PARAM
         mine, args = self._where(source, run_id=run_id, start=start, end=end)
         rows = self._rows(f"SELECT count(*) FROM pulled_events WHERE {mine}", args)[0][0]
-        repeated = (
-            f"SELECT source_event_id FROM pulled_events WHERE source_name = {p} AND source_event_id IN "
-            f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
-        )
-        duplicates = self._rows(f"SELECT count(*) FROM ({repeated}) d", [source, *args])[0][0]
-        twice = tuple(r[0] for r in self._rows(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
+        duplicates, twice = 0, ()
+        if not self._has_unique_key():  # with the key, the database itself rules duplicates out
+            repeated = (
+                f"SELECT source_event_id FROM pulled_events WHERE source_name = {p} AND source_event_id IN "
+                f"(SELECT source_event_id FROM pulled_events WHERE {mine}) GROUP BY source_event_id HAVING count(*) > 1"
+            )
+            duplicates = self._rows(f"SELECT count(*) FROM ({repeated}) d", [source, *args])[0][0]
+            twice = tuple(r[0] for r in self._rows(f"{repeated} ORDER BY 1 LIMIT 5", [source, *args]))
         bad = f"FROM pulled_events WHERE {mine} AND ({self.INVALID_ROW})"
         invalid = self._rows(f"SELECT count(*) {bad}", args)[0][0]
-        examples = tuple(r[0] for r in self._rows(f"SELECT source_event_id {bad} LIMIT 5", args))
+        examples = tuple(r[0] for r in self._rows(f"SELECT source_event_id {bad} LIMIT 5", args)) if invalid else ()
         return Integrity(
             rows=rows,
             duplicate_keys=duplicates,
@@ -161,6 +163,11 @@ class TraceStore(ABC):
             invalid_examples=examples,
             duplicate_examples=twice,
         )
+
+    @abstractmethod
+    def _has_unique_key(self) -> bool:
+        """Whether ``pulled_events`` has its unique key on (source_name, source_event_id): a table
+        created without it (an old or hand-made schema) is the only way a key can be stored twice."""
 
     @abstractmethod
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:

@@ -301,6 +301,13 @@ class PostgresTraceStore(TraceStore):
             while rows := cursor.fetchmany(size):
                 yield rows
 
+    def _has_unique_key(self) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = 'pulled_events'::regclass AND contype = 'u' "
+            "AND conname = 'pulled_events_source_event_key'"
+        ).fetchone()
+        return row is not None
+
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         rows = self._conn.execute(
             "SELECT to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24'), count(*) "
