@@ -80,3 +80,14 @@ def test_settings_from_the_environment_are_bound_as_env_vars(
         assert opened.path == tmp_path / "env.db"
     monkeypatch.delenv("PULLMODE_TRACE_STORE_URL")
     assert build_definitions(sources.directory).resources["trace_store"].url is None  # the default, read at run time
+
+
+def test_the_pull_job_runs_its_step_in_the_run_worker(sources: SourceWriter) -> None:
+    """Under the daemon a poll is a run worker; a step subprocess would import the code location again."""
+    import dagster as dg
+
+    from pullmode_dagster.definitions import build_definitions
+
+    sources.write(http_source("https://api.acme.example/v1/events"))
+    job = build_definitions(sources.directory).resolve_job_def("acme_audit_pull")
+    assert job.executor_def is dg.in_process_executor
