@@ -71,6 +71,9 @@ def test_poll_materialization_carries_the_pull_report(harness: Harness, instance
     assert 8 * 3600 < md["lag_seconds"] < 10**9
     preview = md["preview"]
     assert [r.data["source_event_id"] for r in preview.records] == [f"evt_{i:05d}" for i in (0, 1, 2, 4, 5)]
+    types = {c.name: c.type for c in preview.schema.columns}  # from the store's column schema, not the names
+    assert types["event_timestamp"] == "datetime" and types["cost_usd"] == "float" and types["tokens_input"] == "int"
+    assert types["actor"] == "string"
     checks = {name: e.passed for name, e in evaluations(result).items()}
     assert checks == {"normalized_schema": True, "unique_source_event_id": True}
     everything = json.dumps({k: str(v) for k, v in md.items()})

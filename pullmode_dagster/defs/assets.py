@@ -20,6 +20,7 @@ from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
 from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
+from ..engine.store.schema import COLUMN_KINDS, DAGSTER_TYPE_NAMES
 from .checks import check_results, check_specs
 from .freshness import freshness_for
 from .io_manager import EVENTS_IO_MANAGER_KEY
@@ -99,12 +100,7 @@ def report_metadata(report: PullReport) -> dict[str, object]:
         columns = MAPPED_FIELDS
         metadata["preview"] = dg.MetadataValue.table(
             records=[dg.TableRecord({c: getattr(e, c) for c in columns}) for e in report.preview],
-            schema=dg.TableSchema(
-                columns=[
-                    dg.TableColumn(c, "float" if c == "cost_usd" else "int" if c.startswith("tokens") else "string")
-                    for c in columns
-                ]
-            ),
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, DAGSTER_TYPE_NAMES[COLUMN_KINDS[c]]) for c in columns]),
         )
     return metadata
 
