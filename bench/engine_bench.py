@@ -24,7 +24,6 @@ import cProfile
 import json
 import logging
 import multiprocessing
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -32,9 +31,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from run import plain_loop as run_plain_loop  # bench/run.py, beside this script
 
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.pull import run_pull
@@ -74,33 +73,10 @@ class _Discard(list):  # type: ignore[type-arg]
 
 
 def plain_loop(url: str, db: Path, events: int) -> int:
-    """What a hand-written puller does: fetch, parse, insert-or-ignore, follow the cursor."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # as the trace store: no fsync per commit, on either side
-    conn.execute(
-        "CREATE TABLE e (source_name TEXT, source_event_id TEXT, event_timestamp TEXT, actor TEXT, "
-        "action TEXT, target TEXT, cost_usd REAL, tokens_input INT, tokens_output INT, raw_payload TEXT, "
-        "UNIQUE (source_name, source_event_id))"
-    )
-    n, cursor = 0, None
-    with httpx.Client() as client:
-        while True:
-            doc = json.loads(client.get(url, params={"cursor": cursor} if cursor else None).content)
-            rows = [
-                ("bench", e["id"], e["created_at"], e["actor"]["email"], e["type"], e["model"],
-                 e["usage"]["cost_usd"], e["usage"]["input_tokens"], e["usage"]["output_tokens"], json.dumps(e))
-                for e in doc["data"]
-            ]  # fmt: skip
-            conn.execute("BEGIN")
-            conn.executemany("INSERT OR IGNORE INTO e VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-            conn.execute("COMMIT")
-            n += len(rows)
-            cursor = doc.get("next_cursor")
-            if not cursor:
-                conn.close()
-                assert n == events, n
-                return n
+    """``bench/run.py``'s plain loop (one copy), checked for the full count."""
+    n = run_plain_loop(url, db)
+    assert n == events, n
+    return n
 
 
 def engine_pull(source: SourceConfig, db: Path, events: int) -> int:

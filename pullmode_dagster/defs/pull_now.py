@@ -36,6 +36,12 @@ class PullOutcome:
     interrupted: bool = False
 
 
+def console_loggers(verbose: bool) -> dict[str, Any]:
+    """Run config for an in-process run's console: its log only when asked for (the instance's
+    event log keeps everything either way)."""
+    return {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}
+
+
 def failure_info(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]]:
     """The step failure's one-line description and its metadata (plain values)."""
     for event in result.all_events:
@@ -94,9 +100,8 @@ def _pull_locked(
     cursors.set(sensor, decision.state.to_json())  # announce the pull in flight before it starts
     # Same run config as the poller's request; the console shows the run's log only with -v (the
     # event log in the instance keeps everything, as for any run), so a failure is one line.
-    console = {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}
     result = defs.resolve_job_def(job_name(name)).execute_in_process(
-        run_config={**request.run_config, "loggers": console},
+        run_config={**request.run_config, "loggers": console_loggers(verbose)},
         instance=instance,
         partition_key=request.partition_key,
         tags={**request.tags, PROCESS_TAG: process_identity()},

@@ -175,12 +175,6 @@ def run_checkpoint(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) 
     return CursorState.from_dict(latest) if latest is not None else None
 
 
-def reported_cursor(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:
-    """The ``cursor_after`` a run reported in its materialization of ``key`` (None: no report)."""
-    metadata = run_metadata(instance, run_id, key) or {}
-    return CursorState.from_dict(metadata["cursor_after"]) if "cursor_after" in metadata else None
-
-
 class Poller:
     """The decision a poller makes on each evaluation; shared by the sensor and ``pullmode pull``."""
 

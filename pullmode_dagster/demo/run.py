@@ -70,7 +70,7 @@ def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
 def daily_costs(fallback_home: Path) -> str:
     """Today's partition of the downstream asset ``usage/daily_cost_by_actor``, materialized from
     the events just pulled, as a project's own asset would be."""
-    from ..defs.pull_now import open_instance
+    from ..defs.pull_now import console_loggers, open_instance
     from .definitions import COST_JOB, build_demo_definitions
 
     day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -79,7 +79,7 @@ def daily_costs(fallback_home: Path) -> str:
         result = job.execute_in_process(
             instance=instance,
             partition_key=day,
-            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # as `pullmode pull` does
+            run_config={"loggers": console_loggers(verbose=False)},
             raise_on_error=False,
         )
     if not result.success:
