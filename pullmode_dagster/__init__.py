@@ -1,14 +1,8 @@
 """pullmode_dagster: pull-mode connectors for AI-platform audit and usage events, as Dagster assets.
 
-The pull engine lives in :mod:`pullmode_dagster.engine` and never imports Dagster; the Dagster layer
-(:mod:`pullmode_dagster.defs`, :mod:`pullmode_dagster.definitions`) is thin wiring over it.
-
-The puller interface for ``adapter: custom`` (README, "Writing a custom puller") is exported here:
-:class:`Puller`, what it yields (:class:`Page`), its cursor part (:class:`Position`), and what it
-receives (:class:`CursorState`, :class:`Window`).
-
-:func:`build_definitions` returns the code location's ``Definitions``, to merge a project's own
-downstream assets into (README, "Downstream assets").
+The engine (:mod:`pullmode_dagster.engine`) never imports Dagster; :mod:`pullmode_dagster.defs` is thin wiring.
+Exported here: the custom-puller interface (:class:`Puller`, :class:`Page`, :class:`Position`, :class:`CursorState`,
+:class:`Window`) and :func:`build_definitions`. Design: docs/design/README.md#the-package
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from .defs.alerts import failure_alerts
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
-from .defs.sensors import Clock, Poller, build_poller_sensor, job_name, utc_now
+from .defs.sensors import Clock, PollPlanner, build_poller_sensor, job_name, utc_now
 from .engine.adapters import ADAPTERS
 from .engine.sources import SourceSet, load_sources
 
@@ -30,7 +30,7 @@ class Project:
     """The Definitions plus what ``pullmode pull`` needs to walk the pollers' path."""
 
     defs: dg.Definitions
-    pollers: dict[str, Poller]
+    pollers: dict[str, PollPlanner]
     sources: SourceSet
 
 
@@ -44,7 +44,7 @@ def build_project(
     assets: list[dg.AssetsDefinition] = []
     jobs: list[dg.UnresolvedAssetJobDefinition] = []
     sensors: list[dg.SensorDefinition] = []
-    pollers: dict[str, Poller] = {}
+    pollers: dict[str, PollPlanner] = {}
     for source in sorted(sources.sources.values(), key=lambda s: s.name):
         asset = build_source_asset(source)
         job = dg.define_asset_job(
@@ -56,7 +56,7 @@ def build_project(
             # (a second import of the code location) on every poll.
             executor_def=dg.in_process_executor,
         )
-        poller = Poller(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
+        poller = PollPlanner(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
         assets.append(asset)
         jobs.append(job)
         sensors.append(build_poller_sensor(source, job, poller, clock=clock))

@@ -12,7 +12,7 @@ import dagster as dg
 
 from pullmode_dagster.definitions import Project, build_project
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
-from pullmode_dagster.defs.sensors import PollerState, job_name, poller_name
+from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 
@@ -71,7 +71,7 @@ def record_run(
 
 
 def committed(cursor: str | None) -> dict[str, Any]:
-    return PollerState.from_json(cursor).committed.to_dict()
+    return PollPlanState.from_json(cursor).committed.to_dict()
 
 
 def make_harness(sources_dir: Path, instance: dg.DagsterInstance, clock: Clock, tmp: Path, source: str) -> Harness:

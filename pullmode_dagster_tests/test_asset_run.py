@@ -4,6 +4,7 @@ asset checks that can fail."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,9 +14,10 @@ import dagster as dg
 import pytest
 
 from pullmode_dagster.definitions import build_project
-from pullmode_dagster.defs.resources import StaticCredentialsResource
+from pullmode_dagster.defs.resources import PullSettingsResource, StaticCredentialsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer, Response
-from pullmode_dagster.engine.store.sqlite import SCHEMA
+from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.store.sqlite import SCHEMA, SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import Clock, Harness, committed, fast_resources, make_harness
@@ -165,6 +167,88 @@ def test_credentials_resource_is_swappable(
     )
     assert result.success
     assert [r.header("authorization") for r in api.requests] == ["Bearer tok-from-the-resource"]
+
+
+class LeakyStore(TraceStoreResource):
+    """A store whose driver fails with the source's secret in its message, as a careless one may."""
+
+    def open(self) -> SqliteTraceStore:
+        raise RuntimeError(f"cannot connect: key={os.environ['ACME_AUDIT_TOKEN']} refused")
+
+
+def test_an_unexpected_error_is_redacted_with_the_credentials_the_run_resolved(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
+    sources.write(http_source(api.url("/v1/events")))
+    resources = {**fast_resources(tmp_path / "leaky.db"), "trace_store": LeakyStore(url=f"sqlite:///{tmp_path}/x.db")}
+    project = build_project(sources.directory, resources=resources)
+    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
+        instance=instance, partition_key="2026-03-01", raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "source 'acme_audit': unexpected RuntimeError: cannot connect: key=*** refused" in message
+    logs = instance.all_logs(result.run_id)
+    assert any("Traceback" in (entry.message or "") and "key=***" in entry.message for entry in logs)
+    assert all(TOKEN not in (entry.message or "") for entry in logs)
+    assert all(TOKEN not in str(entry.dagster_event) for entry in logs if entry.dagster_event)
+
+
+def test_retry_settings_from_the_environment_are_bound_as_env_vars_and_used_by_the_run(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The UI names every variable the retry policy reads (the backoffs too: text fields, as Dagster
+    has no float source), and the run's pull retries as they say."""
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", " 0.01 ")
+    monkeypatch.setenv("PULLMODE_BACKOFF_MAX_SECONDS", "0.02")
+    api.routes["/v1/events"] = lambda r: Response(503, {"error": "down"})
+    sources.write(http_source(api.url("/v1/events")))
+    store = TraceStoreResource(url=f"sqlite:///{tmp_path / 'env.db'}")
+    project = build_project(sources.directory, resources={"trace_store": store})
+    settings = project.defs.resources["pull_settings"]
+    assert isinstance(settings, PullSettingsResource)
+    assert settings.max_attempts == dg.EnvVar.int("PULLMODE_MAX_ATTEMPTS")
+    for value, name in [
+        (settings.backoff_initial_seconds, "PULLMODE_BACKOFF_INITIAL_SECONDS"),
+        (settings.backoff_max_seconds, "PULLMODE_BACKOFF_MAX_SECONDS"),
+    ]:
+        assert isinstance(value, dg.EnvVar) and value.env_var_name == name
+    resolved = settings.process_config_and_initialize()
+    assert resolved.retry_policy() == RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.02)
+
+    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
+        instance=instance, partition_key="2026-03-01", raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_failure_data.error.message.strip().endswith("gave up after 3 attempts")
+    assert len(api.requests) == 3
+
+
+def test_pull_settings_given_in_python_win_and_the_rest_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "9")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "4")
+    monkeypatch.delenv("PULLMODE_BACKOFF_MAX_SECONDS", raising=False)
+    settings = PullSettingsResource(max_attempts=2, backoff_initial_seconds=0.01)
+    assert settings.backoff_initial_seconds == "0.01"
+    assert settings.retry_policy() == RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=30.0)
+    # 0 given in Python counts as unset, as it always has: the variable, else the default.
+    unset = PullSettingsResource(max_attempts=0, backoff_initial_seconds=0, backoff_max_seconds=0.0)
+    assert unset.retry_policy() == RetryPolicy(max_attempts=9, backoff_initial=4.0, backoff_max=30.0)
 
 
 def test_the_checks_run_alone_on_what_is_stored_and_catch_a_row_corrupted_behind_our_back(

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 
 from .conftest import SourceWriter, http_source
@@ -45,7 +45,7 @@ def test_a_backlog_is_pulled_on_at_each_evaluation_until_drained(harness: Harnes
     assert all(p.startswith("acme_audit:backlog:") for p in pulls[1:])
     assert len(harness.rows()) == 55
     settled = harness.tick(cursor)  # settles the draining pull
-    state = PollerState.from_json(settled.cursor)
+    state = PollPlanState.from_json(settled.cursor)
     assert not settled.run_requests and not state.more_to_pull
     assert "waiting for the next tick at 2026-03-02T10:00:00Z" in settled.skip_reason.skip_message  # type: ignore[union-attr]
 
@@ -62,12 +62,12 @@ def test_a_failed_pull_does_not_pull_on_before_the_next_tick(harness: Harness, a
     assert not harness.run(on.run_requests[0]).success
     after = harness.tick(on.cursor)
     assert not after.run_requests
-    assert not PollerState.from_json(after.cursor).more_to_pull
+    assert not PollPlanState.from_json(after.cursor).more_to_pull
     assert "waiting for the next tick" in after.skip_reason.skip_message  # type: ignore[union-attr]
 
 
 def test_more_to_pull_round_trips_in_the_sensor_cursor() -> None:
-    state = PollerState(more_to_pull=True)
+    state = PollPlanState(more_to_pull=True)
     assert '"more_to_pull":true' in state.to_json()
-    assert PollerState.from_json(state.to_json()).more_to_pull is True
-    assert "more_to_pull" not in PollerState().to_json()
+    assert PollPlanState.from_json(state.to_json()).more_to_pull is True
+    assert "more_to_pull" not in PollPlanState().to_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -74,6 +75,24 @@ def test_preview_json_and_unknown_source(api: LoopbackServer, sources: SourceWri
     missing = CliRunner().invoke(main, ["preview", "acme_audt"])
     assert missing.exit_code == 1
     assert "no source named 'acme_audt'" in missing.output and "did you mean 'acme_audit'?" in missing.output
+
+
+def test_preview_refuses_a_source_only_for_its_own_problems(
+    api: LoopbackServer, sources: SourceWriter, store_url: str
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(2))
+    broken = sources.write(http_source(api.url("/v1/events"), name="other", schedule="every five minutes"))
+    problem = f"{broken}: source 'other': schedule: not a valid cron expression: 'every five minutes'\n"
+    for name in ("acme_audit", "other"):  # no source loaded at all: every problem, whichever the name
+        result = CliRunner().invoke(main, ["preview", name])
+        assert (result.exit_code, result.output) == (1, problem)
+    sources.write(http_source(api.url("/v1/events")))
+    ok = CliRunner().invoke(main, ["preview", "acme_audit", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert len(ok.stdout.splitlines()) == 2  # another file's problem does not stop this source
+    refused = CliRunner().invoke(main, ["preview", "other"])
+    assert (refused.exit_code, refused.output) == (1, problem)
+    assert len(api.requests) == 1
 
 
 def test_preview_failure_is_one_line_without_traceback_or_secret(
@@ -150,3 +169,33 @@ def test_engine_never_imports_dagster() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pullmode_dagster"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module (and imported name, as ``module.name``) a file imports, relative imports resolved."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = ".".join(parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_dagster_layer_never_imports_the_cli_and_only_sensor_state_reaches_into_dagster() -> None:
+    """The CLI orchestrates over the Dagster layer, never the other way round; Dagster's private
+    modules (no stability promise) stay in the one module that has no public API to use."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert "pullmode_dagster.defs.sensors.PollPlanner" in _imports(PACKAGE / "cli" / "pull.py")  # the check works
+    layer = [f for f in files if f.parent.name == "defs" or f == PACKAGE / "definitions.py"]
+    assert [f for f in layer if any(m.startswith("pullmode_dagster.cli") for m in _imports(f))] == []
+    private = [f.relative_to(PACKAGE).as_posix() for f in files if any(m.startswith("dagster._") for m in _imports(f))]
+    assert private == ["defs/sensor_state.py"]

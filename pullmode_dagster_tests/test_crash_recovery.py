@@ -20,10 +20,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.pull_now import failure_info
+from pullmode_dagster.cli.pull import failure_info
 from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState, run_checkpoint
+from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.pull import DEFAULT_BATCH_SIZE
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -129,9 +129,9 @@ def stored_ids(tmp_path: Path, source: str = "acme_audit") -> list[str]:
         return [r["source_event_id"] for r in store.tail(source=source, limit=10**7)]
 
 
-def poller_state(name: str = "acme_audit") -> PollerState:
+def poller_state(name: str = "acme_audit") -> PollPlanState:
     with dg.DagsterInstance.get() as instance:
-        return PollerState.from_json(SensorCursors(instance, WORKSPACE).get(f"{name}_poller"))
+        return PollPlanState.from_json(SensorCursors(instance, WORKSPACE).get(f"{name}_poller"))
 
 
 def runs(name: str = "acme_audit") -> list[dg.DagsterRun]:
@@ -340,6 +340,6 @@ def test_the_poller_marks_a_run_whose_process_died_failed_and_pulls_again(
         harness.clock.now = datetime(2026, 3, 2, 10, 5, 1, tzinfo=UTC)
         second = harness.tick(first.cursor)
         assert instance.get_run_by_id(orphan.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
-        assert PollerState.from_json(second.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
+        assert PollPlanState.from_json(second.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
         (retry,) = second.run_requests
         assert harness.run(retry).success and len(harness.rows()) == 5

@@ -11,10 +11,15 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.credentials import MAX_SECRET_FILE_BYTES, CredentialRef, resolve_credentials
-from pullmode_dagster.engine.errors import CredentialError
+from pullmode_dagster.engine.credentials import (
+    MAX_SECRET_FILE_BYTES,
+    CredentialRef,
+    ResolvedCredentials,
+    resolve_credentials,
+)
+from pullmode_dagster.engine.errors import CredentialError, PullError
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -179,3 +184,33 @@ def test_a_fifo_credential_fails_the_pull_before_any_request(
         "not read"
     )
     assert api.requests == []
+
+
+def test_credentials_resolved_once_carry_their_redactor_into_the_pull(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the Dagster asset does: resolve once, redact its own errors with the same secrets, and
+    hand them to the pull, which neither reads them again nor builds another redactor."""
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", SECRET)
+    source = sources.load(http_source(api.url("/v1/events"), params={"key": "${{credentials.token}}"}))
+    resolved = ResolvedCredentials.for_source(source)
+    assert resolved.values == {"token": SECRET}
+    assert resolved.redact(f"sent {SECRET} and {SECRET.upper()}") == "sent *** and ***"
+    assert SECRET not in repr(resolved) and "token" in repr(resolved)
+    assert ResolvedCredentials().redact(f"no secrets known: {SECRET}") == f"no secrets known: {SECRET}"
+
+    monkeypatch.delenv("ACME_AUDIT_TOKEN")
+    api.routes["/v1/events"] = lambda r: Response(403, {"error": f"key {r.arg('key')} lacks scope"})
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context, credentials=resolved)
+    assert [r.arg("key") for r in api.requests] == [SECRET]
+    assert "key *** lacks scope" in str(info.value) and SECRET not in str(info.value)
+    with pytest.raises(CredentialError) as unset:
+        ResolvedCredentials.for_source(source)
+    assert (
+        str(unset.value) == "source 'acme_audit': credential 'token': environment variable ACME_AUDIT_TOKEN is not set"
+    )

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.errors import PullError
@@ -206,7 +206,7 @@ def test_the_worked_example_through_pullmode_pull_and_dagster(
     second = runner.invoke(main, ["pull", "workato_jobs", "--workspace", str(WORKSPACE)])
     assert "workato_jobs: 1 written, 0 duplicates skipped" in second.output
     with dg.DagsterInstance.get() as instance:
-        state = PollerState.from_json(SensorCursors(instance, WORKSPACE).get("workato_jobs_poller"))
+        state = PollPlanState.from_json(SensorCursors(instance, WORKSPACE).get("workato_jobs_poller"))
         assert state.committed.position == {"newest_id": 11}
         run = instance.get_runs(limit=1)[0]
         assert run.tags["pullmode/source"] == "workato_jobs" and run.status == dg.DagsterRunStatus.SUCCESS

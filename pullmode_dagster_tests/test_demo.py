@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import pullmode_dagster.demo
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 DEMO_SOURCE_FILES = sorted((Path(pullmode_dagster.demo.__file__).parent / "sources").glob("*.yaml"))
@@ -52,12 +52,12 @@ def test_demo_pulls_every_demo_source_through_dagster(tmp_path: Path, monkeypatc
         env.setenv("DAGSTER_HOME", str(home))  # the demo's instance, found the way Dagster finds one
         instance = dg.DagsterInstance.get()
     with instance:
-        state = PollerState.from_json(SensorCursors(instance, None).get("demo_claude_activities_poller"))
+        state = PollPlanState.from_json(SensorCursors(instance, None).get("demo_claude_activities_poller"))
         assert state.committed.watermark is not None and state.in_flight is None
         assert sorted(r.job_name for r in instance.get_runs()) == sorted(
             [f"{path.stem}_pull" for path in DEMO_SOURCE_FILES] + ["daily_cost_by_actor"]
         )
-        exports = PollerState.from_json(SensorCursors(instance, None).get("demo_openai_exports_poller"))
+        exports = PollPlanState.from_json(SensorCursors(instance, None).get("demo_openai_exports_poller"))
         assert exports.committed.position.get("after_key") is not None and exports.committed.position.get(
             "after_key"
         ).endswith("part-0001.ndjson.gz")

@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 from pullmode_dagster.cli import main
 from pullmode_dagster.engine import export as export_module
 from pullmode_dagster.engine.errors import PullmodeError
-from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.events import TIMESTAMP_WIDTH, NormalizedEvent, format_timestamp
 from pullmode_dagster.engine.export import format_for, parse_time
 from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 from pullmode_dagster.engine.store.schema import EVENT_COLUMNS, arrow_schema
@@ -145,7 +145,7 @@ def test_csv_has_a_header_and_utc_text_timestamps(store_url: str, tmp_path: Path
         "0.75",
         str(2**40 + 3),
     )
-    assert rows[3]["pulled_at"].endswith("Z") and len(rows[3]["pulled_at"]) == len("2026-03-01T00:00:00.000000Z")
+    assert rows[3]["pulled_at"].endswith("Z") and len(rows[3]["pulled_at"]) == TIMESTAMP_WIDTH
     # Arrow reads the text back as UTC timestamps.
     table = pa.csv.read_csv(out)
     assert table.schema.field("event_timestamp").type.tz == "UTC"
@@ -321,6 +321,17 @@ def test_parse_time_and_format_for() -> None:
         "parquet",
     ]
     assert format_for(Path("a.csv"), "parquet") == "parquet"
+
+
+def test_text_timestamps_are_the_engines_text() -> None:
+    """The T and the Z go in where TIMESTAMP_FORMAT has them, for every year the engine stores."""
+    instants = [
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    text = export_module._utc_text(pa.array(instants, pa.timestamp("us", tz="UTC")))
+    assert text.to_pylist() == [format_timestamp(t) for t in instants]
 
 
 # --- memory ------------------------------------------------------------------------------------------------------

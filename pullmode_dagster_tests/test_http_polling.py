@@ -12,6 +12,7 @@ from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import CredentialError, PullError
+from pullmode_dagster.engine.http import RetryPolicy
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -320,6 +321,34 @@ def test_retries_a_429_then_succeeds(
     api.routes["/v1/events"] = lambda r: next(calls, None) or feed(r)
     report = run_pull(sources.load(http_source(api.url("/v1/events"))), store=store, context=context)
     assert report.written == 3 and sleeps == [2.0] and report.requests == 2
+
+
+def test_a_pull_lent_no_policy_retries_as_the_environment_says(
+    api: LoopbackServer, sources: SourceWriter, store: SqliteTraceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pullmode preview`` and scripts lend no context: the deployment's variables still apply."""
+    monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
+    monkeypatch.setenv("PULLMODE_BACKOFF_MAX_SECONDS", "0.02")
+    assert PullContext().retry == RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
+    api.routes["/v1/events"] = lambda r: Response(503, {"error": "down"})
+    with pytest.raises(PullError, match=r"page 1: HTTP 503 from .*, gave up after 2 attempts$"):
+        run_pull(sources.load(http_source(api.url("/v1/events"))), store=store)
+    assert len(api.requests) == 2
+
+
+def test_retry_settings_given_win_over_the_environment_and_bad_ones_fail_clearly() -> None:
+    env = {"PULLMODE_MAX_ATTEMPTS": "7", "PULLMODE_BACKOFF_INITIAL_SECONDS": "0.5", "PULLMODE_BACKOFF_MAX_SECONDS": ""}
+    assert RetryPolicy.from_env(environ=env) == RetryPolicy(max_attempts=7, backoff_initial=0.5, backoff_max=30.0)
+    given = RetryPolicy.from_env(max_attempts=2, backoff_initial="0.25", backoff_max=1, environ=env)
+    assert given == RetryPolicy(max_attempts=2, backoff_initial=0.25, backoff_max=1.0)
+    assert RetryPolicy.from_env(environ={}) == RetryPolicy() == RetryPolicy(5, 1.0, 30.0)
+    with pytest.raises(PullError, match=r"^PULLMODE_BACKOFF_MAX_SECONDS: not a number$"):
+        RetryPolicy.from_env(environ={"PULLMODE_BACKOFF_MAX_SECONDS": "soon"})
+    with pytest.raises(PullError, match=r"^PULLMODE_MAX_ATTEMPTS: must be greater than 0$"):
+        RetryPolicy.from_env(environ={"PULLMODE_MAX_ATTEMPTS": "0"})
+    with pytest.raises(PullError, match=r"^PULLMODE_BACKOFF_INITIAL_SECONDS: must be greater than 0$"):
+        RetryPolicy.from_env(backoff_initial="-1", environ={})
 
 
 def test_window_pull_templates_window_params_and_keeps_the_cursor(

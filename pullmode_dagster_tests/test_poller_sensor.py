@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollerState
+from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -76,7 +76,7 @@ def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, ins
     assert committed(after.cursor) == {"v": 1, "watermark": "2026-03-01T00:39:00.000000Z"}
     reported = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", "acme_audit"]))
     assert reported.asset_materialization.metadata["cursor_after"].value == committed(after.cursor)
-    assert PollerState.from_json(after.cursor).last_pull == {
+    assert PollPlanState.from_json(after.cursor).last_pull == {
         "pull_id": "acme_audit:2026-03-02T10:00:00Z",
         "run_id": result.run_id,
         "status": "SUCCESS",
@@ -100,7 +100,7 @@ def test_failed_run_commits_its_checkpoint_and_the_next_tick_resumes_there(harne
     # Exactly what a pull stopped by maxPagesPerRun after page 2 would have committed.
     checkpoint = {"v": 1, "page_cursor": "20", "high_water": "2026-03-01T00:19:00.000000Z"}
     assert committed(after_failure.cursor) == checkpoint
-    assert PollerState.from_json(after_failure.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
+    assert PollPlanState.from_json(after_failure.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
 
     feed.fail_after_pages = None
     served_before_retry = feed.served_pages
@@ -154,7 +154,7 @@ def test_canceled_run_leaves_the_cursor(harness: Harness, instance: dg.DagsterIn
     harness.clock.now = T.replace(minute=3)
     after = harness.tick(first.cursor)
     assert committed(after.cursor) == {"v": 1}
-    assert PollerState.from_json(after.cursor).in_flight is None
+    assert PollPlanState.from_json(after.cursor).in_flight is None
 
 
 def test_rewinding_the_sensor_cursor_sets_the_committed_cursor(harness: Harness) -> None:

@@ -14,11 +14,11 @@ import dagster as dg
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from pullmode_dagster.cli.pull import pull_once
 from pullmode_dagster.definitions import build_project
-from pullmode_dagster.defs.pull_now import pull_once
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState, poller_name
+from pullmode_dagster.defs.sensors import PollPlanState, poller_name
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store
 
@@ -92,7 +92,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
     # A restart: a new instance from the same configuration reads everything back from Postgres.
     with instance_from(PRODUCTION_CONFIG, home, monkeypatch) as restarted:
         stored = SensorCursors(restarted, WORKSPACE).get(poller_name("acme_audit"))
-        state = PollerState.from_json(stored)
+        state = PollPlanState.from_json(stored)
         assert state.committed.to_dict() == {"v": 1, "watermark": "2026-03-01T00:39:00.000000Z"}
         assert state.in_flight is None
         assert state.last_pull is not None and state.last_pull["run_id"] == outcome.run_id

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from pullmode_dagster.engine.errors import PullmodeError
-from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.events import TIMESTAMP_FORMAT, NormalizedEvent
 from pullmode_dagster.engine.store import WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore
 
@@ -66,7 +67,7 @@ def test_columns_have_postgres_types_and_the_queried_indexes_exist(pg_url: str) 
     assert types["id"] == "bigint"
     assert types["event_timestamp"] == types["pulled_at"] == "timestamp with time zone"
     assert types["cost_usd"] == "numeric"
-    assert types["raw_payload"] == "text"  # the original JSON text, byte for byte (module docstring)
+    assert types["raw_payload"] == "text"  # the original JSON text, byte for byte (docs/design/trace-store.md)
     assert types["tokens_input"] == types["tokens_output"] == "bigint"
     assert indexes["pulled_events_source_time"].endswith("(source_name, event_timestamp)")
     assert indexes["pulled_events_actor"].endswith("(actor)")
@@ -81,6 +82,28 @@ def test_money_is_stored_exactly_as_the_engine_wrote_it(pg_url: str) -> None:
     with connect(pg_url) as conn:
         total = conn.execute("SELECT sum(cost_usd)::text FROM pulled_events").fetchone()
     assert total == ("0.35",)  # numeric: no binary-float residue when summing
+
+
+def test_timestamps_read_back_as_utc_text_whatever_the_session_time_zone(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The to_char patterns derived from TIMESTAMP_FORMAT give the engine's text, in UTC, in a session
+    whose time zone (-03:30 here) would move every field of a local rendering."""
+    monkeypatch.setenv("PGTZ", "America/St_Johns")
+    stamps = ["1000-01-01T00:00:00.000000Z", "2026-03-01T01:59:59.999999Z", "9999-12-31T23:59:59.999999Z"]
+    events = [NormalizedEvent("s", f"e{i}", t, None, None, None, 0, 0, 0, "{}") for i, t in enumerate(stamps)]
+    with open_store(pg_url) as s:
+        assert s._rows("SHOW timezone", []) == [("America/St_Johns",)]
+        s.write_events(events, run_id="r")
+        rows = s.tail()
+        hours = s.hour_counts(source="s", run_id="r")
+        batches = list(s.event_batches(source="s"))
+    assert [r["event_timestamp"] for r in rows] == stamps
+    assert hours == {t[: len("2026-03-01T01")]: 1 for t in stamps}
+    assert [d.strftime(TIMESTAMP_FORMAT) for b in batches for d in b.column("event_timestamp").to_pylist()] == stamps
+    for row in rows:
+        pulled_at = datetime.strptime(row["pulled_at"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        assert abs(datetime.now(UTC) - pulled_at) < timedelta(minutes=5)
 
 
 def test_the_schema_is_versioned_and_an_older_database_is_migrated(pg_url: str) -> None:

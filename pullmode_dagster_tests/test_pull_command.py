@@ -16,7 +16,7 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from pullmode_dagster.cli import main
 from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
-from pullmode_dagster.defs.sensors import PollerState
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 
 from .conftest import SourceWriter, http_source
@@ -46,8 +46,8 @@ def instance(home: Path) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def stored(instance: dg.DagsterInstance, sensor: str = "acme_audit_poller") -> PollerState:
-    return PollerState.from_json(SensorCursors(instance, WORKSPACE).get(sensor))
+def stored(instance: dg.DagsterInstance, sensor: str = "acme_audit_poller") -> PollPlanState:
+    return PollPlanState.from_json(SensorCursors(instance, WORKSPACE).get(sensor))
 
 
 def pull(*args: str) -> object:

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.sensors import PollerState, run_checkpoint, run_metadata
+from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint, run_metadata
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import run_pull
@@ -258,7 +258,7 @@ def test_the_poller_commits_failed_runs_checkpoints_and_catches_up(
             ticks += 1
             result = harness.tick(cursor)
             cursor = result.cursor
-            state = PollerState.from_json(cursor)
+            state = PollPlanState.from_json(cursor)
             if last_failed is not None:
                 # The failed run's checkpoint is committed, and its events are all in the store.
                 # (A run that failed on its first page stored nothing: the cursor stays.)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from pullmode_dagster import cli
 from pullmode_dagster.cli import main
 from pullmode_dagster.engine import pull as pull_module
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.errors import ConfigError, Problem
+from pullmode_dagster.engine.sources import MAX_PROBLEMS_PER_FILE, load_sources
 
 from .conftest import SourceWriter, http_source
 
@@ -99,6 +100,47 @@ def test_bad_name_missing_field_and_bad_yaml(sources: SourceWriter) -> None:
     assert any("source 'Acme-Audit': name: String should match pattern" in p for p in problems)
     assert any("source 'Acme-Audit': eventsJsonPath: required field is missing" in p for p in problems)
     assert any(p.startswith(f"{sources.directory / 'broken.yaml'}: not valid YAML at line 2") for p in problems)
+
+
+def test_each_problem_carries_the_source_it_belongs_to(sources: SourceWriter) -> None:
+    """Which source a problem is about is a field (``pullmode preview`` reads it), never found by
+    searching the text; the text itself is the line printed, unchanged."""
+    sources.write(http_source(URL, schedule="every five minutes"))
+    sources.write(http_source(URL, name="dup"), file="one.yaml")
+    sources.write(http_source(URL, name="dup"), file="two.yaml")
+    (sources.directory / "list.yaml").write_text("- not a mapping\n")
+    (sources.directory / "broken.yaml").write_text("name: x\n  adapter: [\n")
+    many = http_source(URL, name="many") | {f"extra{i}": i for i in range(MAX_PROBLEMS_PER_FILE + 3)}
+    sources.write(many)
+    result = load_sources(sources.directory)
+    assert all(isinstance(p, Problem) for p in result.problems)
+    owners = {(Path(p.split(": ", 1)[0]).name, p.source) for p in result.problems}
+    assert owners == {
+        ("acme_audit.yaml", "acme_audit"),
+        ("two.yaml", "dup"),
+        ("list.yaml", None),
+        ("broken.yaml", None),
+        ("many.yaml", "many"),
+    }
+    summed_up = [p for p in result.problems if p.endswith("more problems in this file not shown")]
+    assert summed_up == [f"{sources.directory / 'many.yaml'}: 3 more problems in this file not shown"]
+    assert summed_up[0].source == "many"  # the lines it sums up are many's
+    first = next(i for i in result.invalid if i.file.name == "one.yaml")
+    assert [(str(p), p.source) for p in first.problems] == [
+        (f"{sources.directory / 'one.yaml'}: source 'dup': name: duplicate name", "dup")
+    ]
+    with pytest.raises(ConfigError) as unknown:
+        result.get("nope")
+    assert [(type(p), p.source) for p in unknown.value.problems] == [(Problem, None)]
+
+
+def test_a_problem_is_its_line() -> None:
+    problem = Problem("sources/a.yaml: source 'a': url: must be an absolute URL", "a")
+    assert problem == "sources/a.yaml: source 'a': url: must be an absolute URL"
+    assert f"- {problem}" == "- " + str(problem) and "\n".join([problem, problem]).count("\n") == 1
+    assert str(ConfigError([problem])) == problem and ConfigError([problem]).problems[0].source == "a"
+    with pytest.raises(AttributeError):
+        problem.source = "b"  # type: ignore[misc]
 
 
 def test_literal_secret_in_a_bad_field_is_not_echoed(sources: SourceWriter) -> None:

@@ -13,6 +13,8 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -23,7 +25,19 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import NormalizedEvent, Reject
+from pullmode_dagster.engine.events import (
+    FIELD_CHECKS,
+    TIMESTAMP_FORMAT,
+    TIMESTAMP_WIDTH,
+    NormalizationError,
+    NormalizedEvent,
+    Reject,
+    format_timestamp,
+    normalize_cost,
+    normalize_count,
+    normalize_event_id,
+    normalize_timestamp,
+)
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteResult, open_store
 
@@ -174,9 +188,6 @@ def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceSto
 
 
 def test_integrity_of_a_window_counts_the_rows_dated_in_it(store: TraceStore, backend_url: str) -> None:
-    from dataclasses import replace
-    from datetime import UTC, datetime
-
     next_day = replace(ev(9), event_timestamp="2026-03-02T00:00:00.000000Z")
     store.write_events([ev(1), ev(2), next_day], run_id="r1")
     execute(backend_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id IN ('e2', 'e9')")
@@ -186,8 +197,6 @@ def test_integrity_of_a_window_counts_the_rows_dated_in_it(store: TraceStore, ba
 
 
 def test_hour_counts_are_the_runs_rows_per_utc_hour(store: TraceStore) -> None:
-    from dataclasses import replace
-
     late = replace(ev(5), event_timestamp="2026-03-02T23:59:59.999999Z")
     store.write_events([ev(1), ev(2), late], run_id="r1")
     store.write_events([ev(3)], run_id="r2")
@@ -208,6 +217,84 @@ def test_unusual_text_is_stored_and_early_years_are_flagged(store: TraceStore) -
     assert rows["early"]["event_timestamp"].endswith("5-01-01T00:00:00.000000Z")  # the year 5, not 2001
     integrity = store.integrity(source="s", run_id="r")
     assert (integrity.invalid_rows, integrity.invalid_examples) == (1, ("early",))
+
+
+# --- The normalized shape: one rule (events.FIELD_CHECKS), each store's predicate generated from it ---------------
+
+GOOD = ev(0)
+# Each breaks one field's check (the label, in actor, names the row even where the id is the bad field).
+BAD = {
+    "unpadded year": replace(GOOD, event_timestamp="5-01-01T00:00:00.000000Z"),
+    "year before 1000": replace(GOOD, event_timestamp="0999-12-31T23:59:59.999999Z"),
+    "year after 9999": replace(GOOD, event_timestamp="10000-01-01T00:00:00.000000Z"),
+    "negative cost": replace(GOOD, cost_usd=-0.5),
+    "negative tokens_input": replace(GOOD, tokens_input=-1),
+    "negative tokens_output": replace(GOOD, tokens_output=-1),
+    "NaN in JSON": replace(GOOD, raw_payload='{"x":NaN}'),
+    "not JSON": replace(GOOD, raw_payload="{"),
+    "empty id": replace(GOOD, source_event_id=""),
+}
+EDGES = {
+    "first instant": replace(GOOD, event_timestamp="1000-01-01T00:00:00.000000Z"),
+    "last instant": replace(GOOD, event_timestamp="9999-12-31T23:59:59.999999Z"),
+    "zeros": replace(GOOD, cost_usd=0.0, tokens_input=0, tokens_output=0, raw_payload="[]"),
+}
+
+
+def broken_field(event: NormalizedEvent) -> str:
+    """The one checked field in which ``event`` differs from GOOD."""
+    (field,) = [f for f in FIELD_CHECKS if getattr(event, f) != getattr(GOOD, f)]
+    return field
+
+
+def labelled(rows: dict[str, NormalizedEvent]) -> list[NormalizedEvent]:
+    """The rows with their label as actor, and as id unless the id is what is broken."""
+    return [replace(e, source_event_id=e.source_event_id and label, actor=label) for label, e in rows.items()]
+
+
+def test_both_stores_flag_exactly_the_rows_outside_the_normalized_shape(tmp_path: Path) -> None:
+    assert {broken_field(e) for e in BAD.values()} == set(FIELD_CHECKS)  # a bad row for every checked field
+    every = {"good": GOOD, **EDGES, **BAD}
+    with fresh_database() as url:
+        for store_url in (f"sqlite:///{tmp_path}/shape.db", url):
+            with open_store(store_url) as s:
+                assert s.write_events(labelled(every), run_id="r") == WriteResult(len(every), 0)
+                flagged = {r[0] for r in s._rows(f"SELECT actor FROM pulled_events WHERE {s.INVALID_ROW}", [])}
+                assert flagged == set(BAD), store_url
+                integrity = s.integrity(source="s", run_id="r")
+                assert (integrity.rows, integrity.invalid_rows) == (len(every), len(BAD))
+
+
+def test_normalization_refuses_what_the_stores_flag_and_keeps_the_edges() -> None:
+    """The same rule seen from the engine: each bad value above is a reject, each edge is kept as is."""
+    rules = {
+        "source_event_id": normalize_event_id,
+        "event_timestamp": normalize_timestamp,
+        "cost_usd": normalize_cost,
+        "tokens_input": lambda v: normalize_count("tokens_input", v),
+        "tokens_output": lambda v: normalize_count("tokens_output", v),
+    }
+    for event in BAD.values():
+        field = broken_field(event)
+        if field != "raw_payload":  # the engine writes raw_payload itself: JSON always
+            with pytest.raises(NormalizationError):
+                rules[field](getattr(event, field))
+    for event in EDGES.values():
+        assert all(rule(getattr(event, field)) == getattr(event, field) for field, rule in rules.items())
+
+
+def test_timestamps_are_the_engines_text_on_both_stores(store: TraceStore) -> None:
+    """What each store writes itself (pulled_at) and reads back is TIMESTAMP_FORMAT text, fixed width."""
+    store.write_events(labelled(EDGES), run_id="r")
+    rows = store.tail()
+    assert [r["event_timestamp"] for r in rows] == [e.event_timestamp for e in EDGES.values()]
+    for row in rows:
+        pulled_at = row["pulled_at"]
+        written = datetime.strptime(pulled_at, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        assert len(pulled_at) == TIMESTAMP_WIDTH and format_timestamp(written) == pulled_at
+        assert abs(datetime.now(UTC) - written) < timedelta(minutes=5)  # UTC, not the database's local time
+    hours = {e.event_timestamp[: len("2026-03-01T10")]: 1 for e in EDGES.values()}
+    assert len(hours) == len(EDGES) and store.hour_counts(source="s", run_id="r") == hours
 
 
 def test_wal_lets_a_reader_read_while_a_writer_holds_a_transaction(tmp_path: Path) -> None:

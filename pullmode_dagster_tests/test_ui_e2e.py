@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pullmode_dagster.defs.pull_now import summarize
+from pullmode_dagster.cli.pull import summarize
 
 from .ui_helpers import (
     PNG_SIGNATURE,

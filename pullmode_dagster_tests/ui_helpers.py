@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pullmode_dagster.defs.pull_now import PullOutcome, pull_sources
+from pullmode_dagster.cli.pull import PullOutcome, pull_sources
 from pullmode_dagster.demo.run import CLAUDE_URL_ENV, TOKEN_URL_ENV, start_api, start_bucket, start_copilot
 from pullmode_dagster.demo.setup import prepare_demo
 

@@ -1,11 +1,8 @@
 """``pullmode_failure_alerts``: one alert for every failed run that touched a source asset, and for
 every failed ERROR-severity check of one.
 
-Alerts are POSTed as JSON to ``$PULLMODE_ALERT_WEBHOOK_URL`` (Slack-compatible ``text``, plus
-``kind``, ``source``, ``run_id``, ``partition``, ``error`` and ``run_url``); without a URL they are
-logged only. New failures are read from the event log with a cursor, queued in the sensor's own
-cursor, and each is sent once: a webhook that is down is tried again on later evaluations, at most
-``MAX_ATTEMPTS`` times, and the sensor never fails because of it.
+POSTed as JSON to ``$PULLMODE_ALERT_WEBHOOK_URL`` (logged only without it); each is sent once, retried
+while the webhook is down. Design: docs/design/monitoring.md#alerts
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ from pydantic import Field
 
 from ..engine.adapters import ADAPTERS, Window
 from ..engine.config import SourceConfig
+from ..engine.credentials import ResolvedCredentials
 from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
 from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
-from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from ..engine.store.schema import COLUMN_KINDS, DAGSTER_TYPE_NAMES
 from .checks import check_results, check_specs
@@ -205,10 +205,10 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             # its process died marks it failed (defs/recovery.py).
             context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: process_identity()})
         checkpoints = CheckpointRecorder(context, key, start)
-        redact = Redactor()
+        secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
         try:
+            # Resolved once: the pull uses them, and the failure paths below redact with them.
             secrets = credentials.resolve(source)
-            redact = Redactor(secrets.values())
             with trace_store.lock(source.name, poll=window is None), trace_store.open() as store:
                 report = run_pull(
                     source,
@@ -229,9 +229,9 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             raise dg.Failure(description=str(exc), metadata={**partial, **checkpoints.failed()}) from None
         except Exception as exc:
             # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
-            context.log.error(redact(traceback.format_exc()))
+            context.log.error(secrets.redact(traceback.format_exc()))
             raise dg.Failure(
-                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {redact(exc)}",
+                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {secrets.redact(exc)}",
                 metadata=checkpoints.failed(),
             ) from None
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):

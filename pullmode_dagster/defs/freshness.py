@@ -1,10 +1,8 @@
 """Each source asset's freshness policy, derived from its cron: a source whose poller stopped, or
 whose pulls keep failing, turns visibly stale in the UI.
 
-Rule: with ``interval`` the longest gap between two of the cron's ticks, the asset warns when no
-pull has succeeded for two intervals and fails after three (at least 10 and 15 minutes, so a
-one-minute cron is not flagged for one slow pull). A poll that finds nothing new still
-materializes the asset, so a quiet source stays fresh.
+It warns after two cron intervals without a successful pull and fails after three.
+Design (the rule): docs/design/monitoring.md#freshness
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """How a downstream asset receives a source's events: ``ingestion/<name>`` as an input, annotated
 ``pandas.DataFrame`` or ``pyarrow.Table``.
 
-It is an IO manager bound to every source asset because that is how Dagster hands an upstream asset
-to a downstream one: the downstream asset only declares its input and its type. Its write is a
-no-op: a pull stores its events itself, batch by batch as it goes (that is what checkpoints and
-dedup rely on), so there is nothing left to write when the step ends, and loading never changes
-what is stored. Reads are batched by the store (see ``engine/store/arrow.py``).
+An IO manager on every source asset; its write is a no-op, because a pull stores its events itself,
+batch by batch as it goes. Design: docs/design/exports-and-arrow.md#the-io-manager
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ class TraceStoreEventsIOManager(dg.ConfigurableIOManager):
     trace_store: TraceStoreResource
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """Nothing to write: the pull already stored the events (see the module docstring)."""
+        """Nothing to write: the pull already stored the events (docs/design/exports-and-arrow.md says why)."""
 
     def load_input(self, context: dg.InputContext) -> Any:
         # Imported here: a code location that never loads events never imports pyarrow or pandas.

@@ -1,10 +1,8 @@
 """Dead-run recovery: a pull whose process died must not hold its source.
 
-Every poll run records which process executes it (``pullmode/process``: host, pid and the process's
-start time, so a reused pid is not mistaken for the owner). A poller evaluation or ``pullmode pull``
-on the same host that finds such a run still "in progress" while its process is gone marks it
-failed, with a message saying why; the poller then commits the run's last checkpoint and pulls on.
-Runs on other hosts are left to Dagster's run monitoring (``dagster.yaml``).
+Every poll run records the process that executes it; a run still "in progress" whose process is gone
+(same host) is marked failed, and the poller commits its last checkpoint and pulls on.
+Design: docs/design/poller.md#dead-run-recovery
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..engine.adapters import PullContext, S3ClientSpec
 from ..engine.config import SourceConfig
-from ..engine.credentials import resolve_credentials
-from ..engine.http import MAX_ATTEMPTS_ENV, RetryPolicy
+from ..engine.credentials import ResolvedCredentials
+from ..engine.http import BACKOFF_INITIAL_ENV, BACKOFF_MAX_ENV, MAX_ATTEMPTS_ENV, RetryPolicy
 from ..engine.locks import source_lock
 from ..engine.pull import DEFAULT_BATCH_SIZE
 from ..engine.store import STORE_URL_ENV, TraceStore, open_store
@@ -29,12 +29,13 @@ if TYPE_CHECKING:
 
 
 class CredentialsResource(dg.ConfigurableResource):
-    """Resolves a source's credential refs (``{env: ...}`` / ``{file: ...}``) on every call: a
-    rotated secret is picked up by the next run, and no value is ever kept in the process."""
+    """Resolves a source's credential refs (``{env: ...}`` / ``{file: ...}``) on every call, through
+    the engine (:meth:`ResolvedCredentials.for_source`): a rotated secret is picked up by the next
+    run, and no value is kept in the process. A resource so that tests can swap it."""
 
-    def resolve(self, source: SourceConfig) -> dict[str, str]:
-        base_dir = source.file.parent if source.file else None
-        return resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir)
+    def resolve(self, source: SourceConfig) -> ResolvedCredentials:
+        """The secrets for one pull, with the redactor built from them."""
+        return ResolvedCredentials.for_source(source)
 
 
 class StaticCredentialsResource(CredentialsResource):
@@ -42,8 +43,8 @@ class StaticCredentialsResource(CredentialsResource):
 
     values: dict[str, dict[str, str]] = Field(default_factory=dict, description="source name -> key -> secret")
 
-    def resolve(self, source: SourceConfig) -> dict[str, str]:
-        return dict(self.values.get(source.name, {}))
+    def resolve(self, source: SourceConfig) -> ResolvedCredentials:
+        return ResolvedCredentials(self.values.get(source.name, {}))
 
 
 class TraceStoreResource(dg.ConfigurableResource):
@@ -70,28 +71,45 @@ class TraceStoreResource(dg.ConfigurableResource):
 
 
 class PullSettingsResource(dg.ConfigurableResource):
-    """How pulls behave: the retry policy and the write batch size."""
+    """How pulls behave: the retry policy and the write batch size. A setting left unset comes from
+    its environment variable at run time (``RetryPolicy.from_env``, as without Dagster), else the
+    default; ``default_resources`` binds the variables a deployment sets as ``dg.EnvVar``."""
 
     max_attempts: int | None = Field(
         default=None, description="attempts per request (429, 5xx, timeouts); default $PULLMODE_MAX_ATTEMPTS, else 5"
     )
-    backoff_initial_seconds: float | None = Field(
+    # The two backoffs are seconds, but typed as text: Dagster has no float source, so a float
+    # field cannot take a dg.EnvVar (and the UI could not name the variable). The engine parses
+    # them (RetryPolicy.from_env); a number given in Python is kept as its text.
+    backoff_initial_seconds: str | None = Field(
         default=None,
-        description="first backoff, doubling per attempt; default $PULLMODE_BACKOFF_INITIAL_SECONDS, else 1",
+        description="first backoff in seconds, doubling per attempt; default $PULLMODE_BACKOFF_INITIAL_SECONDS, else 1",
     )
-    backoff_max_seconds: float | None = Field(
-        default=None, description="longest backoff; default $PULLMODE_BACKOFF_MAX_SECONDS, else 30"
+    backoff_max_seconds: str | None = Field(
+        default=None, description="longest backoff in seconds; default $PULLMODE_BACKOFF_MAX_SECONDS, else 30"
     )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="events per store transaction")
 
-    def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
-        defaults = RetryPolicy()
-        retry = RetryPolicy(
-            max_attempts=self.max_attempts or defaults.max_attempts,
-            backoff_initial=self.backoff_initial_seconds or defaults.backoff_initial,
-            backoff_max=self.backoff_max_seconds or defaults.backoff_max,
+    @field_validator("backoff_initial_seconds", "backoff_max_seconds", mode="before")
+    @classmethod
+    def _seconds_as_text(cls, value: object) -> object:
+        """A number given in Python (tests: ``backoff_initial_seconds=0.01``); 0 counts as unset."""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value) if value else None
+        return value
+
+    def retry_policy(self) -> RetryPolicy:
+        """The policy these settings make; a setting of 0 (or blank) counts as unset, as it always has."""
+        return RetryPolicy.from_env(
+            max_attempts=self.max_attempts or None,
+            backoff_initial=self.backoff_initial_seconds or None,
+            backoff_max=self.backoff_max_seconds or None,
         )
-        return PullContext(logger=logger, retry=retry, s3_client_factory=s3_client_factory(s3) if s3 else None)
+
+    def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
+        return PullContext(
+            logger=logger, retry=self.retry_policy(), s3_client_factory=s3_client_factory(s3) if s3 else None
+        )
 
 
 def s3_client_factory(defaults: S3Resource) -> Callable[[S3ClientSpec], Any]:
@@ -128,7 +146,9 @@ def default_resources(*, s3: bool = True) -> dict[str, object]:
         # which variable a resource reads (never its value: a store URL may hold a password).
         "trace_store": TraceStoreResource(url=dg.EnvVar(STORE_URL_ENV) if os.environ.get(STORE_URL_ENV) else None),
         "pull_settings": PullSettingsResource(
-            max_attempts=dg.EnvVar.int(MAX_ATTEMPTS_ENV) if os.environ.get(MAX_ATTEMPTS_ENV) else None
+            max_attempts=dg.EnvVar.int(MAX_ATTEMPTS_ENV) if os.environ.get(MAX_ATTEMPTS_ENV) else None,
+            backoff_initial_seconds=dg.EnvVar(BACKOFF_INITIAL_ENV) if os.environ.get(BACKOFF_INITIAL_ENV) else None,
+            backoff_max_seconds=dg.EnvVar(BACKOFF_MAX_ENV) if os.environ.get(BACKOFF_MAX_ENV) else None,
         ),
     }
     if s3:

@@ -1,13 +1,8 @@
 """A poller sensor's stored cursor, read and written outside the daemon (``pullmode pull``).
 
-The daemon keys sensor state by the code location named in ``workspace.yaml``; this module derives
-the same origin and selector from that file (without starting a code server), exactly as
-``dagster sensor cursor --set`` addresses it.
-
-Dagster 1.13 has no public Python API for a sensor's cursor (only the ``dagster sensor cursor``
-command and the GraphQL mutation, both of which need a code server, seconds per call), so this is
-the one module in the package that imports ``dagster._core``. ``test_sensor_state.py`` checks it
-against ``dagster sensor cursor`` itself, so a Dagster upgrade that moves the state fails there.
+Addressed exactly as ``dagster sensor cursor --set`` does; Dagster has no public API for it, so this is
+the one module in the package that imports ``dagster._core``.
+Design: docs/design/poller.md#sensor-state
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """The poller sensor: one per source, owning both the cron and the committed cursor.
 
-Dagster writes a sensor's cursor when the tick has *launched* its runs, not when they succeed, so
-the poller checks the outcome itself: its cursor holds the committed pull cursor plus the pull in
-flight, and the committed cursor moves only when that run has succeeded, to the ``cursor_after`` the
-run reported in its materialization metadata. A failed or canceled run leaves it unchanged; the next
-tick pulls again from it and dedup absorbs the overlap. Sensor cursor format (README, "The cursor")::
-
-    {"committed": {"v": 1, "watermark": "..."},
-     "in_flight": {"pull_id": "acme_audit:2026-03-01T10:05:00Z", "tick": "...", "requested_at": "...",
-                   "partition_key": "2026-03-01", "via": "sensor"},
-     "last_tick": "2026-03-01T10:05:00Z",
-     "last_pull": {"pull_id": "...", "run_id": "...", "status": "SUCCESS"}}
-
-Setting the cursor to a bare cursor state (``{"watermark": "2026-02-01T00:00:00Z"}``) rewinds the
-source: it becomes the committed cursor.
+Its cursor holds the committed pull cursor plus the pull in flight; the committed cursor moves only
+when that run has succeeded (Dagster writes a sensor's cursor at launch, not at success).
+Design (and the sensor cursor format): docs/design/poller.md#the-poller-sensor
 """
 
 from __future__ import annotations
@@ -82,7 +71,7 @@ class InFlight:
 
 
 @dataclass(frozen=True)
-class PollerState:
+class PollPlanState:
     """What the poller sensor keeps in its cursor."""
 
     committed: CursorState = field(default_factory=CursorState)
@@ -94,7 +83,7 @@ class PollerState:
     next evaluation pulls on without waiting for the cron, so a backlog drains at full speed."""
 
     @classmethod
-    def from_json(cls, text: str | None) -> PollerState:
+    def from_json(cls, text: str | None) -> PollPlanState:
         doc = load_object(text, what="sensor cursor")
         if doc is None:
             return cls()
@@ -132,7 +121,7 @@ class PollerState:
 
 @dataclass
 class PollDecision:
-    state: PollerState
+    state: PollPlanState
     run_request: dg.RunRequest | None = None
     skip_reason: str | None = None
     log: list[str] = field(default_factory=list)
@@ -175,8 +164,11 @@ def run_checkpoint(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) 
     return CursorState.from_dict(latest) if latest is not None else None
 
 
-class Poller:
-    """The decision a poller makes on each evaluation; shared by the sensor and ``pullmode pull``."""
+class PollPlanner:
+    """The decision a poller makes on each evaluation; shared by the sensor and ``pullmode pull``.
+
+    It plans when and from which cursor to pull; the engine's :class:`~pullmode_dagster.Puller`
+    does the pulling (hence the different name)."""
 
     def __init__(self, source: SourceConfig, partitions_def: dg.PartitionsDefinition, op_name: str):
         self.source = source
@@ -196,8 +188,8 @@ class Poller:
         )
 
     def settle(
-        self, state: PollerState, instance: dg.DagsterInstance, now: datetime, log: list[str]
-    ) -> tuple[PollerState, dg.DagsterRun | None]:
+        self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime, log: list[str]
+    ) -> tuple[PollPlanState, dg.DagsterRun | None]:
         """Resolve the pull in flight: commit its cursor if its run succeeded, forget it if it failed.
         Also returns the run of a pull still in flight (None when there is none, or it has no run yet)."""
         flight = state.in_flight
@@ -244,7 +236,7 @@ class Poller:
 
     def decide(
         self,
-        state: PollerState,
+        state: PollPlanState,
         *,
         instance: dg.DagsterInstance,
         now: datetime,
@@ -268,7 +260,7 @@ class Poller:
             return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
         return self._request(state, due, now=now, force=force, via=via, log=log)
 
-    def _still_in_flight(self, state: PollerState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
+    def _still_in_flight(self, state: PollPlanState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
         flight = state.in_flight
         assert flight is not None
         if run is None and flight.via == "sensor":
@@ -277,7 +269,7 @@ class Poller:
         where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
         return PollDecision(state, skip_reason=f"pull {flight.pull_id} in flight: {where}", log=log)
 
-    def _due(self, state: PollerState, now: datetime, force: bool) -> tuple[datetime | None, str | None]:
+    def _due(self, state: PollPlanState, now: datetime, force: bool) -> tuple[datetime | None, str | None]:
         """When the pull to request is for (None, with the reason, when nothing is due): now when
         forced or a backlog remains, else the latest cron tick not yet pulled."""
         if force or state.more_to_pull:
@@ -299,7 +291,7 @@ class Poller:
         return active[0].run_id if active else None
 
     def _request(
-        self, state: PollerState, due: datetime, *, now: datetime, force: bool, via: str, log: list[str]
+        self, state: PollPlanState, due: datetime, *, now: datetime, force: bool, via: str, log: list[str]
     ) -> PollDecision:
         """Mint the pull (its id is the run key: one run per cron tick) and put it in flight."""
         partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
@@ -327,7 +319,7 @@ class Poller:
 
 
 def build_poller_sensor(
-    source: SourceConfig, job: dg.UnresolvedAssetJobDefinition, poller: Poller, *, clock: Clock = utc_now
+    source: SourceConfig, job: dg.UnresolvedAssetJobDefinition, poller: PollPlanner, *, clock: Clock = utc_now
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=poller_name(source.name),
@@ -339,7 +331,7 @@ def build_poller_sensor(
     )
     def poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         try:
-            state = PollerState.from_json(context.cursor)
+            state = PollPlanState.from_json(context.cursor)
         except CursorFormatError as exc:
             raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
         decision = poller.decide(state, instance=context.instance, now=clock())

@@ -1,13 +1,7 @@
 """The demo API: feeds shaped like the vendors' documented APIs, on loopback (Copilot Studio's
 Dataverse and identity platform are ``vendors/copilot.py``, started beside it).
 
-- ``/v1/compliance/activities``: the Anthropic Compliance Activity Feed (``vendors/claude.py``).
-- ``/v1/usage/events``: a generic usage feed with cost and tokens, a body cursor, and a few
-  malformed records so the demo shows rejects.
-
-Events exist on a fixed time grid (one every ``spacing`` seconds since 2026-01-01), visible when
-they are in the past and at most ``history`` old: ids are stable across restarts and new events
-keep arriving while the API runs.
+Design (the routes, the time grid): docs/design/demo.md#the-demo-api
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
 def daily_costs(fallback_home: Path) -> str:
     """Today's partition of the downstream asset ``usage/daily_cost_by_actor``, materialized from
     the events just pulled, as a project's own asset would be."""
-    from ..defs.pull_now import console_loggers, open_instance
+    from ..cli.pull import console_loggers, open_instance
     from .definitions import COST_JOB, build_demo_definitions
 
     day = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -107,7 +107,7 @@ def run_demo(
     *, port: int | None = None, root: Path = DEMO_ROOT, echo: Callable[[str], None] = print, ui: bool = False
 ) -> bool:
     """True when every demo source was pulled."""
-    from ..defs.pull_now import pull_sources
+    from ..cli.pull import pull_sources
 
     api = start_api(port)
     bucket = start_bucket(None if port is None else 0, echo)

@@ -2,6 +2,8 @@
 
 A ref says where a secret lives (``{env: VAR}`` or ``{file: path}``); it is resolved at the start of
 every pull and never cached, so a rotated secret is picked up by the next pull.
+:meth:`ResolvedCredentials.for_source` is the one place a pull's secrets are read and its redactor
+built; the engine and the Dagster asset both use what it returns.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import CredentialError
 from .files import read_capped
+from .redaction import Redactor
+
+if TYPE_CHECKING:
+    from .config import SourceConfig  # config.py imports this module
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 """A secret file holds one secret: anything larger is the wrong file (or an endless one)."""
@@ -132,3 +139,24 @@ def resolve_credentials(
         except CredentialError as exc:
             raise CredentialError(f"source {source_name!r}: credential {key!r}: {exc}") from None
     return values
+
+
+class ResolvedCredentials:
+    """One pull's secrets with the redactor built from them, so whoever reports the pull's errors
+    (the engine, the Dagster asset) redacts with exactly the secrets the pull uses. Built once per
+    pull: the redactor's pattern costs something to compile."""
+
+    __slots__ = ("redact", "values")
+
+    def __init__(self, values: Mapping[str, str] | None = None):
+        self.values: dict[str, str] = dict(values or {})
+        self.redact = Redactor(self.values.values())
+
+    @classmethod
+    def for_source(cls, source: SourceConfig) -> ResolvedCredentials:
+        """``source``'s credential refs, read now (a relative file ref is relative to the source's file)."""
+        base_dir = source.file.parent if source.file else None
+        return cls(resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir))
+
+    def __repr__(self) -> str:
+        return f"ResolvedCredentials(keys={sorted(self.values)!r})"  # never the values

@@ -1,15 +1,8 @@
 """The cursor state: a small JSON document that says where the next pull starts.
 
-The engine returns it with every pull; the caller commits it only after the pull's events are
-safely in the store (in Dagster: after the run succeeded). It is flat JSON (README, "The cursor")::
-
-    {"v": 1, "watermark": "2026-01-01T00:00:00.000000Z", "high_water": "...", "page_cursor": "..."}
-
-The engine owns ``watermark`` (the newest ``event_timestamp`` of the last drained pull) and
-``high_water`` (the newest seen by an unfinished pagination; it becomes the watermark when that
-pagination drains). Every other field is the adapter's *position* (``page_cursor`` for
-http_polling, ``after_key`` for s3_polling, a position per stream for openai_compliance), which the
-adapter validates with its own model. ``{}`` (or an empty sensor cursor) means "from the beginning".
+The engine owns ``watermark`` and ``high_water``; every other field is the adapter's *position*. The
+caller commits it only after the pull's events are safely in the store.
+Design: docs/design/poller.md#the-cursor-state
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """The normalized event: the one place where a record becomes (or fails to become) one.
 
-Every adapter hands raw records to :func:`normalize`; whatever it returns is either a valid
-:class:`NormalizedEvent` or a :class:`Reject` that says why. Nothing is dropped silently.
-
-A record is stored only when both stores can keep it faithfully; anything else is rejected with a
-reason, and the Reject itself is always storable text:
-
-- **Lone surrogates** (``"\\ud800"``: ``json.loads`` produces them) anywhere in the record: rejected.
-  Such text is not Unicode, so it cannot be written as UTF-8, and its ``\\uXXXX`` escape breaks
-  ``raw_payload::json`` on Postgres (the row would fail the integrity check and every JSON query
-  over it). The reject keeps the record as ASCII-escaped JSON, which loses nothing.
-- **NaN and Infinity** anywhere in the record: rejected (JSON cannot represent them, so there is no
-  valid ``raw_payload``); the reject keeps them spelled ``NaN`` / ``Infinity``.
-- **Nesting too deep to serialize**, circular or otherwise unserializable records: rejected; the
-  reject keeps an iterative (depth-proof) rendering.
-- **Timestamps**: years 1000-9999 in UTC only. Earlier years, or an offset that moves the instant
-  outside 0001-9999, are rejected ("out of range"), so the stored text is always fixed width.
-- **Tokens**: whole numbers 0 to 2^63-1 (a signed 64-bit integer: SQLite INTEGER, Postgres bigint),
-  checked exactly on integers and integer strings; above that, rejected as out of range.
-- **Cost**: a finite float; numbers or strings that overflow a float are rejected as out of range.
-- **source_event_id** holding a NUL character: rejected (Postgres text cannot hold NUL and a key must
-  be the same on both stores). A NUL in ``actor``/``action``/``target`` is kept (Postgres stores
-  U+FFFD there; ``raw_payload`` keeps the ``\\u0000`` escape).
-
-Fast paths (issue #13) give the same results as these rules, only sooner: a page decoded by msgspec
-(:func:`decode_json`) has its payloads written by msgspec when they are the same text
-(:func:`plain_payloads`); each field rule returns its common case first (an ASCII string, an int in
-range, a UTC timestamp in the usual shape); a pull carries events as :data:`EventRow` tuples.
+:func:`normalize` returns a valid :class:`NormalizedEvent` or a :class:`Reject` that says why; nothing is
+dropped silently, and a record is stored only when both stores can keep it faithfully.
+Design (the rules, the fast paths): docs/design/normalization.md#the-normalized-event
 """
 
 from __future__ import annotations
@@ -38,9 +14,9 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import MAXYEAR, UTC, date, datetime
 from json.encoder import encode_basestring_ascii
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import msgspec
 
@@ -62,8 +38,32 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 MIN_YEAR = 1000
 """Earliest year stored: below it the text is not fixed-width on every store."""
 
+MAX_YEAR = MAXYEAR
+"""Latest year stored (9999): the last a four-digit year, and a datetime, can hold."""
+
+TIMESTAMP_WIDTH = len(datetime(MAX_YEAR, 12, 31).strftime(TIMESTAMP_FORMAT))
+"""Characters in every stored timestamp (27)."""
+
 MAX_TOKENS = 2**63 - 1
 """Largest token count: a signed 64-bit integer (SQLite INTEGER, Postgres bigint)."""
+
+Check = Literal["timestamp", "non_negative", "non_empty", "json"]
+"""A kind of rule a stored field obeys. ``timestamp``: :data:`TIMESTAMP_FORMAT` text (UTC) in years
+:data:`MIN_YEAR` to :data:`MAX_YEAR`; ``non_negative``: a number, 0 or more; ``non_empty``: text
+other than ``""``; ``json``: JSON text."""
+
+FIELD_CHECKS: dict[str, Check] = {
+    "source_event_id": "non_empty",
+    "event_timestamp": "timestamp",
+    "cost_usd": "non_negative",
+    "tokens_input": "non_negative",
+    "tokens_output": "non_negative",
+    "raw_payload": "json",
+}
+"""What every stored event satisfies, field by field: the normalized shape. :func:`normalize_row`
+guarantees it (with stricter rules besides: finite, whole, at most :data:`MAX_TOKENS`, no NUL in a
+key); each store generates its integrity predicate (``TraceStore.INVALID_ROW``) from it, so the two
+stores flag the same rows, and the tests hold normalization to the same examples."""
 
 _SHOWN = 200
 """At most this many characters of a value are quoted in a reason."""
@@ -181,6 +181,21 @@ def _write_repr_float(value: Any) -> msgspec.Raw:
 _msgspec_encode = msgspec.json.Encoder(enc_hook=_write_repr_float).encode
 
 
+def _plain_float(text: str) -> float:
+    """A JSON number as ``float()`` reads it; one msgspec would write otherwise than ``repr`` as
+    :class:`ReprFloat`; one beyond the float range (``1e999``) stops the fast decoding."""
+    value = float(text)
+    if 1e-4 <= value < 1e16 or -1e16 < value <= -1e-4 or value == 0.0:
+        return value  # msgspec writes it as repr does
+    if math.isinf(value):
+        raise ValueError("a number beyond the float range: json.loads reads it, the document is not plain")
+    return ReprFloat(value)
+
+
+_plain_decoder = msgspec.json.Decoder(float_hook=_plain_float)
+"""One decoder for every document (it keeps no state between calls): an NDJSON file is one call a line."""
+
+
 def decode_json(data: bytes) -> tuple[Any, bool]:
     """A JSON document, and whether it is *plain*: only dicts with str keys, lists, str, int, bool,
     None and finite floats, no lone surrogate, so that :func:`plain_payloads` writes its records.
@@ -191,20 +206,8 @@ def decode_json(data: bytes) -> tuple[Any, bool]:
     decoded by it, as always, and is not plain: such records take the general path, which rejects
     what cannot be stored. ``json.loads``' errors (ValueError, RecursionError) are the errors of this
     function."""
-    plain = True
-
-    def parse_float(text: str) -> float:
-        nonlocal plain
-        value = float(text)
-        if 1e-4 <= value < 1e16 or -1e16 < value <= -1e-4 or value == 0.0:
-            return value  # msgspec writes it as repr does
-        if math.isinf(value):  # a number beyond the float range (1e999), as json.loads reads it
-            plain = False
-            return value
-        return ReprFloat(value)
-
     try:
-        return msgspec.json.Decoder(float_hook=parse_float).decode(data), plain
+        return _plain_decoder.decode(data), True
     except (msgspec.DecodeError, ValueError, RecursionError):
         return json.loads(data), False
 
@@ -383,7 +386,7 @@ def stable_event_id(raw: Any) -> str:
 
 
 def _out_of_range(value: Any) -> NormalizationError:
-    return NormalizationError(f"event_timestamp is out of range (years {MIN_YEAR}-9999 in UTC): {show(value)}")
+    return NormalizationError(f"event_timestamp is out of range (years {MIN_YEAR}-{MAX_YEAR} in UTC): {show(value)}")
 
 
 def _parse_iso(value: str) -> datetime:
@@ -433,7 +436,8 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def format_timestamp(value: datetime) -> str:
-    """Fixed-width UTC text, ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the year always has four digits)."""
+    """Fixed-width UTC text, :data:`TIMESTAMP_FORMAT` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``) with the year
+    always four digits, which ``strftime`` does not promise below the year 1000."""
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 

@@ -1,9 +1,8 @@
 """The one HTTP client setup and the one retry policy.
 
-Every request of every adapter goes through :class:`HttpSession.send`: timeouts, retries on 429,
-5xx and network errors with exponential backoff that honours ``Retry-After``, an optional request
-rate budget, and messages that never carry a secret. Tests hand in an ``httpx`` transport instead of
-patching anything.
+Every request of every adapter goes through :class:`HttpSession.send`; :meth:`RetryPolicy.from_env` is
+the one place the deployment's ``PULLMODE_*`` retry variables are read.
+Design: docs/design/http-and-secrets.md#http-client
 """
 
 from __future__ import annotations
@@ -39,31 +38,60 @@ for _name in ("httpx", "httpcore"):
 
 
 MAX_ATTEMPTS_ENV = "PULLMODE_MAX_ATTEMPTS"
+BACKOFF_INITIAL_ENV = "PULLMODE_BACKOFF_INITIAL_SECONDS"
+BACKOFF_MAX_ENV = "PULLMODE_BACKOFF_MAX_SECONDS"
 
 
-def _env_number(name: str, default: float) -> float:
-    """A deployment-wide default from the environment (``PULLMODE_MAX_ATTEMPTS`` and friends)."""
-    text = os.environ.get(name, "").strip()
+def _setting(name: str, value: float | str | None, default: float) -> float:
+    """A retry setting, greater than 0: ``value`` as given, text from the environment (blank is
+    unset) or a number; ``name`` is its environment variable, for messages."""
+    if isinstance(value, str):
+        value = value.strip() or None
+    if value is None:
+        return default
     try:
-        value = float(text) if text else default
+        number = float(value)
     except ValueError:
         raise PullError(f"{name}: not a number") from None
-    if value <= 0:
+    if number <= 0:
         raise PullError(f"{name}: must be greater than 0")
-    return value
+    return number
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """When to try a request again, and how long to wait first. The defaults can be set for a whole
-    deployment with ``PULLMODE_MAX_ATTEMPTS``, ``PULLMODE_BACKOFF_INITIAL_SECONDS`` and
-    ``PULLMODE_BACKOFF_MAX_SECONDS``."""
+    """When to try a request again, and how long to wait first. The fields are the whole policy;
+    :meth:`from_env` is where a deployment's settings come in."""
 
-    max_attempts: int = field(default_factory=lambda: int(_env_number(MAX_ATTEMPTS_ENV, 5)))
-    backoff_initial: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_INITIAL_SECONDS", 1.0))
-    backoff_max: float = field(default_factory=lambda: _env_number("PULLMODE_BACKOFF_MAX_SECONDS", 30.0))
+    max_attempts: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
     retry_after_max: float = 300.0
     retry_statuses: frozenset[int] = field(default=frozenset({408, 425, 429, 500, 502, 503, 504, 529}))
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        max_attempts: int | str | None = None,
+        backoff_initial: float | str | None = None,
+        backoff_max: float | str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> RetryPolicy:
+        """The deployment's policy, and the one place its variables are read: each setting as given
+        (a Dagster resource's field, which Dagster may have read from the variable itself), else
+        ``PULLMODE_MAX_ATTEMPTS``, ``PULLMODE_BACKOFF_INITIAL_SECONDS`` or
+        ``PULLMODE_BACKOFF_MAX_SECONDS``, else the default. Read once per pull, never per request."""
+        env = os.environ if environ is None else environ
+
+        def pick(given: float | str | None, name: str, default: float) -> float:
+            return _setting(name, env.get(name) if given is None else given, default)
+
+        return cls(
+            max_attempts=int(pick(max_attempts, MAX_ATTEMPTS_ENV, cls.max_attempts)),
+            backoff_initial=pick(backoff_initial, BACKOFF_INITIAL_ENV, cls.backoff_initial),
+            backoff_max=pick(backoff_max, BACKOFF_MAX_ENV, cls.backoff_max),
+        )
 
     def retries(self, response: httpx.Response) -> bool:
         """Whether this response is tried again. ``x-should-retry: false`` (Anthropic's APIs) says

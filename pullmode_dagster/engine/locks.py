@@ -1,11 +1,8 @@
 """One pull per source at a time: a lock beside the trace store that the operating system releases.
 
-Whoever pulls a source from its cursor (a poll run, ``pullmode pull``) holds the source's lock for
-the whole pull. It lives where the events go, so every process that can write them sees it: a file
-lock (``flock``) next to a SQLite store, a session advisory lock on a Postgres store. Both vanish
-with the process that held them (SIGKILL, OOM, a lost machine's connection), so a crash never
-leaves a source locked. The lock is re-entrant within a process: ``pullmode pull`` takes it before
-deciding, and the run it executes in process takes it again.
+A file lock (``flock``) next to a SQLite store, a session advisory lock on a Postgres store; both vanish
+with the process that held them, and the lock is re-entrant within a process.
+Design: docs/design/trace-store.md#locks
 """
 
 from __future__ import annotations
@@ -29,7 +26,18 @@ _guard = threading.Lock()
 
 
 class SourceBusy(PullmodeError):
-    """Another process is pulling this source right now."""
+    """Another process is pulling this source right now: ``holder`` says which."""
+
+    def __init__(self, source: str, holder: str):
+        super().__init__(f"source {source!r}: {self.reason(holder)}")
+        self.source, self.holder = source, holder
+
+    def __reduce__(self) -> tuple[type[SourceBusy], tuple[str, str]]:
+        return SourceBusy, (self.source, self.holder)  # pickles (process pools) with its own arguments
+
+    @staticmethod
+    def reason(holder: str) -> str:
+        return f"another pull is running ({holder})"
 
 
 def holder_label() -> str:
@@ -79,7 +87,7 @@ def _file_lock(url: str, source: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise SourceBusy(f"source {source!r}: another pull is running ({holder})") from None
+            raise SourceBusy(source, holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, holder_label().encode(), 0)
         try:
@@ -114,7 +122,7 @@ def _postgres_lock(url: str, source: str) -> Iterator[None]:
                 (LOCK_CLASS, objid & 0xFFFFFFFF),
             ).fetchone()
             holder = row[0].split(": ", 1)[-1] if row and row[0] else "another process"
-            raise SourceBusy(f"source {source!r}: another pull is running ({holder})")
+            raise SourceBusy(source, holder)
         try:
             yield
         finally:

@@ -8,7 +8,7 @@ must happen only after this function returned (the events are then in the store)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -16,13 +16,12 @@ from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
 from .config import SourceConfig
-from .credentials import resolve_credentials
+from .credentials import ResolvedCredentials
 from .cursor import CursorState
 from .errors import PullError, PullmodeError
 from .events import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
 from .http import DeadlineReached
 from .mapping import EventMapper
-from .redaction import Redactor
 from .store import TraceStore
 
 T = TypeVar("T")
@@ -108,19 +107,25 @@ class PullReport:
         return f"{self.source_name}: {', '.join(parts)} ({state}, {self.duration_seconds:.1f}s)"
 
 
+Credentials = ResolvedCredentials | Mapping[str, str]
+"""What a caller may hand a pull: credentials it resolved (``ResolvedCredentials.for_source``, whose
+redactor it also uses itself) or plain values (tests, scripts)."""
+
+
 def build_puller(
     source: SourceConfig,
     *,
-    credentials: dict[str, str] | None = None,
+    credentials: Credentials | None = None,
     context: PullContext | None = None,
 ) -> Puller:
-    """A puller for ``source`` with freshly resolved credentials (never cached between pulls)."""
+    """A puller for ``source``; without ``credentials``, they are resolved now (never cached between pulls)."""
     if credentials is None:
-        base_dir = source.file.parent if source.file else None
-        credentials = resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir)
+        credentials = ResolvedCredentials.for_source(source)
+    elif not isinstance(credentials, ResolvedCredentials):
+        credentials = ResolvedCredentials(credentials)
     puller_cls = ADAPTERS[source.adapter].puller
     return puller_cls(
-        source, credentials=credentials, context=context or PullContext(), redactor=Redactor(credentials.values())
+        source, credentials=credentials.values, context=context or PullContext(), redactor=credentials.redact
     )
 
 
@@ -131,7 +136,7 @@ def run_pull(
     start: CursorState | None = None,
     window: Window | None = None,
     run_id: str | None = None,
-    credentials: dict[str, str] | None = None,
+    credentials: Credentials | None = None,
     context: PullContext | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_page: Callable[[Page, PullReport], None] | None = None,
@@ -281,7 +286,7 @@ def _store_call(write: Callable[..., T], rows: list[Any], *, run_id: str, source
 
 
 def preview(
-    source: SourceConfig, *, context: PullContext | None = None, credentials: dict[str, str] | None = None
+    source: SourceConfig, *, context: PullContext | None = None, credentials: Credentials | None = None
 ) -> tuple[Page | None, list[NormalizedEvent], list[Reject]]:
     """The first page (or first file) only, normalized; writes and commits nothing."""
     puller = build_puller(source, credentials=credentials, context=context)

@@ -1,11 +1,8 @@
 """The one redaction rule: no secret leaves the process in any form a server or a library may give it.
 
-Every message, log line, metadata value and stored cursor that could hold a credential goes through
-a :class:`Redactor` built from the pull's resolved secrets. It replaces each secret in every
-encoding it may come back in: as is, URL-encoded (either way, any hex case), JSON-escaped (``\\/``,
-``\\uXXXX``, escaped newlines), HTML-escaped, base64; each line of a multi-line secret on its own; and
-case-insensitively, because hosts and percent-escapes are case-folded on the way. Redact the whole
-text first, truncate afterwards: a cut secret is no longer recognisable.
+A :class:`Redactor` built from the pull's resolved secrets replaces each secret in every encoding it may
+come back in. Redact the whole text first, truncate afterwards.
+Design: docs/design/http-and-secrets.md#redaction
 """
 
 from __future__ import annotations

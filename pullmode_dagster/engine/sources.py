@@ -1,7 +1,8 @@
 """Loading the sources directory: every ``*.yaml`` file into a typed source, or into problems.
 
 Problems are one line each and name the file, the source and the field; none of them echoes a
-value from the file (a header may hold a literal token), only field names and our own words.
+value from the file (a header may hold a literal token), only field names and our own words. Each
+is a :class:`~.errors.Problem`, which also carries the name of the source it belongs to.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import difflib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .adapters import ADAPTERS
 from .config import SourceConfig
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 from .files import read_capped
 
 DEFAULT_SOURCES_DIR = "sources"
@@ -48,7 +50,7 @@ class InvalidSource:
 
     file: Path
     name: str
-    problems: tuple[str, ...]
+    problems: tuple[Problem, ...]
 
 
 @dataclass
@@ -57,7 +59,7 @@ class SourceSet:
 
     directory: Path
     sources: dict[str, SourceConfig] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     invalid: list[InvalidSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Valid sources that deserve a second look (an endpoint override set in the environment)."""
@@ -82,6 +84,11 @@ def one_line(text: str, *, limit: int = 1000) -> str:
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line_problem(problem: Problem) -> Problem:
+    """:func:`one_line` that keeps the source the problem belongs to."""
+    return Problem(one_line(problem), problem.source)
 
 
 def _shown(value: object, limit: int = 64) -> str:
@@ -121,38 +128,44 @@ def _display_name(doc: dict[Any, Any], file: Path) -> str:
     return name if isinstance(name, str) and name and len(name) <= 64 else file.stem
 
 
-def parse_source(doc: Any, *, file: Path) -> tuple[SourceConfig | None, list[str]]:
+def parse_source(doc: Any, *, file: Path) -> tuple[SourceConfig | None, list[Problem]]:
     """One file's document into a source, or into problems (``file: source 'x': field: message``).
     Never raises: whatever the document holds, the answer is a source or one line per problem."""
     label = str(file)
     if doc is None:
-        return None, [f"{label}: the file is empty; it must hold one mapping (name: ..., adapter: ...)"]
+        return None, [Problem(f"{label}: the file is empty; it must hold one mapping (name: ..., adapter: ...)")]
     if not isinstance(doc, dict):
-        return None, [f"{label}: the file must hold one mapping (name: ..., adapter: ...)"]
-    prefix = f"{label}: source {_display_name(doc, file)!r}"
+        return None, [Problem(f"{label}: the file must hold one mapping (name: ..., adapter: ...)")]
+    name = _display_name(doc, file)
+
+    def problem(text: str) -> Problem:
+        return Problem(f"{label}: source {name!r}: {text}", name)
+
     try:
-        return _parse_mapping(doc, file=file, prefix=prefix)
+        return _parse_mapping(doc, file=file, problem=problem)
     except Exception as exc:  # a bug, not the user's: still one line, and the other files load
-        return None, [f"{prefix}: unexpected {type(exc).__name__} while checking this file (please report it)"]
+        return None, [problem(f"unexpected {type(exc).__name__} while checking this file (please report it)")]
 
 
-def _parse_mapping(doc: dict[Any, Any], *, file: Path, prefix: str) -> tuple[SourceConfig | None, list[str]]:
+def _parse_mapping(
+    doc: dict[Any, Any], *, file: Path, problem: Callable[[str], Problem]
+) -> tuple[SourceConfig | None, list[Problem]]:
     available = ", ".join(ADAPTERS)
     adapter = doc.get("adapter")
     if adapter is None:
-        return None, [f"{prefix}: adapter: required field is missing (adapters: {available})"]
+        return None, [problem(f"adapter: required field is missing (adapters: {available})")]
     if not isinstance(adapter, str):
-        return None, [f"{prefix}: adapter: must be the name of an adapter (available: {available})"]
+        return None, [problem(f"adapter: must be the name of an adapter (available: {available})")]
     spec = ADAPTERS.get(adapter)
     if spec is None:
         shown = f" {adapter!r}" if len(adapter) <= 64 and adapter.isprintable() else ""
-        return None, [f"{prefix}: adapter: unknown adapter{shown} (available: {available})"]
+        return None, [problem(f"adapter: unknown adapter{shown} (available: {available})")]
     model = spec.config_model
     try:
         source = model.model_validate(doc)
     except ValidationError as exc:
-        return None, [f"{prefix}: {where}: {message}" for where, message in _pydantic_problems(exc, model)]
-    problems = [f"{prefix}: {where}: {message}" for where, message in source.problems()]
+        return None, [problem(f"{where}: {message}") for where, message in _pydantic_problems(exc, model)]
+    problems = [problem(f"{where}: {message}") for where, message in source.problems()]
     if problems:
         return None, problems
     source.bind_file(file.resolve())
@@ -337,21 +350,24 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
     root = sources_dir(directory)
     result = SourceSet(directory=root)
     if not root.is_dir():
-        result.problems.append(one_line(f"{root}: sources directory does not exist (set PULLMODE_SOURCES_DIR)"))
+        result.problems.append(
+            Problem(one_line(f"{root}: sources directory does not exist (set PULLMODE_SOURCES_DIR)"))
+        )
         return result
     try:
         with os.scandir(root):
             pass
     except OSError as exc:
-        result.problems.append(one_line(f"{root}: cannot read the sources directory: {exc.strerror or exc}"))
+        result.problems.append(Problem(one_line(f"{root}: cannot read the sources directory: {exc.strerror or exc}")))
         return result
     files: dict[str, Path] = {}
 
-    def invalid(path: Path, name: str, problems: list[str]) -> None:
-        lines = [one_line(p) for p in problems[:MAX_PROBLEMS_PER_FILE]]
+    def invalid(path: Path, name: str, problems: list[Problem]) -> None:
+        lines = [_one_line_problem(p) for p in problems[:MAX_PROBLEMS_PER_FILE]]
         if len(problems) > MAX_PROBLEMS_PER_FILE:
             more = len(problems) - MAX_PROBLEMS_PER_FILE
-            lines.append(one_line(f"{path}: {more} more problems in this file not shown"))
+            # The lines it sums up all belong to the same source (or to none).
+            lines.append(Problem(one_line(f"{path}: {more} more problems in this file not shown"), problems[0].source))
         result.problems.extend(lines)
         result.invalid.append(InvalidSource(path, name, tuple(lines)))
 
@@ -359,7 +375,7 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
         try:
             doc = load_source_document(path)
         except SourceFileError as exc:
-            invalid(path, path.stem, [f"{path}: {exc}"])
+            invalid(path, path.stem, [Problem(f"{path}: {exc}")])
             continue
         source, problems = parse_source(doc, file=path)
         if source is None:
@@ -367,13 +383,11 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
             continue
         if source.name in files:
             first = files[source.name]
-            invalid(
-                path, source.name, [f"{path}: source {source.name!r}: name: duplicate name, already used by {first}"]
-            )
+            duplicate = f"{path}: source {source.name!r}: name: duplicate name, already used by {first}"
+            invalid(path, source.name, [Problem(duplicate, source.name)])
             if result.sources.pop(source.name, None) is not None:
-                result.invalid.append(
-                    InvalidSource(first, source.name, (f"{first}: source {source.name!r}: name: duplicate name",))
-                )
+                first_problem = Problem(f"{first}: source {source.name!r}: name: duplicate name", source.name)
+                result.invalid.append(InvalidSource(first, source.name, (first_problem,)))
             continue
         files[source.name] = path
         result.sources[source.name] = source

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .events import TIMESTAMP_FORMAT
+
 _OPEN = "${{"
 _VARIABLE = re.compile(r"\$\{\{\s*(?P<scope>[A-Za-z_]\w*)\.(?P<key>[A-Za-z_][\w-]*)\s*(?::(?P<fmt>[^}]*))?\}\}")
 
@@ -27,10 +29,9 @@ class TemplateError(ValueError):
 
 
 def format_value(value: Any, fmt: str | None = None) -> str:
-    """Render one value: datetimes as ISO 8601 UTC (or ``fmt``), everything else as ``str``."""
+    """Render one value: datetimes as the engine's UTC text (or ``fmt``), everything else as ``str``."""
     if isinstance(value, datetime):
-        value = value.astimezone(UTC)
-        return value.strftime(fmt) if fmt else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.astimezone(UTC).strftime(fmt or TIMESTAMP_FORMAT)
     if value is None:
         return ""
     return str(value)

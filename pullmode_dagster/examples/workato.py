@@ -1,22 +1,8 @@
 """A custom puller for Workato job history, the README's worked example.
 
-``GET https://www.workato.com/api/recipes/{recipe_id}/jobs`` with ``Authorization: Bearer <token>``
-answers ``{"items": [...]}``, newest job first. ``offset_job_id=<id>`` pages to older jobs;
-``prev=true`` with ``offset_job_id=<id>`` asks for jobs newer than ``id``. The first pull walks
-back from the newest job to the oldest; later pulls ask only for jobs newer than the newest one
-committed. Its position in the cursor: ``{"newest_id": ..., "older_than": ...}``.
-
-Source file::
-
-    name: workato_jobs
-    adapter: custom
-    module: pullmode_dagster.examples.workato:WorkatoJobsPuller
-    options: {recipe_id: "12345"}            # base_url: for tests or a regional data center
-    startDate: "2026-01-01"
-    schedule: "*/10 * * * *"
-    credentials:
-      token: {env: WORKATO_TOKEN}
-    eventMapping: {source_event_id: "$.id", event_timestamp: "$.started_at", action: "$.status"}
+The first pull walks back from the newest job to the oldest; later pulls ask only for jobs newer than
+the newest one committed. Position: ``{"newest_id": ..., "older_than": ...}``.
+Design (the API, a source file): docs/design/adapters.md#workato-example
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
 """A fake Anthropic Compliance API, Activity Feed (``GET /v1/compliance/activities``), on loopback.
 
-It follows shared/reference/upstream-apis.md ("Anthropic (Claude) Compliance API"):
-
-- ``x-api-key: <key>`` on every request, else 401 with the documented error shape
-  ``{"type": "error", "error": {"type": "authentication_error", "message": ...}, "request_id": ...}``;
-  ``anthropic-version: 2023-06-01`` is required (400 without it); a key without the
-  ``read:compliance_activities`` scope gets 403 ``permission_error`` (``forbidden``).
-- Query: ``limit`` (default 100, 1..5000); ``after_id`` (the next, *older* page) or ``before_id``
-  (*newer* activities: the ones right after the cursor), never both; an id that is not an activity
-  is a 400 ``invalid_request_error``; ``created_at.gte|gt|lt|lte`` (RFC 3339 with a zone, else 400);
-  bracket filters ``activity_types[]``, ``actor_ids[]``, ``organization_ids[]``. Any other parameter is
-  a 400, so a connector that misspells one fails here instead of silently reading everything.
-- Newest first, ties on ``created_at`` broken by id; ``{"data", "has_more", "first_id", "last_id"}``.
-- Activities become visible at ``visible_from`` (default: at once), so a test can play "queryable
-  within a minute of occurring" with a settable ``now``.
-- Faults queued with :meth:`ActivityFeedAPI.inject` answer the next requests (after the key check):
-  429 ``rate_limit_error`` with ``retry-after``, 500 with ``x-should-retry: false``, 529, an HTML
-  page under 200, a redirect elsewhere.
-
-The class is a LoopbackServer route handler (``LoopbackServer({PATH: api})``) and can also run its
-own server (``with ActivityFeedAPI(key) as api: api.base_url``). Builders give activities of every
-documented actor type.
+It follows shared/reference/upstream-apis.md ("Anthropic (Claude) Compliance API"), with injectable faults.
+Design (what it checks, faults, builders): docs/design/demo.md#fake-anthropic-compliance-api
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """A fake Microsoft identity platform and a fake Dataverse environment holding Copilot Studio
 conversation transcripts, on loopback, each on its own port (so on its own origin, as in real life).
 
-It follows shared/reference/upstream-apis.md ("Microsoft Copilot Studio"):
-
-- ``login``: ``POST /{tenant_id}/oauth2/v2.0/token``, ``application/x-www-form-urlencoded`` with
-  ``grant_type=client_credentials``, ``client_id``, ``client_secret``, ``scope=<environment url>/.default``
-  -> ``{"token_type": "Bearer", "expires_in": <lifetime>, "ext_expires_in": ..., "access_token": ...}``.
-  Errors in the documented shape ``{"error", "error_description": "AADSTS<code>: ...", "error_codes",
-  "timestamp", "trace_id", "correlation_id", "error_uri"}``: AADSTS90002 (unknown tenant, 400),
-  AADSTS700016 (unknown app, 400 ``unauthorized_client``), AADSTS7000215 (wrong secret, 401
-  ``invalid_client``), AADSTS7000222 (expired secret, 401), AADSTS7000218 (no secret), AADSTS500011
-  (the scope names another resource), AADSTS1002012 (a scope without ``/.default``), AADSTS900144 (a
-  body that is not a form), AADSTS70003 (another grant type). No error ever echoes the secret.
-- ``dataverse``: ``GET /api/data/v9.2/conversationtranscripts`` with ``Authorization: Bearer <token>``
-  (401 with an empty body and ``WWW-Authenticate`` when the token is unknown, expired, revoked or for
-  another resource; 403 with a Dataverse error when the app is no application user or lacks the read
-  privilege); ``Prefer: odata.maxpagesize=<n>`` (default and maximum 5000, echoed in
-  ``Preference-Applied``); ``$filter`` of ``createdon`` comparisons (``gt``, ``ge``, ``lt``, ``le``)
-  joined by ``and``; ``$orderby=createdon asc|desc`` (default: by the primary key); ``$select``;
-  ``$skip`` refused. ``@odata.nextLink`` is an absolute URL repeating the query with a ``$skiptoken``
-  paging cookie that holds the last row's sort values, as Dataverse's does, so a link stays valid
-  however long after it was handed out.
-
-Tokens expire by ``clock`` (settable: tests share one clock with the client); ``revoke_tokens()`` and
-``revoke_after_pages`` make the next data request get a 401; ``seconds_per_page`` moves the fake's
-clock on after every page served, so tokens expire mid-pull. ``transcript()`` builds rows in the
-documented shape: ``metadata`` and ``content`` are JSON text, ``content`` holds Bot Framework
-activities with ``from.role`` 1 for the user (``aadObjectId`` when signed in) and 0 for the agent.
+It follows shared/reference/upstream-apis.md ("Microsoft Copilot Studio").
+Design (errors, paging, token expiry, builders): docs/design/demo.md#fake-copilot-studio
 """
 
 from __future__ import annotations

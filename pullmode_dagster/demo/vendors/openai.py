@@ -1,22 +1,8 @@
 """A fake OpenAI Compliance API (ChatGPT Enterprise), Logs Platform, on loopback.
 
-It follows shared/reference/upstream-apis.md ("OpenAI Compliance API"), unconfirmed items included:
-
-- ``Authorization: Bearer <key>`` on every API request, else 401 (the body echoes the key it was
-  given, as careless servers do, so a test proves the connector redacts it).
-- Scopes ``/v1/compliance/workspaces/{uuid}`` and ``/v1/compliance/organizations/{org-...}``; a
-  workspace UUID under ``organizations`` (or the reverse) or an unknown id is a 404.
-- ``GET .../logs?event_type=&limit=&after=`` lists files whose ``end_time`` is at or after ``after``
-  (inclusive: the same ``after`` returns the boundary file again), oldest first:
-  ``{"data": [{"id", "event_type", "end_time", "file_name"}], "has_more", "last_end_time"}``, with
-  ``last_end_time`` null on an empty page. ``after`` must be ISO 8601 with a zone.
-- ``GET .../logs/{log_id}`` answers ``307`` to a signed URL on a SECOND server (another port, so
-  another origin); that server serves the JSONL file for a valid signature and records every request,
-  so a test can assert it never received an ``Authorization`` header.
-
-Record builders give the documented shapes: AUTH_LOG (``event_id``, ``type``, ``timestamp``,
-``principal``, ``actor{type,user_id,user_email}``, ``request_metadata``, ``action_data{action}``) and
-COSTS (``payload{identity{user_id,email},product,model,measures}``). An event may be put in two files.
+It follows shared/reference/upstream-apis.md ("OpenAI Compliance API"), unconfirmed items included;
+log files come from a second server (another origin), as signed URLs do.
+Design: docs/design/demo.md#fake-openai-compliance-api
 """
 
 from __future__ import annotations

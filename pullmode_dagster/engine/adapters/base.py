@@ -72,10 +72,11 @@ class HttpSourceConfig(SourceConfig):
 
 @dataclass
 class PullContext:
-    """What the caller lends a pull: a logger, the retry policy, and seams for tests."""
+    """What the caller lends a pull: a logger, the retry policy, and seams for tests. A caller that
+    lends no policy (``pullmode preview``, a script) gets the deployment's, from the environment."""
 
     logger: Any = field(default_factory=lambda: logging.getLogger("pullmode"))
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=RetryPolicy.from_env)
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic

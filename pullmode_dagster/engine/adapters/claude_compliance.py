@@ -1,28 +1,8 @@
 """``claude_compliance``: the Anthropic Compliance API's Activity Feed (``GET /v1/compliance/activities``).
 
-The key goes in ``x-api-key`` (bound to the API's origin), with ``anthropic-version: 2023-06-01``. The
-feed is newest first, paged by activity ids (``after_id`` = the next, older page; ``before_id`` = the
-activities right after a cursor, newer). The pull follows the vendor's two integration patterns:
-
-- **Backfill** (the first pull, or after a rewind): ``created_at.gte=<startDate>`` and
-  ``created_at.lt=<until>``, paging older with ``after_id=<last_id>`` until ``has_more`` is false.
-  ``until`` is fixed when the backfill starts, and the newest id of its first page is remembered
-  (``newest_id``); when the backfill drains, that id becomes the cursor.
-- **Incremental** (every later pull), the vendor's cursor-driven pattern: ``before_id=<cursor>``; each
-  page is the block of activities right after the cursor, and its ``first_id`` (its newest) is the
-  next cursor, until ``has_more`` is false. Each page moves forward in time with nothing skipped, so
-  every page is a safe checkpoint: a pull stopped by ``maxPagesPerRun``, the deadline or a failure
-  resumes at the first page not stored, re-reading nothing.
-- Both add ``created_at.lt = now - 1 minute``: activities become queryable within a minute of
-  occurring, so an activity the API does not show yet could otherwise sort before the cursor and be
-  skipped for good. Only a settled minute is read; the rest waits for the next pull.
-- **Window re-pull** (a partition): ``created_at.gte=<start>&created_at.lt=<end>`` (``end`` capped at
-  a settled minute), ``after_id`` paging to the end; the cursor does not move.
-
-Position (the adapter's part of the cursor): ``{"before_id": ...}`` once incremental;
-``{"since", "until", "after_id", "newest_id"}`` inside an unfinished backfill; ``{"since": ...}`` after
-a backfill that found nothing (the next one starts there). ``{}`` starts at ``startDate``; a hand-set
-``{"since": "<RFC 3339>"}`` rewinds to that time.
+A backfill pages older with ``after_id``, then incremental pulls page newer with ``before_id`` (every page
+a checkpoint), reading only a settled minute. Position: ``{"before_id"}`` or a backfill's bounds.
+Design: docs/connectors/claude_compliance.md#design-notes
 """
 
 from __future__ import annotations

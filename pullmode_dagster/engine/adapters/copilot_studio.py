@@ -1,26 +1,8 @@
 """``copilot_studio``: Microsoft Copilot Studio conversation transcripts, read from Dataverse.
 
-Copilot Studio writes one ``conversationtranscript`` row per conversation into the environment's
-Dataverse database. This connector reads them with the Dataverse Web API::
-
-    GET {environmentUrl}/api/data/v9.2/conversationtranscripts
-        ?$filter=createdon ge 2026-03-01T10:00:00Z&$orderby=createdon asc
-    Prefer: odata.maxpagesize=100
-    OData-MaxVersion: 4.0 / OData-Version: 4.0 / Accept: application/json
-
-and follows ``@odata.nextLink`` (an absolute URL holding a ``$skiptoken``) as is until it is absent.
-The token comes from the Microsoft identity platform (OAuth 2.0 client credentials, scope
-``{environmentUrl}/.default``): cached for its lifetime within a pull, requested again before it
-expires or once after a 401, and sent to the environment's origin only. A token error is one line
-naming the credential at fault, by its AADSTS code.
-
-Position: ``{"next_link": "<absolute @odata.nextLink>"}`` while a pagination is unfinished (a pull
-stopped by ``maxPagesPerRun``, its deadline or a failure resumes exactly there). A drained pull leaves
-the engine's ``watermark`` (the newest ``createdon`` stored), and the next pull asks for
-``createdon ge <watermark>``: ``ge``, not ``gt``, because Dataverse keeps ``createdon`` to the second
-and a transcript written in the watermark's second after the last pull would otherwise never be read;
-the rows of that one second are read again and the store's unique key skips them. A window re-pull
-asks for ``createdon ge <start> and createdon lt <end>`` and leaves the cursor as it was.
+Reads ``conversationtranscripts`` with the Dataverse Web API (OAuth 2.0 client credentials), following
+``@odata.nextLink`` (position ``{"next_link"}``); a drained pull resumes at ``createdon ge <watermark>``.
+Design: docs/connectors/copilot_studio.md#design-notes
 """
 
 from __future__ import annotations

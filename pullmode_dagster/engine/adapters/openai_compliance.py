@@ -1,19 +1,8 @@
 """``openai_compliance``: the OpenAI Compliance API (ChatGPT Enterprise), Logs Platform.
 
-One stream per event type (``eventTypes``). A stream lists its log files with
-``GET {base}/{workspaces|organizations}/{id}/logs?event_type=<T>&limit=100&after=<ISO 8601>`` and
-pages on with ``after = last_end_time`` until ``has_more`` is not true; each file is downloaded from
-``GET .../logs/{log_id}``, which answers with a redirect to a signed URL on another host: the redirect
-is followed, and the API key (``Authorization: Bearer``) is sent to the configured origin only, never
-to the signed URL. The JSONL body is parsed as it streams (a bad line is a reject) and handed on in
-pages of records; only a file's last page moves the position past it.
-
-Position, per stream: ``{"streams": {"AUTH_LOG": {"after": "<ISO 8601>", "done": ["<log id>", ...]}}}``.
-``after`` is the ``after`` of the next listing (the last ``last_end_time`` whose files were all
-read); ``done`` names the files already read that a listing from ``after`` returns again (the API's
-``after`` is inclusive: the boundary file comes back). So a second pull downloads only new files.
-A window re-pull lists from the window start and reads every file up to the first one that ends at or
-past the window end; the engine keeps the events inside the window; the cursor does not move.
+One stream per event type: list its log files, download each through a redirect to a signed URL (the
+key goes to the configured origin only), parse as it streams. Position per stream: ``{"after", "done"}``.
+Design: docs/connectors/openai_compliance.md#design-notes
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Stored events as Arrow and pandas: what downstream assets and ``pullmode export`` read.
 
-Rows come from the store a batch at a time (:meth:`TraceStore.event_batches`) and are converted
-column by column, so a window of any size goes through memory one batch at a time. Only readers
-import pyarrow (and pandas); a pull never does.
-
-Columns are built from buffers (joined text, offsets, NumPy numbers), not with ``pa.array``: its
-first call imports pandas (about 55 MB resident), which ``pullmode export`` must not pay for to stay
-under its memory budget; only :func:`read_dataframe` imports pandas.
+Rows come from the store a batch at a time and are converted column by column from buffers; only
+readers import pyarrow, and only :func:`read_dataframe` imports pandas.
+Design: docs/design/exports-and-arrow.md#arrow-and-pandas
 """
 
 from __future__ import annotations

@@ -1,29 +1,89 @@
 """The trace store interface: small on purpose, so each backend stays easy to get right.
 
 Writes are batches; inserting an existing (source_name, source_event_id) is skipped and counted as a
-duplicate, so a re-pull never duplicates a row and dedup needs no state that grows per event.
-
-Every store accepts every :class:`NormalizedEvent` and :class:`Reject` the engine produces (the
-engine guarantees UTF-8-encodable text, fixed-width timestamps in years 1000-9999, finite costs
-and token counts that fit a signed 64-bit integer), so one odd record never fails a batch.
+duplicate. Design: docs/design/trace-store.md#the-interface
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import NormalizedEvent, Reject
-from .schema import EVENT_COLUMNS
+from ..events import (
+    FIELD_CHECKS,
+    MAX_YEAR,
+    MIN_YEAR,
+    TIMESTAMP_FORMAT,
+    Check,
+    NormalizedEvent,
+    Reject,
+    format_timestamp,
+)
+from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 READ_BATCH_ROWS = 50_000
 """Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
+
+HOUR_FORMAT = TIMESTAMP_FORMAT[: TIMESTAMP_FORMAT.index("%H") + 2]
+"""A UTC hour as :meth:`TraceStore.hour_counts` names it (``2026-03-01T10``): a prefix of the
+timestamp's text, and the key of the Dagster hourly partition it falls in."""
+
+_FORMAT_PARTS = re.compile(r"%.|[^%]+")
+
+
+def spell_format(directives: Mapping[str, str], literal: Callable[[str], str], fmt: str = TIMESTAMP_FORMAT) -> str:
+    """``fmt`` (a strftime format) in a database's pattern language: ``directives`` spells each ``%x``,
+    ``literal`` each run of other text. So a store derives its patterns from the engine's format; a
+    directive it cannot spell raises KeyError when the store module loads, never a wrong pattern."""
+    return "".join(directives[part] if part[0] == "%" else literal(part) for part in _FORMAT_PARTS.findall(fmt))
+
+
+def select_list(expressions: Mapping[Kind, Callable[[str], str]]) -> str:
+    """:data:`EVENT_COLUMNS` as a select list; a column of a kind in ``expressions`` is read through
+    its expression (so every store returns the same Python values) and keeps its name."""
+    return ", ".join(
+        f"{expressions[c.kind](c.name)} AS {c.name}" if c.kind in expressions else c.name for c in EVENT_SCHEMA
+    )
+
+
+# The checks that read the same in every dialect. A timestamp's range compares as text (SQLite's
+# fixed-width text) and as an instant (Postgres' timestamptz) alike; its shape is the dialect's.
+_PORTABLE_CHECKS: dict[Check, str] = {
+    "timestamp": "{column} < '{earliest}' OR {column} > '{latest}'",
+    "non_negative": "{column} < 0",
+    "non_empty": "{column} = ''",
+}
+_BOUNDS = {
+    "earliest": format_timestamp(datetime(MIN_YEAR, 1, 1, tzinfo=UTC)),
+    "latest": format_timestamp(datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+}
+
+
+def invalid_row(dialect: Mapping[Check, str]) -> str:
+    """The predicate for a row outside :data:`..events.FIELD_CHECKS` (the normalized shape): each
+    field's check in portable SQL and, where the database has more to say, as ``dialect`` spells it
+    (``{column}`` stands for the field). A check no one spells fails the store's import."""
+    clauses: list[str] = []
+    for column, check in FIELD_CHECKS.items():
+        spelled = [s for s in (_PORTABLE_CHECKS.get(check), dialect.get(check)) if s]
+        if not spelled:
+            raise KeyError(f"no SQL for the {check!r} check of {column}")
+        clauses += (s.format(column=column, **_BOUNDS) for s in spelled)
+    return " OR ".join(clauses)
+
+
+Where = tuple[str, list[Any]]
+"""A WHERE clause and the values of its placeholders."""
+
+_TAIL_NAMES = ("id", *EVENT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -36,7 +96,8 @@ class WriteResult:
 class Integrity:
     """``rows``: rows the run wrote; ``duplicate_keys``: their source_event_ids stored more than once
     (only possible in a table created without the unique key); ``invalid_rows``: rows outside the
-    normalized shape (timestamp not fixed-width UTC, negative cost or tokens, raw_payload not JSON)."""
+    normalized shape (:data:`..events.FIELD_CHECKS`: empty id, timestamp not fixed-width UTC in years
+    1000-9999, negative cost or tokens, raw_payload not JSON)."""
 
     rows: int
     duplicate_keys: int
@@ -52,17 +113,37 @@ class TraceStore(ABC):
     def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
         """Insert a batch atomically; existing keys are skipped and counted as duplicates."""
 
-    @abstractmethod
     def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:
-        """Keep records that could not be normalized (a re-pulled reject is stored once)."""
+        """Keep records that could not be normalized (a re-pulled reject is stored once); returns
+        how many were new."""
+        return self._insert_rejects(rejects, run_id) if rejects else 0
 
     @abstractmethod
+    def _insert_rejects(self, rejects: Sequence[Reject], run_id: str | None) -> int:
+        """:meth:`write_rejects` of a batch that holds at least one reject, all or nothing."""
+
     def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
         """The newest rows (``id`` > ``after_id``), oldest first, each with its store ``id``."""
+        p = self.PARAM
+        where, args = f"id > {p}", [after_id]
+        if source:
+            where, args = f"{where} AND source_name = {p}", [*args, source]
+        sql = f"SELECT id, {self.READ_COLUMNS} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT {p}"
+        with self._ids_settled():
+            rows = self._rows(sql, [*args, limit])
+        return [dict(zip(_TAIL_NAMES, row, strict=True)) for row in reversed(rows)]
 
-    @abstractmethod
+    def _ids_settled(self) -> AbstractContextManager[object]:
+        """Where :meth:`tail` reads: no id below the greatest it returns may be committed later (a
+        reader resuming after it would skip that row). Nothing to do where ids are taken in commit
+        order, as in SQLite, where one writer at a time holds the database."""
+        return nullcontext()
+
     def count(self, *, source: str | None = None, rejected: bool = False) -> int:
         """How many events (or rejects) the store holds."""
+        table = "pulled_events_rejected" if rejected else "pulled_events"
+        where, args = (f" WHERE source_name = {self.PARAM}", [source]) if source else ("", [])
+        return int(self._rows(f"SELECT count(*) FROM {table}{where}", args)[0][0])
 
     def holds(self, source: str) -> bool:
         """Whether any event of ``source`` is stored."""
@@ -75,9 +156,11 @@ class TraceStore(ABC):
     PARAM: ClassVar[str]
     """The driver's placeholder (``?``, ``%s``)."""
     INVALID_ROW: ClassVar[str]
-    """The dialect's predicate for a row outside the normalized shape."""
+    """The dialect's predicate for a row outside the normalized shape: :func:`invalid_row`."""
+    HOUR_TEXT: ClassVar[str]
+    """The dialect's expression for the UTC hour of ``event_timestamp``, as :data:`HOUR_FORMAT` text."""
 
-    READ_COLUMNS: ClassVar[str] = ", ".join(EVENT_COLUMNS)
+    READ_COLUMNS: ClassVar[str] = select_list({})
     """The select list that reads :data:`EVENT_COLUMNS` back the way the SQLite store holds them
     (timestamps as the engine's fixed-width UTC text, cost as a float)."""
 
@@ -89,15 +172,8 @@ class TraceStore(ABC):
     def _row_batches(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
         """Run one read-only query, yielding its rows ``size`` at a time (never all at once)."""
 
-    def _where(
-        self,
-        source: str,
-        *,
-        run_id: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> tuple[str, list[Any]]:
-        """The rows of one source, optionally one run's or those dated in ``[start, end)``."""
+    def _where(self, source: str, run_id: str | None, start: datetime | None, end: datetime | None) -> Where:
+        """The rows of one source, optionally one run's or those dated in ``[start, end)`` (None: any)."""
         p = self.PARAM
         where, args = f"source_name = {p}", [source]
         for clause, value in (
@@ -122,7 +198,7 @@ class TraceStore(ABC):
         rows are fetched ``batch_rows`` at a time and each batch is converted column by column."""
         from .arrow import record_batch
 
-        where, args = self._where(source, start=start, end=end)
+        where, args = self._where(source, None, start, end)
         sql = f"SELECT {self.READ_COLUMNS} FROM pulled_events WHERE {where} ORDER BY pulled_events.event_timestamp, id"
         for rows in self._row_batches(sql, args, batch_rows):
             yield record_batch(rows, source=source)
@@ -143,7 +219,7 @@ class TraceStore(ABC):
         normalized shape, among the rows one run wrote (``run_id``: a check costs what the run wrote)
         or those dated in ``[start, end)`` (the checks run alone on a partition), else the source's."""
         p = self.PARAM
-        mine, args = self._where(source, run_id=run_id, start=start, end=end)
+        mine, args = self._where(source, run_id, start, end)
         rows = self._rows(f"SELECT count(*) FROM pulled_events WHERE {mine}", args)[0][0]
         duplicates, twice = 0, ()
         if not self._has_unique_key():  # with the key, the database itself rules duplicates out
@@ -169,10 +245,12 @@ class TraceStore(ABC):
         """Whether ``pulled_events`` has its unique key on (source_name, source_event_id): a table
         created without it (an old or hand-made schema) is the only way a key can be stored twice."""
 
-    @abstractmethod
     def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
         """How many of the rows one run wrote fall in each UTC hour (``2026-03-01T10``): the Dagster
         layer turns them into the partitions that hold data."""
+        where, args = self._where(source, run_id, None, None)
+        rows = self._rows(f"SELECT {self.HOUR_TEXT}, count(*) FROM pulled_events WHERE {where} GROUP BY 1", args)
+        return {hour: int(n) for hour, n in rows}
 
     @abstractmethod
     def close(self) -> None: ...

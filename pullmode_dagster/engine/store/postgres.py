@@ -1,51 +1,22 @@
 """The Postgres trace store: what production uses (``PULLMODE_TRACE_STORE_URL=postgresql://...``).
 
-Same tables, keys and answers as the SQLite store, with Postgres types: ``event_timestamp`` and
-``pulled_at`` are ``timestamptz``, ``cost_usd`` is ``numeric`` (the decimal text the engine produced,
-kept exactly), token counts ``bigint``.
-
-``raw_payload`` is ``text``, not ``jsonb``, on purpose. It is "the original event, JSON text": the
-engine's compact JSON, returned byte for byte, so ``pullmode tail --json`` prints the same thing on
-both stores. ``jsonb`` would rewrite it (key order, whitespace, duplicate keys, number spelling) and
-reject any string holding ``\\u0000``, which vendors do send (the engine writes a NUL as that
-escape); one such event would fail its whole batch on every retry. Query it with
-``raw_payload::json`` (which, unlike ``::jsonb``, accepts ``\\u0000``).
-
-Postgres text cannot hold a NUL character at all, so a NUL in a text column (``actor``, ``action``,
-``target``, a reject's ``reason``, ``location`` or ``raw_record``) is stored as U+FFFD;
-``raw_payload`` still has the original as the ``\\u0000`` escape. (The engine rejects a NUL in
-``source_event_id``: a key must be the same on both stores. Lone surrogates, which no UTF-8 text can
-hold, never reach a store: see :mod:`..events`.)
-
-A batch is one transaction: COPY into a session-local staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; the rows it inserted are the written count, the
-rest of the batch (keys already stored, or repeated within the batch) the duplicates.
-
-Writers run in parallel; two things make that safe:
-
-- Each INSERT takes its rows' keys in key order, so two writers with overlapping batches (a
-  backfill and a poll) may wait for each other but never deadlock. Ids are still handed out in
-  batch (page) order.
-- Ids come from a sequence (keep its default CACHE 1, so ids grow in the order they are taken);
-  a batch committed late can hold ids below one committed earlier, and
-  a reader resuming after the greatest id it saw (``pullmode tail --follow``) would skip it. Writers
-  hold an advisory lock in shared mode from the INSERT to the commit; ``tail`` takes it exclusively,
-  so it reads when no id is in flight. Readers wait for the batches in flight (milliseconds);
-  writers never wait for each other.
+Same tables, keys and answers as the SQLite store, with Postgres types. ``raw_payload`` is ``text``, not
+``jsonb``, so it stays byte for byte; rows go in in key order, so parallel writers never deadlock.
+Design (types, NUL, batches, parallel writers, ids): docs/design/trace-store.md#postgres
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
 
 from ..errors import PullmodeError
-from ..events import NormalizedEvent, Reject
-from .base import EVENT_COLUMNS, TraceStore, WriteResult
+from ..events import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH, NormalizedEvent, Reject
+from .base import EVENT_COLUMNS, HOUR_FORMAT, TraceStore, WriteResult, invalid_row, select_list, spell_format
 
 # Advisory lock keys (two int4s: a namespace and a purpose), scoped to the database.
 _LOCK_NAMESPACE = 0x70756C6C  # "pull"
@@ -104,7 +75,7 @@ MIGRATIONS: tuple[str, ...] = (
 # the line and column of a bad one), emptied at every commit. Only the columns that vary per row are
 # copied; pulled_at and run_id are the same for the whole batch and are added by the INSERT. ``ord``
 # keeps the batch order: rows get ids in that order, and the first of two equal keys in one batch
-# wins, as with SQLite's INSERT OR IGNORE (the module docstring says why rows go in in key order).
+# wins, as with SQLite's INSERT OR IGNORE (docs/design/trace-store.md says why rows go in in key order).
 _EVENT_STAGED = EVENT_COLUMNS[: EVENT_COLUMNS.index("pulled_at")]
 _REJECT_STAGED = ("source_name", "reason", "location", "raw_record", "record_hash")
 
@@ -135,18 +106,19 @@ _INSERT_REJECTS = _insert_sql(
     "pulled_events_rejected", _REJECT_STAGED, "source_name, record_hash", "pulled_events_rejected_record_key"
 )
 
-_UTC_TEXT = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-"""The engine's fixed-width UTC text (``2026-03-01T10:00:00.000000Z``), whatever the session time zone."""
+# The strftime directives of TIMESTAMP_FORMAT in to_char's patterns (US: microseconds, six digits).
+_TO_CHAR_DIRECTIVES = {"%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH24", "%M": "MI", "%S": "SS", "%f": "US"}
 
-# What tail returns is what the SQLite store returns: timestamps as the engine's text, cost as a float.
-_TAIL_EXPRESSIONS = {
-    "event_timestamp": _UTC_TEXT.format(column="event_timestamp"),
-    "pulled_at": _UTC_TEXT.format(column="pulled_at"),
-    "cost_usd": "cost_usd::float8",
-}
-_TAIL_COLUMNS = ", ".join(f"{_TAIL_EXPRESSIONS[c]} AS {c}" if c in _TAIL_EXPRESSIONS else c for c in EVENT_COLUMNS)
 
-_TIMESTAMP_WIDTH = len("2026-03-01T10:00:00.000000Z")
+def _to_char_literal(text: str) -> str:
+    """``text`` written as itself: to_char reads letters as patterns unless quoted."""
+    return f'"{text}"' if any(c.isalpha() for c in text) else text
+
+
+def _utc_text(column: str, fmt: str = TIMESTAMP_FORMAT) -> str:
+    """``column`` (timestamptz) as the engine's fixed-width UTC text (``2026-03-01T10:00:00.000000Z``),
+    whatever the session time zone."""
+    return f"to_char({column} AT TIME ZONE 'UTC', '{spell_format(_TO_CHAR_DIRECTIVES, _to_char_literal, fmt)}')"
 
 
 def _text(value: str | None) -> str | None:
@@ -158,7 +130,7 @@ def _timestamp(value: str) -> str:
     """The engine writes fixed width and rejects years before 1000, but an event built elsewhere may
     carry an unpadded year ("5-01-01T..."), which Postgres would read as 2001-05-01; padding keeps the
     instant. (The integrity check still reports such rows.)"""
-    return value if len(value) >= _TIMESTAMP_WIDTH else value.zfill(_TIMESTAMP_WIDTH)
+    return value if len(value) >= TIMESTAMP_WIDTH else value.zfill(TIMESTAMP_WIDTH)
 
 
 def _event_rows(events: Iterable[NormalizedEvent]) -> Iterable[tuple[Any, ...]]:
@@ -248,46 +220,28 @@ class PostgresTraceStore(TraceStore):
         )
         return WriteResult(written=written, duplicates=len(events) - written)
 
-    def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:
-        if not rejects:
-            return 0
+    def _insert_rejects(self, rejects: Sequence[Reject], run_id: str | None) -> int:
         rows = (
             (r.source_name, _text(r.reason), _text(r.location), _text(r.raw_record), r.record_hash) for r in rejects
         )
         return self._batch("pulled_events_rejected_staging", _REJECT_STAGED, rows, _INSERT_REJECTS, run_id=run_id)
 
-    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
-        where, args = "id > %s", [after_id]
-        if source:
-            where += " AND source_name = %s"
-            args.append(source)
+    @contextmanager
+    def _ids_settled(self) -> Iterator[None]:
         conn = self._conn
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        with conn.transaction():
             # No batch in flight: every id below the greatest one read is committed (or never will be).
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _IDS_IN_FLIGHT_LOCK])
-            cur.execute(
-                f"SELECT id, {_TAIL_COLUMNS} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT %s",
-                [*args, limit],
-            )
-            return list(reversed(cur.fetchall()))
-
-    def count(self, *, source: str | None = None, rejected: bool = False) -> int:
-        table = "pulled_events_rejected" if rejected else "pulled_events"
-        if source:
-            sql, args = f"SELECT count(*) FROM {table} WHERE source_name = %s", [source]
-        else:
-            sql, args = f"SELECT count(*) FROM {table}", []
-        return int(self._conn.execute(sql, args).fetchone()[0])  # type: ignore[index]
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _IDS_IN_FLIGHT_LOCK])
+            yield
 
     PARAM = "%s"
-    # The column types already guarantee a timestamp; what SQLite's text check also catches is a
-    # year the engine cannot write at fixed width (before 1000).
-    INVALID_ROW = (
-        "event_timestamp < '1000-01-01T00:00:00Z' OR cost_usd < 0 OR tokens_input < 0 "
-        "OR tokens_output < 0 OR NOT pullmode_json_valid(raw_payload) OR source_event_id = ''"
-    )
+    # The column types already guarantee a timestamp (its range is a portable check); JSON is text
+    # here (docs/design/trace-store.md), checked by the function the first migration creates.
+    INVALID_ROW = invalid_row({"json": "NOT pullmode_json_valid({column})"})
+    HOUR_TEXT = _utc_text("event_timestamp", HOUR_FORMAT)
 
-    READ_COLUMNS = _TAIL_COLUMNS
+    # What tail returns is what the SQLite store returns: timestamps as the engine's text, cost as a float.
+    READ_COLUMNS = select_list({"timestamp": _utc_text, "float": lambda column: f"{column}::float8"})
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, list(args)).fetchall()  # type: ignore[return-value]
@@ -307,14 +261,6 @@ class PostgresTraceStore(TraceStore):
             "AND conname = 'pulled_events_source_event_key'"
         ).fetchone()
         return row is not None
-
-    def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
-        rows = self._conn.execute(
-            "SELECT to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24'), count(*) "
-            "FROM pulled_events WHERE source_name = %s AND run_id = %s GROUP BY 1",
-            [source, run_id],
-        )
-        return {hour: int(n) for hour, n in rows}
 
     def close(self) -> None:
         self._conn.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import EVENT_FIELDS, EventRows, NormalizedEvent, Reject, format_timestamp
-from .base import EVENT_COLUMNS, TraceStore, WriteResult
+from .base import EVENT_COLUMNS, HOUR_FORMAT, TraceStore, WriteResult, invalid_row, spell_format
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pulled_events (
@@ -65,9 +65,26 @@ _INSERT_REJECT = (
 )
 
 
-_TIMESTAMP_GLOB = (
-    "[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z"
-)
+# The shape of the engine's timestamp text, as a GLOB: digits where it has them, in the ranges their
+# first digit can take (the range of the whole value is a portable check, see base.invalid_row).
+_GLOB_DIRECTIVES = {
+    "%Y": "[0-9]" * 4,
+    "%m": "[0-1][0-9]",
+    "%d": "[0-3][0-9]",
+    "%H": "[0-2][0-9]",
+    "%M": "[0-5][0-9]",
+    "%S": "[0-6][0-9]",
+    "%f": "[0-9]" * 6,
+}
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched as itself: GLOB's wildcards in brackets."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+_TIMESTAMP_GLOB = spell_format(_GLOB_DIRECTIVES, _glob_literal)
+_HOUR_WIDTH = len(datetime.max.strftime(HOUR_FORMAT))
 
 
 _ROWS_PER_STATEMENT = 100
@@ -86,7 +103,7 @@ def _many_rows(sql: str, width: int, shared: int, rows: int) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_timestamp(datetime.now(UTC))
 
 
 class SqliteTraceStore(TraceStore):
@@ -152,38 +169,16 @@ class SqliteTraceStore(TraceStore):
         written = self._batch(_INSERT_EVENT, rows, (now_iso(), run_id))
         return WriteResult(written=written, duplicates=len(rows) - written)
 
-    def write_rejects(self, rejects: Sequence[Reject], *, run_id: str | None) -> int:
-        if not rejects:
-            return 0
+    def _insert_rejects(self, rejects: Sequence[Reject], run_id: str | None) -> int:
         pulled_at = now_iso()
         rows = [(r.source_name, r.reason, r.location, r.raw_record, r.record_hash, pulled_at, run_id) for r in rejects]
         return self._batch(_INSERT_REJECT, rows)
 
-    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
-        where, args = "id > ?", [after_id]
-        if source:
-            where += " AND source_name = ?"
-            args.append(source)
-        cur = self._conn.execute(
-            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT ?",
-            [*args, limit],
-        )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in reversed(cur.fetchall())]
-
-    def count(self, *, source: str | None = None, rejected: bool = False) -> int:
-        table = "pulled_events_rejected" if rejected else "pulled_events"
-        if source:
-            sql, args = f"SELECT count(*) FROM {table} WHERE source_name = ?", [source]
-        else:
-            sql, args = f"SELECT count(*) FROM {table}", []
-        return int(self._conn.execute(sql, args).fetchone()[0])
-
     PARAM = "?"
-    INVALID_ROW = (
-        f"event_timestamp NOT GLOB '{_TIMESTAMP_GLOB}' OR cost_usd < 0 OR tokens_input < 0 "
-        "OR tokens_output < 0 OR json_valid(raw_payload) = 0 OR source_event_id = ''"
+    INVALID_ROW = invalid_row(
+        {"timestamp": f"{{column}} NOT GLOB '{_TIMESTAMP_GLOB}'", "json": "json_valid({column}) = 0"}
     )
+    HOUR_TEXT = f"substr(event_timestamp, 1, {_HOUR_WIDTH})"  # the text is UTC already
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, list(args)).fetchall()
@@ -209,14 +204,6 @@ class SqliteTraceStore(TraceStore):
 
     def _time(self, value: datetime) -> Any:
         return format_timestamp(value)  # fixed-width text: text order is time order
-
-    def hour_counts(self, *, source: str, run_id: str) -> dict[str, int]:
-        rows = self._conn.execute(
-            "SELECT substr(event_timestamp, 1, 13), count(*) FROM pulled_events "
-            "WHERE source_name = ? AND run_id = ? GROUP BY 1",
-            [source, run_id],
-        )
-        return {hour: int(n) for hour, n in rows}
 
     def close(self) -> None:
         self._conn.close()

@@ -1,7 +1,8 @@
 """The ``pullmode`` command line: validate, preview, tail, export, pull, demo.
 
 Errors print one line per problem on stderr and exit 1; no command prints a traceback for a
-problem the user can fix, and none prints a secret.
+problem the user can fix, and none prints a secret. Importing this package imports no Dagster:
+``pullmode pull`` (:mod:`.pull`) loads it when it runs.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import click
 
-from .engine.errors import ConfigError, PullmodeError
-from .engine.sources import load_sources
-from .engine.store import open_store
+from ..engine.errors import ConfigError, PullmodeError
+from ..engine.sources import load_sources
+from ..engine.store import open_store
 
 
 def _fail(lines: list[str] | str) -> None:
@@ -79,10 +80,11 @@ def validate(directory: Path | None) -> None:
 
 
 def _load(name: str) -> Any:
+    """Source ``name``, refusing only when its own file has problems (or no source loaded at all):
+    another file's mistake does not stop a preview of this one."""
     result = load_sources()
-    for problem in result.problems:
-        if f"source {name!r}" in problem or not result.sources:
-            raise ConfigError(result.problems)
+    if result.problems and (not result.sources or any(p.source == name for p in result.problems)):
+        raise ConfigError(result.problems)
     return result.get(name)
 
 
@@ -102,7 +104,7 @@ def preview(name: str, as_json: bool) -> None:
     """Fetch the first page (or first file) of source NAME and print the normalized events.
 
     Writes nothing and commits nothing."""
-    from .engine.pull import preview as run_preview
+    from ..engine.pull import preview as run_preview
 
     source = _load(name)
     page, events, rejects = run_preview(source)
@@ -190,7 +192,7 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     # Read when pyarrow loads (so before the import below): Arrow's default pool (mimalloc) keeps
     # 10-25 MB of freed pages resident, which a streaming export never reuses. A user's choice wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    from .engine.export import check_source, check_target, check_window, export_events, format_for, parse_time
+    from ..engine.export import check_source, check_target, check_window, export_events, format_for, parse_time
 
     start_at = parse_time(start, option="--start") if start is not None else None
     end_at = parse_time(end, option="--end") if end is not None else None
@@ -205,7 +207,7 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     click.echo(f"exported {result.rows} events of {name} to {output} ({chosen}, {_size(result.bytes)})", err=True)
 
 
-@main.command()
+@main.command("pull")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_sources", is_flag=True, help="Every enabled source.")
 @click.option(
@@ -216,12 +218,13 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show the run's Dagster log on the console.")
 @friendly_errors
-def pull(names: tuple[str, ...], all_sources: bool, workspace: Path | None, verbose: bool) -> None:
+def pull_command(names: tuple[str, ...], all_sources: bool, workspace: Path | None, verbose: bool) -> None:
     """One poll cycle now for NAMES (or --all), through Dagster and the instance in $DAGSTER_HOME.
 
     The poller's own path: from its committed cursor, advancing it only when the run succeeds.
     Exits 1 when a run failed or a pull was already in flight."""
-    from .defs.pull_now import pull_sources
+    # Named pull_command: importing the submodule .pull binds the package's ``pull`` to it.
+    from .pull import pull_sources
 
     if bool(names) == all_sources:
         raise click.UsageError("name one or more sources, or pass --all")
@@ -236,11 +239,7 @@ def pull(names: tuple[str, ...], all_sources: bool, workspace: Path | None, verb
 @friendly_errors
 def demo(port: int | None, ui: bool) -> None:
     """The whole pipeline on local demo sources: no servers or credentials needed."""
-    from .demo.run import run_demo
+    from ..demo.run import run_demo
 
     if not run_demo(port=port, echo=click.echo, ui=ui):
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

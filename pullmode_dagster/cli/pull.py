@@ -1,8 +1,7 @@
 """``pullmode pull``: one poll cycle now, through Dagster, on the poller's own path.
 
-The same :class:`~.sensors.Poller` decides (refusing when a pull is in flight), the same job runs
-with the same run config and tags, recorded in the instance, and the same settle step commits the
-cursor only when that run succeeded. It runs in this process, so it needs no daemon.
+Same planner, job, run config, tags and settle step as the poller, in this process (no daemon needed).
+Design: docs/design/poller.md#pullmode-pull
 """
 
 from __future__ import annotations
@@ -18,11 +17,13 @@ from typing import Any
 
 import dagster as dg
 
+from ..definitions import build_project
+from ..defs.assets import asset_key
+from ..defs.recovery import PROCESS_TAG, process_identity
+from ..defs.sensor_state import SensorCursors
+from ..defs.sensors import PollPlanner, PollPlanState, job_name, poller_name, run_metadata, utc_now
+from ..engine.errors import ConfigError, PullmodeError
 from ..engine.locks import SourceBusy
-from .assets import asset_key
-from .recovery import PROCESS_TAG, process_identity
-from .sensor_state import SensorCursors
-from .sensors import Poller, PollerState, job_name, poller_name, run_metadata, utc_now
 
 
 @dataclass
@@ -57,7 +58,7 @@ def failure_info(result: dg.ExecuteInProcessResult) -> tuple[str, dict[str, Any]
 
 def pull_once(
     *,
-    pollers: dict[str, Poller],
+    pollers: dict[str, PollPlanner],
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     cursors: SensorCursors,
@@ -72,12 +73,12 @@ def pull_once(
         with (lock or (lambda _: nullcontext()))(name):
             return _pull_locked(pollers, defs, instance, cursors, name, echo, verbose)
     except SourceBusy as exc:
-        committed = PollerState.from_json(cursors.get(poller_name(name))).committed.to_json()
-        return PullOutcome(name, False, f"not pulled: {str(exc).removeprefix(f'source {name!r}: ')}", cursor=committed)
+        committed = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
+        return PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)
 
 
 def _pull_locked(
-    pollers: dict[str, Poller],
+    pollers: dict[str, PollPlanner],
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     cursors: SensorCursors,
@@ -87,7 +88,7 @@ def _pull_locked(
 ) -> PullOutcome:
     poller = pollers[name]
     sensor = poller_name(name)
-    state = PollerState.from_json(cursors.get(sensor))
+    state = PollPlanState.from_json(cursors.get(sensor))
     decision = poller.decide(state, instance=instance, now=utc_now(), force=True, via="cli")
     for line in decision.log if verbose else []:
         echo(f"{name}: {line}")
@@ -147,8 +148,6 @@ def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
         fallback_home.mkdir(parents=True, exist_ok=True)
         home = fallback_home.resolve()
     else:
-        from ..engine.errors import PullmodeError
-
         raise PullmodeError(
             "no Dagster instance: set DAGSTER_HOME to the directory holding dagster.yaml, or run from the "
             "repository root"
@@ -197,9 +196,6 @@ def pull_sources(
     verbose: bool = False,
 ) -> list[PullOutcome]:
     """One poll cycle for each named source (or every enabled one), through Dagster."""
-    from ..definitions import build_project
-    from ..engine.errors import ConfigError
-
     if not verbose and not logging.getLogger().handlers:
         # Without -v the console gets one line per source. A library that logs an error with its
         # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
