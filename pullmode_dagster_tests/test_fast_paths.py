@@ -8,6 +8,7 @@ statement. Each is checked here against the general way it replaced, on arbitrar
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -41,6 +42,7 @@ from pullmode_dagster.engine.events import (
 )
 from pullmode_dagster.engine.jsonpath import MISSING, compile_path
 from pullmode_dagster.engine.mapping import EventMapper
+from pullmode_dagster.engine.parsing import ParseProblem, ndjson_records
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster.engine.store.base import EVENT_COLUMNS
 
@@ -193,7 +195,9 @@ def test_decoded_pages_and_their_payloads_are_what_the_stdlib_gives(raw: Any) ->
             for kind, text in tokens(doc):  # the floats msgspec writes as repr does, and the others
                 assert kind is not float or ("e" not in text and text not in ("inf", "-inf", "nan"))
                 assert kind is not ReprFloat or "e" in text
-        for page in ([doc], doc if isinstance(doc, list) else []):
+        pages = ([doc], doc if isinstance(doc, list) else [])
+        references = ([general], general if isinstance(general, list) else [])  # the reference reads json's values
+        for page, reference_page in zip(pages, references, strict=True):
             payloads = plain_payloads(page) if plain else [None] * len(page)
             for record, payload in zip(page, payloads, strict=True):
                 assert payload is None or payload == dumps(record)
@@ -201,7 +205,7 @@ def test_decoded_pages_and_their_payloads_are_what_the_stdlib_gives(raw: Any) ->
             for mapping, mapper in zip(MAPPINGS, MAPPERS, strict=True):
                 rows, rejects = mapper.map_rows(page, location="p", plain=plain)
                 results = [tuple(r) for r in rows.rows] + [(r.reason, r.raw_record) for r in rejects]
-                assert sorted(results, key=repr) == sorted((expected(mapping, r) for r in page), key=repr)
+                assert sorted(results, key=repr) == sorted((expected(mapping, r) for r in reference_page), key=repr)
 
 
 @pytest.mark.parametrize(
@@ -295,3 +299,56 @@ def test_the_float_bounds_are_where_the_spellings_part() -> None:
     """``repr`` switches to exponent notation below 1e-4 and from 1e16: the bounds of "plain"."""
     assert "e" not in repr(1e-4) and "e" in repr(math.nextafter(1e-4, 0))
     assert "e" not in repr(math.nextafter(1e16, 0)) and "e" in repr(1e16)
+
+
+PROBLEM = object()
+
+
+def general_ndjson(data: bytes) -> list[tuple[int, Any]]:
+    """NDJSON read the general way only: each line decoded as UTF-8 and by ``json``, NaN refused."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+
+    out: list[tuple[int, Any]] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8").rstrip("\r")
+            out.append((number, json.loads(text, parse_constant=no_constant)))
+        except (ValueError, RecursionError):
+            out.append((number, PROBLEM))  # its reason is the general path's own
+    return out
+
+
+ODD_LINES = [b'{"id": NaN}', b'\xef\xbb\xbf{"id": "bom"}', b'{"id": "\\ud800"}', b'{"id": "\xff"}', b"{oops", b"[1, 2]"]
+
+
+@SETTINGS
+@given(
+    raws=st.lists(st.one_of(records(), json_like, floats_anywhere), max_size=5), odd=st.sets(st.sampled_from(ODD_LINES))
+)
+def test_ndjson_lines_decoded_fast_are_what_the_general_way_reads(raws: list[Any], odd: set[bytes]) -> None:
+    lines = [line for raw in raws for line in encodings(raw)[:1]] + sorted(odd)
+    data = b"\r\n".join(lines) + b"\n"
+    fast = list(ndjson_records(io.BytesIO(data), chunk=7))
+    general = general_ndjson(data)
+    assert [number for number, _, _ in fast] == [number for number, _ in general]
+    for (_, item, plain), (_, value) in zip(fast, general, strict=True):
+        assert isinstance(item, ParseProblem) == (value is PROBLEM)
+        if value is not PROBLEM:
+            assert same(item, value)
+        if plain:  # the fast payloads and mapping give what the general ones give
+            for mapper in MAPPERS:
+                fast_rows, fast_rejects = mapper.map_rows([item], location="p", plain=True)
+                rows, rejects = mapper.map_rows([value], location="p")
+                assert [tuple(r) for r in fast_rows.rows] == [tuple(r) for r in rows.rows]
+                assert [(r.reason, r.raw_record) for r in fast_rejects] == [(r.reason, r.raw_record) for r in rejects]
+
+
+def test_usual_ndjson_lines_take_the_fast_path_and_odd_ones_the_general_path() -> None:
+    data = b'{"id": "e1", "cost": 0.25, "at": "2026-03-01T10:00:00Z"}\r\n\n{"id": "e2", "cost": 1e-05}\n' + ODD_LINES[0]
+    parsed = list(ndjson_records(io.BytesIO(data)))
+    assert [(number, plain) for number, _, plain in parsed] == [(1, True), (3, True), (4, False)]
+    assert parsed[1][1] == {"id": "e2", "cost": 1e-05} and isinstance(parsed[2][1], ParseProblem)

@@ -1,15 +1,8 @@
 """``eventMapping``: compiled once per source into one straight-line function, applied to every record.
 
-A reference connector maps in code instead (``extract``: record -> field values, for shapes a
-path cannot express, such as an actor chosen by ``actor.type``); either way the values go through
-the same field rules of :mod:`.events`, in the same order, so a record gets the same event or the
-same reject reason whichever way it was mapped.
-
-Simple paths (``$.id``, ``$.usage.cost_usd``, ``$.items[0].id``) become inline ``dict.get`` and index
-lookups, a prefix shared by several fields is looked up once, each field rule's common case is
-inlined and the event is built as a row (:data:`~.events.EventRow`): a walker call per field and
-normalizing through keyword arguments into a frozen dataclass were two thirds of a pull's time.
-Other paths (wildcards, filters) call their compiled JSONPath.
+A reference connector maps in code instead (``extract``); either way the values go through the same
+field rules of :mod:`.events`, so a record gets the same event or reject whichever way it was mapped.
+Design (why straight-line code): docs/design/normalization.md#eventmapping
 """
 
 from __future__ import annotations
@@ -27,6 +20,7 @@ from .events import (
     NormalizationError,
     NormalizedEvent,
     Reject,
+    ReprFloat,
     dumps,
     invalid_unicode_reason,
     is_utf8,
@@ -50,12 +44,19 @@ _ROW_WIDTH = len(EVENT_FIELDS)
 """A result this long is an event; a reject is (reason, raw text)."""
 
 _TEXT_FIELDS = ("actor", "action", "target")
+
+
+def _kind(raw: Any) -> str:
+    """A record's JSON type as a reject names it: a decoded float is a float, however it is written."""
+    return "float" if type(raw) is ReprFloat else type(raw).__name__
+
+
 _COUNT_FIELDS = ("tokens_input", "tokens_output")
 
 _TEMPLATE = """\
 def fields(raw, raw_payload):
     if not isinstance(raw, dict):
-        return f"record is not an object: {{type(raw).__name__}}", raw_payload
+        return f"record is not an object: {{kind(raw)}}", raw_payload
     try:
 {body}
         return ({args})
@@ -83,6 +84,7 @@ def _compile_fields(
     the reason. None stands for "matched nothing" (a path treats a JSON null the same)."""
     namespace: dict[str, Any] = {
         "MISSING": MISSING,
+        "kind": _kind,
         "NormalizationError": NormalizationError,
         "normalize_event_id": normalize_event_id,
         "normalize_timestamp": normalize_timestamp,
@@ -222,7 +224,7 @@ class EventMapper:
         assert self._extract is not None
         try:
             if not isinstance(raw, dict):
-                raise NormalizationError(f"record is not an object: {type(raw).__name__}")
+                raise NormalizationError(f"record is not an object: {_kind(raw)}")
             try:
                 values = self._extract(raw)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:

@@ -1,13 +1,8 @@
 """File parsers for ``s3_polling``: NDJSON, CSV (header row) and JSON arrays, all streaming.
 
-Each parser reads a binary stream in chunks and yields ``(number, record)`` or
-``(number, ParseProblem)`` one record at a time (``number`` counts :data:`UNITS` of the parser: lines,
-or array elements), so a 1 GB file costs one chunk and one record of memory. A bad NDJSON line or
-CSV row (not UTF-8, not JSON, NaN or Infinity, nested too deeply) is a problem for that record
-only, and parsing goes on with the next one. A JSON-array element that is well delimited but cannot
-become a record (nested too deeply, NaN, a number too long) is a problem for that element; one that
-stops parsing cannot be resynchronized and raises :class:`UnreadableFile`, like a truncated or
-corrupt gzip stream.
+Each yields ``(number, record)`` or ``(number, ParseProblem)`` one record at a time; a bad record is a
+problem for that record only, and a file that cannot be read on raises :class:`UnreadableFile`.
+Design: docs/design/normalization.md#file-parsers
 """
 
 from __future__ import annotations
@@ -20,6 +15,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
+
+from .events import decode_json
 
 CHUNK = 1 << 16
 
@@ -90,20 +87,35 @@ def _decode(line: bytes) -> str:
 
 
 def parse_ndjson(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
+    for number, item, _ in ndjson_records(stream, chunk=chunk):
+        yield number, item
+
+
+def ndjson_records(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any, bool]]:
+    """:func:`parse_ndjson`, and whether each record is plain JSON (:func:`~.events.decode_json`), so
+    the mapper writes its raw payload the fast way. A line msgspec cannot take as plain JSON is read
+    again the general way, which alone decides what is a problem and why."""
     for number, raw in enumerate(_lines(stream, chunk), start=1):
         if not raw.strip():
             continue
         try:
-            text = _decode(raw)
-        except UnicodeDecodeError:
-            yield number, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace").rstrip("\r"))
+            record, plain = decode_json(raw)
+        except (ValueError, RecursionError):
+            plain = False
+        if plain:
+            yield number, record, True
             continue
         try:
-            yield number, _decoder.decode(text)
+            text = _decode(raw)
+        except UnicodeDecodeError:
+            yield number, ParseProblem("line is not UTF-8", raw.decode("utf-8", "replace").rstrip("\r")), False
+            continue
+        try:
+            yield number, _decoder.decode(text), False
         except json.JSONDecodeError as exc:
-            yield number, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", text)
+            yield number, ParseProblem(f"malformed NDJSON line: {exc.msg} at column {exc.colno}", text), False
         except (ValueError, RecursionError) as exc:
-            yield number, ParseProblem(_problem_reason(exc, "NDJSON line"), text)
+            yield number, ParseProblem(_problem_reason(exc, "NDJSON line"), text), False
 
 
 def parse_csv(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
@@ -288,3 +300,11 @@ PARSERS = {"ndjson": parse_ndjson, "csv": parse_csv, "json-array": parse_json_ar
 
 def parse(parser: Parser, stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any]]:
     return PARSERS[parser](stream, chunk=chunk)
+
+
+def parse_records(parser: Parser, stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any, bool]]:
+    """:func:`parse`, and whether each record is plain JSON: only NDJSON says so (CSV rows and array
+    elements take the general path)."""
+    if parser == "ndjson":
+        return ndjson_records(stream, chunk=chunk)
+    return ((number, item, False) for number, item in parse(parser, stream, chunk=chunk))

@@ -1,14 +1,8 @@
 """``s3_polling``: NDJSON, CSV and JSON-array files from S3 and S3-compatible stores.
 
-Cursor = the lexicographically greatest key fully processed (``after_key``). A pull lists with
-``StartAfter=<cursor>``, so it costs in proportion to the new keys, not to the bucket; follows list
-continuation past 1,000 keys; and processes keys in order, at most ``maxFilesPerRun`` of them. Files
-are streamed (``.gz`` decompressed on the fly) and handed on in pages of records, so a 1 GB file
-never sits in memory. A new client is built for every pull from freshly resolved credentials.
-
-Out of scope, by design: a key that appears *before* the cursor (a late upload under an older name)
-is not seen by polling, because finding it would mean listing the whole prefix every time. A window
-re-pull (a backfill of the partition in which it was uploaded) reads it.
+Cursor = the greatest key fully processed (``after_key``), listed on with ``StartAfter``; files are
+streamed. A late upload under a key before the cursor is left to a window re-pull.
+Design: docs/design/adapters.md#s3_polling
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from ..config import ConfigProblem, EventMapping, SourceConfig
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..parsing import UNITS, ParseProblem, UnreadableFile, parse
+from ..parsing import UNITS, ParseProblem, UnreadableFile, parse_records
 from ..templating import Template
 from .base import Page, Position, Puller, Window
 from .registry import Adapter, register
@@ -178,31 +172,44 @@ class S3PollingPuller(Puller):
         stream = gzip.GzipFile(fileobj=body, mode="rb") if obj.key.endswith(".gz") else body
         unit = UNITS[self.source.parser]
 
-        def page(records: list[Any], numbers: list[int], rejects: list[Reject], **kw: Any) -> Page:
-            return Page(records, location=url, where=lambda i: f"{url} {unit} {numbers[i]}", rejects=rejects, **kw)
+        def page(records: list[Any], numbers: list[int], rejects: list[Reject], plain: bool, **kw: Any) -> Page:
+            return Page(
+                records, location=url, where=lambda i: f"{url} {unit} {numbers[i]}", rejects=rejects, plain=plain, **kw
+            )
 
         records: list[Any] = []
         numbers: list[int] = []
         rejects: list[Reject] = []
+        plain = True  # every record of the page is plain JSON
         try:
-            for number, item in parse(self.source.parser, stream):
+            for number, item, plain_record in parse_records(self.source.parser, stream):
                 if isinstance(item, ParseProblem):
                     rejects.append(Reject(self.source.name, item.reason, item.raw, f"{url} {unit} {number}"))
                     continue
                 records.append(item)
                 numbers.append(number)
+                plain = plain and plain_record
                 if len(records) >= RECORDS_PER_PAGE:
                     yield page(
-                        records, numbers, rejects, nbytes=0, resume={"after_key": before}, drained=False, boundary=False
+                        records,
+                        numbers,
+                        rejects,
+                        plain,
+                        nbytes=0,
+                        resume={"after_key": before},
+                        drained=False,
+                        boundary=False,
                     )
-                    records, numbers, rejects = [], [], []
+                    records, numbers, rejects, plain = [], [], [], True
         except UnreadableFile as exc:
             raise PullError(self.redact(f"source {self.source.name!r}: cannot read {url}: {exc}")) from None
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"cannot read {url}", exc) from None
         finally:
             body.close()
-        yield page(records, numbers, rejects, nbytes=obj.size, resume={"after_key": obj.key}, drained=drained, files=1)
+        yield page(
+            records, numbers, rejects, plain, nbytes=obj.size, resume={"after_key": obj.key}, drained=drained, files=1
+        )
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         client = self._client()
