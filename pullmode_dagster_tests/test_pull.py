@@ -154,3 +154,25 @@ def test_memory_does_not_grow_with_the_backlog(
     small, large = peak_for(4, "small"), peak_for(40, "large")
     # The large pull moves 10,800 more events (about 16 MB as Python objects); its peak may not follow.
     assert large - small < 2_000_000, (small, large)
+
+
+def test_a_pull_of_one_page_logs_only_its_summary(
+    api: LoopbackServer, sources: SourceWriter, tmp_path: Any, context: PullContext
+) -> None:
+    """An idle poll is one page; under Dagster its progress line would repeat the summary at the
+    price of an event-log write."""
+    api.routes["/v1/events"] = CursorFeed(make_events(3), page_size=10)
+    source = sources.load(http_source(api.url("/v1/events")))
+    lines: list[str] = []
+
+    class Lines:
+        def info(self, message: str) -> None:
+            lines.append(message)
+
+        warning = info
+
+    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep)
+    with SqliteTraceStore(tmp_path / "one.db") as store:
+        report = run_pull(source, store=store, context=context)
+    assert (report.pages, report.written, report.drained) == (1, 3, True)
+    assert lines == []  # the caller logs report.summary()

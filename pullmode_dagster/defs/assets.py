@@ -193,8 +193,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 start = CursorState.from_json(config.cursor)
             except CursorFormatError as exc:
                 raise dg.Failure(description=f"source {source.name!r}: cursor in run config: {exc}") from None
-            window = None
-            context.log.info(f"{source.name}: polling from cursor {start.to_json()}")
+            window = None  # the cursor it starts from is the materialization's cursor_before
         else:
             time_window = context.partition_time_window
             window = Window(time_window.start, time_window.end)
@@ -203,7 +202,9 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         if window is None:
             # Who runs this pull: a poller or `pullmode pull` that finds this run in progress after
             # its process died marks it failed (defs/recovery.py).
-            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: process_identity()})
+            identity = process_identity()
+            if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
+                context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
         checkpoints = CheckpointRecorder(context, key, start)
         secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
         try:

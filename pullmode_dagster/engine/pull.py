@@ -29,9 +29,10 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 2000
 PREVIEW_ROWS = 5
 FLUSH_EVERY_SECONDS = 5.0
-PROGRESS_EVERY_SECONDS = 5.0
-"""A page's progress line is logged for the first page, a page with rejects, and then at most this often."""
 """A slow source's events are written (and its checkpoint advanced) at least this often."""
+PROGRESS_EVERY_SECONDS = 5.0
+"""A page's progress line is logged for the first page (unless it is the only one), a page with
+rejects, and then at most this often."""
 FUTURE_SKEW = timedelta(minutes=5)
 """How far past the pull's clock an event may be dated and still become the watermark."""
 _TIMESTAMP = EVENT_FIELDS.index("event_timestamp")
@@ -169,7 +170,7 @@ def run_pull(
     pending = start  # the state after the last page mapped; durable once its events are flushed
 
     flushed_at = [context.clock()]
-    logged_at = float("-inf")
+    logged_at = context.clock()  # the first progress line comes with the first page (below)
 
     def flush() -> None:
         flushed_at[0] = context.clock()
@@ -220,7 +221,8 @@ def run_pull(
             report.bytes += page.nbytes
             report.requests = puller.requests
             report.newest_event_timestamp = newest
-            if report.pages == 1 or rejects or context.clock() - logged_at >= PROGRESS_EVERY_SECONDS:
+            first = report.pages == 1 and not page.drained  # a pull of one page has its summary next
+            if first or rejects or context.clock() - logged_at >= PROGRESS_EVERY_SECONDS:
                 # Progress, not a line per page: under Dagster every line is an event-log write
                 # (tens of ms each), which would cost more than the page itself.
                 logged_at = context.clock()
