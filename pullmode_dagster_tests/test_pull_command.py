@@ -10,6 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from click.testing import CliRunner
+
+# Private on purpose, like defs/sensor_state.py: no public API loads a workspace's remote sensors, whose
+# origin ids the sensor cursors are keyed by; this test is what fails loudly when Dagster changes them.
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
