@@ -447,7 +447,12 @@ def format_timestamp(value: datetime) -> str:
 _HOUR = re.compile(r"[1-9]\d{3}-\d\d-\d\dT(?:[01]\d|2[0-3])", re.ASCII).fullmatch
 _MINUTE_SECOND = frozenset(f":{m:02d}:{s:02d}" for m in range(60) for s in range(60))
 _UTC_REST = re.compile(r"(?:\.(\d{6}|\d{3}))?(?:Z|\+00:00)?", re.ASCII).fullmatch
-_WHOLE_SECOND = {"Z": ".000000Z", "": ".000000Z", "+00:00": ".000000Z"}
+_KNOWN_REST = {
+    "Z": ".000000Z",
+    "": ".000000Z",
+    "+00:00": ".000000Z",
+    **{f".{ms:03d}Z": f".{ms:03d}000Z" for ms in range(1000)},  # JavaScript's toISOString()
+}
 _valid_hours: dict[str, bool] = {}
 
 
@@ -469,7 +474,7 @@ def normalize_timestamp(value: Any) -> str:
         hour = value[:13]
         if _valid_hours.get(hour) or _valid_hour(hour):
             rest = value[19:]
-            end = _WHOLE_SECOND.get(rest)
+            end = _KNOWN_REST.get(rest)
             if end is None and (fraction := _UTC_REST(rest)) is not None:
                 end = f".{fraction.group(1):0<6}Z"
             if end is not None:
