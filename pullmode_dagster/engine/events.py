@@ -1,7 +1,7 @@
 """The normalized event: the one place where a record becomes (or fails to become) one.
 
-:func:`normalize` returns a valid :class:`NormalizedEvent` or a :class:`Reject` that says why; nothing is
-dropped silently, and a record is stored only when both stores can keep it faithfully.
+The field rules (:func:`normalize_row`) make a record an event or raise the reason it becomes a
+:class:`Reject`; nothing is dropped silently, and a record is stored only when both stores can keep it faithfully.
 Design (the rules, the fast paths): docs/design/normalization.md#the-normalized-event
 """
 
@@ -192,8 +192,12 @@ def _plain_float(text: str) -> float:
     return ReprFloat(value)
 
 
-_plain_decoder = msgspec.json.Decoder(float_hook=_plain_float)
-"""One decoder for every document (it keeps no state between calls): an NDJSON file is one call a line."""
+decode_plain = msgspec.json.Decoder(float_hook=_plain_float).decode
+"""A plain JSON document (see :func:`decode_json`), or one of :data:`NOT_PLAIN` raised. One decoder
+for every document (it keeps no state between calls): an NDJSON file is one call a line."""
+
+NOT_PLAIN = (msgspec.DecodeError, ValueError, RecursionError)
+"""What :func:`decode_plain` raises for a document that is not plain JSON (or not JSON at all)."""
 
 
 def decode_json(data: bytes) -> tuple[Any, bool]:
@@ -207,8 +211,8 @@ def decode_json(data: bytes) -> tuple[Any, bool]:
     what cannot be stored. ``json.loads``' errors (ValueError, RecursionError) are the errors of this
     function."""
     try:
-        return _plain_decoder.decode(data), True
-    except (msgspec.DecodeError, ValueError, RecursionError):
+        return decode_plain(data), True
+    except NOT_PLAIN:
         return json.loads(data), False
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from .events import decode_json
+from .events import NOT_PLAIN, decode_plain
 
 CHUNK = 1 << 16
 
@@ -94,15 +94,15 @@ def parse_ndjson(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int,
 def ndjson_records(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any, bool]]:
     """:func:`parse_ndjson`, and whether each record is plain JSON (:func:`~.events.decode_json`), so
     the mapper writes its raw payload the fast way. A line msgspec cannot take as plain JSON is read
-    again the general way, which alone decides what is a problem and why."""
+    the general way, which alone decides what is a problem and why."""
     for number, raw in enumerate(_lines(stream, chunk), start=1):
         if not raw.strip():
             continue
         try:
-            record, plain = decode_json(raw)
-        except (ValueError, RecursionError):
-            plain = False
-        if plain:
+            record = decode_plain(raw)
+        except NOT_PLAIN:
+            pass
+        else:
             yield number, record, True
             continue
         try:
