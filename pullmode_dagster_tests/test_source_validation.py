@@ -3,6 +3,7 @@ file, the source and the field, never a secret."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,8 @@ def test_a_problem_is_its_line() -> None:
     assert str(ConfigError([problem])) == problem and ConfigError([problem]).problems[0].source == "a"
     with pytest.raises(AttributeError):
         problem.source = "b"  # type: ignore[misc]
+    copied = pickle.loads(pickle.dumps(ConfigError([problem, "plain"])))
+    assert [(str(p), p.source) for p in copied.problems] == [(problem, "a"), ("plain", None)]
 
 
 def test_literal_secret_in_a_bad_field_is_not_echoed(sources: SourceWriter) -> None:

@@ -49,6 +49,9 @@ class ConfigError(PullmodeError):
         self.problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problems,)  # pickles (process pools) with its own argument
+
 
 class CredentialError(PullmodeError):
     """A credential ref could not be resolved (variable unset, file missing)."""

@@ -46,12 +46,13 @@ _ROW_WIDTH = len(EVENT_FIELDS)
 _TEXT_FIELDS = ("actor", "action", "target")
 
 
+_COUNT_FIELDS = ("tokens_input", "tokens_output")
+
+
 def _kind(raw: Any) -> str:
     """A record's JSON type as a reject names it: a decoded float is a float, however it is written."""
     return "float" if type(raw) is ReprFloat else type(raw).__name__
 
-
-_COUNT_FIELDS = ("tokens_input", "tokens_output")
 
 _TEMPLATE = """\
 def fields(raw, raw_payload):
