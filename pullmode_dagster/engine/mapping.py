@@ -44,8 +44,6 @@ _ROW_WIDTH = len(EVENT_FIELDS)
 """A result this long is an event; a reject is (reason, raw text)."""
 
 _TEXT_FIELDS = ("actor", "action", "target")
-
-
 _COUNT_FIELDS = ("tokens_input", "tokens_output")
 
 
