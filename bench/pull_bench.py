@@ -343,13 +343,19 @@ def http_plain(run: Run) -> Result:
     return verified("http", PLAIN, run.n, proc, sqlite_count(db, "e"))
 
 
+def engine_alone(run: Run, name: str, doc: dict[str, Any], env: dict[str, str] | None = None) -> Result:
+    """``run_pull`` of the source ``doc`` in a child process, into a fresh SQLite store."""
+    work = run.workdir(name)
+    sources = write_source(work / "sources", doc)
+    db = work / "engine.db"
+    argv = child("engine", "--sources", str(sources), "--name", doc["name"], "--db", str(db))
+    proc = run.measure(name, argv, env=env)
+    return verified(run.suite, name, run.n, proc, sqlite_count(db, "pulled_events"))
+
+
 @contender("http", ENGINE)
 def http_engine(run: Run) -> Result:
-    work = run.workdir(ENGINE)
-    sources = write_source(work / "sources", http_source(run.base_url))
-    db = work / "engine.db"
-    proc = run.measure(ENGINE, child("engine", "--sources", str(sources), "--name", HTTP_SOURCE, "--db", str(db)))
-    return verified("http", ENGINE, run.n, proc, sqlite_count(db, "pulled_events"))
+    return engine_alone(run, ENGINE, http_source(run.base_url))
 
 
 @contender("http", FULL)
@@ -443,12 +449,7 @@ def s3_plain(run: Run) -> Result:
 
 @contender("s3", S3_ENGINE)
 def s3_engine(run: Run) -> Result:
-    work = run.workdir(S3_ENGINE)
-    sources = write_source(work / "sources", s3_source(run.base_url))
-    db = work / "engine.db"
-    argv = child("engine", "--sources", str(sources), "--name", S3_SOURCE, "--db", str(db))
-    proc = run.measure(S3_ENGINE, argv, env=clean_env(**AWS_ENV))
-    return verified("s3", S3_ENGINE, run.n, proc, sqlite_count(db, "pulled_events"))
+    return engine_alone(run, S3_ENGINE, s3_source(run.base_url), env=clean_env(**AWS_ENV))
 
 
 @contender("s3", S3_FULL)

@@ -92,13 +92,12 @@ def _pull_locked(
     decision = poller.decide(state, instance=instance, now=utc_now(), force=True, via="cli")
     for line in decision.log if verbose else []:
         echo(f"{name}: {line}")
-    if decision.run_request is None:
-        cursors.set(sensor, decision.state.to_json())
+    cursors.set(sensor, decision.state.to_json())  # with a pull to run: announced in flight before it starts
+    request = decision.run_request
+    if request is None:
         return PullOutcome(
             name, False, f"not pulled: {decision.skip_reason}", cursor=decision.state.committed.to_json()
         )
-    request = decision.run_request
-    cursors.set(sensor, decision.state.to_json())  # announce the pull in flight before it starts
     # Same run config as the poller's request; the console shows the run's log only with -v (the
     # event log in the instance keeps everything, as for any run), so a failure is one line.
     result = defs.resolve_job_def(job_name(name)).execute_in_process(
