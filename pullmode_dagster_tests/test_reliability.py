@@ -18,9 +18,13 @@ import dagster as dg
 import pytest
 
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint, run_metadata
+from pullmode_dagster.demo.vendors.openai import WORKSPACE_ID, ComplianceLogsAPI, LogFile, auth_log_record
+from pullmode_dagster.engine.adapters import openai_compliance as oai
+from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
 from .conftest import SourceWriter, http_source
@@ -199,6 +203,106 @@ def test_a_retry_after_past_the_deadline_stops_the_pull_cleanly_and_the_next_res
         resumed = run_pull(source, store=store, start=report.cursor_after, context=quiet_context(ATTEMPTS))
         assert (resumed.drained, resumed.written, resumed.duplicates) == (True, 80, 0)
         assert_exactly_once(store, "faulty", server)
+
+
+# -- streamed downloads: the same whole-request timeout -------------------------------------------
+
+OAI_KEY = "sk-oai-stream-test-key"
+
+
+def openai_files(vendor: ComplianceLogsAPI, count: int, records: int) -> list[LogFile]:
+    """``count`` AUTH_LOG files of ``records`` events each, an hour apart."""
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    return [
+        vendor.add_file(
+            "AUTH_LOG",
+            [
+                auth_log_record(f"auth_{n}_{i:04d}", t0 + timedelta(minutes=i), email="a@acme.example")
+                for i in range(records)
+            ],
+            end_time=t0 + timedelta(hours=n + 1),
+        )
+        for n in range(count)
+    ]
+
+
+def openai_fault_source(
+    vendor: ComplianceLogsAPI, directory: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any
+) -> SourceConfig:
+    monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", vendor.base_url)
+    monkeypatch.setenv("OAI_STREAM_KEY", OAI_KEY)
+    doc = {
+        "name": "streamed",
+        "adapter": "openai_compliance",
+        "workspaceId": WORKSPACE_ID,
+        "eventTypes": ["AUTH_LOG"],
+        "startDate": "2026-01-01",
+        "schedule": "*/15 * * * *",
+        "credentials": {"api_key": {"env": "OAI_STREAM_KEY"}},
+        **overrides,
+    }
+    source, problems = parse_source(doc, file=directory / "streamed.yaml")
+    assert source is not None, problems
+    return source
+
+
+def test_a_trickled_file_download_fails_at_the_whole_request_timeout_naming_the_file_and_the_checkpoint_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second file's signed URL leads to a host that sends its headers at once, then a byte every
+    # 0.3 s: each read arrives well within a per-read timeout, the whole body would take an hour (the
+    # host gives up after 20 s). The pull's deadline (1 s) passes while it trickles.
+    trickler = FaultServer(make_events(200), page_size=200, script=["trickle"], trickle_interval=0.3)
+    trickler.trickle_max_seconds = 20
+    with ComplianceLogsAPI(OAI_KEY) as vendor, trickler, SqliteTraceStore(tmp_path / "s.db") as store:
+        read, stuck = openai_files(vendor, 2, 3)
+        signed = vendor.storage.url
+        monkeypatch.setattr(vendor.storage, "url", lambda path: trickler.url if stuck.id in path else signed(path))
+        source = openai_fault_source(vendor, tmp_path, monkeypatch, requestTimeoutSeconds=1.5, pullDeadlineSeconds=1)
+        started = time.monotonic()
+        with pytest.raises(PullError) as failed:
+            run_pull(source, store=store, context=quiet_context(ATTEMPTS))
+        elapsed = time.monotonic() - started
+        assert str(failed.value) == (
+            f"source 'streamed': AUTH_LOG file {stuck.file_name}: the download broke off: ReadTimeout: the whole "
+            "request took longer than 1.5s; the file is read again by the next pull"
+        )
+        assert elapsed < 10, f"held for {elapsed:.1f}s by a trickle the host keeps up for 20 s"
+        assert trickler.injected == {"trickle": 1}  # the status was final: the body is not tried again
+        # The checkpoint holds at the file before: its events are stored, the trickled file's are not.
+        checkpoint = failed.value.report.checkpoint
+        assert checkpoint.position == {"streams": {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [read.id]}}}
+        assert sorted(stored_ids(store, "streamed")) == [f"auth_0_{i:04d}" for i in range(3)]
+
+        # The file host recovers: the next pull reads the file from the checkpoint, once.
+        monkeypatch.setattr(vendor.storage, "url", signed)
+        vendor.api.requests.clear()
+        resumed = run_pull(source, store=store, start=checkpoint, context=quiet_context(ATTEMPTS))
+        assert vendor.downloads() == [stuck.id] and (resumed.written, resumed.duplicates) == (3, 0)
+        assert sorted(stored_ids(store, "streamed")) == [f"auth_{n}_{i:04d}" for n in range(2) for i in range(3)]
+
+
+def test_a_large_file_whose_pages_take_long_to_store_is_not_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The body (about 400 KB, read in several chunks) arrives at once; what takes time is the pull's
+    # own work on its pages (0.25 s each here, 2.5 s for the file). That is not the request's time:
+    # only waiting on the host is.
+    monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 100)
+    with ComplianceLogsAPI(OAI_KEY) as vendor, SqliteTraceStore(tmp_path / "s.db") as store:
+        (file,) = openai_files(vendor, 1, 1000)
+        source = openai_fault_source(vendor, tmp_path, monkeypatch, requestTimeoutSeconds=1)
+        busy: list[float] = []
+
+        def slow_page(page: Any, report: Any) -> None:
+            started = time.monotonic()
+            time.sleep(0.25)  # work on the page, not synchronization
+            busy.append(time.monotonic() - started)
+
+        report = run_pull(source, store=store, context=quiet_context(ATTEMPTS), on_page=slow_page)
+    assert sum(busy) > 2 * 1  # the pull spent twice the request's timeout on the file's pages
+    assert (report.written, report.files, report.drained) == (1000, 1, True)
+    assert report.cursor_after.position["streams"]["AUTH_LOG"]["done"] == [file.id]
 
 
 def store_count(path: Path) -> int:

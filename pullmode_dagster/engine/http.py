@@ -172,6 +172,92 @@ def plain_json_body(response: httpx.Response, what: str) -> tuple[Any, bool]:
         raise BadBody(f"body is not JSON ({ctype}, {len(response.content)} bytes; {detail})") from None
 
 
+class Watchdog:
+    """Calls ``cut`` once a request has spent ``limit`` seconds of its own: the one bound on a
+    request that trickles (a byte every second passes any per-read timeout). Time while the caller
+    holds a streamed chunk (:meth:`pause`, parsing it, storing a page) is not the request's, so a
+    large file read at speed is not cut off for the work done on it. One timer, re-armed only when
+    it fires while time was paused."""
+
+    def __init__(self, limit: float, cut: Callable[[], None]):
+        self.limit = limit
+        self.fired = False
+        self._cut = cut
+        self._lock = threading.Lock()
+        self._spent = 0.0
+        self._since: float | None = time.monotonic()
+        self._stopped = False
+        self._timer = self._arm(limit)
+
+    def _arm(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self._check)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def used(self) -> float:
+        with self._lock:
+            running = time.monotonic() - self._since if self._since is not None else 0.0
+            return self._spent + running
+
+    def expired(self) -> bool:
+        return self.used() >= self.limit
+
+    def timeout_error(self) -> httpx.ReadTimeout:
+        """What a request cut off here raises (``send`` retries it; a stream's caller reports it)."""
+        return httpx.ReadTimeout(f"the whole request took longer than {self.limit:g}s")
+
+    def _check(self) -> None:
+        left = self.limit - self.used()
+        with self._lock:  # under the lock: once stop() returns, nothing is cut
+            if self._stopped:
+                return
+            if left > 0:  # time was paused: what is left of the request's own time
+                self._timer = self._arm(left)
+                return
+            self.fired = True
+            self._cut()
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._since is not None:
+                self._spent += time.monotonic() - self._since
+                self._since = None
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._timer.cancel()
+
+
+class Download:
+    """A streamed response and its body's chunks, as they arrive."""
+
+    def __init__(self, response: httpx.Response, watchdog: Watchdog | None):
+        self.response = response
+        self._watchdog = watchdog
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body; the time the caller spends on a chunk does not count against the request."""
+        watchdog = self._watchdog
+        for chunk in self.response.iter_bytes():
+            if watchdog is None:
+                yield chunk
+                continue
+            if watchdog.expired():
+                raise watchdog.timeout_error()
+            watchdog.pause()
+            try:
+                yield chunk
+            finally:
+                watchdog.resume()
+
+
 MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A page (decoded) larger than this fails the pull instead of exhausting memory."""
@@ -182,8 +268,8 @@ _UNSAFE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-enc
 class HttpSession:
     """One pull's HTTP client. Use as a context manager; ``requests`` counts what was sent.
 
-    ``timeout`` bounds a whole request, body included (a server trickling a byte a second is cut
-    off); ``max_response_bytes`` bounds a body; ``deadline`` (a ``clock()`` value) is the pull's:
+    ``timeout`` bounds a whole request, body included, streamed downloads too (a server trickling a
+    byte a second is cut off); ``max_response_bytes`` bounds a body that is not streamed; ``deadline`` (a ``clock()`` value) is the pull's:
     no request starts, and no retry waits, past it.
     """
 
@@ -216,7 +302,6 @@ class HttpSession:
         self.requests = 0
         self.retries = 0
         self._streams: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._timed_out = False
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
@@ -251,32 +336,38 @@ class HttpSession:
     def _cut_off(self) -> None:
         """The whole-request timeout passed while the server was still trickling (status line,
         headers or body): shut the sockets down, which wakes the blocked read with an error."""
-        self._timed_out = True
         for stream in list(self._streams):
             sock = stream.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _fetch(self, request: httpx.Request, what: str) -> httpx.Response:
-        """Send and read the whole body within ``timeout`` and ``max_response_bytes``."""
-        started = self._clock()
-        request.extensions["trace"] = self._trace
-        self._timed_out = False
-        watchdog = threading.Timer(self.timeout, self._cut_off)
-        watchdog.daemon = True
-        watchdog.start()
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[Watchdog]:
+        """The whole-request timeout of one attempt, from sending to the body's last byte: a
+        transport error after the watchdog cut the sockets off is reported as that timeout."""
+        watchdog = Watchdog(self.timeout, self._cut_off)
         try:
-            return self._read(request, what, self.redact(safe_url(request.url)), started)
+            yield watchdog
         except httpx.TransportError:
-            if self._timed_out:
-                raise httpx.ReadTimeout(f"the whole request took longer than {self.timeout:g}s") from None
+            if watchdog.fired:
+                raise watchdog.timeout_error() from None
             raise
         finally:
-            watchdog.cancel()
+            watchdog.stop()
 
-    def _read(self, request: httpx.Request, what: str, where: str, started: float) -> httpx.Response:
-        response = self._client.send(request, auth=self.auth, stream=True)
+    def _open(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the status and headers only; its connection is watched."""
+        request.extensions["trace"] = self._trace
+        return self._client.send(request, auth=self.auth, stream=True)
+
+    def _fetch(self, request: httpx.Request, what: str) -> httpx.Response:
+        """Send and read the whole body within ``timeout`` and ``max_response_bytes``."""
+        with self._watched() as watchdog:
+            return self._read(request, what, self.redact(safe_url(request.url)), watchdog)
+
+    def _read(self, request: httpx.Request, what: str, where: str, watchdog: Watchdog) -> httpx.Response:
+        response = self._open(request)
         try:
             chunks: list[bytes] = []
             size = 0
@@ -287,8 +378,8 @@ class HttpSession:
                         f"{what}: response from {where} is larger than {self.max_response_bytes} bytes "
                         "(maxResponseBytes); the page is not read"
                     )
-                if self._clock() - started > self.timeout:
-                    raise httpx.ReadTimeout(f"the whole request took longer than {self.timeout:g}s")
+                if watchdog.expired():
+                    raise watchdog.timeout_error()
                 chunks.append(chunk)
         finally:
             response.close()
@@ -342,25 +433,43 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         follow_redirects: bool = False,
-    ) -> Iterator[httpx.Response]:
+    ) -> Iterator[Download]:
         """A response whose body is read as it arrives (a JSONL download): retried like ``send``
         until its status is final; a failure while the body streams is the caller's to report.
-        Files may be large, so neither the whole-request timeout nor the size cap applies."""
+        The whole-request timeout holds from sending to the body's last byte, like any request's,
+        less the time the caller spends on the chunks (:class:`Watchdog`); files may be large, so
+        the size cap does not apply."""
+        kept: list[tuple[contextlib.ExitStack, Watchdog]] = []  # the attempt whose body streams, still watched
+
+        def release() -> None:
+            while kept:
+                kept.pop()[0].close()
 
         def attempt() -> httpx.Response:
-            request = self._client.build_request(method, url, headers=headers, params=params)
-            response = self._hops(
-                request, headers, follow_redirects, lambda r: self._client.send(r, auth=self.auth, stream=True)
-            )
-            if response.status_code in self.retry.retry_statuses or response.status_code >= 300:
-                response.read()  # small error bodies: kept for the message, then the connection is free
-            return response
+            release()
+            with contextlib.ExitStack() as stack:
+                watchdog = stack.enter_context(self._watched())
+                request = self._client.build_request(method, url, headers=headers, params=params)
+                response = self._hops(request, headers, follow_redirects, self._open)
+                stack.callback(response.close)
+                if response.status_code in self.retry.retry_statuses or response.status_code >= 300:
+                    response.read()  # small error bodies: kept for the message, then the connection is free
+                    return response
+                kept.append((stack.pop_all(), watchdog))
+                return response
 
-        response = self._with_retries(what, url, attempt)
         try:
-            yield response
-        finally:
-            response.close()
+            response = self._with_retries(what, url, attempt)
+        except BaseException:
+            release()
+            raise
+        if not kept:  # a final error status: its body is read, its attempt over
+            yield Download(response, None)
+            return
+        # The body's reads belong to the attempt: cut off by its watchdog, reported as its timeout.
+        attempt_stack, watchdog = kept.pop()
+        with attempt_stack:
+            yield Download(response, watchdog)
 
     def _hops(
         self,

@@ -261,6 +261,8 @@ class OpenAICompliancePuller(Puller):
                     break
                 except Exception as exc:
                     if held is not None:
+                        # Not a place to stop: a pull stopping here (at its deadline) would drop the failure.
+                        held.boundary = False
                         yield held
                     raise exc
                 if held is not None:
@@ -440,10 +442,10 @@ class OpenAICompliancePuller(Puller):
             )
 
         try:
-            with http.stream("GET", url, what=what, follow_redirects=True) as response:
+            with http.stream("GET", url, what=what, follow_redirects=True) as download:
                 self.requests = http.requests
-                self._check(response, what)
-                body = _Body(response.iter_bytes())
+                self._check(download.response, what)
+                body = _Body(download.chunks())
                 stream: BinaryIO = body  # type: ignore[assignment]
                 if body.peek(2) == b"\x1f\x8b":  # a gzipped file served without Content-Encoding
                     stream = gzip.GzipFile(fileobj=body, mode="rb")  # type: ignore[arg-type]
