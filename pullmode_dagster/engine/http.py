@@ -269,8 +269,8 @@ class HttpSession:
     """One pull's HTTP client. Use as a context manager; ``requests`` counts what was sent.
 
     ``timeout`` bounds a whole request, body included, streamed downloads too (a server trickling a
-    byte a second is cut off); ``max_response_bytes`` bounds a body that is not streamed; ``deadline`` (a ``clock()`` value) is the pull's:
-    no request starts, and no retry waits, past it.
+    byte a second is cut off); ``max_response_bytes`` bounds a body that is not streamed; ``deadline``
+    (a ``clock()`` value) is the pull's: no request starts, and no retry waits, past it.
     """
 
     def __init__(
