@@ -13,7 +13,7 @@ machines are noisy), and the events per CPU second of this process (the API's wo
 The plain loop is what a hand-written puller does: httpx GET, stdlib ``json``, an
 ``INSERT OR IGNORE`` executemany of the raw fields and the record as its raw payload
 (``json.dumps``), no normalization, rejects, redaction or checkpoints; SQLite in WAL mode with
-``synchronous=NORMAL``, as the trace store (``bench/run.py``'s loop, with the store's durability).
+``synchronous=FULL``, as the trace store (``bench/run.py``'s loop, with the store's durability).
 ``--profile`` writes a cProfile of one more ``run_pull`` (read it with ``pstats``).
 """
 

@@ -75,7 +75,7 @@ def plain_loop(url: str, db: Path) -> int:
     """What a hand-written puller does: fetch, parse, insert-or-ignore, follow the cursor."""
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # as the trace store: no fsync per commit, on either side
+    conn.execute("PRAGMA synchronous=FULL")  # as the trace store: an fsync of the WAL per commit, on either side
     conn.execute(
         "CREATE TABLE e (source_name TEXT, source_event_id TEXT, event_timestamp TEXT, actor TEXT, "
         "action TEXT, target TEXT, cost_usd REAL, tokens_input INT, tokens_output INT, raw_payload TEXT, "

@@ -210,3 +210,15 @@ def test_an_unknown_scheme_names_both_supported_ones() -> None:
         open_store("mysql://x@y/z")
     assert "unsupported scheme 'mysql'" in str(excinfo.value)
     assert "sqlite:///path.db" in str(excinfo.value) and "postgresql://" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(("configured", "used"), [("off", "on"), ("local", "local"), ("remote_apply", "remote_apply")])
+def test_commits_are_durable_whatever_the_database_says(pg_url: str, configured: str, used: str) -> None:
+    # synchronous_commit=off (set on the database here, as an operator might) acknowledges a COMMIT
+    # before its WAL is flushed: a checkpoint could count a batch a crash takes. The store turns it
+    # back on for its own session, and keeps any setting that flushes locally.
+    with connect(pg_url) as admin:
+        admin.execute(f"ALTER DATABASE {urlsplit(pg_url).path.lstrip('/')} SET synchronous_commit = {configured}")
+    with PostgresTraceStore(pg_url) as store:
+        assert store._conn.execute("SHOW synchronous_commit").fetchone() == (used,)
+        assert store.write_events([ev(1)], run_id="r") == WriteResult(1, 0)

@@ -6,6 +6,8 @@ Postgres test in a database of its own); the WAL test is SQLite's alone.
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -491,3 +493,83 @@ def test_sqlite_keeps_no_actor_index_and_drops_an_old_one(tmp_path: Path) -> Non
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "pulled_events_actor" not in names
     assert {"pulled_events_source_time", "pulled_events_run"} <= names
+
+
+# -- durability: a checkpoint never counts events a power loss could take -------------------------
+
+_DURABLE_CHILD = """
+import os, sys
+from pathlib import Path
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.store import SqliteTraceStore
+from pullmode_dagster_tests.fakes import make_events
+from pullmode_dagster_tests.faults import FaultServer, fault_source, quiet_context
+
+directory = Path(sys.argv[1])
+marker = os.open(directory / "checkpoints", os.O_WRONLY | os.O_CREAT)
+with FaultServer(make_events(300), page_size=100) as server, SqliteTraceStore(directory / "store.db") as store:
+    source = fault_source(server.url, directory)
+    report = run_pull(
+        source, store=store, context=quiet_context(), batch_size=100,
+        on_checkpoint=lambda state: os.write(marker, b"checkpoint"),
+    )
+print(report.written)
+"""
+_SYSCALL = re.compile(r"^\d+\s+(\w+)\(\d+<([^>]*)>")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see the fsyncs")
+def test_sqlite_syncs_the_wal_before_every_checkpoint_is_reported(tmp_path: Path) -> None:
+    # The system calls of a real pull, in order: every checkpoint the engine reports (a marker write)
+    # comes after an fsync of the WAL that follows the WAL's last write, so no power loss can take
+    # events that a checkpoint already counts.
+    log = tmp_path / "strace.log"
+    strace = ["strace", "-f", "-qq", "-y", "-e", "trace=write,pwrite64,fsync,fdatasync", "-o", str(log)]
+    child = subprocess.run(
+        [*strace, sys.executable, "-c", _DURABLE_CHILD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert child.returncode == 0 and child.stdout.strip() == "300", child.stderr[-2000:]
+    unsynced, wal_writes, checkpoints = False, 0, 0
+    for line in log.read_text().splitlines():
+        match = _SYSCALL.match(line)
+        if match is None:
+            continue
+        call, path = match.groups()
+        if path.endswith("/checkpoints"):
+            checkpoints += 1
+            assert not unsynced, f"checkpoint {checkpoints} was reported before the WAL was synced"
+        elif path.endswith("store.db-wal"):
+            if call in ("write", "pwrite64"):
+                unsynced, wal_writes = True, wal_writes + 1
+            elif call in ("fsync", "fdatasync"):
+                unsynced = False
+    assert checkpoints == 3 and wal_writes >= 3  # one per batch of 100: the pull wrote through the WAL
+
+
+def test_sqlite_commits_are_synced_when_a_checkpoint_is_reported(
+    tmp_path: Path, api: LoopbackServer, sources: SourceWriter, context: PullContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the connection says at each report: the batch is committed (another connection sees it)
+    # with synchronous=FULL (2), which syncs the WAL before COMMIT returns.
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-durable-1234")
+    api.routes["/v1/events"] = CursorFeed(make_events(30), page_size=10)
+    seen: list[tuple[int, int]] = []
+    with SqliteTraceStore(tmp_path / "store.db") as store:
+
+        def report(state: object) -> None:
+            with sqlite3.connect(tmp_path / "store.db") as other:
+                visible = other.execute("SELECT count(*) FROM pulled_events").fetchone()[0]
+            seen.append((store._conn.execute("PRAGMA synchronous").fetchone()[0], visible))
+
+        run_pull(
+            sources.load(http_source(api.url("/v1/events"))),
+            store=store,
+            context=context,
+            batch_size=10,
+            on_checkpoint=report,
+        )
+    assert seen == [(2, 10), (2, 20), (2, 30)]

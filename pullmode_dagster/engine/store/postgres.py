@@ -175,6 +175,12 @@ class PostgresTraceStore(TraceStore):
             raise PullmodeError("PULLMODE_TRACE_STORE_URL: not a valid postgresql:// URL") from None
         # A writer that stalls mid-transaction (a hung client) must not keep tail readers waiting forever.
         self._conn.execute("SET idle_in_transaction_session_timeout = '5min'")
+        # A checkpoint is reported once its batch's COMMIT returned: that commit must be on disk. A
+        # server, database or role set to synchronous_commit=off acknowledges before the WAL is
+        # flushed, so a crash could lose batches a checkpoint counts. Any other setting (local, on,
+        # remote_write, remote_apply) flushes locally first and is kept as the deployment chose it.
+        if self._conn.execute("SHOW synchronous_commit").fetchone() == ("off",):
+            self._conn.execute("SET synchronous_commit = on")
         self._migrate()
         self._conn.execute(_STAGING)
 

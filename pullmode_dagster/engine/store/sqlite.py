@@ -2,6 +2,17 @@
 
 WAL mode lets readers (``pullmode tail``, Dagster checks) run while a pull writes; a busy timeout lets
 two writers (a backfill and a poll) take turns instead of failing.
+
+Durability: ``synchronous=FULL``. In WAL mode ``NORMAL`` syncs the WAL only when it is checkpointed
+into the database, so a committed batch survives a crash of the process but not a power loss or a
+kernel panic, while the pull's checkpoint that counts it may already be in Dagster's storage (another
+database, with its own fsync): those events would never be pulled again. ``FULL`` syncs the WAL at
+every commit, before ``COMMIT`` returns, and the engine reports a checkpoint only after the write
+that holds its events returned (``pull.run_pull``'s flush). Every write of a pull precedes a
+checkpoint (each batch is followed by one; rejects are written before the events of their page), so
+every commit is made durable: one fsync of the WAL per batch of 2,000 events (100k events written
+here took 1.0-1.1x the time of ``NORMAL``). A checkpoint of the WAL into the database needs no more
+(it copies synced frames; ``FULL`` and ``NORMAL`` sync it alike).
 """
 
 from __future__ import annotations
@@ -122,7 +133,7 @@ class SqliteTraceStore(TraceStore):
         for attempt in range(50):
             try:
                 self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute("PRAGMA synchronous=FULL")  # every commit durable: see the module's docstring
                 self._conn.executescript(SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
