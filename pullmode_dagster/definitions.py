@@ -1,9 +1,9 @@
 """The code location: ``workspace.yaml`` loads this module (``dagster dev`` from the repository root).
 
 Every valid source in ``$PULLMODE_SOURCES_DIR`` becomes an asset ``ingestion/<name>``, a job
-``<name>_pull`` and a sensor ``<name>_poller``. A file that fails validation does not take the
-others down: it is left out, and a placeholder asset under the key it would have had shows its
-problems in the UI.
+``<name>_pull`` and a sensor ``<name>_poller``. A file that fails validation, or a source whose
+definitions fail to build, does not take the others down: it is left out, and a placeholder asset
+under the key it would have had shows its problems in the UI.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
 from .defs.sensors import Clock, PollPlanner, build_poller_sensor, job_name, utc_now
 from .engine.adapters import ADAPTERS
-from .engine.sources import SourceSet, load_sources
+from .engine.config import SourceConfig
+from .engine.errors import Problem
+from .engine.sources import InvalidSource, SourceSet, load_sources, one_line
 
 log = logging.getLogger("pullmode")
 
@@ -34,6 +36,65 @@ class Project:
     sources: SourceSet
 
 
+@dataclass(frozen=True)
+class _SourceDefs:
+    """One source's part of the code location."""
+
+    asset: dg.AssetsDefinition
+    job: dg.UnresolvedAssetJobDefinition
+    sensor: dg.SensorDefinition
+    poller: PollPlanner
+
+
+def _source_defs(source: SourceConfig, clock: Clock) -> _SourceDefs:
+    asset = build_source_asset(source)
+    job = dg.define_asset_job(
+        job_name(source.name),
+        selection=dg.AssetSelection.assets(asset.key),
+        tags={SOURCE_TAG: source.name},
+        description=f"One pull of {source.name}.",
+        # One step: run it in the run worker's process rather than paying a step subprocess
+        # (a second import of the code location) on every poll.
+        executor_def=dg.in_process_executor,
+    )
+    poller = PollPlanner(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
+    return _SourceDefs(asset, job, build_poller_sensor(source, job, poller, clock=clock), poller)
+
+
+def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None:
+    """A source whose definitions do not build joins the invalid files: a placeholder asset shows
+    why, and the other sources load (one source's problem must not take the code location down)."""
+    reason = one_line(f"{type(exc).__name__}: {exc}", limit=300)
+    problem = Problem(
+        f"{source.file or sources.directory}: source {source.name!r}: its Dagster definitions could not be built "
+        f"({reason}); please report it",
+        source.name,
+    )
+    del sources.sources[source.name]
+    sources.problems.append(problem)
+    sources.invalid.append(InvalidSource(source.file or sources.directory, source.name, (problem,)))
+
+
+def _definitions(built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object]) -> dg.Definitions:
+    assets = [b.asset for b in built.values()]
+    taken = set(built)
+    for invalid in sources.invalid:
+        name = invalid_asset_name(invalid, taken)
+        taken.add(name)
+        assets.append(build_invalid_source_asset(invalid, name))
+    sensors = [*(b.sensor for b in built.values()), failure_alerts]
+    return dg.Definitions(assets=assets, jobs=[b.job for b in built.values()], sensors=sensors, resources=resources)
+
+
+def _resolves(defs: dg.Definitions) -> Exception | None:
+    """Dagster checks some things only when it resolves the Definitions (cached: loading it again is free)."""
+    try:
+        defs.get_repository_def()
+    except Exception as exc:
+        return exc
+    return None
+
+
 def build_project(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -41,43 +102,34 @@ def build_project(
     clock: Clock = utc_now,
 ) -> Project:
     sources = load_sources(directory)
-    assets: list[dg.AssetsDefinition] = []
-    jobs: list[dg.UnresolvedAssetJobDefinition] = []
-    sensors: list[dg.SensorDefinition] = []
-    pollers: dict[str, PollPlanner] = {}
+    built: dict[str, _SourceDefs] = {}
     for source in sorted(sources.sources.values(), key=lambda s: s.name):
-        asset = build_source_asset(source)
-        job = dg.define_asset_job(
-            job_name(source.name),
-            selection=dg.AssetSelection.assets(asset.key),
-            tags={SOURCE_TAG: source.name},
-            description=f"One pull of {source.name}.",
-            # One step: run it in the run worker's process rather than paying a step subprocess
-            # (a second import of the code location) on every poll.
-            executor_def=dg.in_process_executor,
-        )
-        poller = PollPlanner(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
-        assets.append(asset)
-        jobs.append(job)
-        sensors.append(build_poller_sensor(source, job, poller, clock=clock))
-        pollers[source.name] = poller
-    taken = set(sources.sources)
-    for invalid in sources.invalid:
-        name = invalid_asset_name(invalid, taken)
-        taken.add(name)
-        for problem in invalid.problems:
-            log.error(f"source left out: {problem}")
-        assets.append(build_invalid_source_asset(invalid, name))
-    for warning in sources.warnings:
-        log.warning(warning)
-    if not sources.sources and not sources.invalid:
-        log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
+        try:
+            built[source.name] = _source_defs(source, clock)
+        except Exception as exc:
+            _leave_out(sources, source, exc)
     needs_s3 = any("s3" in ADAPTERS[s.adapter].resources for s in sources.sources.values())
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.
     bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
-    defs = dg.Definitions(assets=assets, jobs=jobs, sensors=[*sensors, failure_alerts], resources=bound)
-    return Project(defs, pollers, sources)
+    defs = _definitions(built, sources, bound)
+    if _resolves(defs) is not None:
+        # Rare: find the sources Dagster refuses, each alone, and load the others without them.
+        for name, pieces in list(built.items()):
+            alone = dg.Definitions(assets=[pieces.asset], jobs=[pieces.job], sensors=[pieces.sensor], resources=bound)
+            problem = _resolves(alone)
+            if problem is not None:
+                del built[name]
+                _leave_out(sources, sources.sources[name], problem)
+        defs = _definitions(built, sources, bound)
+    for invalid in sources.invalid:
+        for problem in invalid.problems:
+            log.error(f"source left out: {problem}")
+    for warning in sources.warnings:
+        log.warning(warning)
+    if not sources.sources and not sources.invalid:
+        log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
+    return Project(defs, {name: b.poller for name, b in built.items()}, sources)
 
 
 def build_definitions(

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
+from pullmode_dagster import definitions
 from pullmode_dagster.definitions import Project, build_project
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
+from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 
@@ -93,3 +96,16 @@ def cli(*args: str) -> Any:
 
     extra = ["--workspace", str(WORKSPACE)] if args[0] == "pull" else []
     return CliRunner().invoke(main, [*args, *extra])
+
+
+def fail_source_asset(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -> None:
+    """Building source ``name``'s asset raises ``error`` (the others build as usual): a failure
+    injected where a bad ``startDate`` once raised while the code location loaded."""
+    real = definitions.build_source_asset
+
+    def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
+        if source.name == name:
+            raise error
+        return real(source)
+
+    monkeypatch.setattr(definitions, "build_source_asset", build_source_asset)

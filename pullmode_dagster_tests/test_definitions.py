@@ -4,14 +4,19 @@ what happens to a bad source file."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from pullmode_dagster.definitions import build_definitions
+from pullmode_dagster import definitions
+from pullmode_dagster.definitions import build_definitions, build_project
 from pullmode_dagster.defs.resources import TraceStoreResource
+from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.errors import ConfigError
 
 from .conftest import SourceWriter, http_source
+from .dagster_helpers import fail_source_asset
 
 URL = "https://audit.acme.example/v1/events?api_version=2"
 
@@ -108,3 +113,63 @@ def test_an_empty_directory_loads_with_no_assets(sources: SourceWriter) -> None:
     defs = build_definitions(sources.directory)
     assert list(defs.resolve_all_asset_keys()) == []
     assert [s.name for s in defs.sensors] == ["pullmode_failure_alerts"]  # alerts wait for the first source
+
+
+def test_partitions_start_at_the_utc_day_or_hour_of_start_date(sources: SourceWriter) -> None:
+    """An offset moves startDate to another UTC day; an hour that does not start on the hour is the
+    partition that holds it (Dagster would start at the next hour, leaving the first events out)."""
+    sources.write(http_source(URL, startDate="2026-03-01T02:00:00+05:00"))
+    sources.write(http_source(URL, name="hourly", partitioning="hourly", startDate="2026-03-01T02:00:00+05:00"))
+    sources.write(http_source(URL, name="half_past", partitioning="hourly", startDate="2026-03-01T10:30:00Z"))
+    defs = build_definitions(sources.directory)
+    first = {
+        name: defs.resolve_assets_def(dg.AssetKey(["ingestion", name])).partitions_def.get_first_partition_key()  # type: ignore[union-attr]
+        for name in ("acme_audit", "hourly", "half_past")
+    }
+    assert first == {"acme_audit": "2026-02-28", "hourly": "2026-02-28-21:00", "half_past": "2026-03-01-10:00"}
+
+
+def _fails_to_build(monkeypatch: pytest.MonkeyPatch, how: str) -> str:
+    """Make source ``broken``'s definitions fail, the way ``how`` says; the error text expected."""
+    if how == "raises while built":
+        fail_source_asset(monkeypatch, "broken", ValueError("time data '26-01-01' does not match format '%Y-%m-%d'"))
+        return "(ValueError: time data '26-01-01' does not match format '%Y-%m-%d')"
+    real_sensor = definitions.build_poller_sensor
+
+    def build_poller_sensor(source: SourceConfig, *args: object, **kwargs: object) -> dg.SensorDefinition:
+        if source.name == "broken":  # Dagster finds it only when it resolves the whole location
+            return dg.SensorDefinition(name="broken_poller", evaluation_fn=lambda _: None, job_name="no_such_job")
+        return real_sensor(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(definitions, "build_poller_sensor", build_poller_sensor)
+    return "no_such_job"
+
+
+@pytest.mark.parametrize("how", ["raises while built", "fails when Dagster resolves"])
+def test_a_source_whose_definitions_fail_is_a_placeholder_and_the_others_load(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    for name in ("acme_audit", "broken", "zeta_feed"):
+        sources.write(http_source(URL, name=name))
+    expected = _fails_to_build(monkeypatch, how)
+    project = build_project(
+        sources.directory, resources={"trace_store": TraceStoreResource(url=f"sqlite:///{tmp_path}/t.db")}
+    )
+    defs = project.defs
+    defs.get_repository_def()  # what loading the code location does: it loads
+    assert {s.name for s in defs.sensors} == {"acme_audit_poller", "zeta_feed_poller", "pullmode_failure_alerts"}
+    assert {j.name for j in defs.jobs} == {"acme_audit_pull", "zeta_feed_pull"}
+    assert set(project.pollers) == {"acme_audit", "zeta_feed"}
+    specs = {s.key.path[-1]: s for s in defs.resolve_all_asset_specs()}
+    assert set(specs) == {"acme_audit", "broken", "zeta_feed"}
+    placeholder = specs["broken"]
+    assert placeholder.tags["pullmode/status"] == "invalid"
+    problem = f"{sources.directory / 'broken.yaml'}: source 'broken': its Dagster definitions could not be built ("
+    assert problem in placeholder.description and expected in placeholder.description
+    assert [str(p) for p in project.sources.problems] == [placeholder.metadata["problems"]]
+    result = dg.materialize([defs.resolve_assets_def(placeholder.key)], raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert problem in failure.step_failure_data.error.message
+    with pytest.raises(ConfigError) as refused:  # pullmode pull broken: its problem, not "no source named"
+        project.sources.get("broken")
+    assert refused.value.problems == project.sources.problems

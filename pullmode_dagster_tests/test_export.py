@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pty
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from pullmode_dagster.cli import main
+from pullmode_dagster.cli import _size, main
 from pullmode_dagster.engine import export as export_module
 from pullmode_dagster.engine.errors import PullmodeError
 from pullmode_dagster.engine.events import TIMESTAMP_WIDTH, NormalizedEvent, format_timestamp
@@ -277,6 +279,120 @@ def test_unwritable_paths_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
     assert_one_line_error(export(SOURCE, "-o", str(tmp_path)), f"cannot write {tmp_path}: it is a directory")
     under_file = tmp_path / "a_file" / "x.csv"
     assert_one_line_error(export(SOURCE, "-o", str(under_file)), "is not a directory")
+
+
+def _kind(path: Path) -> str:
+    """What is at ``path`` itself (a link is not followed)."""
+    mode = os.lstat(path).st_mode
+    kinds = {stat.S_ISLNK: "link", stat.S_ISFIFO: "fifo", stat.S_ISCHR: "chr", stat.S_ISDIR: "dir", stat.S_ISREG: "reg"}
+    return next(kind for is_kind, kind in kinds.items() if is_kind(mode))
+
+
+def _own_device_node(path: Path) -> bool:
+    """A character device node (/dev/null's numbers) at ``path``, which is under the test's temporary
+    directory, so even a regression that replaced it would destroy nothing real. False without the
+    privilege to make one."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to a file", "dangling link", "link to a directory", "device"])
+def test_a_target_that_is_not_a_regular_file_is_refused_and_kept(sqlite_url: str, tmp_path: Path, kind: str) -> None:
+    """The rename would replace the node itself with a regular file; it is refused, one line, before
+    any event is read, and the node and whatever it points to stay as they were."""
+    fill(sqlite_url, 2)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "acme.parquet"
+    real = tmp_path / "real.parquet"
+    real.write_bytes(b"the file the link points to")
+    expected = {
+        "fifo": "it is a FIFO, not a regular file (use -o - to write to stdout)",
+        "link to a file": f"it is a symbolic link (to {real}): name the file itself",
+        "dangling link": f"it is a symbolic link (to {tmp_path / 'gone'}): name the file itself",
+        "link to a directory": f"it is a symbolic link (to {tmp_path}): name the file itself",
+        "device": "it is a character device, not a regular file",
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        if not _own_device_node(target):
+            pytest.skip("making a device node needs CAP_MKNOD")
+    else:
+        target.symlink_to(
+            {"link to a file": real, "dangling link": tmp_path / "gone", "link to a directory": tmp_path}[kind]
+        )
+    before = _kind(target)
+    assert_one_line_error(export(SOURCE, "-o", str(target)), f"cannot write {target}: {expected}")
+    assert _kind(target) == before
+    assert os.listdir(out_dir) == ["acme.parquet"]  # no temporary left
+    assert real.read_bytes() == b"the file the link points to"
+
+
+def test_a_real_device_is_refused_by_the_check_alone() -> None:
+    """/dev/null as the target, through the check only: this test writes nothing, whatever the code does."""
+    with pytest.raises(PullmodeError, match=r"^cannot write /dev/null: it is a character device, not a regular file"):
+        export_module.check_target(Path("/dev/null"))
+
+
+def test_something_other_than_a_file_appearing_during_the_export_is_not_replaced(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target is checked again just before the rename: a FIFO made while the events were written
+    stays, and the temporary file goes."""
+    fill(sqlite_url, 2)
+    target = tmp_path / "out" / "acme.ndjson"
+    target.parent.mkdir()
+    write_ndjson = export_module._WRITERS["ndjson"]
+
+    def write_then_a_fifo_appears(batches: object, sink: str) -> int:
+        rows = write_ndjson(batches, sink)
+        os.mkfifo(target)
+        return rows
+
+    monkeypatch.setitem(export_module._WRITERS, "ndjson", write_then_a_fifo_appears)
+    assert_one_line_error(export(SOURCE, "-o", str(target)), f"cannot write {target}: it is a FIFO")
+    assert _kind(target) == "fifo"
+    assert os.listdir(target.parent) == ["acme.ndjson"]
+
+
+def test_dash_writes_to_stdout_in_every_format(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-o -`` streams to stdout what ``-o FILE`` writes to the file, byte for byte, and writes no file;
+    ``./-`` is a file named ``-``."""
+    fill(sqlite_url, 30)
+    for fmt in ("ndjson", "csv", "parquet"):
+        out = tmp_path / f"acme.{fmt}"
+        assert export(SOURCE, "--format", fmt, "-o", str(out)).exit_code == 0
+        result = export(SOURCE, "--format", fmt, "-o", "-")
+        assert result.exit_code == 0, result.output
+        assert result.stdout_bytes == out.read_bytes(), fmt
+        assert result.stderr == f"exported 30 events of acme to stdout ({fmt}, {_size(out.stat().st_size)})\n"
+    assert pq.read_table(pa.BufferReader(result.stdout_bytes)).num_rows == 30
+    assert "-" not in os.listdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert export(SOURCE, "--format", "csv", "-o", "./-").exit_code == 0
+    assert (tmp_path / "-").read_bytes() == (tmp_path / "acme.csv").read_bytes()
+
+
+def test_parquet_is_not_written_to_a_terminal(sqlite_url: str) -> None:
+    """Binary on a terminal is garbage (and may drive it): refused; text formats are written."""
+    fill(sqlite_url, 2)
+    controller, terminal = pty.openpty()
+    with os.fdopen(controller, "rb", buffering=0) as screen, os.fdopen(terminal, "wb") as tty:
+        with open_store(sqlite_url) as store:
+            with pytest.raises(PullmodeError, match=r"^not writing Parquet \(binary\) to a terminal: redirect or pipe"):
+                export_module.export_events(store, source=SOURCE, path=tty, fmt="parquet")
+            result = export_module.export_events(store, source=SOURCE, path=tty, fmt="ndjson")
+        assert result.rows == 2
+        shown = b""
+        while shown.count(b"\n") < 2:
+            shown += screen.read(4096)
+        assert shown.startswith(b'{"source_name": "acme", "source_event_id": "e0000"')
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")

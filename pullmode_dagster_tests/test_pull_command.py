@@ -23,7 +23,7 @@ from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import record_run
+from .dagster_helpers import fail_source_asset, record_run
 from .fakes import CursorFeed, make_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,3 +139,27 @@ def test_workspace_loads_like_dagster_dev_and_pull_addresses_the_same_sensor_sta
         cursors.set("acme_audit_poller", json.dumps({"watermark": "2026-03-01T00:00:00Z"}))
         state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
         assert json.loads(state.instigator_data.cursor) == {"watermark": "2026-03-01T00:00:00Z"}
+
+
+@pytest.mark.slow
+def test_one_sources_typo_or_broken_definitions_do_not_stop_another_sources_pull(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """startDate 0026-01-01 made building the partitions raise, which took every source down
+    ("unexpected ValueError"); now it is a bad file, and a source whose definitions raise for any
+    other reason is left out the same way."""
+    api.routes["/v1/events"] = CursorFeed(make_events(3))
+    sources.write(http_source(api.url("/v1/events")))
+    typo = sources.write(http_source(api.url("/v1/events"), name="typo_feed", startDate="0026-01-01"))
+    broken = sources.write(http_source(api.url("/v1/events"), name="broken"))
+    fail_source_asset(monkeypatch, "broken", RuntimeError("injected"))
+    result = pull("acme_audit")
+    assert result.exit_code == 0, result.output
+    assert "acme_audit: 3 written, 0 duplicates skipped, 0 rejected, 1 pages" in result.output
+    assert stored(instance).committed.watermark == "2026-03-01T00:02:00.000000Z"
+    for name, problem in [
+        ("typo_feed", f"{typo}: source 'typo_feed': startDate: out of range"),
+        ("broken", f"{broken}: source 'broken': its Dagster definitions could not be built (RuntimeError: injected)"),
+    ]:
+        refused = pull(name)
+        assert refused.exit_code == 1 and refused.output.startswith(problem), refused.output

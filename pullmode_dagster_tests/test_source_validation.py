@@ -243,3 +243,58 @@ def test_usage_errors_keep_exit_code_2() -> None:
     assert CliRunner().invoke(main, ["pull"]).exit_code == 2  # raised inside the command
     assert CliRunner().invoke(main, ["validate", "a", "b"]).exit_code == 2
     assert CliRunner().invoke(main, ["preview"]).exit_code == 2
+
+
+# --- startDate: a typo in one file is caught here, not when Dagster builds the partitions ---------------------------
+
+_OUT_OF_RANGE = "startDate: out of range: from 1970-01-01 to 9998-12-31 in UTC (is the year four digits?)"
+_NOT_ISO = (
+    "startDate: must be an ISO 8601 date (2026-01-01) or date-time (2026-01-01T00:00:00Z), with a four-digit year"
+)
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "expected"),
+    [
+        ('"0026-01-01"', _OUT_OF_RANGE),  # %Y is not zero-padded below 1000: the partitions failed to build
+        ("0026-01-01", _OUT_OF_RANGE),  # unquoted: a YAML date
+        ('"1026-01-01"', _OUT_OF_RANGE),
+        ('"1969-12-31"', _OUT_OF_RANGE),
+        ('"1970-01-01T00:30:00+01:00"', _OUT_OF_RANGE),  # 1969-12-31T23:30Z
+        ('"9999-01-01"', _OUT_OF_RANGE),
+        ('"9998-12-31T23:00:00-05:00"', _OUT_OF_RANGE),  # 9999-01-01T04:00Z
+        ('"9999-12-31T23:00:00-05:00"', _OUT_OF_RANGE),  # past what a datetime holds, in UTC
+        ("20260101", _NOT_ISO),  # pydantic would take it for epoch seconds: 1970-08-23
+        ('"20260101"', _NOT_ISO),
+        ("1767225600", _NOT_ISO),
+    ],
+)
+def test_validate_rejects_a_start_date_out_of_range_naming_source_and_field(
+    sources: SourceWriter, yaml_value: str, expected: str
+) -> None:
+    sources.write(http_source(URL))
+    bad = sources.directory / "typo_feed.yaml"
+    text = yaml.safe_dump(http_source(URL, name="typo_feed", startDate="PLACEHOLDER"), sort_keys=False)
+    bad.write_text(text.replace("PLACEHOLDER", yaml_value))
+    result = CliRunner().invoke(main, ["validate", str(sources.directory)])
+    assert result.exit_code == 1
+    assert f"{bad}: source 'typo_feed': {expected}" in result.stderr.splitlines(), result.output
+    assert "acme_audit" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1970-01-01", "1970-01-01T01:00:00+01:00", "2026-03-01T10:30:00", "9998-12-31"])
+def test_start_dates_inside_the_range_load(sources: SourceWriter, value: str) -> None:
+    assert sources.load(http_source(URL, startDate=value)).start_datetime.tzinfo is not None
+
+
+def test_every_adapter_checks_the_start_date_range(sources: SourceWriter) -> None:
+    """Every adapter's config has the one date field, ``startDate``, and checks its range (the reference
+    connectors' time filters start from it); the other problems of these bare files do not hide it."""
+    from pullmode_dagster.engine.adapters import ADAPTERS
+
+    for adapter in ADAPTERS:
+        sources.write({"name": f"bad_{adapter}", "adapter": adapter, "startDate": "0026-01-01", "schedule": "@daily"})
+    problems = load_sources(sources.directory).problems
+    for adapter in ADAPTERS:
+        path = sources.directory / f"bad_{adapter}.yaml"
+        assert f"{path}: source 'bad_{adapter}': {_OUT_OF_RANGE}" in problems, adapter

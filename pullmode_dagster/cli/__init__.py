@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -178,11 +178,11 @@ def _size(n: int) -> str:
     "--output",
     metavar="FILE",
     required=True,
-    type=click.Path(path_type=Path),
-    help="The file to write (one already there is replaced).",
+    type=click.Path(allow_dash=True),
+    help="The file to write (a regular file already there is replaced; anything else is refused), or - for stdout.",
 )
 @friendly_errors
-def export(name: str, start: str | None, end: str | None, fmt: str | None, output: Path) -> None:
+def export(name: str, start: str | None, end: str | None, fmt: str | None, output: str) -> None:
     """Write the stored events of source NAME whose event_timestamp is in [--start, --end) to a file.
 
     Parquet keeps the columns typed (timestamps UTC, tokens int64, cost float64); CSV and NDJSON
@@ -197,14 +197,18 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     start_at = parse_time(start, option="--start") if start is not None else None
     end_at = parse_time(end, option="--end") if end is not None else None
     check_window(start_at, end_at)
-    chosen = format_for(output, fmt)
-    check_target(output)
+    # The string, not a Path: Path("./-") is Path("-"), and ./- names a file.
+    target: Path | BinaryIO = sys.stdout.buffer if output == "-" else Path(output)
+    chosen = format_for(Path(output), fmt)
+    if isinstance(target, Path):
+        check_target(target)
     loaded = load_sources()  # its problems are not ours: a source's events can outlive its file
     defined = {*loaded.sources, *(s.name for s in loaded.invalid)}
     with open_store() as store:
         check_source(store, name, defined=defined)
-        result = export_events(store, source=name, path=output, fmt=chosen, start=start_at, end=end_at)
-    click.echo(f"exported {result.rows} events of {name} to {output} ({chosen}, {_size(result.bytes)})", err=True)
+        result = export_events(store, source=name, path=target, fmt=chosen, start=start_at, end=end_at)
+    where = "stdout" if output == "-" else output
+    click.echo(f"exported {result.rows} events of {name} to {where} ({chosen}, {_size(result.bytes)})", err=True)
 
 
 @main.command("pull")

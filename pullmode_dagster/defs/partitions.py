@@ -14,11 +14,13 @@ from ..engine.config import SourceConfig
 
 def partitions_for(source: SourceConfig) -> dg.TimeWindowPartitionsDefinition:
     """``end_offset=1`` includes the partition in progress, so the poller can target the partition
-    that contains its tick."""
-    start = source.start_datetime
+    that contains its tick. The first partition is the UTC day (or hour) that holds ``startDate``'s
+    instant, whatever offset it was written with; ``isoformat`` keeps the year four digits."""
+    start = source.start_datetime  # UTC
+    day = start.date().isoformat()
     if source.partitioning == "hourly":
-        return dg.HourlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d-%H:%M"), end_offset=1, timezone="UTC")
-    return dg.DailyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), end_offset=1, timezone="UTC")
+        return dg.HourlyPartitionsDefinition(start_date=f"{day}-{start.hour:02d}:00", end_offset=1, timezone="UTC")
+    return dg.DailyPartitionsDefinition(start_date=day, end_offset=1, timezone="UTC")
 
 
 def data_partitions(source: SourceConfig, hour_counts: dict[str, int]) -> dict[str, int]:

@@ -8,6 +8,7 @@ accepted as written and snake_case spellings too; unknown fields are errors (a t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +32,16 @@ CRON_HORIZON_YEARS = 8
 """A schedule that does not fire within this many years never fires (Feb 29 fires within 8)."""
 _CRON_HELP = "a 5-field cron expression (minute hour day-of-month month day-of-week), in UTC"
 
+START_DATE_MIN = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+"""The earliest ``startDate``: the Unix epoch, before any audit log and any API's time filter. A year
+of the wrong century (``0026``, ``1026``) is a typo, and it would cost Dagster hundreds of thousands of
+partitions (``%Y`` is not even zero-padded below the year 1000)."""
+START_DATE_END = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+"""``startDate`` is before this: a partition's window, and a day or hour after it, stay within what a
+datetime holds."""
+_ISO_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}")
+_DATE_HELP = "an ISO 8601 date (2026-01-01) or date-time (2026-01-01T00:00:00Z)"
+
 
 def cron_problem(value: str, *, now: dt.datetime | None = None) -> str | None:
     """Why ``value`` cannot drive a poller, or None. Bounded: croniter searches at most
@@ -52,6 +63,13 @@ def cron_problem(value: str, *, now: dt.datetime | None = None) -> str | None:
     except Exception:
         return f"never fires: no time matches it within {CRON_HORIZON_YEARS} years (expected {_CRON_HELP})"
     return None
+
+
+def _as_utc(value: dt.date | dt.datetime) -> dt.datetime:
+    """A date (its midnight) or date-time as an aware UTC datetime; naive means UTC, as everywhere."""
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 class Model(BaseModel):
@@ -120,6 +138,29 @@ class SourceConfig(Model):
 
     _file: Path | None = PrivateAttr(default=None)
 
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        """Only ISO 8601 text (or a YAML date): pydantic would read a number, or digits such as
+        ``20260101``, as epoch seconds (1970-08-23), a date no one meant."""
+        if isinstance(value, dt.date) or (isinstance(value, str) and _ISO_DATE.match(value)):
+            return value
+        raise ValueError(f"must be {_DATE_HELP}, with a four-digit year")
+
+    @field_validator("start_date")
+    @classmethod
+    def _date_range(cls, value: dt.date | dt.datetime) -> dt.date | dt.datetime:
+        try:
+            instant = _as_utc(value)
+        except OverflowError:  # an offset moved it past year 1 or 9999
+            instant = None
+        if instant is None or not START_DATE_MIN <= instant < START_DATE_END:
+            raise ValueError(
+                f"out of range: from {START_DATE_MIN:%Y-%m-%d} to {START_DATE_END - dt.timedelta(days=1):%Y-%m-%d} "
+                "in UTC (is the year four digits?)"
+            )
+        return value
+
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
@@ -146,10 +187,8 @@ class SourceConfig(Model):
 
     @property
     def start_datetime(self) -> dt.datetime:
-        value = self.start_date
-        if not isinstance(value, dt.datetime):
-            value = dt.datetime.combine(value, dt.time())
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        """``startDate`` as an instant in UTC (a date is its midnight, naive means UTC)."""
+        return _as_utc(self.start_date)
 
     def template_fields(self) -> dict[str, Any]:
         """What ``${{ingestionSource.<field>}}`` can see: the scalar fields that are set, by both

@@ -7,14 +7,16 @@ Design: docs/design/exports-and-arrow.md#export
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import os
+import stat
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,11 +107,36 @@ def check_source(store: TraceStore, source: str, *, defined: Collection[str]) ->
     )
 
 
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def check_target(path: Path) -> None:
-    """Refuse a target that cannot be written before any event is read (the rename would fail last)."""
+    """Refuse a target that cannot be written before any event is read (the rename would fail last),
+    and one that exists and is not a regular file: the rename would replace a device node, a FIFO
+    or a symbolic link with a regular file. A link is refused even to a regular file: the rename
+    replaces the link, not what it points to, and writing through it would put the file (and its
+    temporary) wherever the link leads, which is how a planted link redirects a root process."""
     shown = one_line(str(path))
-    if path.is_dir():
-        raise PullmodeError(f"cannot write {shown}: it is a directory")
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there (or an unusable parent, said below)
+        mode = None
+    if mode is not None:
+        if stat.S_ISLNK(mode):
+            link = one_line(os.readlink(path), limit=200)
+            raise PullmodeError(
+                f"cannot write {shown}: it is a symbolic link (to {link}): name the file itself, or use -o - for stdout"
+            )
+        if stat.S_ISDIR(mode):
+            raise PullmodeError(f"cannot write {shown}: it is a directory")
+        if not stat.S_ISREG(mode):
+            kind = next((k for is_kind, k in _NOT_REGULAR if is_kind(mode)), "not a regular file")
+            raise PullmodeError(f"cannot write {shown}: it is {kind}, not a regular file (use -o - to write to stdout)")
     parent = path.parent
     if not parent.exists():
         raise PullmodeError(f"cannot write {shown}: directory {one_line(str(parent))} does not exist")
@@ -140,22 +167,27 @@ def _with_text_timestamps(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=TEXT_SCHEMA)
 
 
-def _write_parquet(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+Sink = str | BinaryIO
+"""Where a writer writes: a file's path (Arrow writes it natively) or a binary stream (stdout)."""
+
+
+def _write_parquet(batches: Iterable[pa.RecordBatch], sink: Sink) -> int:
     import pyarrow.parquet as pq  # 13 MB resident: only for Parquet
 
     rows = 0
-    with pq.ParquetWriter(str(tmp), SCHEMA, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS)) as writer:
+    # Parquet needs no seek to write (row groups, then the footer): it streams to a pipe as well.
+    with pq.ParquetWriter(sink, SCHEMA, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS)) as writer:
         for batch in batches:
             writer.write_batch(batch)  # a row group per batch (gathering them would cost their memory)
             rows += batch.num_rows
     return rows
 
 
-def _write_csv(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+def _write_csv(batches: Iterable[pa.RecordBatch], sink: Sink) -> int:
     import pyarrow.csv as pcsv
 
     rows = 0
-    with pcsv.CSVWriter(str(tmp), TEXT_SCHEMA) as writer:
+    with pcsv.CSVWriter(sink, TEXT_SCHEMA) as writer:
         for batch in batches:
             writer.write_batch(_with_text_timestamps(batch))
             rows += batch.num_rows
@@ -178,9 +210,13 @@ def _json_values(array: pa.Array) -> list[str]:
     return list(map(encode, values))
 
 
-def _write_ndjson(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
+def _write_ndjson(batches: Iterable[pa.RecordBatch], sink: Sink) -> int:
     rows = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+    if isinstance(sink, str):
+        out = open(sink, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed below)
+    else:
+        out = io.TextIOWrapper(sink, encoding="utf-8", newline="\n")
+    try:
         for batch in batches:
             text = _with_text_timestamps(batch)
             # A value is three Python objects here (the value, its JSON, the line): a few rows at a time.
@@ -188,25 +224,55 @@ def _write_ndjson(batches: Iterable[pa.RecordBatch], tmp: Path) -> int:
                 columns = [_json_values(column) for column in text.slice(offset, NDJSON_ROWS).columns]
                 out.write("".join(map(_NDJSON_LINE.__mod__, zip(*columns, strict=True))))
             rows += batch.num_rows
+        out.flush()
+    finally:
+        if isinstance(sink, str):
+            out.close()
+        else:
+            out.detach()  # the stream is the caller's: left open
     return rows
 
 
 _WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "ndjson": _write_ndjson}
 
 
+class _Counted(io.BufferedIOBase):
+    """A caller's stream, counting the bytes written to it (a pipe has no size to ask afterwards)."""
+
+    def __init__(self, out: BinaryIO):
+        super().__init__()
+        self._out = out
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._out.write(data)
+        size = memoryview(data).nbytes
+        self.written += size
+        return size
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def export_events(
     store: TraceStore,
     *,
     source: str,
-    path: Path,
+    path: Path | BinaryIO,
     fmt: Format,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> ExportResult:
     """Write the events of ``source`` dated in ``[start, end)`` to ``path``; no events is an empty file
-    (with the columns, for Parquet and CSV). ``path`` appears only once complete (it replaces a file
-    already there)."""
+    (with the columns, for Parquet and CSV). A file appears only once complete (it replaces a regular
+    file already there, nothing else); a stream (``-o -``: stdout) is written as the events are read."""
     check_window(start, end)
+    reader = batch_reader(store, source=source, start=start, end=end, batch_rows=EXPORT_BATCH_ROWS)
+    if not isinstance(path, Path):
+        return _export_to_stream(reader, path, fmt)
     check_target(path)
     shown = one_line(str(path))
     # Beside the target (same file system, so the rename is atomic); created with the mode a new file gets.
@@ -217,12 +283,11 @@ def export_events(
         raise PullmodeError(f"cannot write {shown}: {exc.strerror or type(exc).__name__}") from None
     try:
         try:
-            rows = _WRITERS[fmt](
-                batch_reader(store, source=source, start=start, end=end, batch_rows=EXPORT_BATCH_ROWS), tmp
-            )
+            rows = _WRITERS[fmt](reader, str(tmp))
             with open(tmp, "rb+") as done:
                 os.fsync(done.fileno())  # the data is on disk before the name points at it
             size = tmp.stat().st_size
+            check_target(path)  # again: something other than a file may have appeared there meanwhile
             os.replace(tmp, path)
         except OSError as exc:
             raise PullmodeError(f"cannot write {shown}: {exc.strerror or one_line(str(exc), limit=200)}") from None
@@ -230,3 +295,21 @@ def export_events(
         tmp.unlink(missing_ok=True)
         raise
     return ExportResult(rows=rows, bytes=size)
+
+
+def _export_to_stream(reader: Iterable[pa.RecordBatch], out: BinaryIO, fmt: Format) -> ExportResult:
+    """Every format streams, Parquet too (its footer comes last); but Parquet is binary, and bytes
+    on a terminal are garbage and may drive it, so a terminal gets text only."""
+    if fmt == "parquet" and out.isatty():
+        raise PullmodeError(
+            "not writing Parquet (binary) to a terminal: redirect or pipe stdout, or use --format ndjson or csv"
+        )
+    counted = _Counted(out)
+    try:
+        rows = _WRITERS[fmt](reader, counted)
+        out.flush()
+    except BrokenPipeError:
+        raise  # the reader left (``| head``): click exits 1 quietly, as for tail
+    except OSError as exc:
+        raise PullmodeError(f"cannot write to stdout: {exc.strerror or one_line(str(exc), limit=200)}") from None
+    return ExportResult(rows=rows, bytes=counted.written)

@@ -68,6 +68,9 @@ class SourceSet:
         try:
             return self.sources[name]
         except KeyError:
+            left_out = [p for invalid in self.invalid if invalid.name == name for p in invalid.problems]
+            if left_out:  # its own problems, rather than "no source named"
+                raise ConfigError(left_out) from None
             hint = difflib.get_close_matches(name, self.sources, n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""
             known = ", ".join(sorted(self.sources)) or "none"
