@@ -151,7 +151,7 @@ class Redactor:
 
     def scrub(self, value: T) -> T:
         """``value`` (JSON-like: text, mappings and lists of them) with every text redacted, keys
-        included; numbers, booleans and None are kept as they are."""
+        included; anything else (numbers, booleans, None, other objects) is kept as it is."""
         if self._pattern is None:
             return value
         return self._scrub(value)
@@ -161,7 +161,7 @@ class Redactor:
             return self(value)
         if isinstance(value, dict):
             return {self._scrub(k): self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if type(value) in (list, tuple):  # not a named tuple: other objects are kept as they are
             return [self._scrub(v) for v in value]
         return value
 
