@@ -87,8 +87,7 @@ class Sealer:
             field = ".".join(path) or "(position)"
             raise PullError(
                 f"source {source!r}: {what} field {field!r} holds a credential in a spelling that cannot be "
-                "sealed; refused, not stored (the server echoes a credential into its position: send it in "
-                "a header instead, or ask the vendor)"
+                "sealed (no encoding reproduces it exactly); refused, never stored or shown"
             )
         return sealed
 
