@@ -15,18 +15,27 @@ import base64
 import html
 import json
 import logging
+import re
 import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.definitions import build_project
+from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.engine.redaction import Redactor
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.redaction import ENCODINGS, Redactor
+from pullmode_dagster.engine.sealing import Sealer
 
 from .conftest import SourceWriter, http_source
 from .fakes import make_events
@@ -39,7 +48,27 @@ TOKEN = "cnry-tok-9f8e7d6c5b4a3210"  # env; an HTTP header (headers must be ASCI
 KEY = 'cnry-key/+=&?#%"\\ünï-7777'  # file; URL-, JSON- and HTML-special, non-ASCII
 MULTI = "cnry-multi-line-one-AAAA\ncnry-multi-line-two-BBBB\n"  # file, several lines
 UNI = "cnry-ümlaut-ßecret-€42"  # env, non-ASCII
-CANARIES = (TOKEN, KEY, MULTI.strip(), UNI)
+JS = "cnry-js(!*')~key/ü+ &x"  # env; every URL encoder treats some of it differently
+CANARIES = (TOKEN, KEY, MULTI.strip(), UNI, JS)
+
+
+def lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), text)
+
+
+def url_spellings(secret: str) -> dict[str, str]:
+    """How servers and libraries put ``secret`` in a URL, written independently of the redactor."""
+    quote = urllib.parse.quote
+    return {
+        "upper": quote(secret, safe=""),
+        "lower": lower_hex(quote(secret, safe="")),  # as .NET writes them
+        "slash": quote(secret),  # Python's quote: '/' left unescaped
+        "form": urllib.parse.quote_plus(secret),
+        "component": quote(secret, safe="!~*'()"),  # JavaScript encodeURIComponent
+        "whatwg": quote(secret, safe="*").replace("~", "%7E").replace("%20", "+"),  # URLSearchParams
+        "dotnet": lower_hex(quote(secret, safe="!*()").replace("~", "%7E").replace("%20", "+")),  # HttpUtility
+        "twice": quote(quote(secret, safe=""), safe=""),
+    }
 
 
 def forms(secret: str) -> set[str]:
@@ -48,6 +77,8 @@ def forms(secret: str) -> set[str]:
     out: set[str] = set()
     for piece in pieces:
         variants = {
+            *url_spellings(piece).values(),
+            urllib.parse.quote(piece, safe=";/?:@&=+$,#!~*'()"),  # JavaScript encodeURI
             piece,
             urllib.parse.quote(piece, safe=""),
             urllib.parse.quote(piece),
@@ -100,6 +131,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources_dir: Path) -> P
     monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
     monkeypatch.setenv("CNRY_TOKEN", TOKEN)
     monkeypatch.setenv("CNRY_UNI", UNI)
+    monkeypatch.setenv("CNRY_JS", JS)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "key").write_text(KEY + "\n", encoding="utf-8")
@@ -123,9 +155,15 @@ def canary_source(url: str, secrets: Path, **overrides: Any) -> dict[str, Any]:
             "key": {"file": str(secrets / "key")},
             "multi": {"file": str(secrets / "multi")},
             "uni": {"env": "CNRY_UNI"},
+            "js": {"env": "CNRY_JS"},
         },
         headers={"Authorization": "Bearer ${{credentials.token}}"},
-        params={"key": "${{credentials.key}}", "multi": "${{credentials.multi}}", "uni": "${{credentials.uni}}"},
+        params={
+            "key": "${{credentials.key}}",
+            "multi": "${{credentials.multi}}",
+            "uni": "${{credentials.uni}}",
+            "js": "${{credentials.js}}",
+        },
         **overrides,
     )
 
@@ -168,7 +206,7 @@ def test_the_canaries_are_really_sent_where_they_belong(env: Path, sources: Sour
     run_cli("preview", "canary")
     sent = api.requests[0]
     assert sent.header("authorization") == f"Bearer {TOKEN}"
-    assert (sent.arg("key"), sent.arg("multi"), sent.arg("uni")) == (KEY, MULTI.rstrip("\n"), UNI)
+    assert (sent.arg("key"), sent.arg("multi"), sent.arg("uni"), sent.arg("js")) == (KEY, MULTI.rstrip("\n"), UNI, JS)
 
 
 def test_success_with_echoing_next_links_on_this_and_another_origin(
@@ -361,4 +399,178 @@ def test_exceptions_inside_a_custom_puller(
     caplog.set_level(logging.DEBUG)
     output = drive("canary")
     assert "custom puller canary_pullers.leaky:Leaky raised: ValueError: could not use ***" in output
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+# --- Every spelling, one chokepoint: positions sealed or refused (issue 19, items 1 and 3) ---
+
+NODE_SPELLINGS = {  # what node prints for JS: the encoders themselves, not a reimplementation
+    "encodeURIComponent": "cnry-js(!*')~key%2F%C3%BC%2B%20%26x",
+    "encodeURI": "cnry-js(!*')~key/%C3%BC+%20&x",
+    "escape": "cnry-js%28%21*%27%29%7Ekey/%FC+%20%26x",
+    "URLSearchParams": "cnry-js%28%21*%27%29%7Ekey%2F%C3%BC%2B+%26x",
+}
+NEW_SPELLINGS = {
+    **NODE_SPELLINGS,
+    **{f"{name} of JS": url_spellings(JS)[name] for name in ("component", "whatwg", "dotnet", "twice")},
+    "twice of KEY": url_spellings(KEY)["twice"],
+}
+
+
+@pytest.mark.parametrize("spelled", NEW_SPELLINGS.values(), ids=list(NEW_SPELLINGS))
+def test_the_redactor_knows_each_url_spelling(spelled: str) -> None:
+    assert (
+        Redactor(CANARIES)(f"https://api.example/v1?next={spelled}&page=2") == "https://api.example/v1?next=***&page=2"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=st.text(st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=16),
+    form=st.sampled_from(sorted(ENCODINGS)),
+    head=st.text("?&=/:#", max_size=6),
+    tail=st.text("?&=/:#", max_size=6),
+)
+def test_a_sealed_spelling_unseals_to_exactly_the_text_that_was_sealed(
+    secret: str, form: str, head: str, tail: str
+) -> None:
+    sealer = Sealer({"key": secret}, Redactor([secret]))
+    text = head + ENCODINGS[form](secret) + tail
+    sealed = sealer.seal(text)
+    assert not sealer.holds_secret(sealed), (text, sealed)
+    assert sealer.unseal(sealed, source="s") == text
+
+
+def test_markers_stored_before_keep_their_meaning_and_an_unknown_one_is_refused() -> None:
+    sealer = Sealer({"key": KEY}, Redactor([KEY]))
+    stored = {"page_cursor": "?a=${{credentials.key}}&b=${{credentials.key:url}}&c=${{credentials.key:form}}"}
+    assert sealer.unseal_position(stored, source="s") == {
+        "page_cursor": f"?a={KEY}&b={urllib.parse.quote(KEY, safe='')}&c={urllib.parse.quote_plus(KEY)}"
+    }
+    with pytest.raises(PullError) as error:
+        sealer.unseal_position({"page_cursor": "${{credentials.key:rot13}}"}, source="s")
+    assert str(error.value) == (
+        "source 's': the stored cursor marks credential 'key' with an unknown encoding 'rot13'; rewind the cursor"
+    )
+
+
+def test_a_position_that_cannot_be_sealed_is_refused_naming_the_source_and_the_field() -> None:
+    sealer = Sealer({"key": KEY}, Redactor([KEY]))
+    mixed = "cnry-key%2f%2B" + urllib.parse.quote(KEY, safe="")[len("cnry-key%2F%2B") :]  # hex of both cases
+    with pytest.raises(PullError) as error:
+        sealer.seal_position({"streams": {"a": {"next": f"https://x/?k={mixed}"}}}, source="canary")
+    assert str(error.value) == (
+        "source 'canary': cursor field 'streams.a.next' holds a credential in a spelling that cannot be sealed "
+        "(no encoding reproduces it exactly); refused, never stored or shown"
+    )
+    assert KEY not in str(error.value) and mixed not in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_same_origin_next_link_echoing_every_spelling_is_sealed_through_pull_and_the_poller(
+    env: Path, sources: SourceWriter, api: LoopbackServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    echoed = [f"{name}{i}={spelled}" for i, s in enumerate((KEY, JS)) for name, spelled in url_spellings(s).items()]
+    link = api.url("/v1/events?page=2&" + "&".join(echoed))
+
+    def feed(request: Request) -> Response:
+        if request.arg("page") == "2":
+            return Response(200, {"data": make_events(5, start=5), "next": None})
+        return Response(200, {"data": make_events(5), "next": link})
+
+    api.routes["/v1/events"] = feed
+    sources.write(canary_source(api.url("/v1/events"), env, cursorJsonPath="$.next", maxPagesPerRun=1))
+    caplog.set_level(logging.DEBUG)
+    output = run_cli("pull", "canary", "-v", "--workspace", str(WORKSPACE))
+    assert "canary: 5 written" in output
+    for marker in ("key:url_lower", "key:path", "key:url_twice", "js:component", "js:www_form", "js:dotnet_lower"):
+        assert "${{credentials." + marker + "}}" in output, marker
+
+    # The poller pulls on (more to pull): its cursor, the next run's config, that run's checkpoint
+    # and cursor_after, and its settled cursor; the next page is requested exactly as the server wrote it.
+    project = build_project()
+    sensor = project.defs.resolve_sensor_def("canary_poller")
+    with dg.DagsterInstance.get() as instance:
+        stored = SensorCursors(instance, WORKSPACE).get("canary_poller")
+        tick = sensor(dg.build_sensor_context(instance=instance, cursor=stored, definitions=project.defs))
+        (request,) = tick.run_requests
+        assert "${{credentials.js:component}}" in request.run_config["ops"]["ingestion__canary"]["config"]["cursor"]
+        run = project.defs.resolve_job_def("canary_pull").execute_in_process(
+            run_config=request.run_config,
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+        assert run.success
+        settled = sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=project.defs))
+        seen = f"{stored} {tick.cursor} {request.run_config} {request.tags} {settled.cursor} {settled.skip_reason}"
+    assert leaks(seen) == []
+    (page2,) = [r for r in api.requests if r.arg("page") == "2"]
+    assert page2.url == api.base_url + httpx.URL(link).raw_path.decode()
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+CUSTOM_ECHO = """
+import urllib.parse
+from pullmode_dagster import Page, Puller
+from pullmode_dagster.engine.adapters.base import Position
+from pullmode_dagster_tests.fakes import make_events
+
+
+class NextLink(Position):
+    next: str | None = None
+
+
+class Echoing(Puller):
+    position_model = NextLink
+    spelling = "{spelling}"
+
+    def pages(self, start, *, window=None):
+        token, key = self.credentials["token"], self.credentials["key"]
+        link = self.position(start).next
+        if link is not None and token not in link:
+            raise ValueError("the position came back without the credential")
+        mixed = "cnry-key%2f" + urllib.parse.quote(key, safe="")[len("cnry-key%2F"):]
+        echo = token if self.spelling == "sealed" else mixed
+        yield Page(make_events(3, start=3 if link else 0), nbytes=1, location="page",
+                   resume={{"next": f"https://api.example/v1?token={{token}}&key={{echo}}"}}, drained=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spelling", ["sealed", "refused"])
+def test_a_custom_pullers_position_holding_a_credential_is_sealed_or_refused(
+    env: Path,
+    sources: SourceWriter,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spelling: str,
+) -> None:
+    package = tmp_path / f"canary_echo_{spelling}"  # one module per case: an imported one stays imported
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "echoing.py").write_text(CUSTOM_ECHO.format(spelling=spelling))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = f"canary_echo_{spelling}.echoing:Echoing"
+    doc = canary_source("http://127.0.0.1:9/unused", env, adapter="custom", module=module)
+    for field in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
+        doc.pop(field, None)
+    sources.write(doc)
+    caplog.set_level(logging.DEBUG)
+    output = run_cli("pull", "canary", "--workspace", str(WORKSPACE))
+    output += run_cli("pull", "canary", "--workspace", str(WORKSPACE))
+    if spelling == "sealed":
+        assert "canary: 3 written" in output and "FAILED" not in output, output
+        assert '"next":"https://api.example/v1?token=${{credentials.token}}&key=${{credentials.token}}"' in output
+    else:
+        assert (
+            output.count(
+                "FAILED: source 'canary': position field 'next' holds a credential in a spelling that cannot be sealed "
+                "(no encoding reproduces it exactly); refused, never stored or shown"
+            )
+            == 2
+        ), output
+        assert 'committed cursor {"v":1}' in output
     assert_nothing_leaked(output, caplog, tmp_path, env)

@@ -11,7 +11,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import dagster as dg
 
 from ..definitions import build_project
 from ..defs.assets import asset_key
+from ..defs.outgoing import secrets_for
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import PollPlanner, PollPlanState, job_name, poller_name, run_metadata, utc_now
@@ -68,13 +69,23 @@ def pull_once(
     lock: Callable[[str], AbstractContextManager[None]] | None = None,
 ) -> PullOutcome:
     """One poll cycle of ``name`` holding the source's lock, so two pulls started at the same moment
-    (two shells, or a shell and the daemon's run) never both run: the second is refused at once."""
+    (two shells, or a shell and the daemon's run) never both run: the second is refused at once.
+    Everything it prints or returns is redacted with the source's secrets."""
+    redact = secrets_for(pollers[name].source).redact
     try:
         with (lock or (lambda _: nullcontext()))(name):
-            return _pull_locked(pollers, defs, instance, cursors, name, echo, verbose)
+            outcome = _pull_locked(pollers, defs, instance, cursors, name, lambda line: echo(redact(line)), verbose)
     except SourceBusy as exc:
         committed = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
-        return PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)
+        outcome = PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)
+    except PullmodeError as exc:  # a stored cursor that cannot be sealed: refused, not pulled
+        outcome = PullOutcome(name, False, f"not pulled: {exc}")
+    return replace(
+        outcome,
+        message=redact(outcome.message),
+        cursor=redact(outcome.cursor) if outcome.cursor is not None else None,
+        metadata=redact.scrub(outcome.metadata),
+    )
 
 
 def _pull_locked(

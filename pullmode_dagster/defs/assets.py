@@ -19,8 +19,10 @@ from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
 from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
+from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from ..engine.store.schema import COLUMN_KINDS, DAGSTER_TYPE_NAMES
+from . import outgoing
 from .checks import check_results, check_specs
 from .freshness import freshness_for
 from .io_manager import EVENTS_IO_MANAGER_KEY
@@ -115,6 +117,7 @@ class CheckpointRecorder:
     def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, start: CursorState):
         self.context = context
         self.key = key
+        self.redact = Redactor()  # the pull's, once its secrets are resolved
         self.latest = start
         self._recorded = start
         self._last = float("-inf")  # the first checkpoint is recorded at once
@@ -126,18 +129,18 @@ class CheckpointRecorder:
 
     def _record(self) -> None:
         if self.latest != self._recorded:
-            self.context.log_event(
-                dg.AssetObservation(
-                    asset_key=self.key, metadata={CHECKPOINT_KEY: dg.MetadataValue.json(self.latest.to_dict())}
-                )
-            )
+            self.context.log_event(dg.AssetObservation(asset_key=self.key, metadata=self.metadata()))
             self._recorded = self.latest
         self._last = time.monotonic()
+
+    def metadata(self) -> dict[str, object]:
+        """The latest checkpoint as metadata (sealed by the engine; redacted all the same)."""
+        return outgoing.metadata({CHECKPOINT_KEY: self.latest.to_dict()}, self.redact)
 
     def failed(self) -> dict[str, object]:
         """Record the last checkpoint now; failure metadata that names it."""
         self._record()
-        return {CHECKPOINT_KEY: dg.MetadataValue.json(self.latest.to_dict())}
+        return self.metadata()
 
 
 def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
@@ -186,7 +189,10 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     source=source.name, start=window.start if window else None, end=window.end if window else None
                 )
             selected = {c.name for c in context.selected_asset_check_keys}
-            yield from (r for r in check_results(key, integrity, rejected=None) if r.check_name in selected)
+            redact = outgoing.secrets_for(source).redact
+            yield from (
+                r for r in check_results(key, integrity, rejected=None, redact=redact) if r.check_name in selected
+            )
             return
         if config.poll:
             try:
@@ -210,6 +216,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         try:
             # Resolved once: the pull uses them, and the failure paths below redact with them.
             secrets = credentials.resolve(source)
+            checkpoints.redact = secrets.redact
             with trace_store.lock(source.name, poll=window is None), trace_store.open() as store:
                 report = run_pull(
                     source,
@@ -227,7 +234,10 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         except PullmodeError as exc:
             partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
             partial.pop("dagster/row_count", None)
-            raise dg.Failure(description=str(exc), metadata={**partial, **checkpoints.failed()}) from None
+            raise dg.Failure(
+                description=secrets.redact(exc),
+                metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
+            ) from None
         except Exception as exc:
             # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
             context.log.error(secrets.redact(traceback.format_exc()))
@@ -238,11 +248,13 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
             # SIGINT / SIGTERM (Dagster maps SIGTERM to an interrupt): keep the progress, end the run.
             raise dg.Failure(
-                description=f"source {source.name!r}: interrupted (SIGINT or SIGTERM); "
-                f"checkpoint {checkpoints.latest.to_json()}",
+                description=secrets.redact(
+                    f"source {source.name!r}: interrupted (SIGINT or SIGTERM); "
+                    f"checkpoint {checkpoints.latest.to_json()}"
+                ),
                 metadata={**checkpoints.failed(), "interrupted": True},
             ) from None
-        context.log.info(report.summary())
+        context.log.info(secrets.redact(report.summary()))
         metadata = report_metadata(report)
         own = context.partition_key if context.has_partition_key else None
         for partition, count in data_partitions(source, hours).items():
@@ -263,9 +275,11 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         selected = {c.name for c in context.selected_asset_check_keys}
         yield dg.MaterializeResult(
             asset_key=key,
-            metadata=metadata,
+            metadata=outgoing.metadata(metadata, secrets.redact),
             check_results=[
-                r for r in check_results(key, integrity, rejected=report.rejected) if r.check_name in selected
+                r
+                for r in check_results(key, integrity, rejected=report.rejected, redact=secrets.redact)
+                if r.check_name in selected
             ],
         )
 

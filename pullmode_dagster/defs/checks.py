@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..engine.redaction import Redactor
 from ..engine.store import Integrity
+from . import outgoing
 
 NORMALIZED_SCHEMA = "normalized_schema"
 UNIQUE_SOURCE_EVENT_ID = "unique_source_event_id"
@@ -30,9 +32,11 @@ def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int | None) -> list[dg.AssetCheckResult]:
+def check_results(
+    key: dg.AssetKey, integrity: Integrity, *, rejected: int | None, redact: Redactor
+) -> list[dg.AssetCheckResult]:
     """The two checks' results. ``rejected`` is the pull's count (None when the checks run alone,
-    on what is stored for a window, with no pull)."""
+    on what is stored for a window, with no pull); the examples are stored event ids, so redacted."""
     schema: dict[str, object] = {
         "rows_checked": integrity.rows,
         "invalid_rows": integrity.invalid_rows,
@@ -45,7 +49,7 @@ def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int | Non
             asset_key=key,
             check_name=NORMALIZED_SCHEMA,
             passed=integrity.invalid_rows == 0,
-            metadata=schema,
+            metadata=outgoing.metadata(schema, redact),
             description=f"{integrity.invalid_rows} of {integrity.rows} rows break the normalized shape"
             if integrity.invalid_rows
             else None,
@@ -54,11 +58,14 @@ def check_results(key: dg.AssetKey, integrity: Integrity, *, rejected: int | Non
             asset_key=key,
             check_name=UNIQUE_SOURCE_EVENT_ID,
             passed=integrity.duplicate_keys == 0,
-            metadata={
-                "rows_checked": integrity.rows,
-                "duplicate_keys": integrity.duplicate_keys,
-                "duplicate_examples": ", ".join(integrity.duplicate_examples) or "none",
-            },
+            metadata=outgoing.metadata(
+                {
+                    "rows_checked": integrity.rows,
+                    "duplicate_keys": integrity.duplicate_keys,
+                    "duplicate_examples": ", ".join(integrity.duplicate_examples) or "none",
+                },
+                redact,
+            ),
             description=f"{integrity.duplicate_keys} source_event_id(s) stored more than once"
             if integrity.duplicate_keys
             else None,

@@ -18,7 +18,9 @@ from croniter import croniter
 
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
+from ..engine.errors import PullmodeError
 from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key
+from .outgoing import CursorSeal
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 
 POLLER_SUFFIX = "_poller"
@@ -187,11 +189,30 @@ class PollPlanner:
             tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll", PULL_ID_TAG: flight.pull_id},
         )
 
+    def sealed(self, state: PollPlanState, seal: CursorSeal) -> PollPlanState:
+        """``state`` with every cursor it holds sealed (one set by hand, or stored before sealing
+        knew a spelling): what the sensor stores and hands a run never holds a credential."""
+        flight = state.in_flight
+        if flight is not None:
+            try:
+                cursor = seal(CursorState.from_json(flight.cursor), "in-flight cursor").to_json()
+            except CursorFormatError:
+                cursor = seal.redact(flight.cursor)  # the run refuses it; shown redacted meanwhile
+            flight = replace(flight, cursor=cursor)
+        return replace(state, committed=seal(state.committed, "committed cursor"), in_flight=flight)
+
     def settle(
-        self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime, log: list[str]
+        self,
+        state: PollPlanState,
+        instance: dg.DagsterInstance,
+        now: datetime,
+        log: list[str],
+        seal: CursorSeal | None = None,
     ) -> tuple[PollPlanState, dg.DagsterRun | None]:
-        """Resolve the pull in flight: commit its cursor if its run succeeded, forget it if it failed.
-        Also returns the run of a pull still in flight (None when there is none, or it has no run yet)."""
+        """Resolve the pull in flight: commit its cursor (sealed) if its run succeeded, forget it if it
+        failed. Also returns the run of a pull still in flight (None when there is none, or it has no
+        run yet)."""
+        seal = seal or CursorSeal(self.source)
         flight = state.in_flight
         if flight is None:
             return state, None
@@ -211,6 +232,7 @@ class PollPlanner:
         settled = replace(state, in_flight=None, last_pull=last, more_to_pull=False)
         if status != dg.DagsterRunStatus.SUCCESS:
             checkpoint = run_checkpoint(instance, run.run_id, self.key)
+            checkpoint = seal(checkpoint, "checkpoint") if checkpoint is not None else None
             if checkpoint is not None and checkpoint != state.committed:
                 log.append(
                     f"run {run.run_id} {status.value.lower()}; committed its checkpoint {checkpoint.to_json()} "
@@ -226,7 +248,7 @@ class PollPlanner:
         if "cursor_after" not in report:
             log.append(f"run {run.run_id} succeeded without reporting a cursor; the cursor stays")
             return settled, None
-        cursor = CursorState.from_dict(report["cursor_after"])
+        cursor = seal(CursorState.from_dict(report["cursor_after"]), "cursor_after")
         more = report.get("drained") is False
         log.append(
             f"run {run.run_id} succeeded; committed cursor {cursor.to_json()}"
@@ -245,9 +267,18 @@ class PollPlanner:
     ) -> PollDecision:
         """One evaluation: settle the pull in flight, then request the next one when it is due, no
         other pull of the source runs, and its time has a partition. ``force`` pulls now whatever the
-        cron says (``pullmode pull``)."""
+        cron says (``pullmode pull``). What it returns is sealed and redacted (``outgoing.py``)."""
+        seal = CursorSeal(self.source)
+        decision = self._decide(self.sealed(state, seal), instance, now, force, via, seal)
+        decision.log = [seal.redact(line) for line in decision.log]
+        decision.skip_reason = seal.redact(decision.skip_reason) if decision.skip_reason else None
+        return decision
+
+    def _decide(
+        self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime, force: bool, via: str, seal: CursorSeal
+    ) -> PollDecision:
         log: list[str] = []
-        state, run = self.settle(state, instance, now, log)
+        state, run = self.settle(state, instance, now, log, seal)
         if state.in_flight is not None:
             return self._still_in_flight(state, run, log)
         due, skip = self._due(state, now, force)
@@ -334,7 +365,10 @@ def build_poller_sensor(
             state = PollPlanState.from_json(context.cursor)
         except CursorFormatError as exc:
             raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
-        decision = poller.decide(state, instance=context.instance, now=clock())
+        try:
+            decision = poller.decide(state, instance=context.instance, now=clock())
+        except PullmodeError as exc:  # a cursor that cannot be sealed: refused, never stored
+            raise dg.DagsterInvariantViolationError(str(exc)) from None
         for line in decision.log:
             context.log.info(f"{source.name}: {line}")
         if decision.run_request is not None:

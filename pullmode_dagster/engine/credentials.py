@@ -158,5 +158,18 @@ class ResolvedCredentials:
         base_dir = source.file.parent if source.file else None
         return cls(resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir))
 
+    @classmethod
+    def available(cls, source: SourceConfig) -> ResolvedCredentials:
+        """Those of ``source``'s secrets that can be read now, for whoever only redacts or seals (the
+        poller, ``pullmode pull``, alerts): a missing one fails the pull that needs it, not them."""
+        base_dir = source.file.parent if source.file else None
+        values: dict[str, str] = {}
+        for key, ref in source.credentials.items():
+            try:
+                values[key] = ref.resolve(base_dir=base_dir)
+            except CredentialError:
+                continue
+        return cls(values)
+
     def __repr__(self) -> str:
         return f"ResolvedCredentials(keys={sorted(self.values)!r})"  # never the values

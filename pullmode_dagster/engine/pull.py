@@ -22,6 +22,8 @@ from .errors import PullError, PullmodeError
 from .events import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
 from .http import DeadlineReached
 from .mapping import EventMapper
+from .redaction import RedactingLogger
+from .sealing import Sealer
 from .store import TraceStore
 
 T = TypeVar("T")
@@ -113,21 +115,26 @@ Credentials = ResolvedCredentials | Mapping[str, str]
 redactor it also uses itself) or plain values (tests, scripts)."""
 
 
+def resolve(source: SourceConfig, credentials: Credentials | None) -> ResolvedCredentials:
+    """``credentials`` as resolved; without them, resolved now (never cached between pulls)."""
+    if credentials is None:
+        return ResolvedCredentials.for_source(source)
+    return credentials if isinstance(credentials, ResolvedCredentials) else ResolvedCredentials(credentials)
+
+
 def build_puller(
     source: SourceConfig,
     *,
     credentials: Credentials | None = None,
     context: PullContext | None = None,
 ) -> Puller:
-    """A puller for ``source``; without ``credentials``, they are resolved now (never cached between pulls)."""
-    if credentials is None:
-        credentials = ResolvedCredentials.for_source(source)
-    elif not isinstance(credentials, ResolvedCredentials):
-        credentials = ResolvedCredentials(credentials)
+    """A puller for ``source`` whose log lines are redacted on their way out, whoever wrote the puller."""
+    secrets = resolve(source, credentials)
+    context = context or PullContext()
+    if not isinstance(context.logger, RedactingLogger):
+        context = replace(context, logger=RedactingLogger(context.logger, secrets.redact))
     puller_cls = ADAPTERS[source.adapter].puller
-    return puller_cls(
-        source, credentials=credentials.values, context=context or PullContext(), redactor=credentials.redact
-    )
+    return puller_cls(source, credentials=secrets.values, context=context, redactor=secrets.redact)
 
 
 def run_pull(
@@ -150,9 +157,16 @@ def run_pull(
     events are all in the store (``on_checkpoint`` hears each advance): when the pull fails, that is
     what may be committed, exactly what a pull stopped by ``maxPagesPerRun`` at that page would
     commit. The pull stops cleanly at a page boundary when ``pullDeadlineSeconds`` runs out.
+
+    Positions are sealed here, for every adapter (``sealing.py``): the puller gets ``start``
+    unsealed, and each page's resume is sealed before anything else sees it, so every state this
+    function hands out (report, checkpoints) holds markers, never a credential.
     """
     context = context or PullContext()
-    start = start or CursorState()
+    secrets = resolve(source, credentials)
+    sealer = Sealer(secrets.values, secrets.redact)
+    # A cursor stored before sealing knew a spelling is sealed now: it is shown again (cursor_before).
+    start = seal_state(sealer, start or CursorState(), source=source.name, what="stored cursor")
     context = replace(context, deadline=context.clock() + source.pull_deadline_seconds)
     report = PullReport(
         source_name=source.name,
@@ -162,7 +176,7 @@ def run_pull(
         checkpoint=start,
         window=window,
     )
-    puller = build_puller(source, credentials=credentials, context=context)
+    puller = build_puller(source, credentials=secrets, context=context)
     mapper = EventMapper.for_source(source)
     window_bounds = (format_timestamp(window.start), format_timestamp(window.end)) if window else None
     buffer: list[EventRow] = []  # events as rows: no object per event (see EventRows)
@@ -184,9 +198,13 @@ def run_pull(
             if on_checkpoint is not None:
                 on_checkpoint(pending)
 
-    pages = puller.pages(start, window=window)
+    pages = puller.pages(
+        replace(start, position=sealer.unseal_position(start.position, source=source.name)), window=window
+    )
     try:
         for page in pages:
+            # First: a position that cannot be sealed stops the pull before this page counts for anything.
+            resume = sealer.seal_position(page.resume, source=source.name, what="position")
             mapped, rejects = mapper.map_rows(page.records, location=page.location, where=page.where, plain=page.plain)
             rows = mapped.rows
             rejects = page.rejects + rejects
@@ -211,7 +229,7 @@ def run_pull(
                 report.preview.extend(NormalizedEvent(*row) for row in rows[: PREVIEW_ROWS - len(report.preview)])
             _write_rejects(store, rejects, report)
             buffer.extend(rows)
-            pending = start.after_pull(resume=page.resume, newest=newest, drained=page.drained)
+            pending = start.after_pull(resume=resume, newest=newest, drained=page.drained)
             report.drained = page.drained
             if len(buffer) >= batch_size or context.clock() - flushed_at[0] >= FLUSH_EVERY_SECONDS:
                 flush()
@@ -268,6 +286,11 @@ def run_pull(
     if window is None:
         report.cursor_after = report.checkpoint
     return report
+
+
+def seal_state(sealer: Sealer, state: CursorState, *, source: str, what: str = "cursor") -> CursorState:
+    """``state`` with its position sealed (a :class:`PullError` naming the field when it cannot be)."""
+    return replace(state, position=sealer.seal_position(state.position, source=source, what=what))
 
 
 def _write_rejects(store: TraceStore, rejects: list[Reject], report: PullReport) -> None:

@@ -1,7 +1,9 @@
 """The one redaction rule: no secret leaves the process in any form a server or a library may give it.
 
 A :class:`Redactor` built from the pull's resolved secrets replaces each secret in every encoding it may
-come back in. Redact the whole text first, truncate afterwards.
+come back in. Redact the whole text first, truncate afterwards. The encodings are named
+(:data:`ENCODINGS`), so that a cursor can keep a secret as a marker naming the one that reproduces it
+(``engine/sealing.py``).
 Design: docs/design/http-and-secrets.md#redaction
 """
 
@@ -11,35 +13,116 @@ import base64
 import html
 import json
 import re
-import urllib.parse
-from collections.abc import Iterable
+import string
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 REDACTED = "***"
 MIN_SECRET_LENGTH = 4
 """Shorter values would shred every message; they are not secrets worth the name."""
 
+T = TypeVar("T")
+Encoder = Callable[[str], str]
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def percent_encoder(safe: str, *, space: str = "%20", lower: bool = False) -> Encoder:
+    """Percent-encoding of the UTF-8 bytes, keeping letters, digits and ``safe`` as they are: every URL
+    encoder of every language is one of these (they differ in what they keep, how they write a
+    space and the case of the hex digits)."""
+    keep = frozenset((_ALNUM + safe).encode())
+    hexes = "%{:02x}" if lower else "%{:02X}"
+    table = [chr(b) if b in keep else space if b == 0x20 else hexes.format(b) for b in range(256)]
+
+    def encode(text: str) -> str:
+        return "".join([table[b] for b in text.encode("utf-8", "surrogatepass")])
+
+    return encode
+
+
+def _js_escape(text: str) -> str:
+    """JavaScript's legacy ``escape()``: Latin-1 as ``%XX``, the rest as ``%uXXXX`` (UTF-16 units)."""
+    data = text.encode("utf-16-be", "surrogatepass")
+    units = (int.from_bytes(data[i : i + 2]) for i in range(0, len(data), 2))
+    return "".join(
+        chr(u) if u < 128 and chr(u) in _JS_ESCAPE_KEEPS else f"%{u:02X}" if u < 256 else f"%u{u:04X}" for u in units
+    )
+
+
+_JS_ESCAPE_KEEPS = frozenset(_ALNUM + "@*_+-./")
+
+
+def _json(ascii_only: bool, slash: bool = False, upper: bool = False) -> Encoder:
+    def encode(text: str) -> str:
+        out = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+        if upper:  # System.Text.Json and others write \u00FC
+            out = re.sub(r"\\u[0-9a-f]{4}", lambda m: m[0].upper().replace("\\U", "\\u"), out)
+        return out.replace("/", "\\/") if slash else out
+
+    return encode
+
+
+def _b64(encode: Callable[[bytes], bytes], pad: bool) -> Encoder:
+    def encoder(text: str) -> str:
+        out = encode(text.encode("utf-8", "surrogatepass")).decode()
+        return out if pad else out.rstrip("=")
+
+    return encoder
+
+
+_URL_SPELLINGS: dict[str, tuple[str, str]] = {
+    # name: (kept besides letters and digits, space)
+    "url": ("-._~", "%20"),  # RFC 3986 unreserved: Python quote(safe=""), PHP rawurlencode, Uri.EscapeDataString
+    "path": ("-._~/", "%20"),  # Python quote() with its default safe="/"
+    "form": ("-._~", "+"),  # Python quote_plus / urlencode, Go QueryEscape, Ruby CGI.escape
+    "component": ("-_.!~*'()", "%20"),  # JavaScript encodeURIComponent
+    "uri": ("-_.!~*'();/?:@&=+$,#", "%20"),  # JavaScript encodeURI
+    "www_form": ("-._*", "+"),  # WHATWG URLSearchParams, HTML forms, Java URLEncoder ('~' escaped)
+    "php_form": ("-._", "+"),  # PHP urlencode
+    "dotnet": ("-_.!*()", "+"),  # .NET HttpUtility.UrlEncode (lower-case hex) and WebUtility.UrlEncode
+    "go_path": ("-._~$&+,:;=@", "%20"),  # Go url.PathEscape
+}
+
+ENCODINGS: dict[str, Encoder] = {"": lambda text: text}
+"""Every spelling the redactor knows, by name: ``""`` is the text itself. A name never changes
+meaning (stored cursors name them); ``<name>_lower`` is the same with lower-case hex digits."""
+for _name, (_safe, _space) in _URL_SPELLINGS.items():
+    ENCODINGS[_name] = percent_encoder(_safe, space=_space)
+    ENCODINGS[f"{_name}_lower"] = percent_encoder(_safe, space=_space, lower=True)
+ENCODINGS.update(
+    {
+        # A value encoded twice: an encoded link carried as a parameter of another link.
+        "url_twice": lambda text: ENCODINGS["url"](ENCODINGS["url"](text)),
+        "url_twice_lower": lambda text: ENCODINGS["url_lower"](ENCODINGS["url_lower"](text)),
+        "form_twice": lambda text: ENCODINGS["form"](ENCODINGS["form"](text)),
+        "js_escape": _js_escape,
+        "json": _json(False),
+        "json_slash": _json(False, slash=True),
+        "json_ascii": _json(True),
+        "json_ascii_slash": _json(True, slash=True),
+        "json_ascii_upper": _json(True, upper=True),
+        "html": html.escape,
+        "html_text": lambda text: html.escape(text, quote=False),
+        "base64": _b64(base64.b64encode, pad=True),
+        "base64_nopad": _b64(base64.b64encode, pad=False),
+        "base64url": _b64(base64.urlsafe_b64encode, pad=True),
+        "base64url_nopad": _b64(base64.urlsafe_b64encode, pad=False),
+    }
+)
+
 
 def secret_forms(secret: str) -> set[str]:
-    """Every spelling of ``secret`` this project, a server or a library may produce."""
+    """Every spelling of ``secret`` this project, a server or a library may produce: each of
+    :data:`ENCODINGS` of the secret, of each of its lines, and of it with CRLF line ends."""
     pieces = {secret.strip("\r\n")} | {line.strip() for line in secret.splitlines()}
     forms: set[str] = set()
     for piece in pieces:
         if len(piece) < MIN_SECRET_LENGTH:
             continue
-        for text in (piece, piece.replace("\n", "\r\n")):
-            forms.add(text)
-            forms.add(urllib.parse.quote(text, safe=""))
-            forms.add(urllib.parse.quote(text))
-            forms.add(urllib.parse.quote_plus(text))
-            for ascii_only in (False, True):
-                escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
-                forms.add(escaped)
-                forms.add(escaped.replace("/", "\\/"))
-            forms.add(html.escape(text))
-            forms.add(html.escape(text, quote=False))
-            for b64 in (base64.b64encode(text.encode()).decode(), base64.urlsafe_b64encode(text.encode()).decode()):
-                forms.add(b64)
-                forms.add(b64.rstrip("="))
+        for text in {piece, piece.replace("\n", "\r\n")}:
+            forms.update(encode(text) for encode in ENCODINGS.values())
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
@@ -65,3 +148,61 @@ class Redactor:
     def finds(self, text: str) -> bool:
         """Whether ``text`` holds a secret in any form."""
         return self._pattern is not None and self._pattern.search(text) is not None
+
+    def scrub(self, value: T) -> T:
+        """``value`` (JSON-like: text, mappings and lists of them) with every text redacted, keys
+        included; anything else (numbers, booleans, None, other objects) is kept as it is."""
+        if self._pattern is None:
+            return value
+        return self._scrub(value)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self._scrub(k): self._scrub(v) for k, v in value.items()}
+        if type(value) in (list, tuple):  # not a named tuple: other objects are kept as they are
+            return [self._scrub(v) for v in value]
+        return value
+
+
+def _at_level(level: str) -> Callable[..., None]:
+    """A logger method of :class:`RedactingLogger` for ``level``."""
+
+    def emit(self: RedactingLogger, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        self._emit(level, msg, args, exc_info)
+
+    return emit
+
+
+class RedactingLogger:
+    """A logger whose every line (with its arguments and any traceback) is redacted before it is
+    handed on: what the engine gives a puller (``PullContext.logger``), so a custom puller's lines
+    are as safe as the engine's own."""
+
+    def __init__(self, logger: Any, redact: Redactor):
+        self.logger = logger
+        self.redact = redact
+
+    def _emit(self, level: str, msg: object, args: tuple[Any, ...], exc_info: Any = None) -> None:
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = " ".join(map(str, (msg, *args)))
+        if exc_info:
+            error = exc_info if isinstance(exc_info, BaseException) else None
+            text += "\n" + ("".join(traceback.format_exception(error)) if error else traceback.format_exc())
+        getattr(self.logger, level)(self.redact(text))
+
+    debug = _at_level("debug")
+    info = _at_level("info")
+    warning = warn = _at_level("warning")
+    error = _at_level("error")
+    critical = _at_level("critical")
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **_: Any) -> None:
+        self._emit("error", msg, args, exc_info)
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None, **_: Any) -> None:
+        name = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}.get(level - level % 10, "info")
+        self._emit(name if level >= 10 else "debug", msg, args, exc_info)

@@ -8,10 +8,8 @@ in this pull is a loop and stops the pull with an error.
 
 from __future__ import annotations
 
-import functools
 import re
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
@@ -159,7 +157,7 @@ class HttpPollingPuller(Puller):
             cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
             params.update(self._render_params(src.incremental_params, cursor_ctx))
         page_cursor = self.position(start).page_cursor
-        return params, self._unseal(page_cursor) if page_cursor else None
+        return params, page_cursor  # unsealed by the engine (sealing.py)
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         src = self.source
@@ -212,7 +210,7 @@ class HttpPollingPuller(Puller):
                     records=records,
                     nbytes=len(response.content),
                     location=f"page {number}",
-                    resume={"page_cursor": None if drained else self._seal(next_cursor)},
+                    resume={"page_cursor": None if drained else next_cursor},  # the engine seals it
                     drained=drained,
                     plain=plain,
                 )
@@ -257,36 +255,6 @@ class HttpPollingPuller(Puller):
             params = {k: v for k, v in params.items() if k not in secret_params}
         return str(link), params
 
-    @functools.cached_property
-    def _seals(self) -> tuple[re.Pattern[str] | None, dict[str, str]]:
-        """Each credential's echoable forms and their markers, built once per pull."""
-        markers: dict[str, str] = {}
-        for key, value in self.credentials.items():
-            if len(value) >= 4:
-                for form, encode in _SEAL_FORMS.items():
-                    markers.setdefault(encode(value), "${{credentials." + key + (f":{form}" if form else "") + "}}")
-        # One pass, longest first, so no marker is ever rewritten by a later replacement.
-        ordered = sorted(markers, key=len, reverse=True)
-        return (re.compile("|".join(map(re.escape, ordered))) if ordered else None), markers
-
-    def _seal(self, cursor: str) -> str:
-        """The cursor as stored (committed, shown in the UI, handed to the next run): a credential a
-        server echoed into it is replaced by ``${{credentials.<key>}}``, filled in again on use."""
-        pattern, markers = self._seals
-        return pattern.sub(lambda m: markers[m[0]], cursor) if pattern is not None else cursor
-
-    def _unseal(self, cursor: str) -> str:
-        def fill(match: re.Match[str]) -> str:
-            value = self.credentials.get(match["key"])
-            if value is None:
-                raise PullError(
-                    f"source {self.source.name!r}: the stored cursor refers to credential {match['key']!r}, "
-                    "which the source no longer declares; rewind the cursor"
-                )
-            return _SEAL_FORMS[match["form"] or ""](value)
-
-        return _SEALED.sub(fill, cursor) if "${{credentials." in cursor else cursor
-
     def _check_status(self, response: Any, what: str) -> None:
         if response.status_code >= 300:
             where = self.redact(safe_url(response.request.url))
@@ -329,14 +297,6 @@ class HttpPollingPuller(Puller):
         if value is MISSING or value is None or value == "" or isinstance(value, bool):
             return None
         return value if isinstance(value, str) else str(value)
-
-
-_SEAL_FORMS: dict[str, Callable[[str], str]] = {
-    "": lambda v: v,
-    "url": lambda v: urllib.parse.quote(v, safe=""),
-    "form": urllib.parse.quote_plus,
-}
-_SEALED = re.compile(r"\$\{\{credentials\.(?P<key>\w+)(?::(?P<form>url|form))?\}\}")
 
 
 def _texts(value: ParamValue) -> list[str]:
