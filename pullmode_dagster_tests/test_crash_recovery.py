@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ import dagster as dg
 import pytest
 
 from pullmode_dagster.cli.pull import failure_info
-from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
+from pullmode_dagster.definitions import build_definitions
+from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity, reap_if_dead
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
@@ -343,3 +345,128 @@ def test_the_poller_marks_a_run_whose_process_died_failed_and_pulls_again(
         assert PollPlanState.from_json(second.cursor).last_pull["status"] == "FAILURE"  # type: ignore[index]
         (retry,) = second.run_requests
         assert harness.run(retry).success and len(harness.rows()) == 5
+
+
+def dead_process_identity() -> str:
+    """The identity of a process of ours (this host, boot and PID namespace) that has exited."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = process_identity(dead.pid)
+    dead.wait(timeout=30)
+    return identity
+
+
+def with_field(identity: str, index: int, value: str) -> str:
+    """``identity`` (host:pid:start:boot_id:pid_namespace) with one field replaced."""
+    fields = identity.rsplit(":", 4)
+    fields[index] = value
+    return ":".join(fields)
+
+
+@pytest.mark.parametrize(
+    ("case", "reaped"),
+    [
+        ("this host, boot and PID namespace", True),
+        ("another PID namespace", False),
+        ("another boot", False),
+        ("another host", False),
+        ("PID namespace unknown where recorded", False),
+        ("an older version's tag (host:pid:start)", False),
+    ],
+)
+def test_only_a_dead_process_of_this_host_boot_and_pid_namespace_is_reaped(
+    home: Path, sources: SourceWriter, api: LoopbackServer, case: str, reaped: bool
+) -> None:
+    """The pid is dead here every time; only where it names the same process here is the run reaped.
+    Anywhere else (a container sharing the host's name, another boot) it may be alive and writing."""
+    sources.write(http_source(api.url("/v1/events")))
+    ours = dead_process_identity()
+    make = {
+        "this host, boot and PID namespace": lambda: ours,
+        "another PID namespace": lambda: with_field(ours, 4, str(int(ours.rsplit(":", 1)[1]) + 1)),
+        "another boot": lambda: with_field(ours, 3, "0f0f0f0f-0000-4000-8000-000000000000"),
+        "another host": lambda: with_field(ours, 0, "some-other-host"),
+        "PID namespace unknown where recorded": lambda: with_field(ours, 4, "?"),
+        "an older version's tag (host:pid:start)": lambda: ":".join(ours.split(":")[:3]),
+    }
+    identity = make[case]()
+    with dg.DagsterInstance.get() as instance:
+        run = record_run(
+            instance,
+            build_definitions(sources.directory),
+            "acme_audit_pull",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"pullmode/source": "acme_audit", "pullmode/mode": "poll", PROCESS_TAG: identity},
+        )
+        after = reap_if_dead(instance, run)
+        assert instance.get_run_by_id(run.run_id).status == after.status  # type: ignore[union-attr]
+        assert after.status == (dg.DagsterRunStatus.FAILURE if reaped else dg.DagsterRunStatus.STARTED)
+
+
+IN_NEW_PID_NAMESPACE = """
+import os, sys
+from pullmode_dagster.defs.recovery import process_identity
+# The pull's process gets a pid that names no process outside: the old check took it for dead.
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(int(sys.argv[1]) - 1))
+child = os.fork()
+if child == 0:
+    print(process_identity(), flush=True)
+    sys.stdin.read()  # alive until the test closes its stdin
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def free_pid() -> int:
+    """A pid no process of this namespace has (the highest free one: the kernel hands out pids upwards)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return next(pid for pid in range(pid_max - 1, 300, -1) if not Path(f"/proc/{pid}").exists())
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="a new PID namespace needs root and unshare"
+)
+def test_a_live_run_in_another_pid_namespace_with_this_host_name_is_not_reaped(
+    home: Path, tmp_path: Path, sources: SourceWriter, api: LoopbackServer
+) -> None:
+    """A container with host networking: same host name and boot, its own PID namespace."""
+    api.routes["/v1/events"] = CursorFeed(make_events(5))
+    sources.write(http_source(api.url("/v1/events")))
+    pid = free_pid()
+    inner = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", IN_NEW_PID_NAMESPACE, str(pid)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert inner.stdout is not None and inner.stdin is not None
+        lines = LineReader(inner.stdout, lambda: f"unshare exit code: {inner.poll()}")
+        identity = lines.next_line(30, "the identity of the process in the new PID namespace")
+        assert identity.split(":")[:2] == [socket.gethostname(), str(pid)] and not Path(f"/proc/{pid}").exists()
+        with dg.DagsterInstance.get() as instance:
+            harness = make_harness(
+                sources.directory, instance, Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC)), tmp_path, "acme_audit"
+            )
+            first = harness.tick(None)
+            live = record_run(
+                instance,
+                harness.project.defs,
+                "acme_audit_pull",
+                status=dg.DagsterRunStatus.STARTED,
+                tags={**first.run_requests[0].tags, PROCESS_TAG: identity},
+            )
+            harness.clock.now = datetime(2026, 3, 2, 10, 5, 1, tzinfo=UTC)
+            second = harness.tick(first.cursor)
+            assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+            assert second.run_requests == []
+            assert second.skip_reason is not None
+            assert second.skip_reason.skip_message.endswith(f"in flight: run {live.run_id} (STARTED)")
+            assert api.requests == []
+    finally:
+        if inner.stdin is not None:
+            inner.stdin.close()
+        inner.wait(timeout=30)
