@@ -65,12 +65,13 @@ def pull_once(
     name: str,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
-    lock: Callable[[str], AbstractContextManager[None]] | None = None,
+    lock: Callable[..., AbstractContextManager[None]] | None = None,
 ) -> PullOutcome:
     """One poll cycle of ``name`` holding the source's lock, so two pulls started at the same moment
-    (two shells, or a shell and the daemon's run) never both run: the second is refused at once."""
+    (two shells, or a shell and the daemon's run) never both run: the second is refused at once.
+    A lock lost under the pull is a warning: the pull's own outcome stands (``--all`` goes on)."""
     try:
-        with (lock or (lambda _: nullcontext()))(name):
+        with (lock or (lambda _, **__: nullcontext()))(name, on_lost=lambda m: echo(f"{name}: warning: {m}")):
             return _pull_locked(pollers, defs, instance, cursors, name, echo, verbose)
     except SourceBusy as exc:
         committed = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()

@@ -210,7 +210,8 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         try:
             # Resolved once: the pull uses them, and the failure paths below redact with them.
             secrets = credentials.resolve(source)
-            with trace_store.lock(source.name, poll=window is None), trace_store.open() as store:
+            lock = trace_store.lock(source.name, poll=window is None, on_lost=context.log.warning)
+            with lock, trace_store.open() as store:
                 report = run_pull(
                     source,
                     store=store,
