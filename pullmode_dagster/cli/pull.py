@@ -66,15 +66,20 @@ def pull_once(
     name: str,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
-    lock: Callable[[str], AbstractContextManager[None]] | None = None,
+    lock: Callable[..., AbstractContextManager[None]] | None = None,
 ) -> PullOutcome:
     """One poll cycle of ``name`` holding the source's lock, so two pulls started at the same moment
     (two shells, or a shell and the daemon's run) never both run: the second is refused at once.
-    Everything it prints or returns is redacted with the source's secrets."""
+    Everything it prints or returns is redacted with the source's secrets. A lock lost under the pull
+    is a warning: the pull's own outcome stands (``--all`` goes on)."""
     redact = secrets_for(pollers[name].source).redact
+
+    def say(line: str) -> None:
+        echo(redact(line))
+
     try:
-        with (lock or (lambda _: nullcontext()))(name):
-            outcome = _pull_locked(pollers, defs, instance, cursors, name, lambda line: echo(redact(line)), verbose)
+        with (lock or (lambda _, **__: nullcontext()))(name, on_lost=lambda m: say(f"{name}: warning: {m}")):
+            outcome = _pull_locked(pollers, defs, instance, cursors, name, say, verbose)
     except SourceBusy as exc:
         committed = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
         outcome = PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)

@@ -217,7 +217,10 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
             # Resolved once: the pull uses them, and the failure paths below redact with them.
             secrets = credentials.resolve(source)
             checkpoints.redact = secrets.redact
-            with trace_store.lock(source.name, poll=window is None), trace_store.open() as store:
+            lock = trace_store.lock(
+                source.name, poll=window is None, on_lost=lambda m: context.log.warning(secrets.redact(m))
+            )
+            with lock, trace_store.open() as store:
                 report = run_pull(
                     source,
                     store=store,

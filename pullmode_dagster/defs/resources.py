@@ -64,10 +64,13 @@ class TraceStoreResource(dg.ConfigurableResource):
     def open(self) -> TraceStore:
         return open_store(self.resolved_url())
 
-    def lock(self, source: str, *, poll: bool = True) -> AbstractContextManager[None]:
+    def lock(
+        self, source: str, *, poll: bool = True, on_lost: Callable[[str], None] | None = None
+    ) -> AbstractContextManager[None]:
         """The source's pull lock (polls only: window re-pulls never move the cursor, so they may
-        run beside a poll); raises SourceBusy when another process holds it."""
-        return source_lock(source, url=self.resolved_url()) if poll else nullcontext()
+        run beside a poll); raises SourceBusy when another process holds it, and tells ``on_lost``
+        when it was lost under the pull."""
+        return source_lock(source, url=self.resolved_url(), on_lost=on_lost) if poll else nullcontext()
 
 
 class PullSettingsResource(dg.ConfigurableResource):

@@ -1,25 +1,43 @@
 """One pull per source at a time: a lock beside the trace store that the operating system releases.
 
 A file lock (``flock``) next to a SQLite store, a session advisory lock on a Postgres store; both vanish
-with the process that held them, and the lock is re-entrant within a process.
+with the process that held them, and the lock is re-entrant within a process. A Postgres lock whose
+session ends under the pull (a terminated backend) is reported to ``on_lost``, not raised: the pull's
+own outcome stands.
 Design: docs/design/trace-store.md#locks
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import logging
 import os
 import socket
 import threading
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import PullmodeError
 from .store import store_url
 
-LOCK_CLASS = 0x706D  # "pm": the first key of pullmode's Postgres advisory locks
+if TYPE_CHECKING:
+    import psycopg
+
+_log = logging.getLogger(__name__)
+
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+"""TCP keepalives on the lock's session, which idles for the whole pull: a NAT or firewall that drops
+quiet connections does not drop it, and a peer that vanished is noticed within about a minute."""
+
+NO_IDLE_TIMEOUTS = (
+    "SELECT set_config(name, '0', false) FROM pg_settings "
+    "WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+)
+"""The lock's session is idle by design: a server's ``idle_session_timeout`` would end it (and free the
+lock) mid-pull. Through pg_settings, so that a server older than 14 (without the setting) is fine."""
 
 _held: dict[tuple[str, str], int] = {}
 _guard = threading.Lock()
@@ -44,9 +62,24 @@ def holder_label() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
+def advisory_key(source: str) -> int:
+    """``source``'s Postgres advisory lock key: the first 64 bits of a BLAKE2b digest, as a signed bigint.
+
+    Distinct names get distinct keys in practice: a store holds at most thousands of sources, and the
+    chance that any two of n names share a 64-bit key is about n^2 / 2^65 (3e-12 for 10,000 names).
+    A 32-bit CRC collided for real names (``source_1999`` and ``source_1031462``), and anyone could
+    make more; a collision here takes about 2^32 tries even when sought on purpose, by someone who
+    could name sources anyway. The personalisation keeps the keys apart from other uses of BLAKE2b."""
+    digest = hashlib.blake2b(source.encode(), digest_size=8, person=b"pullmode-lock").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 @contextmanager
-def source_lock(source: str, *, url: str | None = None) -> Iterator[None]:
-    """Hold ``source``'s lock for the block, or raise :class:`SourceBusy` at once (never waits)."""
+def source_lock(source: str, *, url: str | None = None, on_lost: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold ``source``'s lock for the block, or raise :class:`SourceBusy` at once (never waits).
+
+    ``on_lost`` hears (one line) that the lock was lost before the block ended: its Postgres session
+    ended (a terminated backend, a dropped connection). Default: a warning in this module's log."""
     url = store_url(url)
     key = (url, source)
     with _guard:
@@ -63,7 +96,7 @@ def source_lock(source: str, *, url: str | None = None) -> Iterator[None]:
                 _held[key] -= 1
         return
     backend = _postgres_lock if url.startswith(("postgresql://", "postgres://")) else _file_lock
-    with backend(url, source):
+    with backend(url, source, on_lost or _log.warning):
         with _guard:
             _held[key] = 1
         try:
@@ -74,7 +107,8 @@ def source_lock(source: str, *, url: str | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def _file_lock(url: str, source: str) -> Iterator[None]:
+def _file_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterator[None]:
+    """``on_lost`` is never called: a file lock lives as long as this process."""
     path = url.removeprefix("sqlite:///")
     if path == ":memory:":
         yield  # a store private to this process: the in-process count above is the whole lock
@@ -100,30 +134,57 @@ def _file_lock(url: str, source: str) -> Iterator[None]:
 
 
 @contextmanager
-def _postgres_lock(url: str, source: str) -> Iterator[None]:
+def _postgres_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterator[None]:
     import psycopg
 
     from .store.postgres import describe_url
 
-    objid = zlib.crc32(source.encode()) - (1 << 31)  # a stable signed 32-bit key per source
+    key = advisory_key(source)
     label = f"pullmode lock {source}: {holder_label()}"[:63]
+    conn: psycopg.Connection[Any] | None = None
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=label)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=label, **KEEPALIVE)
+        conn.execute(NO_IDLE_TIMEOUTS)
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
     except psycopg.Error:
+        if conn is not None:
+            conn.close()
         raise PullmodeError(
             f"source {source!r}: cannot reach the trace store at {describe_url(url)} to lock the source"
         ) from None
-    with conn:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, objid)).fetchone()
+    try:
         if not (got and got[0]):
-            row = conn.execute(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted LIMIT 1",
-                (LOCK_CLASS, objid & 0xFFFFFFFF),
-            ).fetchone()
-            holder = row[0].split(": ", 1)[-1] if row and row[0] else "another process"
-            raise SourceBusy(source, holder)
+            raise SourceBusy(source, _holder(conn, key))
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, objid))
+            lost = _unlock(conn, key)
+            if lost:
+                on_lost(
+                    f"source {source!r}: lost its lock during the pull ({lost}), so another pull of it may "
+                    "have run alongside; the store keeps each event once"
+                )
+    finally:
+        conn.close()
+
+
+def _holder(conn: psycopg.Connection[Any], key: int) -> str:
+    """Who holds ``key`` (the application name it connected with), as far as Postgres says."""
+    row = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.classid::bigint = %s AND l.objid::bigint = %s "
+        "AND l.granted LIMIT 1",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),  # a bigint key shows as its two halves
+    ).fetchone()
+    return row[0].split(": ", 1)[-1] if row and row[0] else "another process"
+
+
+def _unlock(conn: psycopg.Connection[Any], key: int) -> str | None:
+    """Release ``key``; what went wrong when the lock was no longer held (its session ended), else None."""
+    import psycopg
+
+    try:
+        released = conn.execute("SELECT pg_advisory_unlock(%s)", (key,)).fetchone()
+    except psycopg.Error as exc:
+        return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['connection lost'])[0]}"
+    return None if released and released[0] else "the session no longer held it"
