@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
 
 from pullmode_dagster.definitions import Project, build_project
+from pullmode_dagster.defs.assets import SOURCE_TAG
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -68,6 +70,19 @@ def record_run(
     sees of a run the daemon launched (still going, or ended some other way). Through the instance's own
     ``create_run_for_job``, with the job's real snapshot, not Dagster's private ``create_run_for_test``."""
     return instance.create_run_for_job(defs.resolve_job_def(job), status=status, tags=tags)
+
+
+def failed_runs(instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500") -> list[str]:
+    """Failed runs of acme_audit as the event log records them, without pulling: what the alert sensor
+    reads."""
+    run_ids = []
+    for _ in range(count):
+        run = instance.add_run(
+            dg.DagsterRun(job_name="acme_audit_pull", run_id=make_new_run_id(), tags={SOURCE_TAG: "acme_audit"})
+        )
+        instance.report_run_failed(run, message)
+        run_ids.append(run.run_id)
+    return run_ids
 
 
 def committed(cursor: str | None) -> dict[str, Any]:

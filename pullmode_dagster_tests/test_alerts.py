@@ -13,14 +13,12 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.utils import make_new_run_id
 
 from pullmode_dagster.defs.alerts import SENSOR_NAME, AlertState, delivery_limits, evaluate, failure_alerts
-from pullmode_dagster.defs.assets import SOURCE_TAG
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, Harness, make_harness
+from .dagster_helpers import Clock, Harness, failed_runs, make_harness
 from .fakes import CursorFeed, make_events
 
 SECRET = "tok-alert-canary-77aa"
@@ -163,18 +161,6 @@ def test_without_a_webhook_alerts_are_logged(harness: Harness, monkeypatch: pyte
 
 
 # -- the webhook URL: validated once, never printed beyond its origin ------------------------------------
-
-
-def failed_runs(instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500") -> list[str]:
-    """Failed runs of acme_audit as the event log records them (no pull needed to alert on them)."""
-    run_ids = []
-    for _ in range(count):
-        run = instance.add_run(
-            dg.DagsterRun(job_name="acme_audit_pull", run_id=make_new_run_id(), tags={SOURCE_TAG: "acme_audit"})
-        )
-        instance.report_run_failed(run, message)
-        run_ids.append(run.run_id)
-    return run_ids
 
 
 class Hook:
