@@ -247,7 +247,6 @@ def evaluate(
     log: Any,
     *,
     clock: Callable[[], float] = time.monotonic,
-    transport: httpx.BaseTransport | None = None,
 ) -> AlertState:
     """Queue the failures that happened since the last evaluation, then deliver the queue for at most
     the budget. An invalid webhook URL counts as a failed delivery, so the alerts wait for a fix."""
@@ -293,7 +292,6 @@ def evaluate(
         deadline=clock() + budget,
         auth=hook.auth if hook else None,
         redactor=hook.redact if hook else None,
-        transport=transport,
         clock=clock,
         logger=log,
     )
