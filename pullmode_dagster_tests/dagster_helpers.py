@@ -3,6 +3,7 @@ running a poller's request the way the daemon's run worker would (in process, on
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from pullmode_dagster import definitions
 from pullmode_dagster.definitions import Project, build_project
+from pullmode_dagster.defs.assets import SOURCE_TAG
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.engine.config import SourceConfig
@@ -71,6 +73,19 @@ def record_run(
     sees of a run the daemon launched (still going, or ended some other way). Through the instance's own
     ``create_run_for_job``, with the job's real snapshot, not Dagster's private ``create_run_for_test``."""
     return instance.create_run_for_job(defs.resolve_job_def(job), status=status, tags=tags)
+
+
+def failed_runs(instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500") -> list[str]:
+    """Failed runs of acme_audit as the event log records them, without pulling: what the alert sensor
+    reads."""
+    run_ids = []
+    for _ in range(count):
+        run = instance.add_run(
+            dg.DagsterRun(job_name="acme_audit_pull", run_id=str(uuid.uuid4()), tags={SOURCE_TAG: "acme_audit"})
+        )
+        instance.report_run_failed(run, message)
+        run_ids.append(run.run_id)
+    return run_ids
 
 
 def committed(cursor: str | None) -> dict[str, Any]:

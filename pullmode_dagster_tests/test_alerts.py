@@ -3,6 +3,9 @@ local receiver; a receiver that is down gets each alert once when it is back; fa
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,11 +14,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.alerts import SENSOR_NAME, AlertState, evaluate
+from pullmode_dagster.defs.alerts import SENSOR_NAME, AlertState, delivery_limits, evaluate, failure_alerts
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, Harness, make_harness
+from .dagster_helpers import Clock, Harness, failed_runs, make_harness
 from .fakes import CursorFeed, make_events
 
 SECRET = "tok-alert-canary-77aa"
@@ -155,3 +158,194 @@ def test_without_a_webhook_alerts_are_logged(harness: Harness, monkeypatch: pyte
     assert state.pending == []
     (line,) = lines
     assert line.startswith("pullmode: pull of acme_audit failed") and SECRET not in line
+
+
+# -- the webhook URL: validated once, never printed beyond its origin ------------------------------------
+
+
+class Hook:
+    """A webhook receiver answering each request with the next status of ``statuses`` (then 200),
+    recording what it received; ``advance`` moves a fake clock on per request (a slow receiver in the
+    evaluation's own time), and ``gate``, while unset, keeps it from answering at all."""
+
+    def __init__(self, statuses: tuple[int, ...] = (), advance: float = 0.0):
+        self.statuses = list(statuses)
+        self.received: list[Request] = []
+        self.now = 0.0
+        self.advance = advance
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, request: Request) -> Response:
+        self.received.append(request)
+        self.now += self.advance
+        self.gate.wait(30)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return Response(status, {"ok": status == 200})
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.json()["run_id"] for r in self.received]
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[Hook, LoopbackServer]]:
+    receiver = Hook()
+    with LoopbackServer({"/hook/T0/B0/slacktoken": receiver}) as server:
+        yield receiver, server
+        receiver.gate.set()
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", " \n"])
+def test_a_webhook_url_pasted_from_a_secret_file_with_its_newline_is_used(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    receiver, server = hook
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken") + ending)
+    (run_id,) = failed_runs(instance, 1)
+    state = evaluate(instance, AlertState(), Lines())
+    assert receiver.run_ids == [run_id] and state.pending == []
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://hooks.example/x y?token=tok-c4n4ry", "it holds whitespace or a control character at position 23"),
+        ("http://hooks.example/x\tz", "it holds whitespace or a control character at position 23"),
+        ("hooks.example/services/tok-c4n4ry", "it must start with http:// or https://"),
+        ("ftp://hooks.example/tok-c4n4ry", "it must start with http:// or https://"),
+        ("user:tok-c4n4ry@hooks.example/x", "it must start with http:// or https://"),
+        ("https:///services/tok-c4n4ry", "it has no host"),
+        ("http://user:tok-c4n4ry@:8080/x", "it has no host"),
+        ("http://[::tok-c4n4ry]/x", "it does not parse as a URL"),
+    ],
+)
+def test_an_unusable_webhook_url_is_named_in_the_skip_reason_and_the_alert_waits(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch, url: str, why: str
+) -> None:
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", url)
+    failed_runs(instance, 1)
+    result = failure_alerts(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    problem = f"$PULLMODE_ALERT_WEBHOOK_URL is not a usable webhook URL: {why}"
+    assert result.skip_reason is not None
+    assert result.skip_reason.skip_message == f"no new failure; 1 alert(s) waiting for the webhook ({problem})"
+    (waiting,) = AlertState.from_json(result.cursor).pending
+    assert waiting["attempts"] == 1
+    assert "c4n4ry" not in f"{result.cursor}{result.skip_reason.skip_message}"
+
+
+def test_canary_the_webhook_url_user_info_query_and_path_and_the_runs_secret_appear_nowhere(
+    harness: Harness,
+    hook: tuple[Hook, LoopbackServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver, server = hook
+    receiver.statuses = [500]
+    user, password, token = "alertuser-c4n4ry", "pa55w0rd-c4n4ry", "qtoken-c4n4ry"
+    url = f"http://{user}:{password}@127.0.0.1:{server.port}/hook/T0/B0/slacktoken?token={token}#frag-c4n4ry"
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", url)
+    failed = harness.run(harness.tick(None).run_requests[0])  # its failure message held the API token
+    assert not failed.success
+    sensor = harness.project.defs.resolve_sensor_def(SENSOR_NAME)
+    seen: list[str] = []
+    cursor = None
+    for tick in range(2):  # a 500 first, then delivered; the log captured in the instance as the daemon does
+        with dg.SensorEvaluationContext(
+            instance_ref=harness.instance.get_ref(),
+            instance=harness.instance,
+            cursor=cursor,
+            log_key=["pullmode", SENSOR_NAME, str(tick)],
+            sensor_name=SENSOR_NAME,
+            definitions=harness.project.defs,
+        ) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.SensorResult) and result.skip_reason is not None
+        cursor = result.cursor
+        seen += [result.cursor or "", result.skip_reason.skip_message or ""]
+    root = Path(harness.instance.root_directory)
+    instance_files = "\n".join(p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file())
+    assert f"not delivered (HTTP 500 from http://127.0.0.1:{server.port}); trying again later" in instance_files
+    assert f"alert sent for run {failed.run_id}" in instance_files
+    # The receiver got both requests at the full URL, the user info as Basic auth.
+    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    for request in receiver.received:
+        assert (request.path, request.query, request.header("authorization")) == (
+            "/hook/T0/B0/slacktoken",
+            {"token": [token]},
+            basic,
+        )
+    alert = receiver.received[-1].json()
+    assert set(alert) == {"text", "kind", "source", "run_id", "partition", "error", "run_url"}
+    assert alert["text"].startswith("pullmode: pull of acme_audit failed") and "***" in alert["error"]
+    assert _tags(harness.instance, failed.run_id)["pullmode/alerted"] == "run_failure"
+    secrets = [user, password, token, "frag-c4n4ry", "slacktoken", SECRET]
+    places = {"cursor and skip reason": "\n".join(seen), "payload": json.dumps(alert), "instance files": instance_files}
+    for secret in secrets:
+        for where, text in places.items():
+            assert secret not in text, f"{secret!r} in the {where}"
+
+
+def _tags(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return dict(run.tags)
+
+
+# -- delivering is bounded, and an alert once taken is never sent again -----------------------------------
+
+
+def test_an_evaluation_cut_short_before_its_cursor_is_saved_sends_nothing_again(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, server = hook
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken"))
+    run_ids = failed_runs(instance, 3)
+    evaluate(instance, AlertState(), Lines())  # delivered; then Dagster's timeout loses this cursor
+    again = evaluate(instance, AlertState(), Lines())
+    assert receiver.run_ids == run_ids and again.pending == []
+    assert [_tags(instance, r)["pullmode/alerted"] for r in run_ids] == ["run_failure"] * 3
+
+
+def test_delivering_stops_at_the_budget_and_the_rest_waits_unattempted(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, server = hook
+    receiver.advance = 9.0  # each POST takes 9 s of the evaluation's clock; the budget is 30 s
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken"))
+    monkeypatch.delenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
+    assert delivery_limits() == (30.0, 10.0)
+    run_ids = failed_runs(instance, 6)
+    lines = Lines()
+    state = evaluate(instance, AlertState(), lines, clock=receiver.clock)
+    assert receiver.run_ids == run_ids[:4]  # sent at 0, 9, 18 and 27 s
+    assert [(p["alert"]["run_id"], p["attempts"]) for p in state.pending] == [(r, 0) for r in run_ids[4:]]
+    assert "2 alert(s) left for the next evaluation: delivering took 30s already" in lines
+    state = evaluate(instance, state, Lines(), clock=receiver.clock)
+    assert receiver.run_ids == run_ids and state.pending == []
+
+
+def test_a_blackholed_webhook_costs_one_request_timeout_per_alert_within_the_budget(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, server = hook
+    receiver.gate.clear()  # never answers
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken?token=qtoken-c4n4ry"))
+    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "4")  # budget 2 s, 1 s per request
+    assert delivery_limits() == (2.0, 1.0)
+    run_ids = failed_runs(instance, 4)
+    lines = Lines()
+    state = evaluate(instance, AlertState(), lines)
+    attempted = [p["alert"]["run_id"] for p in state.pending if p["attempts"] == 1]
+    assert attempted == run_ids[: len(attempted)] and 1 <= len(attempted) <= 3
+    assert len(state.pending) == 4
+    port = server.port
+    assert lines[0] == (
+        f"alert for run {run_ids[0]} not delivered (the POST: timed out (the whole request took longer than 1s) "
+        f"from http://127.0.0.1:{port}, gave up after 1 attempts); trying again later"
+    )
+    assert not any("c4n4ry" in line or "slacktoken" in line for line in lines)

@@ -8,6 +8,11 @@ Fixed seeds: each server meets the same faults in the same order on every run.""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +22,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint, run_metadata
+from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.vendors.openai import WORKSPACE_ID, ComplianceLogsAPI, LogFile, auth_log_record
 from pullmode_dagster.engine.adapters import openai_compliance as oai
 from pullmode_dagster.engine.config import SourceConfig
@@ -27,8 +34,9 @@ from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
+from .bounded import LineReader
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, committed, make_harness
+from .dagster_helpers import Clock, committed, failed_runs, make_harness
 from .fakes import make_events
 from .faults import (
     FAULT_KINDS,
@@ -390,3 +398,88 @@ def test_the_poller_commits_failed_runs_checkpoints_and_catches_up(
     ids = [r["source_event_id"] for r in harness.rows()]
     assert len(ids) == n and sorted(ids) == server.ids
     assert committed(final.cursor) == {"v": 1, "watermark": last_watermark(server)}
+
+
+# -- alerts under the real daemon: a slow webhook ------------------------------------------------------
+
+
+class SlowWebhook:
+    """A webhook receiver that answers each POST after ``delay`` seconds, recording the alerts it took."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.taken: list[str] = []
+        self._stop = threading.Event()
+
+    def __call__(self, request: Request) -> Response:
+        self._stop.wait(self.delay)  # the slowness under test, not a synchronization
+        self.taken.append(request.json()["run_id"])
+        return Response(200, {"ok": True})
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_under_the_daemon_a_slow_webhook_gets_each_failed_run_alerted_once(
+    home: Path, sources: SourceWriter, tmp_path: Path
+) -> None:
+    """Six failed runs, a webhook that takes 3 s per alert and Dagster's sensor timeout at 16 s: all
+    at once would take 18 s and time out, losing the cursor, so every tick sent them all again. Now a
+    tick delivers for at most 8 s (3 alerts), the next one the rest, and each run is alerted once;
+    the webhook's user info, query and path appear in no log, cursor, skip reason or instance file."""
+    sources.write({**http_source("http://127.0.0.1:9/v1/events"), "enabled": False})  # no poller runs
+    instance = dg.DagsterInstance.get()
+    run_ids = failed_runs(instance, 6)
+    webhook = SlowWebhook(delay=3.0)
+    user, password, token = "hookuser-c4n4ry", "hookpass-c4n4ry", "hooktoken-c4n4ry"
+    secrets = [user, password, token, "slackpath-c4n4ry"]
+    with LoopbackServer({"/services/slackpath-c4n4ry": webhook}) as server:
+        workspace = tmp_path / "workspace.yaml"
+        workspace.write_text(
+            "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
+            "      location_name: pullmode\n"
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "PULLMODE_ALERT_WEBHOOK_URL": (
+                f"http://{user}:{password}@127.0.0.1:{server.port}/services/slackpath-c4n4ry?token={token}\n"
+            ),
+            "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "16",  # so deliveries get 8 s a tick, 4 s a request
+        }
+        daemon_bin = Path(sys.executable).with_name("dagster-daemon")
+        daemon = subprocess.Popen(
+            [str(daemon_bin), "run", "-w", str(workspace)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output = LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; alerts {webhook.taken}")  # type: ignore[arg-type]
+            done = f"Sensor {SENSOR_NAME} skipped: no new failure"
+            ends = time.monotonic() + 100  # two ticks 30 s apart, with room for a slow machine
+            while True:
+                line = output.next_line(max(0.0, ends - time.monotonic()), expecting=f"'{done}', nothing waiting")
+                assert len(webhook.taken) == len(set(webhook.taken)), f"alerted twice: {webhook.taken}"
+                if line.endswith(done):
+                    break
+        finally:
+            webhook.stop()
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(60)
+    assert sorted(webhook.taken) == sorted(run_ids)
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.tags["pullmode/alerted"] == "run_failure"
+    (state,) = [s for s in instance.all_instigator_state() if s.name == SENSOR_NAME]
+    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    assert len(ticks) >= 2 and all(t.status.value == "SKIPPED" for t in ticks), [t.status for t in ticks]
+    stored = "\n".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
+    assert "alert sent for run" in stored  # the sensor's log is among the instance's files
+    for secret in secrets:
+        assert secret not in stored and not any(secret in line for line in output.seen), secret

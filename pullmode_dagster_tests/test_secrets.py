@@ -34,6 +34,7 @@ from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.http import safe_url
 from pullmode_dagster.engine.redaction import ENCODINGS, Redactor
 from pullmode_dagster.engine.sealing import Sealer
 
@@ -574,3 +575,13 @@ def test_a_custom_pullers_position_holding_a_credential_is_sealed_or_refused(
         ), output
         assert 'committed cursor {"v":1}' in output
     assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pa55word@api.example.com/v1/logs?key=k3y#frag", "https://pa55word@api.example.com/v1/logs"],
+)
+def test_a_url_shown_in_a_message_keeps_no_user_info_query_or_fragment(url: str) -> None:
+    shown = safe_url(url)
+    assert shown == "https://api.example.com/v1/logs"
+    assert "pa55word" not in shown and "user" not in shown and "k3y" not in shown

@@ -2,21 +2,29 @@
 every failed ERROR-severity check of one.
 
 POSTed as JSON to ``$PULLMODE_ALERT_WEBHOOK_URL`` (logged only without it); each is sent once, retried
-while the webhook is down. Design: docs/design/monitoring.md#alerts
+while the webhook is down. One evaluation delivers for a bounded time (well under Dagster's sensor
+timeout) and marks each run it alerted for with a run tag at once, so an evaluation cut short never
+sends an alert again. Design: docs/design/monitoring.md#alerts
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dagster as dg
 import httpx
 
-from ..engine.http import safe_url
+from ..engine.errors import PullError
+from ..engine.http import DeadlineReached, HttpSession, RetryPolicy, safe_url
+from ..engine.redaction import Redactor
 from .assets import KEY_PREFIX, SOURCE_TAG
+from .sensor_state import sensor_timeout_seconds
 
 SENSOR_NAME = "pullmode_failure_alerts"
 WEBHOOK_ENV = "PULLMODE_ALERT_WEBHOOK_URL"
@@ -25,6 +33,69 @@ DEFAULT_UI = "http://127.0.0.1:3000"
 MAX_ATTEMPTS = 20
 """About ten minutes of retries at the sensor's 30-second interval."""
 BATCH = 100
+BUDGET_SECONDS = 30.0
+"""At most this long delivering per evaluation (and at most half of Dagster's sensor timeout)."""
+REQUEST_TIMEOUT_SECONDS = 10.0
+"""One POST, answer included (and at most a quarter of Dagster's sensor timeout)."""
+ALERTED_TAG = "pullmode/alerted"
+"""On a run: the alerts delivered for it (``run_failure``, ``check:<source>:<check>:<partition>``)."""
+
+
+class WebhookUrlError(ValueError):
+    """``$PULLMODE_ALERT_WEBHOOK_URL`` is not a URL alerts can be POSTed to (the message never quotes it)."""
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """The validated webhook: where to POST, how to show it, and what in it is secret."""
+
+    url: str
+    """Without its user info (sent as Basic auth instead, so no message can quote it)."""
+    origin: str
+    """All a message shows: scheme, host and port (a Slack webhook's path is its token)."""
+    auth: httpx.BasicAuth | None
+    redact: Redactor
+    """Replaces the URL's user name, password, query and fragment, in every spelling."""
+
+    @classmethod
+    def from_env(cls) -> Webhook | None:
+        """The configured webhook, None when unset or blank; :class:`WebhookUrlError` when unusable."""
+        text = os.environ.get(WEBHOOK_ENV, "")
+        # A value pasted from a secret file ends with a newline: surrounding whitespace is never part
+        # of a URL, so it is dropped rather than refused; whitespace inside is refused below.
+        return cls.parse(text.strip()) if text.strip() else None
+
+    @classmethod
+    def parse(cls, text: str) -> Webhook:
+        what = f"${WEBHOOK_ENV} is not a usable webhook URL"
+        inside = next((i for i, c in enumerate(text) if c.isspace() or not c.isprintable()), None)
+        if inside is not None:
+            raise WebhookUrlError(f"{what}: it holds whitespace or a control character at position {inside + 1}")
+        if not text.lower().startswith(("http://", "https://")):
+            raise WebhookUrlError(f"{what}: it must start with http:// or https://")
+        try:
+            url = httpx.URL(text)
+        except httpx.InvalidURL:
+            raise WebhookUrlError(f"{what}: it does not parse as a URL") from None
+        if not url.host:
+            raise WebhookUrlError(f"{what}: it has no host")
+        query = url.query.decode("ascii", "replace")
+        values = [v for _, v in urllib.parse.parse_qsl(query, keep_blank_values=True)]
+        secrets = [url.username, url.password, query, urllib.parse.unquote_plus(query), url.fragment, *values]
+        port = f":{url.port}" if url.port is not None else ""
+        return cls(
+            url=str(url.copy_with(username=None, password=None)),
+            origin=f"{url.scheme}://{url.host}{port}",
+            auth=httpx.BasicAuth(url.username, url.password) if url.userinfo else None,
+            redact=Redactor(secrets),
+        )
+
+
+def delivery_limits() -> tuple[float, float]:
+    """(budget, per-request timeout) in seconds: delivering ends by their sum, well inside Dagster's
+    sensor timeout, past which the tick fails and its cursor is lost."""
+    limit = sensor_timeout_seconds()
+    return min(BUDGET_SECONDS, limit / 2), min(REQUEST_TIMEOUT_SECONDS, limit / 4)
 
 
 @dataclass
@@ -35,6 +106,8 @@ class AlertState:
     """Where reading RUN_SUCCESS events resumes (their check evaluations may have failed)."""
     pending: list[dict[str, Any]] = field(default_factory=list)
     """Alerts not delivered yet: ``{"alert": {...}, "attempts": n}``."""
+    webhook_problem: str | None = None
+    """Why the webhook URL is unusable, for the skip reason (not saved: it is read again each time)."""
 
     @classmethod
     def from_json(cls, text: str | None) -> AlertState:
@@ -44,7 +117,8 @@ class AlertState:
         return cls(runs=doc.get("runs"), succeeded=doc.get("succeeded"), pending=list(doc.get("pending", [])))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        doc = {k: v for k, v in asdict(self).items() if k != "webhook_problem"}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def ui_base() -> str:
@@ -120,20 +194,62 @@ def check_alert(record: dg.EventLogRecord) -> dict[str, Any] | None:
     }
 
 
-def deliver(alert: dict[str, Any], url: str, *, transport: httpx.BaseTransport | None = None) -> str | None:
-    """POST one alert; None when the receiver took it, else why not (no secret: the URL's host only)."""
+def alert_id(alert: dict[str, Any]) -> str:
+    """What one alert is about, within its run."""
+    if alert["kind"] == "run_failure":
+        return "run_failure"
+    return f"check:{alert['source']}:{alert['check']}:{alert.get('partition') or ''}"
+
+
+def _alerted(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    run = instance.get_run_by_id(run_id)
+    tag = run.tags.get(ALERTED_TAG, "") if run else ""
+    return [part for part in tag.split(",") if part]
+
+
+def was_sent(instance: dg.DagsterInstance, alert: dict[str, Any]) -> bool:
+    return alert_id(alert) in _alerted(instance, alert["run_id"])
+
+
+def mark_sent(instance: dg.DagsterInstance, alert: dict[str, Any]) -> None:
+    """Recorded on the run the moment the receiver took the alert: the sensor's cursor is saved only
+    when the evaluation ends, and one cut short by Dagster's timeout would otherwise send it again."""
+    done = _alerted(instance, alert["run_id"])
+    if instance.get_run_by_id(alert["run_id"]) is not None and alert_id(alert) not in done:
+        instance.add_run_tags(alert["run_id"], {ALERTED_TAG: ",".join([*done, alert_id(alert)])})
+
+
+def deliver(alert: dict[str, Any], hook: Webhook, session: HttpSession) -> str | None:
+    """POST one alert; None when the receiver took it, else why not (showing the webhook's origin
+    only). :class:`DeadlineReached` when the evaluation's budget is spent before it could start."""
     try:
-        with httpx.Client(timeout=10.0, transport=transport) as client:
-            response = client.post(url, json=alert)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__} from {safe_url(httpx.URL(url).copy_with(path='/'))}"
+        response = session.send(
+            "POST",
+            hook.url,
+            what="the POST",
+            headers={"Content-Type": "application/json"},
+            content=json.dumps(alert),
+        )
+    except DeadlineReached:
+        raise
+    except PullError as exc:
+        return hook.redact(str(exc).replace(hook.redact(safe_url(hook.url)), hook.origin))
+    except Exception as exc:  # the sensor never fails on a delivery; a library's text may quote the URL
+        return f"{type(exc).__name__} from {hook.origin}"
     if response.is_success:
         return None
-    return f"HTTP {response.status_code} from {safe_url(httpx.URL(url).copy_with(path='/'))}"
+    return f"HTTP {response.status_code} from {hook.origin}"
 
 
-def evaluate(instance: dg.DagsterInstance, state: AlertState, log: Any) -> AlertState:
-    """Queue the failures that happened since the last evaluation, then try to deliver the queue."""
+def evaluate(
+    instance: dg.DagsterInstance,
+    state: AlertState,
+    log: Any,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> AlertState:
+    """Queue the failures that happened since the last evaluation, then deliver the queue for at most
+    the budget. An invalid webhook URL counts as a failed delivery, so the alerts wait for a fix."""
     failed = instance.fetch_run_status_changes(
         dg.DagsterEventType.RUN_FAILURE, limit=BATCH, cursor=state.runs, ascending=True
     )
@@ -156,24 +272,59 @@ def evaluate(instance: dg.DagsterInstance, state: AlertState, log: Any) -> Alert
             alert = check_alert(evaluation)
             if alert is not None:
                 pending.append({"alert": alert, "attempts": 0})
-    webhook = os.environ.get(WEBHOOK_ENV)
-    left: list[dict[str, Any]] = []
-    for item in pending:
-        alert = item["alert"]
-        if not webhook:
-            log.warning(alert["text"])
-            continue
-        problem = deliver(alert, webhook)
-        if problem is None:
-            log.info(f"alert sent for run {alert['run_id']}")
-            continue
-        attempts = item["attempts"] + 1
-        if attempts >= MAX_ATTEMPTS:
-            log.error(f"alert for run {alert['run_id']} dropped after {attempts} attempts ({problem}): {alert['text']}")
-            continue
-        log.warning(f"alert for run {alert['run_id']} not delivered ({problem}); trying again later")
-        left.append({"alert": alert, "attempts": attempts})
-    return AlertState(runs=failed.cursor or state.runs, succeeded=succeeded.cursor or state.succeeded, pending=left)
+    after = AlertState(runs=failed.cursor or state.runs, succeeded=succeeded.cursor or state.succeeded)
+    try:
+        hook = Webhook.from_env()
+    except WebhookUrlError as exc:
+        log.error(str(exc))
+        after.webhook_problem = unusable = str(exc)
+        hook = None
+    else:
+        if hook is None:
+            for item in pending:
+                log.warning(item["alert"]["text"])
+            return after
+        pending = [{**item, "alert": _redacted(item["alert"], hook.redact)} for item in pending]
+    budget, timeout = delivery_limits()
+    session = HttpSession(
+        timeout=timeout,
+        retry=RetryPolicy(max_attempts=1, retry_statuses=frozenset()),
+        deadline=clock() + budget,
+        auth=hook.auth if hook else None,
+        redactor=hook.redact if hook else None,
+        clock=clock,
+        logger=log,
+    )
+    with session:
+        for number, item in enumerate(pending):
+            alert = item["alert"]
+            if was_sent(instance, alert):
+                continue  # sent by an evaluation that was cut short before it saved the cursor
+            try:
+                problem = deliver(alert, hook, session) if hook else unusable
+            except DeadlineReached:
+                later = len(pending) - number
+                log.warning(f"{later} alert(s) left for the next evaluation: delivering took {budget:g}s already")
+                after.pending.extend(pending[number:])
+                break
+            if problem is None:
+                mark_sent(instance, alert)
+                log.info(f"alert sent for run {alert['run_id']}")
+                continue
+            attempts = item["attempts"] + 1
+            if attempts >= MAX_ATTEMPTS:
+                log.error(
+                    f"alert for run {alert['run_id']} dropped after {attempts} attempts ({problem}): {alert['text']}"
+                )
+                continue
+            log.warning(f"alert for run {alert['run_id']} not delivered ({problem}); trying again later")
+            after.pending.append({"alert": alert, "attempts": attempts})
+    return after
+
+
+def _redacted(alert: dict[str, Any], redact: Redactor) -> dict[str, Any]:
+    """The alert with the webhook's own secrets replaced, should a failure message ever echo them."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in alert.items()} if redact else alert
 
 
 @dg.sensor(
@@ -186,4 +337,6 @@ def evaluate(instance: dg.DagsterInstance, state: AlertState, log: Any) -> Alert
 def failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     state = evaluate(context.instance, AlertState.from_json(context.cursor), context.log)
     waiting = f"; {len(state.pending)} alert(s) waiting for the webhook" if state.pending else ""
+    if state.webhook_problem:
+        waiting += f" ({state.webhook_problem})"
     return dg.SensorResult(cursor=state.to_json(), skip_reason=f"no new failure{waiting}")

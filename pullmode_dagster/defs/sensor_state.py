@@ -1,7 +1,8 @@
 """A poller sensor's stored cursor, read and written outside the daemon (``pullmode pull``).
 
 Addressed exactly as ``dagster sensor cursor --set`` does; Dagster has no public API for it, so this is
-the one module in the package that imports ``dagster._core``.
+the one module in the package that imports ``dagster._``. The sensor timeout Dagster enforces is read
+here too, for the same reason.
 Design: docs/design/poller.md#sensor-state
 """
 
@@ -20,11 +21,18 @@ from dagster._core.scheduler.instigation import (
     SensorInstigatorData,
 )
 from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
+from dagster._grpc.utils import default_sensor_grpc_timeout
 
 from ..engine.errors import PullmodeError
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
 MODULE = "pullmode_dagster.definitions"
+
+
+def sensor_timeout_seconds() -> float:
+    """How long Dagster lets one sensor evaluation run before the tick fails (60 s unless
+    ``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`` or ``DAGSTER_GRPC_TIMEOUT_SECONDS`` says otherwise)."""
+    return float(default_sensor_grpc_timeout())
 
 
 def code_location_origin(workspace: Path | None) -> object:

@@ -131,9 +131,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def safe_url(url: httpx.URL | str) -> str:
-    """Scheme, host and path only: query strings often carry tokens."""
+    """Scheme, host and path only: user info, query strings and fragments often carry tokens."""
     url = httpx.URL(str(url))
-    return str(url.copy_with(query=None, fragment=None))
+    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 def same_origin(a: httpx.URL | str, b: httpx.URL | str) -> bool:
