@@ -23,7 +23,7 @@ from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.engine.adapters import PullContext, custom
+from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import build_puller, run_pull
 from pullmode_dagster.engine.sources import load_sources
@@ -252,10 +252,6 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
 
     yield write
     gate.event.set()  # type: ignore[attr-defined]
-    for name, pending in list(custom._IMPORTS.items()):  # an import the test left hanging ends now
-        if name.startswith("user_code."):
-            pending.call.done.wait(timeout=30)
-            custom._IMPORTS.pop(name, None)
     for module in [m for m in sys.modules if m == "user_code" or m.startswith("user_code.")]:
         sys.modules.pop(module, None)
 
