@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -29,6 +32,7 @@ from pullmode_dagster.engine.pull import build_puller, run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
+from .bounded import LineReader
 from .conftest import SourceWriter, http_source
 from .test_secrets import assert_nothing_leaked, canary_source, drive, env  # noqa: F401 (env: the canary fixture)
 
@@ -559,3 +563,39 @@ def test_canary_custom_modules_that_exit_with_the_secrets(
     output = drive("canary")
     assert expected in output
     assert_nothing_leaked(output, caplog, tmp_path, secrets)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_pull_whose_puller_blocks(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's code blocks on its own thread; the pull's thread waits for it and takes SIGTERM at once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    body = f"yield {GOOD_PAGE}\nprint('blocking', flush=True)\nimport threading\nthreading.Event().wait()\n"
+    sources.write(custom_source(f"{user_modules('blocks_forever', puller_module(body))}:P"))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pullmode_dagster.cli", "pull", "workato_jobs", "--workspace", str(WORKSPACE)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = LineReader(child.stdout)  # type: ignore[arg-type]
+        assert lines.next_line(timeout=60, expecting="the puller blocking") == "blocking"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 1  # at once, although the puller still blocks
+        failed = lines.next_line(timeout=30, expecting="the run's outcome")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert failed.startswith(
+        "workato_jobs: FAILED: source 'workato_jobs': interrupted (SIGINT or SIGTERM); checkpoint "
+        '{"high_water":"2026-03-01T00:00:00.000000Z","n":1,"v":1}'
+    ), failed

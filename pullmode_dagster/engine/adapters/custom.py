@@ -136,7 +136,12 @@ class UserThread:
 
     def result(self, call: _Call, timeout: float) -> Any:
         """``call``'s value; :class:`Raised` for what it raised, :class:`Overrun` past ``timeout``."""
-        if not call.done.wait(timeout):
+        try:
+            finished = call.done.wait(timeout)
+        except BaseException:  # SIGTERM or Ctrl-C while waiting: the call runs on, abandoned
+            self.stuck = True
+            raise
+        if not finished:
             self.stuck = True
             raise Overrun
         if isinstance(call.error, PASSES_THROUGH):
