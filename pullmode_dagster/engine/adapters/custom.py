@@ -312,11 +312,15 @@ class CustomPuller(Puller):
             raise PullError(self.redact(f"source {source.name!r}: module: {exc}")) from None
         self._thread = UserThread(f"pullmode-custom-{source.name}")
         # The inner puller shares this one's context (its logger redacts) and redactor.
-        self.inner: Puller = self._call(
-            lambda: cls(source, credentials=self.credentials, context=self.context, redactor=self.redact),
-            "while being created",
-            failed="could not be created",
-        )
+        try:
+            self.inner: Puller = self._call(
+                lambda: cls(source, credentials=self.credentials, context=self.context, redactor=self.redact),
+                "while being created",
+                failed="could not be created",
+            )
+        except BaseException:
+            self._thread.stop()  # nobody will close a puller that was never made
+            raise
         self.position_model = self.inner.position_model  # type: ignore[misc]
         self.window_by_event_time = self.inner.window_by_event_time  # type: ignore[misc]
 
