@@ -4,10 +4,16 @@ worked example (Workato job history) runs against a fake that follows its docume
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import threading
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +22,19 @@ import pytest
 from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.pull import build_puller, run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .conftest import SourceWriter
+from .bounded import LineReader
+from .conftest import SourceWriter, http_source
+from .test_secrets import assert_nothing_leaked, canary_source, drive, env  # noqa: F401 (env: the canary fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -217,3 +226,376 @@ def test_the_worked_example_through_pullmode_pull_and_dagster(
     assert "wrong-token-value-1234" not in failed.output and "Traceback" not in failed.output
     tail = runner.invoke(main, ["tail", "--json", "-n", "1"])
     assert json.loads(tail.output)["source_event_id"] == "11"
+
+
+# User code contained: whatever a custom module does at import, construction, paging or close, and
+# whatever it yields, is one redacted line naming the source and the puller; the cursor holds.
+
+GOOD_PAGE = (
+    'Page(records=[{"id": "a", "t": "2026-03-01T00:00:00Z"}], nbytes=1, location="page 1", '
+    'resume={"n": 1}, drained=False)'
+)
+GATE = "pullmode_test_gate"
+"""A module the tests put in ``sys.modules``: user code blocks on ``gate.event`` until teardown."""
+
+
+@pytest.fixture
+def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], str]]:
+    """Writes ``user_code/<name>.py`` (importable) and gives its module path; a gate released at teardown."""
+    package = tmp_path / "user_code"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gate = types.ModuleType(GATE)
+    gate.event = threading.Event()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, GATE, gate)
+
+    def write(name: str, code: str) -> str:
+        (package / f"{name}.py").write_text(textwrap.dedent(code))
+        return f"user_code.{name}"
+
+    yield write
+    gate.event.set()  # type: ignore[attr-defined]
+    for module in [m for m in sys.modules if m == "user_code" or m.startswith("user_code.")]:
+        sys.modules.pop(module, None)
+
+
+def stored(store: SqliteTraceStore) -> list[str]:
+    return [r["source_event_id"] for r in store.tail(limit=1000)]
+
+
+def puller_module(body: str, *, header: str = "") -> str:
+    """A module holding ``class P(Puller)`` whose ``pages`` is ``body``."""
+    return (
+        "import sys, math, datetime\n"
+        "from pullmode_dagster import Page, Position, Puller\n"
+        f"{textwrap.dedent(header)}\n"
+        "class P(Puller):\n"
+        "    def pages(self, start, *, window=None):\n" + textwrap.indent(textwrap.dedent(body), "        ")
+    )
+
+
+def custom_source(module: str, **overrides: Any) -> dict[str, Any]:
+    return workato_source(
+        "http://127.0.0.1:1",
+        module=module,
+        eventMapping={"source_event_id": "$.id", "event_timestamp": "$.t"},
+        **overrides,
+    )
+
+
+def test_system_exit_from_a_puller_is_one_redacted_line(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    module = user_modules(
+        "exits", puller_module(f"yield {GOOD_PAGE}\nsys.exit('giving up with ' + self.credentials['token'])")
+    )
+    source = sources.load(custom_source(f"{module}:P"))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == (
+        "source 'workato_jobs': custom puller user_code.exits:P raised: SystemExit: giving up with ***"
+    )
+    assert info.value.report.checkpoint.position == {"n": 1}  # the page before is kept
+    assert stored(store) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("where", "code", "expected"),
+    [
+        (
+            "__init__",
+            "def __init__(self, *a, **k):\n    raise SystemExit(2)\n",
+            "custom puller user_code.ctor:P could not be created: SystemExit: 2",
+        ),
+        ("close", "def close(self):\n    sys.exit()\n", "custom puller user_code.ctor:P raised: SystemExit"),
+    ],
+)
+def test_system_exit_from_construction_and_close(
+    where: str,
+    code: str,
+    expected: str,
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+) -> None:
+    methods = textwrap.indent(code, "    ")
+    module = user_modules("ctor", puller_module("return iter(())") + "\n" + methods)
+    source = sources.load(custom_source(f"{module}:P"))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == f"source 'workato_jobs': {expected}"
+
+
+BAD_PAGES = {
+    "a dict instead of a Page": (
+        'yield {"records": [], "resume": {}}',
+        "yielded a dict, expected a pullmode_dagster.Page",
+    ),
+    "a generator as records": (
+        'yield Page(records=(r for r in [{"id": "b"}]), nbytes=1, location="p2", resume={"n": 2}, drained=True)',
+        "yielded a Page whose records is a generator, expected a list of records",
+    ),
+    "a position that is not JSON": (
+        'yield Page(records=[], nbytes=1, location="p2", resume={"at": datetime.date(2026, 3, 1)}, drained=True)',
+        "yielded a Page whose resume is not JSON (Object of type date is not JSON serializable), expected JSON "
+        "values only (the cursor is JSON)",
+    ),
+    "NaN in the position": (
+        'yield Page(records=[], nbytes=1, location="p2", resume={"at": math.nan}, drained=True)',
+        "yielded a Page whose resume is not JSON (Out of range float values are not JSON compliant), "
+        "expected JSON values only (the cursor is JSON)",
+    ),
+    "a position key that is not a str": (
+        'yield Page(records=[], nbytes=1, location="p2", resume={2: "x"}, drained=True)',
+        "yielded a Page whose resume has a key that is not a str, expected str keys (the cursor is a JSON object)",
+    ),
+    "a position its own model refuses": (
+        'yield Page(records=[], nbytes=1, location="p2", resume={"n": "two"}, drained=True)',
+        "yielded a Page whose resume does not fit its position_model N (n: Input should be a valid integer, "
+        "unable to parse string as an integer); the next pull could not start from it",
+    ),
+    "drained that is not a bool": (
+        'yield Page(records=[], nbytes=1, location="p2", resume={"n": 2}, drained="yes")',
+        "yielded a Page whose drained is a str, expected True or False",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAGES))
+def test_a_page_the_engine_cannot_use_is_one_line_and_the_cursor_holds(
+    case: str,
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+) -> None:
+    bad, expected = BAD_PAGES[case]
+    header = "class N(Position):\n    n: int | None = None\n"
+    module = user_modules(
+        "shapes", puller_module(f"yield {GOOD_PAGE}\n{bad}\n", header=header) + "    position_model = N\n"
+    )
+    source = sources.load(custom_source(f"{module}:P"))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == f"source 'workato_jobs': custom puller user_code.shapes:P {expected}"
+    assert info.value.report.checkpoint.position == {"n": 1}  # the last good page, not the bad one
+    assert stored(store) == ["a"]
+
+
+def test_pages_that_is_not_an_iterator(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    module = user_modules("none", puller_module("return None"))
+    source = sources.load(custom_source(f"{module}:P"))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == (
+        "source 'workato_jobs': custom puller user_code.none:P returned None from pages(), expected an iterator of Page"
+    )
+
+
+def test_a_puller_that_blocks_past_the_deadline_fails_naming_the_source(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    module = user_modules("blocks", puller_module(f"import {GATE}\nyield {GOOD_PAGE}\n{GATE}.event.wait()\n"))
+    source = sources.load(custom_source(f"{module}:P", pullDeadlineSeconds=0.5, requestTimeoutSeconds=0.5))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == (
+        "source 'workato_jobs': custom puller user_code.blocks:P overran the pull's deadline before its next page: "
+        "pullDeadlineSeconds (0.5 s) and requestTimeoutSeconds (0.5 s) after it passed; it was left running in the "
+        "background (a puller must stop at self.context.deadline, or send its requests with self.session)"
+    )
+    assert info.value.report.checkpoint.position == {"n": 1}
+    assert stored(store) == ["a"]
+
+
+LOGS_ITS_SECRETS = """\
+secrets = " and ".join(self.credentials.values())
+self.context.logger.info("using %s", secrets)
+self.context.logger.warning(f"again {secrets}")
+try:
+    raise ValueError(secrets)
+except ValueError:
+    self.context.logger.exception("it failed")
+yield Page(records=[], nbytes=0, location="https://x/?k=" + secrets, resume={}, drained=False)
+"""
+
+
+def test_what_a_puller_logs_is_redacted(
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module = user_modules("logs", puller_module(LOGS_ITS_SECRETS))
+    source = sources.load(custom_source(f"{module}:P"))
+    caplog.set_level(logging.DEBUG, logger="pullmode")
+    run_pull(source, store=store, context=context)
+    lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert "using ***" in lines and "again ***" in lines
+    assert any(line.startswith("it failed\nTraceback") and line.rstrip().endswith("ValueError: ***") for line in lines)
+    assert "workato_jobs: https://x/?k=***: 0 records, 0 events, 0 rejected (total 0 events so far)" in lines
+    assert not [line for line in lines if TOKEN in line], lines
+
+
+def test_every_adapters_logger_redacts(sources: SourceWriter, caplog: pytest.LogCaptureFixture) -> None:
+    """The redaction is the Puller base class's: a built-in adapter's lines go through it too."""
+    source = sources.load(http_source("http://127.0.0.1:1/v1", credentials={"token": {"env": "WORKATO_TOKEN"}}))
+    puller = build_puller(source, context=PullContext())
+    caplog.set_level(logging.DEBUG, logger="pullmode")
+    puller.context.logger.warning("sent %s", TOKEN)
+    puller.context.logger.log(logging.ERROR, f"again {TOKEN}")
+    assert [r.getMessage() for r in caplog.records] == ["sent ***", "again ***"]
+
+
+ARGPARSE_AT_IMPORT = """
+    import argparse
+    parser = argparse.ArgumentParser(prog="mypuller")
+    parser.add_argument("--recipe", required=True)
+    args = parser.parse_args()
+"""
+
+
+def test_validate_contains_a_module_that_exits_or_runs_argparse_at_import(
+    user_modules: Callable[[str, str], str], sources: SourceWriter
+) -> None:
+    argparse_module = user_modules("cli", ARGPARSE_AT_IMPORT)
+    exits = user_modules(
+        "exits_at_import", "import os, sys\nsys.exit('no config for ' + os.environ['WORKATO_TOKEN'])\n"
+    )
+    sources.write(custom_source(f"{argparse_module}:P", name="argparse_at_import"))
+    sources.write(custom_source(f"{exits}:P", name="exits_at_import"))
+    result = CliRunner().invoke(main, ["validate", str(sources.directory)])
+    assert result.exit_code == 1
+    prefix = f"{sources.directory}/"
+    assert result.output.splitlines() == [
+        f"{prefix}argparse_at_import.yaml: source 'argparse_at_import': module: cannot import user_code.cli: "
+        "SystemExit: 2 (it printed: mypuller: error: the following arguments are required: --recipe)",
+        f"{prefix}exits_at_import.yaml: source 'exits_at_import': module: cannot import "
+        "user_code.exits_at_import: SystemExit: no config for ***",
+    ]
+
+
+def test_validate_bounds_a_module_that_hangs_at_import(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = user_modules("hangs_validate", f"print('connecting')\nimport {GATE}\n{GATE}.event.wait()\n")
+    monkeypatch.setenv("PULLMODE_IMPORT_TIMEOUT_SECONDS", "0.5")
+    sources.write(custom_source(f"{module}:P"))
+    expected = [
+        f"{sources.directory}/workato_jobs.yaml: source 'workato_jobs': module: cannot import "
+        "user_code.hangs_validate: the import did not finish within 0.5 s (a module that waits or runs a program "
+        "at import?) (it printed: connecting)"
+    ]
+    for _ in range(2):  # the second load reports the import still running, without waiting on it
+        result = CliRunner().invoke(main, ["validate", str(sources.directory)])
+        assert (result.exit_code, result.output.splitlines()) == (1, expected)
+
+
+def test_the_code_location_loads_beside_modules_that_exit_or_hang_at_import(
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    api: LoopbackServer,
+    workato: WorkatoJobs,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULLMODE_IMPORT_TIMEOUT_SECONDS", "0.5")
+    sources.write(custom_source(f"{user_modules('cli', ARGPARSE_AT_IMPORT)}:P", name="argparse_at_import"))
+    sources.write(custom_source(f"{user_modules('hangs_defs', f'import {GATE}; {GATE}.event.wait()')}:P", name="hangs"))
+    sources.write(workato_source(api.base_url))
+    defs = build_definitions(sources.directory)
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["ingestion", "workato_jobs"])).is_materializable
+    for name, problem in [
+        ("argparse_at_import", "SystemExit: 2 (it printed: mypuller: error: the following arguments are required"),
+        ("hangs", "the import did not finish within 0.5 s"),
+    ]:
+        placeholder = graph.get(dg.AssetKey(["ingestion", name]))
+        assert placeholder.tags["pullmode/status"] == "invalid"
+        assert problem in placeholder.metadata["problems"]
+
+
+@pytest.fixture
+def secrets(request: pytest.FixtureRequest) -> Path:
+    """The canary suite's environment (``test_secrets.env``): its secrets, from env and from files."""
+    return request.getfixturevalue("env")
+
+
+def canary_custom_source(module: str, secrets: Path) -> dict[str, Any]:
+    doc = canary_source("http://127.0.0.1:9/unused", secrets, adapter="custom", module=module)
+    for name in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
+        doc.pop(name, None)
+    return doc
+
+
+CANARY_MODULES = {
+    # A puller that logs every secret through context.logger, then calls sys.exit with them.
+    "exits_while_pulling": (
+        puller_module(LOGS_ITS_SECRETS + 'sys.exit(f"giving up with {secrets}")\n'),
+        "custom puller user_code.exits_while_pulling:P raised: SystemExit: giving up with ***",
+    ),
+    # A module that prints a secret and raises SystemExit with two at import.
+    "exits_at_import": (
+        "import os, sys\nprint('token', os.environ['CNRY_TOKEN'], file=sys.stderr)\n"
+        "raise SystemExit('bad config: ' + os.environ['CNRY_TOKEN'] + ' ' + os.environ['CNRY_UNI'])\n",
+        "cannot import user_code.exits_at_import: SystemExit: bad config: *** *** (it printed: token ***)",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CANARY_MODULES))
+def test_canary_custom_modules_that_exit_with_the_secrets(
+    case: str,
+    secrets: Path,
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    code, expected = CANARY_MODULES[case]
+    sources.write(canary_custom_source(f"{user_modules(case, code)}:P", secrets))
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert expected in output
+    assert_nothing_leaked(output, caplog, tmp_path, secrets)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_pull_whose_puller_blocks(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's code blocks on its own thread; the pull's thread waits for it and takes SIGTERM at once."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    body = f"yield {GOOD_PAGE}\nprint('blocking', flush=True)\nimport threading\nthreading.Event().wait()\n"
+    sources.write(custom_source(f"{user_modules('blocks_forever', puller_module(body))}:P"))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pullmode_dagster.cli", "pull", "workato_jobs", "--workspace", str(WORKSPACE)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = LineReader(child.stdout)  # type: ignore[arg-type]
+        assert lines.next_line(timeout=60, expecting="the puller blocking") == "blocking"
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 1  # at once, although the puller still blocks
+        failed = lines.next_line(timeout=30, expecting="the run's outcome")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert failed.startswith(
+        "workato_jobs: FAILED: source 'workato_jobs': interrupted (SIGINT or SIGTERM); checkpoint "
+        '{"high_water":"2026-03-01T00:00:00.000000Z","n":1,"v":1}'
+    ), failed

@@ -177,6 +177,7 @@ def run_pull(
         window=window,
     )
     puller = build_puller(source, credentials=secrets, context=context)
+    context = puller.context  # the same, with a logger that redacts with the pull's secrets
     mapper = EventMapper.for_source(source)
     window_bounds = (format_timestamp(window.start), format_timestamp(window.end)) if window else None
     buffer: list[EventRow] = []  # events as rows: no object per event (see EventRows)

@@ -168,10 +168,10 @@ def _parse_mapping(
         source = model.model_validate(doc)
     except ValidationError as exc:
         return None, [problem(f"{where}: {message}") for where, message in _pydantic_problems(exc, model)]
+    source.bind_file(file.resolve())  # before the checks: a custom module's redactor reads relative secret files
     problems = [problem(f"{where}: {message}") for where, message in source.problems()]
     if problems:
         return None, problems
-    source.bind_file(file.resolve())
     return source, []
 
 

@@ -85,6 +85,15 @@ class PullContext:
     s3_client_factory: Callable[..., Any] | None = None
 
 
+def position_problems(exc: ValidationError) -> str:
+    """A position's validation errors, in our words (never the values)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'cursor'}: "
+        + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in exc.errors(include_input=False, include_url=False)
+    )
+
+
 class Position(BaseModel):
     """An adapter's part of the cursor. Subclasses declare its fields; unknown ones are errors."""
 
@@ -112,13 +121,8 @@ class Puller(ABC):
         try:
             return self.position_model.model_validate(dict(start.position))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'cursor'}: "
-                + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in exc.errors(include_input=False, include_url=False)
-            )
             raise PullError(
-                f"source {self.source.name!r}: the cursor does not fit {self.source.adapter}: {problems}"
+                f"source {self.source.name!r}: the cursor does not fit {self.source.adapter}: {position_problems(exc)}"
             ) from None
 
     @abstractmethod
