@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.demo.server import LoopbackServer, Response
+from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.events import NormalizedEvent
@@ -113,7 +113,14 @@ def test_progress_is_logged_for_the_first_page_and_then_at_most_every_few_second
     """Under Dagster each log line is an event-log write; one per page would cost more than the page."""
     events = make_events(100)
     events[55]["created_at"] = None  # a reject on page 6: its page is always logged
-    api.routes["/v1/events"] = CursorFeed(events, page_size=10)
+    feed = CursorFeed(events, page_size=10)
+    now = [0.0]
+
+    def two_seconds_a_page(request: Request) -> Response:  # the clock moves with the pages, not with its calls
+        now[0] += 2.0
+        return feed(request)
+
+    api.routes["/v1/events"] = two_seconds_a_page
     source = sources.load(http_source(api.url("/v1/events"), maxPagesPerRun=100))
     lines: list[str] = []
 
@@ -123,8 +130,7 @@ def test_progress_is_logged_for_the_first_page_and_then_at_most_every_few_second
 
         warning = info
 
-    ticks = iter(range(0, 100_000))  # a fifth of a second per clock() call: well under the deadline
-    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep, clock=lambda: next(ticks) / 5)
+    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep, clock=lambda: now[0])
     with SqliteTraceStore(tmp_path / "log.db") as store:
         report = run_pull(source, store=store, context=context)
     progress = [line for line in lines if "events so far" in line]
