@@ -47,6 +47,7 @@ from .bounded import join_all
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
 from .pg import blocked_by, connect, fresh_database, wait_for
+from .ui_helpers import running_in_ci
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -518,7 +519,10 @@ print(report.written)
 _SYSCALL = re.compile(r"^\d+\s+(\w+)\(\d+<([^>]*)>")
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to see the fsyncs")
+@pytest.mark.skipif(
+    shutil.which("strace") is None and not running_in_ci(),
+    reason="needs strace (.ci/run installs it)",
+)
 def test_sqlite_syncs_the_wal_before_every_checkpoint_is_reported(tmp_path: Path) -> None:
     # The system calls of a real pull, in order: every checkpoint the engine reports (a marker write)
     # comes after an fsync of the WAL that follows the WAL's last write, so no power loss can take
