@@ -5,16 +5,24 @@ so each one's peak RSS and CPU time are its own (the harness reads them from ``w
     python bench/children.py plain-http --url URL --db PATH
     python bench/children.py plain-s3 --endpoint URL --bucket B --prefix P --db PATH
     python bench/children.py s3-listing --sources DIR --name NAME --after KEY --db PATH
+    python bench/children.py reaper -- dagster-daemon run -w workspace.yaml
 
 Each prints one JSON line on stdout: ``{"rows": <events written>, "seconds": <time after imports>, ...}``.
-The harness checks the row count itself, in the store, after the process exits.
+The harness checks the row count itself, in the store, after the process exits. The reaper instead
+reports the CPU time of a whole process tree (see ``reaper``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
+import os
+import resource
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -203,7 +211,63 @@ def dagster_floor(home: str) -> dict[str, Any]:
     return {"ok": result.success, "seconds": time.perf_counter() - t}
 
 
+PR_SET_CHILD_SUBREAPER = 36
+REAPER_GRACE_SECONDS = 30.0
+"""After the command exits, how long its leftover descendants get to exit before they are killed."""
+
+
+def own_children() -> list[int]:
+    """This process's live children (orphans included: it is their subreaper)."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+def reaper(argv: list[str]) -> dict[str, Any]:
+    """Run ``argv`` (in a session of its own) as a child subreaper: every descendant that outlives its
+    parent (a code server, a run worker) is re-parented here and reaped, so RUSAGE_CHILDREN at the end
+    holds the CPU time of the whole tree, exited processes included. SIGTERM is passed on to the
+    command's process group; once the command has exited, leftovers get REAPER_GRACE_SECONDS, then
+    SIGKILL (by pid, only this process's own children)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+    # Its output goes to our stderr: our stdout is the one JSON line.
+    command = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+    exit_code: int | None = None
+
+    def send(signum: int, *, group: bool = False) -> None:
+        for pid in [command.pid] if group else own_children():
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.killpg(pid, signum) if group else os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, lambda *_: send(signal.SIGTERM, group=True))
+    signal.signal(signal.SIGALRM, lambda *_: send(signal.SIGKILL))
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break  # no child left: the whole tree is reaped
+        if pid == command.pid:
+            exit_code = os.waitstatus_to_exitcode(status)
+            send(signal.SIGTERM)
+            signal.alarm(int(REAPER_GRACE_SECONDS))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"exit_code": exit_code, "user": usage.ru_utime, "sys": usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["reaper"]:  # its command's own arguments are not ours to parse
+        print(json.dumps(reaper(sys.argv[sys.argv.index("--") + 1 :])), flush=True)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("dagster-floor")

@@ -6,6 +6,7 @@ so the server is never what is measured. Events are ~230 bytes each, shaped like
 
     python bench/feed.py http --events 100000 --page-size 1000
     python bench/feed.py s3 --events 100000 --files 4 --listing-old 10000 --listing-new 10
+    python bench/feed.py quiet --sources 60 --fresh   # the daemon bench: N quiet APIs in one process
 
 Each prints ``READY <port>`` on stdout once it serves, then runs until its stdin closes.
 """
@@ -17,6 +18,8 @@ import bisect
 import logging
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -131,6 +134,78 @@ def serve_http(events: int, page_size: int) -> None:
         _ready_then_wait(server.port)
 
 
+QUIET_PREFIX = "/q/"
+QUIET_EVENTS = "/events"
+FRESH = "fresh"
+"""The quiet feed's source with data appearing mid-run (``/publish``)."""
+
+
+def quiet_url(base_url: str, name: str) -> str:
+    return f"{base_url}{QUIET_PREFIX}{name}{QUIET_EVENTS}"
+
+
+def quiet_event(name: str, k: int, t: datetime) -> dict[str, Any]:
+    """Event ``k`` of source ``name`` at ``t``, in the bench's event shape (EVENT_MAPPING)."""
+    return {
+        "id": f"{name}-{k:06d}",
+        "timestamp": t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "user": f"user{k}@acme.example",
+        "operation": _OPERATIONS[k % 4],
+        "model": _MODELS[k % 3],
+        "cost": {"usd": 0.0001},
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+    }
+
+
+class QuietFeed:
+    """Many audit-log APIs in one process, each at ``/q/<name>/events``, with nothing new: each holds one
+    event from an hour ago (its first pull stores it and sets the watermark), and a request whose
+    ``since`` is at or after it gets ``{"data": [], "next_cursor": null}`` (the filter is exclusive).
+    Every request's arrival is recorded per source (``/stats``); ``/publish?source=fresh`` adds an
+    event dated now to the ``fresh`` source and answers its id and when it was published."""
+
+    def __init__(self, names: list[str]):
+        old = datetime.now(UTC) - timedelta(hours=1)
+        self.events = {name: [quiet_event(name, 0, old)] for name in names}
+        self.hits: dict[str, list[float]] = {name: [] for name in names}
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        name = request.path.removeprefix(QUIET_PREFIX).removesuffix(QUIET_EVENTS)
+        if name not in self.events or not request.path.startswith(QUIET_PREFIX):
+            return Response(404, {"error": f"no source at {request.path}"})
+        with self.lock:
+            self.hits[name].append(time.time())
+            events = list(self.events[name])
+        since = request.arg("since")
+        if since:
+            bound = datetime.fromisoformat(since)
+            bound = bound if bound.tzinfo else bound.replace(tzinfo=UTC)
+            events = [e for e in events if datetime.fromisoformat(e["timestamp"]) > bound]
+        return Response(200, {"data": events, "next_cursor": None})
+
+    def control(self, request: Request) -> Response:
+        """``/stats``: every request's arrival per source; ``/stats?after=T`` only those at or after T."""
+        after = float(request.arg("after") or 0)
+        with self.lock:
+            hits = {name: [t for t in times if t >= after] for name, times in self.hits.items()}
+        return Response(200, {"hits": hits, "requests": sum(len(t) for t in self.hits.values())})
+
+    def publish(self, request: Request) -> Response:
+        name = request.arg("source") or FRESH
+        with self.lock:
+            published = time.time()
+            event = quiet_event(name, len(self.events[name]), datetime.fromtimestamp(published, UTC))
+            self.events[name].append(event)
+        return Response(200, {"id": event["id"], "published_at": published})
+
+
+def serve_quiet(sources: int, fresh: bool) -> None:
+    feed = QuietFeed([f"quiet_{i:03d}" for i in range(sources)] + ([FRESH] if fresh else []))
+    with LoopbackServer({STATS_PATH: feed.control, "/publish": feed.publish}, fallback=feed) as server:
+        _ready_then_wait(server.port)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -209,9 +284,14 @@ def main() -> None:
     s3.add_argument("--files", type=int, default=4)
     s3.add_argument("--listing-old", type=int, default=10_000)
     s3.add_argument("--listing-new", type=int, default=10)
+    quiet = sub.add_parser("quiet")
+    quiet.add_argument("--sources", type=int, required=True)
+    quiet.add_argument("--fresh", action="store_true", help=f"also serve {FRESH!r}, whose data /publish adds")
     args = parser.parse_args()
     if args.kind == "http":
         serve_http(args.events, args.page_size)
+    elif args.kind == "quiet":
+        serve_quiet(args.sources, args.fresh)
     else:
         serve_s3(args.events, args.files, args.listing_old, args.listing_new)
 

@@ -36,5 +36,6 @@ def test_pull_bench_smoke(tmp_path: Path) -> None:
         assert result["events_per_second"] > 0 and result["rss_mb"] > 0 and result["cpu"] > 0, result
     idle = doc["idle_poll"]
     assert idle["requests_per_poll"] == 1, idle  # a poll with nothing new is one request
+    assert idle["cpu_ratio"] > 0 and idle["poll_cpu"] > 0, idle  # the idle target is a CPU ratio too
     listing = doc["s3_listing"]
     assert (listing["list_calls"], listing["keys_listed"], listing["rows"]) == (1, 10, 10), listing
