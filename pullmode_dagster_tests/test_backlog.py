@@ -71,3 +71,30 @@ def test_more_to_pull_round_trips_in_the_sensor_cursor() -> None:
     assert '"more_to_pull":true' in state.to_json()
     assert PollPlanState.from_json(state.to_json()).more_to_pull is True
     assert "more_to_pull" not in PollPlanState().to_json()
+
+
+@pytest.mark.parametrize(("cap", "pages", "drained"), [(None, 120, True), (10, 10, False)])
+def test_a_default_source_drains_a_120_page_backlog_in_one_run_and_max_pages_per_run_still_caps(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cap: int | None,
+    pages: int,
+    drained: bool,
+) -> None:
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok")
+    api.routes["/v1/events"] = CursorFeed(make_events(1200), page_size=10)  # 120 pages
+    sources.write(http_source(api.url("/v1/events"), maxPagesPerRun=cap, schedule="0 * * * *"))
+    clock = Clock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    harness = make_harness(sources.directory, dg.DagsterInstance.ephemeral(), clock, tmp_path, "acme_audit")
+    first = harness.tick(None)
+    result = harness.run(first.run_requests[0])
+    assert result.success
+    metadata = result.asset_materializations_for_node("ingestion__acme_audit")[-1].metadata
+    assert (metadata["pages"].value, metadata["drained"].value) == (pages, drained)
+    assert len(harness.rows()) == pages * 10
+    after = harness.tick(first.cursor)  # settles the run
+    # Drained: nothing until the next tick. Capped: the next pull is requested at once.
+    backlog = [r.run_key for r in after.run_requests if (r.run_key or "").startswith("acme_audit:backlog:")]
+    assert (len(after.run_requests), len(backlog)) == ((0, 0) if drained else (1, 1))

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.demo.vendors.claude import (
     PATH,
     ActivityFeedAPI,
@@ -296,6 +296,30 @@ def test_the_deadline_stops_at_a_page_and_the_next_pulls_resume_there(
     assert [r.pages for r in reports] == [2, 2, 1]
     assert sum(r.written for r in reports) == 45 and sum(r.duplicates for r in reports) == 0
     assert state.position == {"before_id": aid(44)}
+
+
+def test_a_cursor_that_comes_back_two_pages_later_is_a_pagination_loop(
+    api: LoopbackServer,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No page cap by default: a feed whose last_id cycles (a, b, a, ...) would page until the deadline.
+    monkeypatch.setenv(ENV, api.base_url)
+    monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", KEY)
+    served: list[str | None] = []
+
+    def cycling(request: Any) -> Response:
+        served.append(request.arg("after_id"))
+        last = "activity_a" if len(served) % 2 else "activity_b"
+        return Response(200, {"data": [], "has_more": True, "first_id": last, "last_id": last})
+
+    api.routes[PATH] = cycling
+    source = sources.load(claude_source())
+    with pytest.raises(PullError, match=r"backfill page 3: pagination loop: last_id is a cursor already requested"):
+        run_pull(source, store=store, context=context)
+    assert served == [None, "activity_a", "activity_b"]
 
 
 def test_only_settled_activities_are_read_so_a_late_one_is_not_skipped(

@@ -38,9 +38,8 @@ class WorkatoJobsPuller(Puller):
         base = str(options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         url = f"{base}/api/recipes/{recipe}/jobs"
         position = WorkatoPosition() if window is not None else self.position(start)
-        max_pages = self.source.max_pages_per_run  # type: ignore[attr-defined]
         with self.session(auth=bearer(self.credentials["token"], url)) as http:
-            for number in range(1, max_pages + 1):
+            for number in self.page_numbers():
                 if position.newest_id is not None and position.older_than is None:
                     params: dict[str, Any] = {"prev": "true", "offset_job_id": position.newest_id}
                 else:

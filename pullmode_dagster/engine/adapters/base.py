@@ -7,6 +7,7 @@ next cursor state from what the pages report.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -64,7 +65,9 @@ class HttpSourceConfig(SourceConfig):
     """A source pulled over HTTP: the limits of its session (``Puller.session``), the same for
     every HTTP adapter."""
 
-    max_pages_per_run: int = Field(default=50, ge=1, le=100_000)
+    max_pages_per_run: int | None = Field(default=None, ge=1, le=100_000)
+    """None (the default): a pull goes on until the source is drained or ``pullDeadlineSeconds``; a
+    number caps the pages of one pull (the next pull goes on from there)."""
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     max_requests_per_second: float | None = Field(default=None, gt=0)
     max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, le=1 << 34)
@@ -128,6 +131,13 @@ class Puller(ABC):
     @abstractmethod
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         """Yield pages from ``start`` (or, for a window pull, the pages covering ``window``)."""
+
+    def page_numbers(self) -> Iterator[int]:
+        """1, 2, 3, ...: a pull's page numbers, up to ``maxPagesPerRun`` when the source sets it. Without
+        it the loop ends when the source is drained or the engine stops at the pull's deadline, so a
+        loop over these must still refuse a cursor it has already requested (a pagination loop)."""
+        cap: int | None = getattr(self.source, "max_pages_per_run", None)
+        return itertools.count(1) if cap is None else iter(range(1, cap + 1))
 
     def header_credential(self, key: str) -> str:
         """A credential that travels in an HTTP header: printable ASCII, or a clear error."""

@@ -246,7 +246,8 @@ class ClaudeCompliancePuller(Puller):
         assert since is not None and until is not None and lower is not None and upper is not None
         if lower >= upper:
             return  # nothing has settled since then yet
-        for number in range(1, self.source.max_pages_per_run + 1):
+        seen = {after} if after is not None else set()
+        for number in self.page_numbers():
             location = f"backfill page {number}"
             params = {"created_at.gte": since, "created_at.lt": until, **self._common()}
             if after is not None:
@@ -258,19 +259,19 @@ class ClaudeCompliancePuller(Puller):
                 done = {"before_id": newest} if newest is not None else {"since": until}
                 yield self._page(listing, location, done, drained=True)
                 return
-            following = self._next(listing.last_id, after, "last_id", location)
-            after = following
+            after = self._next(listing.last_id, seen, "last_id", location)
             resume = {"since": since, "until": until, "after_id": after, "newest_id": newest}
             yield self._page(listing, location, resume, drained=False)
 
     def _incremental(self, http: HttpSession, cursor: str) -> Iterator[Page]:
         """The vendor's cursor-driven pattern: ``before_id=<cursor>``, cursor = ``first_id``."""
-        for number in range(1, self.source.max_pages_per_run + 1):
+        seen = {cursor}
+        for number in self.page_numbers():
             location = f"page {number}"
             params = {"before_id": cursor, "created_at.lt": rfc3339(_settled()), **self._common()}
             listing = self._list(http, params, location)
             if listing.records or listing.has_more:
-                cursor = self._next(listing.first_id, cursor, "first_id", location)
+                cursor = self._next(listing.first_id, seen, "first_id", location)
             yield self._page(listing, location, {"before_id": cursor}, drained=not listing.has_more)
             if not listing.has_more:
                 return
@@ -281,6 +282,7 @@ class ClaudeCompliancePuller(Puller):
         if end <= window.start:
             return
         after: str | None = None
+        seen: set[str] = set()
         number = 0
         while True:
             number += 1
@@ -292,7 +294,7 @@ class ClaudeCompliancePuller(Puller):
             yield self._page(listing, location, fixed, drained=not listing.has_more)
             if not listing.has_more:
                 return
-            after = self._next(listing.last_id, after, "last_id", location)
+            after = self._next(listing.last_id, seen, "last_id", location)
 
     # -- pieces ----------------------------------------------------------------------------------
 
@@ -302,13 +304,15 @@ class ClaudeCompliancePuller(Puller):
             params["activity_types[]"] = list(self.source.activity_types)
         return params
 
-    def _next(self, value: str | None, previous: str | None, field: str, location: str) -> str:
-        """The cursor for the next request; a missing or repeated one would page forever."""
+    def _next(self, value: str | None, seen: set[str], field: str, location: str) -> str:
+        """The cursor for the next request, added to ``seen`` (those this pull requested); a missing or
+        repeated one would page forever (no page cap bounds a pull unless maxPagesPerRun is set)."""
         what = f"source {self.source.name!r}: {location}"
         if value is None:
             raise PullError(f"{what}: the response has more activities (has_more) but no {field} to page on")
-        if value == previous:
-            raise PullError(f"{what}: pagination loop: {field} is the cursor just requested ({value})")
+        if value in seen:
+            raise PullError(f"{what}: pagination loop: {field} is a cursor already requested in this pull ({value})")
+        seen.add(value)
         return value
 
     @staticmethod

@@ -408,7 +408,7 @@ class CopilotStudioPuller(Puller):
         fixed = dict(start.position) if window is not None else None
         seen: set[str] = {link} if link else set()
         with self.session(auth=self._auth()) as http:
-            for number in range(1, src.max_pages_per_run + 1):
+            for number in self.page_numbers():
                 what = f"source {src.name!r}: page {number}"
                 try:
                     response = http.send(

@@ -176,7 +176,7 @@ class HttpPollingPuller(Puller):
         seen: set[str] = {cursor} if cursor else set()
 
         with self.session(auth=auth) as http:
-            for number in range(1, src.max_pages_per_run + 1):
+            for number in self.page_numbers():
                 what = f"source {src.name!r}: page {number}"
                 if cursor is None:
                     request_url, request_params = url, params

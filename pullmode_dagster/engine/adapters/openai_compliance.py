@@ -284,7 +284,7 @@ class OpenAICompliancePuller(Puller):
 
     def _poll_stream(self, http: HttpSession, event_type: str) -> Iterator[Page]:
         """One stream from its position; returns whether it was drained (False: maxPagesPerRun)."""
-        for number in range(1, self.source.max_pages_per_run + 1):
+        for number in self.page_numbers():
             state = self._state[event_type]
             listing = self._list(http, event_type, state.after, number)
             skip = set(state.done)
