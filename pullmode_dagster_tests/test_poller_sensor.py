@@ -190,8 +190,8 @@ def test_a_poll_materializes_each_partition_its_events_fall_in_with_their_counts
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         counts[materialization.partition] = materialization.metadata["dagster/row_count"].value
-    # Each day that holds events, with its count; the run's own partition keeps the run's totals.
-    assert counts == {"2026-02-27": 2, "2026-02-28": 3, "2026-03-01": 5, "2026-03-02": 10}
+    # Each day that holds events, with its count; the run's own partition (the tick's day) holds none.
+    assert counts == {"2026-02-27": 2, "2026-02-28": 3, "2026-03-01": 5, "2026-03-02": 0}
     # The Partitions tab: days with data are materialized, a day without stays missing.
     assert instance.get_materialized_partitions(key) == {"2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"}
 

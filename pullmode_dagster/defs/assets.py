@@ -7,7 +7,7 @@ hand or by a backfill, re-pulls its partition's window; a window pull never move
 import re
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +21,7 @@ from ..engine.events import MAPPED_FIELDS
 from ..engine.pull import PullReport, run_pull
 from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
+from ..engine.store import TraceStore
 from ..engine.store.schema import COLUMN_KINDS, DAGSTER_TYPE_NAMES
 from . import outgoing
 from .checks import check_results, check_specs
@@ -74,10 +75,27 @@ def describe(source: SourceConfig) -> str:
     return "\n\n".join(line for line in lines if line)
 
 
+def row_counts(store: TraceStore, source: SourceConfig, partition_keys: Iterable[str]) -> dict[str, int]:
+    """The stored events of ``source`` dated in each partition's window: one indexed count each."""
+    partitions = partitions_for(source)
+    counts: dict[str, int] = {}
+    for partition_key in partition_keys:
+        window = partitions.time_window_for_partition_key(partition_key)
+        counts[partition_key] = store.count(source=source.name, start=window.start, end=window.end)
+    return counts
+
+
+def partition_row_count(store: TraceStore, source: SourceConfig, partition_key: str) -> int:
+    """``dagster/row_count`` of a materialization of ``partition_key``: the events of ``source`` the
+    store holds dated in that partition's window (not what one poll wrote). For any record of a
+    partition: a run's, or a quiet poll's runless one."""
+    return row_counts(store, source, [partition_key])[partition_key]
+
+
 def report_metadata(report: PullReport) -> dict[str, object]:
-    """Materialization metadata: what the run wrote and where the cursor went."""
+    """Materialization metadata: what the run wrote and where the cursor went (the partition's row
+    count is added by the caller, from the store)."""
     metadata: dict[str, object] = {
-        "dagster/row_count": report.written,
         "events_written": report.written,
         "duplicates_skipped": report.duplicates,
         "rejected": report.rejected,
@@ -234,9 +252,12 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 )
                 integrity = store.integrity(source=source.name, run_id=context.run.run_id)
                 hours = store.hour_counts(source=source.name, run_id=context.run.run_id) if window is None else {}
+                own = context.partition_key if context.has_partition_key else None
+                written = data_partitions(source, hours)  # what this run wrote in each partition
+                stored = row_counts(store, source, [*written, *([own] if own else [])])
+                total = stored[own] if own else store.count(source=source.name)
         except PullmodeError as exc:
             partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
-            partial.pop("dagster/row_count", None)
             raise dg.Failure(
                 description=secrets.redact(exc),
                 metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
@@ -258,9 +279,10 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 metadata={**checkpoints.failed(), "interrupted": True},
             ) from None
         context.log.info(secrets.redact(report.summary()))
-        metadata = report_metadata(report)
-        own = context.partition_key if context.has_partition_key else None
-        for partition, count in data_partitions(source, hours).items():
+        # Row count: what the partition holds after this poll (a quiet poll of a full partition is not
+        # "0 rows"); what the poll itself wrote stays in events_written.
+        metadata = {"dagster/row_count": total, **report_metadata(report)}
+        for partition, count in written.items():
             if partition == own:
                 metadata["events_in_this_partition"] = count
                 continue
@@ -269,7 +291,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     asset_key=key,
                     partition=partition,
                     metadata={
-                        "dagster/row_count": count,
+                        "dagster/row_count": stored[partition],
                         "events_written": count,
                         "written_by_run": context.run.run_id,
                     },

@@ -139,10 +139,22 @@ class TraceStore(ABC):
         order, as in SQLite, where one writer at a time holds the database."""
         return nullcontext()
 
-    def count(self, *, source: str | None = None, rejected: bool = False) -> int:
-        """How many events (or rejects) the store holds."""
+    def count(
+        self,
+        *,
+        source: str | None = None,
+        rejected: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        """How many events (or rejects) the store holds; of ``source``, and of its events those dated
+        in ``[start, end)`` (a partition's row count: one range of the (source_name, event_timestamp)
+        index, so it costs the partition's rows, not the source's)."""
         table = "pulled_events_rejected" if rejected else "pulled_events"
-        where, args = (f" WHERE source_name = {self.PARAM}", [source]) if source else ("", [])
+        if (start is not None or end is not None) and (rejected or not source):
+            raise ValueError("start and end bound the events of one source")
+        where, args = ("", []) if not source else self._where(source, None, start, end)
+        where = f" WHERE {where}" if where else ""
         return int(self._rows(f"SELECT count(*) FROM {table}{where}", args)[0][0])
 
     def holds(self, source: str) -> bool:
