@@ -61,9 +61,10 @@ _OPERATIONS = ("messages.create", "messages.count_tokens", "files.upload", "batc
 _MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
 
 
-def event_json(i: int) -> str:
-    """Event ``i`` as compact-ish JSON text (~230 bytes); built as text so 1M of them take about a second."""
-    t = T0 + timedelta(seconds=i)
+def event_json(i: int, spacing: float = 1.0, origin: datetime = T0) -> str:
+    """Event ``i`` as compact-ish JSON text (~230 bytes); built as text so 1M of them take about a second.
+    Dated ``origin`` + ``i * spacing`` seconds (whole seconds) + ``i % 1000`` ms."""
+    t = origin + timedelta(seconds=int(i * spacing))
     return (
         f'{{"id": "evt_{i:08d}", "timestamp": "{t:%Y-%m-%dT%H:%M:%S}.{i % 1000:03d}Z", '
         f'"user": "user{i % 997}@acme.example", "operation": "{_OPERATIONS[i % 4]}", '
@@ -73,8 +74,8 @@ def event_json(i: int) -> str:
     )
 
 
-def event_time(i: int) -> datetime:
-    return T0 + timedelta(seconds=i, milliseconds=i % 1000)
+def event_time(i: int, spacing: float = 1.0, origin: datetime = T0) -> datetime:
+    return origin + timedelta(seconds=int(i * spacing), milliseconds=i % 1000)
 
 
 def ndjson_chunks(start: int, stop: int, *, lines_per_chunk: int = 10_000) -> Iterator[bytes]:
@@ -91,12 +92,12 @@ class PageFeed:
     sends) keeps events dated after it: empty when nothing is newer (an idle poll), else pages rendered
     on the fly (no measured path takes that branch). ``visible`` caps the feed (a growing backlog)."""
 
-    def __init__(self, n: int, page_size: int):
+    def __init__(self, n: int, page_size: int, *, spacing: float = 1.0, origin: datetime = T0):
         self.n = n
         self.visible = n
         self.page_size = page_size
-        self.items = [event_json(i).encode() for i in range(n)]
-        self.times = [event_time(i) for i in range(n)]
+        self.items = [event_json(i, spacing, origin).encode() for i in range(n)]
+        self.times = [event_time(i, spacing, origin) for i in range(n)]
         self.pages = [self._render(0, offset) for offset in range(0, n, page_size)] or [self._render(0, 0)]
         self.served = 0
 
@@ -128,8 +129,13 @@ class PageFeed:
         return Response(200, {"requests": self.served, "visible": self.visible, "events": self.n})
 
 
-def serve_http(events: int, page_size: int) -> None:
-    feed = PageFeed(events, page_size)
+def serve_http(events: int, page_size: int, span_days: float | None = None) -> None:
+    """``span_days``: the events spread evenly over that many days ending at ``T0`` (a history
+    backfill), instead of one second apart from ``T0``."""
+    if span_days is None:
+        feed = PageFeed(events, page_size)
+    else:
+        feed = PageFeed(events, page_size, spacing=span_days * 86_400 / events, origin=T0 - timedelta(days=span_days))
     with LoopbackServer({EVENTS_PATH: feed, STATS_PATH: feed.control}) as server:
         _ready_then_wait(server.port)
 
@@ -279,6 +285,7 @@ def main() -> None:
     http = sub.add_parser("http")
     http.add_argument("--events", type=int, required=True)
     http.add_argument("--page-size", type=int, default=1000)
+    http.add_argument("--span-days", type=float, default=None)
     s3 = sub.add_parser("s3")
     s3.add_argument("--events", type=int, required=True)
     s3.add_argument("--files", type=int, default=4)
@@ -289,7 +296,7 @@ def main() -> None:
     quiet.add_argument("--fresh", action="store_true", help=f"also serve {FRESH!r}, whose data /publish adds")
     args = parser.parse_args()
     if args.kind == "http":
-        serve_http(args.events, args.page_size)
+        serve_http(args.events, args.page_size, args.span_days)
     elif args.kind == "quiet":
         serve_quiet(args.sources, args.fresh)
     else:
