@@ -192,6 +192,58 @@ def test_a_retry_after_past_the_deadline_stops_at_the_last_page(
     assert len(ids(store)) == 20
 
 
+RANGED_FILE_PULLER = """\
+from pullmode_dagster import Page, Puller
+
+class RangedFile(Puller):
+    \"\"\"One file read in two ranged requests: the page after the first is inside the file.\"\"\"
+
+    def pages(self, start, *, window=None):
+        with self.session() as http:
+            for part in (1, 2):
+                http.send("GET", self.source.options["url"], what=f"part {part}", params={"part": str(part)})
+                record = {"id": f"e{part}", "t": "2026-03-01T00:00:00Z"}
+                last = part == 2
+                yield Page([record], nbytes=1, location="file a.jsonl", resume={"files": 1 if last else 0},
+                           drained=last, boundary=last)
+"""
+
+
+def test_the_deadline_reached_inside_a_file_fails_the_pull_instead_of_stopping_where_every_pull_would(
+    api: LoopbackServer, sources: SourceWriter, store: SqliteTraceStore, sleeps: Sleeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deadline passes while the first part is stored; the second part's request is then never
+    # sent. Stopping cleanly there would read part 1 again on every pull, and never get past it.
+    (sources.directory / "ranged_file.py").write_text(RANGED_FILE_PULLER)
+    monkeypatch.syspath_prepend(str(sources.directory))
+    api.routes["/file"] = lambda request: Response(200, {})
+    doc = {
+        "name": "ranged",
+        "adapter": "custom",
+        "module": "ranged_file:RangedFile",
+        "options": {"url": api.url("/file")},
+        "startDate": "2026-01-01",
+        "schedule": "*/5 * * * *",
+        "pullDeadlineSeconds": 60,
+        "eventMapping": {"source_event_id": "$.id", "event_timestamp": "$.t"},
+    }
+    source = sources.load(doc)
+    clock = StepClock()
+    ctx = PullContext(retry=RetryPolicy(max_attempts=2, backoff_initial=0.01), sleep=sleeps, clock=clock)
+
+    def past_the_deadline(page: Page, report: PullReport) -> None:
+        clock.now += 61
+
+    with pytest.raises(PullError) as failed:
+        run_pull(source, store=store, context=ctx, on_page=past_the_deadline)
+    assert str(failed.value) == (
+        f"part 2: the pull's deadline was reached before the request to {api.url('/file')}, inside file a.jsonl, "
+        "where a pull cannot stop"
+    )
+    # The checkpoint is the position before the file (what a page inside it resumes from).
+    assert failed.value.report.checkpoint.position == {"files": 0} and [r.arg("part") for r in api.requests] == ["1"]
+
+
 def test_future_dated_events_are_stored_but_do_not_become_the_watermark(
     api: LoopbackServer, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:

@@ -268,6 +268,37 @@ def test_checkpoints_never_run_ahead_of_the_stored_events_and_a_failed_pull_resu
     assert streams(resumed.cursor_after) == {"AUTH_LOG": {"after": "2026-03-01T04:00:00Z", "done": [files[3].id]}}
 
 
+def test_the_deadline_reached_before_the_next_file_is_requested_stops_cleanly_after_the_file_read(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The deadline passes while a page inside the first file is stored: the second file's download is
+    # then never requested, and the first file's last page is where the pull stops (no failure).
+    monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
+    files = [
+        vendor.add_file(
+            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
+        )
+        for n in range(2)
+    ]
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"], pullDeadlineSeconds=60))
+    now = [0.0]
+
+    def second_page_passes_the_deadline(page: Any, report: Any) -> None:
+        if report.pages == 2:
+            now[0] += 61
+
+    report = run_pull(
+        source, store=store, context=replace(context, clock=lambda: now[0]), on_page=second_page_passes_the_deadline
+    )
+    assert (report.stopped, report.files, report.written) == ("deadline", 1, 5)
+    assert vendor.downloads() == [files[0].id]
+    assert streams(report.cursor_after) == {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id]}}
+
+
 def test_the_deadline_stops_at_a_file_boundary_and_the_next_pulls_resume_there(
     vendor: ComplianceLogsAPI,
     sources: SourceWriter,

@@ -170,6 +170,37 @@ def test_a_malformed_sensor_cursor_is_a_clear_error(harness: Harness) -> None:
         harness.tick("{not json")
 
 
+# Cursors set by hand (`dagster sensor cursor NAME_poller --set ...`) that no pull can start from.
+BAD_HAND_SET_CURSORS = [
+    ({"watermark": "0026-01-01"}, "cursor field 'watermark' is out of range (years 1000-9999 in UTC): '0026-01-01'"),
+    (
+        {"watermark": "9999-12-31T23:59:59-05:00"},
+        "cursor field 'watermark' is out of range (years 1000-9999 in UTC): '9999-12-31T23:59:59-05:00'",
+    ),
+    (
+        {"watermark": "0001-01-01T00:00:00+01:00"},
+        "cursor field 'watermark' is out of range (years 1000-9999 in UTC): '0001-01-01T00:00:00+01:00'",
+    ),
+    (
+        {"high_water": "0000-01-01"},
+        "cursor field 'high_water' is out of range (years 1000-9999 in UTC): '0000-01-01'",
+    ),
+    (
+        {"watermark": "2026-01-01T00:00:00+24:00"},
+        "cursor field 'watermark' is not an ISO 8601 timestamp: '2026-01-01T00:00:00+24:00'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cursor", "problem"), BAD_HAND_SET_CURSORS)
+def test_a_bad_hand_set_cursor_fails_the_tick_with_one_line_naming_the_source_and_the_field(
+    harness: Harness, cursor: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(dg.DagsterInvariantViolationError) as info:
+        harness.tick(json.dumps(cursor))
+    assert str(info.value) == f"source 'acme_audit': {problem}"
+
+
 def test_a_poll_materializes_each_partition_its_events_fall_in_with_their_counts(
     harness: Harness, feed: CursorFeed, instance: dg.DagsterInstance
 ) -> None:

@@ -25,6 +25,7 @@ from pullmode_dagster.demo.server import LoopbackServer, Response
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import fail_source_asset, record_run
 from .fakes import CursorFeed, make_events
+from .test_poller_sensor import BAD_HAND_SET_CURSORS
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -163,3 +164,23 @@ def test_one_sources_typo_or_broken_definitions_do_not_stop_another_sources_pull
     ]:
         refused = pull(name)
         assert refused.exit_code == 1 and refused.output.startswith(problem), refused.output
+
+
+@pytest.mark.slow
+def test_a_bad_hand_set_cursor_refuses_its_source_in_one_line_and_pull_all_pulls_the_others(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(3))
+    sources.write(http_source(api.url("/v1/events")))
+    sources.write(http_source(api.url("/v1/events"), name="cust"))
+    cursors = SensorCursors(instance, WORKSPACE)
+    for n, (cursor, problem) in enumerate(BAD_HAND_SET_CURSORS):
+        cursors.set("acme_audit_poller", json.dumps(cursor))
+        result = pull("--all")
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert f"acme_audit: not pulled: {problem}" in lines, result.output
+        # The other source is pulled all the same: its events the first time, nothing new after.
+        assert any(line.startswith(f"cust: {3 if n == 0 else 0} written, ") for line in lines), result.output
+        assert len(lines) == 2, result.output
+        assert cursors.get("acme_audit_poller") == json.dumps(cursor)  # refused, left as it was set

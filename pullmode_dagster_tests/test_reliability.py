@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,6 +214,44 @@ def test_a_retry_after_past_the_deadline_stops_the_pull_cleanly_and_the_next_res
         assert_exactly_once(store, "faulty", server)
 
 
+# What the deadline cuts short: a clean stop only before a request, a failure after one that failed.
+GAVE_UP_AT_THE_DEADLINE = (
+    r"gave up after \d+ attempts: a retry in \d+\.\ds would pass the pull's deadline \(pullDeadlineSeconds\)"
+)
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[str]:
+    """A URL whose host accepts every connection (the kernel's backlog) and never answers."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/events"
+
+
+def test_a_host_that_never_answers_fails_the_pull_at_its_deadline_and_the_checkpoint_holds(
+    silent_listener: str, tmp_path: Path
+) -> None:
+    # Retries of 0.4 s each fit a 1 s deadline about twice: the attempt whose retry does not fit is
+    # the last, and the pull fails with its error. A clean stop here would report a vendor down for
+    # the whole deadline as a successful pull of nothing, on every pull.
+    start = CursorState(watermark="2026-03-01T00:00:00.000000Z")
+    with SqliteTraceStore(tmp_path / "n.db") as store:
+        source = fault_source(silent_listener, tmp_path, requestTimeoutSeconds=0.4, pullDeadlineSeconds=1)
+        context = quiet_context(50)
+        with pytest.raises(PullError) as failed:
+            run_pull(source, store=store, start=start, context=context)
+        assert store.count(source="faulty") == 0
+    assert re.fullmatch(
+        rf"source 'faulty': page 1: timed out.* from {re.escape(silent_listener)}, {GAVE_UP_AT_THE_DEADLINE}",
+        str(failed.value),
+    ), str(failed.value)
+    assert failed.value.report.checkpoint == start and failed.value.report.stopped is None
+    assert len(context.logger.warnings) >= 1  # it was retried while a retry fit
+
+
 # -- streamed downloads: the same whole-request timeout -------------------------------------------
 
 OAI_KEY = "sk-oai-stream-test-key"
@@ -288,6 +327,33 @@ def test_a_trickled_file_download_fails_at_the_whole_request_timeout_naming_the_
         resumed = run_pull(source, store=store, start=checkpoint, context=quiet_context(ATTEMPTS))
         assert vendor.downloads() == [stuck.id] and (resumed.written, resumed.duplicates) == (3, 0)
         assert sorted(stored_ids(store, "streamed")) == [f"auth_{n}_{i:04d}" for n in range(2) for i in range(3)]
+
+
+def test_a_file_host_trickling_its_headers_fails_the_pull_at_its_deadline_and_the_checkpoint_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second file's host sends its status line and headers a byte every 0.2 s, every time: each
+    # attempt is cut off at the whole-request timeout (0.4 s), and the one whose retry would pass the
+    # deadline (1 s) fails the pull. It used to end "more to pull, stopped at the deadline": a success.
+    trickler = FaultServer(make_events(20), page_size=20, probabilities={"trickle_headers": 1.0}, trickle_interval=0.2)
+    with ComplianceLogsAPI(OAI_KEY) as vendor, trickler, SqliteTraceStore(tmp_path / "h.db") as store:
+        read, stuck = openai_files(vendor, 2, 3)
+        signed = vendor.storage.url
+        monkeypatch.setattr(vendor.storage, "url", lambda path: trickler.url if stuck.id in path else signed(path))
+        source = openai_fault_source(vendor, tmp_path, monkeypatch, requestTimeoutSeconds=0.4, pullDeadlineSeconds=1)
+        with pytest.raises(PullError) as failed:
+            run_pull(source, store=store, context=quiet_context(50))
+        where = re.escape(f"{source.scope_url()}/logs/{stuck.id}")  # type: ignore[attr-defined]
+        assert re.fullmatch(
+            rf"source 'streamed': AUTH_LOG file {re.escape(stuck.file_name)}: timed out \(the whole request took "
+            rf"longer than 0.4s\) from {where}, {GAVE_UP_AT_THE_DEADLINE}",
+            str(failed.value),
+        ), str(failed.value)
+        assert trickler.injected["trickle_headers"] >= 2  # retried while a retry fit
+        # The checkpoint holds at the file before: its events are stored, the stuck file's are not.
+        checkpoint = failed.value.report.checkpoint
+        assert checkpoint.position == {"streams": {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [read.id]}}}
+        assert sorted(stored_ids(store, "streamed")) == [f"auth_0_{i:04d}" for i in range(3)]
 
 
 def test_a_large_file_whose_pages_take_long_to_store_is_not_cut_off(

@@ -23,6 +23,7 @@ from ..defs.outgoing import secrets_for
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import PollPlanner, PollPlanState, job_name, poller_name, run_metadata, utc_now
+from ..engine.cursor import CursorFormatError
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.locks import SourceBusy
 
@@ -81,9 +82,12 @@ def pull_once(
         with (lock or (lambda _, **__: nullcontext()))(name, on_lost=lambda m: say(f"{name}: warning: {m}")):
             outcome = _pull_locked(pollers, defs, instance, cursors, name, say, verbose)
     except SourceBusy as exc:
-        committed = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
+        try:
+            committed: str | None = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
+        except CursorFormatError:  # set wrong by hand: the pull that holds the source will say so
+            committed = None
         outcome = PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)
-    except PullmodeError as exc:  # a stored cursor that cannot be sealed: refused, not pulled
+    except PullmodeError as exc:  # a stored cursor set wrong by hand or that cannot be sealed: refused, not pulled
         outcome = PullOutcome(name, False, f"not pulled: {exc}")
     return replace(
         outcome,

@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .events import NormalizationError, normalize_timestamp
+from .errors import PullmodeError
+from .events import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
 
 CURSOR_VERSION = 1
 
 
-class CursorFormatError(ValueError):
-    """A cursor document (say, one set by hand in the Dagster UI) is not valid."""
+class CursorFormatError(PullmodeError, ValueError):
+    """A cursor document (say, one set by hand in the Dagster UI) is not valid: a project error, so
+    a command reports it for its source and goes on with the others."""
 
 
 def load_object(text: str | None, *, what: str) -> dict[str, Any] | None:
@@ -61,10 +63,16 @@ class CursorState:
             if not isinstance(value, str):
                 raise CursorFormatError(f"cursor field {key!r} must be a string or null")
             # Hand-set cursors may use any ISO 8601 spelling; stored ones are fixed-width.
+            # The stores' range: every watermark a pull computes is in it, and one set outside it
+            # (a year typed 0026) would never compare with stored timestamps as time.
             try:
                 values[key] = normalize_timestamp(value)
+            except OutOfRange:
+                raise CursorFormatError(
+                    f"cursor field {key!r} is out of range ({TIMESTAMP_RANGE}): {show(value)}"
+                ) from None
             except NormalizationError:
-                raise CursorFormatError(f"cursor field {key!r} is not an ISO 8601 timestamp") from None
+                raise CursorFormatError(f"cursor field {key!r} is not an ISO 8601 timestamp: {show(value)}") from None
         position = {k: v for k, v in doc.items() if k not in (*ENGINE_FIELDS, "v") and v is not None}
         return cls(**values, position=position)
 

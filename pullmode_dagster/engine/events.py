@@ -389,8 +389,16 @@ def stable_event_id(raw: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def _out_of_range(value: Any) -> NormalizationError:
-    return NormalizationError(f"event_timestamp is out of range (years {MIN_YEAR}-{MAX_YEAR} in UTC): {show(value)}")
+class OutOfRange(NormalizationError):
+    """A timestamp that is one, but outside years :data:`MIN_YEAR`-:data:`MAX_YEAR` in UTC."""
+
+
+TIMESTAMP_RANGE = f"years {MIN_YEAR}-{MAX_YEAR} in UTC"
+_ISO_YEAR = re.compile(r"\s*[+-]?(\d{4,6})-\d\d-\d\d", re.ASCII).match
+
+
+def _out_of_range(value: Any) -> OutOfRange:
+    return OutOfRange(f"event_timestamp is out of range ({TIMESTAMP_RANGE}): {show(value)}")
 
 
 def _parse_iso(value: str) -> datetime:
@@ -398,6 +406,8 @@ def _parse_iso(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.strip())
         parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
+        if (year := _ISO_YEAR(value)) and not MIN_YEAR <= int(year[1]) <= MAX_YEAR:
+            raise _out_of_range(value) from None  # 0000 or 10000: a date no datetime holds
         raise NormalizationError(f"event_timestamp is not ISO 8601 or epoch: {show(value)}") from None
     except OverflowError:  # the offset moves it before year 1 or after 9999
         raise _out_of_range(value) from None

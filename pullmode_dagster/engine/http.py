@@ -148,8 +148,10 @@ class BadBody(Exception):
 
 
 class DeadlineReached(PullError):
-    """The pull's deadline came before the next request could be sent (or its ``Retry-After`` wait
-    ended): the engine stops cleanly at the last page boundary, as with ``maxPagesPerRun``."""
+    """The pull's deadline came before the next request was sent, or a rate limit (429) asked for a
+    wait that would pass it: the engine stops cleanly at the last page boundary, as with
+    ``maxPagesPerRun``. A request that failed otherwise (timeout, 5xx, reset) and whose retry cannot
+    fit is a :class:`PullError`: a host down for the whole deadline fails the pull, it is no clean stop."""
 
 
 def json_body(response: httpx.Response, what: str) -> Any:
@@ -495,7 +497,8 @@ class HttpSession:
         where = self.redact(safe_url(url))
         problem = ""
         for number in range(1, self.retry.max_attempts + 1):
-            if self._past_deadline():
+            # Only before the first attempt: a retry is sent once its wait fit (checked below).
+            if number == 1 and self._past_deadline():
                 raise DeadlineReached(f"{what}: the pull's deadline was reached before the request to {where}")
             self._pace()
             self.requests += 1
@@ -520,8 +523,16 @@ class HttpSession:
                 break
             wait = self.retry.wait_before_retry(number, response)
             if self._past_deadline(wait):
-                raise DeadlineReached(
-                    f"{what}: {problem} from {where}; waiting {wait:.1f}s to retry would pass the pull's deadline"
+                if response is not None and response.status_code == 429:
+                    # The host is up and rationing: the next pull resumes from the last page.
+                    raise DeadlineReached(
+                        f"{what}: {problem} from {where}; waiting {wait:.1f}s to retry would pass the pull's deadline"
+                    )
+                # Sent and failed: this was its last attempt. Stopping "cleanly" here would report a
+                # host that never answers as a successful pull, every time.
+                raise PullError(
+                    f"{what}: {problem} from {where}, gave up after {number} attempts: a retry in {wait:.1f}s "
+                    "would pass the pull's deadline (pullDeadlineSeconds)"
                 )
             self.retries += 1
             self._log.warning(

@@ -8,7 +8,7 @@ must happen only after this function returned (the events are then in the store)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -203,7 +203,7 @@ def run_pull(
         replace(start, position=sealer.unseal_position(start.position, source=source.name)), window=window
     )
     try:
-        for page in pages:
+        for page in _stopping_at_boundaries(pages):
             # First: a position that cannot be sealed stops the pull before this page counts for anything.
             resume = sealer.seal_position(page.resume, source=source.name, what="position")
             mapped, rejects = mapper.map_rows(page.records, location=page.location, where=page.where, plain=page.plain)
@@ -287,6 +287,20 @@ def run_pull(
     if window is None:
         report.cursor_after = report.checkpoint
     return report
+
+
+def _stopping_at_boundaries(pages: Iterator[Page]) -> Iterator[Page]:
+    """``pages``; the deadline reached after a page that is no boundary (inside a file) fails the
+    pull: stopping there, every pull would read the file again and stop at the same place."""
+    inside: str | None = None
+    try:
+        for page in pages:
+            inside = None if page.boundary else page.location
+            yield page
+    except DeadlineReached as exc:
+        if inside is None:
+            raise
+        raise PullError(f"{exc}, inside {inside}, where a pull cannot stop") from None
 
 
 def seal_state(sealer: Sealer, state: CursorState, *, source: str, what: str = "cursor") -> CursorState:

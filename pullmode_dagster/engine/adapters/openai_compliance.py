@@ -24,7 +24,7 @@ from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..http import BadBody, HttpSession, json_body, safe_url, same_origin
+from ..http import BadBody, DeadlineReached, HttpSession, json_body, safe_url, same_origin
 from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
 from .base import Page, Position, Puller, Window
 from .reference import ReferenceSource, first_set, rfc3339, zoned_time
@@ -261,8 +261,9 @@ class OpenAICompliancePuller(Puller):
                     break
                 except Exception as exc:
                     if held is not None:
-                        # Not a place to stop: a pull stopping here (at its deadline) would drop the failure.
-                        held.boundary = False
+                        # Not a place to stop: a pull stopping here (at its deadline) would drop the
+                        # failure. The deadline reached before a request is no failure: held ends a file.
+                        held.boundary = held.boundary and isinstance(exc, DeadlineReached)
                         yield held
                     raise exc
                 if held is not None:
