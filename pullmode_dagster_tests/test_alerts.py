@@ -166,7 +166,7 @@ def test_without_a_webhook_alerts_are_logged(harness: Harness, monkeypatch: pyte
 class Hook:
     """A webhook receiver answering each request with the next status of ``statuses`` (then 200),
     recording what it received; ``advance`` moves a fake clock on per request (a slow receiver in the
-    evaluation's own time), and ``gate``, while unset, keeps it from answering at all."""
+    evaluation's own time), and ``gate``, while unset, keeps it from answering for ``delay`` seconds."""
 
     def __init__(self, statuses: tuple[int, ...] = (), advance: float = 0.0):
         self.statuses = list(statuses)
@@ -175,6 +175,7 @@ class Hook:
         self.advance = advance
         self.gate = threading.Event()
         self.gate.set()
+        self.delay = 30.0
 
     def clock(self) -> float:
         return self.now
@@ -182,7 +183,7 @@ class Hook:
     def __call__(self, request: Request) -> Response:
         self.received.append(request)
         self.now += self.advance
-        self.gate.wait(30)
+        self.gate.wait(self.delay)  # the slowness under test (the test sets the gate when it ends)
         status = self.statuses.pop(0) if self.statuses else 200
         return Response(status, {"ok": status == 200})
 
@@ -221,6 +222,10 @@ def test_a_webhook_url_pasted_from_a_secret_file_with_its_newline_is_used(
         ("https:///services/tok-c4n4ry", "it has no host"),
         ("http://user:tok-c4n4ry@:8080/x", "it has no host"),
         ("http://[::tok-c4n4ry]/x", "it does not parse as a URL"),
+        ("http://127.0.0.1:99999/services/tok-c4n4ry", "its port must be from 1 to 65535"),
+        ("http://hooks.example:0/services/tok-c4n4ry", "its port must be from 1 to 65535"),
+        ("https://user:tok-c4n4ry@hooks.example:65536/x", "its port must be from 1 to 65535"),
+        ("http://hooks.example:-1/services/tok-c4n4ry", "its port must be from 1 to 65535"),
     ],
 )
 def test_an_unusable_webhook_url_is_named_in_the_skip_reason_and_the_alert_waits(
@@ -278,8 +283,10 @@ def test_canary_the_webhook_url_user_info_query_and_path_and_the_runs_secret_app
             {"token": [token]},
             basic,
         )
+        assert request.header("idempotency-key") == f"{failed.run_id}:run_failure"
     alert = receiver.received[-1].json()
-    assert set(alert) == {"text", "kind", "source", "run_id", "partition", "error", "run_url"}
+    assert set(alert) == {"text", "kind", "source", "run_id", "partition", "error", "run_url", "idempotency_key"}
+    assert alert["idempotency_key"] == f"{failed.run_id}:run_failure"
     assert alert["text"].startswith("pullmode: pull of acme_audit failed") and "***" in alert["error"]
     assert _tags(harness.instance, failed.run_id)["pullmode/alerted"] == "run_failure"
     secrets = [user, password, token, "frag-c4n4ry", "slacktoken", SECRET]
@@ -318,7 +325,7 @@ def test_delivering_stops_at_the_budget_and_the_rest_waits_unattempted(
     monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken"))
     monkeypatch.delenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", raising=False)
     monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
-    assert delivery_limits() == (30.0, 10.0)
+    assert delivery_limits() == (30.0, 45.0)
     run_ids = failed_runs(instance, 6)
     lines = Lines()
     state = evaluate(instance, AlertState(), lines, clock=receiver.clock)
@@ -329,23 +336,71 @@ def test_delivering_stops_at_the_budget_and_the_rest_waits_unattempted(
     assert receiver.run_ids == run_ids and state.pending == []
 
 
-def test_a_blackholed_webhook_costs_one_request_timeout_per_alert_within_the_budget(
+def test_a_blackholed_webhook_costs_at_most_the_window_and_the_rest_waits(
     instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     receiver, server = hook
-    receiver.gate.clear()  # never answers
+    receiver.gate.clear()  # takes the request, never answers
     monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken?token=qtoken-c4n4ry"))
-    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "4")  # budget 2 s, 1 s per request
-    assert delivery_limits() == (2.0, 1.0)
+    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "4")  # start within 2 s, end by 3 s
+    assert delivery_limits() == (2.0, 3.0)
     run_ids = failed_runs(instance, 4)
     lines = Lines()
     state = evaluate(instance, AlertState(), lines)
-    attempted = [p["alert"]["run_id"] for p in state.pending if p["attempts"] == 1]
-    assert attempted == run_ids[: len(attempted)] and 1 <= len(attempted) <= 3
-    assert len(state.pending) == 4
+    # The first POST may take the whole window: it times out at 3 s, past the budget; the rest wait.
+    assert [(p["alert"]["run_id"], p["attempts"], p.get("wait")) for p in state.pending] == [
+        (run_ids[0], 1, 1),
+        *[(r, 0, None) for r in run_ids[1:]],
+    ]
     port = server.port
     assert lines[0] == (
-        f"alert for run {run_ids[0]} not delivered (the POST: timed out (the whole request took longer than 1s) "
-        f"from http://127.0.0.1:{port}, gave up after 1 attempts); trying again later"
+        f"alert for run {run_ids[0]} may have been delivered (the POST: timed out (the whole request took longer "
+        f"than 3s) from http://127.0.0.1:{port}, gave up after 1 attempts); sending it again, with the same "
+        "idempotency key, after 1 evaluation(s)"
     )
+    assert lines[1] == "3 alert(s) left for the next evaluation: delivering took 2s already"
     assert not any("c4n4ry" in line or "slacktoken" in line for line in lines)
+
+
+def test_a_receiver_that_never_answers_in_time_gets_at_most_three_copies_with_one_key(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each copy went out whole and got no answer within the time allowed: the receiver may have
+    taken it. Sent again after 1, then 3 evaluations, three copies in all, each with the same key
+    (header and field); then dropped, said in the log. A receiver that drops repeated keys sees one."""
+    receiver, server = hook
+    receiver.gate.clear()  # reads each request, never answers
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken"))
+    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "2")  # a POST gets 1.5 s
+    (run_id,) = failed_runs(instance, 1)
+    state, sent_at, lines = AlertState(), [], Lines()
+    for evaluation in range(1, 11):
+        before = len(receiver.received)
+        state = evaluate(instance, state, lines)
+        sent_at += [evaluation] * (len(receiver.received) - before)
+    assert sent_at == [1, 3, 7] and state.pending == []
+    key = f"{run_id}:run_failure"
+    assert [(r.header("idempotency-key"), r.json()["idempotency_key"]) for r in receiver.received] == [(key, key)] * 3
+    assert lines[-1].startswith(
+        f"alert for run {run_id} not sent again: 3 copies went out without an answer (the POST: timed out"
+    )
+    assert f"the webhook may have taken them (idempotency key {key}): pullmode: pull of acme_audit failed" in lines[-1]
+    assert "pullmode/alerted" not in _tags(instance, run_id)
+
+
+def test_a_receiver_slower_than_a_quarter_of_the_sensor_timeout_gets_the_alert_once(
+    instance: dg.DagsterInstance, hook: tuple[Hook, LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor timeout at 8 s: a POST may take up to 6 s (it took at most 2 s, and a receiver taking
+    3 s got every alert on every evaluation)."""
+    receiver, server = hook
+    receiver.gate.clear()
+    receiver.delay = 3.0  # answers 200 after 3 s
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", server.url("/hook/T0/B0/slacktoken"))
+    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "8")
+    assert delivery_limits() == (4.0, 6.0)
+    (run_id,) = failed_runs(instance, 1)
+    state = evaluate(instance, AlertState(), Lines())
+    state = evaluate(instance, state, Lines())
+    assert receiver.run_ids == [run_id] and state.pending == []
+    assert _tags(instance, run_id)["pullmode/alerted"] == "run_failure"

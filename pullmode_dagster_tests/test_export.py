@@ -256,6 +256,9 @@ def test_unknown_source_names_the_defined_and_the_stored_ones(
 # --- clear errors --------------------------------------------------------------------------------------------------
 
 
+RANGE = "out of range: from 1970-01-01 to 9998-12-31 in UTC (is the year four digits?)"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -264,6 +267,12 @@ def test_unknown_source_names_the_defined_and_the_stored_ones(
         (["--start", "2026-03-01T00:00:00+25:00"], "--start: not an ISO 8601"),
         (["--start", "2026-03-02", "--end", "2026-03-01"], "--end (2026-03-01T00:00:00+00:00) must be after --start"),
         (["--start", "2026-03-01T10:00:00Z", "--end", "2026-03-01T11:00:00+01:00"], "must be after --start"),
+        # startDate's range and words: a date the engine cannot hold, or a year of the wrong century.
+        (["--end", "9999-12-31T23:00:00-05:00"], f"--end: {RANGE}: '9999-12-31T23:00:00-05:00'"),
+        (["--end", "9999-01-01"], f"--end: {RANGE}: '9999-01-01'"),
+        (["--start", "0001-01-01"], f"--start: {RANGE}: '0001-01-01'"),
+        (["--start", "1969-12-31T23:59:59Z"], f"--start: {RANGE}: '1969-12-31T23:59:59Z'"),
+        (["--start", "1970-01-01T00:30:00+01:00"], f"--start: {RANGE}: '1970-01-01T00:30:00+01:00'"),
     ],
 )
 def test_bad_times_are_one_line(sqlite_url: str, tmp_path: Path, args: list[str], expected: str) -> None:
@@ -279,6 +288,76 @@ def test_unwritable_paths_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
     assert_one_line_error(export(SOURCE, "-o", str(tmp_path)), f"cannot write {tmp_path}: it is a directory")
     under_file = tmp_path / "a_file" / "x.csv"
     assert_one_line_error(export(SOURCE, "-o", str(under_file)), "is not a directory")
+
+
+@pytest.mark.parametrize("ending", ["/", "/.", "//"])
+def test_a_name_ending_in_a_slash_names_a_directory_and_is_refused(
+    sqlite_url: str, tmp_path: Path, ending: str
+) -> None:
+    fill(sqlite_url, 2)
+    named = f"{tmp_path / 'x.csv'}{ending}"
+    assert_one_line_error(export(SOURCE, "-o", named), f"cannot write {named}: it names a directory")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_file_is_the_owners_only_and_a_replaced_one_keeps_its_permissions(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Audit data: a new export is 0600 whatever the umask; one replacing a file keeps that file's
+    permission bits (no set-id bit) and, where this process may give it, its owner and group."""
+    fill(sqlite_url, 2)
+    new = tmp_path / "new.csv"
+    umask = os.umask(0)
+    try:
+        assert export(SOURCE, "-o", str(new)).exit_code == 0
+    finally:
+        os.umask(umask)
+    assert _mode(new) == 0o600
+    for before, after in [(0o600, 0o600), (0o640, 0o640), (0o444, 0o444), (0o4755, 0o755)]:
+        old = tmp_path / f"old-{before:o}.csv"
+        old.write_text("old\n")
+        os.chmod(old, before)
+        result = export(SOURCE, "-o", str(old))
+        assert result.exit_code == 0, result.output
+        assert old.read_text().startswith('"source_name",') and _mode(old) == after, f"{before:o}: {_mode(old):o}"
+    if os.geteuid() == 0:  # only root may give a file away: the owner and group are kept
+        owned = tmp_path / "owned.csv"
+        owned.write_text("old\n")
+        os.chown(owned, 1234, 5678)
+        os.chmod(owned, 0o640)
+        assert export(SOURCE, "-o", str(owned)).exit_code == 0
+        assert (owned.stat().st_uid, owned.stat().st_gid, _mode(owned)) == (1234, 5678, 0o640)
+
+
+def test_a_link_to_a_directory_above_the_file_is_resolved_once(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-o dirlink/acme.csv`` writes where the link leads when the export starts (the directories above
+    the file are the user's path); pointing the link elsewhere meanwhile moves nothing there: the
+    temporary, the last check and the rename all happen in the directory first opened."""
+    fill(sqlite_url, 2)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    link = tmp_path / "dirlink"
+    link.symlink_to(first)
+    write_csv = export_module._WRITERS["csv"]
+
+    def write_then_repoint(batches: object, sink: object) -> int:
+        rows = write_csv(batches, sink)  # type: ignore[arg-type]
+        link.unlink()
+        link.symlink_to(second)
+        return rows
+
+    monkeypatch.setitem(export_module._WRITERS, "csv", write_then_repoint)
+    result = export(SOURCE, "-o", str(link / "acme.csv"))
+    assert result.exit_code == 0, result.output
+    assert os.listdir(first) == ["acme.csv"] and os.listdir(second) == []
+    assert (first / "acme.csv").read_text().count("\n") == 3
 
 
 def _kind(path: Path) -> str:

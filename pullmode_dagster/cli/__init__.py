@@ -179,7 +179,8 @@ def _size(n: int) -> str:
     metavar="FILE",
     required=True,
     type=click.Path(allow_dash=True),
-    help="The file to write (a regular file already there is replaced; anything else is refused), or - for stdout.",
+    help="The file to write (a regular file already there is replaced, keeping its permissions; anything else "
+    "is refused; a new file is created 0600), or - for stdout.",
 )
 @friendly_errors
 def export(name: str, start: str | None, end: str | None, fmt: str | None, output: str) -> None:
@@ -192,13 +193,21 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     # Read when pyarrow loads (so before the import below): Arrow's default pool (mimalloc) keeps
     # 10-25 MB of freed pages resident, which a streaming export never reuses. A user's choice wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    from ..engine.export import check_source, check_target, check_window, export_events, format_for, parse_time
+    from ..engine.export import (
+        check_source,
+        check_target,
+        check_window,
+        export_events,
+        format_for,
+        output_path,
+        parse_time,
+    )
 
     start_at = parse_time(start, option="--start") if start is not None else None
     end_at = parse_time(end, option="--end") if end is not None else None
     check_window(start_at, end_at)
     # The string, not a Path: Path("./-") is Path("-"), and ./- names a file.
-    target: Path | BinaryIO = sys.stdout.buffer if output == "-" else Path(output)
+    target: Path | BinaryIO = sys.stdout.buffer if output == "-" else output_path(output)
     chosen = format_for(Path(output), fmt)
     if isinstance(target, Path):
         check_target(target)

@@ -4,16 +4,19 @@ every failed ERROR-severity check of one.
 POSTed as JSON to ``$PULLMODE_ALERT_WEBHOOK_URL`` (logged only without it); each is sent once, retried
 while the webhook is down. One evaluation delivers for a bounded time (well under Dagster's sensor
 timeout) and marks each run it alerted for with a run tag at once, so an evaluation cut short never
-sends an alert again. Design: docs/design/monitoring.md#alerts
+sends an alert again. A request that went out and got no answer may have been taken: it is sent again
+only after a backoff, at most :data:`MAX_UNANSWERED` times in all, always with the same idempotency key.
+Design: docs/design/monitoring.md#alerts
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +24,7 @@ import dagster as dg
 import httpx
 
 from ..engine.errors import PullError
-from ..engine.http import DeadlineReached, HttpSession, RetryPolicy, safe_url
+from ..engine.http import HttpSession, RetryPolicy, safe_url
 from ..engine.redaction import Redactor
 from .assets import KEY_PREFIX, SOURCE_TAG
 from .sensor_state import sensor_timeout_seconds
@@ -34,9 +37,13 @@ MAX_ATTEMPTS = 20
 """About ten minutes of retries at the sensor's 30-second interval."""
 BATCH = 100
 BUDGET_SECONDS = 30.0
-"""At most this long delivering per evaluation (and at most half of Dagster's sensor timeout)."""
-REQUEST_TIMEOUT_SECONDS = 10.0
-"""One POST, answer included (and at most a quarter of Dagster's sensor timeout)."""
+"""No delivery starts later than this into an evaluation (nor later than half of Dagster's sensor timeout)."""
+WINDOW_SECONDS = 45.0
+"""Every delivery of an evaluation ends this long into it (or at three quarters of Dagster's sensor
+timeout): a POST, answer included, may take all that is left, so never less than a quarter of it."""
+MAX_UNANSWERED = 3
+"""Copies of one alert sent at most when no answer came back in time (the receiver may have taken each)."""
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 ALERTED_TAG = "pullmode/alerted"
 """On a run: the alerts delivered for it (``run_failure``, ``check:<source>:<check>:<partition>``)."""
 
@@ -79,6 +86,8 @@ class Webhook:
             raise WebhookUrlError(f"{what}: it does not parse as a URL") from None
         if not url.host:
             raise WebhookUrlError(f"{what}: it has no host")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise WebhookUrlError(f"{what}: its port must be from 1 to 65535")
         query = url.query.decode("ascii", "replace")
         values = [v for _, v in urllib.parse.parse_qsl(query, keep_blank_values=True)]
         secrets = [url.username, url.password, query, urllib.parse.unquote_plus(query), url.fragment, *values]
@@ -92,10 +101,11 @@ class Webhook:
 
 
 def delivery_limits() -> tuple[float, float]:
-    """(budget, per-request timeout) in seconds: delivering ends by their sum, well inside Dagster's
-    sensor timeout, past which the tick fails and its cursor is lost."""
+    """(budget, window) in seconds from the first delivery: none starts after the budget and all end by
+    the window, well inside Dagster's sensor timeout, past which the tick fails and its cursor is lost.
+    A POST may use all the window has left: the slower the receiver, the fewer duplicates."""
     limit = sensor_timeout_seconds()
-    return min(BUDGET_SECONDS, limit / 2), min(REQUEST_TIMEOUT_SECONDS, limit / 4)
+    return min(BUDGET_SECONDS, limit / 2), min(WINDOW_SECONDS, limit * 3 / 4)
 
 
 @dataclass
@@ -219,26 +229,81 @@ def mark_sent(instance: dg.DagsterInstance, alert: dict[str, Any]) -> None:
         instance.add_run_tags(alert["run_id"], {ALERTED_TAG: ",".join([*done, alert_id(alert)])})
 
 
-def deliver(alert: dict[str, Any], hook: Webhook, session: HttpSession) -> str | None:
-    """POST one alert; None when the receiver took it, else why not (showing the webhook's origin
-    only). :class:`DeadlineReached` when the evaluation's budget is spent before it could start."""
+def idempotency_key(alert: dict[str, Any]) -> str:
+    """The same for every copy of one alert, and different for any other: the run, and what about it."""
+    return f"{alert['run_id']}:{alert_id(alert)}"
+
+
+class _BodyWatch(httpx.BaseTransport):
+    """httpx's transport, noting whether the request's body was all written to the connection: a
+    request that then got no answer may have been taken by the receiver (it cannot be known)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.body_sent = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.body_sent = False
+        request.stream = _Written(request.stream, self)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _Written(httpx.SyncByteStream):
+    """A request body that tells its watch once its last chunk was written (the connection asks for the
+    next chunk only after writing one)."""
+
+    def __init__(self, stream: Any, watch: _BodyWatch):
+        self._stream = stream
+        self._watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+        self._watch.body_sent = True
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one POST ended: ``problem`` is None when the receiver took the alert; ``unanswered`` when the
+    alert went out and no answer came back (a timeout, a connection lost), so it may have been taken."""
+
+    problem: str | None
+    unanswered: bool = False
+
+
+def deliver(alert: dict[str, Any], hook: Webhook, *, timeout: float, log: Any, clock: Callable[[], float]) -> Delivery:
+    """POST one alert with its idempotency key (a header, and a field of the JSON), answer included
+    within ``timeout``; a problem shows the webhook's origin only."""
+    watch = _BodyWatch()
+    key = idempotency_key(alert)
+    session = HttpSession(
+        timeout=timeout,
+        retry=RetryPolicy(max_attempts=1, retry_statuses=frozenset()),
+        auth=hook.auth,
+        redactor=hook.redact,
+        transport=watch,
+        clock=clock,
+        logger=log,
+    )
     try:
-        response = session.send(
-            "POST",
-            hook.url,
-            what="the POST",
-            headers={"Content-Type": "application/json"},
-            content=json.dumps(alert),
-        )
-    except DeadlineReached:
-        raise
+        with session:
+            response = session.send(
+                "POST",
+                hook.url,
+                what="the POST",
+                headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
+                content=json.dumps({**alert, "idempotency_key": key}),
+            )
     except PullError as exc:
-        return hook.redact(str(exc).replace(hook.redact(safe_url(hook.url)), hook.origin))
+        problem = hook.redact(str(exc).replace(hook.redact(safe_url(hook.url)), hook.origin))
+        return Delivery(problem, unanswered=watch.body_sent)
     except Exception as exc:  # the sensor never fails on a delivery; a library's text may quote the URL
-        return f"{type(exc).__name__} from {hook.origin}"
+        return Delivery(f"{type(exc).__name__} from {hook.origin}", unanswered=watch.body_sent)
     if response.is_success:
-        return None
-    return f"HTTP {response.status_code} from {hook.origin}"
+        return Delivery(None)
+    return Delivery(f"HTTP {response.status_code} from {hook.origin}")
 
 
 def evaluate(
@@ -285,41 +350,66 @@ def evaluate(
                 log.warning(item["alert"]["text"])
             return after
         pending = [{**item, "alert": _redacted(item["alert"], hook.redact)} for item in pending]
-    budget, timeout = delivery_limits()
-    session = HttpSession(
-        timeout=timeout,
-        retry=RetryPolicy(max_attempts=1, retry_statuses=frozenset()),
-        deadline=clock() + budget,
-        auth=hook.auth if hook else None,
-        redactor=hook.redact if hook else None,
-        clock=clock,
-        logger=log,
-    )
-    with session:
-        for number, item in enumerate(pending):
-            alert = item["alert"]
-            if was_sent(instance, alert):
-                continue  # sent by an evaluation that was cut short before it saved the cursor
-            try:
-                problem = deliver(alert, hook, session) if hook else unusable
-            except DeadlineReached:
-                later = len(pending) - number
-                log.warning(f"{later} alert(s) left for the next evaluation: delivering took {budget:g}s already")
-                after.pending.extend(pending[number:])
-                break
-            if problem is None:
-                mark_sent(instance, alert)
-                log.info(f"alert sent for run {alert['run_id']}")
-                continue
-            attempts = item["attempts"] + 1
-            if attempts >= MAX_ATTEMPTS:
-                log.error(
-                    f"alert for run {alert['run_id']} dropped after {attempts} attempts ({problem}): {alert['text']}"
-                )
-                continue
-            log.warning(f"alert for run {alert['run_id']} not delivered ({problem}); trying again later")
-            after.pending.append({"alert": alert, "attempts": attempts})
+    budget, window = delivery_limits()
+    started: float | None = None  # the first delivery: the budget and the window count from it
+    for number, item in enumerate(pending):
+        alert = item["alert"]
+        if was_sent(instance, alert):
+            continue  # sent by an evaluation that was cut short before it saved the cursor
+        if item.get("wait"):  # backing off after a copy that got no answer
+            after.pending.append({**item, "wait": item["wait"] - 1})
+            continue
+        now = clock()
+        started = now if started is None else started
+        if now - started >= budget:
+            later = len(pending) - number
+            log.warning(f"{later} alert(s) left for the next evaluation: delivering took {budget:g}s already")
+            after.pending.extend(pending[number:])
+            break
+        if hook is None:
+            outcome = Delivery(unusable)
+        else:
+            # All the window has left (never less than window - budget), in tenths: messages quote it.
+            timeout = math.floor((started + window - now) * 10) / 10
+            outcome = deliver(alert, hook, timeout=timeout, log=log, clock=clock)
+        if outcome.problem is None:
+            mark_sent(instance, alert)
+            log.info(f"alert sent for run {alert['run_id']}")
+            continue
+        retry = _after_failure(item, outcome, log)
+        if retry is not None:
+            after.pending.append(retry)
     return after
+
+
+def _after_failure(item: dict[str, Any], outcome: Delivery, log: Any) -> dict[str, Any] | None:
+    """The pending item to try again (None: dropped, said in the log). A copy that got no answer may
+    have been taken, so the next one waits 1, then 3 evaluations, and there are at most MAX_UNANSWERED."""
+    alert, problem = item["alert"], outcome.problem
+    run = alert["run_id"]
+    attempts = item["attempts"] + 1
+    unanswered = item.get("unanswered", 0) + outcome.unanswered
+    if outcome.unanswered and unanswered >= MAX_UNANSWERED:
+        log.error(
+            f"alert for run {run} not sent again: {unanswered} copies went out without an answer ({problem}); "
+            f"the webhook may have taken them (idempotency key {idempotency_key(alert)}): {alert['text']}"
+        )
+        return None
+    if attempts >= MAX_ATTEMPTS:
+        log.error(f"alert for run {run} dropped after {attempts} attempts ({problem}): {alert['text']}")
+        return None
+    retry = {"alert": alert, "attempts": attempts}
+    if unanswered:
+        retry["unanswered"] = unanswered
+    if outcome.unanswered:
+        retry["wait"] = 2**unanswered - 1
+        log.warning(
+            f"alert for run {run} may have been delivered ({problem}); sending it again, with the same "
+            f"idempotency key, after {retry['wait']} evaluation(s)"
+        )
+    else:
+        log.warning(f"alert for run {run} not delivered ({problem}); trying again later")
+    return retry
 
 
 def _redacted(alert: dict[str, Any], redact: Redactor) -> dict[str, Any]:

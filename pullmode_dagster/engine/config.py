@@ -72,6 +72,23 @@ def _as_utc(value: dt.date | dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+DATE_RANGE_PROBLEM = (
+    f"out of range: from {START_DATE_MIN:%Y-%m-%d} to {START_DATE_END - dt.timedelta(days=1):%Y-%m-%d} "
+    "in UTC (is the year four digits?)"
+)
+"""What a date outside the range is told: ``startDate`` and ``pullmode export``'s window say the same."""
+
+
+def in_date_range(value: dt.date | dt.datetime) -> dt.datetime | None:
+    """``value`` as an aware UTC datetime if it is from :data:`START_DATE_MIN` up to (not including)
+    :data:`START_DATE_END`, else None: the one range rule for every date a user gives."""
+    try:
+        instant = _as_utc(value)
+    except OverflowError:  # an offset moved it past year 1 or 9999
+        return None
+    return instant if START_DATE_MIN <= instant < START_DATE_END else None
+
+
 class Model(BaseModel):
     """camelCase or snake_case in, frozen, unknown fields rejected."""
 
@@ -150,15 +167,8 @@ class SourceConfig(Model):
     @field_validator("start_date")
     @classmethod
     def _date_range(cls, value: dt.date | dt.datetime) -> dt.date | dt.datetime:
-        try:
-            instant = _as_utc(value)
-        except OverflowError:  # an offset moved it past year 1 or 9999
-            instant = None
-        if instant is None or not START_DATE_MIN <= instant < START_DATE_END:
-            raise ValueError(
-                f"out of range: from {START_DATE_MIN:%Y-%m-%d} to {START_DATE_END - dt.timedelta(days=1):%Y-%m-%d} "
-                "in UTC (is the year four digits?)"
-            )
+        if in_date_range(value) is None:
+            raise ValueError(DATE_RANGE_PROBLEM)
         return value
 
     @field_validator("schedule")

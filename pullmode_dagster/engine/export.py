@@ -6,6 +6,7 @@ Design: docs/design/exports-and-arrow.md#export
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import io
 import json
@@ -14,13 +15,14 @@ import stat
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .config import DATE_RANGE_PROBLEM, in_date_range
 from .errors import PullmodeError
 from .events import TIMESTAMP_FORMAT
 from .sources import one_line
@@ -72,17 +74,19 @@ def format_for(path: Path, fmt: str | None) -> Format:
 
 def parse_time(value: str, *, option: str) -> datetime:
     """An ISO 8601 date (``2026-03-01``: midnight) or date-time (``2026-03-01T10:00:00Z``, any offset) as
-    an aware UTC datetime; naive means UTC, as everywhere in the engine."""
+    an aware UTC datetime; naive means UTC, as everywhere in the engine. The range is ``startDate``'s
+    (a year of the wrong century is a typo), and is said as such rather than as a bad format."""
+    shown = one_line(repr(value), limit=80)
     try:
         parsed = datetime.fromisoformat(value.strip())
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        shown = one_line(repr(value), limit=80)
+    except ValueError:
         raise PullmodeError(
             f"{option}: not an ISO 8601 date or date-time: {shown} (e.g. 2026-03-01 or 2026-03-01T10:00:00Z)"
         ) from None
+    instant = in_date_range(parsed)
+    if instant is None:
+        raise PullmodeError(f"{option}: {DATE_RANGE_PROBLEM}: {shown}")
+    return instant
 
 
 def check_window(start: datetime | None, end: datetime | None) -> None:
@@ -115,28 +119,43 @@ _NOT_REGULAR = (
 )
 
 
+def output_path(text: str) -> Path:
+    """``-o``'s text as a path. One whose last component is empty, ``.`` or ``..`` (``x.csv/``) names a
+    directory: refused, where ``Path`` would drop the slash and write a file named ``x.csv``."""
+    if os.path.basename(text) in ("", ".", ".."):
+        raise PullmodeError(f"cannot write {one_line(text)}: it names a directory (it ends in /, . or ..)")
+    return Path(text)
+
+
+def _existing(name: str | Path, shown: str, *, dir_fd: int | None = None) -> os.stat_result | None:
+    """What is at ``name`` itself (a link is not followed), if anything; refused unless a regular file.
+    The rename would replace a device node, a FIFO or a symbolic link with a regular file. A link is
+    refused even to a regular file: the rename replaces the link, not what it points to, and writing
+    through it would put the file wherever the link leads (how a planted link redirects a root process)."""
+    try:
+        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:  # nothing there (or an unusable parent, said by check_target)
+        return None
+    mode = found.st_mode
+    if stat.S_ISLNK(mode):
+        link = one_line(os.readlink(name, dir_fd=dir_fd), limit=200)
+        raise PullmodeError(
+            f"cannot write {shown}: it is a symbolic link (to {link}): name the file itself, or use -o - for stdout"
+        )
+    if stat.S_ISDIR(mode):
+        raise PullmodeError(f"cannot write {shown}: it is a directory")
+    if not stat.S_ISREG(mode):
+        kind = next((k for is_kind, k in _NOT_REGULAR if is_kind(mode)), "not a regular file")
+        raise PullmodeError(f"cannot write {shown}: it is {kind}, not a regular file (use -o - to write to stdout)")
+    return found
+
+
 def check_target(path: Path) -> None:
     """Refuse a target that cannot be written before any event is read (the rename would fail last),
-    and one that exists and is not a regular file: the rename would replace a device node, a FIFO
-    or a symbolic link with a regular file. A link is refused even to a regular file: the rename
-    replaces the link, not what it points to, and writing through it would put the file (and its
-    temporary) wherever the link leads, which is how a planted link redirects a root process."""
+    and one that exists and is not a regular file (:func:`_existing`). Only the last component is
+    checked: the directories above it are the user's path, resolved as any command resolves them."""
     shown = one_line(str(path))
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:  # nothing there (or an unusable parent, said below)
-        mode = None
-    if mode is not None:
-        if stat.S_ISLNK(mode):
-            link = one_line(os.readlink(path), limit=200)
-            raise PullmodeError(
-                f"cannot write {shown}: it is a symbolic link (to {link}): name the file itself, or use -o - for stdout"
-            )
-        if stat.S_ISDIR(mode):
-            raise PullmodeError(f"cannot write {shown}: it is a directory")
-        if not stat.S_ISREG(mode):
-            kind = next((k for is_kind, k in _NOT_REGULAR if is_kind(mode)), "not a regular file")
-            raise PullmodeError(f"cannot write {shown}: it is {kind}, not a regular file (use -o - to write to stdout)")
+    _existing(path, shown)
     parent = path.parent
     if not parent.exists():
         raise PullmodeError(f"cannot write {shown}: directory {one_line(str(parent))} does not exist")
@@ -274,27 +293,69 @@ def export_events(
     if not isinstance(path, Path):
         return _export_to_stream(reader, path, fmt)
     check_target(path)
+    return _export_to_file(reader, path, fmt)
+
+
+NEW_FILE_MODE = 0o600
+"""A new export file is its owner's only: it is audit data (who asked an AI what). One that replaces a
+file keeps that file's permissions, as editing it in place would have."""
+
+
+def _export_to_file(reader: Iterable[pa.RecordBatch], path: Path, fmt: Format) -> ExportResult:
+    """Written under a temporary name beside the target (same file system: the rename is atomic),
+    flushed to disk, then renamed over it. The directory is opened once and everything after is
+    relative to it, so the temporary, the last check and the rename are in the same directory even
+    if a link on the way is changed meanwhile."""
     shown = one_line(str(path))
-    # Beside the target (same file system, so the rename is atomic); created with the mode a new file gets.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    name, tmp = path.name, f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+
+    def failed(exc: OSError) -> PullmodeError:
+        return PullmodeError(f"cannot write {shown}: {exc.strerror or one_line(str(exc), limit=200)}")
+
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, NEW_FILE_MODE, dir_fd=directory
+        )
     except OSError as exc:
-        raise PullmodeError(f"cannot write {shown}: {exc.strerror or type(exc).__name__}") from None
+        raise failed(exc) from None
     try:
         try:
-            rows = _WRITERS[fmt](reader, str(tmp))
-            with open(tmp, "rb+") as done:
-                os.fsync(done.fileno())  # the data is on disk before the name points at it
-            size = tmp.stat().st_size
-            check_target(path)  # again: something other than a file may have appeared there meanwhile
-            os.replace(tmp, path)
+            with os.fdopen(fd, "wb") as out:
+                counted = _Counted(out)  # the writers close what they are given: the file is closed here
+                rows = _WRITERS[fmt](reader, counted)
+                out.flush()
+                # Again: something other than a file may have appeared there meanwhile.
+                replaced = _existing(name, shown, dir_fd=directory)
+                if replaced is not None:
+                    _keep_access(out.fileno(), replaced)
+                os.fsync(out.fileno())  # the data is on disk before the name points at it
+            os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+            os.fsync(directory)  # and so is the name
         except OSError as exc:
-            raise PullmodeError(f"cannot write {shown}: {exc.strerror or one_line(str(exc), limit=200)}") from None
+            raise failed(exc) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=directory)
         raise
-    return ExportResult(rows=rows, bytes=size)
+    finally:
+        os.close(directory)
+    return ExportResult(rows=rows, bytes=counted.written)
+
+
+def _keep_access(fd: int, replaced: os.stat_result) -> None:
+    """The new file gets the replaced one's owner where this process may give it (root, or the owner
+    itself), else its group where it may, and its permission bits. Bits for a group that could not
+    be kept are dropped: they would open the file to this process's group instead."""
+    mode = stat.S_IMODE(replaced.st_mode) & 0o777  # permissions only: no set-id or sticky bit on data
+    try:
+        os.fchown(fd, replaced.st_uid, replaced.st_gid)
+    except PermissionError:
+        try:
+            os.fchown(fd, -1, replaced.st_gid)
+        except PermissionError:
+            mode &= ~0o070
+    os.fchmod(fd, mode)  # after chown, which may clear bits
 
 
 def _export_to_stream(reader: Iterable[pa.RecordBatch], out: BinaryIO, fmt: Format) -> ExportResult:
