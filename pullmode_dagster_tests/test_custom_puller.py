@@ -412,6 +412,201 @@ def test_a_puller_that_blocks_past_the_deadline_fails_naming_the_source(
     assert stored(store) == ["a"]
 
 
+
+# Only plain builtins cross from user code to the engine: whatever a user object does (its __str__,
+# a position_model validator, Page.where, a record's methods) runs on the bounded user thread.
+
+STR_BOMB = """
+class StrBomb(Exception):
+    def __str__(self):
+        raise SystemExit("str leaks " + os.environ["WORKATO_TOKEN"])
+"""
+EXITING_MODEL = """
+from pydantic import field_validator
+
+class N(Position):
+    n: int | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, value):
+        if value == 99:
+            sys.exit("bad position " + os.environ["WORKATO_TOKEN"])
+        return value
+"""
+BLOCKING_MODEL = f"""
+from pydantic import field_validator
+import {GATE}
+
+class N(Position):
+    n: int | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, value):
+        if value == 99:
+            {GATE}.event.wait()
+        return value
+"""
+EXITING_RECORD = """
+class Exits(dict):
+    def get(self, *a):
+        sys.exit("get leaks " + os.environ["WORKATO_TOKEN"])
+    __getitem__ = items = keys = values = __iter__ = get
+"""
+USER_OBJECTS = {
+    "an exception whose __str__ exits": (
+        "raise StrBomb()\nyield",
+        STR_BOMB,
+        "raised: StrBomb",
+    ),
+    "a position_model validator that exits": (
+        f'yield {GOOD_PAGE}\nyield Page(records=[], nbytes=1, location="p2", resume={{"n": 99}}, drained=True)',
+        EXITING_MODEL,
+        "raised: SystemExit: bad position ***",
+    ),
+    "a Page.where that exits": (
+        "def where(i):\n    sys.exit('where leaks ' + os.environ['WORKATO_TOKEN'])\n"
+        'yield Page(records=[{"id": "b"}], nbytes=1, location="p1", resume={"n": 1}, drained=True, where=where)',
+        "",
+        "raised: SystemExit: where leaks ***",
+    ),
+    "a Page.where that returns no str": (
+        'yield Page(records=[{"id": "b"}], nbytes=1, location="p1", resume={"n": 1}, drained=True, where=lambda i: 7)',
+        "",
+        "yielded a Page whose where(0) returned a int, expected a str",
+    ),
+    "a message longer than is shown, the secret at its end": (
+        "sys.exit('x' * 290 + os.environ['WORKATO_TOKEN'])\nyield",
+        "",
+        "raised: SystemExit: " + "x" * 290 + "***",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USER_OBJECTS))
+def test_user_objects_run_on_the_user_thread_and_fail_as_one_redacted_line(
+    case: str,
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body, header, expected = USER_OBJECTS[case]
+    code = puller_module(body, header="import os\n" + header)
+    if "class N(" in header:
+        code += "\n    position_model = N\n"
+    source = sources.load(custom_source(f"{user_modules('objects', code)}:P"))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value) == f"source 'workato_jobs': custom puller user_code.objects:P {expected}"
+    assert TOKEN not in caplog.text and TOKEN[:6] not in str(info.value)
+
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "doing"),
+    [
+        (
+            f'yield {GOOD_PAGE}\nyield Page(records=[], nbytes=1, location="p2", resume={{"n": 99}}, drained=True)',
+            BLOCKING_MODEL,
+            "before its next page",
+        ),
+        (
+            f"import {GATE}\nyield {GOOD_PAGE}\n"
+            'yield Page(records=[{"id": "b"}], nbytes=1, location="p2", resume={"n": 2}, drained=True, '
+            f"where=lambda i: {GATE}.event.wait())",
+            "",
+            "in a Page's where()",
+        ),
+    ],
+    ids=["a position_model validator", "a Page.where"],
+)
+def test_user_code_the_engine_calls_is_bounded_by_the_deadline(
+    body: str,
+    header: str,
+    doing: str,
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+) -> None:
+    code = puller_module(body, header=header) + ("\n    position_model = N\n" if header else "")
+    module = user_modules("blocks_engine_calls", code)
+    source = sources.load(custom_source(f"{module}:P", pullDeadlineSeconds=0.5, requestTimeoutSeconds=0.5))
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    assert str(info.value).startswith(
+        f"source 'workato_jobs': custom puller {module}:P overran the pull's deadline {doing}: pullDeadlineSeconds "
+        "(0.5 s) and requestTimeoutSeconds (0.5 s) after it passed"
+    ), str(info.value)
+    assert info.value.report.checkpoint.position == {"n": 1}
+    assert stored(store) == ["a"]
+
+
+IMPORT_STR_BOMB = """
+import os
+class E(Exception):
+    def __str__(self):
+        raise SystemExit("import str leaks " + os.environ["WORKATO_TOKEN"])
+raise E()
+"""
+
+
+def test_a_module_whose_import_error_cannot_be_printed_is_one_line_under_validate_pull_and_the_code_location(
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    api: LoopbackServer,
+    workato: WorkatoJobs,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    module = user_modules("str_bomb_at_import", IMPORT_STR_BOMB)
+    sources.write(custom_source(f"{module}:P", name="bomb"))
+    sources.write(workato_source(api.base_url))
+    problem = f"source 'bomb': module: cannot import {module}: E"
+    result = CliRunner().invoke(main, ["validate", str(sources.directory)])
+    assert (result.exit_code, result.output.splitlines()) == (1, [f"{sources.directory}/bomb.yaml: {problem}"])
+    defs = build_definitions(sources.directory)
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["ingestion", "workato_jobs"])).is_materializable
+    assert problem in graph.get(dg.AssetKey(["ingestion", "bomb"])).metadata["problems"]
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    preview = CliRunner().invoke(main, ["preview", "workato_jobs"])  # an unrelated source still works
+    assert preview.exit_code == 0 and TOKEN not in preview.output + result.output
+
+
+def test_a_record_is_converted_on_the_user_thread_without_calling_its_methods(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    """A dict subclass whose every method exits is copied through dict's own; a value that is not
+    JSON is stored as its str() (as raw_payload always wrote it); one whose str() exits is rejected."""
+    body = (
+        'rec = Exits({"id": "a", "t": "2026-03-01T00:00:00Z", "when": datetime.date(2026, 3, 1), 1: (True, 2.5)})\n'
+        'bad = {"id": "b", "t": "2026-03-01T00:00:00Z", "v": Bomb()}\n'
+        'yield Page(records=[rec, bad, {"id": "c"}], nbytes=1, location="p1", resume={"n": 1}, drained=True)'
+    )
+    header = "import os\n" + EXITING_RECORD + STR_BOMB + "class Bomb:\n    __str__ = __repr__ = StrBomb.__str__\n"
+    source = sources.load(custom_source(f"{user_modules('records', puller_module(body, header=header))}:P"))
+    report = run_pull(source, store=store, context=context)
+    assert (report.written, report.rejected, report.records) == (1, 2, 3)
+    [event] = store.tail()
+    assert json.loads(event["raw_payload"]) == {
+        "id": "a",
+        "t": "2026-03-01T00:00:00Z",
+        "when": "2026-03-01",
+        "1": [True, 2.5],
+    }
+    rejects = store._conn.execute("SELECT location, reason, raw_record FROM pulled_events_rejected").fetchall()
+    assert sorted((location, reason) for location, reason, _ in rejects) == [
+        ("p1, record 2", "record cannot be made JSON data: it holds a Bomb whose str() raised SystemExit"),
+        ("p1, record 3", "event_timestamp: $.t matched nothing"),
+    ]
+    assert TOKEN not in repr(rejects)
+
+
 LOGS_ITS_SECRETS = """\
 secrets = " and ".join(self.credentials.values())
 self.context.logger.info("using %s", secrets)

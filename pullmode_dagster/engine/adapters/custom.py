@@ -28,7 +28,8 @@ from pydantic import Field, ValidationError, field_validator
 from ..config import ConfigProblem, EventMapping
 from ..cursor import CursorState
 from ..errors import CredentialError, PullError, PullmodeError
-from ..events import Reject
+from ..events import Reject, raw_text
+from ..http import DeadlineReached
 from ..redaction import Redactor
 from .base import HttpSourceConfig, Page, Position, Puller, Window, position_problems
 from .registry import Adapter, register
@@ -88,6 +89,11 @@ class _Call:
     done: threading.Event = field(default_factory=threading.Event)
     value: Any = None
     error: BaseException | None = None
+    kind: str = ""
+    """The error's type name, read on the user thread."""
+    text: str = ""
+    """The error's whole message (``str(error)``), computed on the user thread: a user's
+    ``__str__`` may raise, exit or block, so it never runs on the engine's."""
 
 
 class Overrun(Exception):
@@ -95,11 +101,14 @@ class Overrun(Exception):
 
 
 class Raised(Exception):
-    """User code raised ``error`` (anything but :data:`PASSES_THROUGH`)."""
+    """User code raised ``error`` (anything but :data:`PASSES_THROUGH`); ``kind`` and ``text`` are
+    its type name and message, plain ``str`` computed on the user thread (see :func:`_describe`)."""
 
-    def __init__(self, error: BaseException):
-        super().__init__(error)
+    def __init__(self, error: BaseException, kind: str, text: str):
+        super().__init__(kind)
         self.error = error
+        self.kind = kind
+        self.text = text
 
 
 class UserThread:
@@ -125,6 +134,8 @@ class UserThread:
                 call.value = call.fn()
             except BaseException as exc:  # handed to the caller's thread, which decides
                 call.error = exc
+                if not issubclass(type(exc), PASSES_THROUGH):  # never isinstance: __class__ is user code
+                    call.kind, call.text = _describe(exc)
             call.done.set()
 
     def submit(self, fn: Callable[[], Any]) -> _Call:
@@ -144,10 +155,10 @@ class UserThread:
         if not finished:
             self.stuck = True
             raise Overrun
-        if isinstance(call.error, PASSES_THROUGH):
+        if call.error is not None and issubclass(type(call.error), PASSES_THROUGH):
             raise call.error
         if call.error is not None:
-            raise Raised(call.error)
+            raise Raised(call.error, call.kind, call.text)
         return call.value
 
     def run(self, fn: Callable[[], Any], timeout: float) -> Any:
@@ -225,14 +236,12 @@ def load_puller_class(path: str, *, redact: Redactor | None = None) -> type[Pull
         raise PullmodeError(
             redact(
                 f"cannot import {module_name}: the import did not finish within {limit:g} s (a module that waits "
-                f"or runs a program at import?){_printed(pending.output)}"
+                f"or runs a program at import?){_printed(pending.output, redact)}"
             )
         ) from None
     except Raised as raised:
-        exc = raised.error
-        raise PullmodeError(
-            redact(f"cannot import {module_name}: {_exception_line(exc)}{_printed(pending.output)}")
-        ) from None
+        line = _exception_line(raised, redact)
+        raise PullmodeError(redact(f"cannot import {module_name}: {line}{_printed(pending.output, redact)}")) from None
     finally:
         if pending.call.done.is_set():
             with _IMPORTS_LOCK:
@@ -244,9 +253,27 @@ def load_puller_class(path: str, *, redact: Redactor | None = None) -> type[Pull
         sys.stderr.write(redact(pending.output.getvalue()))
         pending.output.seek(0)
         pending.output.truncate()
+    # The lookup is user code too (a module's __getattr__, a metaclass): on a bounded thread as well.
+    finder = UserThread(f"pullmode-import-{module_name}")
+    try:
+        return finder.run(lambda: _class_in(module, class_name, path), limit)
+    except Overrun:
+        raise PullmodeError(
+            f"cannot import {module_name}: looking up {class_name} did not finish within {limit:g} s"
+        ) from None
+    except Raised as raised:
+        if type(raised.error) is PullmodeError:  # ours, from _class_in
+            raise PullmodeError(raised.text) from None
+        raise PullmodeError(redact(f"cannot import {module_name}: {_exception_line(raised, redact)}")) from None
+    finally:
+        finder.stop()
+
+
+def _class_in(module: Any, class_name: str, path: str) -> type[Puller]:
+    """``module.<class_name>`` if it is a Puller; run on a user thread."""
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise PullmodeError(f"{module_name} has no {class_name}")
+        raise PullmodeError(f"{module.__name__} has no {class_name}")
     if not (isinstance(cls, type) and issubclass(cls, Puller)) or cls is Puller:
         raise PullmodeError(f"{path} is not a subclass of pullmode_dagster.Puller")
     return cls
@@ -271,21 +298,37 @@ def _wait_for_import(pending: _Import, wait: float) -> Any:
             sys.stdout, sys.stderr = saved
 
 
-def _printed(output: io.StringIO) -> str:
-    """The last line the module printed while importing (argparse's error line), if any."""
-    lines = [line.strip() for line in output.getvalue().splitlines() if line.strip()]
-    return f" (it printed: {lines[-1][:300]})" if lines else ""
+SHOWN = 300
+"""At most this many characters of what user code said are quoted in a message."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""
+def _printed(output: io.StringIO, redact: Redactor) -> str:
+    """The last line the module printed while importing (argparse's error line), if any: redacted
+    whole before it is shortened, so no prefix of a secret is ever shown."""
+    lines = [line.strip() for line in redact(output.getvalue()).splitlines() if line.strip()]
+    return f" (it printed: {lines[-1][:SHOWN]})" if lines else ""
 
 
-def _exception_line(exc: BaseException) -> str:
-    """``Type: first line of the message``; the type alone when the message is empty."""
-    line = _first_line(exc)
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+def _describe(error: BaseException) -> tuple[str, str]:
+    """``error``'s type name and message as plain ``str``, computed on the user thread: a user's
+    ``__str__`` may raise (``SystemExit`` included), and then the type name is all there is."""
+    try:
+        kind = str.__str__(type(error).__name__)
+    except BaseException:  # a metaclass's __name__
+        kind = "an exception"
+    try:
+        text = str(error)
+        text = str.__str__(text) if isinstance(text, str) else ""  # a str subclass is a user object too
+    except BaseException:
+        text = ""
+    return kind, text
+
+
+def _exception_line(raised: Raised, redact: Redactor) -> str:
+    """``Type: first line of the message``, redacted before it is shortened; the type alone when
+    the message is empty."""
+    lines = [line.strip() for line in redact(raised.text).splitlines() if line.strip()]
+    return f"{raised.kind}: {lines[0][:SHOWN]}" if lines else raised.kind
 
 
 def _kind(value: object) -> str:
@@ -294,17 +337,31 @@ def _kind(value: object) -> str:
 
 _END = object()
 
+_ENGINE_ERRORS = frozenset({PullmodeError, PullError, CredentialError, DeadlineReached})
+"""The engine's own errors, which a puller's ``self.session`` raises through its code: passed on as
+what they are (``DeadlineReached`` ends a pull cleanly), rebuilt from their redacted text."""
+
+
+class _Unusable(Exception):
+    """What user code handed over cannot be used; ``args[0]`` says what it did, in one phrase
+    (``yielded a dict, expected a pullmode_dagster.Page``). Raised on the user thread."""
+
 
 class CustomPuller(Puller):
     """Runs the user's puller on a :class:`UserThread`, each call bounded by the pull's deadline,
-    turning whatever it raises, and every page it yields wrongly, into one redacted line."""
+    turning whatever it raises, and every page it yields wrongly, into one redacted line.
+
+    Every interaction with a user object (a method, an attribute, ``str()`` of an exception, a
+    ``position_model`` validator, ``Page.where``, a record) happens on that thread, and only plain
+    builtins cross back: the engine's own :class:`Page` of exact ``dict``/``list``/``str``/``int``/
+    ``float``/``bool``/``None`` values, and exception text computed there."""
 
     config_model = CustomSource
     source: CustomSource
 
     def __init__(self, source: CustomSource, **kwargs: Any):  # type: ignore[override]
         super().__init__(source, **kwargs)
-        self._iterator: Iterator[Any] | None = None
+        self._iterator: Any = None
         self._thread: UserThread | None = None
         try:
             cls = load_puller_class(source.module, redact=self.redact)
@@ -313,16 +370,15 @@ class CustomPuller(Puller):
         self._thread = UserThread(f"pullmode-custom-{source.name}")
         # The inner puller shares this one's context (its logger redacts) and redactor.
         try:
-            self.inner: Puller = self._call(
-                lambda: cls(source, credentials=self.credentials, context=self.context, redactor=self.redact),
+            self.inner, self._position_model, window_by_event_time = self._call(
+                lambda: _create(cls, source, credentials=self.credentials, context=self.context, redactor=self.redact),
                 "while being created",
                 failed="could not be created",
             )
         except BaseException:
             self._thread.stop()  # nobody will close a puller that was never made
             raise
-        self.position_model = self.inner.position_model  # type: ignore[misc]
-        self.window_by_event_time = self.inner.window_by_event_time  # type: ignore[misc]
+        self.window_by_event_time = window_by_event_time  # type: ignore[misc]
 
     def _failed(self, what: str) -> PullError:
         return PullError(self.redact(f"source {self.source.name!r}: custom puller {self.source.module} {what}"))
@@ -349,40 +405,48 @@ class CustomPuller(Puller):
                 "with self.session)"
             ) from None
         except Raised as raised:
-            exc = raised.error
-            if isinstance(exc, PullmodeError):
-                exc.args = (self.redact(str(exc)),)  # the engine's own errors are; a puller's may not be
-                raise exc from None
-            raise self._failed(f"{failed}: {_exception_line(exc)}") from None
+            if type(raised.error) is _Unusable:
+                raise self._failed(raised.text) from None
+            if type(raised.error) in _ENGINE_ERRORS:
+                raise type(raised.error)(self.redact(raised.text)) from None
+            raise self._failed(f"{failed}: {_exception_line(raised, self.redact)}") from None
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         try:
-            pages = self._call(lambda: self.inner.pages(start, window=window), "in pages()")
-            if not isinstance(pages, Iterable):
-                raise self._failed(f"returned {_kind(pages)} from pages(), expected an iterator of Page")
-            self._iterator = iterator = self._call(lambda: iter(pages), "in pages()")
-            while (page := self._call(lambda: next(iterator, _END), "before its next page")) is not _END:
-                self.requests = self.inner.requests
-                yield self._checked(page)
+            self._iterator = self._call(lambda: _iterate(self.inner, start, window), "in pages()")
+            while (page := self._call(self._next_page, "before its next page")) is not _END:
+                yield self._engine_page(page)
         finally:
-            self.requests = self.inner.requests
             self._close_iterator()
 
-    def _checked(self, page: object) -> Page:
-        """``page`` if it is a Page the engine can use; else one line, and nothing of it is stored
-        (the cursor stays at the last good page)."""
-        problem = page_problem(page, self.inner.position_model)
-        if problem is not None:
-            raise self._failed(f"yielded {problem}")
-        assert isinstance(page, Page)
+    def _next_page(self) -> Any:
+        """The next page as the engine's own :class:`Page` of plain values, or ``_END``; runs on the
+        user thread, so whatever the page's objects do happens there (see :func:`plain_page`)."""
+        page = next(self._iterator, _END)
+        requests = getattr(self.inner, "requests", 0)
+        if _count(requests):
+            self.requests = int.__int__(requests)
+        return _END if page is _END else plain_page(page, self._position_model, self.source.name)
+
+    def _engine_page(self, page: Page) -> Page:
         page.location = self.redact(page.location)  # it reaches the log and the rejects table
+        names, kept, location = page.where, page.kept, page.location
+        if names is not None or kept is not None:
+            page.where = lambda i: self._record_name(names, kept, location, i)
         return page
+
+    def _record_name(self, names: Callable[[int], str] | None, kept: list[int] | None, location: str, i: int) -> str:
+        """A rejected record's name: the puller's ``where(i)`` (on its thread, a plain str), for the
+        index the puller gave it (records it yielded that could not be converted are not passed on)."""
+        index = kept[i] if kept is not None else i
+        if names is None:
+            return f"{location}, record {index + 1}"
+        return self.redact(self._call(lambda: _record_name(names, index), "in a Page's where()"))
 
     def _close_iterator(self) -> None:
         iterator, self._iterator = self._iterator, None
-        close = getattr(iterator, "close", None)
-        if close is not None and self._thread is not None and not (self._thread.stuck or self._thread.stopped):
-            self._call(close, "closing its pages")
+        if iterator is not None and self._thread is not None and not (self._thread.stuck or self._thread.stopped):
+            self._call(lambda: _close(iterator), "closing its pages")
 
     def close(self) -> None:
         thread = self._thread
@@ -392,46 +456,227 @@ class CustomPuller(Puller):
             self._close_iterator()
             inner = getattr(self, "inner", None)
             if inner is not None:
-                self._call(inner.close, "in close()")
+                self._call(lambda: inner.close(), "in close()")
         finally:
             thread.stop()
 
 
-def page_problem(page: object, position_model: type[Position]) -> str | None:
-    """What is wrong with a yielded page, in one phrase (``a dict, expected a pullmode_dagster.Page``);
-    None when the engine can use it. A declared ``position_model`` checks ``resume`` as the next
-    pull will."""
+# What follows runs on the user thread: it may touch user objects, and hands back plain values.
+
+
+def _create(cls: type[Puller], source: CustomSource, **kwargs: Any) -> tuple[Puller, type[Position], bool]:
+    inner = cls(source, **kwargs)
+    model, by_event_time = inner.position_model, inner.window_by_event_time
+    if not (isinstance(model, type) and issubclass(model, Position)):
+        raise _Unusable(
+            f"has a position_model that is {_kind(model)}, expected a subclass of pullmode_dagster.Position"
+        )
+    if type(by_event_time) is not bool:
+        raise _Unusable(f"has a window_by_event_time that is {_kind(by_event_time)}, expected True or False")
+    return inner, model, by_event_time
+
+
+def _iterate(inner: Puller, start: CursorState, window: Window | None) -> Iterator[Any]:
+    pages = inner.pages(start, window=window)
+    if not isinstance(pages, Iterable):
+        raise _Unusable(f"returned {_kind(pages)} from pages(), expected an iterator of Page")
+    return iter(pages)
+
+
+def _close(iterator: Any) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def _record_name(names: Callable[[int], str], index: int) -> str:
+    name = names(index)
+    if not isinstance(name, str):
+        raise _Unusable(f"yielded a Page whose where({index}) returned {_kind(name)}, expected a str")
+    return str.__str__(name)
+
+
+@dataclass
+class _PlainPage(Page):
+    kept: list[int] | None = None
+    """The puller's index of each record passed on, when some could not be converted (else None)."""
+
+
+_FIELDS = ("records", "nbytes", "location", "resume", "drained", "where", "rejects", "files", "boundary", "plain")
+
+
+def plain_page(page: object, position_model: type[Position], source_name: str) -> _PlainPage:
+    """The engine's own copy of a yielded page, of plain values only; :class:`_Unusable` when the
+    engine cannot use it. A declared ``position_model`` checks ``resume`` as the next pull will."""
     if not isinstance(page, Page):
-        return f"{_kind(page)}, expected a pullmode_dagster.Page"
+        raise _Unusable(f"yielded {_kind(page)}, expected a pullmode_dagster.Page")
+    values = {name: getattr(page, name) for name in _FIELDS}  # each read once: a subclass may compute them
+    rejects = values["rejects"]
     for name, ok, expected in (
-        ("records", isinstance(page.records, list), "a list of records"),
-        ("nbytes", _count(page.nbytes), "a count of bytes (an int >= 0)"),
-        ("location", isinstance(page.location, str), "a str"),
-        ("resume", isinstance(page.resume, dict), "a dict (the position after this page)"),
-        ("drained", isinstance(page.drained, bool), "True or False"),
-        ("boundary", isinstance(page.boundary, bool), "True or False"),
-        ("plain", isinstance(page.plain, bool), "True or False"),
-        ("files", _count(page.files), "a count of files (an int >= 0)"),
-        ("rejects", isinstance(page.rejects, list) and all(isinstance(r, Reject) for r in page.rejects), "a list"),
-        ("where", page.where is None or callable(page.where), "None or a function"),
+        ("records", isinstance(values["records"], list), "a list of records"),
+        ("nbytes", _count(values["nbytes"]), "a count of bytes (an int >= 0)"),
+        ("location", isinstance(values["location"], str), "a str"),
+        ("resume", isinstance(values["resume"], dict), "a dict (the position after this page)"),
+        ("drained", type(values["drained"]) is bool, "True or False"),
+        ("boundary", type(values["boundary"]) is bool, "True or False"),
+        ("plain", type(values["plain"]) is bool, "True or False"),
+        ("files", _count(values["files"]), "a count of files (an int >= 0)"),
+        ("rejects", isinstance(rejects, list) and all(isinstance(r, Reject) for r in rejects), "a list"),
+        ("where", values["where"] is None or callable(values["where"]), "None or a function"),
     ):
         if not ok:
-            return f"a Page whose {name} is {_kind(getattr(page, name))}, expected {expected}"
-    if not all(isinstance(key, str) for key in page.resume):
-        return "a Page whose resume has a key that is not a str, expected str keys (the cursor is a JSON object)"
+            raise _Unusable(f"yielded a Page whose {name} is {_kind(values[name])}, expected {expected}")
+    location = str.__str__(values["location"])
+    records, converted, kept = plain_records(values["records"], values["where"], location, source_name)
+    return _PlainPage(
+        records=records,
+        nbytes=int.__int__(values["nbytes"]),
+        location=location,
+        resume=_plain_resume(values["resume"], position_model),
+        drained=values["drained"],
+        where=values["where"],
+        rejects=[_plain_reject(r) for r in rejects] + converted,
+        files=int.__int__(values["files"]),
+        boundary=values["boundary"],
+        plain=values["plain"],
+        kept=kept,
+    )
+
+
+def _plain_resume(resume: dict[Any, Any], position_model: type[Position]) -> dict[str, Any]:
+    if not all(isinstance(key, str) for key in resume):
+        raise _Unusable(
+            "yielded a Page whose resume has a key that is not a str, expected str keys (the cursor is a JSON object)"
+        )
     try:
-        json.dumps(page.resume, allow_nan=False)
+        json.dumps(resume, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return f"a Page whose resume is not JSON ({_first_line(exc)}), expected JSON values only (the cursor is JSON)"
+        raise _Unusable(
+            f"yielded a Page whose resume is not JSON ({str(exc).splitlines()[0][:SHOWN]}), expected JSON values "
+            "only (the cursor is JSON)"
+        ) from None
+    plain = resume if _is_plain(resume) else _to_plain(resume)
     if position_model is not Position:
         try:
-            position_model.model_validate({k: v for k, v in page.resume.items() if v is not None})
+            position_model.model_validate({k: v for k, v in plain.items() if v is not None})
         except ValidationError as exc:
-            return (
-                f"a Page whose resume does not fit its position_model {position_model.__name__} "
+            raise _Unusable(
+                f"yielded a Page whose resume does not fit its position_model {position_model.__name__} "
                 f"({position_problems(exc)}); the next pull could not start from it"
-            )
-    return None
+            ) from None
+    return plain
+
+
+def _plain_reject(reject: Reject) -> Reject:
+    texts = [getattr(reject, name) for name in ("source_name", "reason", "raw_record", "location")]
+    if not all(isinstance(text, str) for text in texts):
+        raise _Unusable("yielded a Page whose rejects hold a text that is not a str, expected str fields")
+    return Reject(*(str.__str__(text) for text in texts))
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _NotJson(Exception):
+    """A value in a record that cannot be made JSON data; ``args[0]`` names it."""
+
+
+def plain_records(
+    records: list[Any], names: Callable[[int], str] | None, location: str, source_name: str
+) -> tuple[list[Any], list[Reject], list[int] | None]:
+    """``records`` as plain JSON data (exact ``dict`` with ``str`` keys, ``list``, ``str``, ``int``,
+    ``float``, ``bool``, ``None``), the rejects for those that cannot be, and the index of each kept
+    record when some were rejected. A page that is plain already (decoded JSON) is checked, not
+    copied; a subclass of a builtin is copied through the builtin's own methods (a ``dict`` subclass's
+    ``get`` or ``items`` is never called); any other value becomes ``str(value)``, as ``raw_payload``
+    has always written it."""
+    try:
+        if type(records) is list and _is_plain(records):
+            return records, [], None
+    except RecursionError:
+        pass
+    plain: list[Any] = []
+    rejects: list[Reject] = []
+    kept: list[int] = []
+    for i, raw in enumerate(list.__iter__(records)):
+        try:
+            plain.append(raw if _is_plain(raw) else _to_plain(raw))
+            kept.append(i)
+            continue
+        except RecursionError:
+            reason = "record is nested too deeply to normalize"
+        except _NotJson as exc:
+            reason = f"record cannot be made JSON data: it holds {exc.args[0]}"
+        name = _record_name(names, i) if names is not None else f"{location}, record {i + 1}"
+        rejects.append(Reject(source_name, reason, _raw_text(raw), name))
+    return plain, rejects, (kept if rejects else None)
+
+
+def _is_plain(value: Any) -> bool:
+    """True when ``value`` is plain JSON data already (exact builtin types only: no user code runs)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _SCALARS and not _is_plain(item)):
+                return False
+        return True
+    if kind is list:
+        for item in value:  # noqa: SIM110 - a loop, not all(): this is the hot path
+            if type(item) not in _SCALARS and not _is_plain(item):
+                return False
+        return True
+    return kind in _SCALARS
+
+
+def _to_plain(value: Any) -> Any:
+    """A plain JSON copy of ``value`` (see :func:`plain_records`); :class:`_NotJson` for what has none."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {_plain_key(key): _to_plain(item) for key, item in dict.items(value)}
+    if isinstance(value, list):
+        return [_to_plain(item) for item in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return [_to_plain(item) for item in tuple.__iter__(value)]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)  # bool cannot be subclassed
+    if isinstance(value, float):
+        return float.__float__(value)
+    try:
+        text = str(value)
+    except PASSES_THROUGH:
+        raise
+    except BaseException as exc:
+        raise _NotJson(f"{_kind(value)} whose str() raised {_describe(exc)[0]}") from None
+    if not isinstance(text, str):
+        raise _NotJson(f"{_kind(value)} whose str() is not a str")
+    return str.__str__(text)
+
+
+def _plain_key(key: Any) -> str:
+    """An object key as ``json.dumps`` writes it (str, int, float, bool, None); else :class:`_NotJson`."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, bool):
+        return {None: "null", True: "true", False: "false"}[key]
+    if isinstance(key, int):
+        return int.__repr__(int.__int__(key))
+    if isinstance(key, float):
+        return json.dumps(float.__float__(key))
+    raise _NotJson(f"an object key that is {_kind(key)}")
+
+
+def _raw_text(raw: Any) -> str:
+    """A rejected record's text, never failing (its own methods may raise anything)."""
+    try:
+        return raw_text(raw)
+    except PASSES_THROUGH:
+        raise
+    except BaseException:
+        return f"<{type(raw).__name__}>"
 
 
 def _count(value: object) -> bool:
