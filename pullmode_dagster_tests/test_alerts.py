@@ -125,6 +125,31 @@ def test_successful_runs_and_other_jobs_send_nothing(
     assert receiver.alerts == []
 
 
+def test_a_failure_message_holding_the_sources_secret_is_redacted_in_the_payload_and_the_cursor(
+    harness: Harness, receiver: Receiver, instance: dg.DagsterInstance
+) -> None:
+    """The step failure's message is whatever the run recorded (here an op of the user's): the alert
+    applies the failed source's secrets, not only the webhook's."""
+
+    @dg.op
+    def leaks() -> None:
+        raise dg.Failure(description=f"the API said no to {SECRET}")
+
+    job = dg.GraphDefinition("leaky", node_defs=[leaks]).to_job()
+    run = job.execute_in_process(instance=instance, raise_on_error=False, tags={"pullmode/source": "acme_audit"})
+    assert not run.success
+    receiver.down = True
+    cursor = alerts_tick(harness, None)
+    (waiting,) = AlertState.from_json(cursor).pending
+    assert waiting["alert"]["error"] == "the API said no to ***"
+    receiver.down = False
+    cursor = alerts_tick(harness, cursor)
+    (alert,) = receiver.alerts
+    assert alert["error"] == "the API said no to ***"
+    assert alert["text"].startswith("pullmode: pull of acme_audit failed: the API said no to *** <")
+    assert SECRET not in json.dumps(alert) + cursor
+
+
 def test_a_failed_error_check_of_a_source_alerts(
     harness: Harness, receiver: Receiver, instance: dg.DagsterInstance
 ) -> None:

@@ -412,7 +412,6 @@ def test_a_puller_that_blocks_past_the_deadline_fails_naming_the_source(
     assert stored(store) == ["a"]
 
 
-
 # Only plain builtins cross from user code to the engine: whatever a user object does (its __str__,
 # a position_model validator, Page.where, a record's methods) runs on the bounded user thread.
 
@@ -503,7 +502,6 @@ def test_user_objects_run_on_the_user_thread_and_fail_as_one_redacted_line(
         run_pull(source, store=store, context=context)
     assert str(info.value) == f"source 'workato_jobs': custom puller user_code.objects:P {expected}"
     assert TOKEN not in caplog.text and TOKEN[:6] not in str(info.value)
-
 
 
 @pytest.mark.parametrize(
