@@ -26,6 +26,8 @@ import httpx
 from ..engine.errors import PullError
 from ..engine.http import HttpSession, RetryPolicy, safe_url
 from ..engine.redaction import Redactor
+from ..engine.sources import load_sources
+from . import outgoing
 from .assets import KEY_PREFIX, SOURCE_TAG
 from .sensor_state import sensor_timeout_seconds
 
@@ -337,6 +339,10 @@ def evaluate(
             alert = check_alert(evaluation)
             if alert is not None:
                 pending.append({"alert": alert, "attempts": 0})
+    # A failure message is whatever the run recorded: redacted with its source's secrets before it is
+    # sent, logged or saved in the cursor (and pending alerts saved before this rule, again).
+    redactors = SourceRedactors()
+    pending = [{**item, "alert": _redacted(item["alert"], redactors(item["alert"].get("source")))} for item in pending]
     after = AlertState(runs=failed.cursor or state.runs, succeeded=succeeded.cursor or state.succeeded)
     try:
         hook = Webhook.from_env()
@@ -412,8 +418,22 @@ def _after_failure(item: dict[str, Any], outcome: Delivery, log: Any) -> dict[st
     return retry
 
 
+class SourceRedactors:
+    """Each source's redactor (``outgoing.secrets_for``), by name; the source files are read once, and
+    only when an alert needs them. A source whose file is gone or invalid has none to apply."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Redactor] | None = None
+
+    def __call__(self, name: object) -> Redactor:
+        if self._by_name is None:
+            loaded = load_sources().sources
+            self._by_name = {n: outgoing.secrets_for(source).redact for n, source in loaded.items()}
+        return self._by_name.get(name, Redactor()) if isinstance(name, str) else Redactor()
+
+
 def _redacted(alert: dict[str, Any], redact: Redactor) -> dict[str, Any]:
-    """The alert with the webhook's own secrets replaced, should a failure message ever echo them."""
+    """The alert with ``redact``'s secrets (its source's, the webhook's) replaced in every text."""
     return {k: redact(v) if isinstance(v, str) else v for k, v in alert.items()} if redact else alert
 
 
