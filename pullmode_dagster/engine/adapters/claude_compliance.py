@@ -365,7 +365,10 @@ class ClaudeCompliancePuller(Puller):
         if status < 300:
             return
         where = self.redact(safe_url(response.request.url))
-        kind, message, request_id = _error_fields(response)
+        # Redacted whole before it is shortened: a cut could leave a prefix of a secret the redactor cannot see.
+        kind, message, request_id = (
+            self.redact(text)[:limit] for text, limit in zip(_error_fields(response), (64, 300, 64), strict=True)
+        )
         hint = {
             400: "the API refused the request",
             401: "the API key was rejected (check credentials.api_key)",
@@ -384,7 +387,8 @@ class ClaudeCompliancePuller(Puller):
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
-    """(error type, message, request id) of the documented error shape, else ("", a snippet, "")."""
+    """(error type, message, request id) of the documented error shape, else ("", the body, ""); whole (the
+    caller redacts, then shortens)."""
     try:
         doc = json.loads(response.content) if response.content else None
     except (ValueError, RecursionError):
@@ -394,9 +398,9 @@ def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
         kind = error.get("type") if isinstance(error.get("type"), str) else ""
         message = error.get("message") if isinstance(error.get("message"), str) else ""
         request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else ""  # type: ignore[union-attr]
-        return kind[:64], message[:300], request_id[:64]
-    snippet = " ".join(response.text.split())[:300] if response.content else ""
-    return "", snippet, response.headers.get("request-id", "")[:64]
+        return kind, message, request_id
+    snippet = " ".join(response.text.split()) if response.content else ""
+    return "", snippet, response.headers.get("request-id", "")
 
 
 register(Adapter("claude_compliance", ClaudeComplianceSource, ClaudeCompliancePuller, kind="anthropic"))

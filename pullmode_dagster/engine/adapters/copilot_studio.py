@@ -316,7 +316,8 @@ class EntraClientCredentials(ClientCredentials):
         if not isinstance(doc, dict):
             return None
         description = str(doc.get("error_description") or "")
-        first = description.splitlines()[0].strip()[:400] if description else ""
+        # Redacted whole before it is cut: a cut could leave a prefix of a secret the redactor cannot see.
+        first = self.redact(description).splitlines()[0].strip()[:400] if description.strip() else ""
         codes = doc.get("error_codes")
         code = codes[0] if isinstance(codes, list) and codes and isinstance(codes[0], int) else None
         if code is None and (found := _AADSTS.search(first)):
