@@ -737,6 +737,24 @@ CANARY_MODULES = {
         "raise SystemExit('bad config: ' + os.environ['CNRY_TOKEN'] + ' ' + os.environ['CNRY_UNI'])\n",
         "cannot import user_code.exits_at_import: SystemExit: bad config: *** *** (it printed: token ***)",
     ),
+    # An exception whose __str__ exits with the secrets: its text is computed on the user thread.
+    "str_bomb_while_pulling": (
+        puller_module(
+            "raise StrBomb()\nyield",
+            header="class StrBomb(Exception):\n"
+            "    def __str__(self):\n"
+            "        raise SystemExit('str leaks ' + ' '.join(P.secrets))\n",
+        )
+        + "\n    secrets = []\n    def __init__(self, *a, **k):\n        super().__init__(*a, **k)\n"
+        "        P.secrets[:] = self.credentials.values()\n",
+        "custom puller user_code.str_bomb_while_pulling:P raised: StrBomb",
+    ),
+    "str_bomb_at_import": (
+        "import os\nclass E(Exception):\n    def __str__(self):\n"
+        "        raise SystemExit('import str leaks ' + os.environ['CNRY_TOKEN'] + os.environ['CNRY_JS'])\n"
+        "raise E()\n",
+        "cannot import user_code.str_bomb_at_import: E",
+    ),
 }
 
 
