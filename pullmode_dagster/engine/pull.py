@@ -304,8 +304,9 @@ def _stopping_at_boundaries(pages: Iterator[Page]) -> Iterator[Page]:
 
 
 def seal_state(sealer: Sealer, state: CursorState, *, source: str, what: str = "cursor") -> CursorState:
-    """``state`` with its position sealed (a :class:`PullError` naming the field when it cannot be)."""
-    return replace(state, position=sealer.seal_position(state.position, source=source, what=what))
+    """A stored ``state`` with its position (re)sealed (a :class:`PullError` naming the field when it
+    cannot be)."""
+    return replace(state, position=sealer.reseal_position(state.position, source=source, what=what))
 
 
 def _write_rejects(store: TraceStore, rejects: list[Reject], report: PullReport) -> None:
