@@ -585,3 +585,202 @@ def test_a_url_shown_in_a_message_keeps_no_user_info_query_or_fragment(url: str)
     shown = safe_url(url)
     assert shown == "https://api.example.com/v1/logs"
     assert "pa55word" not in shown and "user" not in shown and "k3y" not in shown
+
+
+# --- Spellings the review found (issue 19, item 1): twice-encoded, opaque base64, hex, split, planted ---
+
+ACME = "Sk/Te+st=Key9xQ7"  # the review's key: '/', '+' and '=' are spelled differently by every encoder
+ENCODERS_ONCE: dict[str, Callable[[str], str]] = {  # the test's own list of what a URL library writes
+    "quote": lambda s: urllib.parse.quote(s, safe=""),
+    "quote_slash": urllib.parse.quote,
+    "quote_plus": urllib.parse.quote_plus,
+    "component": lambda s: urllib.parse.quote(s, safe="!~*'()"),
+    "encodeURI": lambda s: urllib.parse.quote(s, safe=";/?:@&=+$,#!~*'()"),
+    "whatwg": lambda s: urllib.parse.quote(s, safe="*").replace("~", "%7E").replace("%20", "+"),
+    "dotnet": lambda s: lower_hex(urllib.parse.quote(s, safe="!*()").replace("~", "%7E").replace("%20", "+")),
+    "go_path": lambda s: urllib.parse.quote(s, safe="$&+,:;=@~"),
+}
+
+
+def twice_spellings(secret: str) -> dict[str, str]:
+    """Each encoder applied twice, with either hex case."""
+    out: dict[str, str] = {}
+    for name, once in ENCODERS_ONCE.items():
+        out[f"{name} twice"] = once(once(secret))
+        out[f"{name} twice, lower"] = lower_hex(once(lower_hex(once(secret))))
+    return out
+
+
+def opaque(secret: str, before: str) -> str:
+    """An opaque cursor: base64 of JSON holding the secret after ``before`` (its length sets the alignment)."""
+    return base64.b64encode(json.dumps({before: secret, "p": 2}).encode()).decode()
+
+
+def hidden_in_base64(secret: str, text: str) -> bool:
+    """Whether any base64 or base64url run of ``text``, decoded from any of its four offsets, holds
+    ``secret``: independent of how the redactor spells the alignments."""
+    needle = secret.encode()
+    for run in re.findall(r"[A-Za-z0-9+/_-]{8,}", text):
+        for offset in range(4):
+            chunk = run[offset:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            for altchars in (b"+/", b"-_"):
+                try:
+                    if needle in base64.b64decode(chunk, altchars=altchars):
+                        return True
+                except ValueError:
+                    continue
+    return False
+
+
+def review_leaks(text: str, secrets: tuple[str, ...] = (ACME, JS)) -> list[str]:
+    """Every spelling of :func:`forms`, twice-encoded, hex or inside base64 of ``secrets`` in ``text``."""
+    lowered = text.lower()
+    found: set[str] = set()
+    for secret in secrets:
+        spelled = {*forms(secret), *(s.lower() for s in twice_spellings(secret).values()), secret.encode().hex()}
+        found |= {form for form in spelled if form in lowered}
+        found |= {f"base64 of {secret}"} if hidden_in_base64(secret, text) else set()
+    return sorted(found)
+
+
+REVIEW_SPELLINGS = {
+    "quote_slash twice": twice_spellings(ACME)["quote_slash twice"],  # as in the review
+    # The twice-applied forms of JS the redactor did not know (quote and quote_plus twice it did).
+    **{f"{n} of JS": v for n, v in twice_spellings(JS).items() if not n.startswith(("quote ", "quote_plus "))},
+    "base64 cursor": opaque(ACME, "k"),  # 'eyJrIjogIlNrL1RlK3N0PUtleTl4UTciLCAicCI6IDJ9', as in the review
+    **{f"base64 at {len(b) % 3}": opaque(ACME, b) for b in ("kk", "kkk")},
+    "base64url cursor": base64.urlsafe_b64encode(b'{"k":"' + ACME.encode() + b'"}').decode(),
+    "hex": ACME.encode().hex(),
+    "HEX": ACME.encode().hex().upper(),
+}
+
+
+@pytest.mark.parametrize("spelled", REVIEW_SPELLINGS.values(), ids=list(REVIEW_SPELLINGS))
+def test_the_redactor_knows_each_spelling_the_review_found(spelled: str) -> None:
+    assert review_leaks(spelled), "the test's own scan must see the secret in this spelling"
+    redacted = Redactor([*CANARIES, ACME])(f"https://api.example/v1?api_key={spelled}&p=2")
+    assert "***" in redacted and review_leaks(redacted) == [], redacted
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=st.text(st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=16),
+    form=st.sampled_from(sorted(ENCODINGS)),
+    head=st.lists(st.sampled_from(["$", "{{", "}}", "${{credentials.key}}", "x", "?a=", "&"]), max_size=6),
+    tail=st.lists(st.sampled_from(["$", "{{", "}}", "${{credentials.key:url}}", "$${{", "x", "&"]), max_size=6),
+)
+def test_server_text_that_looks_like_a_marker_comes_back_as_it_was(
+    secret: str, form: str, head: list[str], tail: list[str]
+) -> None:
+    sealer = Sealer({"key": secret}, Redactor([secret]))
+    text = "".join(head) + ENCODINGS[form](secret) + "".join(tail)
+    sealed = sealer.seal(text)
+    assert sealer.unseal(sealed, source="s") == text, (text, sealed)
+    assert sealer.reseal(sealed) == sealed  # a stored cursor sealed again is the same cursor
+    assert sealer.unseal(sealer.seal("".join(head + tail)), source="s") == "".join(head + tail)
+
+
+def test_a_secret_split_across_query_parameters_is_refused() -> None:
+    sealer = Sealer({"token": ACME}, Redactor([ACME]))
+    with pytest.raises(PullError) as error:
+        sealer.seal_position({"page_cursor": "https://x/v1?a=Sk%2FTe%2B&b=st%3DKey9xQ7&p=2"}, source="acme")
+    assert str(error.value) == (
+        "source 'acme': cursor field 'page_cursor' holds a credential split across query parameters, which cannot "
+        "be sealed; refused, never stored or shown"
+    )
+    assert sealer.seal_position({"page_cursor": "https://x/v1?a=Sk%2FTe%2B&p=2"}, source="acme")  # a piece alone
+
+
+def acme_source(url: str) -> dict[str, Any]:
+    return http_source(
+        url,
+        name="acme",
+        credentials={"token": {"env": "ACME_TOKEN"}},
+        headers=None,
+        params={"api_key": "${{credentials.token}}"},
+        cursorJsonPath="$.next",
+        maxPagesPerRun=1,
+    )
+
+
+SPLIT = "a=Sk%2FTe%2B&b=st%3DKey9xQ7"
+
+
+def written_everywhere(output: str, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> str:
+    """The CLI output, the logs and every file the project wrote (Dagster's storage, the trace store)."""
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "sources")]
+    return "\n".join([output, caplog.text, *(p.read_bytes().decode("latin-1") for p in files)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "echo",
+    [REVIEW_SPELLINGS[k] for k in ("quote_slash twice", "base64 cursor", "base64 at 2", "hex", "HEX")] + [SPLIT],
+    ids=["quote_slash twice", "base64 cursor", "base64 at 2", "hex", "HEX", "split"],
+)
+def test_a_next_link_echoing_a_review_spelling_is_sealed_or_refused_through_pull(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    echo: str,
+) -> None:
+    monkeypatch.setenv("ACME_TOKEN", ACME)
+    link = api.url("/v1/events?" + (echo if echo == SPLIT else f"api_key={echo}") + "&p=2")
+
+    def feed(request: Request) -> Response:
+        if request.arg("p") == "2":
+            return Response(200, {"data": make_events(5, start=5), "next": None})
+        return Response(200, {"data": make_events(5), "next": link})
+
+    api.routes["/v1/events"] = feed
+    sources.write(acme_source(api.url("/v1/events")))
+    caplog.set_level(logging.DEBUG)
+    output = run_cli("pull", "acme", "-v", "--workspace", str(WORKSPACE))
+    output += run_cli("pull", "acme", "-v", "--workspace", str(WORKSPACE))
+    assert api.requests[0].arg("api_key") == ACME  # the key really went out
+    if echo == SPLIT:
+        refusal = (
+            "FAILED: source 'acme': position field 'page_cursor' holds a credential split across query parameters, "
+            "which cannot be sealed; refused, never stored or shown"
+        )
+        assert output.count(refusal) == 2, output
+        assert 'committed cursor {"v":1}' in output
+    else:
+        assert "acme: 5 written" in output and "FAILED" not in output, output
+        (page2,) = [r for r in api.requests if r.arg("p") == "2"]
+        assert page2.url == api.base_url + httpx.URL(link).raw_path.decode()  # exactly as the server wrote it
+        assert "${{credentials.token:" in output
+    everything = written_everywhere(output, caplog, tmp_path)
+    assert review_leaks(everything) == []
+    assert echo != SPLIT or "Sk%2FTe%2B" not in everything  # no piece of the split key either
+
+
+@pytest.mark.slow
+def test_a_marker_planted_by_the_server_is_text_not_a_credential(
+    env: Path,
+    sources: SourceWriter,
+    api: LoopbackServer,
+    other: LoopbackServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACME_TOKEN", ACME)
+    planted = other.url("/steal?x=${{credentials.token}}&p=2")
+    api.routes["/v1/events"] = lambda r: Response(200, {"data": make_events(5), "next": planted})
+    other.routes["/steal"] = lambda r: Response(200, {"data": make_events(5, start=5), "next": None})
+    sources.write(acme_source(api.url("/v1/events")))
+    caplog.set_level(logging.DEBUG)
+    output = run_cli("pull", "acme", "-v", "--workspace", str(WORKSPACE))
+    output += run_cli("pull", "acme", "-v", "--workspace", str(WORKSPACE))
+    assert "FAILED" not in output and "not requested" not in output, output
+    assert output.count("succeeded; committed cursor") == 2, output
+    assert "x=$${{credentials.token}}" in output  # the server's text, escaped: not a marker
+    (stolen,) = other.requests  # followed, and the source drained: not stuck
+    assert stolen.arg("x") == "${{credentials.token}}" and stolen.arg("api_key") is None
+    assert review_leaks(f"{stolen.url} {stolen.headers} {stolen.body!r}") == []
+    assert review_leaks(written_everywhere(output, caplog, tmp_path)) == []
