@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+
+from run import best_of as best  # bench/run.py, beside this script
 
 from pullmode_dagster.engine.redaction import Redactor
 from pullmode_dagster.engine.sealing import Sealer
@@ -24,15 +25,6 @@ SECRETS = {
     "multi": "cnry-multi-line-one-AAAA\ncnry-multi-line-two-BBBB",
     "js": "cnry-js(!*')~key/ü+ &x",
 }
-
-
-def best(rounds: int, work: Callable[[], object]) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
