@@ -11,6 +11,7 @@ Design: docs/design/http-and-secrets.md#sealed-cursors
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -37,6 +38,22 @@ def _double(run: re.Match[str]) -> str:
     return run[0] * 2
 
 
+@functools.lru_cache(maxsize=256)
+def _marker_patterns(credentials: tuple[tuple[str, str], ...]) -> tuple[dict[str, str], re.Pattern[str] | None]:
+    """Each credential's spellings and their markers, built once per process for the same
+    credentials (a poller evaluation and a pull each build a sealer)."""
+    markers: dict[str, str] = {}
+    for key, value in credentials:
+        if len(value) >= MIN_SECRET_LENGTH:
+            for form, encode in ENCODINGS.items():  # "" first: the shortest marker wins a tie
+                text = encode(value)
+                if len(text) >= MIN_SECRET_LENGTH:
+                    markers.setdefault(text, marker(key, form))
+    # Exact text (case-sensitive: a marker must reproduce it), longest first, one pass: no marker is
+    # ever rewritten by a later replacement.
+    return markers, literal_pattern(markers, ignore_case=False)
+
+
 class Sealer:
     """Seals and unseals positions with one pull's credentials; built once per pull (or sensor
     evaluation): its pattern costs something to compile.
@@ -56,17 +73,7 @@ class Sealer:
     def __init__(self, credentials: Mapping[str, str], redact: Redactor):
         self.credentials = dict(credentials)
         self.redact = redact
-        markers: dict[str, str] = {}
-        for key, value in self.credentials.items():
-            if len(value) >= MIN_SECRET_LENGTH:
-                for form, encode in ENCODINGS.items():  # "" first: the shortest marker wins a tie
-                    text = encode(value)
-                    if len(text) >= MIN_SECRET_LENGTH:
-                        markers.setdefault(text, marker(key, form))
-        self._markers = markers
-        # Exact text (case-sensitive: a marker must reproduce it), longest first, one pass: no
-        # marker is ever rewritten by a later replacement.
-        self._pattern = literal_pattern(markers, ignore_case=False)
+        self._markers, self._pattern = _marker_patterns(tuple(sorted(self.credentials.items())))
 
     def seal(self, text: str, *, escape: bool = True) -> str:
         """``text`` with every credential spelling a marker reproduces replaced by that marker;
