@@ -236,6 +236,9 @@ def test_a_webhook_url_pasted_from_a_secret_file_with_its_newline_is_used(
     assert receiver.run_ids == [run_id] and state.pending == []
 
 
+NOT_A_HOST = "its host must be a DNS name (ASCII letters, digits, '-' and '.'; IDNA for others) or an IP address"
+
+
 @pytest.mark.parametrize(
     ("url", "why"),
     [
@@ -246,11 +249,18 @@ def test_a_webhook_url_pasted_from_a_secret_file_with_its_newline_is_used(
         ("user:tok-c4n4ry@hooks.example/x", "it must start with http:// or https://"),
         ("https:///services/tok-c4n4ry", "it has no host"),
         ("http://user:tok-c4n4ry@:8080/x", "it has no host"),
-        ("http://[::tok-c4n4ry]/x", "it does not parse as a URL"),
-        ("http://127.0.0.1:99999/services/tok-c4n4ry", "its port must be from 1 to 65535"),
-        ("http://hooks.example:0/services/tok-c4n4ry", "its port must be from 1 to 65535"),
-        ("https://user:tok-c4n4ry@hooks.example:65536/x", "its port must be from 1 to 65535"),
-        ("http://hooks.example:-1/services/tok-c4n4ry", "its port must be from 1 to 65535"),
+        ("http://[::tok-c4n4ry]/x", "its host is not a valid IPv6 address"),
+        ("http://127.0.0.1:99999/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("http://hooks.example:0/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("https://user:tok-c4n4ry@hooks.example:65536/x", "its port must be a number from 1 to 65535"),
+        ("http://hooks.example:-1/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("http://hooks.example:+80/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("http://hooks.example:\u0668\u0660/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("http://hooks.example:80:80/services/tok-c4n4ry", "its port must be a number from 1 to 65535"),
+        ("http://%68ooks.example/services/tok-c4n4ry", NOT_A_HOST),
+        ("http://hooks%00.example/services/tok-c4n4ry", NOT_A_HOST),
+        ("http://1.2.3.4.5/services/tok-c4n4ry", "its host is not a valid IPv4 address"),
+        ("http://[zz]/services/tok-c4n4ry", "its host is not a valid IPv6 address"),
     ],
 )
 def test_an_unusable_webhook_url_is_named_in_the_skip_reason_and_the_alert_waits(

@@ -88,6 +88,12 @@ def forms(secret: str) -> set[str]:
             json.dumps(piece, ensure_ascii=False)[1:-1],
             json.dumps(piece).replace("/", "\\/")[1:-1],
             html.escape(piece),
+            # Spellings no encoder list names, which the redactor's unescaping net must catch:
+            "".join(f"%{b:02X}" for b in piece.encode()),  # every byte percent-encoded
+            "".join(f"&#{ord(c)};" for c in piece),  # a decimal character reference for each character
+            "".join(c if c.isalnum() else f"&#{ord(c)};" for c in piece),  # Go's html/template
+            "".join(c if c.isalnum() else f"&#x{ord(c):X};" for c in piece),  # hex references
+            "".join(f"\\u{ord(c):04x}" for c in piece if ord(c) < 0x10000),  # JSON, every character escaped
             base64.b64encode(piece.encode()).decode(),
             base64.urlsafe_b64encode(piece.encode()).decode(),
         }
@@ -784,3 +790,35 @@ def test_a_marker_planted_by_the_server_is_text_not_a_credential(
     assert stolen.arg("x") == "${{credentials.token}}" and stolen.arg("api_key") is None
     assert review_leaks(f"{stolen.url} {stolen.headers} {stolen.body!r}") == []
     assert review_leaks(written_everywhere(output, caplog, tmp_path)) == []
+
+
+UNNAMED_SPELLINGS = {
+    "every byte percent-encoded": "".join(f"%{b:02X}" for b in KEY.encode()),
+    "decimal references": "".join(f"&#{ord(c)};" for c in KEY),
+    "Go html/template": KEY.replace("+", "&#43;"),
+    "hex references": KEY.replace("/", "&#x2F;").replace("+", "&#x2b;"),
+    "JSON, every character": "".join(f"\\u{ord(c):04x}" for c in KEY),
+    "percent, then references": "".join(f"&#{ord(c)};" for c in urllib.parse.quote(KEY, safe="")),
+}
+
+
+@pytest.mark.parametrize("spelled", UNNAMED_SPELLINGS.values(), ids=list(UNNAMED_SPELLINGS))
+def test_an_escaped_spelling_no_encoder_names_is_redacted_by_unescaping(spelled: str) -> None:
+    redact = Redactor([KEY])
+    shown = redact(f"HTTP 403: <p>invalid key {spelled}</p>")
+    assert shown == "HTTP 403: <p>invalid key ***</p>"
+    assert redact.finds(spelled)
+    assert not leaks(shown)
+
+
+def test_text_with_escapes_but_no_secret_is_shown_as_it_was() -> None:
+    text = "50% done; a%20b &amp; c \\u0041 &#43;"
+    assert Redactor([KEY])(text) == text
+
+
+def test_a_number_in_a_position_that_spells_a_credential_is_refused() -> None:
+    sealer = Sealer({"token": "73918264"}, Redactor(["73918264"]))
+    for position in ({"after": 73918264}, {"f": 73918264.0}, {"nested": [1, {"n": 73918264}]}):
+        with pytest.raises(PullError, match=r"source 'numpos': cursor field '.*' is a number that spells a credential"):
+            sealer.seal_position(position, source="numpos")
+    assert sealer.seal_position({"after": 5, "ok": True}, source="numpos") == {"after": 5, "ok": True}

@@ -11,9 +11,11 @@ Design: docs/design/monitoring.md#alerts
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -82,6 +84,9 @@ class Webhook:
             raise WebhookUrlError(f"{what}: it holds whitespace or a control character at position {inside + 1}")
         if not text.lower().startswith(("http://", "https://")):
             raise WebhookUrlError(f"{what}: it must start with http:// or https://")
+        problem = _authority_problem(text)
+        if problem:
+            raise WebhookUrlError(f"{what}: {problem}")
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL:
@@ -96,10 +101,44 @@ class Webhook:
         port = f":{url.port}" if url.port is not None else ""
         return cls(
             url=str(url.copy_with(username=None, password=None)),
-            origin=f"{url.scheme}://{url.host}{port}",
+            origin=f"{url.scheme}://{f'[{url.host}]' if ':' in url.host else url.host}{port}",
             auth=httpx.BasicAuth(url.username, url.password) if url.userinfo else None,
             redact=Redactor(secrets),
         )
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?")
+
+
+def _authority_problem(text: str) -> str | None:
+    """What is wrong with the URL's host and port as written (None: nothing). URL parsers are lenient
+    (``+80`` or other scripts' digits as a port, ``%68`` as a host); a URL that only fails at delivery
+    would fail on every evaluation, so it is refused here, once, clearly."""
+    try:
+        hostport = urllib.parse.urlsplit(text).netloc.rpartition("@")[2]
+    except ValueError:  # a bracketed host that is no IP address
+        return "its host is not a valid IPv6 address"
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "its host is not a valid IPv6 address"
+    else:
+        host, _, port = hostport.partition(":")
+        if not host:
+            return "it has no host"
+        if not _HOST_NAME.fullmatch(host):
+            return "its host must be a DNS name (ASCII letters, digits, '-' and '.'; IDNA for others) or an IP address"
+        if host.replace(".", "").isdigit():
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                return "its host is not a valid IPv4 address"
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return "its port must be a number from 1 to 65535"
+    return None
 
 
 def delivery_limits() -> tuple[float, float]:

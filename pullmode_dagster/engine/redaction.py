@@ -16,6 +16,7 @@ import json
 import re
 import string
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -175,6 +176,31 @@ def literal_pattern(texts: Iterable[str], *, ignore_case: bool) -> re.Pattern[st
     return re.compile(regex[id(root)], re.IGNORECASE if ignore_case else 0)
 
 
+_ESCAPE = re.compile(
+    r"%u[0-9A-Fa-f]{4}|%[0-9A-Fa-f]{2}|&#[xX]?[0-9A-Fa-f]+;?|&[A-Za-z][A-Za-z0-9]*;|\\u[0-9A-Fa-f]{4}|\\/"
+)
+_PERCENT_U = re.compile(r"%u([0-9A-Fa-f]{4})")
+_JSON_U = re.compile(r"\\u([0-9A-Fa-f]{4})")
+
+
+def unescaped(text: str) -> str:
+    """``text`` with the escapes servers use undone (percent-escapes of any byte, ``%uXXXX``, HTML
+    character references, JSON ``\\uXXXX`` and ``\\/``), up to three layers deep: the net under the
+    named spellings, for an encoder that escapes more than any list can name. ``text`` itself (the
+    same object) when it holds no escape, which is the common case and costs one search."""
+    if _ESCAPE.search(text) is None:
+        return text
+    out = text
+    for _ in range(3):
+        decoded = _JSON_U.sub(lambda m: chr(int(m[1], 16)), out).replace("\\/", "/")
+        decoded = _PERCENT_U.sub(lambda m: chr(int(m[1], 16)), decoded)
+        decoded = html.unescape(urllib.parse.unquote(decoded, errors="replace"))
+        if decoded == out:
+            break
+        out = decoded
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def _redaction_patterns(secrets: frozenset[str]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
     """The patterns for one set of secrets, built once per process: every poller evaluation and pull
@@ -200,14 +226,29 @@ class Redactor:
 
     def __call__(self, text: object) -> str:
         out = str(text)
-        return self._pattern.sub(REDACTED, out) if self._pattern is not None and self._holds(out) else out
+        if self._pattern is None:
+            return out
+        if self._holds(out):
+            out = self._pattern.sub(REDACTED, out)
+        plain = unescaped(out)
+        if plain is not out and self._holds(plain) and self._pattern.search(plain) is not None:
+            # An escaped spelling no encoder names (every byte percent-encoded, a character reference
+            # for each character): shown decoded, with the secret redacted.
+            return self._pattern.sub(REDACTED, plain)
+        return out
 
     def _holds(self, text: str) -> bool:
         return self._probe is not None and self._probe.search(text.casefold()) is not None
 
-    def finds(self, text: str) -> bool:
-        """Whether ``text`` holds a secret in any form."""
+    def _finds_as_is(self, text: str) -> bool:
         return self._pattern is not None and self._holds(text) and self._pattern.search(text) is not None
+
+    def finds(self, text: str) -> bool:
+        """Whether ``text`` holds a secret in any form, escaped in any way :func:`unescaped` undoes."""
+        if self._pattern is None:
+            return False
+        plain = unescaped(text)
+        return self._finds_as_is(text) or (plain is not text and self._finds_as_is(plain))
 
     def scrub(self, value: T) -> T:
         """``value`` (JSON-like: text, mappings and lists of them) with every text redacted, keys

@@ -12,6 +12,7 @@ Design: docs/design/http-and-secrets.md#sealed-cursors
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -153,7 +154,9 @@ class Sealer:
         return self._walk(dict(position), partial(self._seal_text, self.reseal), source=source, path=(), what=what)
 
     def unseal_position(self, position: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-        return self._walk(dict(position), lambda t, **_: self.unseal(t, source=source), source=source, path=())
+        return self._walk(
+            dict(position), lambda t, **_: self.unseal(t, source=source), source=source, path=(), what="unsealed"
+        )
 
     def _seal_text(
         self, seal: Callable[[str], str], text: str, *, source: str, path: tuple[str, ...], what: str
@@ -198,4 +201,12 @@ class Sealer:
             }
         if isinstance(value, list | tuple):
             return [self._walk(v, text, source=source, path=(*path, str(i)), what=what) for i, v in enumerate(value)]
+        # A number cannot hold a marker: one that spells a secret (a numeric key) is refused.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and what != "unsealed" and self.redact.finds(json.dumps(value)):
+            field = ".".join(path) or "(position)"
+            raise PullError(
+                f"source {source!r}: {what} field {field!r} is a number that spells a credential, which "
+                "cannot be sealed; refused, never stored or shown"
+            )
         return value
