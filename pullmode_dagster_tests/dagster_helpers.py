@@ -36,6 +36,14 @@ def fast_resources(store_path: Path) -> dict[str, object]:
     }
 
 
+def evaluate_sensor(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    """One evaluation of sensor ``name`` as the daemon makes it: the instance, the stored cursor and
+    the code location's resources (a sensor called directly gets only the resources it is handed)."""
+    sensor = defs.resolve_sensor_def(name)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as ctx:
+        return sensor(ctx)
+
+
 @dataclass
 class Harness:
     project: Project
@@ -46,9 +54,7 @@ class Harness:
 
     def tick(self, cursor: str | None) -> dg.SensorResult:
         """Evaluate the poller once, as the daemon does, with the stored cursor."""
-        sensor = self.project.defs.resolve_sensor_def(poller_name(self.source))
-        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, definitions=self.project.defs)
-        result = sensor(context)
+        result = evaluate_sensor(self.project.defs, poller_name(self.source), self.instance, cursor)
         assert isinstance(result, dg.SensorResult)
         return result
 

@@ -23,7 +23,7 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock
+from .dagster_helpers import Clock, evaluate_sensor
 from .fakes import CursorFeed, make_events
 from .pg import connect, fresh_database
 
@@ -111,9 +111,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
         assert checks == {"normalized_schema": True, "unique_source_event_id": True}  # computed on the Postgres store
 
         # The daemon's next tick of the poller, on the restarted instance, pulls from that cursor.
-        sensor = project.defs.resolve_sensor_def(poller_name("acme_audit"))
-        context = dg.build_sensor_context(instance=restarted, cursor=stored, definitions=project.defs)
-        result = sensor(context)
+        result = evaluate_sensor(project.defs, poller_name("acme_audit"), restarted, stored)
         assert isinstance(result, dg.SensorResult)
         (request,) = result.run_requests
         assert (
