@@ -85,7 +85,8 @@ def test_pull_commits_only_after_success(
     api.requests.clear()
     again = pull("acme_audit")
     assert again.exit_code == 0 and "acme_audit: 3 written, 0 duplicates skipped" in again.output
-    assert len(api.requests) == 1 and api.requests[0].arg("created_after") == "2026-03-01T00:39:00.000000Z"
+    # The probe's request, then the run's: both from the committed watermark.
+    assert [r.arg("created_after") for r in api.requests] == ["2026-03-01T00:39:00.000000Z"] * 2
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))
     assert [r.status for r in runs] == [
         dg.DagsterRunStatus.SUCCESS,
