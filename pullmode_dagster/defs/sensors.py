@@ -143,12 +143,14 @@ class QuietPoll:
     probe: ProbeResult
     cursor: CursorState
     """The committed cursor, unchanged (sealed)."""
+    checked_at: datetime
+    """When the poller asked (its clock)."""
 
     def metadata(self) -> dict[str, object]:
         return {
             "events_written": 0,
             "cursor_after": dg.MetadataValue.json(self.cursor.to_dict()),
-            "checked_at": _iso(self.probe.checked_at),
+            "checked_at": _iso(self.checked_at),
             "probe_seconds": self.probe.seconds,
             "requests": self.probe.requests,
             "poll": QUIET_POLL,
@@ -367,7 +369,7 @@ class PollPlanner:
         if result.verdict == "nothing_new":
             partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
             last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
-            quiet = QuietPoll(partition_key, result, state.committed)
+            quiet = QuietPoll(partition_key, result, state.committed, now)
             log.append(f"nothing new ({result.describe()}); no run, a quiet poll of {partition_key} recorded")
             return PollDecision(replace(state, last_tick=last_tick, probe_after=None), log=log, quiet=quiet)
         if result.verdict == "throttled":

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .adapters import ProbeAnswer, PullContext
@@ -46,7 +45,6 @@ class ProbeResult:
     verdict: Verdict
     seconds: float
     requests: int
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     reason: str | None = None
     """Why it failed or was throttled, one redacted line."""
     retry_after: float | None = None
@@ -64,7 +62,7 @@ def probe_source(
     known_ids: KnownIds,
     context: PullContext | None = None,
     credentials: Credentials | None = None,
-    timeout: float = DEFAULT_PROBE_TIMEOUT,
+    timeout: float | None = None,
 ) -> ProbeResult:
     """Ask ``source`` whether anything is after ``committed``; never raises for the source's own
     failures (they are ``failed``, with a redacted reason: the run is then launched and fails there).
@@ -72,6 +70,7 @@ def probe_source(
     The question runs on a thread of its own and is abandoned after ``timeout`` (a request still in
     flight then ends at its own capped timeout); requests neither start nor wait for a retry past it."""
     started = time.monotonic()
+    timeout = DEFAULT_PROBE_TIMEOUT if timeout is None else timeout
     context = context or PullContext()
     try:
         secrets = resolve(source, credentials)
