@@ -130,3 +130,13 @@ def fail_source_asset(monkeypatch: pytest.MonkeyPatch, name: str, error: Excepti
         return real(source)
 
     monkeypatch.setattr(definitions, "build_source_asset", build_source_asset)
+
+
+def watermark_harness(
+    url: str, sources: Any, instance: dg.DagsterInstance, tmp: Path, now: datetime, **overrides: Any
+) -> Harness:
+    """The ``acme_audit`` http_polling source at ``url`` with a ``created_after`` watermark filter."""
+    from .conftest import http_source
+
+    sources.write(http_source(url, incrementalParams={"created_after": "${{cursor.watermark}}"}, **overrides))
+    return make_harness(sources.directory, instance, Clock(now), tmp, "acme_audit")

@@ -20,7 +20,7 @@ from pullmode_dagster.engine.http import RetryPolicy
 from pullmode_dagster.engine.probe import probe_source
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, Harness, committed, make_harness
+from .dagster_helpers import Harness, committed, watermark_harness
 from .fakes import CursorFeed, make_events
 
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
@@ -29,25 +29,16 @@ KEY = dg.AssetKey(["ingestion", "acme_audit"])
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
 def feed(api: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> CursorFeed:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
-    feed = CursorFeed(make_events(12), page_size=10)
-    api.routes["/v1/events"] = feed
+    api.routes["/v1/events"] = feed = CursorFeed(make_events(12), page_size=10)
     return feed
 
 
 @pytest.fixture
-def harness(
-    api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, instance: dg.DagsterInstance, tmp_path: Path
-) -> Harness:
-    sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
-    return make_harness(sources.directory, instance, Clock(T), tmp_path, "acme_audit")
+def harness(api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, tmp_path: Path) -> Iterator[Harness]:
+    with dg.instance_for_test() as instance:
+        yield watermark_harness(api.url("/v1/events"), sources, instance, tmp_path, T)
 
 
 def drained(harness: Harness) -> str:
@@ -188,16 +179,14 @@ def test_a_slow_vendor_is_bounded_and_the_run_is_launched(
 
 
 def test_a_source_that_opts_out_runs_on_every_tick_without_asking(
-    api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, instance: dg.DagsterInstance, tmp_path: Path
+    api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, tmp_path: Path
 ) -> None:
-    sources.write(
-        http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}, probe=False)
-    )
-    harness = make_harness(sources.directory, instance, Clock(T), tmp_path, "acme_audit")
-    cursor = drained(harness)
-    api.requests.clear()
-    harness.clock.now = T.replace(minute=5, second=4)
-    tick = harness.tick(cursor)
+    with dg.instance_for_test() as instance:
+        harness = watermark_harness(api.url("/v1/events"), sources, instance, tmp_path, T, probe=False)
+        cursor = drained(harness)
+        api.requests.clear()
+        harness.clock.now = T.replace(minute=5, second=4)
+        tick = harness.tick(cursor)
     assert len(tick.run_requests) == 1 and api.requests == []
 
 
