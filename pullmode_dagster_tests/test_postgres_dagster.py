@@ -64,7 +64,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
 ) -> None:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-pg-2222")
     point_dagster_at(pg_url, monkeypatch)
-    api.routes["/v1/events"] = CursorFeed(make_events(40), page_size=10)
+    api.routes["/v1/events"] = feed = CursorFeed(make_events(40), page_size=10)
     sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
     resources = {
         "trace_store": TraceStoreResource(url=pg_url),
@@ -110,7 +110,9 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
         }
         assert checks == {"normalized_schema": True, "unique_source_event_id": True}  # computed on the Postgres store
 
-        # The daemon's next tick of the poller, on the restarted instance, pulls from that cursor.
+        # The daemon's next tick of the poller, on the restarted instance, pulls from that cursor
+        # (something new upstream: its probe, asked from that cursor too, finds it).
+        feed.events += make_events(1, start=40)
         result = evaluate_sensor(project.defs, poller_name("acme_audit"), restarted, stored)
         assert isinstance(result, dg.SensorResult)
         (request,) = result.run_requests

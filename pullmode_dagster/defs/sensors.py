@@ -517,6 +517,8 @@ def build_poller_sensor(
         ) -> dg.SensorResult:
             return evaluate(context, build_prober(source, credentials, trace_store, pull_settings, context.log, s3))
 
+        # This module's annotations are text; Dagster resolves them in its globals, which hold no S3Resource.
+        poll_s3.__annotations__["s3"] = S3Resource
         return sensor(poll_s3)
 
     def poll(
