@@ -65,6 +65,7 @@ def test_a_quiet_tick_launches_no_run_and_records_a_runless_materialization(
     assert event.partition == "2026-03-02"
     meta = {k: v.value for k, v in event.metadata.items()}
     assert meta["events_written"] == 0 and meta["poll"] == "quiet poll" and meta["requests"] == 1
+    assert meta["dagster/row_count"] == 0  # the tick's day holds none of the 12 events (all on Mar 1)
     assert meta["cursor_after"] == committed(cursor) and meta["checked_at"] == "2026-03-02T10:05:04Z"
     assert isinstance(meta["probe_seconds"], float)
     state = PollPlanState.from_json(quiet.cursor)

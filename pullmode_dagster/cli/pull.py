@@ -27,6 +27,7 @@ from ..defs.sensors import (
     PollPlanState,
     Prober,
     build_prober,
+    counted,
     job_name,
     poller_name,
     run_metadata,
@@ -129,7 +130,8 @@ def _pull_locked(
     cursors.set(sensor, decision.state.to_json())  # with a pull to run: announced in flight before it starts
     if decision.quiet is not None:
         # What the poller records for a quiet tick, reported to the instance here (no run, no sensor).
-        materialization = decision.quiet.materialization(poller.key, secrets_for(poller.source).redact)
+        quiet = counted(decision.quiet, poller.source, defs.resources["trace_store"])  # type: ignore[arg-type]
+        materialization = quiet.materialization(poller.key, secrets_for(poller.source).redact)
         instance.report_runless_asset_event(materialization)
         return PullOutcome(name, True, decision.quiet.line(name), cursor=decision.state.committed.to_json(), quiet=True)
     request = decision.run_request

@@ -22,7 +22,7 @@ from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.errors import PullmodeError
 from ..engine.probe import ProbeResult, probe_source
 from . import outgoing
-from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key
+from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key, partition_row_count
 from .outgoing import CursorSeal
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
@@ -145,6 +145,8 @@ class QuietPoll:
     """The committed cursor, unchanged (sealed)."""
     checked_at: datetime
     """When the poller asked (its clock)."""
+    row_count: int | None = None
+    """The partition's stored events (``dagster/row_count``), when the store could tell."""
 
     def metadata(self) -> dict[str, object]:
         return {
@@ -154,7 +156,7 @@ class QuietPoll:
             "probe_seconds": self.probe.seconds,
             "requests": self.probe.requests,
             "poll": QUIET_POLL,
-        }
+        } | ({"dagster/row_count": self.row_count} if self.row_count is not None else {})
 
     def materialization(self, key: dg.AssetKey, redact: Any) -> dg.AssetMaterialization:
         return dg.AssetMaterialization(
@@ -467,6 +469,16 @@ def build_prober(
     return ask
 
 
+def counted(quiet: QuietPoll, source: SourceConfig, trace_store: TraceStoreResource) -> QuietPoll:
+    """``quiet`` with its partition's stored events, as a run's record has them; without, when the
+    store cannot answer (the quiet poll is still recorded)."""
+    try:
+        with trace_store.open() as store:
+            return replace(quiet, row_count=partition_row_count(store, source, quiet.partition_key))
+    except Exception:
+        return quiet
+
+
 def sensor_result(decision: PollDecision, source: SourceConfig, key: dg.AssetKey) -> dg.SensorResult:
     """The evaluation's outcome for Dagster: a run request, a quiet poll's runless materialization
     (no run), or a skip with its reason."""
@@ -492,7 +504,9 @@ def build_poller_sensor(
         "launched succeeded.",
     )
 
-    def evaluate(context: dg.SensorEvaluationContext, prober: Prober) -> dg.SensorResult:
+    def evaluate(
+        context: dg.SensorEvaluationContext, prober: Prober, trace_store: TraceStoreResource
+    ) -> dg.SensorResult:
         try:
             state = PollPlanState.from_json(context.cursor)
         except CursorFormatError as exc:
@@ -503,6 +517,8 @@ def build_poller_sensor(
             raise dg.DagsterInvariantViolationError(str(exc)) from None
         for line in decision.log:
             context.log.info(f"{source.name}: {line}")
+        if decision.quiet is not None:
+            decision.quiet = counted(decision.quiet, source, trace_store)
         return sensor_result(decision, source, poller.key)
 
     if "s3" in ADAPTERS[source.adapter].resources:
@@ -515,7 +531,8 @@ def build_poller_sensor(
             pull_settings: PullSettingsResource,
             s3: S3Resource,
         ) -> dg.SensorResult:
-            return evaluate(context, build_prober(source, credentials, trace_store, pull_settings, context.log, s3))
+            prober = build_prober(source, credentials, trace_store, pull_settings, context.log, s3)
+            return evaluate(context, prober, trace_store)
 
         # This module's annotations are text; Dagster resolves them in its globals, which hold no S3Resource.
         poll_s3.__annotations__["s3"] = S3Resource
@@ -527,6 +544,7 @@ def build_poller_sensor(
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
     ) -> dg.SensorResult:
-        return evaluate(context, build_prober(source, credentials, trace_store, pull_settings, context.log))
+        prober = build_prober(source, credentials, trace_store, pull_settings, context.log)
+        return evaluate(context, prober, trace_store)
 
     return sensor(poll)
