@@ -3,7 +3,13 @@ running a poller's request the way the daemon's run worker would (in process, on
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +25,8 @@ from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreReso
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .bounded import LineReader
 
 
 class Clock:
@@ -140,3 +148,32 @@ def watermark_harness(
 
     sources.write(http_source(url, incrementalParams={"created_after": "${{cursor.watermark}}"}, **overrides))
     return make_harness(sources.directory, instance, Clock(now), tmp, "acme_audit")
+
+
+@contextmanager
+def running_daemon(
+    tmp: Path, env: dict[str, str], describe: Any = None
+) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
+    """``dagster-daemon run`` over this repository's code location (a workspace file in ``tmp``, the
+    working directory), with ``os.environ`` plus ``env``; yields it and its output read line by line
+    (``describe``: more context for a failed wait). Stopped, its whole process group, on the way out."""
+    workspace = tmp / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
+        "      location_name: pullmode\n"
+    )
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        more = describe or (lambda: "")
+        yield daemon, LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; {more()}")  # type: ignore[arg-type]
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)

@@ -4,24 +4,39 @@ a failed probe launch the run as before; a 429 skips the tick; nothing it learns
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.freshness import FreshnessState
 
-from pullmode_dagster.defs.sensors import PollPlanState
+from pullmode_dagster.defs.assets import SOURCE_TAG
+from pullmode_dagster.defs.sensors import PollPlanState, poller_name
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
+from pullmode_dagster.demo.vendors.claude import ActivityFeedAPI, mixed_activities
+from pullmode_dagster.demo.vendors.copilot import CLIENT_ID, TENANT_ID, CopilotStudioAPI, transcript
+from pullmode_dagster.demo.vendors.openai import ComplianceLogsAPI, auth_log_record
 from pullmode_dagster.engine import probe as probe_module
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.http import RetryPolicy
-from pullmode_dagster.engine.probe import probe_source
+from pullmode_dagster.engine.probe import ProbeResult, probe_source
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.store import SqliteTraceStore
 
+from . import test_connector_claude as claude_tests
+from . import test_connector_copilot as copilot_tests
+from . import test_connector_openai as openai_tests
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Harness, committed, watermark_harness
+from .dagster_helpers import Harness, committed, running_daemon, watermark_harness
 from .fakes import CursorFeed, make_events
+from .s3_helpers import S3Proxy, ndjson, s3_source
 
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
 TOKEN = "tok-probe-7319-secret"
@@ -237,3 +252,184 @@ def test_known_ids_on_both_stores(kind: str, tmp_path: Path) -> None:
     else:
         with fresh_database() as url:
             check(url)
+
+
+# -- under the real dagster-daemon ----------------------------------------------------------------------
+
+QUIET_SOURCES = ["quiet_a", "quiet_b", "quiet_c"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_under_the_daemon_quiet_sources_record_runless_polls_and_stay_fresh_and_the_busy_one_runs(
+    home: Path, sources: SourceWriter, api: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three quiet sources and one with data, every minute, under ``dagster-daemon run``: the daemon
+    records each quiet poll's runless materialization (run id empty, the tick's partition) and launches
+    no run for them, which keeps them fresh; the busy source gets one run whose cursor is committed."""
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
+    busy = CursorFeed(make_events(3), page_size=10)
+    api.routes["/v1/busy"] = busy
+    for name in QUIET_SOURCES:
+        api.routes[f"/v1/{name}"] = CursorFeed([], page_size=10)
+    watermark = {"created_after": "${{cursor.watermark}}"}
+    for name in [*QUIET_SOURCES, "busy"]:
+        sources.write(http_source(api.url(f"/v1/{name}"), name=name, schedule="* * * * *", incrementalParams=watermark))
+    env = {"FRESHNESS_DAEMON_INTERVAL_SECONDS": "2"}  # its 30 s default would only make the test wait
+    instance = dg.DagsterInstance.get()
+    quiet_keys = [dg.AssetKey(["ingestion", name]) for name in QUIET_SOURCES]
+
+    def busy_committed() -> dict[str, object]:
+        states = [s for s in instance.all_instigator_state() if s.name == poller_name("busy")]
+        cursor = states[0].instigator_data.cursor if states and states[0].instigator_data else None  # type: ignore[union-attr]
+        return committed(cursor)
+
+    def settled() -> bool:
+        freshness = instance.get_freshness_state_records(quiet_keys)
+        return busy_committed().get("watermark") is not None and all(
+            key in freshness and freshness[key].freshness_state == FreshnessState.PASS for key in quiet_keys
+        )
+
+    with running_daemon(tmp_path, env) as (_, output):
+        # The first evaluation runs the busy source; the one 30 s later commits its cursor.
+        ends = time.monotonic() + 150
+        while not settled():
+            output.next_line(max(0.0, ends - time.monotonic()), expecting="the busy cursor committed, all fresh")
+    for name, key in zip(QUIET_SOURCES, quiet_keys, strict=True):
+        assert instance.get_runs(filters=dg.RunsFilter(tags={SOURCE_TAG: name})) == [], name
+        records = instance.fetch_materializations(key, limit=10).records
+        assert records, name
+        for record in records:
+            meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}  # type: ignore[union-attr]
+            assert record.run_id == "" and meta["poll"] == "quiet poll" and meta["events_written"] == 0
+            assert record.partition_key == str(meta["checked_at"])[:10]  # the tick's day
+    (run,) = instance.get_runs(filters=dg.RunsFilter(tags={SOURCE_TAG: "busy"}))
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert busy_committed()["watermark"] == "2026-03-01T00:02:00.000000Z"
+
+
+# -- the other adapters' probes, against their loopback fakes --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A demo vendor fake for the probe table: how to start it (setting the environment its source
+    reads), the source, and how to publish one more event on it (``n``: the how-manieth)."""
+
+    start: Callable[[pytest.MonkeyPatch], AbstractContextManager[Any]]
+    source: Callable[[Any], dict[str, Any]]
+    publish: Callable[[Any, int], None]
+
+
+@contextmanager
+def claude_feed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with ActivityFeedAPI(claude_tests.KEY) as api:
+        monkeypatch.setenv(claude_tests.ENV, api.base_url)
+        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", claude_tests.KEY)
+        yield api
+
+
+@contextmanager
+def openai_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with ComplianceLogsAPI(openai_tests.KEY) as api:
+        monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", api.base_url)
+        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", openai_tests.KEY)
+        yield api
+
+
+@contextmanager
+def copilot_dataverse(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with CopilotStudioAPI(copilot_tests.SECRET) as api:
+        monkeypatch.setenv(copilot_tests.OVERRIDE, api.token_url)
+        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
+        monkeypatch.setenv("COPILOT_CLIENT_SECRET", copilot_tests.SECRET)
+        yield api
+
+
+def publish_claude(api: ActivityFeedAPI, n: int) -> None:
+    api.add(mixed_activities(n + 1, T0_VENDOR)[n])
+
+
+def publish_openai(api: ComplianceLogsAPI, n: int) -> None:
+    at = T0_VENDOR + timedelta(hours=n + 1)
+    api.add_file("AUTH_LOG", [auth_log_record(f"auth_{n:03d}", at, email="user@acme.example")], end_time=at)
+
+
+def publish_copilot(api: CopilotStudioAPI, n: int) -> None:
+    api.add(transcript(copilot_tests.tid(n), T0_VENDOR + timedelta(minutes=n), aad_object_id="aad-user-0"))
+
+
+T0_VENDOR = datetime(2026, 3, 1, tzinfo=UTC)
+VENDORS = {
+    "claude_compliance": Vendor(claude_feed, lambda api: claude_tests.claude_source(), publish_claude),
+    "openai_compliance": Vendor(
+        openai_logs, lambda api: openai_tests.openai_source(eventTypes=["AUTH_LOG"]), publish_openai
+    ),
+    "copilot_studio": Vendor(
+        copilot_dataverse, lambda api: copilot_tests.copilot_source(api.environment_url), publish_copilot
+    ),
+}
+
+
+@pytest.mark.parametrize("adapter", sorted(VENDORS))
+def test_the_vendor_probes_see_nothing_new_after_a_pull_and_news_after_one_more_event(
+    adapter: str, sources: SourceWriter, store: SqliteTraceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendor = VENDORS[adapter]
+    context = PullContext(retry=RetryPolicy(max_attempts=1))
+    with vendor.start(monkeypatch) as api:
+        for n in range(3):
+            vendor.publish(api, n)
+        source = sources.load(vendor.source(api))
+
+        def known(ids: list[str]) -> set[str]:
+            return store.known_ids(source.name, ids)
+
+        assert probe_source(source, CursorState(), known_ids=known, context=context).verdict == "new"
+        pulled = run_pull(source, store=store, context=context)
+        assert pulled.written == 3 and pulled.drained
+        quiet = probe_source(source, pulled.cursor_after, known_ids=known, context=context)
+        assert (quiet.verdict, quiet.reason) == ("nothing_new", None) and quiet.requests >= 1
+        vendor.publish(api, 3)
+        assert probe_source(source, pulled.cursor_after, known_ids=known, context=context).verdict == "new"
+        assert run_pull(source, store=store, start=pulled.cursor_after, context=context).written == 1
+
+
+# -- s3_polling, through moto -----------------------------------------------------------------------------
+
+
+def test_the_s3_probe_nothing_new_a_new_key_folder_markers_and_access_denied(
+    s3: Any, sources: SourceWriter, store: SqliteTraceStore, proxy: tuple[S3Proxy, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DROP_KEY_ID", "AKIAFIRSTKEY0001")
+    monkeypatch.setenv("DROP_SECRET", "first-secret-value-0001")
+    recorder, endpoint = proxy
+    context = PullContext(retry=RetryPolicy(max_attempts=1))
+    source = sources.load(s3_source(endpoint))
+
+    def known(ids: list[str]) -> set[str]:
+        return store.known_ids(source.name, ids)
+
+    def ask(start: CursorState) -> ProbeResult:
+        return probe_source(source, start, known_ids=known, context=context)
+
+    assert ask(CursorState()).verdict == "nothing_new"  # an empty prefix
+    s3.put_object(Bucket="audit-drops", Key="audit/1.ndjson", Body=ndjson(make_events(2)))
+    s3.put_object(Bucket="audit-drops", Key="other/x.ndjson", Body=ndjson(make_events(1, start=9)))  # not its prefix
+    assert ask(CursorState()).verdict == "new"
+    pulled = run_pull(source, store=store, context=context)
+    assert pulled.cursor_after.position.get("after_key") == "audit/1.ndjson"
+    assert (ask(pulled.cursor_after).verdict, ask(pulled.cursor_after).requests) == ("nothing_new", 1)
+    # Folder markers after the cursor's key are asked past: still nothing new, one request each.
+    s3.put_object(Bucket="audit-drops", Key="audit/2/", Body=b"")
+    s3.put_object(Bucket="audit-drops", Key="audit/3/", Body=b"")
+    past_markers = ask(pulled.cursor_after)
+    assert (past_markers.verdict, past_markers.requests) == ("nothing_new", 3)
+    s3.put_object(Bucket="audit-drops", Key="audit/3/4.ndjson", Body=ndjson(make_events(1, start=2)))
+    assert ask(pulled.cursor_after).verdict == "new"
+    recorder.denied.add("")  # the bucket's listing (its path holds no key): AccessDenied
+    denied = ask(pulled.cursor_after)
+    assert denied.verdict == "failed" and denied.reason is not None
+    assert "cannot list s3://audit-drops/audit/" in denied.reason and "AccessDenied (HTTP 403)" in denied.reason
+    assert "first-secret-value-0001" not in denied.reason
