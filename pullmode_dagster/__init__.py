@@ -2,14 +2,14 @@
 
 The engine (:mod:`pullmode_dagster.engine`) never imports Dagster; :mod:`pullmode_dagster.defs` is thin wiring.
 Exported here: the custom-puller interface (:class:`Puller`, :class:`Page`, :class:`Position`, :class:`CursorState`,
-:class:`Window`) and :func:`build_definitions`. Design: docs/design/README.md#the-package
+:class:`Window`, :class:`ProbeAnswer`) and :func:`build_definitions`. Design: docs/design/README.md#the-package
 """
 
 __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING, Any
 
-from .engine.adapters.base import Page, Position, Puller, Window
+from .engine.adapters.base import Page, Position, ProbeAnswer, Puller, Window
 from .engine.cursor import CursorState
 
 if TYPE_CHECKING:
@@ -25,4 +25,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CursorState", "Page", "Position", "Puller", "Window", "__version__", "build_definitions"]
+__all__ = ["CursorState", "Page", "Position", "ProbeAnswer", "Puller", "Window", "__version__", "build_definitions"]

@@ -3,7 +3,13 @@ running a poller's request the way the daemon's run worker would (in process, on
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +25,8 @@ from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreReso
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .bounded import LineReader
 
 
 class Clock:
@@ -36,6 +44,14 @@ def fast_resources(store_path: Path) -> dict[str, object]:
     }
 
 
+def evaluate_sensor(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None) -> Any:
+    """One evaluation of sensor ``name`` as the daemon makes it: the instance, the stored cursor and
+    the code location's resources (a sensor called directly gets only the resources it is handed)."""
+    sensor = defs.resolve_sensor_def(name)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as ctx:
+        return sensor(ctx)
+
+
 @dataclass
 class Harness:
     project: Project
@@ -46,9 +62,7 @@ class Harness:
 
     def tick(self, cursor: str | None) -> dg.SensorResult:
         """Evaluate the poller once, as the daemon does, with the stored cursor."""
-        sensor = self.project.defs.resolve_sensor_def(poller_name(self.source))
-        context = dg.build_sensor_context(instance=self.instance, cursor=cursor, definitions=self.project.defs)
-        result = sensor(context)
+        result = evaluate_sensor(self.project.defs, poller_name(self.source), self.instance, cursor)
         assert isinstance(result, dg.SensorResult)
         return result
 
@@ -124,3 +138,42 @@ def fail_source_asset(monkeypatch: pytest.MonkeyPatch, name: str, error: Excepti
         return real(source)
 
     monkeypatch.setattr(definitions, "build_source_asset", build_source_asset)
+
+
+def watermark_harness(
+    url: str, sources: Any, instance: dg.DagsterInstance, tmp: Path, now: datetime, **overrides: Any
+) -> Harness:
+    """The ``acme_audit`` http_polling source at ``url`` with a ``created_after`` watermark filter."""
+    from .conftest import http_source
+
+    sources.write(http_source(url, incrementalParams={"created_after": "${{cursor.watermark}}"}, **overrides))
+    return make_harness(sources.directory, instance, Clock(now), tmp, "acme_audit")
+
+
+@contextmanager
+def running_daemon(
+    tmp: Path, env: dict[str, str], describe: Any = None
+) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
+    """``dagster-daemon run`` over this repository's code location (a workspace file in ``tmp``, the
+    working directory), with ``os.environ`` plus ``env``; yields it and its output read line by line
+    (``describe``: more context for a failed wait). Stopped, its whole process group, on the way out."""
+    workspace = tmp / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
+        "      location_name: pullmode\n"
+    )
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        more = describe or (lambda: "")
+        yield daemon, LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; {more()}")  # type: ignore[arg-type]
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)

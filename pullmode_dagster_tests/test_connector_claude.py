@@ -606,7 +606,9 @@ def test_cli_preview_pulls_and_tail(vendor: ActivityFeedAPI, sources: SourceWrit
     second = cli("pull", NAME)
     assert second.exit_code == 0, second.output
     assert f"{NAME}: 2 written, 0 duplicates skipped, 0 rejected, 1 pages" in second.output
-    assert sent(vendor, "before_id") == [aid(24)]
+    # The probe's limit=1 question, then the run's page: both after the committed activity.
+    assert sent(vendor, "before_id") == [aid(24)] * 2
+    assert sent(vendor, "limit") == ["1", "10"]
 
     tail = cli("tail", "--source", NAME, "--json", "-n", "100")
     assert tail.exit_code == 0, tail.output
@@ -666,7 +668,7 @@ def test_canary_the_api_key_never_leaves_its_place(
         # A gateway that redirects elsewhere: not followed, so the other origin never sees the key.
         vendor.add(*mixed_activities(15, T0)[14:])
         vendor.inject(307, headers={"Location": elsewhere.url("/v1/compliance/activities?key=x")})
-        redirected = cli("pull", NAME, "-v")
+        redirected = cli("pull", NAME, "-v", "--always-run")  # the run's own request meets the redirect
         assert redirected.exit_code == 1 and "HTTP 307 redirect (not followed)" in redirected.output
         vendor.api_key = "sk-ant-api01-rotated-elsewhere-0000"  # the canary is now rejected, and echoed
         vendor.echo_key = True

@@ -521,7 +521,8 @@ def test_cli_preview_and_pulls(vendor: ComplianceLogsAPI, sources: SourceWriter,
     second = cli("pull", NAME)
     assert second.exit_code == 0, second.output
     assert f"{NAME}: 1 written, 0 duplicates skipped, 0 rejected, 1 files" in second.output
-    assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"]
+    # The probe's listing, then the run's: both from the committed position.
+    assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"] * 2
     assert len(vendor.downloads()) == 1 and not vendor.storage_saw_authorization
     with SqliteTraceStore(tmp_path / "trace.db") as store:
         assert len(ids(store)) == 11

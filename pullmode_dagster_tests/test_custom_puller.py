@@ -810,3 +810,59 @@ def test_sigterm_ends_a_pull_whose_puller_blocks(
         "workato_jobs: FAILED: source 'workato_jobs': interrupted (SIGINT or SIGTERM); checkpoint "
         '{"high_water":"2026-03-01T00:00:00.000000Z","n":1,"v":1}'
     ), failed
+
+
+def probe_module(probe_body: str) -> str:
+    """A puller whose ``probe`` is ``probe_body`` (its pages are never asked for)."""
+    return puller_module("yield from ()", header="from pullmode_dagster import ProbeAnswer\n") + (
+        "\n    def probe(self, start):\n" + textwrap.indent(textwrap.dedent(probe_body), "        ")
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "verdict", "reason"),
+    [
+        ("return ProbeAnswer('nothing_new')", "nothing_new", None),
+        ("return ProbeAnswer.after([{'id': 'a', 't': '2026-03-01T00:00:00Z'}])", "nothing_new", None),  # 'a' stored
+        ("return ProbeAnswer.after([{'id': 'b', 't': '2026-03-01T00:00:00Z'}])", "new", None),
+        (
+            "sys.exit('no probe for ' + self.credentials['token'])",
+            "failed",
+            "source 'workato_jobs': custom puller user_code.probes:P raised: SystemExit: no probe for ***",
+        ),
+        (
+            "return {'verdict': 'new'}",
+            "failed",
+            "source 'workato_jobs': custom puller user_code.probes:P returned a dict from probe(), expected a "
+            "pullmode_dagster.ProbeAnswer",
+        ),
+    ],
+)
+def test_a_custom_pullers_probe_is_asked_contained(
+    user_modules: Callable[[str, str], str],
+    sources: SourceWriter,
+    context: PullContext,
+    body: str,
+    verdict: str,
+    reason: str | None,
+) -> None:
+    from pullmode_dagster.engine.cursor import CursorState
+    from pullmode_dagster.engine.probe import probe_source
+
+    source = sources.load(custom_source(f"{user_modules('probes', probe_module(body))}:P"))
+    result = probe_source(source, CursorState(), known_ids=lambda ids: {"a"} & set(ids), context=context)
+    assert (result.verdict, result.reason) == (verdict, reason)
+
+
+def test_a_custom_puller_without_a_probe_is_unknown_and_a_blocking_one_is_bounded(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, context: PullContext
+) -> None:
+    from pullmode_dagster.engine.cursor import CursorState
+    from pullmode_dagster.engine.probe import probe_source
+
+    plain = sources.load(custom_source(f"{user_modules('plain', puller_module('yield from ()'))}:P"))
+    assert probe_source(plain, CursorState(), known_ids=lambda ids: set(), context=context).verdict == "unknown"
+    blocks = probe_module(f"import {GATE}\n{GATE}.event.wait()\nreturn ProbeAnswer('new')")
+    slow = sources.load(custom_source(f"{user_modules('blocks', blocks)}:P"))
+    result = probe_source(slow, CursorState(), known_ids=lambda ids: set(), context=context, timeout=0.5)
+    assert result.verdict == "failed" and result.reason == "source 'workato_jobs': no answer within the probe's 0.5 s"

@@ -44,7 +44,7 @@ def harness(
     return make_harness(sources.directory, instance, Clock(T), tmp_path, "acme_audit")
 
 
-def test_requests_on_a_cron_tick_and_not_between_ticks(harness: Harness) -> None:
+def test_requests_on_a_cron_tick_and_not_between_ticks(harness: Harness, feed: CursorFeed) -> None:
     first = harness.tick(None)  # a new poller pulls at once, for the latest tick
     (request,) = first.run_requests
     assert request.run_key == "acme_audit:2026-03-02T10:00:00Z"
@@ -62,11 +62,14 @@ def test_requests_on_a_cron_tick_and_not_between_ticks(harness: Harness) -> None
     )
 
     harness.clock.now = T.replace(minute=5, second=7)
+    feed.events += make_events(1, start=40)  # something new: the probe finds it, so the tick runs
     on_tick = harness.tick(between.cursor)
     assert [r.run_key for r in on_tick.run_requests] == ["acme_audit:2026-03-02T10:05:00Z"]
 
 
-def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, instance: dg.DagsterInstance) -> None:
+def test_cursor_holds_the_run_end_state_only_after_success(
+    harness: Harness, instance: dg.DagsterInstance, feed: CursorFeed
+) -> None:
     first = harness.tick(None)
     assert committed(first.cursor) == {"v": 1}  # requesting commits nothing
     result = harness.run(first.run_requests[0])
@@ -81,7 +84,8 @@ def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, ins
         "run_id": result.run_id,
         "status": "SUCCESS",
     }
-    # The next pull starts from the committed watermark: one request, nothing new.
+    # The next pull starts from the committed watermark (the probe asks from it too).
+    feed.events += make_events(1, start=40)
     harness.clock.now = T.replace(minute=5, second=1)
     nxt = harness.tick(after.cursor)
     config = nxt.run_requests[0].run_config["ops"]["ingestion__acme_audit"]["config"]
@@ -89,7 +93,7 @@ def test_cursor_holds_the_run_end_state_only_after_success(harness: Harness, ins
 
 
 def test_failed_run_commits_its_checkpoint_and_the_next_tick_resumes_there(harness: Harness, feed: CursorFeed) -> None:
-    feed.fail_after_pages = 2  # pages 1-2 succeed, then the server returns 500
+    feed.fail_after_pages = 3  # the probe's page and pages 1-2 succeed, then the server returns 500
     first = harness.tick(None)
     failed = harness.run(first.run_requests[0])
     assert not failed.success

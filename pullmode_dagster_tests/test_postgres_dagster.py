@@ -23,7 +23,7 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock
+from .dagster_helpers import Clock, evaluate_sensor
 from .fakes import CursorFeed, make_events
 from .pg import connect, fresh_database
 
@@ -64,7 +64,7 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
 ) -> None:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-pg-2222")
     point_dagster_at(pg_url, monkeypatch)
-    api.routes["/v1/events"] = CursorFeed(make_events(40), page_size=10)
+    api.routes["/v1/events"] = feed = CursorFeed(make_events(40), page_size=10)
     sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
     resources = {
         "trace_store": TraceStoreResource(url=pg_url),
@@ -110,10 +110,10 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
         }
         assert checks == {"normalized_schema": True, "unique_source_event_id": True}  # computed on the Postgres store
 
-        # The daemon's next tick of the poller, on the restarted instance, pulls from that cursor.
-        sensor = project.defs.resolve_sensor_def(poller_name("acme_audit"))
-        context = dg.build_sensor_context(instance=restarted, cursor=stored, definitions=project.defs)
-        result = sensor(context)
+        # The daemon's next tick of the poller, on the restarted instance, pulls from that cursor
+        # (something new upstream: its probe, asked from that cursor too, finds it).
+        feed.events += make_events(1, start=40)
+        result = evaluate_sensor(project.defs, poller_name("acme_audit"), restarted, stored)
         assert isinstance(result, dg.SensorResult)
         (request,) = result.run_requests
         assert (

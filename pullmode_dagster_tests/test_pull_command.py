@@ -85,7 +85,8 @@ def test_pull_commits_only_after_success(
     api.requests.clear()
     again = pull("acme_audit")
     assert again.exit_code == 0 and "acme_audit: 3 written, 0 duplicates skipped" in again.output
-    assert len(api.requests) == 1 and api.requests[0].arg("created_after") == "2026-03-01T00:39:00.000000Z"
+    # The probe's request, then the run's: both from the committed watermark.
+    assert [r.arg("created_after") for r in api.requests] == ["2026-03-01T00:39:00.000000Z"] * 2
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))
     assert [r.status for r in runs] == [
         dg.DagsterRunStatus.SUCCESS,
@@ -180,7 +181,37 @@ def test_a_bad_hand_set_cursor_refuses_its_source_in_one_line_and_pull_all_pulls
         assert result.exit_code == 1, result.output
         lines = result.output.splitlines()
         assert f"acme_audit: not pulled: {problem}" in lines, result.output
-        # The other source is pulled all the same: its events the first time, nothing new after.
-        assert any(line.startswith(f"cust: {3 if n == 0 else 0} written, ") for line in lines), result.output
+        # The other source is pulled all the same: its events the first time, a quiet poll after.
+        expected = "cust: 3 written, " if n == 0 else "cust: nothing new (1 request, "
+        assert any(line.startswith(expected) for line in lines), result.output
         assert len(lines) == 2, result.output
         assert cursors.get("acme_audit_poller") == json.dumps(cursor)  # refused, left as it was set
+
+
+@pytest.mark.slow
+def test_pull_with_nothing_new_records_a_quiet_poll_and_always_run_runs(
+    api: LoopbackServer, sources: SourceWriter, instance: dg.DagsterInstance
+) -> None:
+    api.routes["/v1/events"] = CursorFeed(make_events(5), page_size=10)
+    sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
+    assert pull("acme_audit").exit_code == 0
+    committed = stored(instance).committed
+    api.requests.clear()
+
+    quiet = pull("acme_audit")
+    assert quiet.exit_code == 0, quiet.output
+    (line,) = quiet.output.splitlines()
+    assert line.startswith("acme_audit: nothing new (1 request, ") and line.endswith(" s); recorded a quiet poll")
+    assert len(api.requests) == 1 and stored(instance).committed == committed
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))
+    assert len(runs) == 1  # the first pull's only
+    record = instance.fetch_materializations(dg.AssetKey(["ingestion", "acme_audit"]), limit=1).records[0]
+    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}  # type: ignore[union-attr]
+    assert record.run_id == "" and meta["poll"] == "quiet poll" and meta["events_written"] == 0
+    assert meta["cursor_after"] == committed.to_dict()
+
+    api.requests.clear()
+    forced = pull("acme_audit", "--always-run")
+    assert forced.exit_code == 0 and "acme_audit: 0 written" in forced.output
+    assert len(api.requests) == 1  # the run's request only: no probe
+    assert len(instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))) == 2

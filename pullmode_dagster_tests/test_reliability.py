@@ -8,11 +8,7 @@ Fixed seeds: each server meets the same faults in the same order on every run.""
 from __future__ import annotations
 
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,9 +31,8 @@ from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
-from .bounded import LineReader
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, committed, failed_runs, make_harness
+from .dagster_helpers import Clock, committed, failed_runs, make_harness, running_daemon
 from .fakes import make_events
 from .faults import (
     FAULT_KINDS,
@@ -502,42 +497,23 @@ def test_under_the_daemon_a_slow_webhook_gets_each_failed_run_alerted_once(
     user, password, token = "hookuser-c4n4ry", "hookpass-c4n4ry", "hooktoken-c4n4ry"
     secrets = [user, password, token, "slackpath-c4n4ry"]
     with LoopbackServer({"/services/slackpath-c4n4ry": webhook}) as server:
-        workspace = tmp_path / "workspace.yaml"
-        workspace.write_text(
-            "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
-            "      location_name: pullmode\n"
-        )
         env = {
-            **os.environ,
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             "PULLMODE_ALERT_WEBHOOK_URL": (
                 f"http://{user}:{password}@127.0.0.1:{server.port}/services/slackpath-c4n4ry?token={token}\n"
             ),
             "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "16",  # deliveries start within 8 s of a tick, end by 12 s
         }
-        daemon_bin = Path(sys.executable).with_name("dagster-daemon")
-        daemon = subprocess.Popen(
-            [str(daemon_bin), "run", "-w", str(workspace)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            output = LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; alerts {webhook.taken}")  # type: ignore[arg-type]
-            done = f"Sensor {SENSOR_NAME} skipped: no new failure"
-            ends = time.monotonic() + 100  # two ticks 30 s apart, with room for a slow machine
-            while True:
-                line = output.next_line(max(0.0, ends - time.monotonic()), expecting=f"'{done}', nothing waiting")
-                assert len(webhook.taken) == len(set(webhook.taken)), f"alerted twice: {webhook.taken}"
-                if line.endswith(done):
-                    break
-        finally:
-            webhook.stop()
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(60)
+        with running_daemon(tmp_path, env, lambda: f"alerts {webhook.taken}") as (_, output):
+            try:
+                done = f"Sensor {SENSOR_NAME} skipped: no new failure"
+                ends = time.monotonic() + 100  # two ticks 30 s apart, with room for a slow machine
+                while True:
+                    line = output.next_line(max(0.0, ends - time.monotonic()), expecting=f"'{done}', nothing waiting")
+                    assert len(webhook.taken) == len(set(webhook.taken)), f"alerted twice: {webhook.taken}"
+                    if line.endswith(done):
+                        break
+            finally:
+                webhook.stop()  # before the daemon is stopped, so no delivery holds it up
     assert sorted(webhook.taken) == sorted(run_ids)
     for run_id in run_ids:
         run = instance.get_run_by_id(run_id)

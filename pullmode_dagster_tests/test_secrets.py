@@ -39,6 +39,7 @@ from pullmode_dagster.engine.redaction import ENCODINGS, Redactor
 from pullmode_dagster.engine.sealing import Sealer
 
 from .conftest import SourceWriter, http_source
+from .dagster_helpers import evaluate_sensor
 from .fakes import make_events
 from .s3_helpers import S3Proxy, ndjson, s3_source
 
@@ -496,10 +497,9 @@ def test_a_same_origin_next_link_echoing_every_spelling_is_sealed_through_pull_a
     # The poller pulls on (more to pull): its cursor, the next run's config, that run's checkpoint
     # and cursor_after, and its settled cursor; the next page is requested exactly as the server wrote it.
     project = build_project()
-    sensor = project.defs.resolve_sensor_def("canary_poller")
     with dg.DagsterInstance.get() as instance:
         stored = SensorCursors(instance, WORKSPACE).get("canary_poller")
-        tick = sensor(dg.build_sensor_context(instance=instance, cursor=stored, definitions=project.defs))
+        tick = evaluate_sensor(project.defs, "canary_poller", instance, stored)
         (request,) = tick.run_requests
         assert "${{credentials.js:component}}" in request.run_config["ops"]["ingestion__canary"]["config"]["cursor"]
         run = project.defs.resolve_job_def("canary_pull").execute_in_process(
@@ -510,7 +510,7 @@ def test_a_same_origin_next_link_echoing_every_spelling_is_sealed_through_pull_a
             raise_on_error=False,
         )
         assert run.success
-        settled = sensor(dg.build_sensor_context(instance=instance, cursor=tick.cursor, definitions=project.defs))
+        settled = evaluate_sensor(project.defs, "canary_poller", instance, tick.cursor)
         seen = f"{stored} {tick.cursor} {request.run_config} {request.tags} {settled.cursor} {settled.skip_reason}"
     assert leaks(seen) == []
     (page2,) = [r for r in api.requests if r.arg("page") == "2"]

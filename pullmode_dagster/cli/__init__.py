@@ -230,18 +230,32 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     help="The workspace file whose code location owns the pollers (default ./workspace.yaml).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show the run's Dagster log on the console.")
+@click.option(
+    "--always-run", is_flag=True, help="Launch the run without asking the source first whether anything is new."
+)
 @friendly_errors
-def pull_command(names: tuple[str, ...], all_sources: bool, workspace: Path | None, verbose: bool) -> None:
+def pull_command(
+    names: tuple[str, ...], all_sources: bool, workspace: Path | None, verbose: bool, always_run: bool
+) -> None:
     """One poll cycle now for NAMES (or --all), through Dagster and the instance in $DAGSTER_HOME.
 
-    The poller's own path: from its committed cursor, advancing it only when the run succeeds.
-    Exits 1 when a run failed or a pull was already in flight."""
+    The poller's own path: it asks the source whether anything is new after the committed cursor
+    (nothing new: a quiet poll is recorded, no run), then runs from that cursor, advancing it only
+    when the run succeeds. Exits 1 when a run failed, the source is rate limiting, or a pull was
+    already in flight."""
     # Named pull_command: importing the submodule .pull binds the package's ``pull`` to it.
     from .pull import pull_sources
 
     if bool(names) == all_sources:
         raise click.UsageError("name one or more sources, or pass --all")
-    outcomes = pull_sources(list(names), all_sources=all_sources, workspace=workspace, echo=click.echo, verbose=verbose)
+    outcomes = pull_sources(
+        list(names),
+        all_sources=all_sources,
+        workspace=workspace,
+        echo=click.echo,
+        verbose=verbose,
+        always_run=always_run,
+    )
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 

@@ -22,7 +22,17 @@ from ..defs.assets import asset_key
 from ..defs.outgoing import secrets_for
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
-from ..defs.sensors import PollPlanner, PollPlanState, job_name, poller_name, run_metadata, utc_now
+from ..defs.sensors import (
+    PollPlanner,
+    PollPlanState,
+    Prober,
+    build_prober,
+    counted,
+    job_name,
+    poller_name,
+    run_metadata,
+    utc_now,
+)
 from ..engine.cursor import CursorFormatError
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.locks import SourceBusy
@@ -37,6 +47,8 @@ class PullOutcome:
     metadata: dict[str, Any] | None = None
     cursor: str | None = None
     interrupted: bool = False
+    quiet: bool = False
+    """The probe found nothing new: no run, a quiet poll recorded."""
 
 
 def console_loggers(verbose: bool) -> dict[str, Any]:
@@ -68,9 +80,11 @@ def pull_once(
     echo: Callable[[str], None] = print,
     verbose: bool = False,
     lock: Callable[..., AbstractContextManager[None]] | None = None,
+    probe: Prober | None = None,
 ) -> PullOutcome:
     """One poll cycle of ``name`` holding the source's lock, so two pulls started at the same moment
     (two shells, or a shell and the daemon's run) never both run: the second is refused at once.
+    With ``probe``, the poller's question comes first: nothing new records a quiet poll, no run.
     Everything it prints or returns is redacted with the source's secrets. A lock lost under the pull
     is a warning: the pull's own outcome stands (``--all`` goes on)."""
     redact = secrets_for(pollers[name].source).redact
@@ -80,7 +94,7 @@ def pull_once(
 
     try:
         with (lock or (lambda _, **__: nullcontext()))(name, on_lost=lambda m: say(f"{name}: warning: {m}")):
-            outcome = _pull_locked(pollers, defs, instance, cursors, name, say, verbose)
+            outcome = _pull_locked(pollers, defs, instance, cursors, name, say, verbose, probe)
     except SourceBusy as exc:
         try:
             committed: str | None = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
@@ -105,14 +119,21 @@ def _pull_locked(
     name: str,
     echo: Callable[[str], None],
     verbose: bool,
+    probe: Prober | None = None,
 ) -> PullOutcome:
     poller = pollers[name]
     sensor = poller_name(name)
     state = PollPlanState.from_json(cursors.get(sensor))
-    decision = poller.decide(state, instance=instance, now=utc_now(), force=True, via="cli")
+    decision = poller.decide(state, instance=instance, now=utc_now(), force=True, via="cli", probe=probe)
     for line in decision.log if verbose else []:
         echo(f"{name}: {line}")
     cursors.set(sensor, decision.state.to_json())  # with a pull to run: announced in flight before it starts
+    if decision.quiet is not None:
+        # What the poller records for a quiet tick, reported to the instance here (no run, no sensor).
+        quiet = counted(decision.quiet, poller.source, defs.resources["trace_store"])  # type: ignore[arg-type]
+        materialization = quiet.materialization(poller.key, secrets_for(poller.source).redact)
+        instance.report_runless_asset_event(materialization)
+        return PullOutcome(name, True, decision.quiet.line(name), cursor=decision.state.committed.to_json(), quiet=True)
     request = decision.run_request
     if request is None:
         return PullOutcome(
@@ -190,6 +211,8 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def summarize(outcome: PullOutcome) -> str:
+    if outcome.quiet:
+        return outcome.message
     if not outcome.ok:
         run = f" (run {outcome.run_id})" if outcome.run_id else ""
         cursor = f"; committed cursor {outcome.cursor}" if outcome.cursor else ""
@@ -213,8 +236,10 @@ def pull_sources(
     resources: dict[str, object] | None = None,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
+    always_run: bool = False,
 ) -> list[PullOutcome]:
-    """One poll cycle for each named source (or every enabled one), through Dagster."""
+    """One poll cycle for each named source (or every enabled one), through Dagster: the poller's
+    probe first (nothing new: a quiet poll, no run), unless ``always_run``."""
     if not verbose and not logging.getLogger().handlers:
         # Without -v the console gets one line per source. A library that logs an error with its
         # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
@@ -236,7 +261,11 @@ def pull_sources(
         raise ConfigError([f"no source to pull in {project.sources.directory}"])
     outcomes: list[PullOutcome] = []
     trace_store = project.defs.resources["trace_store"]
-    with terminate_as_interrupt(), open_instance(fallback_home) as instance:
+    with (
+        terminate_as_interrupt(),
+        open_instance(fallback_home) as instance,
+        probe_resources(project.defs, skip=always_run) as resources,
+    ):
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
         for name in names:
             try:
@@ -249,6 +278,7 @@ def pull_sources(
                     echo=echo,
                     verbose=verbose,
                     lock=trace_store.lock,  # type: ignore[attr-defined]
+                    probe=None if resources is None else prober(project.pollers[name].source, resources),
                 )
             except KeyboardInterrupt:
                 # Outside the run itself (which ends as failed with its checkpoint, below): nothing
@@ -259,6 +289,28 @@ def pull_sources(
             if outcome.interrupted:
                 break
     return outcomes
+
+
+PROBE_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3")
+
+
+@contextmanager
+def probe_resources(defs: dg.Definitions, *, skip: bool) -> Iterator[Any]:
+    """The resources the probe uses, initialized as Dagster would for the sensor (a setting bound to
+    an environment variable is read now); None with ``--always-run``."""
+    if skip:
+        yield None
+        return
+    wanted = {k: v for k, v in defs.resources.items() if k in PROBE_RESOURCES}
+    with dg.build_resources(wanted) as resources:
+        yield resources
+
+
+def prober(source: Any, resources: Any) -> Prober:
+    s3 = getattr(resources, "s3", None)
+    return build_prober(
+        source, resources.credentials, resources.trace_store, resources.pull_settings, logging.getLogger("pullmode"), s3
+    )
 
 
 @contextmanager

@@ -16,12 +16,16 @@ from typing import Any
 import dagster as dg
 from croniter import croniter
 
+from ..engine.adapters import ADAPTERS
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.errors import PullmodeError
-from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key
+from ..engine.probe import ProbeResult, probe_source
+from . import outgoing
+from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key, partition_row_count
 from .outgoing import CursorSeal
 from .recovery import owner_is_dead, process_identity, reap_if_dead
+from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
 POLLER_SUFFIX = "_poller"
 PULL_ID_TAG = "pullmode/pull_id"
@@ -37,6 +41,9 @@ CLI_GRACE = timedelta(minutes=10)
 """A pull the CLI announced but whose run never appeared is forgotten after this long."""
 
 Clock = Callable[[], datetime]
+Prober = Callable[[CursorState], ProbeResult]
+"""Asks the source whether anything is after a committed cursor (``engine/probe.py``)."""
+QUIET_POLL = "quiet poll"
 
 
 def utc_now() -> datetime:
@@ -83,6 +90,9 @@ class PollPlanState:
     more_to_pull: bool = False
     """The last pull succeeded but stopped with more to pull (``maxPagesPerRun``, its deadline): the
     next evaluation pulls on without waiting for the cron, so a backlog drains at full speed."""
+    probe_after: str | None = None
+    """The source answered the probe with HTTP 429: the tick stays due, and nobody asks it again
+    before this time (each question during a rate limit would prolong it)."""
 
     @classmethod
     def from_json(cls, text: str | None) -> PollPlanState:
@@ -92,7 +102,7 @@ class PollPlanState:
         if "committed" not in doc:
             # A bare cursor state: a data engineer rewinding (or fast-forwarding) the source.
             return cls(committed=CursorState.from_dict(doc))
-        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull", "more_to_pull"}
+        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull", "more_to_pull", "probe_after"}
         if unknown:
             raise CursorFormatError(f"unknown sensor cursor field(s): {', '.join(sorted(unknown))}")
         in_flight = doc.get("in_flight")
@@ -106,6 +116,7 @@ class PollPlanState:
             last_tick=doc.get("last_tick"),
             last_pull=doc.get("last_pull"),
             more_to_pull=doc.get("more_to_pull") is True,
+            probe_after=doc.get("probe_after"),
         )
 
     def to_json(self) -> str:
@@ -118,7 +129,42 @@ class PollPlanState:
             doc["last_pull"] = self.last_pull
         if self.more_to_pull:
             doc["more_to_pull"] = True
+        if self.probe_after:
+            doc["probe_after"] = self.probe_after
         return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class QuietPoll:
+    """The probe found nothing new: no run; a runless materialization of ``partition_key`` records
+    that the source was checked and is healthy (its history, freshness and the UI see it)."""
+
+    partition_key: str
+    probe: ProbeResult
+    cursor: CursorState
+    """The committed cursor, unchanged (sealed)."""
+    checked_at: datetime
+    """When the poller asked (its clock)."""
+    row_count: int | None = None
+    """The partition's stored events (``dagster/row_count``), when the store could tell."""
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "events_written": 0,
+            "cursor_after": dg.MetadataValue.json(self.cursor.to_dict()),
+            "checked_at": _iso(self.checked_at),
+            "probe_seconds": self.probe.seconds,
+            "requests": self.probe.requests,
+            "poll": QUIET_POLL,
+        } | ({"dagster/row_count": self.row_count} if self.row_count is not None else {})
+
+    def materialization(self, key: dg.AssetKey, redact: Any) -> dg.AssetMaterialization:
+        return dg.AssetMaterialization(
+            key, partition=self.partition_key, metadata=outgoing.metadata(self.metadata(), redact)
+        )
+
+    def line(self, source: str) -> str:
+        return f"{source}: nothing new ({self.probe.describe()}); recorded a quiet poll"
 
 
 @dataclass
@@ -127,6 +173,7 @@ class PollDecision:
     run_request: dg.RunRequest | None = None
     skip_reason: str | None = None
     log: list[str] = field(default_factory=list)
+    quiet: QuietPoll | None = None
 
 
 def latest_tick(schedule: str, now: datetime) -> datetime:
@@ -264,18 +311,27 @@ class PollPlanner:
         now: datetime,
         force: bool = False,
         via: str = "sensor",
+        probe: Prober | None = None,
     ) -> PollDecision:
         """One evaluation: settle the pull in flight, then request the next one when it is due, no
-        other pull of the source runs, and its time has a partition. ``force`` pulls now whatever the
+        other pull of the source runs, its time has a partition, and ``probe`` (when given, unless the
+        source opts out or a backlog remains) finds something new. ``force`` pulls now whatever the
         cron says (``pullmode pull``). What it returns is sealed and redacted (``outgoing.py``)."""
         seal = CursorSeal(self.source)
-        decision = self._decide(self.sealed(state, seal), instance, now, force, via, seal)
+        decision = self._decide(self.sealed(state, seal), instance, now, force, via, seal, probe)
         decision.log = [seal.redact(line) for line in decision.log]
         decision.skip_reason = seal.redact(decision.skip_reason) if decision.skip_reason else None
         return decision
 
     def _decide(
-        self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime, force: bool, via: str, seal: CursorSeal
+        self,
+        state: PollPlanState,
+        instance: dg.DagsterInstance,
+        now: datetime,
+        force: bool,
+        via: str,
+        seal: CursorSeal,
+        probe: Prober | None = None,
     ) -> PollDecision:
         log: list[str] = []
         state, run = self.settle(state, instance, now, log, seal)
@@ -289,7 +345,43 @@ class PollPlanner:
             return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active}", log=log)
         if due < self.partitions_def.start:  # type: ignore[attr-defined]
             return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
+        if probe is not None and self.source.probe and not state.more_to_pull:
+            asked = self._ask(state, due, now=now, force=force, probe=probe, log=log)
+            if asked is not None:
+                return asked
         return self._request(state, due, now=now, force=force, via=via, log=log)
+
+    def _ask(
+        self, state: PollPlanState, due: datetime, *, now: datetime, force: bool, probe: Prober, log: list[str]
+    ) -> PollDecision | None:
+        """The probe before a run: a decision without a run (nothing new, or throttled), or None to
+        request the run as always (news, "unknown", or a failed probe: the run then fails with its
+        logs, alert and checkpoint semantics).
+
+        A 429 leaves ``last_tick`` alone so the tick stays due and is pulled once the source lets us
+        (its data is not skipped until the next cron tick), and sets ``probe_after`` so that the
+        evaluations meanwhile do not ask again; ``pullmode pull`` (forced) asks anyway."""
+        if not force and state.probe_after and now < _parse(state.probe_after):
+            return PollDecision(
+                state,
+                skip_reason=f"the source is rate limiting (HTTP 429); asking again at {state.probe_after}",
+                log=log,
+            )
+        result = probe(state.committed)
+        if result.verdict == "nothing_new":
+            partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
+            last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
+            quiet = QuietPoll(partition_key, result, state.committed, now)
+            log.append(f"nothing new ({result.describe()}); no run, a quiet poll of {partition_key} recorded")
+            return PollDecision(replace(state, last_tick=last_tick, probe_after=None), log=log, quiet=quiet)
+        if result.verdict == "throttled":
+            wait = max(result.retry_after or 0.0, 1.0)
+            again = _iso(now + timedelta(seconds=wait))
+            reason = f"the source is rate limiting (HTTP 429); asking again at {again}: {result.reason}"
+            return PollDecision(replace(state, probe_after=again), skip_reason=reason, log=log)
+        if result.verdict == "failed":
+            log.append(f"the probe failed ({result.reason}); launching the run, which reports the failure")
+        return None
 
     def _still_in_flight(self, state: PollPlanState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
         flight = state.in_flight
@@ -344,35 +436,115 @@ class PollPlanner:
         )
         # A backlog pull also serves the cron tick it falls after; a forced one serves none.
         last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
-        state = replace(state, in_flight=flight, last_tick=last_tick, more_to_pull=False)
+        state = replace(state, in_flight=flight, last_tick=last_tick, more_to_pull=False, probe_after=None)
         log.append(f"pull {pull_id} requested from cursor {flight.cursor}")
         return PollDecision(state, self.run_request(flight), log=log)
+
+
+def build_prober(
+    source: SourceConfig,
+    credentials: CredentialsResource,
+    trace_store: TraceStoreResource,
+    pull_settings: PullSettingsResource,
+    logger: Any,
+    s3: object = None,
+) -> Prober:
+    """The probe with the resources a run of ``source`` would use (its credentials, retry policy and
+    S3 client settings), asking the trace store which returned events it already holds. It runs
+    where the sensor runs: the code server, which therefore needs the sources' credentials."""
+
+    def known_ids(ids: list[str]) -> set[str]:
+        with trace_store.open() as store:
+            return store.known_ids(source.name, ids)
+
+    def ask(committed: CursorState) -> ProbeResult:
+        try:
+            secrets = credentials.resolve(source)
+            context = pull_settings.pull_context(logger, s3=s3)  # type: ignore[arg-type]
+        except PullmodeError as exc:  # a missing credential, a bad retry setting: the run reports it
+            redact = outgoing.secrets_for(source).redact
+            return ProbeResult("failed", 0.0, 0, reason=redact(" ".join(str(exc).split())))
+        return probe_source(source, committed, known_ids=known_ids, context=context, credentials=secrets)
+
+    return ask
+
+
+def counted(quiet: QuietPoll, source: SourceConfig, trace_store: TraceStoreResource) -> QuietPoll:
+    """``quiet`` with its partition's stored events, as a run's record has them; without, when the
+    store cannot answer (the quiet poll is still recorded)."""
+    try:
+        with trace_store.open() as store:
+            return replace(quiet, row_count=partition_row_count(store, source, quiet.partition_key))
+    except Exception:
+        return quiet
+
+
+def sensor_result(decision: PollDecision, source: SourceConfig, key: dg.AssetKey) -> dg.SensorResult:
+    """The evaluation's outcome for Dagster: a run request, a quiet poll's runless materialization
+    (no run), or a skip with its reason."""
+    cursor = decision.state.to_json()
+    if decision.run_request is not None:
+        return dg.SensorResult(run_requests=[decision.run_request], cursor=cursor)
+    if decision.quiet is not None:
+        materialization = decision.quiet.materialization(key, outgoing.secrets_for(source).redact)
+        return dg.SensorResult(asset_events=[materialization], cursor=cursor)
+    return dg.SensorResult(skip_reason=decision.skip_reason, cursor=cursor)
 
 
 def build_poller_sensor(
     source: SourceConfig, job: dg.UnresolvedAssetJobDefinition, poller: PollPlanner, *, clock: Clock = utc_now
 ) -> dg.SensorDefinition:
-    @dg.sensor(
+    sensor = dg.sensor(
         name=poller_name(source.name),
         job=job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING if source.enabled else dg.DefaultSensorStatus.STOPPED,
-        description=f"Pulls {source.name} on `{source.schedule}` (UTC); its cursor is the committed pull "
-        "cursor, advanced only after the run it launched succeeded.",
+        description=f"Polls {source.name} on `{source.schedule}` (UTC): asks the source whether anything is new "
+        "and launches a run only then; its cursor is the committed pull cursor, advanced only after the run it "
+        "launched succeeded.",
     )
-    def poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+
+    def evaluate(
+        context: dg.SensorEvaluationContext, prober: Prober, trace_store: TraceStoreResource
+    ) -> dg.SensorResult:
         try:
             state = PollPlanState.from_json(context.cursor)
         except CursorFormatError as exc:
             raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
         try:
-            decision = poller.decide(state, instance=context.instance, now=clock())
+            decision = poller.decide(state, instance=context.instance, now=clock(), probe=prober)
         except PullmodeError as exc:  # a cursor that cannot be sealed: refused, never stored
             raise dg.DagsterInvariantViolationError(str(exc)) from None
         for line in decision.log:
             context.log.info(f"{source.name}: {line}")
-        if decision.run_request is not None:
-            return dg.SensorResult(run_requests=[decision.run_request], cursor=decision.state.to_json())
-        return dg.SensorResult(skip_reason=decision.skip_reason, cursor=decision.state.to_json())
+        if decision.quiet is not None:
+            decision.quiet = counted(decision.quiet, source, trace_store)
+        return sensor_result(decision, source, poller.key)
 
-    return poll
+    if "s3" in ADAPTERS[source.adapter].resources:
+        from dagster_aws.s3 import S3Resource
+
+        def poll_s3(
+            context: dg.SensorEvaluationContext,
+            credentials: CredentialsResource,
+            trace_store: TraceStoreResource,
+            pull_settings: PullSettingsResource,
+            s3: S3Resource,
+        ) -> dg.SensorResult:
+            prober = build_prober(source, credentials, trace_store, pull_settings, context.log, s3)
+            return evaluate(context, prober, trace_store)
+
+        # This module's annotations are text; Dagster resolves them in its globals, which hold no S3Resource.
+        poll_s3.__annotations__["s3"] = S3Resource
+        return sensor(poll_s3)
+
+    def poll(
+        context: dg.SensorEvaluationContext,
+        credentials: CredentialsResource,
+        trace_store: TraceStoreResource,
+        pull_settings: PullSettingsResource,
+    ) -> dg.SensorResult:
+        prober = build_prober(source, credentials, trace_store, pull_settings, context.log)
+        return evaluate(context, prober, trace_store)
+
+    return sensor(poll)

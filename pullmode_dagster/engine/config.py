@@ -146,6 +146,10 @@ class SourceConfig(Model):
     start_date: dt.date | dt.datetime
     schedule: str
     credentials: dict[str, CredentialRef] = Field(default_factory=dict)
+    probe: bool = Field(
+        default=True,
+        description="ask the source whether anything is new before each scheduled poll run; false: a run on every tick",
+    )
     pull_deadline_seconds: float = Field(
         default=600.0,
         gt=0,

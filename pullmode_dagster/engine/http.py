@@ -153,6 +153,18 @@ class DeadlineReached(PullError):
     ``maxPagesPerRun``. A request that failed otherwise (timeout, 5xx, reset) and whose retry cannot
     fit is a :class:`PullError`: a host down for the whole deadline fails the pull, it is no clean stop."""
 
+    throttled_for: float | None = None
+    """Set when the wait that would pass the deadline was a 429's: how long the server asked for."""
+
+
+class Throttled(PullError):
+    """Every attempt was answered 429: a pull fails with it like any give-up; a probe skips the tick
+    and asks again after ``retry_after`` seconds (None: the server did not say)."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 def json_body(response: httpx.Response, what: str) -> Any:
     """A page's JSON: the one place a body is parsed. A body that is not JSON (a proxy's HTML page
@@ -519,15 +531,25 @@ class HttpSession:
                     return response
                 problem = f"HTTP {response.status_code}"
                 response.close()
+            throttled = response is not None and response.status_code == 429
             if number == self.retry.max_attempts:
+                if throttled:
+                    assert response is not None
+                    raise Throttled(
+                        f"{what}: {problem} from {where}, gave up after {self.retry.max_attempts} attempts",
+                        parse_retry_after(response.headers.get("retry-after")),
+                    )
                 break
             wait = self.retry.wait_before_retry(number, response)
             if self._past_deadline(wait):
-                if response is not None and response.status_code == 429:
-                    # The host is up and rationing: the next pull resumes from the last page.
-                    raise DeadlineReached(
+                if throttled:
+                    # The host is up and rationing: the next pull resumes from the last page (a probe
+                    # skips the tick and asks again after the wait the server asked for).
+                    reached = DeadlineReached(
                         f"{what}: {problem} from {where}; waiting {wait:.1f}s to retry would pass the pull's deadline"
                     )
+                    reached.throttled_for = wait
+                    raise reached
                 # Sent and failed: this was its last attempt. Stopping "cleanly" here would report a
                 # host that never answers as a successful pull, every time.
                 raise PullError(

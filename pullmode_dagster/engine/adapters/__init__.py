@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # Each import registers one adapter.
 from . import claude_compliance, copilot_studio, custom, http_polling, openai_compliance, s3_polling  # noqa: F401
-from .base import Page, Position, PullContext, Puller, Window
+from .base import Page, Position, ProbeAnswer, PullContext, Puller, Window
 from .http_polling import HttpPollingSource
 from .registry import ADAPTERS, Adapter, register
 from .s3_polling import S3ClientSpec, S3PollingSource
@@ -17,6 +17,7 @@ __all__ = [
     "HttpPollingSource",
     "Page",
     "Position",
+    "ProbeAnswer",
     "PullContext",
     "Puller",
     "S3ClientSpec",

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -86,6 +86,33 @@ class PullContext:
     deadline: float | None = None
     """When the pull must stop (a ``clock()`` value): set by the engine from ``pullDeadlineSeconds``."""
     s3_client_factory: Callable[..., Any] | None = None
+    request_timeout: float | None = None
+    """A cap on each request's whole time, below the source's own (a probe: the sensor must answer)."""
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """A puller's answer to "is there anything after this cursor?" (:meth:`Puller.probe`).
+
+    ``records``: what the question returned after the cursor; the engine maps them and asks the
+    store which are already stored, so an inclusive filter returning the last event is not news."""
+
+    verdict: Literal["new", "nothing_new", "unknown"]
+    records: list[Any] | None = None
+    plain: bool = False
+
+    @classmethod
+    def after(cls, records: list[Any], *, more: bool = False, plain: bool = False) -> ProbeAnswer:
+        """What one listing after the cursor returned: news if ``more`` follows it (there is more
+        than this listing showed) or one of ``records`` is not stored yet."""
+        if more:
+            return cls("new")
+        return cls("nothing_new") if not records else cls("new", records, plain)
+
+
+NEW = ProbeAnswer("new")
+NOTHING_NEW = ProbeAnswer("nothing_new")
+UNKNOWN = ProbeAnswer("unknown")
 
 
 def position_problems(exc: ValidationError) -> str:
@@ -139,6 +166,30 @@ class Puller(ABC):
         cap: int | None = getattr(self.source, "max_pages_per_run", None)
         return itertools.count(1) if cap is None else iter(range(1, cap + 1))
 
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """One cheap question before a poll run: is there anything after ``start``? The poller
+        launches a run only for news; "unknown" (an adapter that cannot tell) always launches one.
+        Raise as a pull would (:class:`PullError`): the run is then launched and fails there."""
+        return UNKNOWN
+
+    def first_page_probe(self, start: CursorState, **limits: Any) -> ProbeAnswer:
+        """The run's own first request, alone (``limits`` overrides source fields, e.g. a page of
+        one): its records are what is after the cursor. For adapters whose first page is the cheapest
+        question; the same parameters, auth and checks as the run."""
+        original = self.source
+        self.source = original.model_copy(update={"max_pages_per_run": 1, **limits})
+        try:
+            pages = self.pages(start)
+            try:
+                page = next(pages, None)
+            finally:
+                pages.close()  # type: ignore[attr-defined]
+        finally:
+            self.source = original
+        if page is None:
+            return NOTHING_NEW
+        return ProbeAnswer.after(page.records, more=not page.drained, plain=page.plain)
+
     def header_credential(self, key: str) -> str:
         """A credential that travels in an HTTP header: printable ASCII, or a clear error."""
         value = self.credentials[key]
@@ -154,8 +205,9 @@ class Puller(ABC):
         ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy, the pull's deadline and the
         redactor. ``auth`` adds credentials on the configured origin only."""
         src: HttpSourceConfig = self.source  # type: ignore[assignment]
+        cap = self.context.request_timeout
         return HttpSession(
-            timeout=src.request_timeout_seconds,
+            timeout=min(src.request_timeout_seconds, cap) if cap else src.request_timeout_seconds,
             retry=self.context.retry,
             max_requests_per_second=src.max_requests_per_second,
             max_response_bytes=src.max_response_bytes,

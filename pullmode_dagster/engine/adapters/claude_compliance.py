@@ -22,7 +22,7 @@ from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
 from ..http import BadBody, HttpSession, json_body, safe_url
-from .base import Page, Position, Puller, Window
+from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, rfc3339, zoned_time
 from .registry import Adapter, register
 
@@ -231,6 +231,13 @@ class ClaudeCompliancePuller(Puller):
                 yield from self._incremental(http, position.before_id)
             else:
                 yield from self._backfill(http, position, start)
+
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """A ``limit=1`` page of what the run would ask first (activities after ``before_id``, or the
+        newest of a backfill's range); an unfinished backfill is news without asking."""
+        if self.position(start).after_id is not None:
+            return NEW
+        return self.first_page_probe(start, page_size=1)
 
     # -- the three ways through the feed ----------------------------------------------------------
 

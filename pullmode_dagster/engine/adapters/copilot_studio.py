@@ -25,7 +25,7 @@ from ..cursor import CursorState
 from ..errors import PullError
 from ..events import parse_timestamp
 from ..http import BadBody, json_body, safe_url, same_origin
-from .base import Page, Position, Puller, Window
+from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, first_set
 from .registry import Adapter, register
 
@@ -392,6 +392,14 @@ class CopilotStudioPuller(Puller):
                 "rewind the cursor"
             )
         return params, link
+
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """The run's first request with ``odata.maxpagesize=1`` (Dataverse's ``$top=1``) and its
+        ``createdon ge <watermark>`` filter, inclusive: the last stored transcript again is not news;
+        a stored next link is an unfinished pull, news without asking."""
+        if self.position(start).next_link is not None:
+            return NEW
+        return self.first_page_probe(start, max_page_size=1)
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         src = self.source

@@ -31,7 +31,7 @@ from ..errors import CredentialError, PullError, PullmodeError
 from ..events import Reject, raw_text
 from ..http import DeadlineReached
 from ..redaction import Redactor
-from .base import HttpSourceConfig, Page, Position, Puller, Window, position_problems
+from .base import NEW, UNKNOWN, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window, position_problems
 from .registry import Adapter, register
 
 MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
@@ -419,6 +419,21 @@ class CustomPuller(Puller):
         finally:
             self._close_iterator()
 
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """The puller's own ``probe(start)``, on its thread like its other calls, its answer copied
+        there into plain values; without one, "unknown" (every tick launches a run)."""
+
+        def ask() -> ProbeAnswer:
+            if type(self.inner).probe is Puller.probe:
+                return UNKNOWN
+            answer = plain_answer(self.inner.probe(start), self.source.name)
+            requests = getattr(self.inner, "requests", 0)
+            if _count(requests):
+                self.requests = int.__int__(requests)
+            return answer
+
+        return self._call(ask, "in probe()")
+
     def _next_page(self) -> Any:
         """The next page as the engine's own :class:`Page` of plain values, or ``_END``; runs on the
         user thread, so whatever the page's objects do happens there (see :func:`plain_page`)."""
@@ -503,6 +518,22 @@ class _PlainPage(Page):
 
 
 _FIELDS = ("records", "nbytes", "location", "resume", "drained", "where", "rejects", "files", "boundary", "plain")
+
+
+def plain_answer(answer: object, source_name: str) -> ProbeAnswer:
+    """The engine's own copy of a puller's probe answer (on the user thread); :class:`_Unusable` when
+    it is not one. A record that cannot be made JSON data is news: the run rejects it, visibly."""
+    if not isinstance(answer, ProbeAnswer):
+        raise _Unusable(f"returned {_kind(answer)} from probe(), expected a pullmode_dagster.ProbeAnswer")
+    verdict, records = answer.verdict, answer.records
+    if type(verdict) is not str or verdict not in ("new", "nothing_new", "unknown"):
+        raise _Unusable("returned a ProbeAnswer whose verdict is not 'new', 'nothing_new' or 'unknown'")
+    if records is None:
+        return ProbeAnswer(str.__str__(verdict))  # type: ignore[arg-type]
+    if not isinstance(records, list):
+        raise _Unusable(f"returned a ProbeAnswer whose records are {_kind(records)}, expected a list or None")
+    plain, rejects, _ = plain_records(records, None, "probe", source_name)
+    return NEW if rejects else ProbeAnswer.after(plain)
 
 
 def plain_page(page: object, position_model: type[Position], source_name: str) -> _PlainPage:

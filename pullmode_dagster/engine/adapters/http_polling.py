@@ -23,7 +23,7 @@ from ..events import parse_timestamp
 from ..http import BadBody, plain_json_body, safe_url, same_origin
 from ..jsonpath import MISSING, compile_path
 from ..templating import Template
-from .base import HttpSourceConfig, Page, Position, Puller, Window
+from .base import NEW, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window
 from .registry import Adapter, register
 
 ParamValue = str | int | float | bool | list[str]
@@ -158,6 +158,13 @@ class HttpPollingPuller(Puller):
             params.update(self._render_params(src.incremental_params, cursor_ctx))
         page_cursor = self.position(start).page_cursor
         return params, page_cursor  # unsealed by the engine (sealing.py)
+
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """The run's first request, with the incremental parameters; a stored page cursor is an
+        unfinished pagination: news without asking."""
+        if self.position(start).page_cursor is not None:
+            return NEW
+        return self.first_page_probe(start)
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         src = self.source

@@ -26,7 +26,7 @@ from ..errors import PullError
 from ..events import Reject
 from ..http import BadBody, DeadlineReached, HttpSession, json_body, safe_url, same_origin
 from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
-from .base import Page, Position, Puller, Window
+from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, first_set, rfc3339, zoned_time
 from .registry import Adapter, register
 
@@ -237,6 +237,20 @@ class OpenAICompliancePuller(Puller):
                     drained[event_type] = yield from self._poll_stream(http, event_type)
 
             yield from self._settled(streams(), lambda: (self._resume(), all(drained.values())), initial=initial)
+
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """Each stream's listing from its ``after`` (one request per stream, stopping at the first
+        news): a log file not read yet, or a listing with more after it, is news."""
+        position = self.position(start)
+        first = rfc3339(self.source.start_datetime)
+        base = self.source.scope_url()
+        with self.session(auth=bearer(self.header_credential("api_key"), origin=base)) as http:
+            for event_type in self.source.event_types:
+                state = position.streams.get(event_type) or StreamPosition(after=first)
+                listing = self._list(http, event_type, state.after, 1)
+                if listing.has_more or any(f.id not in state.done for f in listing.files):
+                    return NEW
+        return NOTHING_NEW
 
     def _resume(self, **replace: StreamPosition) -> Resume:
         """The whole position (every stream), with ``replace`` applied."""

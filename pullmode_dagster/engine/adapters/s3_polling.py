@@ -22,7 +22,7 @@ from ..errors import PullError
 from ..events import Reject
 from ..parsing import UNITS, ParseProblem, UnreadableFile, parse_records
 from ..templating import Template
-from .base import Page, Position, Puller, Window
+from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
 from .registry import Adapter, register
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
@@ -31,6 +31,8 @@ CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_to
 for _name in ("botocore", "boto3", "s3transfer", "urllib3"):
     logging.getLogger(_name).setLevel(logging.INFO)
 RECORDS_PER_PAGE = 2000
+PROBE_MARKERS = 3
+"""Listings a probe spends walking past folder markers before it calls the source's state news."""
 
 
 class S3PollingSource(SourceConfig):
@@ -210,6 +212,33 @@ class S3PollingPuller(Puller):
         yield page(
             records, numbers, rejects, plain, nbytes=obj.size, resume={"after_key": obj.key}, drained=drained, files=1
         )
+
+    def probe(self, start: CursorState) -> ProbeAnswer:
+        """One ``ListObjectsV2`` with ``StartAfter`` the cursor's key and ``MaxKeys=1`` under the
+        source's prefix: a file after it is news. A folder marker (which the run skips) is asked past,
+        a few times at most, then counted as news."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self._client()
+        after = self.position(start).after_key
+        args: dict[str, Any] = {"Bucket": self.source.bucket, "Prefix": self.source.prefix, "MaxKeys": 1}
+        for _ in range(PROBE_MARKERS):
+            if after:
+                args["StartAfter"] = after
+            try:
+                response = client.list_objects_v2(**args)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(f"cannot list s3://{self.source.bucket}/{self.source.prefix}", exc) from None
+            finally:
+                self.requests += 1
+            items = response.get("Contents", [])
+            if not items:
+                return NOTHING_NEW
+            item = items[0]
+            if not (item["Key"].endswith("/") and item.get("Size", 0) == 0):
+                return NEW
+            after = item["Key"]
+        return NEW
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         client = self._client()

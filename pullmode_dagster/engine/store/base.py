@@ -161,6 +161,20 @@ class TraceStore(ABC):
         """Whether any event of ``source`` is stored."""
         return bool(self._rows(f"SELECT 1 FROM pulled_events WHERE source_name = {self.PARAM} LIMIT 1", [source]))
 
+    def known_ids(self, source: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` (``source_event_id``) ``source`` already has stored: what a probe asks
+        to tell news from an event an inclusive filter returns again. One query per 500 ids (a
+        probe's page is one query), on the unique key's index."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ", ".join([self.PARAM] * len(chunk))
+            where = f"source_name = {self.PARAM} AND source_event_id IN ({marks})"
+            sql = f"SELECT source_event_id FROM pulled_events WHERE {where}"
+            found.update(r[0] for r in self._rows(sql, [source, *chunk]))
+        return found
+
     def source_names(self) -> list[str]:
         """Every source with stored events, sorted."""
         return [r[0] for r in self._rows("SELECT DISTINCT source_name FROM pulled_events ORDER BY 1", [])]
