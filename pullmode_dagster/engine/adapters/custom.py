@@ -19,12 +19,14 @@ import queue
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from .. import user_output
 from ..config import ConfigProblem, EventMapping
 from ..cursor import CursorState
 from ..errors import CredentialError, PullError, PullmodeError
@@ -83,12 +85,15 @@ class CustomSource(HttpSourceConfig):
 
 @dataclass
 class _Call:
-    """One call into user code, run on a :class:`UserThread`."""
+    """One call into user code, run on a :class:`UserThread`. Only plain values are set here: what
+    the call raised is described on the user thread and released there (see :meth:`UserThread._serve`)."""
 
-    fn: Callable[[], Any]
+    fn: Callable[[], Any] | None
     done: threading.Event = field(default_factory=threading.Event)
     value: Any = None
-    error: BaseException | None = None
+    failed: bool = False
+    error_type: type[BaseException] | None = None
+    """The error's class when it is one of ours (:data:`_OWN_ERRORS`) or passes through, else None."""
     kind: str = ""
     """The error's type name, read on the user thread."""
     text: str = ""
@@ -101,12 +106,13 @@ class Overrun(Exception):
 
 
 class Raised(Exception):
-    """User code raised ``error`` (anything but :data:`PASSES_THROUGH`); ``kind`` and ``text`` are
-    its type name and message, plain ``str`` computed on the user thread (see :func:`_describe`)."""
+    """User code raised; ``kind`` and ``text`` are its type name and message, plain ``str`` computed
+    on the user thread (see :func:`_describe`), and ``error_type`` its class when it is one of ours.
+    The exception itself never leaves the user thread, so its ``__del__`` runs there."""
 
-    def __init__(self, error: BaseException, kind: str, text: str):
+    def __init__(self, error_type: type[BaseException] | None, kind: str, text: str):
         super().__init__(kind)
-        self.error = error
+        self.error_type = error_type
         self.kind = kind
         self.text = text
 
@@ -115,10 +121,18 @@ class UserThread:
     """A daemon thread that runs one puller's code, call after call (all of it on one thread, as
     code that keeps a connection may need). Python cannot stop a thread: a call that outlives its
     limit is abandoned, left to run in the background, and the thread takes no more calls. Being a
-    daemon, it never keeps the process from exiting."""
+    daemon, it never keeps the process from exiting.
 
-    def __init__(self, name: str):
+    The user's objects live in :attr:`objects`, touched only by calls on this thread and released
+    by it when it stops, so their ``__del__`` never runs on the engine's thread. Everything the
+    thread writes (print, warnings, logging, unraisable errors) goes through ``redact``
+    (:mod:`..user_output`), or into ``kept`` when given."""
+
+    def __init__(self, name: str, redact: Redactor, kept: io.StringIO | None = None):
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.objects: dict[str, Any] = {}
+        self._redact = redact
+        self._kept = kept
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         self.stuck = False
@@ -129,14 +143,29 @@ class UserThread:
         return self._thread.ident
 
     def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            try:
-                call.value = call.fn()
-            except BaseException as exc:  # handed to the caller's thread, which decides
-                call.error = exc
-                if not issubclass(type(exc), PASSES_THROUGH):  # never isinstance: __class__ is user code
-                    call.kind, call.text = _describe(exc)
-            call.done.set()
+        with user_output.attached(self._redact, self._kept):
+            while (call := self._calls.get()) is not None:
+                self._run(call)
+            self.objects.clear()  # the user's objects end here, on this thread
+
+    def _run(self, call: _Call) -> None:
+        fn, call.fn = call.fn, None
+        error: BaseException | None = None
+        try:
+            call.value = fn()  # type: ignore[misc]
+        except BaseException as exc:  # described here; the caller's thread gets plain text
+            error = exc
+            call.failed = True
+            kind = type(exc)  # never isinstance: __class__ is user code
+            if kind in _OWN_ERRORS or issubclass(kind, PASSES_THROUGH):
+                call.error_type = kind if kind in _OWN_ERRORS else _passing(kind)
+            call.kind, call.text = _describe(exc)
+        del fn
+        user_output.flush()
+        call.done.set()
+        if error is not None:
+            _release(error)  # after done: a slow __del__ holds this thread, not the caller
+            del error
 
     def submit(self, fn: Callable[[], Any]) -> _Call:
         if self.stuck or self.stopped:
@@ -155,37 +184,47 @@ class UserThread:
         if not finished:
             self.stuck = True
             raise Overrun
-        if call.error is not None and issubclass(type(call.error), PASSES_THROUGH):
-            raise call.error
-        if call.error is not None:
-            raise Raised(call.error, call.kind, call.text)
+        if call.failed and call.error_type is not None and issubclass(call.error_type, PASSES_THROUGH):
+            raise call.error_type(call.text)
+        if call.failed:
+            raise Raised(call.error_type, call.kind, call.text)
         return call.value
 
     def run(self, fn: Callable[[], Any], timeout: float) -> Any:
         return self.result(self.submit(fn), timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> bool:
+        """Take no more calls and release the user's objects on this thread; wait up to ``timeout``
+        for that (a ``__del__`` may block). True when the thread ended in time."""
         if not self.stuck and not self.stopped:
             self.stopped = True
             self._calls.put(None)
+        if self.stopped and timeout > 0:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
-class _ThreadOutput:
-    """Stands in for ``sys.stdout`` / ``sys.stderr`` while a module imports: what the importing
-    thread writes (argparse's usage text, a banner) is kept aside, everyone else's passes through."""
+def _passing(kind: type[BaseException]) -> type[BaseException]:
+    """The builtin that ``kind`` (maybe a user subclass) passes through as."""
+    return next(base for base in PASSES_THROUGH if issubclass(kind, base))
 
-    def __init__(self, original: Any, thread: int | None, kept: io.StringIO):
-        self._original = original
-        self._thread = thread
-        self._kept = kept
 
-    def write(self, text: str) -> int:
-        if threading.get_ident() == self._thread:
-            return self._kept.write(text)
-        return self._original.write(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._original, name)
+def _release(error: BaseException) -> None:
+    """Break what keeps ``error`` and its chain alive (tracebacks, their frames' locals) so it is
+    freed now, on this thread, rather than later by the collector on whichever thread runs it."""
+    seen: set[int] = set()
+    chain: list[BaseException] = [error]
+    while chain:
+        exc = chain.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        with contextlib.suppress(BaseException):
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+            chain.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+            exc.__cause__ = exc.__context__ = None
 
 
 @dataclass
@@ -216,22 +255,23 @@ def import_timeout() -> float:
 def load_puller_class(path: str, *, redact: Redactor | None = None) -> type[Puller]:
     """The class ``path`` names; a clear, redacted error when it cannot be imported in time or is
     not a Puller. The import runs on a thread of its own with a time limit, and what the module
-    prints meanwhile is kept off the console (its last line is quoted when the import fails)."""
+    prints meanwhile is kept off the console (its last line is quoted when the import fails); its
+    warnings and log lines are redacted."""
     redact = redact or Redactor()
     module_name, _, class_name = path.partition(":")
     limit = import_timeout()
     with _IMPORTS_LOCK:
         pending = _IMPORTS.get(module_name)
         if pending is None:
-            thread = UserThread(f"pullmode-import-{module_name}")
-            output = io.StringIO()
+            output = io.StringIO()  # what the module prints is kept aside (argparse's usage text)
+            thread = UserThread(f"pullmode-import-{module_name}", redact, output)
             pending = _Import(thread, thread.submit(lambda: importlib.import_module(module_name)), output)
             _IMPORTS[module_name] = pending
             wait = limit
         else:  # still importing since an earlier load: report it again at once, or take its outcome
             wait = 0.0
     try:
-        module = _wait_for_import(pending, wait)
+        module = pending.thread.result(pending.call, wait)
     except Overrun:
         raise PullmodeError(
             redact(
@@ -254,7 +294,7 @@ def load_puller_class(path: str, *, redact: Redactor | None = None) -> type[Pull
         pending.output.seek(0)
         pending.output.truncate()
     # The lookup is user code too (a module's __getattr__, a metaclass): on a bounded thread as well.
-    finder = UserThread(f"pullmode-import-{module_name}")
+    finder = UserThread(f"pullmode-import-{module_name}", redact)
     try:
         return finder.run(lambda: _class_in(module, class_name, path), limit)
     except Overrun:
@@ -262,7 +302,7 @@ def load_puller_class(path: str, *, redact: Redactor | None = None) -> type[Pull
             f"cannot import {module_name}: looking up {class_name} did not finish within {limit:g} s"
         ) from None
     except Raised as raised:
-        if type(raised.error) is PullmodeError:  # ours, from _class_in
+        if raised.error_type is PullmodeError:  # ours, from _class_in
             raise PullmodeError(raised.text) from None
         raise PullmodeError(redact(f"cannot import {module_name}: {_exception_line(raised, redact)}")) from None
     finally:
@@ -277,25 +317,6 @@ def _class_in(module: Any, class_name: str, path: str) -> type[Puller]:
     if not (isinstance(cls, type) and issubclass(cls, Puller)) or cls is Puller:
         raise PullmodeError(f"{path} is not a subclass of pullmode_dagster.Puller")
     return cls
-
-
-def _wait_for_import(pending: _Import, wait: float) -> Any:
-    """Wait for the import with the importing thread's output kept aside. After a timeout the
-    stand-ins stay in place, so what the abandoned import prints later is kept aside too."""
-    saved = sys.stdout, sys.stderr
-    sys.stdout = _ThreadOutput(saved[0], pending.thread.ident, pending.output)  # type: ignore[assignment]
-    sys.stderr = _ThreadOutput(saved[1], pending.thread.ident, pending.output)  # type: ignore[assignment]
-    finished = False
-    try:
-        module = pending.thread.result(pending.call, wait)
-        finished = True
-        return module
-    except Raised:
-        finished = True
-        raise
-    finally:
-        if finished:
-            sys.stdout, sys.stderr = saved
 
 
 SHOWN = 300
@@ -347,6 +368,10 @@ class _Unusable(Exception):
     (``yielded a dict, expected a pullmode_dagster.Page``). Raised on the user thread."""
 
 
+_OWN_ERRORS = _ENGINE_ERRORS | {_Unusable}
+"""Errors whose class (exactly) crosses back from the user thread: the engine acts on which it is."""
+
+
 class CustomPuller(Puller):
     """Runs the user's puller on a :class:`UserThread`, each call bounded by the pull's deadline,
     turning whatever it raises, and every page it yields wrongly, into one redacted line.
@@ -361,24 +386,25 @@ class CustomPuller(Puller):
 
     def __init__(self, source: CustomSource, **kwargs: Any):  # type: ignore[override]
         super().__init__(source, **kwargs)
-        self._iterator: Any = None
         self._thread: UserThread | None = None
+        self._iterating = False
+        self._page_count = 0
         try:
             cls = load_puller_class(source.module, redact=self.redact)
         except PullmodeError as exc:
             raise PullError(self.redact(f"source {source.name!r}: module: {exc}")) from None
-        self._thread = UserThread(f"pullmode-custom-{source.name}")
-        # The inner puller shares this one's context (its logger redacts) and redactor.
+        self._thread = thread = UserThread(f"pullmode-custom-{source.name}", self.redact)
+        # The inner puller shares this one's context (its logger redacts) and redactor; it lives in
+        # the thread's objects, which only calls on that thread touch.
         try:
-            self.inner, self._position_model, window_by_event_time = self._call(
-                lambda: _create(cls, source, credentials=self.credentials, context=self.context, redactor=self.redact),
+            self.window_by_event_time = self._call(  # type: ignore[misc]
+                lambda: _create(thread.objects, cls, source, self.credentials, self.context, self.redact),
                 "while being created",
                 failed="could not be created",
             )
         except BaseException:
-            self._thread.stop()  # nobody will close a puller that was never made
+            thread.stop()  # nobody will close a puller that was never made
             raise
-        self.window_by_event_time = window_by_event_time  # type: ignore[misc]
 
     def _failed(self, what: str) -> PullError:
         return PullError(self.redact(f"source {self.source.name!r}: custom puller {self.source.module} {what}"))
@@ -405,63 +431,91 @@ class CustomPuller(Puller):
                 "with self.session)"
             ) from None
         except Raised as raised:
-            if type(raised.error) is _Unusable:
+            if raised.error_type is _Unusable:
                 raise self._failed(raised.text) from None
-            if type(raised.error) in _ENGINE_ERRORS:
-                raise type(raised.error)(self.redact(raised.text)) from None
+            if raised.error_type in _ENGINE_ERRORS:
+                raise raised.error_type(self.redact(raised.text)) from None  # type: ignore[misc]
             raise self._failed(f"{failed}: {_exception_line(raised, self.redact)}") from None
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
+        assert self._thread is not None
+        objects = self._thread.objects
         try:
-            self._iterator = self._call(lambda: _iterate(self.inner, start, window), "in pages()")
-            while (page := self._call(self._next_page, "before its next page")) is not _END:
-                yield self._engine_page(page)
-        finally:
+            self._iterating = True
+            self._call(lambda: _iterate(objects, start, window), "in pages()")
+            while (page := self._call(lambda: self._next_page(objects), "before its next page")) is not _END:
+                yield self._engine_page(*page)
+        except Exception:
+            # The failure is what to report: closing the user's pages must not replace it (an overrun
+            # there, a __del__ still running ahead of it on the user thread).
+            with contextlib.suppress(PullmodeError, DeadlineReached):
+                self._close_iterator()
+            raise
+        except BaseException:
+            self._close_iterator()
+            raise
+        else:
             self._close_iterator()
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """The puller's own ``probe(start)``, on its thread like its other calls, its answer copied
         there into plain values; without one, "unknown" (every tick launches a run)."""
 
+        assert self._thread is not None
+        objects = self._thread.objects
+
         def ask() -> ProbeAnswer:
-            if type(self.inner).probe is Puller.probe:
+            inner = objects["inner"]
+            if type(inner).probe is Puller.probe:
                 return UNKNOWN
-            answer = plain_answer(self.inner.probe(start), self.source.name)
-            requests = getattr(self.inner, "requests", 0)
+            answer = plain_answer(inner.probe(start), self.source.name)
+            del inner
+            requests = getattr(objects["inner"], "requests", 0)
             if _count(requests):
                 self.requests = int.__int__(requests)
             return answer
 
         return self._call(ask, "in probe()")
 
-    def _next_page(self) -> Any:
+    def _next_page(self, objects: dict[str, Any]) -> Any:
         """The next page as the engine's own :class:`Page` of plain values, or ``_END``; runs on the
         user thread, so whatever the page's objects do happens there (see :func:`plain_page`)."""
-        page = next(self._iterator, _END)
-        requests = getattr(self.inner, "requests", 0)
+        page = next(objects["iterator"], _END)
+        requests = getattr(objects["inner"], "requests", 0)
         if _count(requests):
             self.requests = int.__int__(requests)
-        return _END if page is _END else plain_page(page, self._position_model, self.source.name)
+        if page is _END:
+            return _END
+        plain = plain_page(page, objects["position_model"], self.source.name)
+        del page
+        self._page_count += 1
+        # The page's where() stays here, for naming this page's rejected records.
+        objects["where"] = (self._page_count, plain.where)
+        has_where, plain.where = plain.where is not None, None
+        return plain, has_where
 
-    def _engine_page(self, page: Page) -> Page:
+    def _engine_page(self, page: _PlainPage, has_where: bool) -> Page:
         page.location = self.redact(page.location)  # it reaches the log and the rejects table
-        names, kept, location = page.where, page.kept, page.location
-        if names is not None or kept is not None:
-            page.where = lambda i: self._record_name(names, kept, location, i)
+        kept, location, number = page.kept, page.location, self._page_count
+        if has_where or kept is not None:
+            page.where = lambda i: self._record_name(number, kept, location, i)
         return page
 
-    def _record_name(self, names: Callable[[int], str] | None, kept: list[int] | None, location: str, i: int) -> str:
+    def _record_name(self, number: int, kept: list[int] | None, location: str, i: int) -> str:
         """A rejected record's name: the puller's ``where(i)`` (on its thread, a plain str), for the
         index the puller gave it (records it yielded that could not be converted are not passed on)."""
+        assert self._thread is not None
+        objects = self._thread.objects
         index = kept[i] if kept is not None else i
-        if names is None:
-            return f"{location}, record {index + 1}"
-        return self.redact(self._call(lambda: _record_name(names, index), "in a Page's where()"))
+        fallback = f"{location}, record {index + 1}"
+        return self.redact(self._call(lambda: _record_name_of(objects, number, index, fallback), "in a Page's where()"))
 
     def _close_iterator(self) -> None:
-        iterator, self._iterator = self._iterator, None
-        if iterator is not None and self._thread is not None and not (self._thread.stuck or self._thread.stopped):
-            self._call(lambda: _close(iterator), "closing its pages")
+        thread = self._thread
+        if self._iterating and thread is not None and not (thread.stuck or thread.stopped):
+            self._iterating = False
+            objects = thread.objects
+            self._call(lambda: _close(objects), "closing its pages")
 
     def close(self) -> None:
         thread = self._thread
@@ -469,39 +523,52 @@ class CustomPuller(Puller):
             return
         try:
             self._close_iterator()
-            inner = getattr(self, "inner", None)
-            if inner is not None:
-                self._call(lambda: inner.close(), "in close()")
+            self._call(lambda: thread.objects["inner"].close(), "in close()")
         finally:
-            thread.stop()
+            # The user's puller is released on its thread, bounded like any call into it.
+            thread.stop(self._limit())
 
 
 # What follows runs on the user thread: it may touch user objects, and hands back plain values.
 
 
-def _create(cls: type[Puller], source: CustomSource, **kwargs: Any) -> tuple[Puller, type[Position], bool]:
-    inner = cls(source, **kwargs)
-    model, by_event_time = inner.position_model, inner.window_by_event_time
+def _create(
+    objects: dict[str, Any], cls: type[Puller], source: CustomSource, credentials: Any, context: Any, redact: Redactor
+) -> bool:
+    """Makes the puller (kept in ``objects``) and gives its ``window_by_event_time``."""
+    objects["inner"] = inner = cls(source, credentials=credentials, context=context, redactor=redact)
+    objects["position_model"] = model = inner.position_model
+    by_event_time = inner.window_by_event_time
     if not (isinstance(model, type) and issubclass(model, Position)):
         raise _Unusable(
             f"has a position_model that is {_kind(model)}, expected a subclass of pullmode_dagster.Position"
         )
     if type(by_event_time) is not bool:
         raise _Unusable(f"has a window_by_event_time that is {_kind(by_event_time)}, expected True or False")
-    return inner, model, by_event_time
+    return by_event_time
 
 
-def _iterate(inner: Puller, start: CursorState, window: Window | None) -> Iterator[Any]:
-    pages = inner.pages(start, window=window)
+def _iterate(objects: dict[str, Any], start: CursorState, window: Window | None) -> None:
+    pages = objects["inner"].pages(start, window=window)
     if not isinstance(pages, Iterable):
         raise _Unusable(f"returned {_kind(pages)} from pages(), expected an iterator of Page")
-    return iter(pages)
+    objects["iterator"] = iter(pages)
 
 
-def _close(iterator: Any) -> None:
+def _close(objects: dict[str, Any]) -> None:
+    objects.pop("where", None)
+    iterator = objects.pop("iterator", None)
     close = getattr(iterator, "close", None)
     if close is not None:
         close()
+
+
+def _record_name_of(objects: dict[str, Any], number: int, index: int, fallback: str) -> str:
+    """The name the page ``number``'s ``where`` gives record ``index``; ``fallback`` without one."""
+    current, names = objects.get("where", (None, None))
+    if current != number or names is None:
+        return fallback
+    return _record_name(names, index)
 
 
 def _record_name(names: Callable[[int], str], index: int) -> str:
