@@ -34,7 +34,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source
-from .test_secrets import assert_nothing_leaked, canary_source, drive, env  # noqa: F401 (env: the canary fixture)
+from .test_secrets import assert_nothing_leaked, canary_source, drive, env, leaks, scan_files  # noqa: F401 (env: the canary fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -866,3 +866,94 @@ def test_a_custom_puller_without_a_probe_is_unknown_and_a_blocking_one_is_bounde
     slow = sources.load(custom_source(f"{user_modules('blocks', blocks)}:P"))
     result = probe_source(slow, CursorState(), known_ids=lambda ids: set(), context=context, timeout=0.5)
     assert result.verdict == "failed" and result.reason == "source 'workato_jobs': no answer within the probe's 0.5 s"
+
+
+# The review's reproductions: user code that says a secret past context.logger, through Python's
+# other outlets, and objects whose __del__ says (or waits) when they are released.
+SAYS_IT_ELSEWHERE = {
+    "warns_and_logs": puller_module(
+        "secrets = ' and '.join(self.credentials.values())\n"
+        "logging.getLogger('leaky').warning('stdlib logging says %s', secrets)\n"
+        "logging.getLogger('leaky').error('a traceback', exc_info=ValueError(secrets))\n"
+        "warnings.warn(f'warning with {secrets}')\n"
+        "print('printed', secrets)\n"
+        "sys.stderr.write(secrets[:5]); sys.stderr.write(secrets[5:] + '\\n')\n"
+        "raise ValueError('plain failure')\nyield\n",
+        header="import logging, warnings",
+    ),
+    "exception_del_raises": puller_module(
+        "raise Boom(' and '.join(self.credentials.values()))\nyield\n",
+        header="class Boom(Exception):\n"
+        "    def __init__(self, secrets):\n"
+        "        super().__init__('boom')\n"
+        "        self.secrets = secrets\n"
+        "    def __del__(self):\n"
+        "        raise RuntimeError(f'closing failed for {self.secrets}')\n",
+    ),
+    "puller_del_raises": puller_module(f"yield {GOOD_PAGE.replace('False', 'True')}\n") + "\n    def __del__(self):\n"
+    "        raise RuntimeError(f\"puller __del__ {' and '.join(self.credentials.values())}\")\n",
+}
+
+
+def pull_in_a_process(name: str, tmp_path: Path, *args: str) -> str:
+    """``pullmode pull -v <name>`` as a user runs it: its whole console output (stdout and stderr)."""
+    env_vars = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pullmode_dagster.cli", "pull", "-v", name, "--workspace", str(WORKSPACE), *args],
+        cwd=tmp_path,
+        env=env_vars,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(SAYS_IT_ELSEWHERE))
+def test_what_user_code_says_through_warnings_logging_print_and_del_is_redacted(
+    case: str, secrets: Path, user_modules: Callable[[str, str], str], sources: SourceWriter, tmp_path: Path
+) -> None:
+    sources.write(canary_custom_source(f"{user_modules(case, SAYS_IT_ELSEWHERE[case])}:P", secrets))
+    output = pull_in_a_process("canary", tmp_path)
+    said = {
+        "warns_and_logs": ["stdlib logging says ***", "UserWarning: warning with ***", "printed ***", "a traceback"],
+        "exception_del_raises": ["RuntimeError: closing failed for ***"],
+        "puller_del_raises": ["RuntimeError: puller __del__ ***"],
+    }[case]
+    for text in said:  # it is said, redacted
+        assert text in output, output
+    assert leaks(output) == [], output
+    assert scan_files(tmp_path, skip=(secrets, tmp_path / "sources")) == {}
+    compute_logs = list(tmp_path.glob(".pullmode/dagster/compute_logs/*/compute_logs/*.err"))
+    assert compute_logs and any(said[0] in p.read_text() for p in compute_logs)  # the UI's copy, redacted
+
+
+@pytest.mark.slow
+def test_a_slow_del_of_what_a_puller_raised_runs_on_its_thread_bounded_by_the_deadline(
+    user_modules: Callable[[str, str], str], sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exception's __del__ waits for a file only this test creates, after the pull has ended:
+    on the pull's own thread it would hold the pull (and the process) forever."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
+    released = tmp_path / "released"
+    header = (
+        "import threading, time, pathlib\n"
+        "class Slow(Exception):\n"
+        "    def __del__(self):\n"
+        "        print('__del__ on', threading.current_thread().name, flush=True)\n"
+        f"        while not pathlib.Path({str(released)!r}).exists():\n"
+        "            time.sleep(0.05)\n"
+    )
+    module = user_modules("slowdel", puller_module("raise Slow('x')\nyield\n", header=header))
+    sources.write(custom_source(f"{module}:P", pullDeadlineSeconds=1, requestTimeoutSeconds=1))
+    try:
+        output = pull_in_a_process("workato_jobs", tmp_path)
+    finally:
+        released.touch()
+    assert "__del__ on pullmode-custom-workato_jobs" in output
+    assert "workato_jobs: FAILED: source 'workato_jobs': custom puller user_code.slowdel:P raised: Slow: x" in output
