@@ -94,6 +94,8 @@ class _Call:
     failed: bool = False
     error_type: type[BaseException] | None = None
     """The error's class when it is one of ours (:data:`_OWN_ERRORS`) or passes through, else None."""
+    error: BaseException | None = None
+    """The error itself, only on a thread that runs the engine's own code (no ``redact``)."""
     kind: str = ""
     """The error's type name, read on the user thread."""
     text: str = ""
@@ -110,8 +112,10 @@ class Raised(Exception):
     on the user thread (see :func:`_describe`), and ``error_type`` its class when it is one of ours.
     The exception itself never leaves the user thread, so its ``__del__`` runs there."""
 
-    def __init__(self, error_type: type[BaseException] | None, kind: str, text: str):
+    def __init__(self, error_type: type[BaseException] | None, kind: str, text: str, error: BaseException | None):
         super().__init__(kind)
+        self.error = error
+        """The exception itself, only from a thread that runs the engine's own code."""
         self.error_type = error_type
         self.kind = kind
         self.text = text
@@ -126,9 +130,11 @@ class UserThread:
     The user's objects live in :attr:`objects`, touched only by calls on this thread and released
     by it when it stops, so their ``__del__`` never runs on the engine's thread. Everything the
     thread writes (print, warnings, logging, unraisable errors) goes through ``redact``
-    (:mod:`..user_output`), or into ``kept`` when given."""
+    (:mod:`..user_output`), or into ``kept`` when given. Without ``redact`` the thread runs the
+    engine's own code (a probe bounded in time): its output is left alone and what it raises is
+    handed over as it is."""
 
-    def __init__(self, name: str, redact: Redactor, kept: io.StringIO | None = None):
+    def __init__(self, name: str, redact: Redactor | None = None, kept: io.StringIO | None = None):
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self.objects: dict[str, Any] = {}
         self._redact = redact
@@ -143,7 +149,8 @@ class UserThread:
         return self._thread.ident
 
     def _serve(self) -> None:
-        with user_output.attached(self._redact, self._kept):
+        engine_code = self._redact is None
+        with contextlib.nullcontext() if engine_code else user_output.attached(self._redact, self._kept):
             while (call := self._calls.get()) is not None:
                 self._run(call)
             self.objects.clear()  # the user's objects end here, on this thread
@@ -160,6 +167,8 @@ class UserThread:
             if kind in _OWN_ERRORS or issubclass(kind, PASSES_THROUGH):
                 call.error_type = kind if kind in _OWN_ERRORS else _passing(kind)
             call.kind, call.text = _describe(exc)
+            if self._redact is None:
+                call.error = exc
         del fn
         user_output.flush()
         call.done.set()
@@ -187,7 +196,7 @@ class UserThread:
         if call.failed and call.error_type is not None and issubclass(call.error_type, PASSES_THROUGH):
             raise call.error_type(call.text)
         if call.failed:
-            raise Raised(call.error_type, call.kind, call.text)
+            raise Raised(call.error_type, call.kind, call.text, call.error)
         return call.value
 
     def run(self, fn: Callable[[], Any], timeout: float) -> Any:
