@@ -689,6 +689,36 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def durability(n: int, rounds: int = 3) -> dict[str, Any]:
+    """What a durable commit costs (issue #19): ``n`` normalized events written in the engine's
+    batches of 2,000 into the SQLite trace store as shipped (``synchronous=FULL``: the WAL synced
+    before each commit returns, so before each checkpoint) and with the old ``NORMAL``, rounds
+    alternating so the machine's drift hits both alike; the medians and their ratio."""
+    from pullmode_dagster.engine.config import EventMapping
+    from pullmode_dagster.engine.mapping import EventMapper
+    from pullmode_dagster.engine.store import SqliteTraceStore
+    from pullmode_dagster_tests.fakes import EVENT_MAPPING as FAKES_MAPPING
+    from pullmode_dagster_tests.fakes import make_events
+
+    events, _ = EventMapper(EventMapping(**FAKES_MAPPING), source_name="bench", organization_id="org").map_page(
+        make_events(n), location="bench"
+    )
+    batches = [events[i : i + 2000] for i in range(0, len(events), 2000)]
+    times: dict[str, list[float]] = {"FULL": [], "NORMAL": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            for mode in times:
+                with SqliteTraceStore(Path(tmp) / f"{mode}{i}.db") as store:
+                    store._conn.execute(f"PRAGMA synchronous={mode}")  # the bench's one look inside the store
+                    t = time.perf_counter()
+                    for batch in batches:
+                        store.write_events(batch, run_id="bench")
+                    times[mode].append(time.perf_counter() - t)
+                    assert store.count() == n
+    full, normal = statistics.median(times["FULL"]), statistics.median(times["NORMAL"])
+    return {"events": n, "batches": len(batches), "full_s": full, "normal_s": normal, "ratio": full / normal}
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
 
@@ -770,14 +800,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     failures += [f"{r.contender} at {r.events:,}: {r.status}" for r in results if r.status.startswith("FAILED")]
 
+    durable = durability(min(sizes or [100_000], default=100_000))
     print(f"\nload average at the end: {load()}\n")
     print(report(results, idle, listing))
+    print(
+        f"\nDurable commits (SQLite synchronous=FULL, as shipped, vs the old NORMAL), {durable['events']:,} events "
+        f"in {durable['batches']} batches: {durable['full_s']:.2f} s vs {durable['normal_s']:.2f} s, "
+        f"{durable['ratio']:.2f}x (medians of 3 alternating rounds)"
+    )
     doc = {
         "dlt": options.dlt_version,
         "load_average_at_end": load(),
         "results": [{**asdict(r), "events_per_second": r.rate} for r in results],
         "idle_poll": idle,
         "s3_listing": listing,
+        "durability": durable,
     }
     return finish(options.json, doc, failures)
 

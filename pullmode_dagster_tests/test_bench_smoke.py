@@ -37,5 +37,7 @@ def test_pull_bench_smoke(tmp_path: Path) -> None:
     idle = doc["idle_poll"]
     assert idle["requests_per_poll"] == 1, idle  # a poll with nothing new is one request
     assert idle["cpu_ratio"] > 0 and idle["poll_cpu"] > 0, idle  # the idle target is a CPU ratio too
+    durable = doc["durability"]  # issue #19: what the durable commit costs, beside the old setting
+    assert durable["events"] == 2000 and durable["full_s"] > 0 and durable["normal_s"] > 0, durable
     listing = doc["s3_listing"]
     assert (listing["list_calls"], listing["keys_listed"], listing["rows"]) == (1, 10, 10), listing
