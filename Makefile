@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check pullmode_dagster pullmode_dagster_tests bench
 	$(BIN)/ruff format --check pullmode_dagster pullmode_dagster_tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix pullmode_dagster pullmode_dagster_tests bench
