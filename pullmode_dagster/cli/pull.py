@@ -131,7 +131,7 @@ def _pull_locked(
     if decision.quiet is not None:
         # What the poller records for a quiet tick, reported to the instance here (no run, no sensor).
         quiet = counted(decision.quiet, poller.source, defs.resources["trace_store"])  # type: ignore[arg-type]
-        materialization = quiet.materialization(poller.key, secrets_for(poller.source).redact)
+        materialization = quiet.materialization(poller.key, decision.redact)
         instance.report_runless_asset_event(materialization)
         return PullOutcome(name, True, decision.quiet.line(name), cursor=decision.state.committed.to_json(), quiet=True)
     request = decision.run_request

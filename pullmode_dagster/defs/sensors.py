@@ -21,6 +21,7 @@ from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.errors import PullmodeError
 from ..engine.probe import ProbeResult, probe_source
+from ..engine.redaction import Redactor
 from . import outgoing
 from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key, partition_row_count
 from .outgoing import CursorSeal
@@ -174,6 +175,8 @@ class PollDecision:
     skip_reason: str | None = None
     log: list[str] = field(default_factory=list)
     quiet: QuietPoll | None = None
+    redact: Redactor = field(default_factory=Redactor)
+    """The evaluation's redactor (its secrets read once): what the quiet poll's record goes through."""
 
 
 def latest_tick(schedule: str, now: datetime) -> datetime:
@@ -321,6 +324,7 @@ class PollPlanner:
         decision = self._decide(self.sealed(state, seal), instance, now, force, via, seal, probe)
         decision.log = [seal.redact(line) for line in decision.log]
         decision.skip_reason = seal.redact(decision.skip_reason) if decision.skip_reason else None
+        decision.redact = seal.redact
         return decision
 
     def _decide(
@@ -479,14 +483,14 @@ def counted(quiet: QuietPoll, source: SourceConfig, trace_store: TraceStoreResou
         return quiet
 
 
-def sensor_result(decision: PollDecision, source: SourceConfig, key: dg.AssetKey) -> dg.SensorResult:
+def sensor_result(decision: PollDecision, key: dg.AssetKey) -> dg.SensorResult:
     """The evaluation's outcome for Dagster: a run request, a quiet poll's runless materialization
     (no run), or a skip with its reason."""
     cursor = decision.state.to_json()
     if decision.run_request is not None:
         return dg.SensorResult(run_requests=[decision.run_request], cursor=cursor)
     if decision.quiet is not None:
-        materialization = decision.quiet.materialization(key, outgoing.secrets_for(source).redact)
+        materialization = decision.quiet.materialization(key, decision.redact)
         return dg.SensorResult(asset_events=[materialization], cursor=cursor)
     return dg.SensorResult(skip_reason=decision.skip_reason, cursor=cursor)
 
@@ -519,7 +523,7 @@ def build_poller_sensor(
             context.log.info(f"{source.name}: {line}")
         if decision.quiet is not None:
             decision.quiet = counted(decision.quiet, source, trace_store)
-        return sensor_result(decision, source, poller.key)
+        return sensor_result(decision, poller.key)
 
     if "s3" in ADAPTERS[source.adapter].resources:
         from dagster_aws.s3 import S3Resource
