@@ -18,7 +18,14 @@ from .defs.alerts import failure_alerts
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
-from .defs.sensors import Clock, PollPlanner, build_poller_sensor, job_name, utc_now
+from .defs.sensors import (
+    Clock,
+    PollerResources,
+    PollPlanner,
+    build_poller_sensor,
+    job_name,
+    utc_now,
+)
 from .engine.adapters import ADAPTERS
 from .engine.config import SourceConfig
 from .engine.errors import Problem
@@ -46,7 +53,7 @@ class _SourceDefs:
     poller: PollPlanner
 
 
-def _source_defs(source: SourceConfig, clock: Clock) -> _SourceDefs:
+def _source_defs(source: SourceConfig, resources: PollerResources, clock: Clock) -> _SourceDefs:
     asset = build_source_asset(source)
     job = dg.define_asset_job(
         job_name(source.name),
@@ -58,7 +65,8 @@ def _source_defs(source: SourceConfig, clock: Clock) -> _SourceDefs:
         executor_def=dg.in_process_executor,
     )
     poller = PollPlanner(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
-    return _SourceDefs(asset, job, build_poller_sensor(source, job, poller, clock=clock), poller)
+    sensor = build_poller_sensor(source, job, poller, resources, clock=clock)
+    return _SourceDefs(asset, job, sensor, poller)
 
 
 def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None:
@@ -102,16 +110,17 @@ def build_project(
     clock: Clock = utc_now,
 ) -> Project:
     sources = load_sources(directory)
-    built: dict[str, _SourceDefs] = {}
-    for source in sorted(sources.sources.values(), key=lambda s: s.name):
-        try:
-            built[source.name] = _source_defs(source, clock)
-        except Exception as exc:
-            _leave_out(sources, source, exc)
     needs_s3 = any("s3" in ADAPTERS[s.adapter].resources for s in sources.sources.values())
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.
     bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
+    poller_resources = PollerResources(bound)
+    built: dict[str, _SourceDefs] = {}
+    for source in sorted(sources.sources.values(), key=lambda s: s.name):
+        try:
+            built[source.name] = _source_defs(source, poller_resources, clock)
+        except Exception as exc:
+            _leave_out(sources, source, exc)
     defs = _definitions(built, sources, bound)
     if _resolves(defs) is not None:
         # Rare: find the sources Dagster refuses, each alone, and load the others without them.

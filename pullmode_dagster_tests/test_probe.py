@@ -93,6 +93,36 @@ def test_a_quiet_tick_launches_no_run_and_records_a_runless_materialization(
     assert len(api.requests) == 1
 
 
+def test_evaluations_as_the_code_server_makes_them_open_one_instance_in_all_and_none_for_a_quiet_one(
+    harness: Harness, api: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon hands the code server an instance *ref* and a log key: Dagster would open an
+    instance per evaluation for a sensor with resources, or one that writes to its tick log. The
+    poller opens one per process, and a quiet poll writes no tick log."""
+    cursor = drained(harness)
+    opened: list[object] = []
+    real = dg.DagsterInstance.from_ref
+    monkeypatch.setattr(dg.DagsterInstance, "from_ref", staticmethod(lambda ref: opened.append(ref) or real(ref)))
+    sensor = harness.project.defs.resolve_sensor_def(poller_name("acme_audit"))
+
+    def evaluate(cursor: str | None) -> dg.SensorResult:
+        ref = harness.instance.get_ref()
+        with dg.SensorEvaluationContext(ref, cursor=cursor, log_key=["acme_audit", "tick"], sensor_name="p") as ctx:
+            result = sensor(ctx)
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    api.requests.clear()
+    for minute in (5, 6, 10, 15):  # three quiet polls and a wait for the next tick
+        harness.clock.now = T.replace(minute=minute, second=4)
+        result = evaluate(cursor)
+        assert result.run_requests == []
+        assert len(result.asset_events) == (0 if minute == 6 else 1)
+        cursor = result.cursor or ""
+    assert len(api.requests) == 3
+    assert len(opened) == 1  # the first quiet poll asked about runs; the rest reused it
+
+
 def test_new_data_launches_the_run_which_commits_after_success(harness: Harness, feed: CursorFeed) -> None:
     cursor = drained(harness)
     feed.events += make_events(2, start=12)

@@ -23,13 +23,14 @@ from ..defs.outgoing import secrets_for
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import (
+    PROBE_RESOURCES,
     PollPlanner,
     PollPlanState,
     Prober,
-    build_prober,
     counted,
     job_name,
     poller_name,
+    resources_prober,
     run_metadata,
     utc_now,
 )
@@ -278,7 +279,9 @@ def pull_sources(
                     echo=echo,
                     verbose=verbose,
                     lock=trace_store.lock,  # type: ignore[attr-defined]
-                    probe=None if resources is None else prober(project.pollers[name].source, resources),
+                    probe=None
+                    if resources is None
+                    else resources_prober(project.pollers[name].source, resources, logging.getLogger("pullmode")),
                 )
             except KeyboardInterrupt:
                 # Outside the run itself (which ends as failed with its checkpoint, below): nothing
@@ -291,9 +294,6 @@ def pull_sources(
     return outcomes
 
 
-PROBE_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3")
-
-
 @contextmanager
 def probe_resources(defs: dg.Definitions, *, skip: bool) -> Iterator[Any]:
     """The resources the probe uses, initialized as Dagster would for the sensor (a setting bound to
@@ -304,13 +304,6 @@ def probe_resources(defs: dg.Definitions, *, skip: bool) -> Iterator[Any]:
     wanted = {k: v for k, v in defs.resources.items() if k in PROBE_RESOURCES}
     with dg.build_resources(wanted) as resources:
         yield resources
-
-
-def prober(source: Any, resources: Any) -> Prober:
-    s3 = getattr(resources, "s3", None)
-    return build_prober(
-        source, resources.credentials, resources.trace_store, resources.pull_settings, logging.getLogger("pullmode"), s3
-    )
 
 
 @contextmanager

@@ -8,7 +8,8 @@ Design (and the sensor cursor format): docs/design/poller.md#the-poller-sensor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import dagster as dg
 from croniter import croniter
 
-from ..engine.adapters import ADAPTERS
 from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.errors import PullmodeError
@@ -29,6 +29,10 @@ from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
 POLLER_SUFFIX = "_poller"
+INTERVAL_SECONDS = 30
+"""How often the daemon evaluates each poller (Dagster's default). Measured at 55 s too
+(``bench/daemon_bench.py``): 0.14 against 0.16 CPU-s per quiet poll, for a new event stored 47 s
+after it appeared instead of 10 s; the shorter interval is worth its cost."""
 PULL_ID_TAG = "pullmode/pull_id"
 MODE_TAG = "pullmode/mode"
 IN_PROGRESS = [
@@ -376,7 +380,6 @@ class PollPlanner:
             partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
             last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
             quiet = QuietPoll(partition_key, result, state.committed, now)
-            log.append(f"nothing new ({result.describe()}); no run, a quiet poll of {partition_key} recorded")
             return PollDecision(replace(state, last_tick=last_tick, probe_after=None), log=log, quiet=quiet)
         if result.verdict == "throttled":
             wait = max(result.retry_after or 0.0, 1.0)
@@ -409,11 +412,16 @@ class PollPlanner:
 
     def _active_poll_run(self, instance: dg.DagsterInstance) -> str | None:
         """A poll run of this source still in progress whose process is alive (launched by another
-        poller evaluation or ``pullmode pull``), by run id."""
-        candidates = instance.get_runs(
-            filters=dg.RunsFilter(tags={SOURCE_TAG: self.source.name, MODE_TAG: "poll"}, statuses=IN_PROGRESS),
-            limit=5,
-        )
+        poller evaluation or ``pullmode pull``), by run id.
+
+        Asked by status alone (Dagster indexes it) and matched on the tags here: a tag filter joins
+        every run the source ever had, so its cost would grow with the run history."""
+        wanted = {SOURCE_TAG: self.source.name, MODE_TAG: "poll"}
+        candidates = [
+            run
+            for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+            if all(run.tags.get(k) == v for k, v in wanted.items())
+        ]
         active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS]
         return active[0].run_id if active else None
 
@@ -445,6 +453,65 @@ class PollPlanner:
         return PollDecision(state, self.run_request(flight), log=log)
 
 
+PROBE_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3")
+"""The resources a poller's evaluation uses (``s3`` only where a source needs it)."""
+
+
+class PollerResources:
+    """The resources of every poller in a code location, built once per process with
+    ``dg.build_resources`` (a setting bound to ``dg.EnvVar`` is read then) and kept.
+
+    The poller sensors declare no resource parameters on purpose: for a sensor that does, Dagster
+    opens a new ``DagsterInstance`` on every evaluation (its storage, its schema check), most of
+    what a quiet evaluation cost. They take these, bound where the Definitions are built, instead.
+    The resources are plain ``ConfigurableResource`` objects with nothing to tear down, so they are
+    kept past ``build_resources``' block (holding the block open would pin Dagster's context
+    variables to one thread). Credentials are still resolved on every probe, so a rotated secret is
+    seen by the next one."""
+
+    def __init__(self, bound: Mapping[str, object]):
+        self._bound = {k: v for k, v in bound.items() if k in PROBE_RESOURCES}
+        self._built: Any = None
+        self._lock = threading.Lock()
+
+    def get(self, instance: dg.DagsterInstance) -> Any:
+        with self._lock:
+            if self._built is None:
+                with dg.build_resources(self._bound, instance=instance) as built:
+                    self._built = built
+            return self._built
+
+
+_instances: dict[str, dg.DagsterInstance] = {}
+_instances_lock = threading.Lock()
+
+
+def evaluation_instance(context: dg.SensorEvaluationContext) -> dg.DagsterInstance:
+    """The instance an evaluation asks about runs: one per code server process, opened at its first
+    evaluation and kept (``context.instance`` opens a new one every time: tens of milliseconds of
+    storage setup for a question that takes one). A context built in a test hands its own."""
+    ref = context.instance_ref
+    if ref is None:
+        return context.instance
+    key = dg.serialize_value(ref)
+    with _instances_lock:
+        instance = _instances.get(key)
+        if instance is None:
+            instance = _instances[key] = dg.DagsterInstance.from_ref(ref)
+        return instance
+
+
+class TickLog:
+    """``context.log``, opened at the first line written: Dagster opens a ``DagsterInstance`` and a
+    captured-log file for it, which a quiet poll (nothing to say but its materialization) skips."""
+
+    def __init__(self, context: dg.SensorEvaluationContext):
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context.log, name)
+
+
 def build_prober(
     source: SourceConfig,
     credentials: CredentialsResource,
@@ -473,6 +540,18 @@ def build_prober(
     return ask
 
 
+def resources_prober(source: SourceConfig, resources: Any, logger: Any) -> Prober:
+    """``build_prober`` over built resources (``PollerResources.get()``, ``dg.build_resources``)."""
+    return build_prober(
+        source,
+        resources.credentials,
+        resources.trace_store,
+        resources.pull_settings,
+        logger,
+        getattr(resources, "s3", None),
+    )
+
+
 def counted(quiet: QuietPoll, source: SourceConfig, trace_store: TraceStoreResource) -> QuietPoll:
     """``quiet`` with its partition's stored events, as a run's record has them; without, when the
     store cannot answer (the quiet poll is still recorded)."""
@@ -496,59 +575,38 @@ def sensor_result(decision: PollDecision, key: dg.AssetKey) -> dg.SensorResult:
 
 
 def build_poller_sensor(
-    source: SourceConfig, job: dg.UnresolvedAssetJobDefinition, poller: PollPlanner, *, clock: Clock = utc_now
+    source: SourceConfig,
+    job: dg.UnresolvedAssetJobDefinition,
+    poller: PollPlanner,
+    resources: PollerResources,
+    *,
+    clock: Clock = utc_now,
 ) -> dg.SensorDefinition:
-    sensor = dg.sensor(
+    @dg.sensor(
         name=poller_name(source.name),
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING if source.enabled else dg.DefaultSensorStatus.STOPPED,
         description=f"Polls {source.name} on `{source.schedule}` (UTC): asks the source whether anything is new "
         "and launches a run only then; its cursor is the committed pull cursor, advanced only after the run it "
         "launched succeeded.",
     )
-
-    def evaluate(
-        context: dg.SensorEvaluationContext, prober: Prober, trace_store: TraceStoreResource
-    ) -> dg.SensorResult:
+    def poll(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         try:
             state = PollPlanState.from_json(context.cursor)
         except CursorFormatError as exc:
             raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
+        instance = evaluation_instance(context)
+        built = resources.get(instance)
+        prober = resources_prober(source, built, TickLog(context))
         try:
-            decision = poller.decide(state, instance=context.instance, now=clock(), probe=prober)
+            decision = poller.decide(state, instance=instance, now=clock(), probe=prober)
         except PullmodeError as exc:  # a cursor that cannot be sealed: refused, never stored
             raise dg.DagsterInvariantViolationError(str(exc)) from None
-        for line in decision.log:
+        for line in decision.log:  # none on a quiet poll: its record is the materialization
             context.log.info(f"{source.name}: {line}")
         if decision.quiet is not None:
-            decision.quiet = counted(decision.quiet, source, trace_store)
+            decision.quiet = counted(decision.quiet, source, built.trace_store)
         return sensor_result(decision, poller.key)
 
-    if "s3" in ADAPTERS[source.adapter].resources:
-        from dagster_aws.s3 import S3Resource
-
-        def poll_s3(
-            context: dg.SensorEvaluationContext,
-            credentials: CredentialsResource,
-            trace_store: TraceStoreResource,
-            pull_settings: PullSettingsResource,
-            s3: S3Resource,
-        ) -> dg.SensorResult:
-            prober = build_prober(source, credentials, trace_store, pull_settings, context.log, s3)
-            return evaluate(context, prober, trace_store)
-
-        # This module's annotations are text; Dagster resolves them in its globals, which hold no S3Resource.
-        poll_s3.__annotations__["s3"] = S3Resource
-        return sensor(poll_s3)
-
-    def poll(
-        context: dg.SensorEvaluationContext,
-        credentials: CredentialsResource,
-        trace_store: TraceStoreResource,
-        pull_settings: PullSettingsResource,
-    ) -> dg.SensorResult:
-        prober = build_prober(source, credentials, trace_store, pull_settings, context.log)
-        return evaluate(context, prober, trace_store)
-
-    return sensor(poll)
+    return poll
