@@ -26,10 +26,12 @@ lint: $(STAMP)
 
 # Issue #13's pull benchmark (full path, engine, plain loop, dlt; HTTP and S3): see bench/pull_bench.py.
 # Extra flags: make bench BENCH_ARGS="--sizes 100000 --no-s3 --json out.json". Micro benchmarks: bench/run.py.
-# DAEMON=1 then runs issue #20's daemon benchmark too (bench/daemon_bench.py, about 30 minutes: quiet
-# sources under dagster-daemon, a backlog, the idle pull); its flags: DAEMON_BENCH_ARGS="--quiet 10x2".
+# DAEMON=1 then runs issue #20's benchmarks too: what one poller evaluation costs (bench/evaluation_bench.py,
+# a minute) and the daemon benchmark (bench/daemon_bench.py, about 30 minutes: quiet sources under
+# dagster-daemon, a backlog, the idle pull); its flags: DAEMON_BENCH_ARGS="--quiet 10x2".
 bench: $(STAMP)
 	$(BIN)/python bench/pull_bench.py $(BENCH_ARGS)
+	$(if $(DAEMON),$(BIN)/python bench/evaluation_bench.py)
 	$(if $(DAEMON),$(BIN)/python bench/daemon_bench.py $(DAEMON_BENCH_ARGS))
 
 dev: $(STAMP)

@@ -36,6 +36,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -155,16 +156,48 @@ class Daemon:
         return float(doc["user"] + doc["sys"])
 
 
-@contextmanager
-def daemon(work: Path, env: dict[str, str]) -> Iterator[Daemon]:
-    """The real ``dagster-daemon`` over a workspace file loading ``pullmode_dagster.definitions``."""
+def workspace_file(work: Path, code_server: str) -> tuple[Path, list[str]]:
+    """The workspace the daemon reads, and the command that starts it (in ``work``).
+
+    ``standing`` (the README's production shape): the deployment runs the code server
+    (``dagster code-server start``) and the workspace points at it. ``managed``: the workspace names
+    the module, and the daemon starts the code server itself; it replaces that server every minute
+    (Dagster reloads a managed workspace on that interval), paying a fresh import and cold caches."""
     workspace = work / "workspace.yaml"
+    if code_server == "managed":
+        workspace.write_text(
+            "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
+            "      location_name: pullmode\n"
+        )
+        return workspace, [str(DAEMON), "run", "-w", str(workspace)]
+    port = free_port()
     workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: pullmode_dagster.definitions\n"
-        "      location_name: pullmode\n"
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: pullmode\n"
     )
+    dagster = Path(PY).with_name("dagster")
+    # The daemon starts once the server answers a health check (its definitions loaded).
+    script = (
+        f'"{dagster}" code-server start -m pullmode_dagster.definitions --location-name pullmode '
+        f"-h 127.0.0.1 -p {port} & "
+        f'until "{dagster}" api grpc-health-check -p {port} >/dev/null 2>&1; do sleep 1; done; '
+        f'exec "{DAEMON}" run -w "{workspace}"'
+    )
+    return workspace, ["bash", "-c", script]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def daemon(work: Path, env: dict[str, str], code_server: str = "standing") -> Iterator[Daemon]:
+    """The real ``dagster-daemon`` over a workspace file loading ``pullmode_dagster.definitions``
+    (``workspace_file``), under the reaper."""
+    _, command = workspace_file(work, code_server)
     env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)}
-    argv = [PY, str(BENCH / "children.py"), "reaper", "--", str(DAEMON), "run", "-w", str(workspace)]
+    argv = [PY, str(BENCH / "children.py"), "reaper", "--", *command]
     with (work / "reaper.json").open("wb") as out, (work / "daemon.log").open("wb") as err:
         proc = subprocess.Popen(argv, cwd=work, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     handle = Daemon(proc, work, time.time())
@@ -220,17 +253,24 @@ def quiet_source(base_url: str, name: str) -> dict[str, Any]:
     }
 
 
-def quiet_run(n: int, minutes: int, options: argparse.Namespace, root: Path) -> dict[str, Any]:
+def quiet_run(
+    n: int, minutes: int, options: argparse.Namespace, root: Path, code_server: str = "standing"
+) -> dict[str, Any]:
     """N quiet sources (and ``fresh``) under the daemon for a window of ``minutes`` cron minutes."""
-    work = root / f"quiet-{n}x{minutes}"
+    work = root / f"quiet-{n}x{minutes}-{code_server}"
     names = [f"quiet_{i:03d}" for i in range(n)]
     served = names + ([FRESH] if options.fresh else [])
-    out: dict[str, Any] = {"sources": n, "minutes": minutes, "due": n * minutes}
+    out: dict[str, Any] = {
+        "sources": n,
+        "minutes": minutes,
+        "due": n * minutes,
+        "code_server": code_server,
+    }
     with server("quiet", "--sources", str(n), *(["--fresh"] if options.fresh else [])) as url:
         for name in served:
             write_source(work / "sources", quiet_source(url, name))
         env, db = pullmode_env(work, work / "sources")
-        with daemon(work, env) as d:
+        with daemon(work, env, code_server) as d:
             # Warm-up: every source's first pull stores its one old event and sets its watermark.
             while True:
                 hits = stats(url)["hits"]
@@ -240,7 +280,10 @@ def quiet_run(n: int, minutes: int, options: argparse.Namespace, root: Path) -> 
                 wait_until(time.time() + 2, d)
             out.update(warmup_s=time.time() - d.started, warm=warm)
             print(f"  warm: {warm} of {len(served)} sources polled in {out['warmup_s']:.0f} s", flush=True)
-            w0 = math.ceil(time.time() / CRON_SECONDS) * CRON_SECONDS
+            # The first pulls are runs: the window starts once they are over (their workers' CPU is
+            # the warm-up's, not a quiet poll's).
+            runs_done(instance_at(env["DAGSTER_HOME"]), d, time.time() + options.warmup)
+            w0 = math.ceil((time.time() + 5) / CRON_SECONDS) * CRON_SECONDS
             w1 = w0 + minutes * CRON_SECONDS
             wait_until(w0, d)
             cpu0 = tree_cpu(d.pid)
@@ -299,6 +342,24 @@ def materialization_ages(instance: Any, names: list[str], now: float) -> list[fl
         entry = instance.get_latest_materialization_event(asset_key(name))
         ages.append(None if entry is None else max(0.0, now - entry.timestamp))
     return ages
+
+
+def runs_done(instance: Any, d: Daemon, deadline: float) -> None:
+    """Wait until no run is queued or in progress (or ``deadline``)."""
+    import dagster as dg
+
+    busy = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    try:
+        while instance.get_runs_count(dg.RunsFilter(statuses=busy)) and time.time() < deadline:
+            wait_until(time.time() + 1, d)
+    finally:
+        instance.dispose()
 
 
 def window_activity(instance: Any, w0: float, w1: float) -> dict[str, Any]:
@@ -390,7 +451,7 @@ def report(quiet: list[dict[str, Any]], backlog: dict[str, Any] | None, idle: di
     """One compact Markdown table, every target beside what was measured."""
     lines = ["| part | size | measured | target | |", "| --- | --- | --- | --- | --- |"]
     for q in quiet:
-        size = f"{q['sources']} sources x {q['minutes']} min"
+        size = f"{q['sources']} sources x {q['minutes']} min, {q.get('code_server', 'managed')} code server"
         share = q["polled"] / q["due"] if q["due"] else 0.0
         lines.append(
             f"| ticks polled | {size} | {q['polled']} of {q['due']} ({share:.0%}); {q['runs']} runs, "
@@ -431,7 +492,7 @@ def report(quiet: list[dict[str, Any]], backlog: dict[str, Any] | None, idle: di
             f"({i['ratio']:.2f}x by wall), "
             f"{i['requests_per_poll']:g} request(s) | <= {IDLE_TARGET:g}x, 1 request | {verdict(ok)} |"
         )
-    loads = [f"quiet {q['sources']}x{q['minutes']}: {q['load']}" for q in quiet]
+    loads = [f"quiet {q['sources']}x{q['minutes']} ({q.get('code_server', 'managed')}): {q['load']}" for q in quiet]
     loads += [f"backlog: {backlog['load']}"] if backlog else []
     loads += [f"idle: {idle['load']}"] if idle else []
     return "\n".join(lines) + ("\n\nLoad average (1/5/15 min) at the end of each part: " + "; ".join(loads))
@@ -457,6 +518,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--quiet", type=parse_quiet, default="60x4,200x3", help="quiet runs, SOURCESxMINUTES, comma-separated; none"
+    )
+    parser.add_argument(
+        "--code-server",
+        dest="code_servers",
+        type=lambda text: ["standing", "managed"] if text == "both" else [text],
+        default=["standing"],
+        help="standing (the deployment runs `dagster api grpc`; the default), managed (the daemon starts it from "
+        "the workspace and replaces it every minute) or both, side by side",
     )
     parser.add_argument("--no-fresh", dest="fresh", action="store_false", help="no source gets new data mid-run")
     parser.add_argument("--warmup", type=float, default=300.0, help="seconds to wait for every source's first poll")
@@ -487,11 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     try:
         for n, minutes in options.quiet:
-            print(f"{n} quiet sources under dagster-daemon, a {minutes}-minute window:", flush=True)
-            try:
-                quiet.append(quiet_run(n, minutes, options, root))
-            except BenchFailure as exc:
-                failures.append(f"quiet {n}x{minutes}: {exc}")
+            for code_server in options.code_servers:
+                label = f"{code_server} code server"
+                print(f"{n} quiet sources under dagster-daemon ({label}), a {minutes}-minute window:", flush=True)
+                try:
+                    quiet.append(quiet_run(n, minutes, options, root, code_server))
+                except BenchFailure as exc:
+                    failures.append(f"quiet {n}x{minutes} ({label}): {exc}")
         if options.backlog:
             print(f"backlog of {options.backlog:,} events:", flush=True)
             try:

@@ -4,6 +4,7 @@ minutes, a warm-up), too long for a test: `make bench DAEMON=1` runs it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,38 @@ def test_arguments(bench: Any) -> None:
     assert bench.parse_args(["--quiet", "none", "--backlog", "0"]).quiet == []
     smoke = bench.parse_args(["--smoke"])
     assert (smoke.quiet, smoke.backlog, smoke.idle_rounds) == ([(2, 1)], 5000, 1)
+
+
+def test_code_server_choices(bench: Any, tmp_path: Path) -> None:
+    options = bench.parse_args([])
+    assert options.code_servers == ["standing"]
+    assert bench.parse_args(["--code-server", "both"]).code_servers == ["standing", "managed"]
+    workspace, command = bench.workspace_file(tmp_path, "standing")
+    text = workspace.read_text()
+    port = text.split("port: ")[1].split()[0]
+    assert "grpc_server:" in text and "location_name: pullmode" in text
+    assert command[:2] == ["bash", "-c"] and "code-server start -m pullmode_dagster.definitions" in command[2]
+    assert f"-p {port}" in command[2] and command[2].rstrip().endswith(f'run -w "{workspace}"')
+    workspace, command = bench.workspace_file(tmp_path, "managed")
+    assert "module_name: pullmode_dagster.definitions" in workspace.read_text()
+    assert command[-3:] == ["run", "-w", str(workspace)]
+
+
+def test_the_evaluation_bench_runs_and_reports_one_request_per_quiet_poll(tmp_path: Path) -> None:
+    out = tmp_path / "evaluation.json"
+    argv = ["--evaluations", "10", "--history", "30", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "evaluation_bench.py"), *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| quiet poll with 30 runs of history |" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["requests_per_quiet"] == 1 and result["history_runs"] == 30
+    assert 0 < result["waiting_cpu_s"] < result["quiet_cpu_s"]
 
 
 @pytest.mark.parametrize("spec", ["60", "60x", "x4", "60x0", "sixty x4", "60y4"])
