@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 
 import httpx
@@ -80,3 +81,19 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now=now) == 30.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_one_tls_context_per_process_and_ca_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session shares the process's TLS context (loading the CA bundle per client cost a quiet
+    poll more than its request); a different SSL_CERT_FILE still gets its own."""
+    import certifi
+
+    from pullmode_dagster.engine.http import tls_context
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    default = tls_context()
+    assert tls_context() is default and default.verify_mode == ssl.CERT_REQUIRED
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    own = tls_context()
+    assert own is not default and tls_context() is own

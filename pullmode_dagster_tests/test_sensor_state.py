@@ -42,6 +42,9 @@ def test_pullmode_reads_and_writes_the_cursor_dagster_itself_addresses(sources: 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         cursors = SensorCursors(instance, WORKSPACE)
         assert cursors.get("acme_audit_poller") == '{"watermark": "2026-02-01T00:00:00Z"}'
+        # The production workspace reaches a standing code server over gRPC: the same sensor state.
+        standing = SensorCursors(instance, WORKSPACE.parent / "deploy" / "workspace.yaml")
+        assert standing.get("acme_audit_poller") == '{"watermark": "2026-02-01T00:00:00Z"}'
         cursors.set("acme_audit_poller", '{"watermark": "2026-03-01T00:00:00Z"}')
     dagster_sensor_cursor(home, sources.directory, "--delete")
     with dg.DagsterInstance.from_config(str(home)) as instance:
