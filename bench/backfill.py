@@ -30,7 +30,9 @@ from pull_bench import (
     PULLMODE,
     PY,
     Proc,
+    clean_env,
     measure,
+    new_dagster_home,
     pullmode_env,
     server,
     sqlite_count,
@@ -62,6 +64,32 @@ def expected_partitions(db: Path, partitioning: str) -> set[str]:
     return {r[0] if width == 10 else f"{r[0][:10]}-{r[0][11:13]}:00" for r in rows}
 
 
+FLOOR = """
+import dagster as dg
+partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2026-12-01")
+keys = partitions.get_partition_keys()[: {n}]
+
+@dg.asset(partitions_def=partitions)
+def floor(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    for key in keys[:-1]:
+        context.log_event(dg.AssetMaterialization(asset_key="floor", partition=key, metadata={{
+            "dagster/row_count": 1, "events_written": 1, "written_by_run": context.run.run_id}}))
+    return dg.MaterializeResult(metadata={{"events_written": 1}})
+
+job = dg.Definitions(assets=[floor]).get_implicit_global_asset_job_def()
+with dg.DagsterInstance.get() as instance:
+    assert job.execute_in_process(partition_key=keys[-1], instance=instance).success
+"""
+"""Dagster alone, nothing of ours: a no-op asset run in process on the same kind of fresh SQLite
+instance, recording ``n`` partition materializations as a pull touching ``n`` partitions does."""
+
+
+def dagster_floor(partitions: int, root: Path) -> Proc:
+    home = new_dagster_home(root / f"floor_{partitions}" / "dagster_home")
+    env = clean_env(DAGSTER_HOME=str(home))
+    return measure([PY, "-c", FLOOR.format(n=partitions)], env=env).check(f"dagster floor ({partitions})")
+
+
 def one(events: int, span: str, partitioning: str, root: Path, profile: bool) -> dict[str, Any]:
     days = SPANS[span]
     with server("http", "--events", str(events), "--span-days", str(days)) as base_url:
@@ -89,6 +117,8 @@ def one(events: int, span: str, partitioning: str, root: Path, profile: bool) ->
         "cpu_s": round(proc.cpu, 2),
         "rss_mb": round(proc.rss_mb),
     }
+    floor = dagster_floor(len(want), root / f"{span.replace(' ', '_')}_{partitioning}")
+    result.update(floor_wall_s=round(floor.wall, 2), floor_cpu_s=round(floor.cpu, 2))
     if rows != events or missing:
         raise SystemExit(f"FAILED: {result}; e.g. not shown: {sorted(missing)[:5]}")
     if profile:
@@ -114,13 +144,17 @@ def main() -> int:
                 results.append(one(args.events, span, partitioning, args.keep or Path(tmp), args.profile))
                 print(json.dumps(results[-1]), flush=True)
     print(f"\n{args.events:,} events, `pullmode pull` (full path), load average {os.getloadavg()[0]:.1f}:")
-    print("| partitioning | events dated over | partitions with events | wall s | CPU s | vs one day |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| partitioning | events dated over | partitions with events | wall s | CPU s | vs one day (wall, CPU) "
+        "| Dagster alone: that many partition materializations, CPU s |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         base = next((b for b in results if b["partitioning"] == r["partitioning"] and b["span"] == "one day"), r)
         print(
             f"| {r['partitioning']} | {r['span']} | {r['partitions_with_events']:,} | {r['wall_s']:.1f} | "
-            f"{r['cpu_s']:.1f} | {r['wall_s'] / base['wall_s']:.2f}x |"
+            f"{r['cpu_s']:.1f} | {r['wall_s'] / base['wall_s']:.2f}x, {r['cpu_s'] / base['cpu_s']:.2f}x "
+            f"| {r['floor_cpu_s']:.1f} |"
         )
     return 0
 
