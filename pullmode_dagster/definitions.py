@@ -26,6 +26,7 @@ from .defs.sensors import (
     job_name,
     utc_now,
 )
+from .defs.translator import PullmodeTranslator
 from .engine.adapters import ADAPTERS
 from .engine.config import SourceConfig
 from .engine.errors import Problem
@@ -53,8 +54,10 @@ class _SourceDefs:
     poller: PollPlanner
 
 
-def _source_defs(source: SourceConfig, resources: PollerResources, clock: Clock) -> _SourceDefs:
-    asset = build_source_asset(source)
+def _source_defs(
+    source: SourceConfig, resources: PollerResources, clock: Clock, translator: PullmodeTranslator
+) -> _SourceDefs:
+    asset = build_source_asset(source, translator)
     job = dg.define_asset_job(
         job_name(source.name),
         selection=dg.AssetSelection.assets(asset.key),
@@ -64,7 +67,7 @@ def _source_defs(source: SourceConfig, resources: PollerResources, clock: Clock)
         # (a second import of the code location) on every poll.
         executor_def=dg.in_process_executor,
     )
-    poller = PollPlanner(source, asset.partitions_def, asset.op.name)  # type: ignore[arg-type]
+    poller = PollPlanner(source, asset)
     sensor = build_poller_sensor(source, job, poller, resources, clock=clock)
     return _SourceDefs(asset, job, sensor, poller)
 
@@ -83,13 +86,15 @@ def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None
     sources.invalid.append(InvalidSource(source.file or sources.directory, source.name, (problem,)))
 
 
-def _definitions(built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object]) -> dg.Definitions:
+def _definitions(
+    built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object], translator: PullmodeTranslator
+) -> dg.Definitions:
     assets = [b.asset for b in built.values()]
     taken = set(built)
     for invalid in sources.invalid:
         name = invalid_asset_name(invalid, taken)
         taken.add(name)
-        assets.append(build_invalid_source_asset(invalid, name))
+        assets.append(build_invalid_source_asset(invalid, name, translator))
     sensors = [*(b.sensor for b in built.values()), failure_alerts]
     return dg.Definitions(assets=assets, jobs=[b.job for b in built.values()], sensors=sensors, resources=resources)
 
@@ -108,7 +113,11 @@ def build_project(
     *,
     resources: dict[str, object] | None = None,
     clock: Clock = utc_now,
+    translator: PullmodeTranslator | None = None,
 ) -> Project:
+    """The code location's pieces. ``translator`` shapes each source's asset (key, group, tags,
+    owners, metadata, blocking checks): :class:`PullmodeTranslator`'s defaults when None."""
+    translator = translator or PullmodeTranslator()
     sources = load_sources(directory)
     needs_s3 = any("s3" in ADAPTERS[s.adapter].resources for s in sources.sources.values())
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
@@ -118,10 +127,10 @@ def build_project(
     built: dict[str, _SourceDefs] = {}
     for source in sorted(sources.sources.values(), key=lambda s: s.name):
         try:
-            built[source.name] = _source_defs(source, poller_resources, clock)
+            built[source.name] = _source_defs(source, poller_resources, clock, translator)
         except Exception as exc:
             _leave_out(sources, source, exc)
-    defs = _definitions(built, sources, bound)
+    defs = _definitions(built, sources, bound, translator)
     if _resolves(defs) is not None:
         # Rare: find the sources Dagster refuses, each alone, and load the others without them.
         for name, pieces in list(built.items()):
@@ -130,7 +139,7 @@ def build_project(
             if problem is not None:
                 del built[name]
                 _leave_out(sources, sources.sources[name], problem)
-        defs = _definitions(built, sources, bound)
+        defs = _definitions(built, sources, bound, translator)
     for invalid in sources.invalid:
         for problem in invalid.problems:
             log.error(f"source left out: {problem}")
@@ -146,9 +155,11 @@ def build_definitions(
     *,
     resources: dict[str, object] | None = None,
     clock: Clock = utc_now,
+    translator: PullmodeTranslator | None = None,
 ) -> dg.Definitions:
-    """Definitions for every source in ``directory`` (default ``$PULLMODE_SOURCES_DIR``)."""
-    return build_project(directory, resources=resources, clock=clock).defs
+    """Definitions for every source in ``directory`` (default ``$PULLMODE_SOURCES_DIR``), each
+    source's asset shaped by ``translator`` (default :class:`PullmodeTranslator`)."""
+    return build_project(directory, resources=resources, clock=clock, translator=translator).defs
 
 
 @dg.definitions
@@ -157,4 +168,4 @@ def defs() -> dg.Definitions:
     return build_definitions()
 
 
-__all__ = ["GROUP", "Project", "build_definitions", "build_project", "defs"]
+__all__ = ["GROUP", "Project", "PullmodeTranslator", "build_definitions", "build_project", "defs"]

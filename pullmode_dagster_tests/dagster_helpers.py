@@ -23,6 +23,7 @@ from pullmode_dagster.definitions import Project, build_project
 from pullmode_dagster.defs.assets import SOURCE_TAG
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
+from pullmode_dagster.defs.translator import PullmodeTranslator
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -132,10 +133,10 @@ def fail_source_asset(monkeypatch: pytest.MonkeyPatch, name: str, error: Excepti
     injected where a bad ``startDate`` once raised while the code location loaded."""
     real = definitions.build_source_asset
 
-    def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
+    def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> dg.AssetsDefinition:
         if source.name == name:
             raise error
-        return real(source)
+        return real(source, translator)
 
     monkeypatch.setattr(definitions, "build_source_asset", build_source_asset)
 

@@ -1,4 +1,5 @@
-"""The pullmode command line: preview writes nothing, tail prints the newest events (once each)."""
+"""The pullmode command line: preview writes nothing, tail prints the newest events by event time (then each
+new one once)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +19,12 @@ from click.testing import CliRunner
 from pullmode_dagster.cli import main
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.events import NormalizedEvent
-from pullmode_dagster.engine.store import SqliteTraceStore
+from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
+from .pg import fresh_database
 
 
 @pytest.fixture
@@ -105,15 +110,37 @@ def test_preview_failure_is_one_line_without_traceback_or_secret(
     assert "Traceback" not in result.output and "tok-cli-123456" not in result.output
 
 
-def test_tail_shows_newest_last_with_source_filter_and_json(store_url: str, tmp_path: Path) -> None:
-    with SqliteTraceStore(tmp_path / "cli.db") as store:
-        store.write_events([ev(i) for i in range(30)] + [ev(99, "other")], run_id="r")
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``$PULLMODE_TRACE_STORE_URL``: a new store on each backend."""
+    with nullcontext(f"sqlite:///{tmp_path}/cli.db") if request.param == "sqlite" else fresh_database() as url:
+        monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
+        yield url
+
+
+def at(source: str, day: int, hour: int) -> NormalizedEvent:
+    return replace(
+        ev(hour, source),
+        source_event_id=f"{source}-{day}-{hour}",
+        event_timestamp=f"2026-03-0{day}T{hour:02d}:00:00.000000Z",
+    )
+
+
+def test_tail_shows_the_newest_events_by_event_time_with_source_filter_and_json(any_store_url: str) -> None:
+    with open_store(any_store_url) as store:
+        # A newest-first feed: its first page (today's events) is stored before its second (yesterday's).
+        store.write_events([at("s", 2, h) for h in (12, 11, 10)], run_id="r")
+        store.write_events([at("s", 1, h) for h in (23, 22)], run_id="r")
+        store.write_events([at("other", 2, 11), at("other", 1, 9)], run_id="r")
     text = CliRunner().invoke(main, ["tail", "-n", "3", "--source", "s"])
-    assert [line.split()[-1] for line in text.stdout.splitlines()] == ["e27", "e28", "e29"]
-    as_json = CliRunner().invoke(main, ["tail", "-n", "2", "--json"])
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["s-2-10", "s-2-11", "s-2-12"]
+    assert lines[0].startswith("2026-03-02T10:00:00.000000Z  s  u10@x  act  m  $0.500000  tokens 3/4")
+    as_json = CliRunner().invoke(main, ["tail", "-n", "3", "--json"])
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
-    assert [(r["source_name"], r["source_event_id"]) for r in rows] == [("s", "e29"), ("other", "e99")]
-    assert rows[0]["raw_payload"] == '{"i": 29}' and "id" not in rows[0]
+    assert [r["source_event_id"] for r in rows] == ["s-2-11", "other-2-11", "s-2-12"]  # a tie: in stored order
+    assert rows[0]["raw_payload"] == '{"i": 11}' and "id" not in rows[0]
 
 
 LINE_TIMEOUT = 20.0

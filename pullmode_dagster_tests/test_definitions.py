@@ -14,6 +14,7 @@ from pullmode_dagster.definitions import build_definitions, build_project
 from pullmode_dagster.defs.resources import TraceStoreResource
 from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.errors import ConfigError
+from pullmode_dagster.engine.store import EVENT_COLUMNS
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import fail_source_asset
@@ -89,6 +90,38 @@ def test_each_source_is_an_asset_a_job_and_a_poller(sources: SourceWriter, secre
     # HTTP sources only: no `s3` resource, so the code location never imports dagster-aws and boto3.
     assert set(defs.resources) >= {"credentials", "trace_store", "pull_settings", "pullmode_events"}
     assert "s3" not in defs.resources
+
+
+def test_each_asset_describes_its_rows_columns_and_source_file(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = sources.write(http_source(URL))
+    sources.write(http_source(URL, name="other"))
+    monkeypatch.chdir(tmp_path)  # a relative sources directory: the reference is absolute all the same
+    defs = build_definitions(sources.directory.relative_to(tmp_path))
+    spec = {s.key: s for s in defs.resolve_all_asset_specs()}[dg.AssetKey(["ingestion", "acme_audit"])]
+    schema = spec.metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    # The trace store's one column list, in order, typed, with what each column holds.
+    columns = {c.name: c for c in schema.columns}
+    assert tuple(columns) == EVENT_COLUMNS
+    assert (columns["event_timestamp"].type, columns["cost_usd"].type, columns["tokens_input"].type) == (
+        "datetime",
+        "float",
+        "int",
+    )
+    assert columns["raw_payload"].type == "json" and columns["actor"].type == "string"
+    assert "UTC" in columns["event_timestamp"].description
+    assert columns["actor"].constraints.nullable and not columns["source_event_id"].constraints.nullable
+    assert columns["source_event_id"].constraints.unique and not columns["actor"].constraints.unique
+    # Its rows: one table for every source, filtered to this one (a name of its own for each asset).
+    assert spec.metadata["dagster/table_name"] == "pulled_events WHERE source_name = 'acme_audit'"
+    other = {s.key: s for s in defs.resolve_all_asset_specs()}[dg.AssetKey(["ingestion", "other"])]
+    assert other.metadata["dagster/table_name"] == "pulled_events WHERE source_name = 'other'"
+    [reference] = spec.metadata["dagster/code_references"].code_references
+    assert isinstance(reference, dg.LocalFileCodeReference)
+    assert (reference.file_path, reference.label) == (str(path.resolve()), "source file")
+    assert Path(reference.file_path).is_absolute()
 
 
 def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -143,16 +143,19 @@ def test_opening_a_new_store_from_several_runs_at_once_does_not_fail(pg_url: str
 def test_writers_run_in_parallel_and_tail_never_skips_a_batch_committed_late(pg_url: str) -> None:
     """A slow batch takes its ids, then waits (on a key another transaction holds); a writer of
     another source commits meanwhile, with greater ids. A reader resuming after the greatest id it
-    saw would skip the slow batch, so tail waits for the batch in flight instead."""
+    saw would skip the slow batch, so tail (and newest, for the id it resumes after) waits for the
+    batch in flight instead."""
     open_store(pg_url).close()
     slow_results: list[Any] = []
     seen: list[Any] = []
+    newest: list[Any] = []
     with (
         connect(pg_url) as blocker,
         connect(pg_url) as admin,
         open_store(pg_url) as slow,
         open_store(pg_url) as fast,
         open_store(pg_url) as reader,
+        open_store(pg_url) as newest_reader,
     ):
         with blocker.transaction(force_rollback=True):
             blocker.execute(
@@ -167,15 +170,21 @@ def test_writers_run_in_parallel_and_tail_never_skips_a_batch_committed_late(pg_
             in_thread(lambda: fast.write_events([ev(1, "b"), ev(2, "b")], run_id="fast"), fast_results).join(10)
             assert fast_results == [WriteResult(2, 0)]  # not held up by the slow batch
             tail_reader = in_thread(lambda: seen.extend(reader.tail(limit=100)), [])
+            newest_thread = in_thread(lambda: newest_reader.newest(limit=100), newest)
             wait_for(
-                lambda: admin.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+                lambda: admin.execute(
+                    "SELECT count(*) = 2 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()[0]  # type: ignore[index]
             )
-            assert seen == []  # waiting for the slow batch, not reading past it
+            assert seen == [] and newest == []  # waiting for the slow batch, not reading past it
         slow_writer.join(timeout=20)
         tail_reader.join(timeout=20)
+        newest_thread.join(timeout=20)
         assert slow_results == [WriteResult(3, 0)]
         assert [r["run_id"] for r in seen] == ["slow"] * 3 + ["fast"] * 2  # the slow batch took its ids first
         assert reader.tail(after_id=seen[-1]["id"]) == []
+        [latest] = newest
+        assert latest.last_id == seen[-1]["id"] and len(latest.rows) == 5
 
 
 def test_a_key_stored_twice_is_reported_when_the_table_lacks_the_unique_key(pg_url: str) -> None:

@@ -42,6 +42,7 @@ from pullmode_dagster.engine.events import (
 )
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteResult, open_store
+from pullmode_dagster.engine.store.base import Newest
 
 from .bounded import join_all
 from .conftest import SourceWriter, http_source
@@ -119,6 +120,40 @@ def test_tail_is_newest_last_and_resumable(store: TraceStore) -> None:
     store.write_events([ev(10)], run_id=None)
     assert [r["source_event_id"] for r in store.tail(after_id=rows[-1]["id"])] == ["e10"]
     assert [r["source_event_id"] for r in store.tail(source="other")] == []
+    # Resuming reads the first rows after the id, so a reader that takes a few at a time misses none.
+    first = store.tail(after_id=rows[0]["id"], limit=2)
+    assert [r["source_event_id"] for r in first] == ["e8", "e9"]
+    assert [r["source_event_id"] for r in store.tail(after_id=first[-1]["id"], limit=2)] == ["e10"]
+
+
+def at(source: str, event_id: str, minute: int) -> NormalizedEvent:
+    return replace(ev(0, source), source_event_id=event_id, event_timestamp=f"2026-03-01T10:{minute:02d}:00.000000Z")
+
+
+def test_newest_is_by_event_time_across_sources_whatever_order_they_were_stored(store: TraceStore) -> None:
+    assert store.newest() == Newest([], 0)
+    # A newest-first feed stores its latest events first; a second source's events fall in between.
+    store.write_events([at("s", f"s{m}", m) for m in (50, 40, 30, 20, 10)], run_id="r1")
+    store.write_events([at("o", "o45", 45), at("o", "o5", 5), at("o", "o50", 50)], run_id="r2")
+    newest = store.newest(limit=4)
+    # Oldest first; the two events of 10:50 in the order they were stored.
+    assert [r["source_event_id"] for r in newest.rows] == ["s40", "o45", "s50", "o50"]
+    assert newest.last_id == max(r["id"] for r in store.tail(limit=100)) and store.count() == 8
+    assert [r["source_event_id"] for r in store.newest(source="s", limit=2).rows] == ["s40", "s50"]
+    assert [r["source_event_id"] for r in store.newest(source="o", limit=10).rows] == ["o5", "o45", "o50"]
+    assert store.newest(source="nobody").rows == []
+    assert newest.rows[0] == next(r for r in store.tail(limit=100) if r["source_event_id"] == "s40")  # same row
+    # What lands after the read comes from tail, resumed after last_id: an old event included.
+    store.write_events([at("s", "s1", 1), at("s", "s55", 55)], run_id="r3")
+    after = store.tail(after_id=newest.last_id, limit=100)
+    assert [r["source_event_id"] for r in after] == ["s1", "s55"]
+    assert [r["source_event_id"] for r in store.newest(limit=2).rows] == ["o50", "s55"]
+
+
+def test_source_names_are_every_stored_source_sorted(store: TraceStore) -> None:
+    assert store.source_names() == []
+    store.write_events([ev(1, "b"), ev(2, "a"), ev(3, "b"), ev(4, "c_1"), ev(5, "c")], run_id=None)
+    assert store.source_names() == ["a", "b", "c", "c_1"]
 
 
 def test_rows_are_numbered_in_batch_order_and_the_first_of_a_repeated_key_wins(store: TraceStore) -> None:

@@ -123,6 +123,10 @@ def preview(name: str, as_json: bool) -> None:
     click.echo(f"{name}: first page: {len(events)} events, {len(rejects)} rejected, {size} bytes; {more}", err=True)
 
 
+FOLLOW_BATCH = 10_000
+"""Rows ``tail --follow`` reads at a time; more that landed since its last poll are read in turn."""
+
+
 def _row_json(row: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in row.items() if k != "id"}, ensure_ascii=False)
 
@@ -135,19 +139,26 @@ def _row_json(row: dict[str, Any]) -> str:
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls with --follow.")
 @friendly_errors
 def tail(source: str | None, follow: bool, as_json: bool, limit: int, interval: float) -> None:
-    """The newest pulled events from the trace store ($PULLMODE_TRACE_STORE_URL)."""
+    """The newest pulled events from the trace store ($PULLMODE_TRACE_STORE_URL), by event time.
+
+    Prints the N events with the latest event_timestamp, oldest first. With --follow, then the
+    events stored after them as they land, each once (an event dated earlier, from a backfill,
+    included), each poll's by event time."""
     fmt = _row_json if as_json else _event_line
     with open_store() as store:
-        last_id = 0
-        for row in store.tail(source=source, limit=limit):
+        newest = store.newest(source=source, limit=limit)
+        for row in newest.rows:
             click.echo(fmt(row))
-            last_id = max(last_id, row["id"])
+        last_id = newest.last_id
         while follow:
             time.sleep(interval)
             # Rows are numbered by the store as they land: each is printed exactly once.
-            for row in store.tail(source=source, limit=10_000, after_id=last_id):
-                click.echo(fmt(row))
-                last_id = max(last_id, row["id"])
+            batch = FOLLOW_BATCH
+            while batch == FOLLOW_BATCH:
+                rows = store.tail(source=source, limit=FOLLOW_BATCH, after_id=last_id)
+                for row in sorted(rows, key=lambda r: (r["event_timestamp"], r["id"])):
+                    click.echo(fmt(row))
+                last_id, batch = (rows[-1]["id"] if rows else last_id), len(rows)
             sys.stdout.flush()
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import dagster as dg
 
 from ..definitions import build_project
-from ..defs.assets import asset_key
 from ..defs.outgoing import secrets_for
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
@@ -164,7 +163,7 @@ def _pull_locked(
             cursor=settled.committed.to_json(),
             interrupted=bool(metadata.get("interrupted")),
         )
-    metadata = run_metadata(instance, result.run_id, asset_key(name)) or {}
+    metadata = run_metadata(instance, result.run_id, poller.key) or {}
     return PullOutcome(name, True, "ok", result.run_id, metadata, settled.committed.to_json())
 
 

@@ -1,7 +1,9 @@
-"""One asset per source: ``ingestion/<name>``, time-partitioned, materialized by a pull.
+"""One asset per source: ``ingestion/<name>`` (or as a translator names it), time-partitioned,
+materialized by a pull.
 
 A run either polls from the cursor the poller handed it (``poll: true``) or, when materialized by
 hand or by a backfill, re-pulls its partition's window; a window pull never moves the cursor.
+Design: docs/design/assets.md#the-source-asset
 """
 
 import re
@@ -22,18 +24,19 @@ from ..engine.pull import PullReport, run_pull
 from ..engine.redaction import Redactor
 from ..engine.sources import InvalidSource
 from ..engine.store import TraceStore
-from ..engine.store.schema import COLUMN_KINDS, DAGSTER_TYPE_NAMES
+from ..engine.store.schema import EVENT_SCHEMA
 from . import outgoing
 from .checks import check_results, check_specs
-from .freshness import freshness_for
 from .io_manager import EVENTS_IO_MANAGER_KEY
 from .partitions import data_partitions, partitions_for
 from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
+from .translator import GROUP as GROUP  # these four live in .translator; imported from here too
+from .translator import KEY_PREFIX as KEY_PREFIX
+from .translator import SOURCE_TAG as SOURCE_TAG
+from .translator import PullmodeTranslator, table_schema
+from .translator import asset_key as asset_key
 
-GROUP = "ingestion_sources"
-KEY_PREFIX = "ingestion"
-SOURCE_TAG = "pullmode/source"
 CHECKPOINT_KEY = "checkpoint"
 """Observation metadata: the cursor state whose events are in the store (a failed poll commits it)."""
 
@@ -47,32 +50,6 @@ class PullConfig(dg.Config):
         "false: re-pull this partition's time window.",
     )
     cursor: str = Field(default="", description="The committed cursor state (JSON) the poll starts from.")
-
-
-def asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([KEY_PREFIX, name])
-
-
-def _tag_value(value: str) -> str:
-    """Dagster tag values: at most 63 characters of letters, digits, '-', '_' and '.'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", value)[:63]
-
-
-def _owners(owner: str | None) -> list[str]:
-    if not owner:
-        return []
-    return [owner] if "@" in owner else [f"team:{_tag_value(owner)}"]
-
-
-def describe(source: SourceConfig) -> str:
-    """What the asset pulls and from where: refs and URLs without query strings, never a secret."""
-    lines = [source.description or "", source.describe(), f"Polled on `{source.schedule}` (UTC)."]
-    if source.credentials:
-        refs = ", ".join(f"`{k}` from {ref.describe()}" for k, ref in sorted(source.credentials.items()))
-        lines.append(f"Credentials: {refs}.")
-    if source.file:
-        lines.append(f"Defined in `{source.file}`.")
-    return "\n\n".join(line for line in lines if line)
 
 
 def row_counts(store: TraceStore, source: SourceConfig, partition_keys: Iterable[str]) -> dict[str, int]:
@@ -92,16 +69,20 @@ def partition_row_count(store: TraceStore, source: SourceConfig, partition_key: 
     return row_counts(store, source, [partition_key])[partition_key]
 
 
-def report_metadata(report: PullReport) -> dict[str, object]:
+def report_metadata(report: PullReport, source: SourceConfig) -> dict[str, object]:
     """Materialization metadata: what the run wrote and where the cursor went (the partition's row
-    count is added by the caller, from the store)."""
+    count is added by the caller, from the store). Only what means something for the source: a
+    ``files`` count where its adapter reads files (or a custom puller reported some)."""
     metadata: dict[str, object] = {
         "events_written": report.written,
         "duplicates_skipped": report.duplicates,
         "rejected": report.rejected,
         "records_seen": report.records,
         "pages": report.pages,
-        "files": report.files,
+    }
+    if ADAPTERS[source.adapter].reads_files or report.files:
+        metadata["files"] = report.files
+    metadata |= {
         "requests": report.requests,
         "bytes": report.bytes,
         "mode": "window" if report.window else "poll",
@@ -117,10 +98,10 @@ def report_metadata(report: PullReport) -> dict[str, object]:
         metadata["window"] = f"{report.window.start.isoformat()} .. {report.window.end.isoformat()}"
         metadata["outside_window"] = report.outside_window
     if report.preview:
-        columns = MAPPED_FIELDS
+        columns = [c for c in EVENT_SCHEMA if c.name in MAPPED_FIELDS]
         metadata["preview"] = dg.MetadataValue.table(
-            records=[dg.TableRecord({c: getattr(e, c) for c in columns}) for e in report.preview],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c, DAGSTER_TYPE_NAMES[COLUMN_KINDS[c]]) for c in columns]),
+            records=[dg.TableRecord({c.name: getattr(e, c.name) for c in columns}) for e in report.preview],
+            schema=table_schema(columns),
         )
     return metadata
 
@@ -161,33 +142,20 @@ class CheckpointRecorder:
         return self.metadata()
 
 
-def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
-    key = asset_key(source.name)
+def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> dg.AssetsDefinition:
     adapter = ADAPTERS[source.adapter]
-    tags = {"pullmode/adapter": source.adapter}
-    if source.owner:
-        tags["pullmode/owner"] = _tag_value(source.owner)
-    if source.organization_id:
-        tags["pullmode/organization"] = _tag_value(source.organization_id)
+    spec = translator.get_asset_spec(source)
+    key = spec.key
+    # What the wiring relies on, whatever the translator returned: the source tag (the IO manager
+    # finds the source by it), a skippable output (the checks run alone) and the events' IO manager.
+    spec = spec.merge_attributes(tags={SOURCE_TAG: source.name}).replace_attributes(skippable=True)
 
     # A multi_asset that can be subset: its checks also run alone (no pull), on what is stored.
     asset = dg.multi_asset(
         name=key.to_python_identifier(),
-        specs=[
-            dg.AssetSpec(
-                key=key,
-                group_name=GROUP,
-                description=describe(source),
-                kinds={adapter.kind},
-                tags=tags,
-                owners=_owners(source.owner),
-                metadata={"schedule": source.schedule, "source_file": str(source.file or "")},
-                freshness_policy=freshness_for(source.schedule),
-                skippable=True,
-            ).with_io_manager_key(EVENTS_IO_MANAGER_KEY)
-        ],
+        specs=[spec.with_io_manager_key(EVENTS_IO_MANAGER_KEY)],
         partitions_def=partitions_for(source),
-        check_specs=check_specs(key),
+        check_specs=check_specs(key, blocking=translator.get_checks_blocking(source)),
         can_subset=True,
     )
 
@@ -257,7 +225,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 stored = row_counts(store, source, [*written, *([own] if own else [])])
                 total = stored[own] if own else store.count(source=source.name)
         except PullmodeError as exc:
-            partial = report_metadata(exc.report) if isinstance(exc.report, PullReport) else {}
+            partial = report_metadata(exc.report, source) if isinstance(exc.report, PullReport) else {}
             raise dg.Failure(
                 description=secrets.redact(exc),
                 metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
@@ -281,7 +249,7 @@ def build_source_asset(source: SourceConfig) -> dg.AssetsDefinition:
         context.log.info(secrets.redact(report.summary()))
         # Row count: what the partition holds after this poll (a quiet poll of a full partition is not
         # "0 rows"); what the poll itself wrote stays in events_written.
-        metadata = {"dagster/row_count": total, **report_metadata(report)}
+        metadata = {"dagster/row_count": total, **report_metadata(report, source)}
         for partition, count in written.items():
             if partition == own:
                 metadata["events_in_this_partition"] = count
@@ -345,14 +313,16 @@ def invalid_asset_name(invalid: InvalidSource, taken: set[str]) -> str:
     return f"{name}_invalid" if name in taken else name
 
 
-def build_invalid_source_asset(invalid: InvalidSource, name: str) -> dg.AssetsDefinition:
+def build_invalid_source_asset(
+    invalid: InvalidSource, name: str, translator: PullmodeTranslator
+) -> dg.AssetsDefinition:
     """A bad file does not take the other sources down: it is left out, and this placeholder (same
     key the source would have had) carries the validation problems into the UI."""
     problems = "\n".join(f"- {p}" for p in invalid.problems)
 
     @dg.asset(
-        key=asset_key(name),
-        group_name=GROUP,
+        key=translator.get_asset_key(name),
+        group_name=translator.group_name,
         description=f"**This source file did not load**, so nothing is pulled:\n\n{problems}\n\n"
         "Fix the file (`pullmode validate` lists every problem) and reload the code location.",
         tags={"pullmode/status": "invalid"},

@@ -16,18 +16,22 @@ NORMALIZED_SCHEMA = "normalized_schema"
 UNIQUE_SOURCE_EVENT_ID = "unique_source_event_id"
 
 
-def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def check_specs(key: dg.AssetKey, *, blocking: bool) -> list[dg.AssetCheckSpec]:
+    """The two checks of the asset ``key``; ``blocking``: a failure keeps its downstream assets from
+    materializing in the same run (the translator's choice, off by default)."""
     return [
         dg.AssetCheckSpec(
             NORMALIZED_SCHEMA,
             asset=key,
             description="Rows written by the run are in the normalized shape: UTC ISO 8601 timestamp, "
             "non-negative cost and token counts, raw_payload valid JSON.",
+            blocking=blocking,
         ),
         dg.AssetCheckSpec(
             UNIQUE_SOURCE_EVENT_ID,
             asset=key,
             description="No source_event_id written by the run is stored more than once for this source.",
+            blocking=blocking,
         ),
     ]
 

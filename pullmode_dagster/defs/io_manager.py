@@ -1,5 +1,5 @@
-"""How a downstream asset receives a source's events: ``ingestion/<name>`` as an input, annotated
-``pandas.DataFrame`` or ``pyarrow.Table``.
+"""How a downstream asset receives a source's events: ``ingestion/<name>`` (or the key a translator
+gave it) as an input, annotated ``pandas.DataFrame`` or ``pyarrow.Table``.
 
 An IO manager on every source asset; its write is a no-op, because a pull stores its events itself,
 batch by batch as it goes. Design: docs/design/exports-and-arrow.md#the-io-manager
@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from .resources import TraceStoreResource
+from .translator import SOURCE_TAG
 
 EVENTS_IO_MANAGER_KEY = "pullmode_events"
 
@@ -31,7 +32,7 @@ class TraceStoreEventsIOManager(dg.ConfigurableIOManager):
         # Imported here: a code location that never loads events never imports pyarrow or pandas.
         from ..engine.store.arrow import read_dataframe, read_table
 
-        source = context.asset_key.path[-1]
+        source = _source(context)
         start, end = _window(context)
         wanted = _wanted(context)
         with self.trace_store.open() as store:
@@ -45,6 +46,12 @@ class TraceStoreEventsIOManager(dg.ConfigurableIOManager):
         span = f"{start.isoformat()} .. {end.isoformat()}" if start and end else "all stored events"
         context.log.info(f"{source}: loaded {rows} events ({span})")
         return result
+
+
+def _source(context: dg.InputContext) -> str:
+    """The source whose events the input is: the ``pullmode/source`` tag every source asset carries
+    (a translator may give the asset any key)."""
+    return context.upstream_output.asset_spec.tags[SOURCE_TAG]
 
 
 def _window(context: dg.InputContext) -> tuple[datetime | None, datetime | None]:

@@ -23,7 +23,7 @@ from ..engine.errors import PullmodeError
 from ..engine.probe import ProbeResult, probe_source
 from ..engine.redaction import Redactor
 from . import outgoing
-from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key, partition_row_count
+from .assets import CHECKPOINT_KEY, SOURCE_TAG, partition_row_count
 from .outgoing import CursorSeal
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
@@ -226,11 +226,11 @@ class PollPlanner:
     It plans when and from which cursor to pull; the engine's :class:`~pullmode_dagster.Puller`
     does the pulling (hence the different name)."""
 
-    def __init__(self, source: SourceConfig, partitions_def: dg.PartitionsDefinition, op_name: str):
+    def __init__(self, source: SourceConfig, asset: dg.AssetsDefinition):
         self.source = source
-        self.partitions_def = partitions_def
-        self.op_name = op_name
-        self.key = asset_key(source.name)
+        self.key = asset.key  # the source asset's, as its translator named it
+        self.partitions_def: dg.PartitionsDefinition = asset.partitions_def  # type: ignore[assignment]
+        self.op_name = asset.op.name
 
     def run_config(self, cursor: str) -> dict[str, Any]:
         return {"ops": {self.op_name: {"config": {"poll": True, "cursor": cursor}}}}

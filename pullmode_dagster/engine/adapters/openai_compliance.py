@@ -485,4 +485,4 @@ class OpenAICompliancePuller(Puller):
             self.requests = http.requests
 
 
-register(Adapter("openai_compliance", OpenAIComplianceSource, OpenAICompliancePuller, kind="openai"))
+register(Adapter("openai_compliance", OpenAIComplianceSource, OpenAICompliancePuller, kind="openai", reads_files=True))

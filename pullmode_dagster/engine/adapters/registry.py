@@ -22,6 +22,9 @@ class Adapter:
     """The kind tag Dagster shows on the source's asset (``http``, ``s3``, a vendor's name)."""
     resources: frozenset[str] = field(default_factory=frozenset)
     """Dagster resources the puller needs beyond the common ones (``s3_polling``: ``s3``)."""
+    reads_files: bool = False
+    """Whether its pulls read files (S3 objects, log files), so a count of files means something in
+    a pull's metadata (an HTTP feed's would always be 0)."""
 
 
 ADAPTERS: dict[str, Adapter] = {}

@@ -278,4 +278,6 @@ class S3PollingPuller(Puller):
             yield from self._file_pages(client, obj, before=None, drained=i == len(objects) - 1)
 
 
-register(Adapter("s3_polling", S3PollingSource, S3PollingPuller, kind="s3", resources=frozenset({"s3"})))
+register(
+    Adapter("s3_polling", S3PollingSource, S3PollingPuller, kind="s3", resources=frozenset({"s3"}), reads_files=True)
+)

@@ -6,6 +6,7 @@ duplicate. Design: docs/design/trace-store.md#the-interface
 
 from __future__ import annotations
 
+import heapq
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,12 +85,24 @@ Where = tuple[str, list[Any]]
 """A WHERE clause and the values of its placeholders."""
 
 _TAIL_NAMES = ("id", *EVENT_COLUMNS)
+_TIMESTAMP_AT = _TAIL_NAMES.index("event_timestamp")
 
 
 @dataclass(frozen=True)
 class WriteResult:
     written: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class Newest:
+    """What :meth:`TraceStore.newest` read."""
+
+    rows: list[dict[str, Any]]
+    """The newest events by ``event_timestamp`` (ties: in the order stored), oldest first, each with
+    its store ``id``."""
+    last_id: int
+    """The greatest id stored when they were read (0: none yet)."""
 
 
 @dataclass(frozen=True)
@@ -122,21 +135,44 @@ class TraceStore(ABC):
     def _insert_rejects(self, rejects: Sequence[Reject], run_id: str | None) -> int:
         """:meth:`write_rejects` of a batch that holds at least one reject, all or nothing."""
 
-    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int = 0) -> list[dict[str, Any]]:
-        """The newest rows (``id`` > ``after_id``), oldest first, each with its store ``id``."""
+    def tail(self, *, source: str | None = None, limit: int = 20, after_id: int | None = None) -> list[dict[str, Any]]:
+        """Rows in the order they were stored, each with its store ``id``: the last ``limit`` stored,
+        or with ``after_id`` the first ``limit`` stored after it (so a reader that resumes after the
+        greatest id it got sees every row once, however many landed meanwhile)."""
         p = self.PARAM
-        where, args = f"id > {p}", [after_id]
+        where, args = f"id > {p}", [after_id or 0]
         if source:
             where, args = f"{where} AND source_name = {p}", [*args, source]
-        sql = f"SELECT id, {self.READ_COLUMNS} FROM pulled_events WHERE {where} ORDER BY id DESC LIMIT {p}"
+        order = "DESC" if after_id is None else "ASC"
+        sql = f"SELECT id, {self.READ_COLUMNS} FROM pulled_events WHERE {where} ORDER BY id {order} LIMIT {p}"
         with self._ids_settled():
             rows = self._rows(sql, [*args, limit])
-        return [dict(zip(_TAIL_NAMES, row, strict=True)) for row in reversed(rows)]
+        return [dict(zip(_TAIL_NAMES, row, strict=True)) for row in (reversed(rows) if after_id is None else rows)]
+
+    def newest(self, *, source: str | None = None, limit: int = 20) -> Newest:
+        """The ``limit`` newest events by ``event_timestamp`` (of ``source``, else of every source),
+        oldest first, and the greatest id stored when they were read: :meth:`tail` after it gives
+        what lands next. One range of the (source_name, event_timestamp) index per source, the
+        newest end first, so it costs ``limit`` rows a source, not a scan of the table."""
+        with self._ids_settled():
+            last_id = int(self._rows("SELECT coalesce(max(id), 0) FROM pulled_events", [])[0][0])
+        p = self.PARAM
+        sql = (
+            f"SELECT id, {self.READ_COLUMNS} FROM pulled_events WHERE source_name = {p} AND id <= {p} "
+            f"ORDER BY pulled_events.event_timestamp DESC, id DESC LIMIT {p}"
+        )
+        candidates: list[tuple[Any, ...]] = []
+        for name in [source] if source else self.source_names():
+            candidates += self._rows(sql, [name, last_id, limit])
+        # Timestamps read back as the engine's fixed-width UTC text on every store: they sort as text.
+        rows = heapq.nlargest(limit, candidates, key=lambda row: (row[_TIMESTAMP_AT], row[0]))
+        return Newest([dict(zip(_TAIL_NAMES, row, strict=True)) for row in reversed(rows)], last_id)
 
     def _ids_settled(self) -> AbstractContextManager[object]:
-        """Where :meth:`tail` reads: no id below the greatest it returns may be committed later (a
-        reader resuming after it would skip that row). Nothing to do where ids are taken in commit
-        order, as in SQLite, where one writer at a time holds the database."""
+        """Where :meth:`tail` and :meth:`newest` read the ids: no id below the greatest they see
+        may be committed later (a reader resuming after it would skip that row). Nothing to do
+        where ids are taken in commit order, as in SQLite, where one writer at a time holds the
+        database."""
         return nullcontext()
 
     def count(
@@ -176,8 +212,16 @@ class TraceStore(ABC):
         return found
 
     def source_names(self) -> list[str]:
-        """Every source with stored events, sorted."""
-        return [r[0] for r in self._rows("SELECT DISTINCT source_name FROM pulled_events ORDER BY 1", [])]
+        """Every source with stored events, sorted: one index lookup per source (the next name after
+        the last), not a scan of every event as ``SELECT DISTINCT`` would be."""
+        first = "SELECT source_name FROM pulled_events ORDER BY source_name LIMIT 1"
+        after = "SELECT source_name FROM pulled_events WHERE source_name > names.name ORDER BY source_name LIMIT 1"
+        sql = (
+            f"WITH RECURSIVE names(name) AS (SELECT ({first}) UNION ALL "
+            f"SELECT ({after}) FROM names WHERE names.name IS NOT NULL) "
+            "SELECT name FROM names WHERE name IS NOT NULL"
+        )
+        return [r[0] for r in self._rows(sql, [])]
 
     PARAM: ClassVar[str]
     """The driver's placeholder (``?``, ``%s``)."""
