@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from .defs.alerts import failure_alerts
+from .defs.alerts import build_alert_sensor
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
@@ -83,14 +83,18 @@ def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None
     sources.invalid.append(InvalidSource(source.file or sources.directory, source.name, (problem,)))
 
 
-def _definitions(built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object]) -> dg.Definitions:
+def _definitions(
+    built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object], clock: Clock
+) -> dg.Definitions:
     assets = [b.asset for b in built.values()]
     taken = set(built)
     for invalid in sources.invalid:
         name = invalid_asset_name(invalid, taken)
         taken.add(name)
         assets.append(build_invalid_source_asset(invalid, name))
-    sensors = [*(b.sensor for b in built.values()), failure_alerts]
+    # The alert sensor watches the freshness of the enabled sources (a source turned off is not news).
+    alerts = build_alert_sensor([name for name, b in built.items() if b.poller.source.enabled], clock=clock)
+    sensors = [*(b.sensor for b in built.values()), alerts]
     return dg.Definitions(assets=assets, jobs=[b.job for b in built.values()], sensors=sensors, resources=resources)
 
 
@@ -121,7 +125,7 @@ def build_project(
             built[source.name] = _source_defs(source, poller_resources, clock)
         except Exception as exc:
             _leave_out(sources, source, exc)
-    defs = _definitions(built, sources, bound)
+    defs = _definitions(built, sources, bound, clock)
     if _resolves(defs) is not None:
         # Rare: find the sources Dagster refuses, each alone, and load the others without them.
         for name, pieces in list(built.items()):
@@ -130,7 +134,7 @@ def build_project(
             if problem is not None:
                 del built[name]
                 _leave_out(sources, sources.sources[name], problem)
-        defs = _definitions(built, sources, bound)
+        defs = _definitions(built, sources, bound, clock)
     for invalid in sources.invalid:
         for problem in invalid.problems:
             log.error(f"source left out: {problem}")
