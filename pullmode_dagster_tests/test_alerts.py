@@ -7,6 +7,7 @@ reset of the sensor's cursor and a restart; a receiver that is down gets each al
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 import time
@@ -287,20 +288,24 @@ def test_a_disabled_source_turning_stale_is_not_news(
     assert said(alerts_tick(harness)) == "no change" and receiver.alerts == []
 
 
-def _checked(instance: dg.DagsterInstance, passed: bool, severity: dg.AssetCheckSeverity) -> str:
-    """A run of acme_audit's asset whose ``normalized_schema`` check passed or failed."""
+@functools.cache
+def _checked_job(passed: bool, severity: dg.AssetCheckSeverity) -> dg.JobDefinition:
+    """A job of acme_audit's asset whose ``normalized_schema`` check passes or fails (built once each)."""
 
     @dg.asset(key=KEY, check_specs=[dg.AssetCheckSpec("normalized_schema", asset=KEY)])
     def checked() -> dg.MaterializeResult:
+        description = None if passed else "3 bad rows"
         result = dg.AssetCheckResult(
-            check_name="normalized_schema",
-            passed=passed,
-            severity=severity,
-            description=None if passed else "3 bad rows",
+            check_name="normalized_schema", passed=passed, severity=severity, description=description
         )
         return dg.MaterializeResult(check_results=[result])
 
-    return dg.materialize([checked], instance=instance).run_id
+    return dg.Definitions(assets=[checked], jobs=[dg.define_asset_job("checked")]).resolve_job_def("checked")
+
+
+def _checked(instance: dg.DagsterInstance, passed: bool, severity: dg.AssetCheckSeverity) -> str:
+    """A run of acme_audit's asset whose ``normalized_schema`` check passed or failed."""
+    return _checked_job(passed, severity).execute_in_process(instance=instance).run_id
 
 
 def test_an_error_check_failing_alerts_once_and_again_when_it_passes(harness: Harness, receiver: Receiver) -> None:
