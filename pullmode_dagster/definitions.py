@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from .defs.alerts import failure_alerts
+from .defs.alerts import build_alert_sensor
 from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
 from .defs.resources import default_resources
@@ -87,7 +87,11 @@ def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None
 
 
 def _definitions(
-    built: dict[str, _SourceDefs], sources: SourceSet, resources: dict[str, object], translator: PullmodeTranslator
+    built: dict[str, _SourceDefs],
+    sources: SourceSet,
+    resources: dict[str, object],
+    translator: PullmodeTranslator,
+    clock: Clock,
 ) -> dg.Definitions:
     assets = [b.asset for b in built.values()]
     taken = set(built)
@@ -95,7 +99,13 @@ def _definitions(
         name = invalid_asset_name(invalid, taken)
         taken.add(name)
         assets.append(build_invalid_source_asset(invalid, name, translator))
-    sensors = [*(b.sensor for b in built.values()), failure_alerts]
+    # The alert sensor watches the freshness of the enabled sources (a source turned off is not news).
+    alerts = build_alert_sensor(
+        [name for name, b in built.items() if b.poller.source.enabled],
+        clock=clock,
+        keys={name: b.asset.key for name, b in built.items()},
+    )
+    sensors = [*(b.sensor for b in built.values()), alerts]
     return dg.Definitions(assets=assets, jobs=[b.job for b in built.values()], sensors=sensors, resources=resources)
 
 
@@ -130,7 +140,7 @@ def build_project(
             built[source.name] = _source_defs(source, poller_resources, clock, translator)
         except Exception as exc:
             _leave_out(sources, source, exc)
-    defs = _definitions(built, sources, bound, translator)
+    defs = _definitions(built, sources, bound, translator, clock)
     if _resolves(defs) is not None:
         # Rare: find the sources Dagster refuses, each alone, and load the others without them.
         for name, pieces in list(built.items()):
@@ -139,7 +149,7 @@ def build_project(
             if problem is not None:
                 del built[name]
                 _leave_out(sources, sources.sources[name], problem)
-        defs = _definitions(built, sources, bound, translator)
+        defs = _definitions(built, sources, bound, translator, clock)
     for invalid in sources.invalid:
         for problem in invalid.problems:
             log.error(f"source left out: {problem}")

@@ -90,17 +90,25 @@ def record_run(
     return instance.create_run_for_job(defs.resolve_job_def(job), status=status, tags=tags)
 
 
-def failed_runs(instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500") -> list[str]:
-    """Failed runs of acme_audit as the event log records them, without pulling: what the alert sensor
-    reads."""
+def failed_runs(
+    instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500", *, source: str = "acme_audit"
+) -> list[str]:
+    """Failed runs of ``source`` as the event log records them, without pulling: what the alert sensor
+    reads (the first opens an incident; the others belong to it)."""
     run_ids = []
     for _ in range(count):
         run = instance.add_run(
-            dg.DagsterRun(job_name="acme_audit_pull", run_id=str(uuid.uuid4()), tags={SOURCE_TAG: "acme_audit"})
+            dg.DagsterRun(job_name=f"{source}_pull", run_id=str(uuid.uuid4()), tags={SOURCE_TAG: source})
         )
         instance.report_run_failed(run, message)
         run_ids.append(run.run_id)
     return run_ids
+
+
+def failing_sources(instance: dg.DagsterInstance, count: int) -> list[str]:
+    """One failed run of each of ``count`` sources (``source_1`` ...): ``count`` incidents, so
+    ``count`` alerts to deliver."""
+    return [failed_runs(instance, 1, source=f"source_{i}")[0] for i in range(1, count + 1)]
 
 
 def committed(cursor: str | None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Clock, committed, failed_runs, make_harness, running_daemon
+from .dagster_helpers import Clock, committed, failing_sources, make_harness, running_daemon
 from .fakes import make_events
 from .faults import (
     FAULT_KINDS,
@@ -484,16 +484,16 @@ class SlowWebhook:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_under_the_daemon_a_slow_webhook_gets_each_failed_run_alerted_once(
+def test_under_the_daemon_a_slow_webhook_gets_each_failing_source_alerted_once(
     home: Path, sources: SourceWriter, tmp_path: Path
 ) -> None:
-    """Six failed runs, a webhook that takes 3 s per alert and Dagster's sensor timeout at 16 s: all
+    """Six sources failing, a webhook that takes 3 s per alert and Dagster's sensor timeout at 16 s: all
     at once would take 18 s and time out, losing the cursor, so every tick sent them all again. Now a
-    tick delivers for at most 8 s (3 alerts), the next one the rest, and each run is alerted once;
+    tick delivers for at most 8 s (3 alerts), the next one the rest, and each source is alerted once;
     the webhook's user info, query and path appear in no log, cursor, skip reason or instance file."""
     sources.write({**http_source("http://127.0.0.1:9/v1/events"), "enabled": False})  # no poller runs
     instance = dg.DagsterInstance.get()
-    run_ids = failed_runs(instance, 6)
+    run_ids = failing_sources(instance, 6)
     webhook = SlowWebhook(delay=3.0)
     user, password, token = "hookuser-c4n4ry", "hookpass-c4n4ry", "hooktoken-c4n4ry"
     secrets = [user, password, token, "slackpath-c4n4ry"]
@@ -506,7 +506,7 @@ def test_under_the_daemon_a_slow_webhook_gets_each_failed_run_alerted_once(
         }
         with running_daemon(tmp_path, env, lambda: f"alerts {webhook.taken}") as (_, output):
             try:
-                done = f"Sensor {SENSOR_NAME} skipped: no new failure"
+                done = f"Sensor {SENSOR_NAME} skipped: no change"
                 ends = time.monotonic() + 100  # two ticks 30 s apart, with room for a slow machine
                 while True:
                     line = output.next_line(max(0.0, ends - time.monotonic()), expecting=f"'{done}', nothing waiting")
@@ -518,11 +518,11 @@ def test_under_the_daemon_a_slow_webhook_gets_each_failed_run_alerted_once(
     assert sorted(webhook.taken) == sorted(run_ids)
     for run_id in run_ids:
         run = instance.get_run_by_id(run_id)
-        assert run is not None and run.tags["pullmode/alerted"] == "run_failure"
+        assert run is not None and run.tags["pullmode/alerted"] == "failing"
     (state,) = [s for s in instance.all_instigator_state() if s.name == SENSOR_NAME]
     ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
     assert len(ticks) >= 2 and all(t.status.value == "SKIPPED" for t in ticks), [t.status for t in ticks]
     stored = "\n".join(p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file())
-    assert "alert sent for run" in stored  # the sensor's log is among the instance's files
+    assert "sent: source_1 failing (run " in stored  # the sensor's log is among the instance's files
     for secret in secrets:
         assert secret not in stored and not any(secret in line for line in output.seen), secret

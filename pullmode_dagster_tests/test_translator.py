@@ -199,3 +199,23 @@ def test_blocking_checks_keep_downstream_assets_from_running_on_a_failed_check(
         assert "blocking asset check failed" in failure.step_failure_data.error.message
     else:
         assert result.success and result.output_for_node("day_count") == 15
+
+
+def test_the_alert_sensor_finds_a_translated_source_by_its_asset_key() -> None:
+    """A run launched from the asset page carries no source tag, only the asset it selected; with a
+    translator that moved the key, the alerts still know which source it pulled (and link the asset
+    where it is)."""
+    from pullmode_dagster.defs.changes import SourceKeys, _asset_link, _source_of
+
+    keys = SourceKeys({"acme_audit": dg.AssetKey(["raw", "acme_audit_events"])})
+    ui_run = dg.DagsterRun(
+        job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey(["raw", "acme_audit_events"])})
+    )
+    assert _source_of(ui_run, keys) == "acme_audit"
+    assert _source_of(ui_run, SourceKeys()) is None  # without the map the moved key is nobody's
+    default_run = dg.DagsterRun(
+        job_name="__ASSET_JOB", asset_selection=frozenset({dg.AssetKey(["ingestion", "other"])})
+    )
+    assert _source_of(default_run, keys) == "other"
+    url, link = _asset_link(keys.key("acme_audit"))
+    assert url.endswith("/assets/raw/acme_audit_events") and link.endswith("|raw/acme_audit_events>")

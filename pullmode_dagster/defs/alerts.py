@@ -1,11 +1,14 @@
-"""``pullmode_failure_alerts``: one alert for every failed run that touched a source asset, and for
-every failed ERROR-severity check of one.
+"""``pullmode_failure_alerts``: alerts on change. One when a source starts failing, reminders at a
+bounded rate while it keeps failing, one when it recovers; one when its freshness fails and when it
+passes again; one when an ERROR check of it starts failing and when it passes again. What changed is
+read in ``changes.py``; this module delivers.
 
 POSTed as JSON to ``$PULLMODE_ALERT_WEBHOOK_URL`` (logged only without it); each is sent once, retried
 while the webhook is down. One evaluation delivers for a bounded time (well under Dagster's sensor
-timeout) and marks each run it alerted for with a run tag at once, so an evaluation cut short never
-sends an alert again. A request that went out and got no answer may have been taken: it is sent again
-only after a backoff, at most :data:`MAX_UNANSWERED` times in all, always with the same idempotency key.
+timeout) and records each alert it delivered at once (a tag on its run, the state in the instance), so
+an evaluation cut short never sends an alert again. A request that went out and got no answer may have
+been taken: it is sent again only after a backoff, at most :data:`MAX_UNANSWERED` times in all, always
+with the same idempotency key.
 Design: docs/design/monitoring.md#alerts
 """
 
@@ -18,8 +21,8 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -30,16 +33,25 @@ from ..engine.http import HttpSession, RetryPolicy, safe_url
 from ..engine.redaction import Redactor
 from ..engine.sources import load_sources
 from . import outgoing
-from .assets import KEY_PREFIX, SOURCE_TAG
+from .changes import (
+    REMINDER_ENV,
+    AlertState,
+    SourceKeys,
+    StateStore,
+    describe,
+    detect,
+    idempotency_key,
+    mark_sent,
+    reminder_interval,
+    was_sent,
+)
 from .sensor_state import sensor_timeout_seconds
+from .sensors import Clock, evaluation_instance, utc_now
 
 SENSOR_NAME = "pullmode_failure_alerts"
 WEBHOOK_ENV = "PULLMODE_ALERT_WEBHOOK_URL"
-UI_ENV = "PULLMODE_UI_BASE_URL"
-DEFAULT_UI = "http://127.0.0.1:3000"
 MAX_ATTEMPTS = 20
 """About ten minutes of retries at the sensor's 30-second interval."""
-BATCH = 100
 BUDGET_SECONDS = 30.0
 """No delivery starts later than this into an evaluation (nor later than half of Dagster's sensor timeout)."""
 WINDOW_SECONDS = 45.0
@@ -48,8 +60,10 @@ timeout): a POST, answer included, may take all that is left, so never less than
 MAX_UNANSWERED = 3
 """Copies of one alert sent at most when no answer came back in time (the receiver may have taken each)."""
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-ALERTED_TAG = "pullmode/alerted"
-"""On a run: the alerts delivered for it (``run_failure``, ``check:<source>:<check>:<partition>``)."""
+SKIP_REASON_ITEMS = 10
+"""Alerts named in one tick's skip reason; the log names every one."""
+
+__all__ = ["REMINDER_ENV", "SENSOR_NAME", "AlertState", "build_alert_sensor", "delivery_limits", "evaluate"]
 
 
 class WebhookUrlError(ValueError):
@@ -149,132 +163,6 @@ def delivery_limits() -> tuple[float, float]:
     return min(BUDGET_SECONDS, limit / 2), min(WINDOW_SECONDS, limit * 3 / 4)
 
 
-@dataclass
-class AlertState:
-    runs: str | None = None
-    """Where reading RUN_FAILURE events resumes (the event log's own cursor)."""
-    succeeded: str | None = None
-    """Where reading RUN_SUCCESS events resumes (their check evaluations may have failed)."""
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    """Alerts not delivered yet: ``{"alert": {...}, "attempts": n}``."""
-    webhook_problem: str | None = None
-    """Why the webhook URL is unusable, for the skip reason (not saved: it is read again each time)."""
-
-    @classmethod
-    def from_json(cls, text: str | None) -> AlertState:
-        if not text:
-            return cls()
-        doc = json.loads(text)
-        return cls(runs=doc.get("runs"), succeeded=doc.get("succeeded"), pending=list(doc.get("pending", [])))
-
-    def to_json(self) -> str:
-        doc = {k: v for k, v in asdict(self).items() if k != "webhook_problem"}
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
-
-
-def ui_base() -> str:
-    return (os.environ.get(UI_ENV) or DEFAULT_UI).rstrip("/")
-
-
-def _source_of(run: dg.DagsterRun) -> str | None:
-    """The source a run pulled (poll runs and `pullmode pull` carry the tag; a materialization or
-    backfill from the UI names the asset)."""
-    if run.tags.get(SOURCE_TAG):
-        return run.tags[SOURCE_TAG]
-    for key in run.asset_selection or ():
-        if len(key.path) == 2 and key.path[0] == KEY_PREFIX:
-            return key.path[1]
-    return None
-
-
-def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
-    """The step's failure description (the pull's own one-line, redacted error), else the run's."""
-    steps = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
-    for record in steps:
-        event = record.event_log_entry.dagster_event
-        data = event.step_failure_data if event else None
-        if data and data.user_failure_data and data.user_failure_data.description:
-            return data.user_failure_data.description
-        if data and data.error:
-            return (data.error.message or "").strip().splitlines()[0]
-    runs = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
-    return runs[0].event_log_entry.message if runs else "the run failed"
-
-
-def run_alert(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any] | None:
-    run = instance.get_run_by_id(run_id)
-    source = _source_of(run) if run else None
-    if run is None or source is None:
-        return None
-    partition = run.tags.get("dagster/partition")
-    error = _failure_message(instance, run_id)
-    url = f"{ui_base()}/runs/{run_id}"
-    where = f" (partition {partition})" if partition else ""
-    return {
-        "text": f"pullmode: pull of {source} failed{where}: {error} <{url}|run {run_id[:8]}>",
-        "kind": "run_failure",
-        "source": source,
-        "run_id": run_id,
-        "partition": partition,
-        "error": error,
-        "run_url": url,
-    }
-
-
-def check_alert(record: dg.EventLogRecord) -> dict[str, Any] | None:
-    event = record.event_log_entry.dagster_event
-    evaluation = event.asset_check_evaluation_data if event else None
-    if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
-        return None
-    key = evaluation.asset_key
-    if len(key.path) != 2 or key.path[0] != KEY_PREFIX:
-        return None
-    run_id = record.event_log_entry.run_id
-    url = f"{ui_base()}/runs/{run_id}"
-    description = evaluation.description or ""
-    error = f"check {evaluation.check_name} failed" + (f": {description}" if description else "")
-    return {
-        "text": f"pullmode: {key.path[1]}: {error} <{url}|run {run_id[:8]}>",
-        "kind": "check_failure",
-        "source": key.path[1],
-        "check": evaluation.check_name,
-        "run_id": run_id,
-        "partition": evaluation.partition,
-        "error": error,
-        "run_url": url,
-    }
-
-
-def alert_id(alert: dict[str, Any]) -> str:
-    """What one alert is about, within its run."""
-    if alert["kind"] == "run_failure":
-        return "run_failure"
-    return f"check:{alert['source']}:{alert['check']}:{alert.get('partition') or ''}"
-
-
-def _alerted(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    run = instance.get_run_by_id(run_id)
-    tag = run.tags.get(ALERTED_TAG, "") if run else ""
-    return [part for part in tag.split(",") if part]
-
-
-def was_sent(instance: dg.DagsterInstance, alert: dict[str, Any]) -> bool:
-    return alert_id(alert) in _alerted(instance, alert["run_id"])
-
-
-def mark_sent(instance: dg.DagsterInstance, alert: dict[str, Any]) -> None:
-    """Recorded on the run the moment the receiver took the alert: the sensor's cursor is saved only
-    when the evaluation ends, and one cut short by Dagster's timeout would otherwise send it again."""
-    done = _alerted(instance, alert["run_id"])
-    if instance.get_run_by_id(alert["run_id"]) is not None and alert_id(alert) not in done:
-        instance.add_run_tags(alert["run_id"], {ALERTED_TAG: ",".join([*done, alert_id(alert)])})
-
-
-def idempotency_key(alert: dict[str, Any]) -> str:
-    """The same for every copy of one alert, and different for any other: the run, and what about it."""
-    return f"{alert['run_id']}:{alert_id(alert)}"
-
-
 class _BodyWatch(httpx.BaseTransport):
     """httpx's transport, noting whether the request's body was all written to the connection: a
     request that then got no answer may have been taken by the receiver (it cannot be known)."""
@@ -314,11 +202,11 @@ class Delivery:
     unanswered: bool = False
 
 
-def deliver(alert: dict[str, Any], hook: Webhook, *, timeout: float, log: Any, clock: Callable[[], float]) -> Delivery:
+def deliver(item: dict[str, Any], hook: Webhook, *, timeout: float, log: Any, clock: Callable[[], float]) -> Delivery:
     """POST one alert with its idempotency key (a header, and a field of the JSON), answer included
     within ``timeout``; a problem shows the webhook's origin only."""
     watch = _BodyWatch()
-    key = idempotency_key(alert)
+    key = idempotency_key(item)
     session = HttpSession(
         timeout=timeout,
         retry=RetryPolicy(max_attempts=1, retry_statuses=frozenset()),
@@ -335,7 +223,7 @@ def deliver(alert: dict[str, Any], hook: Webhook, *, timeout: float, log: Any, c
                 hook.url,
                 what="the POST",
                 headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
-                content=json.dumps({**alert, "idempotency_key": key}),
+                content=json.dumps({**item["alert"], "idempotency_key": key}),
             )
     except PullError as exc:
         problem = hook.redact(str(exc).replace(hook.redact(safe_url(hook.url)), hook.origin))
@@ -353,107 +241,105 @@ def evaluate(
     log: Any,
     *,
     clock: Callable[[], float] = time.monotonic,
+    now: Clock = utc_now,
+    sources: Sequence[str] = (),
+    save: Callable[[AlertState], None] | None = None,
+    keys: SourceKeys | None = None,
 ) -> AlertState:
-    """Queue the failures that happened since the last evaluation, then deliver the queue for at most
-    the budget. An invalid webhook URL counts as a failed delivery, so the alerts wait for a fix."""
-    failed = instance.fetch_run_status_changes(
-        dg.DagsterEventType.RUN_FAILURE, limit=BATCH, cursor=state.runs, ascending=True
-    )
-    succeeded = instance.fetch_run_status_changes(
-        dg.DagsterEventType.RUN_SUCCESS, limit=BATCH, cursor=state.succeeded, ascending=True
-    )
-    pending = list(state.pending)
-    queued = {p["alert"].get("run_id") for p in pending if p["alert"]["kind"] == "run_failure"}
-    for record in failed.records:
-        run_id = record.event_log_entry.run_id
-        alert = run_alert(instance, run_id) if run_id not in queued else None
-        if alert is not None:
-            pending.append({"alert": alert, "attempts": 0})
-            queued.add(run_id)
-    for record in [*failed.records, *succeeded.records]:
-        evaluations = instance.get_records_for_run(
-            record.event_log_entry.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-        ).records
-        for evaluation in evaluations:
-            alert = check_alert(evaluation)
-            if alert is not None:
-                pending.append({"alert": alert, "attempts": 0})
+    """Queue an alert for each change since the last evaluation (``changes.detect``), then deliver the
+    queue for at most the budget. ``save`` is called with the state after each delivery, so one cut
+    short by Dagster's timeout keeps what it sent. An invalid webhook URL counts as a failed delivery,
+    so the alerts wait for a fix. ``sources``: whose freshness to watch; ``keys``: the sources' asset
+    keys, when a translator changed them."""
+    remind, problem = reminder_interval()
+    if problem:
+        log.error(problem)
+    state = detect(instance, state, now=now(), remind=remind, sources=sources, keys=keys)
+    state.problems = [problem] if problem else []
     # A failure message is whatever the run recorded: redacted with its source's secrets before it is
-    # sent, logged or saved in the cursor (and pending alerts saved before this rule, again).
+    # sent, logged or saved (and pending alerts saved before this rule, again).
     redactors = SourceRedactors()
-    pending = [{**item, "alert": _redacted(item["alert"], redactors(item["alert"].get("source")))} for item in pending]
-    after = AlertState(runs=failed.cursor or state.runs, succeeded=succeeded.cursor or state.succeeded)
+    pending = [
+        {**item, "alert": _redacted(item["alert"], redactors(item["alert"].get("source")))} for item in state.pending
+    ]
+    state.pending = []
+    unusable = None
     try:
         hook = Webhook.from_env()
     except WebhookUrlError as exc:
         log.error(str(exc))
-        after.webhook_problem = unusable = str(exc)
+        unusable = str(exc)
+        state.problems.append(unusable)
         hook = None
     else:
         if hook is None:
             for item in pending:
                 log.warning(item["alert"]["text"])
-            return after
+                state.sent.append(describe(item["alert"]))
+            return state
         pending = [{**item, "alert": _redacted(item["alert"], hook.redact)} for item in pending]
     budget, window = delivery_limits()
     started: float | None = None  # the first delivery: the budget and the window count from it
     for number, item in enumerate(pending):
-        alert = item["alert"]
-        if was_sent(instance, alert):
-            continue  # sent by an evaluation that was cut short before it saved the cursor
+        if was_sent(instance, item):
+            continue  # sent by an evaluation that was cut short before it saved the state
         if item.get("wait"):  # backing off after a copy that got no answer
-            after.pending.append({**item, "wait": item["wait"] - 1})
+            state.pending.append({**item, "wait": item["wait"] - 1})
             continue
-        now = clock()
-        started = now if started is None else started
-        if now - started >= budget:
+        now_ = clock()
+        started = now_ if started is None else started
+        if now_ - started >= budget:
             later = len(pending) - number
             log.warning(f"{later} alert(s) left for the next evaluation: delivering took {budget:g}s already")
-            after.pending.extend(pending[number:])
+            state.pending.extend(pending[number:])
             break
         if hook is None:
-            outcome = Delivery(unusable)
+            outcome = Delivery(unusable or "no webhook")
         else:
             # All the window has left (never less than window - budget), in tenths: messages quote it.
-            timeout = math.floor((started + window - now) * 10) / 10
-            outcome = deliver(alert, hook, timeout=timeout, log=log, clock=clock)
+            timeout = math.floor((started + window - now_) * 10) / 10
+            outcome = deliver(item, hook, timeout=timeout, log=log, clock=clock)
         if outcome.problem is None:
-            mark_sent(instance, alert)
-            log.info(f"alert sent for run {alert['run_id']}")
+            mark_sent(instance, item)
+            state.sent.append(describe(item["alert"]))
+            log.info(f"sent: {describe(item['alert'])}")
+            if save is not None:
+                save(replace(state, pending=[*state.pending, *pending[number + 1 :]]))
             continue
         retry = _after_failure(item, outcome, log)
         if retry is not None:
-            after.pending.append(retry)
-    return after
+            state.pending.append(retry)
+    return state
 
 
 def _after_failure(item: dict[str, Any], outcome: Delivery, log: Any) -> dict[str, Any] | None:
     """The pending item to try again (None: dropped, said in the log). A copy that got no answer may
     have been taken, so the next one waits 1, then 3 evaluations, and there are at most MAX_UNANSWERED."""
     alert, problem = item["alert"], outcome.problem
-    run = alert["run_id"]
+    what = describe(alert)
     attempts = item["attempts"] + 1
     unanswered = item.get("unanswered", 0) + outcome.unanswered
     if outcome.unanswered and unanswered >= MAX_UNANSWERED:
         log.error(
-            f"alert for run {run} not sent again: {unanswered} copies went out without an answer ({problem}); "
-            f"the webhook may have taken them (idempotency key {idempotency_key(alert)}): {alert['text']}"
+            f"alert {what} not sent again: {unanswered} copies went out without an answer ({problem}); "
+            f"the webhook may have taken them (idempotency key {idempotency_key(item)}): {alert['text']}"
         )
         return None
     if attempts >= MAX_ATTEMPTS:
-        log.error(f"alert for run {run} dropped after {attempts} attempts ({problem}): {alert['text']}")
+        log.error(f"alert {what} dropped after {attempts} attempts ({problem}): {alert['text']}")
         return None
-    retry = {"alert": alert, "attempts": attempts}
+    retry = {**item, "attempts": attempts}
+    retry.pop("wait", None)
     if unanswered:
         retry["unanswered"] = unanswered
     if outcome.unanswered:
         retry["wait"] = 2**unanswered - 1
         log.warning(
-            f"alert for run {run} may have been delivered ({problem}); sending it again, with the same "
+            f"alert {what} may have been delivered ({problem}); sending it again, with the same "
             f"idempotency key, after {retry['wait']} evaluation(s)"
         )
     else:
-        log.warning(f"alert for run {run} not delivered ({problem}); trying again later")
+        log.warning(f"alert {what} not delivered ({problem}); trying again later")
     return retry
 
 
@@ -476,16 +362,49 @@ def _redacted(alert: dict[str, Any], redact: Redactor) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in alert.items()} if redact else alert
 
 
-@dg.sensor(
-    name=SENSOR_NAME,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends one alert per failed pull (and failed ERROR check) of a source to "
-    f"${WEBHOOK_ENV}; logs it when unset.",
-)
-def failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    state = evaluate(context.instance, AlertState.from_json(context.cursor), context.log)
-    waiting = f"; {len(state.pending)} alert(s) waiting for the webhook" if state.pending else ""
-    if state.webhook_problem:
-        waiting += f" ({state.webhook_problem})"
-    return dg.SensorResult(cursor=state.to_json(), skip_reason=f"no new failure{waiting}")
+def skip_reason(state: AlertState, *, webhook: bool) -> str:
+    """What the tick sent (``sent: acme_audit failing (run 8f606570); ...``), what waits, and why."""
+    named = "; ".join(state.sent[:SKIP_REASON_ITEMS])
+    more = f"; and {len(state.sent) - SKIP_REASON_ITEMS} more" if len(state.sent) > SKIP_REASON_ITEMS else ""
+    if state.sent:
+        verb = "sent" if webhook else f"logged (no ${WEBHOOK_ENV})"
+        said = f"{verb}: {named}{more}"
+    else:
+        said = "nothing sent" if state.pending else "no change"
+    if state.pending:
+        said += f"; {len(state.pending)} alert(s) waiting for the webhook"
+    if state.problems:
+        said += f" ({'; '.join(state.problems)})"
+    return said
+
+
+def build_alert_sensor(
+    sources: Sequence[str] = (), *, clock: Clock = utc_now, keys: Mapping[str, dg.AssetKey] | None = None
+) -> dg.SensorDefinition:
+    """The alert sensor, watching the freshness of ``sources`` (the enabled ones: a source turned off
+    on purpose is not news). ``clock`` times the reminders; ``keys`` maps every source to its asset
+    key (a translator may have changed it)."""
+    watched = list(sources)
+    source_keys = SourceKeys(keys)
+
+    @dg.sensor(
+        name=SENSOR_NAME,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts on change, to $PULLMODE_ALERT_WEBHOOK_URL (logged when unset): a source starts "
+        "failing (reminders at most every $PULLMODE_ALERT_REMINDER_SECONDS, default an hour), recovers, "
+        "turns stale or fresh again, or an ERROR check of it starts failing or passes again.",
+    )
+    def failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        instance = evaluation_instance(context)
+        store = StateStore(instance)
+        # The instance holds the state; the cursor is its copy (and, once, the old format's positions).
+        stored = store.read()
+        state = AlertState.from_json(stored or context.cursor)
+        state = evaluate(instance, state, context.log, now=clock, sources=watched, save=store.save, keys=source_keys)
+        if state.to_json() != stored:  # an idle evaluation writes nothing
+            store.save(state)
+        webhook = bool(os.environ.get(WEBHOOK_ENV, "").strip())
+        return dg.SensorResult(cursor=state.to_json(), skip_reason=skip_reason(state, webhook=webhook))
+
+    return failure_alerts
