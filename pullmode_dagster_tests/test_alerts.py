@@ -150,9 +150,8 @@ def test_a_failure_message_holding_the_sources_secret_is_redacted_in_the_payload
     assert SECRET not in json.dumps(alert) + cursor
 
 
-def test_a_failed_error_check_of_a_source_alerts(
-    harness: Harness, receiver: Receiver, instance: dg.DagsterInstance
-) -> None:
+def failed_check(instance: dg.DagsterInstance) -> str:
+    """A run of the source's asset whose ERROR check ``normalized_schema`` failed; its run id."""
     key = dg.AssetKey(["ingestion", "acme_audit"])
 
     @dg.asset(key=key, check_specs=[dg.AssetCheckSpec("normalized_schema", asset=key)])
@@ -161,11 +160,35 @@ def test_a_failed_error_check_of_a_source_alerts(
             check_results=[dg.AssetCheckResult(check_name="normalized_schema", passed=False, description="3 bad rows")]
         )
 
-    dg.materialize([corrupted], instance=instance)
+    return dg.materialize([corrupted], instance=instance).run_id
+
+
+def test_a_failed_error_check_of_a_source_alerts(
+    harness: Harness, receiver: Receiver, instance: dg.DagsterInstance
+) -> None:
+    failed_check(instance)
     alerts_tick(harness, None)
     (alert,) = receiver.alerts
     assert (alert["kind"], alert["source"], alert["check"]) == ("check_failure", "acme_audit", "normalized_schema")
     assert alert["error"] == "check normalized_schema failed: 3 bad rows"
+
+
+def test_a_reset_of_the_alert_sensors_cursor_sends_no_alert_twice(
+    harness: Harness, receiver: Receiver, instance: dg.DagsterInstance
+) -> None:
+    """The alert sensor's cursor lost (reset by hand, or read under another code location name, as
+    `make dev` once did): the event log is read from its start again, and the ``pullmode/alerted`` tag
+    each alerted run carries keeps what was sent from being sent again, while a new failure is."""
+    failed = harness.run(harness.tick(None).run_requests[0])
+    checked = failed_check(instance)
+    alerts_tick(harness, None)
+    sent = [(a["kind"], a["run_id"]) for a in receiver.alerts]
+    assert sent == [("run_failure", failed.run_id), ("check_failure", checked)]
+    alerts_tick(harness, None)  # reset
+    assert [(a["kind"], a["run_id"]) for a in receiver.alerts] == sent
+    (later,) = failed_runs(instance, 1)
+    alerts_tick(harness, None)  # reset again, with a failure no alert was sent for
+    assert [(a["kind"], a["run_id"]) for a in receiver.alerts] == [*sent, ("run_failure", later)]
 
 
 class Lines(list[str]):

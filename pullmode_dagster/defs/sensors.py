@@ -411,15 +411,16 @@ class PollPlanner:
         return None
 
     def _rewound(self, state: PollPlanState, log: list[str]) -> PollPlanState:
-        """A cursor set by hand is the committed cursor from now on: the pull it replaces (one in
+        """A cursor set by hand is the committed cursor from now on, and due at once (as a bare one
+        always was: it has no ``last_tick``), not at the next cron tick. The pull it replaces (one in
         flight, a backlog to drain) is no longer awaited, so its run's end cursor or checkpoint is never
-        committed over it. A run of that pull still going holds off the next pull until it ends
+        committed over it; a run of that pull still going holds off the next pull until it ends
         (``_active_poll_run``)."""
         line = f"cursor set by hand: rewound to {state.committed.to_json()}"
         if state.in_flight is not None:
             line += f"; pull {state.in_flight.pull_id}, in flight, will not be committed"
         log.append(line + "; the next pull starts there")
-        return replace(state, in_flight=None, more_to_pull=False, set_by_hand=False)
+        return replace(state, in_flight=None, last_tick=None, more_to_pull=False, set_by_hand=False)
 
     def in_flight(self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime) -> str | None:
         """Why no pull of this source may start now (None: none is in flight): the pull the poller
