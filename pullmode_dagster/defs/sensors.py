@@ -483,13 +483,13 @@ class PollPlanner:
             pull_id = f"{self.source.name}:{via}:{now.isoformat()}"
         elif state.more_to_pull:
             pull_id = f"{self.source.name}:backlog:{tick}"
-        else:
-            pull_id = f"{self.source.name}:{tick}"
-        if find_pull_run(instance, pull_id) is not None:
+        elif find_pull_run(instance, f"{self.source.name}:{tick}") is not None:
             # A tick pulled before is due again only after a cursor set by hand. Dagster would skip a
             # request under a used run key, and the next evaluation would settle the old run as this
             # pull (committing its end cursor over the rewind): the pull gets an id of its own.
             pull_id = f"{self.source.name}:rewind:{now.isoformat()}"
+        else:
+            pull_id = f"{self.source.name}:{tick}"
         flight = InFlight(
             pull_id=pull_id,
             tick=tick,
