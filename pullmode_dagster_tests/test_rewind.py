@@ -20,7 +20,7 @@ from pullmode_dagster.cli import main
 from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollPlanState
-from pullmode_dagster.demo.server import LoopbackServer
+from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import WORKSPACE, Clock, Harness, committed, make_harness, record_run
@@ -279,3 +279,32 @@ def test_pullmode_rewind_validates_seals_and_refuses_while_a_pull_is_in_flight(
             "rewind it once that run has ended"
         )
         assert SensorCursors(instance, WORKSPACE).get("acme_audit_poller") == stored  # left as it was
+
+
+@pytest.mark.slow
+def test_a_cursor_set_while_pullmode_pull_runs_is_left_as_set(
+    api: LoopbackServer, acme: CursorFeed, sources: SourceWriter, home: Path
+) -> None:
+    """`pullmode pull` settles its own run when it ends: a cursor set meanwhile is not overwritten."""
+    rewind_to = json.dumps({"watermark": "2026-03-01T00:09:00Z"})
+    seen: list[object] = []
+
+    def rewound_meanwhile(request: Request) -> Response:
+        seen.append(request)
+        if len(seen) == 2:  # the run's first page (the probe asked first): a rewind lands mid-run
+            with dg.DagsterInstance.get() as instance:
+                SensorCursors(instance, WORKSPACE).set("acme_audit_poller", rewind_to)
+        return acme(request)
+
+    api.routes["/v1/events"] = rewound_meanwhile
+    pulled = CliRunner().invoke(main, ["pull", "acme_audit", "--workspace", str(WORKSPACE)])
+    assert pulled.exit_code == 0, pulled.output
+    first, summary = pulled.output.splitlines()
+    assert first.startswith("acme_audit: the cursor was set by hand while run ")
+    assert first.endswith(" ran: its end cursor is not committed")
+    assert (
+        summary.startswith("acme_audit: 40 written, ")
+        and f'committed cursor {{"v":1,"watermark":"{REWOUND}"}}' in summary
+    )
+    with dg.DagsterInstance.get() as instance:
+        assert SensorCursors(instance, WORKSPACE).get("acme_audit_poller") == rewind_to
