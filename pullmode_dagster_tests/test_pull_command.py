@@ -215,3 +215,24 @@ def test_pull_with_nothing_new_records_a_quiet_poll_and_always_run_runs(
     assert forced.exit_code == 0 and "acme_audit: 0 written" in forced.output
     assert len(api.requests) == 1  # the run's request only: no probe
     assert len(instance.get_runs(filters=dg.RunsFilter(tags={"pullmode/source": "acme_audit"}))) == 2
+
+
+def test_a_dagster_home_that_is_not_a_directory_is_named_with_its_fix(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was "error: unexpected FileNotFoundError". Refused, as Dagster's own commands refuse it, not
+    created: a typo would open a new, empty instance where every poller starts from the beginning."""
+    sources.write(http_source("https://api.acme.example/v1/events"))
+    file = tmp_path / "a_file"
+    file.write_text("")
+    for home, what in ((tmp_path / "no_such_home", "does not exist"), (file, "is not a directory")):
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        for command in (["pull", "acme_audit"], ["rewind", "acme_audit", "--cursor", "{}"]):
+            result = CliRunner().invoke(main, command)
+            assert result.exit_code == 1
+            assert result.output == (
+                f"error: DAGSTER_HOME={home} {what}: point it at the directory holding the instance's dagster.yaml "
+                f"(mkdir -p {home} to start a new instance there), or unset it to use ./dagster.yaml from the "
+                "repository root\n"
+            )
+    assert not (tmp_path / "no_such_home").exists()

@@ -13,7 +13,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.sensor_state import SensorCursors
+# Private on purpose, as in test_pull_command.py: only a loaded workspace shows the selector Dagster
+# keys a sensor's state by.
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+from pullmode_dagster.defs.alerts import SENSOR_NAME
+from pullmode_dagster.defs.sensor_state import LOCATION_NAME, SensorCursors
+from pullmode_dagster.demo.run import demo_workspace
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import WORKSPACE
@@ -49,3 +56,28 @@ def test_pullmode_reads_and_writes_the_cursor_dagster_itself_addresses(sources: 
     dagster_sensor_cursor(home, sources.directory, "--delete")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert SensorCursors(instance, WORKSPACE).get("acme_audit_poller") is None
+
+
+@pytest.mark.slow
+def test_make_demo_make_dev_and_dagster_dev_address_one_sensor_state(
+    sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make dev` serves the demo's workspace file; `make demo` writes through it; `pullmode pull` and
+    `pullmode rewind` through ./workspace.yaml, `--workspace`, or the module when there is no file;
+    `dagster dev` from the repository root reads workspace.yaml; the daemon in production reads
+    deploy/workspace.yaml. One location name: one cursor for each poller and for the alert sensor."""
+    # The demo's code location needs demo_usage (its downstream asset reads it).
+    sources.write(http_source("https://api.acme.example/v1/events", name="demo_usage"))
+    demo = demo_workspace(tmp_path / "demo")
+    monkeypatch.chdir(tmp_path)  # no workspace.yaml here: the module's fallback origin
+    with dg.instance_for_test() as instance:
+        with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(demo)])) as process:
+            repo = process.create_request_context().get_code_location(LOCATION_NAME).get_repository("__repository__")
+            poller, alerts = repo.get_sensor("demo_usage_poller"), repo.get_sensor(SENSOR_NAME)
+        for workspace in (demo, WORKSPACE, WORKSPACE.parent / "deploy" / "workspace.yaml", None):
+            cursors = SensorCursors(instance, workspace)
+            assert cursors._ids("demo_usage_poller")[1] == poller.selector_id, workspace
+            assert cursors._ids(SENSOR_NAME)[1] == alerts.selector_id, workspace
+        SensorCursors(instance, None).set("demo_usage_poller", '{"watermark": "2026-02-01T00:00:00Z"}')
+        state = instance.get_instigator_state(poller.get_remote_origin_id(), poller.selector_id)
+        assert state is not None and state.instigator_data.cursor == '{"watermark": "2026-02-01T00:00:00Z"}'  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""The ``pullmode`` command line: validate, preview, tail, export, pull, demo.
+"""The ``pullmode`` command line: validate, preview, tail, export, pull, rewind, demo.
 
 Errors print one line per problem on stderr and exit 1; no command prints a traceback for a
 problem the user can fix, and none prints a secret. Importing this package imports no Dagster:
@@ -231,15 +231,18 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     click.echo(f"exported {result.rows} events of {name} to {where} ({chosen}, {_size(result.bytes)})", err=True)
 
 
-@main.command("pull")
-@click.argument("names", nargs=-1)
-@click.option("--all", "all_sources", is_flag=True, help="Every enabled source.")
-@click.option(
+workspace_option = click.option(
     "--workspace",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="The workspace file whose code location owns the pollers (default ./workspace.yaml).",
 )
+
+
+@main.command("pull")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_sources", is_flag=True, help="Every enabled source.")
+@workspace_option
 @click.option("--verbose", "-v", is_flag=True, help="Show the run's Dagster log on the console.")
 @click.option(
     "--always-run", is_flag=True, help="Launch the run without asking the source first whether anything is new."
@@ -269,6 +272,27 @@ def pull_command(
     )
     if not all(o.ok for o in outcomes):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--to", "to", metavar="ISO", help="Set the watermark: the next pull starts from this time.")
+@click.option(
+    "--cursor", "cursor", metavar="JSON", help="Set any cursor state (README, 'The cursor'); {} is the start."
+)
+@workspace_option
+@friendly_errors
+def rewind(name: str, to: str | None, cursor: str | None, workspace: Path | None) -> None:
+    """Set where source NAME's next pull starts: its poller's committed cursor, in $DAGSTER_HOME.
+
+    --to takes an ISO 8601 date or date-time (naive means UTC) for sources whose cursor is a
+    watermark; --cursor any cursor state (README, "The cursor"). Refused while a pull of NAME is in
+    flight. The poller's next evaluation, or `pullmode pull NAME`, pulls from there."""
+    from .rewind import rewind_source
+
+    if (to is None) == (cursor is None):
+        raise click.UsageError("give --to ISO or --cursor JSON")
+    rewind_source(name, to=to, cursor=cursor, workspace=workspace, echo=click.echo)
 
 
 @main.command()

@@ -96,10 +96,8 @@ def pull_once(
         with (lock or (lambda _, **__: nullcontext()))(name, on_lost=lambda m: say(f"{name}: warning: {m}")):
             outcome = _pull_locked(pollers, defs, instance, cursors, name, say, verbose, probe)
     except SourceBusy as exc:
-        try:
-            committed: str | None = PollPlanState.from_json(cursors.get(poller_name(name))).committed.to_json()
-        except CursorFormatError:  # set wrong by hand: the pull that holds the source will say so
-            committed = None
+        # A cursor set wrong by hand shows none: the pull that holds the source will say so.
+        committed = stored_committed(cursors.get(poller_name(name)))
         outcome = PullOutcome(name, False, f"not pulled: {SourceBusy.reason(exc.holder)}", cursor=committed)
     except PullmodeError as exc:  # a stored cursor set wrong by hand or that cannot be sealed: refused, not pulled
         outcome = PullOutcome(name, False, f"not pulled: {exc}")
@@ -150,7 +148,14 @@ def _pull_locked(
     )
     log: list[str] = []
     settled, _ = poller.settle(decision.state, instance, utc_now(), log)
-    cursors.set(sensor, settled.to_json())
+    committed: str | None = settled.committed.to_json()
+    stored = cursors.get(sensor)
+    if set_by_hand(stored):
+        # Rewound while the run ran: the cursor set wins (the next pull or evaluation starts there).
+        echo(f"{name}: the cursor was set by hand while run {result.run_id} ran: its end cursor is not committed")
+        log, committed = [], stored_committed(stored)
+    else:
+        cursors.set(sensor, settled.to_json())
     for line in log if verbose else []:
         echo(f"{name}: {line}")
     if not result.success:
@@ -160,11 +165,28 @@ def _pull_locked(
             False,
             f"FAILED: {message}",
             result.run_id,
-            cursor=settled.committed.to_json(),
+            cursor=committed,
             interrupted=bool(metadata.get("interrupted")),
         )
     metadata = run_metadata(instance, result.run_id, poller.key) or {}
-    return PullOutcome(name, True, "ok", result.run_id, metadata, settled.committed.to_json())
+    return PullOutcome(name, True, "ok", result.run_id, metadata, committed)
+
+
+def set_by_hand(text: str | None) -> bool:
+    """Whether a stored poller cursor was set by hand since a poller or a pull last wrote it (one
+    that does not parse counts: it was set by hand, and the next pull reports it)."""
+    try:
+        return PollPlanState.from_json(text).set_by_hand
+    except CursorFormatError:
+        return True
+
+
+def stored_committed(text: str | None) -> str | None:
+    """The committed cursor of a stored poller cursor (None: it does not parse)."""
+    try:
+        return PollPlanState.from_json(text).committed.to_json()
+    except CursorFormatError:
+        return None
 
 
 def default_workspace() -> Path | None:
@@ -177,11 +199,22 @@ def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     directory when it holds a ``dagster.yaml`` (the repository root); else ``fallback_home``.
 
     Opening a brand-new SQLite instance creates its tables; two ``pullmode pull`` started at the
-    same moment would both try (``table run_tags already exists``), so opening takes turns."""
+    same moment would both try (``table run_tags already exists``), so opening takes turns.
+
+    A ``$DAGSTER_HOME`` that is not a directory is refused, as Dagster's own commands refuse it, not
+    created: a typo would otherwise open a new, empty instance, where every poller starts from the
+    beginning and the alert sensor forgets what it sent."""
     import os
 
     if os.environ.get("DAGSTER_HOME"):
-        home = Path(os.environ["DAGSTER_HOME"])
+        home = Path(os.environ["DAGSTER_HOME"]).expanduser()
+        if not home.is_dir():
+            what = "is not a directory" if home.exists() else "does not exist"
+            raise PullmodeError(
+                f"DAGSTER_HOME={home} {what}: point it at the directory holding the instance's dagster.yaml "
+                f"(mkdir -p {home} to start a new instance there), or unset it to use ./dagster.yaml from the "
+                "repository root"
+            )
     elif Path("dagster.yaml").exists():
         home = Path.cwd()
     elif fallback_home is not None:

@@ -27,6 +27,9 @@ from ..engine.errors import PullmodeError
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
 MODULE = "pullmode_dagster.definitions"
+LOCATION_NAME = "pullmode"
+"""The code location's name in every workspace (``workspace.yaml``, ``deploy/workspace.yaml``, the
+demo's): sensor state is keyed by it, so another name would start every poller from an empty cursor."""
 
 
 def sensor_timeout_seconds() -> float:
@@ -36,13 +39,16 @@ def sensor_timeout_seconds() -> float:
 
 
 def code_location_origin(workspace: Path | None) -> object:
-    """The origin ``dagster dev`` uses: the workspace file's only location, or the module itself."""
+    """The origin ``dagster dev`` uses: the workspace file's only location, or the module itself
+    under the location name every workspace gives it."""
     if workspace is not None and workspace.exists():
         origins = location_origins_from_yaml_paths([str(workspace)])
         if len(origins) != 1:
             raise PullmodeError(f"{workspace}: expected exactly one code location, found {len(origins)}")
         return origins[0]
-    return location_origin_from_module_name(MODULE, attribute=None, working_directory=str(Path.cwd()))
+    return location_origin_from_module_name(
+        MODULE, attribute=None, working_directory=str(Path.cwd()), location_name=LOCATION_NAME
+    )
 
 
 class SensorCursors:

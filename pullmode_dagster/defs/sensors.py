@@ -7,6 +7,7 @@ Design (and the sensor cursor format): docs/design/poller.md#the-poller-sensor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -84,6 +85,16 @@ class InFlight:
     the announcement is forgotten at once instead of after CLI_GRACE."""
 
 
+STATE_FIELDS = ("committed", "in_flight", "last_tick", "last_pull", "more_to_pull", "probe_after")
+DIGEST_FIELD = "committed_digest"
+
+
+def committed_digest(committed: CursorState) -> str:
+    """A fingerprint of the committed cursor as the poller wrote it: an edit of ``committed`` in the
+    stored sensor cursor (the UI shows it whole) is how the poller tells a rewind by hand."""
+    return hashlib.sha256(committed.to_json().encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class PollPlanState:
     """What the poller sensor keeps in its cursor."""
@@ -98,6 +109,10 @@ class PollPlanState:
     probe_after: str | None = None
     """The source answered the probe with HTTP 429: the tick stays due, and nobody asks it again
     before this time (each question during a rate limit would prolong it)."""
+    set_by_hand: bool = False
+    """Read, never stored: the committed cursor was set since the poller last wrote it (``dagster
+    sensor cursor --set``, the UI's "Set cursor value", ``pullmode rewind``): a bare cursor state, or
+    a ``committed`` that no longer matches its ``committed_digest``."""
 
     @classmethod
     def from_json(cls, text: str | None) -> PollPlanState:
@@ -106,8 +121,8 @@ class PollPlanState:
             return cls()
         if "committed" not in doc:
             # A bare cursor state: a data engineer rewinding (or fast-forwarding) the source.
-            return cls(committed=CursorState.from_dict(doc))
-        unknown = set(doc) - {"committed", "in_flight", "last_tick", "last_pull", "more_to_pull", "probe_after"}
+            return cls(committed=CursorState.from_dict(doc), set_by_hand=True)
+        unknown = set(doc) - {*STATE_FIELDS, DIGEST_FIELD}
         if unknown:
             raise CursorFormatError(f"unknown sensor cursor field(s): {', '.join(sorted(unknown))}")
         in_flight = doc.get("in_flight")
@@ -115,17 +130,20 @@ class PollPlanState:
             flight = InFlight(**in_flight) if in_flight else None
         except TypeError as exc:
             raise CursorFormatError(f"sensor cursor in_flight is malformed: {exc}") from None
+        committed = CursorState.from_dict(doc.get("committed") or {})
+        digest = doc.get(DIGEST_FIELD)  # absent in cursors written before it existed: trusted
         return cls(
-            committed=CursorState.from_dict(doc.get("committed") or {}),
+            committed=committed,
             in_flight=flight,
             last_tick=doc.get("last_tick"),
             last_pull=doc.get("last_pull"),
             more_to_pull=doc.get("more_to_pull") is True,
             probe_after=doc.get("probe_after"),
+            set_by_hand=digest is not None and digest != committed_digest(committed),
         )
 
     def to_json(self) -> str:
-        doc: dict[str, Any] = {"committed": self.committed.to_dict()}
+        doc: dict[str, Any] = {"committed": self.committed.to_dict(), DIGEST_FIELD: committed_digest(self.committed)}
         if self.in_flight:
             doc["in_flight"] = asdict(self.in_flight)
         if self.last_tick:
@@ -342,6 +360,8 @@ class PollPlanner:
         probe: Prober | None = None,
     ) -> PollDecision:
         log: list[str] = []
+        if state.set_by_hand:
+            state = self._rewound(state, log)
         state, run = self.settle(state, instance, now, log, seal)
         if state.in_flight is not None:
             return self._still_in_flight(state, run, log)
@@ -350,14 +370,14 @@ class PollPlanner:
             return PollDecision(state, skip_reason=skip, log=log)
         active = self._active_poll_run(instance)
         if active is not None:
-            return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active}", log=log)
+            return PollDecision(state, skip_reason=_another_pull(active), log=log)
         if due < self.partitions_def.start:  # type: ignore[attr-defined]
             return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
         if probe is not None and self.source.probe and not state.more_to_pull:
             asked = self._ask(state, due, now=now, force=force, probe=probe, log=log)
             if asked is not None:
                 return asked
-        return self._request(state, due, now=now, force=force, via=via, log=log)
+        return self._request(state, due, instance=instance, now=now, force=force, via=via, log=log)
 
     def _ask(
         self, state: PollPlanState, due: datetime, *, now: datetime, force: bool, probe: Prober, log: list[str]
@@ -390,14 +410,34 @@ class PollPlanner:
             log.append(f"the probe failed ({result.reason}); launching the run, which reports the failure")
         return None
 
+    def _rewound(self, state: PollPlanState, log: list[str]) -> PollPlanState:
+        """A cursor set by hand is the committed cursor from now on, and due at once (as a bare one
+        always was: it has no ``last_tick``), not at the next cron tick. The pull it replaces (one in
+        flight, a backlog to drain) is no longer awaited, so its run's end cursor or checkpoint is never
+        committed over it; a run of that pull still going holds off the next pull until it ends
+        (``_active_poll_run``)."""
+        line = f"cursor set by hand: rewound to {state.committed.to_json()}"
+        if state.in_flight is not None:
+            line += f"; pull {state.in_flight.pull_id}, in flight, will not be committed"
+        log.append(line + "; the next pull starts there")
+        return replace(state, in_flight=None, last_tick=None, more_to_pull=False, set_by_hand=False)
+
+    def in_flight(self, state: PollPlanState, instance: dg.DagsterInstance, now: datetime) -> str | None:
+        """Why no pull of this source may start now (None: none is in flight): the pull the poller
+        awaits, else any poll run of the source in progress. For ``pullmode rewind``."""
+        state, run = self.settle(state, instance, now, [])
+        if state.in_flight is not None:
+            return _flight_line(state.in_flight, run)
+        active = self._active_poll_run(instance)
+        return _another_pull(active) if active is not None else None
+
     def _still_in_flight(self, state: PollPlanState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
         flight = state.in_flight
         assert flight is not None
         if run is None and flight.via == "sensor":
             # Requested but not created yet (or lost): asking again is safe, the run key dedups.
             return PollDecision(state, self.run_request(flight), log=log)
-        where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
-        return PollDecision(state, skip_reason=f"pull {flight.pull_id} in flight: {where}", log=log)
+        return PollDecision(state, skip_reason=_flight_line(flight, run), log=log)
 
     def _due(self, state: PollPlanState, now: datetime, force: bool) -> tuple[datetime | None, str | None]:
         """When the pull to request is for (None, with the reason, when nothing is due): now when
@@ -426,7 +466,15 @@ class PollPlanner:
         return active[0].run_id if active else None
 
     def _request(
-        self, state: PollPlanState, due: datetime, *, now: datetime, force: bool, via: str, log: list[str]
+        self,
+        state: PollPlanState,
+        due: datetime,
+        *,
+        instance: dg.DagsterInstance,
+        now: datetime,
+        force: bool,
+        via: str,
+        log: list[str],
     ) -> PollDecision:
         """Mint the pull (its id is the run key: one run per cron tick) and put it in flight."""
         partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
@@ -435,6 +483,11 @@ class PollPlanner:
             pull_id = f"{self.source.name}:{via}:{now.isoformat()}"
         elif state.more_to_pull:
             pull_id = f"{self.source.name}:backlog:{tick}"
+        elif find_pull_run(instance, f"{self.source.name}:{tick}") is not None:
+            # A tick pulled before is due again only after a cursor set by hand. Dagster would skip a
+            # request under a used run key, and the next evaluation would settle the old run as this
+            # pull (committing its end cursor over the rewind): the pull gets an id of its own.
+            pull_id = f"{self.source.name}:rewind:{now.isoformat()}"
         else:
             pull_id = f"{self.source.name}:{tick}"
         flight = InFlight(
@@ -451,6 +504,15 @@ class PollPlanner:
         state = replace(state, in_flight=flight, last_tick=last_tick, more_to_pull=False, probe_after=None)
         log.append(f"pull {pull_id} requested from cursor {flight.cursor}")
         return PollDecision(state, self.run_request(flight), log=log)
+
+
+def _flight_line(flight: InFlight, run: dg.DagsterRun | None) -> str:
+    where = f"run {run.run_id} ({run.status.value})" if run else "its run is starting"
+    return f"pull {flight.pull_id} in flight: {where}"
+
+
+def _another_pull(run_id: str) -> str:
+    return f"another pull of this source is in flight: run {run_id}"
 
 
 PROBE_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3")

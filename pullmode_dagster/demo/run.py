@@ -55,16 +55,31 @@ def start_api(port: int | None) -> DemoApi:
     return api
 
 
-def open_ui(fallback_home: Path, echo: Callable[[str], None]) -> None:
+DEMO_MODULE = "pullmode_dagster.demo.definitions"
+
+
+def demo_workspace(root: Path) -> Path:
+    """The demo's workspace file: its code location (the sources plus the downstream asset built on
+    them) under the name every workspace uses, so ``make demo``, ``make dev``, ``dagster dev`` from
+    the repository root and ``pullmode pull`` share the pollers' and the alert sensor's state."""
+    from ..defs.sensor_state import LOCATION_NAME
+
+    path = root / "workspace.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"load_from:\n  - python_module:\n      module_name: {DEMO_MODULE}\n      location_name: {LOCATION_NAME}\n"
+    )
+    return path
+
+
+def open_ui(workspace: Path, fallback_home: Path, echo: Callable[[str], None]) -> None:
     """``dagster dev`` on the instance the demo just used, while the demo API keeps serving."""
     env = dict(os.environ)
     if not env.get("DAGSTER_HOME"):
         env["DAGSTER_HOME"] = str(Path.cwd() if Path("dagster.yaml").exists() else fallback_home.resolve())
-    # The demo's code location: the sources plus the downstream asset built on them.
-    target = ["-m", "pullmode_dagster.demo.definitions"]
     echo("starting dagster dev on http://127.0.0.1:3000 (Ctrl-C stops it and the demo API)")
     with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run([sys.executable, "-m", "dagster", "dev", *target], env=env, check=False)
+        subprocess.run([sys.executable, "-m", "dagster", "dev", "-w", str(workspace)], env=env, check=False)
 
 
 def daily_costs(fallback_home: Path) -> str:
@@ -127,7 +142,10 @@ def run_demo(
         echo(f"demo API on {api.server.base_url}; demo sources in {directory}")
         if bucket:
             echo(f"demo bucket s3://{DEMO_BUCKET} on {bucket.url} (moto)")
-        outcomes = pull_sources([], all_sources=True, fallback_home=root / "dagster_home", echo=echo)
+        workspace = demo_workspace(root)
+        outcomes = pull_sources(
+            [], all_sources=True, workspace=workspace, fallback_home=root / "dagster_home", echo=echo
+        )
         written = sum(int((o.metadata or {}).get("events_written", 0)) for o in outcomes)
         echo(f"{written} events written to {store_url()}")
         if any(o.ok and o.source == "demo_usage" for o in outcomes):
@@ -140,7 +158,7 @@ def run_demo(
         echo(f"  {cli} demo --ui        # (or make dev) the Dagster UI on these sources, pollers running")
         ok = all(o.ok for o in outcomes)
         if ui:
-            open_ui(root / "dagster_home", echo)
+            open_ui(workspace, root / "dagster_home", echo)
         return ok
     finally:
         api.server.stop()

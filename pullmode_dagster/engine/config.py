@@ -199,6 +199,11 @@ class SourceConfig(Model):
     def bind_file(self, path: Path) -> None:
         self._file = path
 
+    def watermark_rewind_problem(self) -> str | None:
+        """Why a cursor of a watermark alone would not set where this source's next pull starts
+        (None: it does). ``pullmode rewind --to`` refuses such a source and points at ``--cursor``."""
+        return None
+
     @property
     def start_datetime(self) -> dt.datetime:
         """``startDate`` as an instant in UTC (a date is its midnight, naive means UTC)."""

@@ -61,6 +61,12 @@ class HttpPollingSource(HttpSourceConfig):
 
         return {k: [text(x) for x in v] if isinstance(v, list) else text(v) for k, v in value.items()}
 
+    def watermark_rewind_problem(self) -> str | None:
+        params = [t for v in self.incremental_params.values() for t in (v if isinstance(v, list) else [v])]
+        if any(var.name == "cursor.watermark" for text in params for var in Template(text).variables):
+            return None
+        return "every pull starts from its first page (no incrementalParams use ${{cursor.watermark}})"
+
     def problems(self) -> list[ConfigProblem]:
         base = ("credentials", "ingestionSource")
         problems = self.template_problems({"url": self.url, "body": self.body}, scopes=base)

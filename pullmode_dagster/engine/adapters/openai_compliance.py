@@ -77,6 +77,9 @@ class OpenAIComplianceSource(ReferenceSource):
         """``{base}/workspaces/{id}`` or ``{base}/organizations/{org-id}``."""
         return f"{self.endpoint()}/{self.scope}/{self.workspace_id}"
 
+    def watermark_rewind_problem(self) -> str | None:
+        return "its cursor is a position per event type (streams), not a watermark"
+
     def problems(self) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
         if not (_UUID.match(self.workspace_id) or _ORG_ID.match(self.workspace_id)):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from ..config import SourceConfig
-from .base import Puller
+from ..cursor import CursorFormatError, CursorState
+from .base import Position, Puller, position_problems
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,16 @@ def register(adapter: Adapter) -> Adapter:
         raise ValueError(f"adapter {adapter.name!r} is registered twice")
     ADAPTERS[adapter.name] = adapter
     return adapter
+
+
+def check_position(source: SourceConfig, state: CursorState) -> None:
+    """Refuse a cursor set by hand whose position ``source``'s adapter would refuse when the pull
+    starts (``Puller.position``), with the same words. A custom puller's own model is checked by its
+    pull: its module is user code, imported only where pulls run."""
+    model = ADAPTERS[source.adapter].puller.position_model
+    if model is Position:
+        return
+    try:
+        model.model_validate(dict(state.position))
+    except ValidationError as exc:
+        raise CursorFormatError(f"the cursor does not fit {source.adapter}: {position_problems(exc)}") from None

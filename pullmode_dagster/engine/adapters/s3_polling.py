@@ -50,6 +50,9 @@ class S3PollingSource(SourceConfig):
         default=None, description="listing prefix for a window re-pull, e.g. audit/${{window.start:%Y/%m/%d}}/"
     )
 
+    def watermark_rewind_problem(self) -> str | None:
+        return "its cursor is the last key read (after_key), not a time"
+
     def problems(self) -> list[ConfigProblem]:
         problems = self.template_problems({"windowPrefix": self.window_prefix}, scopes=("ingestionSource", "window"))
         for key in self.credentials:
