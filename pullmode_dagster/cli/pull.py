@@ -259,7 +259,7 @@ def pull_sources(
         for name in names:
             project.sources.get(name)  # a clear error for an unknown or invalid name
     if not names:
-        raise ConfigError([f"no source to pull in {project.sources.directory}"])
+        raise ConfigError([f"no source to pull in {project.sources.where}"])
     outcomes: list[PullOutcome] = []
     trace_store = project.defs.resources["trace_store"]
     with (
