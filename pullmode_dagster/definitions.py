@@ -114,7 +114,7 @@ def build_project(
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.
     bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
-    poller_resources = PollerResources(bound)
+    poller_resources = PollerResources(bound, sources.sources)
     built: dict[str, _SourceDefs] = {}
     for source in sorted(sources.sources.values(), key=lambda s: s.name):
         try:

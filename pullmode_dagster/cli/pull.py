@@ -20,6 +20,7 @@ import dagster as dg
 from ..definitions import build_project
 from ..defs.assets import asset_key
 from ..defs.outgoing import secrets_for
+from ..defs.pools import ensure_pool_limits
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import (
@@ -268,6 +269,9 @@ def pull_sources(
         probe_resources(project.defs, instance, skip=always_run) as resources,
     ):
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
+        # This pull runs in process, outside the run queue; the queue then holds the source's
+        # other runs (a backfill's) while it runs, once its pool has a limit.
+        ensure_pool_limits(instance, project.sources.sources)
         for name in names:
             try:
                 outcome = pull_once(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from ..engine.redaction import Redactor
 from . import outgoing
 from .assets import CHECKPOINT_KEY, SOURCE_TAG, asset_key, partition_row_count
 from .outgoing import CursorSeal
+from .pools import ensure_pool_limits, pool_name, run_pools
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
@@ -348,7 +349,7 @@ class PollPlanner:
         due, skip = self._due(state, now, force)
         if due is None:
             return PollDecision(state, skip_reason=skip, log=log)
-        active = self._active_poll_run(instance)
+        active = self._active_run(instance)
         if active is not None:
             return PollDecision(state, skip_reason=f"another pull of this source is in flight: run {active}", log=log)
         if due < self.partitions_def.start:  # type: ignore[attr-defined]
@@ -410,17 +411,22 @@ class PollPlanner:
             return None, f"waiting for the next tick at {_iso(upcoming)}"
         return tick, None
 
-    def _active_poll_run(self, instance: dg.DagsterInstance) -> str | None:
-        """A poll run of this source still in progress whose process is alive (launched by another
-        poller evaluation or ``pullmode pull``), by run id.
+    def _active_run(self, instance: dg.DagsterInstance) -> str | None:
+        """A run of this source still in progress whose process is alive, by run id: a poll another
+        evaluation or ``pullmode pull`` launched, or a window re-pull (a backfill, the asset page, the
+        job). Found by the source's pool (defs/pools.py), which every run of its op is in, or, for a
+        run created before the pools, the poller's tags. The run queue holds a second run of the
+        pool anyway; asking here keeps the poller's own request out of the queue, and ``pullmode
+        pull``, which runs in process without the queue, from running beside it.
 
-        Asked by status alone (Dagster indexes it) and matched on the tags here: a tag filter joins
-        every run the source ever had, so its cost would grow with the run history."""
+        Asked by status alone (Dagster indexes it) and matched here: a tag filter joins every run the
+        source ever had, so its cost would grow with the run history."""
+        pool = pool_name(self.source.name)
         wanted = {SOURCE_TAG: self.source.name, MODE_TAG: "poll"}
         candidates = [
             run
             for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if all(run.tags.get(k) == v for k, v in wanted.items())
+            if pool in run_pools(run) or all(run.tags.get(k) == v for k, v in wanted.items())
         ]
         active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS]
         return active[0].run_id if active else None
@@ -469,14 +475,18 @@ class PollerResources:
     variables to one thread). Credentials are still resolved on every probe, so a rotated secret is
     seen by the next one."""
 
-    def __init__(self, bound: Mapping[str, object]):
+    def __init__(self, bound: Mapping[str, object], sources: Iterable[str] = ()):
         self._bound = {k: v for k, v in bound.items() if k in PROBE_RESOURCES}
         self._built: Any = None
         self._lock = threading.Lock()
+        self._sources = sorted(sources)
+        """Every source of the code location, disabled ones too: their pools get their limit at the
+        first evaluation of any poller here (``ensure_pool_limits``), before a backfill queues a run."""
 
     def get(self, instance: dg.DagsterInstance) -> Any:
         with self._lock:
             if self._built is None:
+                ensure_pool_limits(instance, self._sources)
                 with dg.build_resources(self._bound, instance=instance) as built:
                     self._built = built
             return self._built
