@@ -77,13 +77,13 @@ def _leave_out(sources: SourceSet, source: SourceConfig, exc: Exception) -> None
     why, and the other sources load (one source's problem must not take the code location down)."""
     reason = one_line(f"{type(exc).__name__}: {exc}", limit=300)
     problem = Problem(
-        f"{source.file or sources.directory}: source {source.name!r}: its Dagster definitions could not be built "
+        f"{source.file or sources.where}: source {source.name!r}: its Dagster definitions could not be built "
         f"({reason}); please report it",
         source.name,
     )
     del sources.sources[source.name]
     sources.problems.append(problem)
-    sources.invalid.append(InvalidSource(source.file or sources.directory, source.name, (problem,)))
+    sources.invalid.append(InvalidSource(source.file or sources.directories[0], source.name, (problem,)))
 
 
 def _definitions(
@@ -133,7 +133,7 @@ def build_project(
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.
     bound.setdefault(EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager(trace_store=bound["trace_store"]))
-    poller_resources = PollerResources(bound)
+    poller_resources = PollerResources(bound, sources.sources)
     built: dict[str, _SourceDefs] = {}
     for source in sorted(sources.sources.values(), key=lambda s: s.name):
         try:
@@ -156,7 +156,7 @@ def build_project(
     for warning in sources.warnings:
         log.warning(warning)
     if not sources.sources and not sources.invalid:
-        log.warning(f"no source files in {sources.directory} (set PULLMODE_SOURCES_DIR)")
+        log.warning(f"no source files in {sources.where} (set PULLMODE_SOURCES_DIR)")
     return Project(defs, {name: b.poller for name, b in built.items()}, sources)
 
 

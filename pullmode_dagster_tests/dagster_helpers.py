@@ -90,6 +90,25 @@ def record_run(
     return instance.create_run_for_job(defs.resolve_job_def(job), status=status, tags=tags)
 
 
+def record_window_run(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    source: str,
+    *,
+    status: dg.DagsterRunStatus,
+    partition: str,
+    tags: dict[str, str] | None = None,
+) -> dg.DagsterRun:
+    """A run of ``source``'s asset as the asset page or a backfill creates it, recorded without
+    executing it: Dagster's implicit asset job, one partition, none of the poller's tags."""
+    return instance.create_run_for_job(
+        defs.resolve_implicit_global_asset_job_def(),
+        asset_selection={dg.AssetKey(["ingestion", source])},
+        status=status,
+        tags={"dagster/partition": partition, **(tags or {})},
+    )
+
+
 def failed_runs(
     instance: dg.DagsterInstance, count: int, message: str = "page 1: HTTP 500", *, source: str = "acme_audit"
 ) -> list[str]:

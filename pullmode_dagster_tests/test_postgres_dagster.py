@@ -16,6 +16,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from pullmode_dagster.cli.pull import pull_once
 from pullmode_dagster.definitions import build_project
+from pullmode_dagster.defs.pools import ensure_pool_limits
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState, poller_name
@@ -141,11 +142,15 @@ def test_the_committed_cursor_and_the_materialization_survive_a_restart_on_postg
 def test_every_shipped_instance_config_loads_with_one_run_per_source(
     config: Path, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each source's pool holds one run at a time: the queue (dagster-daemon) enforces it per run,
+    and the storage keeps the pools' limits (SQLite and Postgres alike)."""
     monkeypatch.chdir(tmp_path)  # dagster.yaml's relative SQLite paths land here
     point_dagster_at(pg_url, monkeypatch)
     with instance_from(config, tmp_path / "home", monkeypatch) as instance:
         instance.get_runs()  # the storage answers
-        coordinator = instance.run_coordinator
-        assert isinstance(coordinator, dg.QueuedRunCoordinator)
-        limits = coordinator.get_run_queue_config().tag_concurrency_limits
-        assert {"key": "pullmode/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        pools = instance.get_concurrency_config().pool_config
+        assert (pools.pool_granularity.value, pools.default_pool_limit) == ("run", 1)  # type: ignore[union-attr]
+        assert ensure_pool_limits(instance, ["acme_audit"]) == ["pullmode/acme_audit"]
+        (limit,) = instance.event_log_storage.get_pool_limits()
+        assert (limit.name, limit.limit) == ("pullmode/acme_audit", 1)

@@ -16,7 +16,9 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
 
+from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.assets import SOURCE_TAG
+from pullmode_dagster.defs.resources import StaticCredentialsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, poller_name
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.vendors.claude import ActivityFeedAPI, mixed_activities
@@ -34,7 +36,7 @@ from . import test_connector_claude as claude_tests
 from . import test_connector_copilot as copilot_tests
 from . import test_connector_openai as openai_tests
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import Harness, committed, running_daemon, watermark_harness
+from .dagster_helpers import Clock, Harness, committed, fast_resources, running_daemon, watermark_harness
 from .fakes import CursorFeed, make_events
 from .s3_helpers import S3Proxy, ndjson, s3_source
 
@@ -121,6 +123,61 @@ def test_evaluations_as_the_code_server_makes_them_open_one_instance_in_all_and_
         cursor = result.cursor or ""
     assert len(api.requests) == 3
     assert len(opened) == 1  # the first quiet poll asked about runs; the rest reused it
+
+
+class SetUpStore(TraceStoreResource):
+    """A store usable only between Dagster's setup and teardown (a pool, a client session)."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        LIFECYCLE.append("setup")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        LIFECYCLE.append("teardown")
+
+    def open(self) -> Any:
+        assert LIFECYCLE and LIFECYCLE[-1] == "setup", "used outside its setup and teardown"
+        return super().open()
+
+
+LIFECYCLE: list[str] = []
+
+
+@dg.resource(required_resource_keys={"vault"})
+def vault_credentials(context: dg.InitResourceContext) -> StaticCredentialsResource:
+    """Credentials that depend on another resource the user bound."""
+    return StaticCredentialsResource(values={"acme_audit": {"token": context.resources.vault}})
+
+
+def test_user_resources_with_a_lifecycle_or_a_dependency_serve_the_probe(
+    api: LoopbackServer, feed: CursorFeed, sources: SourceWriter, tmp_path: Path
+) -> None:
+    """The pollers open the resources bound in the Definitions per evaluation, as Dagster does for a
+    sensor that declares them: set up before the probe, torn down after; one that depends on another
+    resource gets it."""
+    sources.write(http_source(api.url("/v1/events"), incrementalParams={"created_after": "${{cursor.watermark}}"}))
+    LIFECYCLE.clear()
+    resources = {
+        **fast_resources(tmp_path / "trace.db"),
+        "trace_store": SetUpStore(url=f"sqlite:///{tmp_path / 'trace.db'}"),
+        "credentials": vault_credentials,
+        "vault": dg.ResourceDefinition.hardcoded_resource(TOKEN),
+    }
+    clock = Clock(T)
+    with dg.instance_for_test() as instance:
+        project = build_project(sources.directory, resources=resources, clock=clock)
+        harness = Harness(project, instance, clock, tmp_path / "trace.db", "acme_audit")
+        cursor = drained(harness)
+        api.requests.clear()
+        LIFECYCLE.clear()
+        harness.clock.now = T.replace(minute=5, second=4)
+        # As the code server evaluates it: a context with no resources of its own (the sensor takes none).
+        sensor = project.defs.resolve_sensor_def(poller_name("acme_audit"))
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            quiet = sensor(context)
+    assert isinstance(quiet, dg.SensorResult)
+    assert quiet.run_requests == [] and len(quiet.asset_events) == 1  # the probe answered: nothing new
+    assert api.requests[0].headers.get("authorization") == f"Bearer {TOKEN}"
+    assert LIFECYCLE == ["setup", "teardown"]  # one evaluation, set up once, torn down at its end
 
 
 def test_new_data_launches_the_run_which_commits_after_success(harness: Harness, feed: CursorFeed) -> None:

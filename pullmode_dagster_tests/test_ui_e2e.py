@@ -1,32 +1,39 @@
 """The data engineer's loop in the Dagster UI, end to end: the demo's sources and fake vendors (as
 ``pullmode demo`` lays them out), one ``pullmode pull --all``, then ``dagster-webserver`` on the
 repository's ``workspace.yaml``. Its GraphQL API must show every demo source as a partitioned asset
-with its freshness policy, its poller (holding the cursor the pull committed) and both checks; and
-headless Chromium must render the asset page and its Partitions tab (screenshots are kept for a
-person to look at: ``.pullmode/ui-screenshots/`` or ``$PULLMODE_SCREENSHOT_DIR``).
+(from a week back) with its freshness policy, its poller (holding the cursor the pull committed) and
+both checks; headless Chromium must render the asset page and its Partitions tab (screenshots are
+kept for a person to look at: ``.pullmode/ui-screenshots/`` or ``$PULLMODE_SCREENSHOT_DIR``); and a
+backfill launched through the webserver, with ``dagster-daemon`` running, must run its windows one
+at a time.
 
 Loopback only. Chromium missing: skipped locally, a failure in CI (``CI=true``), where ``.ci/run``
 installs it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pullmode_dagster.cli.pull import summarize
+from pullmode_dagster.demo.setup import demo_start
 
+from .dagster_helpers import running_daemon
 from .ui_helpers import (
     PNG_SIGNATURE,
     Chromium,
     DemoLayout,
     Webserver,
     demo_environment,
+    find_chromium,
     png_size,
     require_chromium,
     screenshot_dir,
@@ -56,7 +63,14 @@ DEMO_SOURCES = {
     "demo_usage_reports": Expected("daily", 120 * MINUTE, 180 * MINUTE),  # 0 * * * *
 }
 FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:%M"}
-FIRST_KEYS = {"daily": "2026-01-01", "hourly": "2026-01-01-00:00"}  # startDate "2026-01-01"
+
+
+def first_key(partitioning: str) -> str:
+    """The first partition: the demo sources' ``startDate``, a week back (not every window since a
+    fixed date, nearly all "missing")."""
+    day = demo_start().isoformat()
+    return day if partitioning == "daily" else f"{day}-00:00"
+
 
 REPOSITORY_QUERY = """
 query PullmodeRepository {
@@ -104,6 +118,13 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
     """Requested before ``ui`` so that, without Chromium, the screenshot test skips (or fails, in
     CI) before the servers start."""
     return Chromium(require_chromium(), tmp_path_factory.mktemp("chromium-profile"))
+
+
+@pytest.fixture(scope="module")
+def chromium_if_installed(tmp_path_factory: pytest.TempPathFactory) -> Chromium | None:
+    """Chromium when there is one (in CI there is), for tests whose subject is not the screenshot."""
+    binary = find_chromium()
+    return Chromium(binary, tmp_path_factory.mktemp("chromium-profile-2")) if binary else None
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +176,11 @@ def test_graphql_shows_every_demo_source_with_partitions_freshness_pollers_and_c
         assert definition["fmt"] == FORMATS[expected.partitioning], where
         assert definition["description"].startswith(expected.partitioning.capitalize()), (where, definition)
         first, last = node["first"]["results"], node["last"]["results"]
-        assert first == [FIRST_KEYS[expected.partitioning]], (where, first)
+        assert first == [first_key(expected.partitioning)], (where, first)
         assert last and last[0] in current_partitions(expected.partitioning, before, after), (where, last)
         stats = node["partitionStats"]
         assert stats["numPartitions"] == partition_count(expected.partitioning, first[0], last[0]), (where, stats)
+        assert stats["numPartitions"] <= (8 * 24 + 1 if expected.partitioning == "hourly" else 8), (where, stats)
         assert stats["numMaterialized"] >= 1 and stats["numFailed"] == 0, (where, stats)
 
         # Freshness: the time-window policy derived from the cron.
@@ -210,4 +232,82 @@ def test_asset_page_and_partitions_tab_render_in_chromium(chromium: Chromium, ui
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         assert png_size(png) == (1400, 1000)
         assert png.stat().st_size > MIN_PNG_BYTES, f"{png}: {png.stat().st_size} bytes, a blank page?"
+        shutil.copy(png, keep / png.name)
+
+
+# What the asset page sends when a data engineer selects partitions and clicks "Launch backfill".
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+BACKFILL = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on Error { message }
+  }
+}
+"""
+POOL = "pullmode/demo_usage"
+POOL_RUNS = """
+query PoolRuns($pool: String!) {
+  runsOrError(limit: 500) {
+    __typename
+    ... on Runs { results { runId jobName status startTime endTime allPools tags { key value } } }
+  }
+  instance { concurrencyLimit(concurrencyKey: $pool) { slotCount } }
+}
+"""
+DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+@pytest.mark.timeout(300)
+def test_a_backfill_launched_through_the_webserver_runs_its_windows_one_at_a_time(
+    ui: UI, tmp_path: Path, chromium_if_installed: Chromium | None
+) -> None:
+    """Four hourly windows of demo_usage, launched through the webserver as the asset page does
+    (Dagster's implicit asset job: no pullmode tag on the runs), with dagster-daemon running the queue
+    and the pollers: the backfill succeeds, and no two runs of the source (the backfill's, and any
+    the poller launched meanwhile) overlap in time, as the runs' records in the UI show."""
+    hour = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    partitions = [(hour + timedelta(hours=h)).strftime(FORMATS["hourly"]) for h in range(4)]
+    params = {"assetSelection": [{"path": ["ingestion", "demo_usage"]}], "partitionNames": partitions}
+    with running_daemon(ui.demo.root, ui.demo.env) as (daemon, _):
+        launched = ui.server.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+        deadline = time.monotonic() + 240
+        while (status := ui.server.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]).get(
+            "status"
+        ) not in DONE:
+            assert daemon.poll() is None, f"dagster-daemon exited ({daemon.returncode})"
+            assert time.monotonic() < deadline, f"backfill {backfill_id} not done in time: {status}"
+            time.sleep(1.0)
+    assert status["status"] == "COMPLETED_SUCCESS", status
+
+    data = ui.server.graphql(POOL_RUNS, {"pool": POOL})
+    assert data["instance"]["concurrencyLimit"]["slotCount"] == 1
+    runs = [r for r in data["runsOrError"]["results"] if POOL in (r["allPools"] or [])]
+    tags = {r["runId"]: {t["key"]: t["value"] for t in r["tags"]} for r in runs}
+    windows = [r for r in runs if tags[r["runId"]].get("dagster/backfill") == backfill_id]
+    assert sorted(tags[r["runId"]]["dagster/partition"] for r in windows) == partitions
+    assert all(r["status"] == "SUCCESS" and r["jobName"] == "__ASSET_JOB" for r in windows), windows
+    assert all("pullmode/source" not in tags[r["runId"]] for r in windows)  # the tag limit would not see them
+    spans = sorted((r["startTime"] or 0.0, r["endTime"] or float("inf"), r["runId"]) for r in runs)
+    overlaps = [(a[2], b[2]) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert overlaps == [], spans
+
+    if chromium_if_installed is not None:  # the backfill's page, for a person to look at
+        url = f"{ui.server.url}/runs/b/{backfill_id}?tab=runs"
+        dom, budget = chromium_if_installed.rendered(url, [backfill_id])
+        assert "Something went wrong" not in dom and "PythonError" not in dom
+        png = chromium_if_installed.screenshot(url, tmp_path / "demo_usage-backfill.png", budget_ms=budget)
+        keep = screenshot_dir()
+        keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(png, keep / png.name)

@@ -76,7 +76,7 @@ def validate(directory: Path | None) -> None:
     if result.problems:
         _fail(result.problems)
     names = ", ".join(sorted(result.sources)) or "none"
-    click.echo(f"ok: {len(result.sources)} source(s) in {result.directory}: {names}")
+    click.echo(f"ok: {len(result.sources)} source(s) in {result.where}: {names}")
 
 
 def _load(name: str) -> Any:

@@ -19,16 +19,17 @@ import dagster as dg
 
 from ..definitions import build_project
 from ..defs.outgoing import secrets_for
+from ..defs.pools import ensure_pool_limits
 from ..defs.recovery import PROCESS_TAG, process_identity
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import (
-    PROBE_RESOURCES,
     PollPlanner,
     PollPlanState,
     Prober,
     counted,
     job_name,
     poller_name,
+    probe_resource_defs,
     resources_prober,
     run_metadata,
     utc_now,
@@ -291,7 +292,7 @@ def pull_sources(
         for name in names:
             project.sources.get(name)  # a clear error for an unknown or invalid name
     if not names:
-        raise ConfigError([f"no source to pull in {project.sources.directory}"])
+        raise ConfigError([f"no source to pull in {project.sources.where}"])
     outcomes: list[PullOutcome] = []
     trace_store = project.defs.resources["trace_store"]
     with (
@@ -300,6 +301,9 @@ def pull_sources(
         probe_resources(project.defs, instance, skip=always_run) as resources,
     ):
         cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
+        # This pull runs in process, outside the run queue; the queue then holds the source's
+        # other runs (a backfill's) while it runs, once its pool has a limit.
+        ensure_pool_limits(instance, project.sources.sources)
         for name in names:
             try:
                 outcome = pull_once(
@@ -334,7 +338,7 @@ def probe_resources(defs: dg.Definitions, instance: dg.DagsterInstance, *, skip:
     if skip:
         yield None
         return
-    wanted = {k: v for k, v in defs.resources.items() if k in PROBE_RESOURCES}
+    wanted = probe_resource_defs(defs.resources)
     with dg.build_resources(wanted, instance=instance) as resources:
         yield resources
 

@@ -29,6 +29,7 @@ from . import outgoing
 from .checks import check_results, check_specs
 from .io_manager import EVENTS_IO_MANAGER_KEY
 from .partitions import data_partitions, partitions_for
+from .pools import pool_name
 from .recovery import PROCESS_TAG, process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 from .translator import GROUP as GROUP  # these four live in .translator; imported from here too
@@ -157,6 +158,8 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
         partitions_def=partitions_for(source),
         check_specs=check_specs(key, blocking=translator.get_checks_blocking(source)),
         can_subset=True,
+        # One run of the source at a time, however it was launched (defs/pools.py).
+        pool=pool_name(source.name),
     )
 
     def materialize(
@@ -191,12 +194,12 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
             window = Window(time_window.start, time_window.end)
             start = CursorState()
             context.log.info(f"{source.name}: re-pulling window {window.start} .. {window.end}")
-        if window is None:
-            # Who runs this pull: a poller or `pullmode pull` that finds this run in progress after
-            # its process died marks it failed (defs/recovery.py).
-            identity = process_identity()
-            if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
-                context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
+        # Who runs this pull (a poll or a window): a poller or `pullmode pull` that finds this run in
+        # progress after its process died marks it failed (defs/recovery.py), so it does not hold
+        # the source's pool.
+        identity = process_identity()
+        if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
+            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
         checkpoints = CheckpointRecorder(context, key, start)
         secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
         try:

@@ -1,9 +1,9 @@
 """Dead-run recovery: a pull whose process died must not hold its source.
 
-Every poll run records the process that executes it; a run still "in progress" whose process is
-certainly gone (same host, boot and PID namespace, so the pid means the same process here) is marked
-failed, and the poller commits its last checkpoint and pulls on. Whatever cannot be checked from here
-is left to Dagster's run monitoring.
+Every run of a source (a poll or a window) records the process that executes it; a run still "in
+progress" whose process is certainly gone (same host, boot and PID namespace, so the pid means the same
+process here) is marked failed, and the poller commits its last checkpoint and pulls on. Whatever
+cannot be checked from here is left to Dagster's run monitoring.
 Design: docs/design/poller.md#dead-run-recovery
 """
 

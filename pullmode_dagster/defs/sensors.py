@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from ..engine.redaction import Redactor
 from . import outgoing
 from .assets import CHECKPOINT_KEY, SOURCE_TAG, partition_row_count
 from .outgoing import CursorSeal
+from .pools import ensure_pool_limits, pool_name, run_pools
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
@@ -368,7 +370,7 @@ class PollPlanner:
         due, skip = self._due(state, now, force)
         if due is None:
             return PollDecision(state, skip_reason=skip, log=log)
-        active = self._active_poll_run(instance)
+        active = self._active_run(instance)
         if active is not None:
             return PollDecision(state, skip_reason=_another_pull(active), log=log)
         if due < self.partitions_def.start:  # type: ignore[attr-defined]
@@ -450,17 +452,22 @@ class PollPlanner:
             return None, f"waiting for the next tick at {_iso(upcoming)}"
         return tick, None
 
-    def _active_poll_run(self, instance: dg.DagsterInstance) -> str | None:
-        """A poll run of this source still in progress whose process is alive (launched by another
-        poller evaluation or ``pullmode pull``), by run id.
+    def _active_run(self, instance: dg.DagsterInstance) -> str | None:
+        """A run of this source still in progress whose process is alive, by run id: a poll another
+        evaluation or ``pullmode pull`` launched, or a window re-pull (a backfill, the asset page, the
+        job). Found by the source's pool (defs/pools.py), which every run of its op is in, or, for a
+        run created before the pools, the poller's tags. The run queue holds a second run of the
+        pool anyway; asking here keeps the poller's own request out of the queue, and ``pullmode
+        pull``, which runs in process without the queue, from running beside it.
 
-        Asked by status alone (Dagster indexes it) and matched on the tags here: a tag filter joins
-        every run the source ever had, so its cost would grow with the run history."""
+        Asked by status alone (Dagster indexes it) and matched here: a tag filter joins every run the
+        source ever had, so its cost would grow with the run history."""
+        pool = pool_name(self.source.name)
         wanted = {SOURCE_TAG: self.source.name, MODE_TAG: "poll"}
         candidates = [
             run
             for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-            if all(run.tags.get(k) == v for k, v in wanted.items())
+            if pool in run_pools(run) or all(run.tags.get(k) == v for k, v in wanted.items())
         ]
         active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS]
         return active[0].run_id if active else None
@@ -515,33 +522,53 @@ def _another_pull(run_id: str) -> str:
     return f"another pull of this source is in flight: run {run_id}"
 
 
-PROBE_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3")
-"""The resources a poller's evaluation uses (``s3`` only where a source needs it)."""
+def probe_resource_defs(bound: Mapping[str, object]) -> dict[str, object]:
+    """What a probe may need of the resources bound: all of them but the IO managers (the probe's
+    own resources may depend on any other the user bound, a secrets vault say)."""
+    io_managers = (dg.IOManagerDefinition, dg.ConfigurableIOManager, dg.IOManager)
+    return {k: v for k, v in bound.items() if not isinstance(v, io_managers)}
 
 
 class PollerResources:
-    """The resources of every poller in a code location, built once per process with
-    ``dg.build_resources`` (a setting bound to ``dg.EnvVar`` is read then) and kept.
+    """The resources of every poller in a code location, as ``build_project`` bound them.
 
     The poller sensors declare no resource parameters on purpose: for a sensor that does, Dagster
     opens a new ``DagsterInstance`` on every evaluation (its storage, its schema check), most of
-    what a quiet evaluation cost. They take these, bound where the Definitions are built, instead.
-    The resources are plain ``ConfigurableResource`` objects with nothing to tear down, so they are
-    kept past ``build_resources``' block (holding the block open would pin Dagster's context
-    variables to one thread). Credentials are still resolved on every probe, so a rotated secret is
-    seen by the next one."""
+    what a quiet evaluation cost. An evaluation opens these itself instead (``opened``), on the
+    instance it keeps, and only when it asks the source: built with ``dg.build_resources`` at first
+    use and torn down when the evaluation ends, as Dagster does for a sensor that declares them, so
+    a resource with a lifecycle (setup, teardown, a pool) works. Credentials are resolved on every
+    probe, so a rotated secret is seen by the next one."""
 
-    def __init__(self, bound: Mapping[str, object]):
-        self._bound = {k: v for k, v in bound.items() if k in PROBE_RESOURCES}
-        self._built: Any = None
+    def __init__(self, bound: Mapping[str, object], sources: Iterable[str] = ()):
+        self._bound = probe_resource_defs(bound)
         self._lock = threading.Lock()
+        self._prepared = False
+        self._sources = sorted(sources)
+        """Every source of the code location, disabled ones too: their pools get their limit at the
+        first evaluation of any poller here (``ensure_pool_limits``), before a backfill queues a run."""
 
-    def get(self, instance: dg.DagsterInstance) -> Any:
+    def prepare(self, instance: dg.DagsterInstance) -> None:
+        """Once per process: the sources' pool limits."""
         with self._lock:
-            if self._built is None:
-                with dg.build_resources(self._bound, instance=instance) as built:
-                    self._built = built
-            return self._built
+            if not self._prepared:
+                ensure_pool_limits(instance, self._sources)
+                self._prepared = True
+
+    @contextmanager
+    def opened(self, instance: dg.DagsterInstance) -> Iterator[Callable[[], Any]]:
+        """For one evaluation: a getter that builds the resources at its first call; they are torn
+        down when the block ends."""
+        self.prepare(instance)
+        with ExitStack() as stack:
+            built: list[Any] = []
+
+            def get() -> Any:
+                if not built:
+                    built.append(stack.enter_context(dg.build_resources(self._bound, instance=instance)))
+                return built[0]
+
+            yield get
 
 
 _instances: dict[str, dg.DagsterInstance] = {}
@@ -659,16 +686,19 @@ def build_poller_sensor(
         except CursorFormatError as exc:
             raise dg.DagsterInvariantViolationError(f"source {source.name!r}: {exc}") from None
         instance = evaluation_instance(context)
-        built = resources.get(instance)
-        prober = resources_prober(source, built, TickLog(context))
-        try:
-            decision = poller.decide(state, instance=instance, now=clock(), probe=prober)
-        except PullmodeError as exc:  # a cursor that cannot be sealed: refused, never stored
-            raise dg.DagsterInvariantViolationError(str(exc)) from None
-        for line in decision.log:  # none on a quiet poll: its record is the materialization
-            context.log.info(f"{source.name}: {line}")
-        if decision.quiet is not None:
-            decision.quiet = counted(decision.quiet, source, built.trace_store)
+        with resources.opened(instance) as built:
+
+            def prober(committed: CursorState) -> ProbeResult:
+                return resources_prober(source, built(), TickLog(context))(committed)
+
+            try:
+                decision = poller.decide(state, instance=instance, now=clock(), probe=prober)
+            except PullmodeError as exc:  # a cursor that cannot be sealed: refused, never stored
+                raise dg.DagsterInvariantViolationError(str(exc)) from None
+            for line in decision.log:  # none on a quiet poll: its record is the materialization
+                context.log.info(f"{source.name}: {line}")
+            if decision.quiet is not None:
+                decision.quiet = counted(decision.quiet, source, built().trace_store)
         return sensor_result(decision, poller.key)
 
     return poll

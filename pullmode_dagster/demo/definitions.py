@@ -9,6 +9,16 @@ from ..definitions import build_definitions
 from .downstream import daily_cost_by_actor
 
 COST_JOB = "daily_cost_by_actor"
+AUTOMATION_SENSOR = "usage_automation"
+
+automation = dg.AutomationConditionSensorDefinition(
+    AUTOMATION_SENSOR,
+    target=[daily_cost_by_actor.key],
+    # Dagster's default automation sensor starts stopped; this one runs as soon as the daemon does
+    # (`dagster dev` starts it), so the downstream asset follows the pulls with nothing to switch on.
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Materializes usage/daily_cost_by_actor for today after each pull of demo_usage.",
+)
 
 
 def build_demo_definitions() -> dg.Definitions:
@@ -17,6 +27,7 @@ def build_demo_definitions() -> dg.Definitions:
         dg.Definitions(
             assets=[daily_cost_by_actor],
             jobs=[dg.define_asset_job(COST_JOB, selection=[daily_cost_by_actor.key])],
+            sensors=[automation],
         ),
     )
 

@@ -1,20 +1,31 @@
 """The demo's downstream asset: what a project builds on a source's events (README, "Downstream
 assets"). It declares ``ingestion/demo_usage`` as its input and receives the day's events as a
-DataFrame; nothing here knows about the trace store."""
+DataFrame; nothing here knows about the trace store. Its automation condition makes it follow the
+pulls: today's partition is recomputed after each pull of the usage feed (``automation``)."""
 
 import warnings
 
 import dagster as dg
 import pandas as pd
 
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC", end_offset=1)
-"""From the demo usage source's ``startDate``; ``end_offset=1``: today, in progress, is a partition too."""
+from .setup import demo_start
+
+DAILY = dg.DailyPartitionsDefinition(start_date=demo_start().isoformat(), timezone="UTC", end_offset=1)
+"""From the demo usage source's ``startDate`` (a week back); ``end_offset=1``: today, in progress, is
+a partition too."""
 
 with warnings.catch_warnings():
     # Beta in Dagster 1.13, and the one way to say it: today's partition depends on hours that have
     # not come yet, and receives those that have.
     warnings.simplefilter("ignore", dg.BetaWarning)
     HOURS_SO_FAR = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+
+FOLLOWS_THE_PULLS = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("follows the pulls")
+)
+"""Today's partition, after any of today's usage hours was pulled (and not while a pull of them, or
+this asset, is in progress). ``eager()`` would also wait for every hour of the day so far to hold a
+pull: an hour the demo was not running would hold the day back."""
 
 
 @dg.asset(
@@ -23,6 +34,7 @@ with warnings.catch_warnings():
     partitions_def=DAILY,
     group_name="usage",
     kinds={"pandas"},
+    automation_condition=FOLLOWS_THE_PULLS,
     description="Cost and tokens per actor per UTC day, from the demo usage feed.",
 )
 def daily_cost_by_actor(context: dg.AssetExecutionContext, events: pd.DataFrame) -> dg.MaterializeResult:

@@ -9,10 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..engine.sources import sources_dirs
 from ..engine.store import store_url
 from .api import DEMO_PORT, DemoApi
 from .s3 import DEMO_BUCKET, DEMO_S3_PORT, DemoS3
@@ -72,12 +73,44 @@ def demo_workspace(root: Path) -> Path:
     return path
 
 
-def open_ui(workspace: Path, fallback_home: Path, echo: Callable[[str], None]) -> None:
-    """``dagster dev`` on the instance the demo just used, while the demo API keeps serving."""
-    env = dict(os.environ)
+DEV_PORT_ENV = "DAGSTER_CLI_DEV_PORT"
+DEV_HOST_ENV = "DAGSTER_CLI_DEV_HOST"
+"""``dagster dev --port`` / ``--host`` from the environment (Dagster's CLI reads ``DAGSTER_CLI_<command>_<option>``)."""
+UI_BASE_URL_ENV = "PULLMODE_UI_BASE_URL"
+
+
+def dev_url(env: Mapping[str, str]) -> str:
+    """Where ``dagster dev`` serves the UI under ``env``: its defaults, 127.0.0.1:3000, unless set."""
+    host = env.get(DEV_HOST_ENV) or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # every interface: this machine's loopback is one of them
+        host = "127.0.0.1"
+    return f"http://{host}:{env.get(DEV_PORT_ENV) or 3000}"
+
+
+def project_source_dirs(directory: str | None) -> list[Path]:
+    """The project's own source directories (``$PULLMODE_SOURCES_DIR`` as the user set it, else
+    ``sources/``) that exist, served beside the demo's under ``--ui``."""
+    return [d.resolve() for d in sources_dirs(directory) if d.is_dir()]
+
+
+def dev_environment(base: Mapping[str, str], *, sources: list[Path], fallback_home: Path) -> dict[str, str]:
+    """The environment of ``dagster dev``: ``base`` (so the sources' credential variables reach the
+    code server, the daemon and the runs; ``dagster dev`` adds a ``.env`` of the working directory),
+    the instance the demo used, every directory in ``sources``, and alert links to this UI."""
+    env = dict(base)
     if not env.get("DAGSTER_HOME"):
         env["DAGSTER_HOME"] = str(Path.cwd() if Path("dagster.yaml").exists() else fallback_home.resolve())
-    echo("starting dagster dev on http://127.0.0.1:3000 (Ctrl-C stops it and the demo API)")
+    env["PULLMODE_SOURCES_DIR"] = os.pathsep.join(str(d) for d in sources)
+    if not env.get(UI_BASE_URL_ENV):
+        env[UI_BASE_URL_ENV] = dev_url(env)
+    return env
+
+
+def open_ui(workspace: Path, sources: list[Path], fallback_home: Path, echo: Callable[[str], None]) -> None:
+    """``dagster dev`` on the instance the demo just used, while the demo API keeps serving."""
+    env = dev_environment(os.environ, sources=sources, fallback_home=fallback_home)
+    echo(f"sources: {', '.join(str(d) for d in sources)}")
+    echo(f"starting dagster dev on {dev_url(env)} (Ctrl-C stops it and the demo API)")
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run([sys.executable, "-m", "dagster", "dev", "-w", str(workspace)], env=env, check=False)
 
@@ -108,6 +141,25 @@ def daily_costs(fallback_home: Path) -> str:
     )
 
 
+INSTANCE_CONFIG = """\
+# Written by `pullmode demo` for its own instance (used when the working directory has no
+# dagster.yaml): one run of a source at a time, as in the repository's dagster.yaml.
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
+"""
+
+
+def write_instance_config(home: Path) -> None:
+    """The demo's fallback instance gets the pools setting of the repository's ``dagster.yaml``
+    (a ``dagster.yaml`` already there is the user's: left alone)."""
+    config = home / "dagster.yaml"
+    if not config.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        config.write_text(INSTANCE_CONFIG)
+
+
 def start_bucket(port: int | None, echo: Callable[[str], None]) -> DemoS3 | None:
     """The demo bucket on moto, when moto is installed (``pip install pullmode_dagster[demo]``)."""
     try:
@@ -124,6 +176,7 @@ def run_demo(
     """True when every demo source was pulled."""
     from ..cli.pull import pull_sources
 
+    project = project_source_dirs(os.environ.get("PULLMODE_SOURCES_DIR"))  # before the demo points it at its own
     api = start_api(port)
     bucket = start_bucket(None if port is None else 0, echo)
     copilot = start_copilot()
@@ -137,8 +190,9 @@ def run_demo(
             s3_port=bucket.port if bucket else None,
             dataverse_port=copilot.dataverse.port,
         )
-        # The code location (here, and under `dagster dev --ui`) reads the sources from here.
+        # The demo pulls the demo sources only; `--ui` serves the project's beside them.
         os.environ["PULLMODE_SOURCES_DIR"] = str(directory.resolve())
+        write_instance_config(root / "dagster_home")
         echo(f"demo API on {api.server.base_url}; demo sources in {directory}")
         if bucket:
             echo(f"demo bucket s3://{DEMO_BUCKET} on {bucket.url} (moto)")
@@ -158,7 +212,8 @@ def run_demo(
         echo(f"  {cli} demo --ui        # (or make dev) the Dagster UI on these sources, pollers running")
         ok = all(o.ok for o in outcomes)
         if ui:
-            open_ui(workspace, root / "dagster_home", echo)
+            served = [directory.resolve(), *(d for d in project if d != directory.resolve())]
+            open_ui(workspace, served, root / "dagster_home", echo)
         return ok
     finally:
         api.server.stop()

@@ -1,8 +1,11 @@
-"""Lays out a runnable copy of the demo sources: URLs pointed at the running demo API, and the
-demo token in a file next to them (so the demo exercises ``{file: ...}`` credential refs)."""
+"""Lays out a runnable copy of the demo sources: URLs pointed at the running demo API, ``startDate``
+a week back, and the demo token in a file next to them (so the demo exercises ``{file: ...}``
+credential refs)."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +17,17 @@ DEMO_DATAVERSE_PORT = 8789
 DEMO_CLIENT_SECRET = "demo-client-secret-not-a-secret"
 
 DEMO_ROOT = Path(".pullmode/demo")
+
+DEMO_HISTORY_DAYS = 7
+"""The demo sources' first partition is this many days back: the demo's data covers the last day or
+two, so the asset pages show a week of windows (not every hour since a fixed date, nearly all
+"missing")."""
+START_DATE = re.compile(r"^startDate: .*$", re.MULTILINE)
+
+
+def demo_start(today: date | None = None) -> date:
+    """The demo sources' ``startDate`` (UTC), and the first partition of the demo's downstream asset."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=DEMO_HISTORY_DAYS)
 
 
 def prepare_demo(
@@ -49,6 +63,7 @@ def prepare_demo(
         if "adapter: s3_polling" in text and s3_port is None:
             target.unlink(missing_ok=True)
             continue
+        text = START_DATE.sub(f'startDate: "{demo_start().isoformat()}"', text)
         text = text.replace(f"127.0.0.1:{DEMO_PORT}", f"127.0.0.1:{port}")
         text = text.replace(f"127.0.0.1:{DEMO_DATAVERSE_PORT}", f"127.0.0.1:{dataverse_port}")
         target.write_text(text.replace(f"127.0.0.1:{DEMO_S3_PORT}", f"127.0.0.1:{s3_port}"))

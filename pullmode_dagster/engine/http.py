@@ -285,7 +285,11 @@ def tls_context() -> ssl.SSLContext:
     """The TLS settings of every session, as httpx makes them by default (certifi's CAs, or
     ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), made once per process: loading the CA bundle costs about
     24 ms of CPU, more than the rest of a quiet poll's question."""
-    return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _tls_lock:  # threads starting at once make it once, not once each
+        return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+_tls_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)

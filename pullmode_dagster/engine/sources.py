@@ -39,9 +39,12 @@ MAX_PROBLEMS_PER_FILE = 50
 """More are summed up in one line: a file of junk does not bury the other files' problems."""
 
 
-def sources_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``explicit``, else ``$PULLMODE_SOURCES_DIR``, else ``sources/`` under the current directory."""
-    return Path(explicit or os.environ.get("PULLMODE_SOURCES_DIR") or DEFAULT_SOURCES_DIR)
+def sources_dirs(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
+    """``explicit``, else ``$PULLMODE_SOURCES_DIR``, else ``sources/`` under the current directory.
+    Several directories are separated by ``os.pathsep`` (``:``), as in ``PATH`` (``make dev`` serves
+    the demo's sources and the project's so); a source name is unique across all of them."""
+    raw = os.fspath(explicit) if explicit else os.environ.get("PULLMODE_SOURCES_DIR") or ""
+    return [Path(part) for part in raw.split(os.pathsep) if part] or [Path(DEFAULT_SOURCES_DIR)]
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,17 @@ class InvalidSource:
 class SourceSet:
     """Every valid source by name, and one line per problem found in the directory."""
 
-    directory: Path
+    directories: list[Path]
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     invalid: list[InvalidSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Valid sources that deserve a second look (an endpoint override set in the environment)."""
+
+    @property
+    def where(self) -> str:
+        """The directories, as messages name them (``a:b`` for several)."""
+        return os.pathsep.join(str(d) for d in self.directories)
 
     def get(self, name: str) -> SourceConfig:
         try:
@@ -74,7 +82,7 @@ class SourceSet:
             hint = difflib.get_close_matches(name, self.sources, n=1)
             suffix = f"; did you mean {hint[0]!r}?" if hint else ""
             known = ", ".join(sorted(self.sources)) or "none"
-            raise ConfigError([f"no source named {name!r} in {self.directory} (sources: {known}){suffix}"]) from None
+            raise ConfigError([f"no source named {name!r} in {self.where} (sources: {known}){suffix}"]) from None
 
     def raise_for_problems(self) -> None:
         if self.problems:
@@ -347,23 +355,32 @@ def load_source_document(path: Path) -> Any:
 
 
 def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
-    """Load every ``*.yaml`` / ``*.yml`` file. Never raises for a bad file: see ``problems`` and
-    ``invalid`` (one entry per file that did not load). Every problem is one line that starts with
-    the file's path; none echoes a value from the file."""
-    root = sources_dir(directory)
-    result = SourceSet(directory=root)
+    """Load every ``*.yaml`` / ``*.yml`` file of the sources directory (or directories: see
+    ``sources_dirs``). Never raises for a bad file: see ``problems`` and ``invalid`` (one entry per
+    file that did not load). Every problem is one line that starts with the file's path (or the
+    directory's); none echoes a value from the file."""
+    roots = sources_dirs(directory)
+    result = SourceSet(directories=roots)
+    files: dict[str, Path] = {}
+    for root in roots:
+        _load_directory(root, result, files)
+    return result
+
+
+def _load_directory(root: Path, result: SourceSet, files: dict[str, Path]) -> None:
+    """One directory's files into ``result``; ``files``: the file of each name loaded so far, in
+    this directory or an earlier one (a name is unique across them)."""
     if not root.is_dir():
         result.problems.append(
             Problem(one_line(f"{root}: sources directory does not exist (set PULLMODE_SOURCES_DIR)"))
         )
-        return result
+        return
     try:
         with os.scandir(root):
             pass
     except OSError as exc:
         result.problems.append(Problem(one_line(f"{root}: cannot read the sources directory: {exc.strerror or exc}")))
-        return result
-    files: dict[str, Path] = {}
+        return
 
     def invalid(path: Path, name: str, problems: list[Problem]) -> None:
         lines = [_one_line_problem(p) for p in problems[:MAX_PROBLEMS_PER_FILE]]
@@ -395,4 +412,3 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
         files[source.name] = path
         result.sources[source.name] = source
         result.warnings.extend(one_line(f"{path}: source {source.name!r}: {w}: {m}") for w, m in source.warnings())
-    return result
