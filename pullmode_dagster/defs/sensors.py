@@ -417,7 +417,7 @@ class PollPlanner:
         always was: it has no ``last_tick``), not at the next cron tick. The pull it replaces (one in
         flight, a backlog to drain) is no longer awaited, so its run's end cursor or checkpoint is never
         committed over it; a run of that pull still going holds off the next pull until it ends
-        (``_active_poll_run``)."""
+        (``_active_run``)."""
         line = f"cursor set by hand: rewound to {state.committed.to_json()}"
         if state.in_flight is not None:
             line += f"; pull {state.in_flight.pull_id}, in flight, will not be committed"
@@ -430,7 +430,7 @@ class PollPlanner:
         state, run = self.settle(state, instance, now, [])
         if state.in_flight is not None:
             return _flight_line(state.in_flight, run)
-        active = self._active_poll_run(instance)
+        active = self._active_run(instance)
         return _another_pull(active) if active is not None else None
 
     def _still_in_flight(self, state: PollPlanState, run: dg.DagsterRun | None, log: list[str]) -> PollDecision:
