@@ -24,6 +24,7 @@ from dagster._core.workspace.load import location_origin_from_module_name, locat
 from dagster._grpc.utils import default_sensor_grpc_timeout
 
 from ..engine.errors import PullmodeError
+from .sensors import INTERVAL_SECONDS
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
 MODULE = "pullmode_dagster.definitions"
@@ -82,7 +83,7 @@ class SensorCursors:
                     origin,
                     InstigatorType.SENSOR,
                     InstigatorStatus.DECLARED_IN_CODE,
-                    SensorInstigatorData(min_interval=30, cursor=cursor, sensor_type=SensorType.STANDARD),
+                    SensorInstigatorData(min_interval=INTERVAL_SECONDS, cursor=cursor, sensor_type=SensorType.STANDARD),
                 )
             )
         else:
