@@ -62,7 +62,9 @@ def transcript(
 ) -> dict[str, Any]:
     """A ``conversationtranscript`` row in the documented shape. ``metadata``/``content`` replace the
     generated JSON text as is (to store text that is not JSON); ``user=None`` has no user activity;
-    ``design_mode`` makes it a maker's test chat (``isDesignMode`` in the ``ConversationInfo`` trace)."""
+    ``design_mode`` makes it a maker's test chat (``isDesignMode`` in the ``ConversationInfo`` trace).
+    Shapes: Microsoft Learn, "Download conversation transcripts in Power Apps" (``metadata``,
+    ``content``'s activities); ``isDesignMode`` is unconfirmed (independent transcript parsers)."""
     conversation_id = uuid.uuid4().hex[:22]
     start = created - timedelta(minutes=35)
     epoch = int(start.timestamp())
@@ -439,7 +441,8 @@ class CopilotStudioAPI:
 
     def _next_link(self, request: Request, last: dict[str, Any], order: list[tuple[str, bool]]) -> str:
         """The next page's absolute URL: the request's query with a ``$skiptoken`` paging cookie that
-        holds the last row's values of the ordering columns (double-encoded, as Dataverse's is)."""
+        holds the last row's values of the ordering columns (double-encoded, as Dataverse's is:
+        Microsoft Learn, "Page results using OData")."""
         inner = '<cookie page="{}">{}</cookie>'.format(
             self.pages_served + 1, "".join(f'<{f} last="{last[f]}" />' for f, _ in order)
         )
