@@ -7,12 +7,15 @@ entry points, with the client secret never leaving the token request."""
 from __future__ import annotations
 
 import json
+import random
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -28,10 +31,11 @@ from pullmode_dagster.demo.vendors.copilot import (
     transcript,
 )
 from pullmode_dagster.engine.adapters import PullContext, Window
-from pullmode_dagster.engine.adapters.copilot_studio import CopilotStudioSource, odata_time
+from pullmode_dagster.engine.adapters.copilot_studio import ORDER_BY, CopilotStudioSource, odata_time
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -132,7 +136,8 @@ def test_first_pull_sends_the_documented_requests_with_one_token_and_maps_each_t
     # The documented OData request, then each @odata.nextLink as is, all with the one token.
     first, *rest = vendor.data_requests()
     assert first.url == (
-        f"{vendor.environment_url}{API_PATH}?$filter=createdon%20ge%202026-01-01T00:00:00Z&$orderby=createdon%20asc"
+        f"{vendor.environment_url}{API_PATH}?$filter=createdon%20ge%202026-01-01T00:00:00Z"
+        "&$orderby=createdon%20asc,conversationtranscriptid%20asc"
     )
     for request in vendor.data_requests():
         assert request.header("prefer") == "odata.maxpagesize=10"
@@ -245,6 +250,147 @@ def test_odata_time_never_cuts_inside_a_second() -> None:
     t = datetime(2026, 3, 1, 10, 0, 0, 500_000, tzinfo=UTC)
     assert (odata_time(t), odata_time(t, ceil=True)) == ("2026-03-01T10:00:00Z", "2026-03-01T10:00:01Z")
     assert odata_time(t.replace(microsecond=0), ceil=True) == "2026-03-01T10:00:00Z"
+
+
+# -- paging order: transcripts that share a second ------------------------------------------------
+
+
+def random_ids(n: int, seed: int) -> list[str]:
+    """``n`` GUIDs in no particular order, as Dataverse issues them (the same for a seed)."""
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+
+
+def read_all(vendor: CopilotStudioAPI, orderby: str, *, page_size: int = 5) -> list[str]:
+    """Every page of ``createdon ge T0 - 1 h`` in ``orderby``, following @odata.nextLink, as a raw client would."""
+    token = vendor._issue(CLIENT_ID, vendor.environment_url)
+    headers = {"Authorization": f"Bearer {token}", "Prefer": f"odata.maxpagesize={page_size}"}
+    params = {"$filter": f"createdon ge {odata_time(T0 - timedelta(hours=1))}", "$orderby": orderby}
+    seen: list[str] = []
+    with httpx.Client() as client:
+        response = client.get(f"{vendor.environment_url}{API_PATH}", params=params, headers=headers)
+        while True:
+            doc = response.json()
+            seen += [row["conversationtranscriptid"] for row in doc["value"]]
+            if "@odata.nextLink" not in doc:
+                return seen
+            response = client.get(doc["@odata.nextLink"], headers=headers)
+
+
+def test_the_fake_pages_as_dataverse_does_a_non_unique_order_skips_rows_at_page_boundaries(
+    vendor: CopilotStudioAPI,
+) -> None:
+    """Why the connector orders by the id too: the paging cookie holds the last row's ordering values
+    only, so with ``createdon`` alone the rows sharing its second on the next page are never served."""
+    shared = random_ids(12, seed=1)
+    vendor.add(*(transcript(i, T0) for i in shared))
+    createdon_only = read_all(vendor, "createdon asc")
+    assert len(createdon_only) == 5 and set(createdon_only) < set(shared)  # 7 skipped after page 1
+    unique = read_all(vendor, ORDER_BY)
+    assert sorted(unique) == sorted(shared) and len(unique) == len(set(unique)) == 12
+
+
+def test_transcripts_sharing_one_second_across_pages_and_pulls_are_stored_once_none_skipped(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    before = random_ids(3, seed=2)
+    shared = random_ids(23, seed=3)  # one second, over five pages of 5 and two pulls
+    vendor.add(*(transcript(i, T0 - timedelta(minutes=1)) for i in before))
+    vendor.add(*(transcript(i, T0) for i in shared))
+    capped = sources.load(copilot_source(vendor.environment_url, maxPageSize=5, maxPagesPerRun=2))
+    source = sources.load(copilot_source(vendor.environment_url, maxPageSize=5))
+
+    first = run_pull(capped, store=store, context=context)  # stops inside the shared second
+    assert (first.written, first.drained) == (10, False)
+    assert first.cursor_after.high_water == "2026-03-01T00:00:00.000000Z" and first.cursor_after.watermark is None
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.duplicates, second.drained) == (16, 0, True)  # none repeated, none skipped
+    assert second.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:00:00.000000Z"}
+    assert ids(store) == sorted(before + shared)
+
+    # Written later in the same second, with ids that sort before every stored one (GUIDs are not issued
+    # in order: a keyset on (createdon, id) would pass over them); then the next second.
+    late = [f"{k:08x}-0000-4000-8000-000000000000" for k in range(1, 7)]
+    after = random_ids(4, seed=4)
+    vendor.add(*(transcript(i, T0) for i in late))
+    vendor.add(*(transcript(i, T0 + timedelta(seconds=1)) for i in after))
+    vendor.dataverse.requests.clear()
+    third = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert [r.arg("$filter") for r in vendor.data_requests()][:1] == ["createdon ge 2026-03-01T00:00:00Z"]
+    assert (third.written, third.duplicates) == (10, 23)  # the watermark's second again, skipped by the store
+    assert third.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:00:01.000000Z"}
+    stored = ids(store)
+    assert stored == sorted(before + shared + late + after) and len(stored) == len(set(stored)) == 36
+
+
+# -- botIds and excludeTestChats ------------------------------------------------------------------
+
+BOT_A, BOT_B, BOT_C = (f"{c * 8}-1111-4222-8333-{c * 12}" for c in "abc")
+
+
+def test_bot_ids_filter_on_the_server_by_the_bot_lookup(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    for k, bot in enumerate((BOT_A, BOT_B, BOT_C) * 4):
+        vendor.add(transcript(tid(k), T0 + timedelta(minutes=k), bot_id=bot))
+    two = sources.load(copilot_source(vendor.environment_url, botIds=[BOT_A, f" {BOT_B.upper()}", BOT_A]))
+    report = run_pull(two, store=store, context=context)
+    assert (report.written, report.pages) == (8, 1)
+    assert [r.arg("$filter") for r in vendor.data_requests()] == [
+        f"createdon ge 2026-01-01T00:00:00Z and (_bot_conversationtranscriptid_value eq {BOT_A} or "
+        f"_bot_conversationtranscriptid_value eq {BOT_B})"
+    ]
+    assert {json.loads(r["raw_payload"])["_bot_conversationtranscriptid_value"] for r in store.tail(source=NAME)} == {
+        BOT_A,
+        BOT_B,
+    }
+    assert "of 2 agent(s)" in two.describe()
+
+    vendor.dataverse.requests.clear()
+    one = sources.load(copilot_source(vendor.environment_url, name="only_c", botIds=[BOT_C]))
+    day = Window(T0, T0 + timedelta(days=1))
+    assert run_pull(one, store=store, window=day, context=context).written == 4
+    assert [r.arg("$filter") for r in vendor.data_requests()] == [
+        "createdon ge 2026-03-01T00:00:00Z and createdon lt 2026-03-02T00:00:00Z and "
+        f"_bot_conversationtranscriptid_value eq {BOT_C}"
+    ]
+
+
+def test_exclude_test_chats_leaves_them_out_and_a_quiet_poll_does_not_read_them_again(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    for k in range(12):  # every third a maker's test chat, and the last two
+        vendor.add(transcript(tid(k), T0 + timedelta(minutes=k), design_mode=k % 3 == 2 or k >= 10))
+    source = sources.load(copilot_source(vendor.environment_url, maxPageSize=4, excludeTestChats=True))
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, first.records, first.pages) == (7, 7, 3)
+    assert ids(store) == [tid(k) for k in (0, 1, 3, 4, 6, 7, 9)]
+    # The watermark is the newest stored transcript; the filter starts after the test chats left out.
+    assert first.cursor_after.to_dict() == {
+        "v": 1,
+        "watermark": "2026-03-01T00:09:00.000000Z",
+        "left_out_through": "2026-03-01T00:11:00Z",
+    }
+
+    def known(batch: list[str]) -> set[str]:
+        return store.known_ids(NAME, batch)
+
+    vendor.dataverse.requests.clear()
+    quiet = probe_source(source, first.cursor_after, known_ids=known, context=context)
+    assert quiet.verdict == "nothing_new"
+    assert [r.arg("$filter") for r in vendor.data_requests()] == ["createdon ge 2026-03-01T00:11:00Z"]
+
+    vendor.add(transcript(tid(12), T0 + timedelta(minutes=12)))
+    assert probe_source(source, first.cursor_after, known_ids=known, context=context).verdict == "new"
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (second.written, second.records) == (1, 1)
+    assert second.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:12:00.000000Z"}
+
+    # Off (the default), test chats are stored like any transcript, and the stored left_out_through is ignored.
+    everything = sources.load(copilot_source(vendor.environment_url, name="everything"))
+    assert run_pull(everything, store=store, start=first.cursor_after, context=context).written == 4
+    assert vendor.data_requests()[-1].arg("$filter") == "createdon ge 2026-03-01T00:09:00Z"
+    assert sorted(r["source_event_id"] for r in store.tail(source="everything")) == [tid(k) for k in (9, 10, 11, 12)]
 
 
 # -- the token: cached, renewed, refused -----------------------------------------------------------
@@ -536,6 +682,33 @@ def test_validation_names_the_field_without_echoing_values(
     assert (
         "login.microsoftonline.us, but cloud public signs in at login.microsoftonline.com; set cloud: dod"
         in (result.warnings[0])
+    )
+
+
+def test_validation_explains_bot_ids_and_exclude_test_chats(sources: SourceWriter) -> None:
+    good = "https://contoso.crm.dynamics.com"
+    sources.write(copilot_source(good, name="bad_bot", botIds=[BOT_A, "Contoso Helpdesk", "{" + BOT_B + "}"]))
+    sources.write(copilot_source(good, name="no_bots", botIds=[]))
+    sources.write(copilot_source(good, name="one_bot", botIds=BOT_A))
+    sources.write(copilot_source(good, name="not_bool", excludeTestChats="sometimes"))
+    sources.write(copilot_source(good, name="fine", botIds=[BOT_A.upper()], excludeTestChats=True))
+    result = load_sources(sources.directory)
+    problems = "\n".join(result.problems)
+
+    def has(name: str, text: str) -> bool:
+        return f"source '{name}': {text}" in problems
+
+    guid = "must be an agent's id in the environment (its botid, a GUID such as 8f3c2b1a-9d8e-4f7c-8b6a-5e4d3c2b1a09,"
+    assert has("bad_bot", f"botIds[1]: {guid}") and has("bad_bot", f"botIds[2]: {guid}")
+    assert "botIds[0]" not in problems and "Contoso Helpdesk" not in problems
+    assert has("no_bots", "botIds: is empty; list at least one agent id, or leave botIds out to read every agent")
+    assert has("one_bot", "botIds: Input should be a valid list")
+    assert has("not_bool", "excludeTestChats: Input should be a valid boolean")
+    assert set(result.sources) == {"fine"}
+    fine = result.sources["fine"]
+    assert (fine.bot_filter(), fine.exclude_test_chats) == (f"_bot_conversationtranscriptid_value eq {BOT_A}", True)
+    assert fine.describe().startswith(
+        "Pulls Copilot Studio conversation transcripts of 1 agent(s) without makers' test"
     )
 
 

@@ -31,6 +31,12 @@ MAX_PAGE_SIZE = 5000
 
 _TOKEN_PATH = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
 _CLAUSE = re.compile(r"^createdon (?P<op>gt|ge|lt|le) (?P<value>\S+)$")
+_BOT_CLAUSE = re.compile(r"^_bot_conversationtranscriptid_value eq (?P<guid>[0-9a-fA-F-]{36})$")
+_ORDER_TERM = re.compile(r"^(?P<field>createdon|conversationtranscriptid)(?: (?P<dir>asc|desc))?$")
+PRIMARY_KEY = "conversationtranscriptid"
+_GUID_BYTE_ORDER = (10, 11, 12, 13, 14, 15, 8, 9, 6, 7, 4, 5, 0, 1, 2, 3)
+"""The order SQL Server compares a uniqueidentifier's bytes in (of its .NET/``bytes_le`` layout):
+the last group first. Dataverse sorts GUID columns this way, not as text."""
 _COOKIE = re.compile(r'pagingcookie="(?P<inner>[^"]*)"')
 _LAST = re.compile(r'<(?P<field>\w+) last="(?P<value>[^"]*)"')
 
@@ -52,9 +58,13 @@ def transcript(
     metadata: str | None = None,
     content: str | None = None,
     text: str = "I need a new laptop",
+    design_mode: bool = False,
 ) -> dict[str, Any]:
     """A ``conversationtranscript`` row in the documented shape. ``metadata``/``content`` replace the
-    generated JSON text as is (to store text that is not JSON); ``user=None`` has no user activity."""
+    generated JSON text as is (to store text that is not JSON); ``user=None`` has no user activity;
+    ``design_mode`` makes it a maker's test chat (``isDesignMode`` in the ``ConversationInfo`` trace).
+    Shapes: Microsoft Learn, "Download conversation transcripts in Power Apps" (``metadata``,
+    ``content``'s activities); ``isDesignMode`` is unconfirmed (independent transcript parsers)."""
     conversation_id = uuid.uuid4().hex[:22]
     start = created - timedelta(minutes=35)
     epoch = int(start.timestamp())
@@ -69,7 +79,7 @@ def transcript(
             "type": "trace",
             "timestamp": epoch,
             "from": bot,
-            "value": {"isDesignMode": False, "locale": "en-US"},
+            "value": {"isDesignMode": design_mode, "locale": "en-US"},
         }
     ]
     if user is not None:
@@ -379,21 +389,18 @@ class CopilotStudioAPI:
         if "$skip" in request.query:
             return _dataverse_error(400, "0x80060888", "The query parameter $skip is not supported")
         try:
-            rows = self._ordered(self._filtered(request.arg("$filter")), request.arg("$orderby"))
-            after = self._cookie(request.arg("$skiptoken"))
+            order = _order(request.arg("$orderby"))
+            rows = _sorted(self._filtered(request.arg("$filter")), order)
+            after = self._cookie(request.arg("$skiptoken"), order)
         except ValueError as exc:
             return _dataverse_error(400, "0x80060888", str(exc))
-        key = self._sort_key(request.arg("$orderby"))
         if after is not None:
-            descending = (request.arg("$orderby") or "").endswith(" desc")
-            rows = [r for r in rows if (key(r) < after if descending else key(r) > after)]
+            rows = [r for r in rows if _follows(r, after, order)]
         size = self._page_size(request.header("prefer"))
         page = rows[:size]
         select = [f.strip() for f in (request.arg("$select") or "").split(",") if f.strip()]
         values = [
-            {k: v for k, v in r.items() if k in select or k in ("@odata.etag", "conversationtranscriptid")}
-            if select
-            else dict(r)
+            {k: v for k, v in r.items() if k in select or k in ("@odata.etag", PRIMARY_KEY)} if select else dict(r)
             for r in page
         ]
         body: dict[str, Any] = {
@@ -401,7 +408,7 @@ class CopilotStudioAPI:
         }
         body["value"] = values
         if len(rows) > size:
-            body["@odata.nextLink"] = self._next_link(request, page[-1], key)
+            body["@odata.nextLink"] = self._next_link(request, page[-1], order)
         self.pages_served += 1
         self.offset += self.seconds_per_page
         if self.revoke_after_pages is not None and self.pages_served >= self.revoke_after_pages:
@@ -418,43 +425,26 @@ class CopilotStudioAPI:
         return MAX_PAGE_SIZE
 
     def _filtered(self, expression: str | None) -> list[dict[str, Any]]:
+        """The rows ``$filter`` selects: clauses joined by ``and``, each a ``createdon`` comparison
+        or a parenthesized ``or`` of ``_bot_conversationtranscriptid_value eq <guid>`` (Microsoft
+        Learn, "Filter rows using OData": comparison, logical and grouping operators; a lookup is
+        filtered by its ``_<name>_value`` property and an unquoted GUID)."""
         rows = list(self.rows)
-        if not expression:
-            return rows
-        for clause in re.split(r"\s+and\s+", expression.strip()):
-            match = _CLAUSE.match(clause.strip())
-            if match is None:
-                raise ValueError(f"Syntax error or unsupported clause in $filter: '{clause.strip()}'")
-            try:
-                bound = datetime.fromisoformat(match["value"])
-            except ValueError:
-                raise ValueError(f"The DateTimeOffset literal '{match['value']}' is not valid") from None
-            if bound.tzinfo is None:
-                raise ValueError(f"The DateTimeOffset literal '{match['value']}' has no time zone")
-            op = match["op"]
-            rows = [r for r in rows if _compare(datetime.fromisoformat(r["createdon"]), op, bound)]
+        for clause in re.split(r"\s+and\s+", expression.strip()) if expression else ():
+            text = clause.strip()
+            grouped = text.startswith("(") and text.endswith(")")
+            tests = [_atom(atom.strip()) for atom in re.split(r"\s+or\s+", text[1:-1] if grouped else text)]
+            if len(tests) > 1 and not grouped:
+                raise ValueError(f"Syntax error or unsupported clause in $filter: '{text}'")
+            rows = [r for r in rows if any(test(r) for test in tests)]
         return rows
 
-    def _ordered(self, rows: list[dict[str, Any]], orderby: str | None) -> list[dict[str, Any]]:
-        if orderby and orderby.strip() not in ("createdon asc", "createdon", "createdon desc"):
-            raise ValueError(f"$orderby '{orderby}' is not supported by this fake")
-        return sorted(rows, key=self._sort_key(orderby), reverse=(orderby or "").strip().endswith(" desc"))
-
-    @staticmethod
-    def _sort_key(orderby: str | None) -> Callable[[dict[str, Any]], tuple[str, ...]]:
-        if orderby:
-            return lambda r: (r["createdon"], r["conversationtranscriptid"])
-        return lambda r: (r["conversationtranscriptid"],)
-
-    def _next_link(
-        self, request: Request, last: dict[str, Any], key: Callable[[dict[str, Any]], tuple[str, ...]]
-    ) -> str:
+    def _next_link(self, request: Request, last: dict[str, Any], order: list[tuple[str, bool]]) -> str:
         """The next page's absolute URL: the request's query with a ``$skiptoken`` paging cookie that
-        holds the last row's sort values (double-encoded, as Dataverse's is)."""
-        values = key(last)
-        fields = ["createdon", "conversationtranscriptid"] if len(values) == 2 else ["conversationtranscriptid"]
+        holds the last row's values of the ordering columns (double-encoded, as Dataverse's is:
+        Microsoft Learn, "Page results using OData")."""
         inner = '<cookie page="{}">{}</cookie>'.format(
-            self.pages_served + 1, "".join(f'<{f} last="{v}" />' for f, v in zip(fields, values, strict=True))
+            self.pages_served + 1, "".join(f'<{f} last="{last[f]}" />' for f, _ in order)
         )
         cookie = (
             f'<cookie pagenumber="{self.pages_served + 2}" '
@@ -467,14 +457,81 @@ class CopilotStudioAPI:
         return f"{base}{API_PATH}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote, safe='$')}"
 
     @staticmethod
-    def _cookie(skiptoken: str | None) -> tuple[str, ...] | None:
+    def _cookie(skiptoken: str | None, order: list[tuple[str, bool]]) -> dict[str, str] | None:
         if not skiptoken:
             return None
         match = _COOKIE.search(skiptoken)
         if match is None:
             raise ValueError("The $skiptoken is not valid")
         inner = urllib.parse.unquote(urllib.parse.unquote(match["inner"]))
-        return tuple(m["value"] for m in _LAST.finditer(inner))
+        last = {m["field"]: m["value"] for m in _LAST.finditer(inner)}
+        if any(f not in last for f, _ in order):
+            raise ValueError("The $skiptoken does not match the query's $orderby")
+        return last
+
+
+def _order(orderby: str | None) -> list[tuple[str, bool]]:
+    """``$orderby`` as (column, descending) terms. Without one Dataverse orders by the primary key
+    (Microsoft Learn, "Paging behaviors and ordering")."""
+    if not orderby or not orderby.strip():
+        return [(PRIMARY_KEY, False)]
+    terms: list[tuple[str, bool]] = []
+    for term in orderby.split(","):
+        match = _ORDER_TERM.match(term.strip())
+        if match is None:
+            raise ValueError(f"$orderby '{orderby}' is not supported by this fake")
+        terms.append((match["field"], match["dir"] == "desc"))
+    return terms
+
+
+def _sort_value(row: dict[str, Any], field: str) -> Any:
+    value = row[field]
+    if field == PRIMARY_KEY:
+        try:
+            raw = uuid.UUID(str(value).strip("{}")).bytes_le
+        except ValueError:
+            return str(value).encode()
+        return bytes(raw[i] for i in _GUID_BYTE_ORDER)
+    return value  # createdon: fixed-width UTC text (iso), so text order is time order
+
+
+def _sorted(rows: list[dict[str, Any]], order: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """``rows`` in ``order``; rows equal in every ordering column keep the order they were written in."""
+    for field, descending in reversed(order):
+        rows = sorted(rows, key=lambda r, f=field: _sort_value(r, f), reverse=descending)
+    return rows
+
+
+def _follows(row: dict[str, Any], last: dict[str, str], order: list[tuple[str, bool]]) -> bool:
+    """Whether ``row`` sorts after the row the paging cookie names. The cookie knows that row only by
+    its ordering columns, so a row equal to it in all of them counts as served: with an ordering that
+    is not unique (``createdon`` alone, kept to the second), rows sharing the last row's values at a
+    page boundary are skipped. Microsoft Learn ("Paging behaviors and ordering"): proper page ordering
+    requires unique values."""
+    for field, descending in order:
+        mine, theirs = _sort_value(row, field), _sort_value(last, field)
+        if mine != theirs:
+            return (mine < theirs) if descending else (mine > theirs)
+    return False
+
+
+def _atom(text: str) -> Callable[[dict[str, Any]], bool]:
+    """One comparison of ``$filter`` as a test of a row."""
+    bot = _BOT_CLAUSE.match(text)
+    if bot is not None:
+        guid = bot["guid"].lower()
+        return lambda r: str(r.get("_bot_conversationtranscriptid_value") or "").lower() == guid
+    match = _CLAUSE.match(text)
+    if match is None:
+        raise ValueError(f"Syntax error or unsupported clause in $filter: '{text}'")
+    try:
+        bound = datetime.fromisoformat(match["value"])
+    except ValueError:
+        raise ValueError(f"The DateTimeOffset literal '{match['value']}' is not valid") from None
+    if bound.tzinfo is None:
+        raise ValueError(f"The DateTimeOffset literal '{match['value']}' has no time zone")
+    op = match["op"]
+    return lambda r: _compare(datetime.fromisoformat(r["createdon"]), op, bound)
 
 
 def _compare(value: datetime, op: str, bound: datetime) -> bool:

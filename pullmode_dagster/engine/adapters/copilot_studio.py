@@ -1,7 +1,10 @@
 """``copilot_studio``: Microsoft Copilot Studio conversation transcripts, read from Dataverse.
 
-Reads ``conversationtranscripts`` with the Dataverse Web API (OAuth 2.0 client credentials), following
-``@odata.nextLink`` (position ``{"next_link"}``); a drained pull resumes at ``createdon ge <watermark>``.
+Reads ``conversationtranscripts`` with the Dataverse Web API (OAuth 2.0 client credentials), ordered by
+``createdon asc, conversationtranscriptid asc`` (a unique order, so paging neither skips nor repeats
+rows that share a second), following ``@odata.nextLink`` (position ``{"next_link"}``); a drained pull
+resumes at ``createdon ge <watermark>``. Optional: only some agents (``botIds``, filtered by the
+server), no maker test chats (``excludeTestChats``, left out here).
 Design: docs/connectors/copilot_studio.md#design-notes
 """
 
@@ -26,10 +29,16 @@ from ..errors import PullError
 from ..events import parse_timestamp
 from ..http import BadBody, json_body, safe_url, same_origin
 from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
-from .reference import ReferenceSource, first_set
+from .reference import ReferenceSource, first_set, zoned_time
 from .registry import Adapter, register
 
 API_PATH = "/api/data/v9.2/conversationtranscripts"
+ORDER_BY = "createdon asc,conversationtranscriptid asc"
+"""Dataverse pages with a cookie holding the last row's ordering values; ``createdon`` alone (kept to
+the second) is not unique, so the primary key breaks ties (Microsoft Learn, "Paging behaviors and
+ordering": proper page ordering requires unique values)."""
+BOT_LOOKUP = "_bot_conversationtranscriptid_value"
+"""The transcript's agent: the Web API property of its ``bot_conversationtranscriptid`` lookup."""
 ACTION = "conversation_transcript"
 """The normalized ``action`` of every transcript: one row is one whole conversation."""
 
@@ -87,6 +96,7 @@ AADSTS_HINTS: dict[int, tuple[str | None, str]] = {
 """What an AADSTS code says about the source's entries: the field at fault and a hint."""
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -167,6 +177,22 @@ def transcript_user(content: dict[str, Any]) -> Any:
     return None
 
 
+def is_test_chat(content: dict[str, Any]) -> bool:
+    """Whether a transcript is a maker's test chat in Copilot Studio: its ``ConversationInfo`` trace
+    activity says ``"isDesignMode": true``, e.g. ``{"activities": [{"type": "trace", "valueType":
+    "ConversationInfo", "value": {"isDesignMode": true, "locale": "en-US"}}, ...]}``."""
+    activities = content.get("activities")
+    if not isinstance(activities, list):
+        return False
+    return any(
+        isinstance(a, dict)
+        and a.get("valueType") == "ConversationInfo"
+        and isinstance(a.get("value"), dict)
+        and a["value"].get("isDesignMode") is True
+        for a in activities
+    )
+
+
 def odata_time(value: datetime, *, ceil: bool = False) -> str:
     """A DateTimeOffset literal in UTC, to the second (Dataverse keeps ``createdon`` to the second):
     floored for ``ge``, or ``ceil``-ed for ``lt``, so the filter never cuts inside a second."""
@@ -203,6 +229,24 @@ class CopilotStudioSource(ReferenceSource):
     max_page_size: int = Field(
         default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="transcripts per page (odata.maxpagesize)"
     )
+    bot_ids: list[str] | None = Field(
+        default=None, description="only the transcripts of these agents (their Dataverse bot ids, GUIDs)"
+    )
+    exclude_test_chats: bool = Field(
+        default=False, description="leave out the transcripts of makers' test chats in Copilot Studio"
+    )
+
+    @property
+    def agents(self) -> list[str]:
+        """``botIds`` as the filter spells them: lower case, each once, in the order given."""
+        return list(dict.fromkeys(b.strip().lower() for b in self.bot_ids or ()))
+
+    def bot_filter(self) -> str | None:
+        """The ``$filter`` clause of ``botIds`` (None: every agent)."""
+        if not self.agents:
+            return None
+        either = " or ".join(f"{BOT_LOOKUP} eq {agent}" for agent in self.agents)
+        return f"({either})" if len(self.agents) > 1 else either
 
     @property
     def environment(self) -> str:
@@ -241,6 +285,17 @@ class CopilotStudioSource(ReferenceSource):
                         "copilot_studio takes three credentials: tenant_id, client_id, client_secret",
                     )
                 )
+        if self.bot_ids is not None and not self.bot_ids:
+            problems.append(("botIds", "is empty; list at least one agent id, or leave botIds out to read every agent"))
+        for i, agent in enumerate(self.bot_ids or ()):
+            if not _GUID.match(agent.strip()):
+                problems.append(
+                    (
+                        f"botIds[{i}]",
+                        "must be an agent's id in the environment (its botid, a GUID such as "
+                        f"8f3c2b1a-9d8e-4f7c-8b6a-5e4d3c2b1a09, as a stored transcript's {BOT_LOOKUP} holds it)",
+                    )
+                )
         return problems
 
     def warnings(self) -> list[ConfigProblem]:
@@ -272,7 +327,9 @@ class CopilotStudioSource(ReferenceSource):
 
     def describe(self) -> str:
         where = safe_url(f"{self.environment}{API_PATH}")
-        return f"Pulls Copilot Studio conversation transcripts from {where} (copilot_studio)"
+        which = f" of {len(self.agents)} agent(s)" if self.agents else ""
+        which += " without makers' test chats" if self.exclude_test_chats else ""
+        return f"Pulls Copilot Studio conversation transcripts{which} from {where} (copilot_studio)"
 
     def extract(self, record: dict[str, Any]) -> dict[str, Any]:
         """One ``conversationtranscript`` row: the agent from ``metadata`` (else the bot lookup), the
@@ -336,12 +393,18 @@ class EntraClientCredentials(ClientCredentials):
 class TranscriptPosition(Position):
     next_link: str | None = None
     """The ``@odata.nextLink`` of an unfinished pagination: the next pull requests it as is."""
+    left_out_through: str | None = None
+    """The ``createdon`` of the newest transcript left out (a test chat) after the newest stored one:
+    the next pull's filter starts there rather than at the watermark, so what was left out is not read
+    again on every poll."""
 
 
 class CopilotStudioPuller(Puller):
     config_model = CopilotStudioSource
     position_model = TranscriptPosition
     source: CopilotStudioSource
+    left_out = 0
+    """Test chat transcripts this pull left out (``excludeTestChats``)."""
 
     def _auth(self) -> EntraClientCredentials:
         src = self.source
@@ -376,13 +439,23 @@ class CopilotStudioPuller(Puller):
         return url
 
     def _first_request(self, start: CursorState, window: Window | None) -> tuple[dict[str, str], str | None]:
-        """The query of a first page, and the stored next link to resume from instead (if any)."""
+        """The query of a first page, and the stored next link to resume from instead (if any).
+
+        ``ge``, not a keyset on (``createdon``, id): a transcript written later in the watermark's
+        second may have a lower id (GUIDs are not issued in order), and only re-reading that second
+        (the store skips what it holds) finds it."""
+        bots = self.source.bot_filter()
         if window is not None:
             where = f"createdon ge {odata_time(window.start)} and createdon lt {odata_time(window.end, ceil=True)}"
-            return {"$filter": where, "$orderby": "createdon asc"}, None
+            return {"$filter": where + (f" and {bots}" if bots else ""), "$orderby": ORDER_BY}, None
+        position = self.position(start)
         since = parse_timestamp(start.watermark) if start.watermark else self.source.start_datetime
-        params = {"$filter": f"createdon ge {odata_time(since)}", "$orderby": "createdon asc"}
-        link = self.position(start).next_link
+        left_out = zoned_time(position.left_out_through) if self.source.exclude_test_chats else None
+        if left_out is not None and left_out > since:
+            since = left_out
+        where = f"createdon ge {odata_time(since)}" + (f" and {bots}" if bots else "")
+        params = {"$filter": where, "$orderby": ORDER_BY}
+        link = position.next_link
         if link is not None and not (
             link.startswith(("http://", "https://")) and same_origin(link, self.source.environment)
         ):
@@ -395,8 +468,9 @@ class CopilotStudioPuller(Puller):
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """The run's first request with ``odata.maxpagesize=1`` (Dataverse's ``$top=1``) and its
-        ``createdon ge <watermark>`` filter, inclusive: the last stored transcript again is not news;
-        a stored next link is an unfinished pull, news without asking."""
+        ``createdon ge <watermark>`` filter, inclusive: the last stored transcript again is not news,
+        nor is a test chat left out (``excludeTestChats``; the filter starts at the newest one left
+        out); a stored next link is an unfinished pull, news without asking."""
         if self.position(start).next_link is not None:
             return NEW
         return self.first_page_probe(start, max_page_size=1)
@@ -404,9 +478,9 @@ class CopilotStudioPuller(Puller):
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         src = self.source
         params, link = self._first_request(start, window)
-        # Spelled as Dataverse's documentation and its own next links spell it: $filter=createdon%20ge%20...
+        # Spelled as Dataverse's documentation spells it: $filter=createdon%20ge%20...&$orderby=createdon%20asc,...
         url = f"{src.environment}{API_PATH}?" + "&".join(
-            f"{k}={urllib.parse.quote(v, safe=':')}" for k, v in params.items()
+            f"{k}={urllib.parse.quote(v, safe=':,()')}" for k, v in params.items()
         )
         headers = {
             "Prefer": f"odata.maxpagesize={src.max_page_size}",
@@ -416,6 +490,7 @@ class CopilotStudioPuller(Puller):
         }
         fixed = dict(start.position) if window is not None else None
         seen: set[str] = {link} if link else set()
+        keep = _Keep(self, start)
         with self.session(auth=self._auth()) as http:
             for number in self.page_numbers():
                 what = f"source {src.name!r}: page {number}"
@@ -439,10 +514,10 @@ class CopilotStudioPuller(Puller):
                         "only)"
                     )
                 yield Page(
-                    records=records,
+                    records=keep(records),
                     nbytes=len(response.content),
                     location=f"page {number}",
-                    resume=fixed if fixed is not None else {"next_link": next_link},
+                    resume=fixed if fixed is not None else {"next_link": next_link, **keep.position()},
                     drained=next_link is None,
                 )
                 if next_link is None:
@@ -454,6 +529,13 @@ class CopilotStudioPuller(Puller):
                     )
                 seen.add(next_link)
                 link = next_link
+
+    def close(self) -> None:
+        super().close()
+        if self.left_out:
+            self.context.logger.info(
+                f"{self.source.name}: {self.left_out} test chat transcript(s) left out (excludeTestChats)"
+            )
 
     def _page_body(self, response: httpx.Response, what: str) -> tuple[list[Any], str | None]:
         """The page's transcripts and its next link. A body that is not the promised JSON raises
@@ -486,6 +568,43 @@ class CopilotStudioPuller(Puller):
                 "Power Platform admin center)"
             )
         raise PullError(f"{what}: HTTP {status} {hint} from {where}" + (f": {snippet}" if snippet else ""))
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return a if b is None or (a is not None and a >= b) else b
+
+
+class _Keep:
+    """What a pull keeps of each page: every transcript, or (``excludeTestChats``) all but makers'
+    test chats, remembering the newest one left out after the newest kept (``left_out_through``)."""
+
+    def __init__(self, puller: CopilotStudioPuller, start: CursorState):
+        self.puller = puller
+        self.active = puller.source.exclude_test_chats
+        self.newest_kept = _later(zoned_time(start.watermark), zoned_time(start.high_water))
+        self.newest_left_out = zoned_time(puller.position(start).left_out_through) if self.active else None
+
+    def __call__(self, records: list[Any]) -> list[Any]:
+        if not self.active:
+            return records
+        kept: list[Any] = []
+        for record in records:
+            test = isinstance(record, dict) and is_test_chat(_json_object(record.get("content")))
+            created = zoned_time(record.get("createdon")) if isinstance(record, dict) else None
+            if test:
+                self.puller.left_out += 1
+                self.newest_left_out = _later(self.newest_left_out, created)
+            else:
+                kept.append(record)
+                self.newest_kept = _later(self.newest_kept, created)
+        return kept
+
+    def position(self) -> dict[str, Any]:
+        """``left_out_through`` while the newest transcript left out is newer than the newest kept."""
+        left_out, kept = self.newest_left_out, self.newest_kept
+        if left_out is None or (kept is not None and left_out <= kept):
+            return {}
+        return {"left_out_through": odata_time(left_out)}
 
 
 register(Adapter("copilot_studio", CopilotStudioSource, CopilotStudioPuller, kind="microsoft"))
