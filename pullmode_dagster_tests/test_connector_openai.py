@@ -1,9 +1,12 @@
 """`openai_compliance` against the fake Logs Platform (demo/vendors/openai.py): one stream per event
 type, file downloads through a redirect to a signed URL on another origin, streamed JSONL, per-stream
-positions, window re-pulls, validation, and the CLI and Dagster entry points."""
+positions, window re-pulls, the vendor's event type names and scopes, the mapping per type, digests,
+validation, and the CLI and Dagster entry points."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +24,10 @@ from pullmode_dagster.demo.vendors.openai import (
     WORKSPACE_ID,
     ComplianceLogsAPI,
     LogFile,
+    app_auth_log_record,
     auth_log_record,
+    codex_log_record,
+    conversation_message_record,
     costs_record,
     jsonl,
 )
@@ -29,6 +35,7 @@ from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.adapters import openai_compliance as oai
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -56,7 +63,7 @@ def openai_source(**overrides: Any) -> dict[str, Any]:
         "name": NAME,
         "adapter": "openai_compliance",
         "workspaceId": WORKSPACE_ID,
-        "eventTypes": ["AUTH_LOG", "COSTS"],
+        "eventTypes": ["AUTH_LOG", "CODEX_LOG"],
         "startDate": "2026-01-01",
         "schedule": "*/15 * * * *",
         "credentials": {"api_key": {"env": "OPENAI_COMPLIANCE_KEY"}},
@@ -69,16 +76,16 @@ def auth(i: int, minutes: int, *, email: str | None = None) -> dict[str, Any]:
     return auth_log_record(f"auth_{i:03d}", T0 + timedelta(minutes=minutes), email=email or f"user{i % 3}@acme.example")
 
 
+def codex(i: int, minutes: int, **fields: Any) -> dict[str, Any]:
+    return codex_log_record(f"codex_{i}", T0 + timedelta(minutes=minutes), email=f"user{i}@acme.example", **fields)
+
+
 def seed(vendor: ComplianceLogsAPI) -> dict[str, list[LogFile]]:
-    """Two AUTH_LOG files sharing one event (auth_003), one COSTS file: 10 distinct events."""
+    """Two AUTH_LOG files sharing one event (auth_003), one CODEX_LOG file: 10 distinct events."""
     a1 = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(4)], end_time=T0 + timedelta(hours=1))
     a2 = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(3, 7)], end_time=T0 + timedelta(hours=2))
-    c1 = vendor.add_file(
-        "COSTS",
-        [costs_record(f"cost_{i}", T0 + timedelta(minutes=i), email=f"user{i}@acme.example") for i in range(3)],
-        end_time=T0 + timedelta(hours=1),
-    )
-    return {"AUTH_LOG": [a1, a2], "COSTS": [c1]}
+    c1 = vendor.add_file("CODEX_LOG", [codex(i, i) for i in range(3)], end_time=T0 + timedelta(hours=1))
+    return {"AUTH_LOG": [a1, a2], "CODEX_LOG": [c1]}
 
 
 def ids(store: SqliteTraceStore) -> list[str]:
@@ -99,17 +106,17 @@ def test_first_pull_reads_every_event_once_across_streams_without_sending_the_ke
     report = run_pull(sources.load(openai_source()), store=store, context=context)
 
     assert (report.written, report.duplicates, report.rejected, report.files) == (10, 1, 0, 3)
-    assert report.drained and ids(store) == [f"auth_{i:03d}" for i in range(7)] + [f"cost_{i}" for i in range(3)]
+    assert report.drained and ids(store) == [f"auth_{i:03d}" for i in range(7)] + [f"codex_{i}" for i in range(3)]
     assert streams(report.cursor_after) == {
         "AUTH_LOG": {"after": "2026-03-01T02:00:00Z", "done": [files["AUTH_LOG"][1].id]},
-        "COSTS": {"after": "2026-03-01T01:00:00Z", "done": [files["COSTS"][0].id]},
+        "CODEX_LOG": {"after": "2026-03-01T01:00:00Z", "done": [files["CODEX_LOG"][0].id]},
     }
     # First pull: each stream lists from startDate, on the workspaces path.
-    for event_type in ("AUTH_LOG", "COSTS"):
+    for event_type in ("AUTH_LOG", "CODEX_LOG"):
         (listing,) = vendor.listings(event_type)
         assert listing.path == f"/v1/compliance/workspaces/{WORKSPACE_ID}/logs"
         assert (listing.arg("after"), listing.arg("limit")) == ("2026-01-01T00:00:00Z", "100")
-    assert vendor.downloads() == [f.id for f in (*files["AUTH_LOG"], *files["COSTS"])]
+    assert vendor.downloads() == [f.id for f in (*files["AUTH_LOG"], *files["CODEX_LOG"])]
     # The key went to every API request, and never to the signed-URL host on the other port.
     assert all(r.header("authorization") == f"Bearer {KEY}" for r in vendor.api.requests)
     assert len(vendor.storage.requests) == 3 and vendor.storage.port != vendor.api.port
@@ -123,12 +130,16 @@ def test_first_pull_reads_every_event_once_across_streams_without_sending_the_ke
         None,
     )
     assert rows["auth_001"]["event_timestamp"] == "2026-03-01T00:10:00.000000Z"
-    assert (rows["cost_2"]["actor"], rows["cost_2"]["action"], rows["cost_2"]["target"]) == (
+    # A CODEX_LOG row keeps its verb (event_type), its model and its token counts.
+    codex_row = rows["codex_2"]
+    assert [codex_row[k] for k in ("actor", "action", "target", "tokens_input", "tokens_output")] == [
         "user2@acme.example",
-        "COSTS",
-        "gpt-5",
-    )
-    assert json.loads(rows["cost_2"]["raw_payload"])["payload"]["measures"] == {"credits": 1.5, "messages": 3}
+        "task.completed",
+        "gpt-5-codex",
+        1200,
+        340,
+    ]
+    assert json.loads(codex_row["raw_payload"])["event_details"]["surface"] == "cli"
 
 
 def test_second_pull_lists_from_each_streams_last_end_time_and_downloads_only_new_files(
@@ -144,20 +155,16 @@ def test_second_pull_lists_from_each_streams_last_end_time_and_downloads_only_ne
     assert quiet.cursor_after == first.cursor_after and vendor.downloads() == []
 
     new_auth = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(7, 9)], end_time=T0 + timedelta(hours=3))
-    new_cost = vendor.add_file(
-        "COSTS",
-        [costs_record("cost_9", T0 + timedelta(hours=1, minutes=5), email="x@acme.example")],
-        end_time=T0 + timedelta(hours=2),
-    )
+    new_codex = vendor.add_file("CODEX_LOG", [codex(9, 65)], end_time=T0 + timedelta(hours=2))
     vendor.api.requests.clear()
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     assert (second.written, second.duplicates, second.files) == (3, 0, 2)
     assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"]
-    assert [r.arg("after") for r in vendor.listings("COSTS")] == ["2026-03-01T01:00:00Z"]
-    assert vendor.downloads() == [new_auth.id, new_cost.id]  # the boundary files listed again are skipped
+    assert [r.arg("after") for r in vendor.listings("CODEX_LOG")] == ["2026-03-01T01:00:00Z"]
+    assert vendor.downloads() == [new_auth.id, new_codex.id]  # the boundary files listed again are skipped
     assert streams(second.cursor_after) == {
         "AUTH_LOG": {"after": "2026-03-01T03:00:00Z", "done": [new_auth.id]},
-        "COSTS": {"after": "2026-03-01T02:00:00Z", "done": [new_cost.id]},
+        "CODEX_LOG": {"after": "2026-03-01T02:00:00Z", "done": [new_codex.id]},
     }
 
 
@@ -368,6 +375,183 @@ def test_an_org_id_selects_the_organizations_path(
     assert not vendor.storage_saw_authorization
 
 
+def test_the_vendors_type_names_are_requested_an_old_name_goes_on_and_an_unknown_type_passes_through(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.event_types.add("NEW_KIND_LOG")  # a type the vendor added after this connector was written
+    messages = vendor.add_file(
+        "CONVERSATION_MESSAGE",
+        [
+            conversation_message_record(f"msg_{i}", T0 + timedelta(minutes=i), email="ann@acme.example")
+            for i in range(2)
+        ],
+        end_time=T0 + timedelta(hours=1),
+    )
+    newer = vendor.add_file(
+        "NEW_KIND_LOG",
+        [{"event_id": "new_1", "timestamp": "2026-03-01T00:30:00Z", "type": "NEW_KIND_LOG", "action": "made"}],
+        end_time=T0 + timedelta(hours=1),
+    )
+    source = sources.load(openai_source(eventTypes=["CONVERSATION_MESSAGE_LOG", "NEW_KIND_LOG"]))
+    # A cursor written when the stream was still called CONVERSATION_MESSAGE_LOG: its position goes on.
+    start = CursorState.from_dict({"streams": {"CONVERSATION_MESSAGE_LOG": {"after": "2026-02-20T00:00:00Z"}}})
+    report = run_pull(source, store=store, start=start, context=context)
+
+    assert (report.written, report.rejected) == (3, 0)
+    assert [(r.arg("event_type"), r.arg("after")) for r in vendor.listings()] == [
+        ("CONVERSATION_MESSAGE", "2026-02-20T00:00:00Z"),
+        ("NEW_KIND_LOG", "2026-01-01T00:00:00Z"),
+    ]
+    assert streams(report.cursor_after) == {
+        "CONVERSATION_MESSAGE": {"after": "2026-03-01T01:00:00Z", "done": [messages.id]},
+        "NEW_KIND_LOG": {"after": "2026-03-01T01:00:00Z", "done": [newer.id]},
+    }
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=10)}
+    assert (rows["msg_1"]["actor"], rows["msg_1"]["action"]) == ("ann@acme.example", "CONVERSATION_MESSAGE")
+    assert rows["new_1"]["action"] == "made"  # the general rules: a top-level verb
+
+
+def test_each_types_verb_is_the_rows_action(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    hour = T0 + timedelta(hours=1)
+    vendor.add_file("AUTH_LOG", [auth_log_record("au", T0, email="a@acme.example", action="logout")], end_time=hour)
+    vendor.add_file(
+        "APP_AUTH_LOG", [app_auth_log_record("ap", T0, email="a@acme.example", action="app.revoked")], end_time=hour
+    )
+    vendor.add_file("CODEX_LOG", [codex(1, 1, verb="task.created", input_tokens=10, output_tokens=0)], end_time=hour)
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG", "APP_AUTH_LOG", "CODEX_LOG"]))
+    assert run_pull(source, store=store, context=context).written == 3
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=10)}
+    assert {k: (r["action"], r["target"], r["tokens_input"]) for k, r in rows.items()} == {
+        "au": ("logout", None, 0),
+        "ap": ("app.revoked", None, 0),
+        "codex_1": ("task.created", "gpt-5-codex", 10),
+    }
+
+
+def test_costs_is_read_at_organization_scope_with_dollars_only_where_the_record_states_them(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    with pytest.raises(ValueError, match="only under organizations"):
+        vendor.add_file("COSTS", [], end_time=T0, principal=WORKSPACE_ID)  # the fake keeps to the vendor's scopes
+    vendor.add_file(
+        "COSTS",
+        [
+            costs_record("cost_credits", T0, email="ann@acme.example", credits=4),
+            costs_record("cost_usd", T0, email="bob@acme.example", credits=4, usd=0.16, model="gpt-5-codex"),
+        ],
+        end_time=T0 + timedelta(hours=4),
+    )
+    source = sources.load(openai_source(workspaceId=ORG_ID, eventTypes=["COSTS"]))
+    report = run_pull(source, store=store, context=context)
+    assert report.written == 2
+    (listing,) = vendor.listings("COSTS")
+    assert listing.path == f"/v1/compliance/organizations/{ORG_ID}/logs"
+    rows = {r["source_event_id"]: r for r in store.tail(source=NAME, limit=10)}
+    assert (rows["cost_credits"]["cost_usd"], rows["cost_usd"]["cost_usd"]) == (0.0, 0.16)  # credits are not dollars
+    assert (rows["cost_usd"]["action"], rows["cost_usd"]["target"]) == ("COSTS", "gpt-5-codex")
+    assert json.loads(rows["cost_credits"]["raw_payload"])["billing"] == [{"unit": "credits", "amount": 4}]
+
+
+def test_a_download_whose_digest_does_not_match_is_tried_again_and_nothing_of_it_is_stored_before(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    sleeps: list[float],
+) -> None:
+    vendor.omit_fields = set()  # the entries carry file_size and file_sha256
+    files = [
+        vendor.add_file(
+            "AUTH_LOG", [auth(2 * n + i, 2 * n + i) for i in range(2)], end_time=T0 + timedelta(hours=n + 1)
+        )
+        for n in range(2)
+    ]
+    vendor.damaged_downloads[files[1].id] = 1  # the first download of file 2 arrives without its last line
+    report = run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
+    assert (report.written, report.files, report.drained) == (4, 2, True)
+    assert ids(store) == [f"auth_{i:03d}" for i in range(4)]
+    assert vendor.downloads() == [files[0].id, files[1].id, files[1].id]  # asked again: a fresh signed URL
+    assert len(sleeps) == 1  # one wait of the retry policy
+    assert not vendor.storage_saw_authorization
+
+
+def test_a_download_whose_digest_never_matches_fails_the_pull_naming_the_file(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.omit_fields = set()
+    files = [
+        vendor.add_file(
+            "AUTH_LOG", [auth(2 * n + i, 2 * n + i) for i in range(2)], end_time=T0 + timedelta(hours=n + 1)
+        )
+        for n in range(2)
+    ]
+    vendor.damaged_downloads[files[1].id] = 99
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
+    message = str(failed.value)
+    assert message == (
+        f"source 'chatgpt_compliance': AUTH_LOG file {files[1].file_name}: the file's SHA-256 does not match the "
+        f"listing's file_sha256 ({len(jsonl([auth(2, 2)]))} bytes received) from "
+        f"{vendor.base_url}/workspaces/{WORKSPACE_ID}/logs/{files[1].id}, gave up after 3 attempts"
+    )
+    assert "sig=" not in message and KEY not in message
+    assert vendor.downloads().count(files[1].id) == 3  # the retry policy's attempts (3 in these tests)
+    # No record of the damaged file was stored, not even the lines that did arrive; the file before it is done.
+    assert ids(store) == ["auth_000", "auth_001"]
+    assert streams(failed.value.report.checkpoint) == {
+        "AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id]}
+    }
+
+
+def test_a_digest_in_base64_is_checked_and_one_that_is_no_sha256_leaves_its_file_unchecked(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vendor.omit_fields = set()
+    files = [vendor.add_file("AUTH_LOG", [auth(n, n)], end_time=T0 + timedelta(hours=n + 1)) for n in range(2)]
+    files[0].listed_sha256 = "md5:0cc175b9c0f1b6a831c399e269772661"
+    files[1].listed_sha256 = base64.b64encode(hashlib.sha256(files[1].body).digest()).decode()
+    vendor.damaged_downloads[files[1].id] = 1
+    report = run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
+    assert (report.written, report.files) == (2, 2)
+    assert vendor.downloads() == [files[0].id, files[1].id, files[1].id]
+    assert (
+        "source 'chatgpt_compliance': AUTH_LOG: listing 1: entry 1: file_sha256 is neither a hex nor a base64 "
+        "SHA-256 digest; the file is read unchecked"
+    ) in caplog.text
+
+
+def test_an_empty_listing_with_has_more_and_no_last_end_time_is_nothing_more_yet(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.pending.add("AUTH_LOG")  # the vendor says more is coming; none of it is listed yet
+    file = vendor.add_file("AUTH_LOG", [auth(1, 1)], end_time=T0 + timedelta(hours=1))
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    committed = CursorState.from_dict({"streams": {"AUTH_LOG": {"after": "2026-03-01T02:00:00Z", "done": [file.id]}}})
+
+    report = run_pull(source, store=store, start=committed, context=context)
+    assert (report.written, report.files, report.drained, report.stopped) == (0, 0, True, None)
+    assert report.cursor_after == committed  # the committed cursor stays where it was
+    (listing,) = vendor.listings()
+    assert listing.arg("after") == "2026-03-01T02:00:00Z"
+
+    quiet = probe_source(source, committed, known_ids=lambda ids: set(), context=context)
+    assert quiet.verdict == "nothing_new"
+    # Once a file is listed, the stream goes on from the committed position.
+    later = vendor.add_file("AUTH_LOG", [auth(2, 150)], end_time=T0 + timedelta(hours=3))
+    assert probe_source(source, committed, known_ids=lambda ids: set(), context=context).verdict == "new"
+    after = run_pull(source, store=store, start=committed, context=context)
+    assert after.written == 1 and streams(after.cursor_after)["AUTH_LOG"] == {
+        "after": "2026-03-01T03:00:00Z",
+        "done": [later.id],
+    }
+
+
 def test_bad_lines_are_rejects_and_the_file_still_counts_as_read(
     vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
@@ -439,27 +623,78 @@ def test_the_cursor_is_checked_against_the_position_model(
     assert vendor.api.requests == []
 
 
-def test_extract_maps_auth_costs_and_unknown_event_types() -> None:
+def mapped(record: dict[str, Any]) -> dict[str, Any]:
     source = oai.OpenAIComplianceSource.model_validate(openai_source())
+    return {k: v for k, v in source.extract(record).items() if v is not None}
+
+
+def test_extract_takes_each_types_verb_model_tokens_and_dollars_from_where_the_type_keeps_them() -> None:
+    at = "2026-03-01T00:00:00Z"
+    # AUTH_LOG (and AUDIT_LOG, ...): the verb in action_data.action, not the type.
     record = auth_log_record("e1", T0, email="ann@acme.example", user_id="user-ann", action="logout")
-    assert source.extract(record) == {
+    assert mapped(record) == {
         "source_event_id": "e1",
-        "event_timestamp": "2026-03-01T00:00:00Z",
+        "event_timestamp": at,
         "actor": "ann@acme.example",
         "action": "logout",
-        "target": None,
     }
-    assert source.extract(auth_log_record("e2", T0, email=None, user_id="user-bob"))["actor"] == "user-bob"
-    costs = costs_record("c1", T0, email="cy@acme.example", product="codex", model="gpt-5-codex")
-    assert (source.extract(costs)["actor"], source.extract(costs)["target"]) == ("cy@acme.example", "gpt-5-codex")
-    unknown = {"event_id": "n1", "timestamp": "2026-03-01T00:00:00Z", "type": "NEW_KIND_LOG", "actor": "odd"}
-    assert source.extract(unknown) == {
-        "source_event_id": "n1",
-        "event_timestamp": "2026-03-01T00:00:00Z",
-        "actor": None,
-        "action": "NEW_KIND_LOG",
-        "target": None,
+    assert mapped(auth_log_record("e2", T0, email=None, user_id="user-bob"))["actor"] == "user-bob"
+    # APP_AUTH_LOG: the verb at the top level.
+    app = app_auth_log_record("a1", T0, email="ann@acme.example", action="app.authorized")
+    assert mapped(app) == {"source_event_id": "a1", "event_timestamp": at, "actor": "ann@acme.example"} | {
+        "action": "app.authorized"
     }
+    # CODEX_LOG: the verb in event_type; model and token counts from event_details.
+    record = codex_log_record("x1", T0, email="cy@acme.example", verb="task.created", input_tokens=7, output_tokens=2)
+    assert mapped(record) == {
+        "source_event_id": "x1",
+        "event_timestamp": at,
+        "actor": "cy@acme.example",
+        "action": "task.created",
+        "target": "gpt-5-codex",
+        "tokens_input": 7,
+        "tokens_output": 2,
+    }
+    # A CODEX_LOG record whose verb field is also named elsewhere still takes event_type.
+    assert mapped(record | {"action": "not-the-verb"})["action"] == "task.created"
+    # COSTS: no verb (the type), the model else the product; dollars only when a billing entry says USD.
+    credits_only = costs_record("c1", T0, email="cy@acme.example", product="codex", model="gpt-5-codex", credits=4)
+    assert mapped(credits_only) == {
+        "source_event_id": "c1",
+        "event_timestamp": at,
+        "actor": "cy@acme.example",
+        "action": "COSTS",
+        "target": "gpt-5-codex",
+    }
+    assert mapped(costs_record("c2", T0, email="d@acme.example", credits=4, usd=0.16))["cost_usd"] == 0.16
+    no_model = costs_record("c3", T0, email="d@acme.example", product="chatgpt", model="")
+    assert mapped(no_model)["target"] == "chatgpt"
+    nested = costs_record("c4", T0, email="d@acme.example")
+    nested["payload"]["billing"] = [{"currency": "USD", "amount": 2}, {"currency": "USD", "amount": 0.5}]
+    del nested["billing"]
+    assert mapped(nested)["cost_usd"] == 2.5
+    # A type this connector does not know passes through with what it has.
+    unknown = {"event_id": "n1", "timestamp": at, "type": "NEW_KIND_LOG", "actor": "odd", "action": {"x": 1}}
+    assert mapped(unknown) == {"source_event_id": "n1", "event_timestamp": at, "action": "NEW_KIND_LOG"}
+
+
+def test_a_costs_amount_in_usd_that_is_not_a_number_rejects_the_record_saying_so(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    bad = costs_record("c_bad", T0, email="d@acme.example")
+    bad["billing"] = [{"unit": "usd", "amount": "about a dollar"}]
+    good = costs_record("c_good", T0, email="d@acme.example", usd=1.25)
+    vendor.add_file("COSTS", [bad, good], end_time=T0 + timedelta(hours=1), principal=ORG_ID)
+    source = sources.load(openai_source(workspaceId=ORG_ID, eventTypes=["COSTS"]))
+    report = run_pull(source, store=store, context=context)
+    assert (report.written, report.rejected) == (1, 1)
+    (reason,) = [r[0] for r in store._conn.execute("SELECT reason FROM pulled_events_rejected").fetchall()]
+    assert reason.startswith("cost_usd is not a number")
+    (row,) = store.tail(source=NAME, limit=10)
+    assert (row["cost_usd"], json.loads(row["raw_payload"])["billing"][0]) == (
+        1.25,
+        {"unit": "credits", "amount": 1.5},
+    )
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -468,7 +703,10 @@ def test_extract_maps_auth_costs_and_unknown_event_types() -> None:
 def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", raising=False)
     sources.write(openai_source(name="bad_id", workspaceId="https://chatgpt.com/admin"))
-    sources.write(openai_source(name="bad_types", eventTypes=["auth_log", "QQQ", "COSTS", "COSTS"]))
+    sources.write(openai_source(name="bad_types", eventTypes=["auth_log", "AUTH LOG!", "CODEX_LOG", "CODEX_LOG"]))
+    sources.write(openai_source(name="renamed_twice", eventTypes=["CONVERSATION_MESSAGE", "CONVERSATION_MESSAGE_LOG"]))
+    sources.write(openai_source(name="open_types", eventTypes=["AUTH_LOG", "NEW_KIND_LOG", "CONVERSATION_MESSAGE_LOG"]))
+    sources.write(openai_source(name="org_costs", workspaceId=ORG_ID, eventTypes=["COSTS", "AUTH_LOG"]))
     sources.write(openai_source(name="fixed", url="https://example.com/logs"))
     sources.write(openai_source(name="mapped", eventMapping={"event_timestamp": "$.timestamp"}))
     sources.write(openai_source(name="no_key", credentials={"token": {"env": "X"}}))
@@ -477,17 +715,56 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     result = load_sources(sources.directory)
     problems = "\n".join(result.problems)
     assert "source 'bad_id': workspaceId: must be a ChatGPT workspace id" in problems
-    assert "source 'bad_types': eventTypes[0]: not a documented event type; did you mean 'AUTH_LOG'?" in problems
-    assert "source 'bad_types': eventTypes[1]: not a documented event type (event types: AUTH_LOG" in problems
+    name_rule = (
+        "not an event type name: the vendor's are upper case letters, digits and underscores (AUTH_LOG, CODEX_LOG, ...)"
+    )
+    assert f"source 'bad_types': eventTypes[0]: {name_rule}; did you mean 'AUTH_LOG'?" in problems
+    assert f"source 'bad_types': eventTypes[1]: {name_rule}" in problems
     assert "source 'bad_types': eventTypes[3]: listed twice" in problems
+    assert "eventTypes[2]" not in problems
+    assert "source 'renamed_twice': eventTypes[1]: listed twice (as CONVERSATION_MESSAGE, the name the API takes)" in (
+        problems
+    )
     assert "source 'fixed': url: fixed by the openai_compliance connector" in problems
     assert "source 'mapped': eventMapping: fixed by the openai_compliance connector" in problems
     assert "source 'no_key': credentials.api_key: required" in problems
     assert "source 'no_key': credentials.token: openai_compliance takes one credential, api_key" in problems
     assert "source 'empty': eventTypes: lists no event type" in problems
     assert "https://chatgpt.com/admin" not in problems  # values are never echoed
+    assert "auth_log" not in problems and "AUTH LOG!" not in problems
     assert result.sources["defaults"].event_types == ("AUTH_LOG", "AUDIT_LOG")
-    assert result.warnings == []
+    assert "open_types" in result.sources and "org_costs" in result.sources  # COSTS at organization scope: fine
+    # The list is open: an unknown type and an old name are warnings, and both are requested.
+    assert [w.split(": source ", 1)[1] for w in result.warnings] == [
+        "'open_types': eventTypes[1]: not an event type this connector knows; it is requested as written and its "
+        "records are mapped by the general rules (known: AUTH_LOG, AUDIT_LOG, APP_LOG, APP_AUTH_LOG, CODEX_LOG, "
+        "CODEX_SECURITY_LOG, CONVERSATION_MESSAGE, CUSTOM_AGENTS_LOG, COSTS)",
+        "'open_types': eventTypes[2]: CONVERSATION_MESSAGE_LOG is deprecated: it is requested as "
+        "CONVERSATION_MESSAGE, the name the API takes (its stream's position carries on); write CONVERSATION_MESSAGE",
+    ]
+    assert result.sources["open_types"].streams == ("AUTH_LOG", "NEW_KIND_LOG", "CONVERSATION_MESSAGE")
+
+
+def test_validate_explains_that_costs_needs_an_organization_id(
+    sources: SourceWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", raising=False)
+    sources.write(openai_source(eventTypes=["AUTH_LOG", "COSTS"]))
+    sources.write(openai_source(name="open_types", eventTypes=["AUTH_LOG", "NEW_KIND_LOG"]))
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 1, result.output
+    path = sources.directory / "chatgpt_compliance.yaml"
+    assert (
+        f"{path}: source 'chatgpt_compliance': eventTypes[1]: COSTS exists only at organization scope "
+        "(organizations/org-.../logs): workspaceId is a workspace id, whose logs have no COSTS. Types that need an "
+        "'org-' id: COSTS; pull them with a source whose workspaceId is the API Platform organization id 'org-...', "
+        "or leave them out"
+    ) in result.output
+    other = sources.directory / "open_types.yaml"
+    assert f"warning: {other}: source 'open_types': eventTypes[1]: not an event type this connector knows" in (
+        result.output
+    )
+    assert "ok:" not in result.output
 
 
 def test_validate_warns_when_the_endpoint_override_is_set(vendor: ComplianceLogsAPI, sources: SourceWriter) -> None:

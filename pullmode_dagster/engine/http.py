@@ -466,12 +466,19 @@ class HttpSession:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         follow_redirects: bool = False,
+        accept: Callable[[Download], Any] | None = None,
     ) -> Iterator[Download]:
         """A response whose body is read as it arrives (a JSONL download): retried like ``send``
         until its status is final; a failure while the body streams is the caller's to report.
         The whole-request timeout holds from sending to the body's last byte, like any request's,
         less the time the caller spends on the chunks (:class:`Watchdog`); files may be large, so
-        the size cap does not apply."""
+        the size cap does not apply.
+
+        ``accept`` reads a 2xx body within its attempt (a file checked against the digest its
+        listing gave, before any of it is handed on) and raises :class:`BadBody` when the body is
+        not what was promised: that attempt is retried like a 5xx, from the first request (so a
+        redirect to a signed URL is asked for afresh). What it returns is kept in
+        ``response.extensions["accepted"]``."""
         kept: list[tuple[contextlib.ExitStack, Watchdog]] = []  # the attempt whose body streams, still watched
 
         def release() -> None:
@@ -489,6 +496,13 @@ class HttpSession:
                     response.read()  # small error bodies: kept for the message, then the connection is free
                     return response
                 kept.append((stack.pop_all(), watchdog))
+                if accept is not None:
+                    try:
+                        response.extensions["accepted"] = accept(Download(response, watchdog))
+                    except httpx.TransportError:
+                        if watchdog.fired:  # the watchdog cut the body off: that is the request's timeout
+                            raise watchdog.timeout_error() from None
+                        raise
                 return response
 
         try:

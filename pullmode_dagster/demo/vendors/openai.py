@@ -1,13 +1,28 @@
 """A fake OpenAI Compliance API (ChatGPT Enterprise), Logs Platform, on loopback.
 
 It follows shared/reference/upstream-apis.md ("OpenAI Compliance API"), unconfirmed items included;
-log files come from a second server (another origin), as signed URLs do.
+log files come from a second server (another origin), as signed URLs do. Where each shape comes from:
+
+- OpenAI's own quickstart, https://cookbook.openai.com/examples/chatgpt/compliance_api/logs_platform
+  (openai/openai-cookbook examples/chatgpt/compliance_api/logs_platform.ipynb): the Bearer key, the
+  ``workspaces/{id}`` / ``organizations/{org-id}`` scope, ``GET .../logs?event_type=&limit=&after=``
+  -> ``{"data": [{"id"}], "has_more", "last_end_time"}``, paging by ``after = last_end_time``, and
+  ``GET .../logs/{id}`` (redirects followed) returning JSONL.
+- Third-party clients, as upstream-apis.md records them ("unconfirmed"): the entries' ``event_type``,
+  ``end_time``, ``file_name``, ``file_size``, ``file_sha256``; the 307 to a signed URL on another host;
+  ``last_end_time`` null on an empty page; the inclusive ``after``; the record shapes below; the event
+  type names as Elastic's integration, a Go client and a transcription of the reference send them
+  (``CONVERSATION_MESSAGE``; Fivetran's ``CONVERSATION_MESSAGE_LOG``,
+  https://fivetran.com/docs/connectors/applications/openai-compliance-platform, is a table name); an
+  open list (RunReveal offers 12 types, https://docs.runreveal.com/sources/source-types/chatgpt-compliance);
+  ``COSTS`` listed only under ``organizations/{org-...}``.
 Design: docs/design/demo.md#fake-openai-compliance-api
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import secrets
@@ -27,10 +42,14 @@ EVENT_TYPES = (
     "APP_AUTH_LOG",
     "CODEX_LOG",
     "CODEX_SECURITY_LOG",
-    "CONVERSATION_MESSAGE_LOG",
+    "CONVERSATION_MESSAGE",
     "CUSTOM_AGENTS_LOG",
     "COSTS",
 )
+"""The types this fake lists (upstream-apis.md's; the vendor's own list is open: see
+``ComplianceLogsAPI.event_types``). Any other ``event_type`` is a 400, as an unknown one would be."""
+ORGANIZATION_ONLY = ("COSTS",)
+"""Listed only under ``organizations/{org-...}`` (upstream-apis.md): a workspace's listing has none."""
 MAX_LIMIT = 1000
 
 _API_PATH = re.compile(r"^/v1/compliance/(?P<scope>workspaces|organizations)/(?P<id>[^/]+)/logs(?:/(?P<log>[^/]+))?$")
@@ -77,19 +96,73 @@ def costs_record(
     user_id: str = "user-abc123",
     product: str = "chatgpt",
     model: str = "gpt-5",
-    principal: str = WORKSPACE_ID,
+    credits: float = 1.5,
+    usd: float | None = None,
+    principal: str = ORG_ID,
 ) -> dict[str, Any]:
-    """A COSTS record in the documented shape."""
+    """A COSTS record as upstream-apis.md describes it: ``payload{identity{user_id,email},product,
+    model}`` and ``billing[]`` in credits. A USD estimate is often absent; the public material does not
+    spell one out, so ``usd`` adds it as a billing entry whose unit says USD."""
+    billing: list[dict[str, Any]] = [{"unit": "credits", "amount": credits}]
+    if usd is not None:
+        billing.append({"unit": "usd", "amount": usd})
     return {
         "event_id": event_id,
         "type": "COSTS",
         "timestamp": iso(timestamp),
-        "principal": {"id": principal, "type": "workspace"},
-        "payload": {
-            "identity": {"user_id": user_id, "email": email},
-            "product": product,
+        "principal": {"id": principal, "type": "organization"},
+        "payload": {"identity": {"user_id": user_id, "email": email}, "product": product, "model": model},
+        "billing": billing,
+    }
+
+
+def conversation_message_record(event_id: str, timestamp: datetime, *, email: str) -> dict[str, Any]:
+    """A CONVERSATION_MESSAGE record. Its body is not described publicly: this is AUTH_LOG's envelope
+    (``event_id``, ``type``, ``timestamp``, ``actor``) around a message, enough to follow the stream."""
+    return {
+        "event_id": event_id,
+        "type": "CONVERSATION_MESSAGE",
+        "timestamp": iso(timestamp),
+        "actor": {"type": "user", "user_id": "user-abc123", "user_email": email},
+        "message": {"role": "user", "content": "hello"},
+    }
+
+
+def app_auth_log_record(event_id: str, timestamp: datetime, *, email: str, action: str) -> dict[str, Any]:
+    """An APP_AUTH_LOG record: AUTH_LOG's envelope with the verb at the top level, ``action``
+    (upstream-apis.md)."""
+    return {
+        "event_id": event_id,
+        "type": "APP_AUTH_LOG",
+        "timestamp": iso(timestamp),
+        "actor": {"type": "user", "user_id": "user-abc123", "user_email": email},
+        "action": action,
+        "app": {"id": "app-connector-1", "name": "GitHub"},
+    }
+
+
+def codex_log_record(
+    event_id: str,
+    timestamp: datetime,
+    *,
+    email: str,
+    verb: str = "task.completed",
+    model: str = "gpt-5-codex",
+    input_tokens: int = 1200,
+    output_tokens: int = 340,
+) -> dict[str, Any]:
+    """A CODEX_LOG record: the verb in ``event_type``, the model and token counts in
+    ``event_details{model, token_usage{input_tokens, output_tokens}}`` (upstream-apis.md)."""
+    return {
+        "event_id": event_id,
+        "type": "CODEX_LOG",
+        "timestamp": iso(timestamp),
+        "actor": {"type": "user", "user_id": "user-abc123", "user_email": email},
+        "event_type": verb,
+        "event_details": {
             "model": model,
-            "measures": {"credits": 1.5, "messages": 3},
+            "surface": "cli",
+            "token_usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         },
     }
 
@@ -102,6 +175,8 @@ class LogFile:
     body: bytes
     file_name: str
     principal: str
+    listed_sha256: str | None = None
+    """What the listing gives as ``file_sha256``; None: the body's SHA-256 in hex."""
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -109,6 +184,8 @@ class LogFile:
             "event_type": self.event_type,
             "end_time": iso(self.end_time),
             "file_name": self.file_name,
+            "file_size": len(self.body),
+            "file_sha256": self.listed_sha256 or hashlib.sha256(self.body).hexdigest(),
         }
 
 
@@ -127,8 +204,17 @@ class ComplianceLogsAPI:
         self.files: list[LogFile] = []
         self.fail_downloads: set[str] = set()
         """Log ids whose download answers 500 (a broken file host)."""
-        self.omit_fields: set[str] = set()
-        """File-entry fields left out of listings (``end_time``, ``file_name``: unconfirmed ones)."""
+        self.omit_fields: set[str] = {"file_size", "file_sha256"}
+        """File-entry fields left out of listings (all unconfirmed; entries "may carry" ``file_size``
+        and ``file_sha256``, so by default they do not: a test that wants them removes them here)."""
+        self.event_types = set(EVENT_TYPES)
+        """The types the API lists (the vendor adds some over time: a test adds one here)."""
+        self.damaged_downloads: dict[str, int] = {}
+        """Log id -> how many of its next downloads the file host serves cut short (its last line
+        missing, still a 200): what a digest check is for."""
+        self.pending: set[str] = set()
+        """Event types whose listing, once past the last file, answers an empty page with
+        ``has_more`` true and ``last_end_time`` null: more is being written, none is there yet."""
         self.expired = False
         """True: the file host refuses every signed URL (403), as when a signature has expired."""
         self._signatures: dict[str, str] = {}
@@ -180,8 +266,10 @@ class ComplianceLogsAPI:
             end_time=end_time,
             body=data,
             file_name=f"{event_type.lower()}_{end_time:%Y%m%dT%H%M%S}_{number:04d}.jsonl" + (".gz" if gzipped else ""),
-            principal=principal or self.workspace_id,
+            principal=principal or (self.org_id if event_type in ORGANIZATION_ONLY else self.workspace_id),
         )
+        if event_type in ORGANIZATION_ONLY and file.principal != self.org_id:
+            raise ValueError(f"{event_type} files exist only under organizations/{self.org_id}")
         self.files.append(file)
         return file
 
@@ -221,7 +309,7 @@ class ComplianceLogsAPI:
 
     def _list(self, principal: str, request: Request) -> Response:
         event_type = request.arg("event_type")
-        if event_type not in EVENT_TYPES:
+        if event_type not in self.event_types:
             return _error(400, "event_type is required and must be a known event type", "invalid_event_type")
         try:
             limit = int(request.arg("limit") or 100)
@@ -244,7 +332,7 @@ class ComplianceLogsAPI:
             200,
             {
                 "data": [{k: v for k, v in f.entry().items() if k not in self.omit_fields} for f in page],
-                "has_more": len(matching) > limit,
+                "has_more": len(matching) > limit or (not page and event_type in self.pending),
                 "last_end_time": iso(page[-1].end_time) if page else None,
             },
         )
@@ -268,4 +356,8 @@ class ComplianceLogsAPI:
         if self.expired:
             return Response(403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
         file = next(f for f in self.files if f.id == log_id)
-        return Response(200, file.body, headers={"Content-Type": "application/jsonl"})
+        body = file.body
+        if self.damaged_downloads.get(log_id, 0) > 0:
+            self.damaged_downloads[log_id] -= 1
+            body = body[: body.rstrip(b"\n").rfind(b"\n") + 1]  # the last line lost in transfer
+        return Response(200, body, headers={"Content-Type": "application/jsonl"})

@@ -1,15 +1,22 @@
 """``openai_compliance``: the OpenAI Compliance API (ChatGPT Enterprise), Logs Platform.
 
 One stream per event type: list its log files, download each through a redirect to a signed URL (the
-key goes to the configured origin only), parse as it streams. Position per stream: ``{"after", "done"}``.
+key goes to the configured origin only), parse as it streams (or, when the listing gives the file's
+``file_sha256``, once its digest matched). Position per stream: ``{"after", "done"}``.
 Design: docs/connectors/openai_compliance.md#design-notes
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import difflib
+import functools
 import gzip
+import hashlib
 import re
+import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from ..config import ConfigProblem
 from ..cursor import CursorState
 from ..errors import PullError
 from ..events import Reject
-from ..http import BadBody, DeadlineReached, HttpSession, json_body, safe_url, same_origin
+from ..http import BadBody, DeadlineReached, Download, HttpSession, json_body, safe_url, same_origin
 from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, first_set, rfc3339, zoned_time
@@ -37,11 +44,24 @@ EVENT_TYPES = (
     "APP_AUTH_LOG",
     "CODEX_LOG",
     "CODEX_SECURITY_LOG",
-    "CONVERSATION_MESSAGE_LOG",
+    "CONVERSATION_MESSAGE",
     "CUSTOM_AGENTS_LOG",
     "COSTS",
 )
-"""The event types seen in the vendor's documentation and in third-party clients (upstream-apis.md)."""
+"""The event types known here, spelled as the vendor's clients send them (upstream-apis.md). The list
+is open: the vendor adds types, and a name not listed is requested as written (``validate`` warns)."""
+
+OLD_NAMES = {"CONVERSATION_MESSAGE_LOG": "CONVERSATION_MESSAGE"}
+"""Names this connector once accepted, and the vendor's name each is requested as (deprecated)."""
+
+ORGANIZATION_ONLY = ("COSTS",)
+"""Types listed only under ``organizations/{org-...}``: a workspace's logs have none of them."""
+
+VERB_FIELDS = {"APP_AUTH_LOG": "action", "CODEX_LOG": "event_type"}
+"""Where a type keeps its verb when not in ``action_data.action`` (AUTH_LOG, AUDIT_LOG, ...)."""
+
+_VERB_PLACES = ("action_data.action", "action", "event_type")
+"""Every place a verb is kept, in the order tried for a record of another (or no) type."""
 
 DEFAULT_EVENT_TYPES = ("AUTH_LOG", "AUDIT_LOG")
 """Sign-ins and administrative changes: the audit trail, small, with no conversation content."""
@@ -51,12 +71,46 @@ LIST_LIMIT = 100
 RECORDS_PER_PAGE = 2000
 """Records handed on per page while a file streams."""
 
+SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+"""A file checked against its digest is held until the digest matched: in memory up to this, then on
+disk (a temporary file), so memory stays bounded whatever the file's size."""
+CHUNK_BYTES = 64 * 1024
+
+_EVENT_TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ORG_ID = re.compile(r"^org-[A-Za-z0-9]{1,64}$")
 
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A verb is a non-empty string; anything else there is not one."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def vendor_name(event_type: str) -> str:
+    """The name the API takes for ``event_type`` (an old name becomes the vendor's)."""
+    return OLD_NAMES.get(event_type, event_type)
+
+
+def _usd(record: dict[str, Any]) -> Any:
+    """The cost in US dollars a COSTS record states: the sum of its ``billing`` entries whose
+    ``unit`` (or ``currency``) is USD, e.g. ``[{"unit": "credits", "amount": 4}, {"unit": "usd",
+    "amount": 0.16}]`` -> 0.16. Credits are never taken for dollars: None when no entry is in USD.
+    An amount that is not a number is returned as is, so the record is rejected saying so."""
+    billing = record.get("billing", _dict(record.get("payload")).get("billing"))
+    amounts = [
+        entry.get("amount")
+        for entry in (billing if isinstance(billing, list) else [])
+        if isinstance(entry, dict)
+        and str(first_set(entry.get("unit"), entry.get("currency")) or "").strip().lower() == "usd"
+    ]
+    if not amounts:
+        return None
+    bad = [a for a in amounts if isinstance(a, bool) or not isinstance(a, int | float)]
+    return bad[0] if bad else sum(amounts)
 
 
 class OpenAIComplianceSource(ReferenceSource):
@@ -80,6 +134,11 @@ class OpenAIComplianceSource(ReferenceSource):
     def watermark_rewind_problem(self) -> str | None:
         return "its cursor is a position per event type (streams), not a watermark"
 
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The event types requested, by the vendor's names (an old name becomes the vendor's)."""
+        return tuple(dict.fromkeys(vendor_name(t) for t in self.event_types))
+
     def problems(self) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
         if not (_UUID.match(self.workspace_id) or _ORG_ID.match(self.workspace_id)):
@@ -96,18 +155,30 @@ class OpenAIComplianceSource(ReferenceSource):
             )
         seen: set[str] = set()
         for i, event_type in enumerate(self.event_types):
-            if event_type not in EVENT_TYPES:
-                hint = difflib.get_close_matches(event_type.upper()[:64], EVENT_TYPES, n=1)
-                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            name = vendor_name(event_type)
+            if not _EVENT_TYPE_NAME.match(event_type):
+                hint = difflib.get_close_matches(event_type.upper()[:64], [*EVENT_TYPES, *OLD_NAMES], n=1)
+                suggestion = f"; did you mean {vendor_name(hint[0])!r}?" if hint else ""
                 problems.append(
                     (
                         f"eventTypes[{i}]",
-                        f"not a documented event type{suggestion} (event types: {', '.join(EVENT_TYPES)})",
+                        "not an event type name: the vendor's are upper case letters, digits and underscores "
+                        f"(AUTH_LOG, CODEX_LOG, ...){suggestion}",
                     )
                 )
-            elif event_type in seen:
-                problems.append((f"eventTypes[{i}]", "listed twice"))
-            seen.add(event_type)
+            elif name in seen:
+                problems.append((f"eventTypes[{i}]", f"listed twice (as {name}, the name the API takes)"))
+            elif name in ORGANIZATION_ONLY and self.scope == "workspaces":
+                problems.append(
+                    (
+                        f"eventTypes[{i}]",
+                        f"{name} exists only at organization scope (organizations/org-.../logs): workspaceId is a "
+                        f"workspace id, whose logs have no {name}. Types that need an 'org-' id: "
+                        f"{', '.join(ORGANIZATION_ONLY)}; pull them with a source whose workspaceId is the API "
+                        "Platform organization id 'org-...', or leave them out",
+                    )
+                )
+            seen.add(name)
         if "api_key" not in self.credentials:
             problems.append(
                 ("credentials.api_key", "required: the workspace's Compliance API key (sent as a Bearer token)")
@@ -117,27 +188,61 @@ class OpenAIComplianceSource(ReferenceSource):
                 problems.append((f"credentials.{key}", "openai_compliance takes one credential, api_key"))
         return problems
 
+    def warnings(self) -> list[ConfigProblem]:
+        """An old name (kept working) and a type this connector does not know (passed through: the
+        vendor adds types)."""
+        warnings = super().warnings()
+        for i, event_type in enumerate(self.event_types):
+            if event_type in OLD_NAMES:
+                warnings.append(
+                    (
+                        f"eventTypes[{i}]",
+                        f"{event_type} is deprecated: it is requested as {OLD_NAMES[event_type]}, the name the API "
+                        f"takes (its stream's position carries on); write {OLD_NAMES[event_type]}",
+                    )
+                )
+            elif _EVENT_TYPE_NAME.match(event_type) and event_type not in EVENT_TYPES:
+                warnings.append(
+                    (
+                        f"eventTypes[{i}]",
+                        "not an event type this connector knows; it is requested as written and its records "
+                        f"are mapped by the general rules (known: {', '.join(EVENT_TYPES)})",
+                    )
+                )
+        return warnings
+
     def describe(self) -> str:
         return (
-            f"Pulls {', '.join(self.event_types)} log files of {self.scope} {self.workspace_id} from "
+            f"Pulls {', '.join(self.streams)} log files of {self.scope} {self.workspace_id} from "
             f"{safe_url(self.endpoint())} (openai_compliance)"
         )
 
     def extract(self, record: dict[str, Any]) -> dict[str, Any]:
-        """AUTH_LOG-style records (``actor``, ``action_data``) and COSTS records (``payload``); any
-        other event type passes through with what it has of these fields."""
+        """One record of any event type: each field from where the record's type keeps it (see the
+        mapping table in docs/connectors/openai_compliance.md); a type not known here is read from
+        every place in turn, and passes through with what it has."""
         actor = _dict(record.get("actor"))
         payload = _dict(record.get("payload"))
         identity = _dict(payload.get("identity"))
-        action_data = _dict(record.get("action_data"))
+        details = _dict(record.get("event_details"))
+        usage = _dict(details.get("token_usage"))
+        places = {
+            "action_data.action": _dict(record.get("action_data")).get("action"),
+            "action": record.get("action"),
+            "event_type": record.get("event_type"),
+        }
+        own = VERB_FIELDS.get(str(record.get("type")), "action_data.action")
         return {
             "source_event_id": first_set(record.get("event_id"), record.get("id")),
             "event_timestamp": first_set(record.get("timestamp"), record.get("created_at")),
             "actor": first_set(
                 actor.get("user_email"), identity.get("email"), actor.get("user_id"), identity.get("user_id")
             ),
-            "action": first_set(action_data.get("action"), record.get("type"), record.get("event_type")),
-            "target": first_set(payload.get("model"), payload.get("product")),
+            "action": first_set(*(_text(places[p]) for p in (own, *_VERB_PLACES)), record.get("type")),
+            "target": first_set(details.get("model"), payload.get("model"), payload.get("product")),
+            "tokens_input": usage.get("input_tokens"),
+            "tokens_output": usage.get("output_tokens"),
+            "cost_usd": _usd(record),
         }
 
 
@@ -166,6 +271,8 @@ class LogFile:
     id: str
     end: datetime | None
     name: str
+    sha256: bytes | None = None
+    """The listing's ``file_sha256``, decoded: the download is checked against it."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +280,27 @@ class Listing:
     files: list[LogFile]
     has_more: bool
     last_end_time: str | None
+
+    @property
+    def nothing_yet(self) -> bool:
+        """No file and no ``last_end_time``: the stream is read up to now, whatever ``has_more``
+        says (an empty page with ``has_more`` true means more is coming, not that it is there)."""
+        return not self.files and self.last_end_time is None
+
+
+def sha256_digest(value: str) -> bytes:
+    """A ``file_sha256`` as 32 bytes: hex (either case, an optional ``sha256:`` prefix) or base64.
+    Raises ValueError for anything else."""
+    text = value.strip().removeprefix("sha256:")
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        digest = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 32:
+        raise ValueError("neither a hex nor a base64 SHA-256 digest")
+    return digest
 
 
 class _Body:
@@ -217,9 +345,9 @@ class OpenAICompliancePuller(Puller):
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         position = self.position(start)
         # Every configured stream, plus any the cursor still holds (kept as they are).
-        self._state: dict[str, StreamPosition] = dict(position.streams)
+        self._state: dict[str, StreamPosition] = self._positions(position)
         first = rfc3339(self.source.start_datetime)
-        for event_type in self.source.event_types:
+        for event_type in self.source.streams:
             self._state.setdefault(event_type, StreamPosition(after=first))
         initial = self._resume()
         base = self.source.scope_url()
@@ -228,7 +356,7 @@ class OpenAICompliancePuller(Puller):
                 fixed = dict(start.position)
                 inner = (
                     page
-                    for event_type in self.source.event_types
+                    for event_type in self.source.streams
                     for page in self._window_stream(http, event_type, window, fixed)
                 )
                 yield from self._settled(inner, lambda: (fixed, True), initial=fixed)
@@ -236,24 +364,37 @@ class OpenAICompliancePuller(Puller):
             drained: dict[str, bool] = {}
 
             def streams() -> Iterator[Page]:
-                for event_type in self.source.event_types:
+                for event_type in self.source.streams:
                     drained[event_type] = yield from self._poll_stream(http, event_type)
 
             yield from self._settled(streams(), lambda: (self._resume(), all(drained.values())), initial=initial)
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """Each stream's listing from its ``after`` (one request per stream, stopping at the first
-        news): a log file not read yet, or a listing with more after it, is news."""
-        position = self.position(start)
+        news): a log file not read yet, or a listing with more after it, is news; an empty one
+        (even with ``has_more``) is not."""
+        positions = self._positions(self.position(start))
         first = rfc3339(self.source.start_datetime)
         base = self.source.scope_url()
         with self.session(auth=bearer(self.header_credential("api_key"), origin=base)) as http:
-            for event_type in self.source.event_types:
-                state = position.streams.get(event_type) or StreamPosition(after=first)
+            for event_type in self.source.streams:
+                state = positions.get(event_type) or StreamPosition(after=first)
                 listing = self._list(http, event_type, state.after, 1)
+                if listing.nothing_yet:
+                    continue
                 if listing.has_more or any(f.id not in state.done for f in listing.files):
                     return NEW
         return NOTHING_NEW
+
+    @staticmethod
+    def _positions(position: OpenAIPosition) -> dict[str, StreamPosition]:
+        """The cursor's streams; one kept under an old name is moved to the vendor's name, so the
+        renamed stream goes on from where it was."""
+        streams = dict(position.streams)
+        for old, new in OLD_NAMES.items():
+            if old in streams and new not in streams:
+                streams[new] = streams.pop(old)
+        return streams
 
     def _resume(self, **replace: StreamPosition) -> Resume:
         """The whole position (every stream), with ``replace`` applied."""
@@ -305,6 +446,10 @@ class OpenAICompliancePuller(Puller):
         for number in self.page_numbers():
             state = self._state[event_type]
             listing = self._list(http, event_type, state.after, number)
+            if listing.nothing_yet:
+                # An empty page with no last_end_time (has_more may still be true: files are being
+                # written): nothing more yet. The stream is read up to now; its position stays.
+                return True
             skip = set(state.done)
             fresh = [f for f in listing.files if f.id not in skip]
             end = self._after_listing(state, listing)
@@ -408,6 +553,7 @@ class OpenAICompliancePuller(Puller):
                     id=file_id,
                     end=zoned_time(entry.get("end_time")),
                     name=name if isinstance(name, str) and name else file_id,
+                    sha256=self._digest(entry.get("file_sha256"), f"{what}: entry {i + 1}"),
                 )
             )
         if all(f.end is not None for f in files):
@@ -416,6 +562,19 @@ class OpenAICompliancePuller(Puller):
         if last is not None and zoned_time(last) is None:
             raise PullError(f"{what}: the listing's last_end_time is not an ISO 8601 timestamp with a zone")
         return Listing(files=files, has_more=doc.get("has_more") is True, last_end_time=last)
+
+    def _digest(self, value: Any, where: str) -> bytes | None:
+        """A file entry's ``file_sha256``; one that cannot be read leaves the file unchecked (with a
+        warning), rather than stopping the pull over a format this connector did not expect."""
+        if value is None:
+            return None
+        try:
+            return sha256_digest(value) if isinstance(value, str) else sha256_digest("")
+        except ValueError:
+            self.context.logger.warning(
+                f"{where}: file_sha256 is neither a hex nor a base64 SHA-256 digest; the file is read unchecked"
+            )
+            return None
 
     def _check(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
@@ -459,11 +618,16 @@ class OpenAICompliancePuller(Puller):
                 boundary=last,
             )
 
+        verify = functools.partial(self._verified, file) if file.sha256 is not None else None
         try:
-            with http.stream("GET", url, what=what, follow_redirects=True) as download:
+            with (
+                http.stream("GET", url, what=what, follow_redirects=True, accept=verify) as download,
+                download.response.extensions.get("accepted") or contextlib.nullcontext() as verified,
+            ):
                 self.requests = http.requests
                 self._check(download.response, what)
-                body = _Body(download.chunks())
+                chunks = download.chunks() if verified is None else iter(lambda: verified.read(CHUNK_BYTES), b"")
+                body = _Body(chunks)
                 stream: BinaryIO = body  # type: ignore[assignment]
                 if body.peek(2) == b"\x1f\x8b":  # a gzipped file served without Content-Encoding
                     stream = gzip.GzipFile(fileobj=body, mode="rb")  # type: ignore[arg-type]
@@ -486,6 +650,25 @@ class OpenAICompliancePuller(Puller):
             ) from None
         finally:
             self.requests = http.requests
+
+    @staticmethod
+    def _verified(file: LogFile, download: Download) -> BinaryIO:
+        """The whole file, held (in memory, then on disk) until its SHA-256 matched the listing's
+        ``file_sha256``, so no record of a damaged download is handed on. A mismatch is a
+        :class:`BadBody`: the download is tried again (the one retry policy), then the pull fails."""
+        with contextlib.ExitStack() as on_failure:
+            held = on_failure.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES))
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in download.chunks():
+                digest.update(chunk)
+                held.write(chunk)
+                size += len(chunk)
+            if digest.digest() != file.sha256:
+                raise BadBody(f"the file's SHA-256 does not match the listing's file_sha256 ({size} bytes received)")
+            held.seek(0)
+            on_failure.pop_all()  # matched: the caller reads it, then closes it
+        return held  # type: ignore[return-value]
 
 
 register(Adapter("openai_compliance", OpenAIComplianceSource, OpenAICompliancePuller, kind="openai", reads_files=True))
