@@ -5,6 +5,7 @@ failure), window re-pulls, retries, errors, validation, and the CLI and Dagster 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,15 +20,19 @@ from click.testing import CliRunner
 from pullmode_dagster.cli import main
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.demo.vendors.claude import (
+    ACCESS_KEY_ID,
+    OWN_ACCESS,
     PATH,
     ActivityFeedAPI,
     activity,
     admin_api_key_actor,
     anthropic_actor,
     api_actor,
+    federated_identity_actor,
     iso,
     mixed_activities,
     scim_directory_sync_actor,
+    service_account_actor,
     unauthenticated_user_actor,
     user_actor,
 )
@@ -38,6 +43,7 @@ from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.events import normalize_timestamp
 from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -52,6 +58,9 @@ KEY = "sk-ant-api01-test-4242-claude-key"
 NAME = "claude_activity"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 START = "2026-01-01T00:00:00Z"
+GITHUB_OIDC = "https://token.actions.githubusercontent.com"
+P = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+"""The fixed clock's start (``now``)."""
 
 
 @pytest.fixture
@@ -60,6 +69,16 @@ def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[ActivityFeedAPI]:
         monkeypatch.setenv(ENV, api.base_url)
         monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", KEY)
         yield api
+
+
+@pytest.fixture
+def now(vendor: ActivityFeedAPI, monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """One clock for the connector (its settle margin) and the fake (what is queryable), starting at
+    ``P``; a test moves ``now[0]``."""
+    clock = [P]
+    monkeypatch.setattr(cc, "_now", lambda: clock[0])
+    vendor.now = lambda: clock[0]
+    return clock
 
 
 def claude_source(**overrides: Any) -> dict[str, Any]:
@@ -115,11 +134,12 @@ def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_an
     assert sent(vendor, "before_id") == [None] * 3
     (until,) = set(sent(vendor, "created_at.lt"))
     assert until is not None and until.endswith("Z")
-    # A minute before the pull's clock, in whole seconds: bracketed by the clock read around the pull
-    # (however long it took), not compared with "now" after it.
+    # settleSeconds (default 5 minutes) before the pull's clock, in whole seconds: bracketed by the clock
+    # read around the pull (however long it took), not compared with "now" after it.
     settled = datetime.fromisoformat(until)
-    assert settled.microsecond == 0
-    assert (before - timedelta(minutes=1)).replace(microsecond=0) <= settled <= after - timedelta(minutes=1)
+    settle = timedelta(seconds=cc.DEFAULT_SETTLE_SECONDS)
+    assert settled.microsecond == 0 and settle == timedelta(minutes=5)
+    assert (before - settle).replace(microsecond=0) <= settled <= after - settle
     for request in vendor.requests:
         assert request.header("x-api-key") == KEY and request.header("anthropic-version") == "2023-06-01"
         assert KEY not in request.url
@@ -150,8 +170,9 @@ def test_second_pull_asks_only_for_activities_after_the_cursor(
     assert (quiet.written, quiet.requests, quiet.drained) == (0, 1, True)
     assert quiet.cursor_after == first.cursor_after
     (request,) = vendor.requests
-    assert dict(request.query).keys() == {"before_id", "created_at.lt", "limit"}
+    assert dict(request.query).keys() == {"before_id", "created_at.lt", "limit", "exclude_activity_types[]"}
     assert request.arg("before_id") == aid(24)
+    assert request.query["exclude_activity_types[]"] == ["compliance_api_accessed"]  # the default
 
     new = mixed_activities(40, T0)[25:]
     vendor.add(*new)
@@ -238,7 +259,7 @@ def test_a_500_that_says_do_not_retry_fails_once_and_the_checkpoint_resumes_at_t
     message = str(failed.value)
     assert message.startswith(
         f"source '{NAME}': backfill page 3: HTTP 500 error (x-should-retry: false, not retried) from "
-        f"{vendor.base_url}{PATH}: api_error: Internal server error (request_id req_"
+        f"{vendor.base_url}{PATH}: api_error: Internal server error (request-id req_"
     )
     assert "\n" not in message and len(vendor.requests) == 3  # not retried
     report = failed.value.report
@@ -270,9 +291,12 @@ def test_429_retry_after_529_and_an_html_200_are_retried(
         vendor.inject(429, retry_after="1")
     with pytest.raises(PullError) as failed:
         run_pull(sources.load(claude_source()), store=store, context=context)
-    assert str(failed.value) == (
-        f"source '{NAME}': backfill page 1: HTTP 429 from {vendor.base_url}{PATH}, gave up after 3 attempts"
-    )
+    # The last answer's request-id header, for Anthropic support.
+    assert re.fullmatch(
+        rf"source '{NAME}': backfill page 1: HTTP 429 \(request-id req_011CV\d{{18}}\) from "
+        rf"{re.escape(vendor.base_url + PATH)}, gave up after 3 attempts",
+        str(failed.value),
+    ), str(failed.value)
 
 
 def test_the_deadline_stops_at_a_page_and_the_next_pulls_resume_there(
@@ -327,32 +351,64 @@ def test_only_settled_activities_are_read_so_a_late_one_is_not_skipped(
     sources: SourceWriter,
     store: SqliteTraceStore,
     context: PullContext,
-    monkeypatch: pytest.MonkeyPatch,
+    now: list[datetime],
 ) -> None:
-    p = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    now = [p]
-    monkeypatch.setattr(cc, "_now", lambda: now[0])
-    vendor.now = lambda: now[0]
-    vendor.add(activity("claude_chat_created", p - timedelta(minutes=10), user_actor("a@acme.example"), id="act_a"))
+    vendor.add(activity("claude_chat_created", P - timedelta(minutes=10), user_actor("a@acme.example"), id="act_a"))
     source = sources.load(claude_source())
     first = run_pull(source, store=store, context=context)
     assert first.written == 1 and first.cursor_after.position == {"before_id": "act_a"}
-    assert sent(vendor, "created_at.lt") == ["2026-03-02T11:59:00Z"]
+    assert sent(vendor, "created_at.lt") == ["2026-03-02T11:55:00Z"]  # settleSeconds: 300 by default
 
     # C happened 30 s ago but is queryable only in 20 s; D happened 5 s ago and shows at once.
     vendor.add(
-        activity("claude_file_uploaded", p - timedelta(seconds=30), user_actor("c@acme.example"), id="act_c"),
-        visible_from=p + timedelta(seconds=20),
+        activity("claude_file_uploaded", P - timedelta(seconds=30), user_actor("c@acme.example"), id="act_c"),
+        visible_from=P + timedelta(seconds=20),
     )
-    vendor.add(activity("claude_chat_created", p - timedelta(seconds=5), user_actor("d@acme.example"), id="act_d"))
+    vendor.add(activity("claude_chat_created", P - timedelta(seconds=5), user_actor("d@acme.example"), id="act_d"))
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     # D is not settled yet: reading it now would move the cursor past C, which the API does not show yet.
     assert second.written == 0 and second.cursor_after == first.cursor_after
 
-    now[0] = p + timedelta(minutes=2)
+    now[0] = P + timedelta(minutes=6)
     third = run_pull(source, store=store, start=second.cursor_after, context=context)
     assert third.written == 2 and third.cursor_after.position == {"before_id": "act_d"}
     assert ids(store) == ["act_a", "act_c", "act_d"]
+
+
+@pytest.mark.parametrize(("settle", "kept"), [(None, True), (60, False)])
+@pytest.mark.parametrize("trouble", ["three minutes late", "host clock two minutes ahead"])
+def test_the_settle_margin_keeps_headroom_past_the_vendors_minute(
+    trouble: str,
+    settle: int | None,
+    kept: bool,
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    now: list[datetime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The vendor promises a minute (compliance-activity-feed). A margin of exactly that minute
+    # (settleSeconds: 60) skips for good an activity that shows up later, or one the host's clock,
+    # running ahead, asks for too early; the default five minutes reads both.
+    ahead = timedelta(minutes=2) if trouble.startswith("host") else timedelta(0)
+    monkeypatch.setattr(cc, "_now", lambda: now[0] + ahead)
+    vendor.add(activity("claude_chat_created", P - timedelta(minutes=10), user_actor("a@acme.example"), id="act_a"))
+    late = activity("claude_file_uploaded", P + timedelta(minutes=1), user_actor("l@acme.example"), id="act_late")
+    # Queryable three minutes after it happened (past the promise), or 50 s after (within it).
+    vendor.add(late, visible_from=P + (timedelta(minutes=1, seconds=50) if ahead else timedelta(minutes=4)))
+    after = activity(
+        "claude_chat_created", P + timedelta(minutes=1, seconds=30), user_actor("n@acme.example"), id="act_n"
+    )
+    vendor.add(after, visible_from=P + timedelta(minutes=1, seconds=30))  # queryable at once
+
+    source = sources.load(claude_source(settleSeconds=settle))
+    state = CursorState()
+    while now[0] < P + timedelta(minutes=12):  # a poll every 20 s
+        state = run_pull(source, store=store, start=state, context=context).cursor_after
+        now[0] += timedelta(seconds=20)
+    assert state.position == {"before_id": "act_n"}
+    assert ids(store) == (["act_a", "act_late", "act_n"] if kept else ["act_a", "act_n"])
 
 
 def test_window_repull_reads_the_window_by_created_at_and_keeps_the_cursor(
@@ -403,7 +459,7 @@ def test_a_wrong_api_key_is_one_line_naming_the_source_without_the_key(
     message = str(failed.value)
     assert message.startswith(
         f"source '{NAME}': backfill page 1: HTTP 401 the API key was rejected (check credentials.api_key) from "
-        f"{vendor.base_url}{PATH}: authentication_error: invalid x-api-key: *** (request_id req_"
+        f"{vendor.base_url}{PATH}: authentication_error: invalid x-api-key: *** (request-id req_"
     )
     assert "\n" not in message and wrong not in message and KEY not in message
     assert len(vendor.requests) == 1 and failed.value.report.checkpoint.is_empty  # a 401 is not retried
@@ -450,6 +506,175 @@ def test_a_rewind_by_since_and_an_empty_feed(
     assert rewound.written == 3 and rewound.cursor_after.position == {"before_id": aid(5)}
 
 
+def test_an_idle_source_is_quiet_because_its_own_accesses_are_left_out(
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    now: list[datetime],
+) -> None:
+    # The API records a compliance_api_accessed activity for every request (upstream-apis.md), the
+    # fake too: without the default exclusion every poll would read the accesses of the polls before.
+    vendor.add(activity("claude_chat_created", P - timedelta(hours=1), user_actor("a@acme.example"), id="act_a"))
+
+    def idle_polls(source: Any) -> list[tuple[str, int, int]]:
+        """The first pull, then three polls ten minutes apart: (probe verdict, its requests, events written)."""
+        state = run_pull(source, store=store, context=context).cursor_after
+        polls = []
+        for _ in range(3):
+            now[0] += timedelta(minutes=10)
+            answer = probe_source(
+                source, state, known_ids=lambda ids: store.known_ids(source.name, ids), context=context
+            )
+            written = 0
+            if answer.verdict == "new":
+                report = run_pull(source, store=store, start=state, context=context)
+                written, state = report.written, report.cursor_after
+            polls.append((answer.verdict, answer.requests, written))
+        return polls
+
+    quiet = sources.load(claude_source())
+    assert idle_polls(quiet) == [("nothing_new", 1, 0)] * 3  # a quiet probe: one request, no run
+    assert {tuple(r.query["exclude_activity_types[]"]) for r in vendor.requests} == {("compliance_api_accessed",)}
+    assert len(vendor.accesses()) == 4 and ids(store) == ["act_a"]  # recorded by the API, never read
+
+    vendor.server.requests.clear()
+    chatty = sources.load(claude_source(name="claude_chatty", excludeActivityTypes=[]))
+    polls = idle_polls(chatty)
+    assert [verdict for verdict, _, _ in polls] == ["new"] * 3 and all(written >= 1 for _, _, written in polls)
+    assert all("exclude_activity_types[]" not in r.query for r in vendor.requests)
+    rows = store.tail(source="claude_chatty", limit=100)
+    assert {r["action"] for r in rows} == {"compliance_api_accessed", "claude_chat_created"}
+    assert {r["actor"] for r in rows if r["action"] == "compliance_api_accessed"} == {ACCESS_KEY_ID}
+
+
+def test_filters_are_sent_in_bracket_form_and_the_fake_honours_them(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    seeded = mixed_activities(12, T0)
+    seeded[6]["organization_id"] = "org_01OtherOrganization0002"
+    vendor.add(*seeded)
+    source = sources.load(
+        claude_source(
+            excludeActivityTypes=["sso_login_succeeded", "compliance_api_accessed"],
+            organizationIds=["org_01Wv6QeBcDfGhJkLmNpQrSt8"],
+            actorIds=["user_01user0xxxxxxx", "user_01user2xxxxxxx", "user_01user3xxxxxxx"],
+        )
+    )
+    assert "every activity type but sso_login_succeeded, compliance_api_accessed" in source.describe()
+    assert "1 organization(s) and 3 actor(s)" in source.describe()
+    report = run_pull(source, store=store, context=context)
+    (request,) = vendor.requests
+    assert request.query["exclude_activity_types[]"] == ["sso_login_succeeded", "compliance_api_accessed"]
+    assert request.query["organization_ids[]"] == ["org_01Wv6QeBcDfGhJkLmNpQrSt8"]
+    assert request.query["actor_ids[]"] == ["user_01user0xxxxxxx", "user_01user2xxxxxxx", "user_01user3xxxxxxx"]
+    # Those users act in 0 (a chat), 3 (a sign-in: excluded), 6 (a chat in the other organization) and 7.
+    assert report.written == 2 and ids(store) == [aid(0), aid(7)]
+
+
+def test_an_empty_page_with_has_more_and_no_ids_is_nothing_more_yet(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(*mixed_activities(5, T0))
+    source = sources.load(claude_source())
+    first = run_pull(source, store=store, context=context)
+    assert first.cursor_after.position == {"before_id": aid(4)}
+    vendor.add(*mixed_activities(8, T0)[5:])
+
+    def nothing_yet() -> None:
+        vendor.inject_page([], has_more=True, first_id=None, last_id=None)
+
+    nothing_yet()
+    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (quiet.written, quiet.requests, quiet.drained) == (0, 1, True)
+    assert quiet.cursor_after == first.cursor_after  # the committed cursor stays
+    nothing_yet()
+    probed = probe_source(source, first.cursor_after, known_ids=lambda i: store.known_ids(NAME, i), context=context)
+    assert (probed.verdict, probed.requests) == ("nothing_new", 1)
+    later = run_pull(source, store=store, start=quiet.cursor_after, context=context)
+    assert (later.written, later.drained) == (3, True) and later.cursor_after.position == {"before_id": aid(7)}
+
+
+def test_nothing_more_yet_inside_a_backfill_stops_at_its_page_and_the_next_pull_resumes(
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vendor.add(*mixed_activities(25, T0))
+    source = sources.load(claude_source(pageSize=10))
+
+    def after_the_first(page: Any, report: Any) -> None:
+        if report.pages == 1:
+            vendor.inject_page([], has_more=True, first_id=None, last_id=None)
+
+    with caplog.at_level("WARNING"):
+        stopped = run_pull(source, store=store, context=context, on_page=after_the_first)
+    assert (stopped.written, stopped.pages, stopped.drained) == (10, 2, False)
+    position = dict(stopped.cursor_after.position)
+    position.pop("until")
+    assert position == {"since": START, "after_id": aid(15), "newest_id": aid(24)}  # where page 1 left it
+    assert "backfill page 2: the API says has_more but returns no activities and no cursor" in caplog.text
+    resumed = run_pull(source, store=store, start=stopped.cursor_after, context=context)
+    assert (resumed.written, resumed.duplicates, resumed.drained) == (15, 0, True)
+    assert resumed.cursor_after.position == {"before_id": aid(24)}
+
+
+def test_errors_carry_the_request_id_header_for_anthropic_support(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    # compliance-errors: a request-id response header; the body need not repeat it.
+    vendor.add(*mixed_activities(3, T0))
+    vendor.request_id_in_body = False
+    vendor.inject(500, should_retry=False)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    served = vendor.requests[-1]
+    assert str(failed.value).endswith("api_error: Internal server error (request-id req_011CV000000000000000001)"), str(
+        failed.value
+    )
+    assert served.header("x-api-key") == KEY and KEY not in str(failed.value)
+    for _ in range(3):  # a proxy's page under 503, every attempt: the last one's id
+        vendor.inject(503, body=b"<html>busy</html>")
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    assert str(failed.value) == (
+        f"source '{NAME}': backfill page 1: HTTP 503 (request-id req_011CV000000000000000004) from "
+        f"{vendor.base_url}{PATH}, gave up after 3 attempts"
+    )
+
+
+@pytest.mark.parametrize(
+    ("deployment_max", "waits"), [(None, [16.0, 32.0, 60.0, 60.0]), ("20", [16.0, 20.0, 20.0, 20.0])]
+)
+def test_backoff_may_reach_the_vendors_sixty_seconds_unless_the_deployment_sets_its_own(
+    deployment_max: str | None,
+    waits: list[float],
+    vendor: ActivityFeedAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The one retry policy (pull_settings / PULLMODE_BACKOFF_*): its built-in 30 s ceiling gives way to
+    # the vendor's 60 s for this connector; a ceiling the deployment set stands.
+    monkeypatch.setattr("pullmode_dagster.engine.http.random.uniform", lambda low, high: high)  # no jitter
+    environ = {"PULLMODE_BACKOFF_MAX_SECONDS": deployment_max} if deployment_max else {}
+    policy = RetryPolicy.from_env(max_attempts=5, backoff_initial="16", environ=environ)
+    assert policy.backoff_max == (20.0 if deployment_max else 30.0)
+    vendor.add(*mixed_activities(3, T0))
+    for _ in range(4):
+        vendor.inject(529)
+    report = run_pull(sources.load(claude_source()), store=store, context=replace(context, retry=policy))
+    assert (report.written, report.requests) == (3, 5) and sleeps == waits
+    sleeps.clear()
+    vendor.inject(429, retry_after="60")  # the rate limit's own wait, whole
+    run_pull(sources.load(claude_source()), store=store, context=replace(context, retry=policy))
+    assert sleeps == [60.0]
+
+
 def test_extract_maps_every_actor_type_and_passes_unknown_types_through() -> None:
     source = cc.ClaudeComplianceSource.model_validate(claude_source())
 
@@ -470,6 +695,15 @@ def test_extract_maps_every_actor_type_and_passes_unknown_types_through() -> Non
         (mapped("sso_login_failed", unauthenticated_user_actor("who@x.example")), ("who@x.example", None)),
         (mapped("user_deprovisioned", scim_directory_sync_actor("dir_1"), user_id="u7"), ("dir_1", "u7")),
         (mapped("claude_project_archived", anthropic_actor(), claude_project_id="p2"), ("anthropic", "p2")),
+        # Who, not what kind: the service account's id; the federated token's issuer and subject together.
+        (mapped("claude_file_uploaded", service_account_actor("svcacct_01Build"), claude_file_id="f4"),
+         ("svcacct_01Build", "f4")),
+        (mapped("claude_chat_created", federated_identity_actor(GITHUB_OIDC, "repo:acme/app:ref:refs/heads/main"),
+                claude_chat_id="c4"),
+         (f"{GITHUB_OIDC}|repo:acme/app:ref:refs/heads/main", "c4")),
+        (mapped("claude_chat_created", {"type": "federated_identity_actor", "subject": "repo:acme/app"}),
+         ("repo:acme/app", None)),
+        (mapped("claude_chat_created", {"type": "service_account_actor"}), (None, None)),
         (mapped("claude_chat_deleted", anthropic_actor("support@anthropic.com"), claude_chat_id="c2"),
          ("support@anthropic.com", "c2")),
         # An activity type this connector has never heard of: action as is, a Claude id it carries as target.
@@ -507,6 +741,18 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     )
     sources.write(claude_source(name="empty_types", activityTypes=[]))
     sources.write(claude_source(name="huge_page", pageSize=10_000))
+    sources.write(
+        claude_source(
+            name="bad_filters",
+            excludeActivityTypes=["compliance_api_accessed", "API Accessed"],
+            organizationIds=["acme-corp", "abcdef01-2345-6789-abcd-ef0123456789", "org_01A", "org_01A"],
+            actorIds=["ann@acme.example", "user_01TuVwXyZaBcDeFgH2JkLmN4"],
+        )
+    )
+    sources.write(claude_source(name="empty_filters", organizationIds=[], actorIds=[]))
+    sources.write(claude_source(name="both_lists", activityTypes=["claude_chat_created"], excludeActivityTypes=["x"]))
+    sources.write(claude_source(name="no_headroom", settleSeconds=30))
+    sources.write(claude_source(name="reads_own", excludeActivityTypes=[]))
     sources.write(claude_source(name="fine"))
     result = load_sources(sources.directory)
     problems = "\n".join(result.problems)
@@ -521,25 +767,62 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     assert "source 'bad_types': activityTypes[2]: listed twice" in problems
     assert "source 'empty_types': activityTypes: lists no activity type" in problems
     assert "source 'huge_page': pageSize: Input should be less than or equal to 5000" in problems
-    assert "Chat Created" not in problems and "example.com" not in problems  # values are never echoed
+    assert "source 'bad_filters': excludeActivityTypes[1]: not an activity type name" in problems
+    assert (
+        "source 'bad_filters': organizationIds[0]: not an organization id: the tagged id an activity's "
+        "organization_id holds, such as org_01Wv6QeBcDfGhJkLmNpQrSt8 (not the organization_uuid, not a name)"
+    ) in problems
+    assert "source 'bad_filters': organizationIds[1]: not an organization id" in problems
+    assert "source 'bad_filters': organizationIds[3]: listed twice" in problems
+    assert "source 'bad_filters': actorIds[0]: not a user id: the API filters actors by the user_id" in problems
+    assert "actorIds[1]" not in problems and "organizationIds[2]" not in problems
+    assert "source 'empty_filters': organizationIds: lists no organization; leave it out" in problems
+    assert "source 'empty_filters': actorIds: lists no actor; leave it out" in problems
+    assert (
+        "source 'both_lists': excludeActivityTypes: does not go with activityTypes: activityTypes names the only "
+        "types read, so there is nothing to leave out (and compliance_api_accessed is read only if activityTypes "
+        "lists it)"
+    ) in problems
+    assert "source 'no_headroom': settleSeconds: must be at least 60: Anthropic makes an activity queryable" in problems
+    assert "reads_own" not in problems  # a warning, below
+    for secret_ish in ("Chat Created", "example.com", "acme-corp", "ann@acme", "abcdef01", "API Accessed"):
+        assert secret_ish not in problems  # values are never echoed
     fine = result.sources["fine"]
     assert (fine.page_size, fine.activity_types, fine.activities_url()) == (
         1000,
         None,
         "https://api.anthropic.com/v1/compliance/activities",
     )
-    assert result.warnings == []
+    assert (fine.settle_seconds, fine.filter_params()) == (300, {"exclude_activity_types[]": [OWN_ACCESS]})
+    (warning,) = result.warnings
+    assert warning.endswith(
+        "source 'reads_own': excludeActivityTypes: compliance_api_accessed is read: the API records one for every "
+        "request to it, this connector's too, so each poll reads the accesses of the polls before it and the "
+        "source is never quiet (leave excludeActivityTypes out, or list compliance_api_accessed in it, to leave "
+        "them out)"
+    ), warning
 
 
 def test_validate_warns_when_the_endpoint_override_is_set(vendor: ActivityFeedAPI, sources: SourceWriter) -> None:
     sources.write(claude_source())
+    sources.write(claude_source(name="claude_own", activityTypes=["compliance_api_accessed", "claude_chat_created"]))
     result = CliRunner().invoke(main, ["validate"])
     assert result.exit_code == 0, result.output
     assert (
         f"warning: {sources.directory / (NAME + '.yaml')}: source '{NAME}': adapter: {ENV} is set: requests go to "
         f"{vendor.base_url} instead of https://api.anthropic.com" in result.output
     )
-    assert "ok: 1 source(s)" in result.output
+    # The filter rule, told where it matters: reading the connector's own accesses.
+    assert (
+        "source 'claude_own': activityTypes: compliance_api_accessed is read: the API records one for every "
+        "request to it, this connector's too" in result.output
+    )
+    assert "ok: 2 source(s)" in result.output
+
+    sources.write(claude_source(name="claude_bad", organizationIds=["Acme Corp"]))
+    failed = CliRunner().invoke(main, ["validate"])
+    assert failed.exit_code == 1
+    assert "source 'claude_bad': organizationIds[0]: not an organization id" in failed.output
 
 
 def test_the_fake_follows_the_documented_contract(vendor: ActivityFeedAPI) -> None:
@@ -547,8 +830,12 @@ def test_the_fake_follows_the_documented_contract(vendor: ActivityFeedAPI) -> No
     url = vendor.base_url + PATH
     good = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 
-    def get(params: dict[str, Any] | None = None, headers: dict[str, str] = good) -> httpx.Response:
-        return httpx.get(url, params=params, headers=headers)
+    def get(
+        params: dict[str, Any] | None = None, headers: dict[str, str] = good, *, own: bool = False
+    ) -> httpx.Response:
+        """A request; the fake's own compliance_api_accessed activities left out unless ``own``."""
+        return httpx.get(url, params={**({} if own else {"exclude_activity_types[]": OWN_ACCESS}), **(params or {})},
+                         headers=headers)  # fmt: skip
 
     page = get({"limit": 2}).json()
     assert ([a["id"] for a in page["data"]], page["has_more"]) == ([aid(5), aid(4)], True)
@@ -574,6 +861,15 @@ def test_the_fake_follows_the_documented_contract(vendor: ActivityFeedAPI) -> No
     ):
         response = get(params, headers)
         assert (response.status_code, response.json()["error"]["type"]) == (400, "invalid_request_error"), params
+    # Each of the five pages served recorded a compliance_api_accessed activity (upstream-apis.md);
+    # the answers 401 and 400 did not. A request does not see its own access, the next one does.
+    accesses = vendor.accesses()
+    assert len(accesses) == 5
+    newest = get({"activity_types[]": OWN_ACCESS, "limit": 1}, own=True).json()["data"]
+    assert [a["id"] for a in newest] == [accesses[-1]["id"]] and len(vendor.accesses()) == 6
+    assert newest[0]["actor"] == {"type": "api_actor", "api_key_id": ACCESS_KEY_ID}
+    assert newest[0]["organization_id"] is None
+    assert len(get({"limit": 100}, own=True).json()["data"]) == 6 + 6  # every activity, and every access
     vendor.inject(500, should_retry=False)
     vendor.inject(429, retry_after="3")
     assert get().headers["x-should-retry"] == "false"
@@ -635,7 +931,7 @@ def test_cli_pull_with_a_wrong_key_fails_in_one_line(
     (line,) = [line for line in result.output.splitlines() if line.startswith(f"{NAME}: ")]
     assert line.startswith(
         f"{NAME}: FAILED: source '{NAME}': backfill page 1: HTTP 401 the API key was rejected (check "
-        f"credentials.api_key) from {vendor.base_url}{PATH}: authentication_error: invalid x-api-key (request_id req_"
+        f"credentials.api_key) from {vendor.base_url}{PATH}: authentication_error: invalid x-api-key (request-id req_"
     ), result.output
     assert line.endswith('; committed cursor {"v":1}')
     assert "Traceback" not in result.output and "not-the-right-key" not in result.output

@@ -61,9 +61,10 @@ class DemoApi:
     def __init__(self, *, port: int = DEMO_PORT, token: str = DEMO_TOKEN, now: Any = None):
         self.token = token
         # The Anthropic Compliance Activity Feed (vendors/claude.py): one activity every 2 minutes
-        # over the last day, in the documented shapes.
+        # over the last day, in the documented shapes, the newest older than the connector's settle
+        # margin (settleSeconds, 5 minutes by default) so that the first pull reads every one.
         self.claude = ActivityFeedAPI(token)
-        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1, minutes=10)
         self.claude.add(*mixed_activities(720, start, spacing=timedelta(minutes=2)))
         self.usage = DemoFeed(spacing=90, history=timedelta(days=1), now=now)
         self.server = LoopbackServer(

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +70,9 @@ class RetryPolicy:
     backoff_max: float = 30.0
     retry_after_max: float = 300.0
     retry_statuses: frozenset[int] = field(default=frozenset({408, 425, 429, 500, 502, 503, 504, 529}))
+    backoff_max_default: bool = field(default=False, compare=False)
+    """True when no setting gave ``backoff_max`` (:meth:`from_env` fell back to the built-in 30 s): a
+    vendor's own documented ceiling may then take its place (:meth:`for_vendor`)."""
 
     @classmethod
     def from_env(
@@ -86,14 +89,27 @@ class RetryPolicy:
         ``PULLMODE_BACKOFF_MAX_SECONDS``, else the default. Read once per pull, never per request."""
         env = os.environ if environ is None else environ
 
-        def pick(given: float | str | None, name: str, default: float) -> float:
-            return _setting(name, env.get(name) if given is None else given, default)
+        def given(value: float | str | None, name: str) -> float | str | None:
+            return env.get(name) if value is None else value
 
+        def pick(value: float | str | None, name: str, default: float) -> float:
+            return _setting(name, given(value, name), default)
+
+        raw_max = given(backoff_max, BACKOFF_MAX_ENV)
         return cls(
             max_attempts=int(pick(max_attempts, MAX_ATTEMPTS_ENV, cls.max_attempts)),
             backoff_initial=pick(backoff_initial, BACKOFF_INITIAL_ENV, cls.backoff_initial),
-            backoff_max=pick(backoff_max, BACKOFF_MAX_ENV, cls.backoff_max),
+            backoff_max=_setting(BACKOFF_MAX_ENV, raw_max, cls.backoff_max),
+            backoff_max_default=raw_max is None or (isinstance(raw_max, str) and not raw_max.strip()),
         )
+
+    def for_vendor(self, backoff_max: float | None) -> RetryPolicy:
+        """This policy with a vendor's documented longest backoff in place of the built-in default
+        (Anthropic's compliance API: 60 s); a deployment's own setting stands. Still the one policy:
+        attempts, statuses and ``retry-after`` are the deployment's."""
+        if backoff_max is None or not self.backoff_max_default:
+            return self
+        return replace(self, backoff_max=backoff_max, backoff_max_default=False)
 
     def retries(self, response: httpx.Response) -> bool:
         """Whether this response is tried again. ``x-should-retry: false`` (Anthropic's APIs) says
@@ -303,6 +319,8 @@ class HttpSession:
     ``timeout`` bounds a whole request, body included, streamed downloads too (a server trickling a
     byte a second is cut off); ``max_response_bytes`` bounds a body that is not streamed; ``deadline``
     (a ``clock()`` value) is the pull's: no request starts, and no retry waits, past it.
+    ``request_id_header`` names the response header a vendor's support asks for (Anthropic's
+    ``request-id``): a status given up on, or retried, is reported with it.
     """
 
     def __init__(
@@ -319,8 +337,10 @@ class HttpSession:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | logging.LoggerAdapter[Any] | Any = log,
+        request_id_header: str | None = None,
     ):
         self.retry = retry or RetryPolicy()
+        self.request_id_header = request_id_header
         self.redact = redactor or Redactor()
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
@@ -538,6 +558,13 @@ class HttpSession:
             response = send(request)
         return response
 
+    def request_id(self, response: httpx.Response) -> str:
+        """`` (request-id <id>)`` when the vendor names its requests (``request_id_header``), else "":
+        redacted whole, then shortened (a cut could leave a prefix of a secret the redactor cannot see)."""
+        value = response.headers.get(self.request_id_header, "") if self.request_id_header else ""
+        value = " ".join(self.redact(value).split())[:64]
+        return f" ({self.request_id_header} {value})" if value else ""
+
     def _with_retries(self, what: str, url: str, attempt: Callable[[], httpx.Response]) -> httpx.Response:
         where = self.redact(safe_url(url))
         problem = ""
@@ -562,7 +589,7 @@ class HttpSession:
             else:
                 if not self.retry.retries(response):
                     return response
-                problem = f"HTTP {response.status_code}"
+                problem = f"HTTP {response.status_code}{self.request_id(response)}"
                 response.close()
             throttled = response is not None and response.status_code == 429
             if number == self.retry.max_attempts:

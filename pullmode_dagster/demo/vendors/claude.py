@@ -1,6 +1,10 @@
 """A fake Anthropic Compliance API, Activity Feed (``GET /v1/compliance/activities``), on loopback.
 
 It follows shared/reference/upstream-apis.md ("Anthropic (Claude) Compliance API"), with injectable faults.
+The vendor pages each shape comes from (under platform.claude.com/docs/en/): the query, the page and the
+minute of visibility from manage-claude/compliance-activity-feed; activity and actor types from
+api/compliance/activities/list; errors and the request-id header from manage-claude/compliance-errors;
+compliance_api_accessed and exclude_activity_types[] as upstream-apis.md records them.
 Design (what it checks, faults, builders): docs/design/demo.md#fake-anthropic-compliance-api
 """
 
@@ -20,8 +24,16 @@ MAX_LIMIT = 5000
 ORG_ID = "org_01Wv6QeBcDfGhJkLmNpQrSt8"
 ORG_UUID = "abcdef01-2345-6789-abcd-ef0123456789"
 TIME_FILTERS = ("created_at.gte", "created_at.gt", "created_at.lt", "created_at.lte")
+# Repeatable filters in bracket form, one parameter per value (compliance-activity-feed: activity_types[],
+# actor_ids[] by user id, organization_ids[]; exclude_activity_types[] among upstream-apis.md's newer filters).
 LIST_FILTERS = {"activity_types[]": "type", "actor_ids[]": "actor", "organization_ids[]": "organization_id"}
-KNOWN_PARAMS = frozenset({"limit", "after_id", "before_id", *TIME_FILTERS, *LIST_FILTERS})
+EXCLUDE_FILTER = "exclude_activity_types[]"
+KNOWN_PARAMS = frozenset({"limit", "after_id", "before_id", *TIME_FILTERS, *LIST_FILTERS, EXCLUDE_FILTER})
+OWN_ACCESS = "compliance_api_accessed"
+"""Recorded for every request to the compliance API (upstream-apis.md: "Every request to the compliance
+API itself records a compliance_api_accessed activity")."""
+ACCESS_KEY_ID = "apikey_01ComplianceAccessKey0001"
+"""The id this fake gives its key, as the actor of the accesses it records."""
 SIGN_IN_OUT = ("sso_login_succeeded", "sso_login_failed", "magic_link_login_succeeded", "user_logged_out")
 """Activity types that belong to no organization (``organization_id`` and ``organization_uuid`` null)."""
 
@@ -75,6 +87,17 @@ def anthropic_actor(email: str | None = None) -> dict[str, Any]:
 
 def scim_directory_sync_actor(directory_id: str) -> dict[str, Any]:
     return {"type": "scim_directory_sync_actor", "directory_id": directory_id, "directory_name": "Okta"}
+
+
+def service_account_actor(service_account_id: str) -> dict[str, Any]:
+    """api/compliance/activities/list: ``service_account_actor`` carries ``service_account_id``."""
+    return {"type": "service_account_actor", "service_account_id": service_account_id}
+
+
+def federated_identity_actor(issuer: str, subject: str) -> dict[str, Any]:
+    """api/compliance/activities/list: ``federated_identity_actor`` carries the token's ``issuer`` and
+    ``subject`` (Workload Identity Federation: e.g. a CI job's OIDC token)."""
+    return {"type": "federated_identity_actor", "issuer": issuer, "subject": subject}
 
 
 # -- activities ------------------------------------------------------------------------------------
@@ -150,13 +173,22 @@ def mixed_activities(count: int, start: datetime, *, spacing: timedelta = timede
 # -- the API ---------------------------------------------------------------------------------------
 
 
-def error(status: int, type: str, message: str, request_id: str, headers: dict[str, str] | None = None) -> Response:
-    """The documented error shape."""
-    return Response(
-        status,
-        {"type": "error", "error": {"type": type, "message": message}, "request_id": request_id},
-        headers={"request-id": request_id, **(headers or {})},
-    )
+def error(
+    status: int,
+    type: str,
+    message: str,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    *,
+    id_in_body: bool = True,
+) -> Response:
+    """The documented error shape: the ``request-id`` header always (compliance-errors: "Include the
+    request-id header value when you escalate to support"), the body's ``request_id`` as
+    upstream-apis.md records it unless ``id_in_body`` is off (compliance-errors shows none)."""
+    body: dict[str, Any] = {"type": "error", "error": {"type": type, "message": message}}
+    if id_in_body:
+        body["request_id"] = request_id
+    return Response(status, body, headers={"request-id": request_id, **(headers or {})})
 
 
 class ActivityFeedAPI:
@@ -172,7 +204,12 @@ class ActivityFeedAPI:
         self.echo_key = False
         """True: a 401 quotes the key it was given, as a careless server would (a redaction test)."""
         self.faults: list[Callable[[str], Response]] = []
+        self.record_accesses = True
+        """Every page served records a compliance_api_accessed activity, as the real API does."""
+        self.request_id_in_body = True
+        """False: an error body without ``request_id`` (compliance-errors shows only the header)."""
         self._request_ids = itertools.count(1)
+        self._access_ids = itertools.count(1)
         self.server = LoopbackServer({PATH: self})
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -207,6 +244,18 @@ class ActivityFeedAPI:
             if visible_from is not None:
                 self.visible_from[item["id"]] = visible_from
 
+    def inject_page(
+        self, data: list[dict[str, Any]], *, has_more: bool, first_id: str | None, last_id: str | None
+    ) -> None:
+        """The next request (after the key check) gets this page: e.g. "nothing more yet", an empty
+        ``data`` with ``has_more`` true and no ids (the page's fields: compliance-activity-feed)."""
+        doc = {"data": data, "has_more": has_more, "first_id": first_id, "last_id": last_id}
+        self.faults.append(lambda request_id: Response(200, doc, headers={"request-id": request_id}))
+
+    def accesses(self) -> list[dict[str, Any]]:
+        """The compliance_api_accessed activities recorded so far."""
+        return [a for a in self.activities if a["type"] == OWN_ACCESS]
+
     def inject(
         self,
         status: int,
@@ -232,20 +281,42 @@ class ActivityFeedAPI:
             message = {429: "Number of requests has exceeded your rate limit", 529: "Overloaded"}.get(
                 status, "Internal server error"
             )
-            return error(status, types.get(status, "api_error"), message, request_id, extra)
+            return self._error(status, types.get(status, "api_error"), message, request_id, extra)
 
         self.faults.append(answer)
 
     # -- the route -------------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
+        response = self._answer(request)
+        if response.status == 200 and isinstance(response.body, dict) and self.record_accesses:  # a page served
+            self._record_access()
+        return response
+
+    def _record_access(self) -> None:
+        """The compliance_api_accessed activity a served request leaves, queryable like any other.
+        Its actor and extra fields are not documented: the key as an api_actor, no organization (as
+        for sign-in and sign-out)."""
+        n = next(self._access_ids)
+        self.add(
+            activity(
+                OWN_ACCESS, self.now(), api_actor(ACCESS_KEY_ID), id=f"activity_02access{n:016d}", organization_id=None
+            )
+        )
+
+    def _error(
+        self, status: int, type: str, message: str, request_id: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        return error(status, type, message, request_id, headers, id_in_body=self.request_id_in_body)
+
+    def _answer(self, request: Request) -> Response:
         request_id = f"req_011CV{next(self._request_ids):018d}"
         presented = request.header("x-api-key")
         if presented != self.api_key:
             shown = f": {presented}" if self.echo_key and presented else ""
-            return error(401, "authentication_error", f"invalid x-api-key{shown}", request_id)
+            return self._error(401, "authentication_error", f"invalid x-api-key{shown}", request_id)
         if self.forbidden:
-            return error(
+            return self._error(
                 403,
                 "permission_error",
                 "This API key does not have the read:compliance_activities scope",
@@ -253,16 +324,18 @@ class ActivityFeedAPI:
             )
         version = request.header("anthropic-version")
         if version is None:
-            return error(400, "invalid_request_error", "anthropic-version: header is required", request_id)
+            return self._error(400, "invalid_request_error", "anthropic-version: header is required", request_id)
         if version != API_VERSION:
-            return error(400, "invalid_request_error", f"anthropic-version: unknown version {version!r}", request_id)
+            return self._error(
+                400, "invalid_request_error", f"anthropic-version: unknown version {version!r}", request_id
+            )
         if self.faults:
             return self.faults.pop(0)(request_id)
         return self._list(request, request_id)
 
     def _list(self, request: Request, request_id: str) -> Response:
         def bad(message: str) -> Response:
-            return error(400, "invalid_request_error", message, request_id)
+            return self._error(400, "invalid_request_error", message, request_id)
 
         unknown = sorted(set(request.query) - KNOWN_PARAMS)
         if unknown:
@@ -305,6 +378,8 @@ class ActivityFeedAPI:
             if "created_at.lt" in bounds and when >= bounds["created_at.lt"]:
                 return False
             if "created_at.lte" in bounds and when > bounds["created_at.lte"]:
+                return False
+            if a["type"] in request.query.get(EXCLUDE_FILTER, ()):
                 return False
             for param, field in LIST_FILTERS.items():
                 wanted = request.query.get(param)

@@ -138,6 +138,11 @@ class Puller(ABC):
     window_by_event_time: ClassVar[bool] = True
     """A window re-pull keeps only events whose timestamp is inside the window (False: every event
     of what the adapter selected for the window, e.g. the files uploaded in it)."""
+    BACKOFF_MAX_SECONDS: ClassVar[float | None] = None
+    """The vendor's documented longest backoff, used when the deployment sets none
+    (:meth:`RetryPolicy.for_vendor`); None: the built-in default."""
+    REQUEST_ID_HEADER: ClassVar[str | None] = None
+    """The response header naming a request for the vendor's support, quoted in retry messages."""
 
     def __init__(self, source: SourceConfig, *, credentials: dict[str, str], context: PullContext, redactor: Redactor):
         self.source = source
@@ -202,13 +207,14 @@ class Puller(ABC):
 
     def session(self, *, auth: httpx.Auth | None = None) -> HttpSession:
         """The one HTTP client setup, with the source's limits (``requestTimeoutSeconds``,
-        ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy, the pull's deadline and the
-        redactor. ``auth`` adds credentials on the configured origin only."""
+        ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy (with the vendor's backoff
+        ceiling when the deployment sets none), the pull's deadline and the redactor. ``auth`` adds
+        credentials on the configured origin only."""
         src: HttpSourceConfig = self.source  # type: ignore[assignment]
         cap = self.context.request_timeout
         return HttpSession(
             timeout=min(src.request_timeout_seconds, cap) if cap else src.request_timeout_seconds,
-            retry=self.context.retry,
+            retry=self.context.retry.for_vendor(self.BACKOFF_MAX_SECONDS),
             max_requests_per_second=src.max_requests_per_second,
             max_response_bytes=src.max_response_bytes,
             deadline=self.context.deadline,
@@ -218,6 +224,7 @@ class Puller(ABC):
             sleep=self.context.sleep,
             clock=self.context.clock,
             logger=self.context.logger,
+            request_id_header=self.REQUEST_ID_HEADER,
         )
 
     def close(self) -> None:  # noqa: B027 - optional hook

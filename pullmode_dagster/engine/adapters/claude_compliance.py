@@ -1,7 +1,8 @@
 """``claude_compliance``: the Anthropic Compliance API's Activity Feed (``GET /v1/compliance/activities``).
 
 A backfill pages older with ``after_id``, then incremental pulls page newer with ``before_id`` (every page
-a checkpoint), reading only a settled minute. Position: ``{"before_id"}`` or a backfill's bounds.
+a checkpoint), reading only settled activities (``settleSeconds``) and, by default, not this connector's
+own ``compliance_api_accessed`` activities. Position: ``{"before_id"}`` or a backfill's bounds.
 Design: docs/connectors/claude_compliance.md#design-notes
 """
 
@@ -30,10 +31,73 @@ ACTIVITIES_PATH = "/v1/compliance/activities"
 API_VERSION = "2023-06-01"
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
-SETTLE = timedelta(minutes=1)
-"""Activities are queryable within a minute of occurring: only activities older than this are read."""
+VISIBLE_WITHIN = timedelta(minutes=1)
+"""The vendor's guarantee: an activity is queryable within a minute of occurring (compliance-activity-feed)."""
+DEFAULT_SETTLE_SECONDS = 300
+"""Only activities older than this are read: the vendor's minute plus headroom for an activity that
+shows up later than promised and for a host clock running ahead of Anthropic's."""
+BACKOFF_MAX_SECONDS = 60.0
+"""The longest backoff between retries the vendor recommends (used when the deployment sets none)."""
+OWN_ACCESS = "compliance_api_accessed"
+"""The activity the API records for every request to it, this connector's own included."""
 
 _ACTIVITY_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
+_TYPE_SHAPE = (
+    "not an activity type name: lowercase words joined by '_', such as claude_chat_created or sso_login_succeeded"
+)
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """One of the API's repeatable filters, as a source field."""
+
+    attr: str
+    field: str
+    param: str
+    pattern: re.Pattern[str]
+    shape: str
+    """What is wrong with a value that does not match ``pattern``."""
+    empty: str
+    """What an empty list is told (excludeActivityTypes may be empty: it then leaves nothing out)."""
+
+
+FILTERS = (
+    ListFilter(
+        "activity_types",
+        "activityTypes",
+        "activity_types[]",
+        _ACTIVITY_TYPE,
+        _TYPE_SHAPE,
+        "lists no activity type; leave it out to pull every type",
+    ),
+    ListFilter(
+        "exclude_activity_types",
+        "excludeActivityTypes",
+        "exclude_activity_types[]",
+        _ACTIVITY_TYPE,
+        _TYPE_SHAPE,
+        "",
+    ),
+    ListFilter(
+        "organization_ids",
+        "organizationIds",
+        "organization_ids[]",
+        re.compile(r"^org_[A-Za-z0-9_-]{1,124}$"),
+        "not an organization id: the tagged id an activity's organization_id holds, such as "
+        "org_01Wv6QeBcDfGhJkLmNpQrSt8 (not the organization_uuid, not a name)",
+        "lists no organization; leave it out to pull every organization of the key's tenant",
+    ),
+    ListFilter(
+        "actor_ids",
+        "actorIds",
+        "actor_ids[]",
+        re.compile(r"^user_[A-Za-z0-9_-]{1,123}$"),
+        "not a user id: the API filters actors by the user_id of a user actor, such as user_01TuVwXyZaBcDeFgH2JkLmN4",
+        "lists no actor; leave it out to pull every actor's activities",
+    ),
+)
+"""The filters, in the bracket form the API documents (compliance-activity-feed: activity_types[],
+actor_ids[], organization_ids[]; exclude_activity_types[] is one of the newer filters upstream-apis.md lists)."""
 
 ACTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "user_actor": ("email_address", "user_id"),
@@ -42,6 +106,8 @@ ACTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "unauthenticated_user_actor": ("unauthenticated_email_address",),
     "scim_directory_sync_actor": ("directory_id",),
     "anthropic_actor": ("email_address",),
+    "service_account_actor": ("service_account_id",),
+    "federated_identity_actor": (),  # issuer and subject together: federated_identity()
 }
 """Who acted, by ``actor.type``: the first of these fields that is set."""
 OTHER_ACTOR_FIELDS = (
@@ -51,6 +117,7 @@ OTHER_ACTOR_FIELDS = (
     "api_key_id",
     "admin_api_key_id",
     "directory_id",
+    "service_account_id",
     "id",
 )
 """An actor type this connector does not know: the first of these that is set, else its type."""
@@ -59,13 +126,8 @@ TARGET_FALLBACKS = ("claude_file_id", "claude_chat_id", "claude_project_id")
 
 
 def _now() -> datetime:
-    """The clock the settled minute is measured on (a seam for tests)."""
+    """The clock the settle margin is measured on (a seam for tests)."""
     return datetime.now(UTC)
-
-
-def _settled() -> datetime:
-    """The end of the settled past: a minute ago, in whole seconds."""
-    return (_now() - SETTLE).replace(microsecond=0)
 
 
 def _set(value: Any) -> bool:
@@ -87,28 +149,77 @@ class ClaudeComplianceSource(ReferenceSource):
     activity_types: tuple[str, ...] | None = Field(
         default=None, description="only these activity types (activity_types[]); default: every type"
     )
+    exclude_activity_types: tuple[str, ...] | None = Field(
+        default=None,
+        description=f"leave these activity types out (exclude_activity_types[]); default: [{OWN_ACCESS}] "
+        "unless activityTypes is set; [] leaves nothing out",
+    )
+    organization_ids: tuple[str, ...] | None = Field(
+        default=None, description="only these organizations, org_... (organization_ids[]); default: every one"
+    )
+    actor_ids: tuple[str, ...] | None = Field(
+        default=None, description="only these users' activities, user_... (actor_ids[]); default: every actor"
+    )
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="limit per request")
+    settle_seconds: int = Field(
+        default=DEFAULT_SETTLE_SECONDS,
+        ge=0,
+        le=86_400,
+        description="read only activities at least this old (the vendor makes them queryable within 60 s)",
+    )
 
     def activities_url(self) -> str:
         return f"{self.endpoint()}{ACTIVITIES_PATH}"
 
+    def excluded_types(self) -> tuple[str, ...]:
+        """What ``exclude_activity_types[]`` carries: the field as set; unset, this connector's own
+        accesses (every request records one, so a poll would read the accesses of the polls before
+        it and the source would never be quiet), unless ``activityTypes`` already picks the types."""
+        if self.exclude_activity_types is not None:
+            return self.exclude_activity_types
+        return () if self.activity_types else (OWN_ACCESS,)
+
+    def filter_params(self) -> dict[str, list[str]]:
+        """The filters every request carries, in the API's bracket form (one parameter per value)."""
+        values = {spec.param: getattr(self, spec.attr) for spec in FILTERS}
+        values["exclude_activity_types[]"] = self.excluded_types()
+        return {param: list(v) for param, v in values.items() if v}
+
+    def reads_own_accesses(self) -> bool:
+        """Whether this source reads ``compliance_api_accessed``, its own requests' trace."""
+        if self.activity_types:
+            return OWN_ACCESS in self.activity_types
+        return OWN_ACCESS not in self.excluded_types()
+
     def problems(self) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
-        if self.activity_types is not None and not self.activity_types:
-            problems.append(("activityTypes", "lists no activity type; leave it out to pull every type"))
-        seen: set[str] = set()
-        for i, name in enumerate(self.activity_types or ()):
-            if not _ACTIVITY_TYPE.match(name):
-                problems.append(
-                    (
-                        f"activityTypes[{i}]",
-                        "not an activity type name: lowercase words joined by '_', such as claude_chat_created "
-                        "or sso_login_succeeded",
-                    )
+        for spec in FILTERS:
+            values: tuple[str, ...] | None = getattr(self, spec.attr)
+            if values is not None and not values and spec.empty:
+                problems.append((spec.field, spec.empty))
+            seen: set[str] = set()
+            for i, value in enumerate(values or ()):
+                if not spec.pattern.match(value):
+                    problems.append((f"{spec.field}[{i}]", spec.shape))
+                elif value in seen:
+                    problems.append((f"{spec.field}[{i}]", "listed twice"))
+                seen.add(value)
+        if self.activity_types and self.exclude_activity_types:
+            problems.append(
+                (
+                    "excludeActivityTypes",
+                    "does not go with activityTypes: activityTypes names the only types read, so there is "
+                    f"nothing to leave out (and {OWN_ACCESS} is read only if activityTypes lists it)",
                 )
-            elif name in seen:
-                problems.append((f"activityTypes[{i}]", "listed twice"))
-            seen.add(name)
+            )
+        if self.settle_seconds < VISIBLE_WITHIN.total_seconds():
+            problems.append(
+                (
+                    "settleSeconds",
+                    "must be at least 60: Anthropic makes an activity queryable within a minute of occurring, so "
+                    "reading closer to now moves the cursor past activities not shown yet, skipped for good",
+                )
+            )
         if "api_key" not in self.credentials:
             problems.append(
                 (
@@ -122,9 +233,32 @@ class ClaudeComplianceSource(ReferenceSource):
                 problems.append((f"credentials.{key}", "claude_compliance takes one credential, api_key"))
         return problems
 
+    def warnings(self) -> list[ConfigProblem]:
+        warnings = super().warnings()
+        if self.reads_own_accesses():
+            warnings.append(
+                (
+                    "activityTypes" if self.activity_types else "excludeActivityTypes",
+                    f"{OWN_ACCESS} is read: the API records one for every request to it, this connector's too, "
+                    "so each poll reads the accesses of the polls before it and the source is never quiet "
+                    f"(leave excludeActivityTypes out, or list {OWN_ACCESS} in it, to leave them out)",
+                )
+            )
+        return warnings
+
     def describe(self) -> str:
-        types = f"{len(self.activity_types)} activity type(s)" if self.activity_types else "every activity type"
-        return f"Pulls the Activity Feed ({types}) from {safe_url(self.activities_url())} (claude_compliance)"
+        if self.activity_types:
+            types = f"{len(self.activity_types)} activity type(s)"
+        else:
+            excluded = self.excluded_types()
+            types = f"every activity type but {', '.join(excluded)}" if excluded else "every activity type"
+        scope = [
+            f"{len(v)} {label}(s)"
+            for v, label in ((self.organization_ids, "organization"), (self.actor_ids, "actor"))
+            if v
+        ]
+        where = f", {' and '.join(scope)}" if scope else ""
+        return f"Pulls the Activity Feed ({types}{where}) from {safe_url(self.activities_url())} (claude_compliance)"
 
     def extract(self, record: dict[str, Any]) -> dict[str, Any]:
         """id, created_at and type as they are; the actor by ``actor.type``; the target from the
@@ -141,11 +275,14 @@ class ClaudeComplianceSource(ReferenceSource):
 def actor_of(actor: Any) -> Any:
     """``user_actor`` -> email (else user id), ``api_actor`` -> API key id, ``admin_api_key_actor`` ->
     admin key id, ``unauthenticated_user_actor`` -> the email tried, ``scim_directory_sync_actor`` ->
-    directory id, ``anthropic_actor`` -> email, else ``anthropic``; another type -> its first
-    identifying field, else the type itself."""
+    directory id, ``anthropic_actor`` -> email, else ``anthropic``, ``service_account_actor`` ->
+    service account id, ``federated_identity_actor`` -> ``issuer|subject``; another type -> its
+    first identifying field, else the type itself."""
     if not isinstance(actor, dict):
         return None
     kind = actor.get("type") if isinstance(actor.get("type"), str) else None
+    if kind == "federated_identity_actor":
+        return federated_identity(actor)
     known = kind in ACTOR_FIELDS
     fields = ACTOR_FIELDS[kind] if kind is not None and known else OTHER_ACTOR_FIELDS
     found = next((v for f in fields if (v := _scalar(actor.get(f))) is not None), None)
@@ -154,6 +291,16 @@ def actor_of(actor: Any) -> Any:
     if kind == "anthropic_actor":
         return "anthropic"
     return None if known else _scalar(kind)
+
+
+def federated_identity(actor: dict[str, Any]) -> str | None:
+    """``issuer|subject``: an OIDC subject is unique only within its issuer (two identity providers
+    may both have a ``repo:acme/app``), so the pair is the identity. ``|`` cannot appear unencoded in
+    an issuer URL, while subjects hold ``:`` and ``/``. One of the two alone is what there is."""
+    issuer, subject = _scalar(actor.get("issuer")), _scalar(actor.get("subject"))
+    if issuer is not None and subject is not None:
+        return f"{issuer}|{subject}"
+    return subject if subject is not None else issuer
 
 
 def target_of(record: dict[str, Any]) -> Any:
@@ -215,11 +362,19 @@ class Listing:
     last_id: str | None
     nbytes: int
 
+    @property
+    def not_yet(self) -> bool:
+        """An empty page that says ``has_more`` but names no cursor (``first_id``/``last_id`` null):
+        nothing more yet. The pull ends there, cleanly; the next one asks again from the same place."""
+        return self.has_more and not self.records and self.first_id is None and self.last_id is None
+
 
 class ClaudeCompliancePuller(Puller):
     config_model = ClaudeComplianceSource
     position_model = ClaudePosition
     source: ClaudeComplianceSource
+    BACKOFF_MAX_SECONDS = BACKOFF_MAX_SECONDS
+    REQUEST_ID_HEADER = "request-id"
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
         position = self.position(start)
@@ -248,7 +403,7 @@ class ClaudeCompliancePuller(Puller):
             since, until = position.since, position.until
         else:
             since = position.since or start.watermark or rfc3339(self.source.start_datetime)
-            until = rfc3339(_settled())
+            until = rfc3339(self._settled())
         lower, upper = zoned_time(since), zoned_time(until)
         assert since is not None and until is not None and lower is not None and upper is not None
         if lower >= upper:
@@ -260,6 +415,12 @@ class ClaudeCompliancePuller(Puller):
             if after is not None:
                 params["after_id"] = after
             listing = self._list(http, params, location)
+            if listing.not_yet:
+                # Where the backfill stands: one that read nothing yet starts there again; one under way
+                # keeps its page and is not drained (its watermark waits for the end).
+                here = {"since": since, "until": until, "after_id": after, "newest_id": newest}
+                yield self._not_yet(listing, location, here if after else {"since": since}, drained=after is None)
+                return
             if newest is None:
                 newest = listing.first_id
             if not listing.has_more:
@@ -275,8 +436,11 @@ class ClaudeCompliancePuller(Puller):
         seen = {cursor}
         for number in self.page_numbers():
             location = f"page {number}"
-            params = {"before_id": cursor, "created_at.lt": rfc3339(_settled()), **self._common()}
+            params = {"before_id": cursor, "created_at.lt": rfc3339(self._settled()), **self._common()}
             listing = self._list(http, params, location)
+            if listing.not_yet:
+                yield self._not_yet(listing, location, {"before_id": cursor}, drained=True)
+                return
             if listing.records or listing.has_more:
                 cursor = self._next(listing.first_id, seen, "first_id", location)
             yield self._page(listing, location, {"before_id": cursor}, drained=not listing.has_more)
@@ -284,8 +448,8 @@ class ClaudeCompliancePuller(Puller):
                 return
 
     def _window(self, http: HttpSession, window: Window, fixed: dict[str, Any]) -> Iterator[Page]:
-        """Every activity of the window (its end capped at a settled minute), older page by page."""
-        end = min(window.end, _settled())
+        """Every activity of the window (its end capped at the settle margin), older page by page."""
+        end = min(window.end, self._settled())
         if end <= window.start:
             return
         after: str | None = None
@@ -298,6 +462,9 @@ class ClaudeCompliancePuller(Puller):
             if after is not None:
                 params["after_id"] = after
             listing = self._list(http, params, location)
+            if listing.not_yet:
+                yield self._not_yet(listing, location, fixed, drained=False)
+                return
             yield self._page(listing, location, fixed, drained=not listing.has_more)
             if not listing.has_more:
                 return
@@ -305,11 +472,23 @@ class ClaudeCompliancePuller(Puller):
 
     # -- pieces ----------------------------------------------------------------------------------
 
+    def _settled(self) -> datetime:
+        """The end of the settled past: ``settleSeconds`` ago, in whole seconds."""
+        return (_now() - timedelta(seconds=self.source.settle_seconds)).replace(microsecond=0)
+
     def _common(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": str(self.source.page_size)}
-        if self.source.activity_types:
-            params["activity_types[]"] = list(self.source.activity_types)
-        return params
+        return {"limit": str(self.source.page_size), **self.source.filter_params()}
+
+    def _not_yet(self, listing: Listing, location: str, resume: dict[str, Any], *, drained: bool) -> Page:
+        """The last page of a pull the API answered with "nothing more yet": no records, the position
+        unchanged. The head of the feed may say so any time; a backfill or a window left unfinished
+        this way (its range is settled) is worth a line in the log."""
+        if not drained:
+            self.context.logger.warning(
+                f"source {self.source.name!r}: {location}: the API says has_more but returns no activities and no "
+                "cursor (nothing more yet); the pull stops here and the next one asks again"
+            )
+        return self._page(listing, location, resume, drained=drained)
 
     def _next(self, value: str | None, seen: set[str], field: str, location: str) -> str:
         """The cursor for the next request, added to ``seen`` (those this pull requested); a missing or
@@ -339,7 +518,7 @@ class ClaudeCompliancePuller(Puller):
             )
         finally:
             self.requests = http.requests
-        self._check(response, what, params)
+        self._check(response, what, params, http)
         return response.extensions["accepted"]
 
     @staticmethod
@@ -367,7 +546,7 @@ class ClaudeCompliancePuller(Puller):
             nbytes=len(response.content),
         )
 
-    def _check(self, response: httpx.Response, what: str, params: dict[str, Any]) -> None:
+    def _check(self, response: httpx.Response, what: str, params: dict[str, Any], http: HttpSession) -> None:
         status = response.status_code
         if status < 300:
             return
@@ -386,16 +565,17 @@ class ClaudeCompliancePuller(Puller):
             hint += " (x-should-retry: false, not retried)"
         detail = f"{kind}: {message}" if kind else message
         text = f"{what}: HTTP {status} {hint} from {where}" + (f": {detail}" if detail else "")
-        if request_id:
-            text += f" (request_id {request_id})"
+        # The request-id response header is what Anthropic support asks for (compliance-errors); the
+        # body's request_id where a proxy dropped the header.
+        text += http.request_id(response) or (f" (request-id {request_id})" if request_id else "")
         if status == 400 and ("after_id" in params or "before_id" in params) and "_id" in message:
             text += "; if the stored cursor names an activity the API no longer knows, rewind the cursor"
         raise PullError(self.redact(" ".join(text.split())))
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
-    """(error type, message, request id) of the documented error shape, else ("", the body, ""); whole (the
-    caller redacts, then shortens)."""
+    """(error type, message, the body's request_id) of the documented error shape, else ("", the body,
+    ""); whole (the caller redacts, then shortens)."""
     try:
         doc = json.loads(response.content) if response.content else None
     except (ValueError, RecursionError):
@@ -407,7 +587,7 @@ def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
         request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else ""  # type: ignore[union-attr]
         return kind, message, request_id
     snippet = " ".join(response.text.split()) if response.content else ""
-    return "", snippet, response.headers.get("request-id", "")
+    return "", snippet, ""
 
 
 register(Adapter("claude_compliance", ClaudeComplianceSource, ClaudeCompliancePuller, kind="anthropic"))
