@@ -1,5 +1,6 @@
 """PullmodeSourcesComponent: a directory of source files as a Dagster Component, loaded the way a dg
-project loads its defs folder, and through `dg` itself on a scaffolded project."""
+project loads its defs folder, and through `dg` itself on a scaffolded project; and `pullmode pull`
+on the code location a project really has (its component's or translator's keys, its sources)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.defs.sensors import PollPlanState
+from pullmode_dagster.demo.server import LoopbackServer
 
 from .conftest import SourceWriter, http_source
+from .fakes import CursorFeed, make_events
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dg_project"
@@ -125,6 +133,95 @@ def test_an_invalid_attribute_in_defs_yaml_is_refused_naming_it(project: tuple[P
 
     set_attributes(folder, blocking_checks="true", key_prefix=["raw", "ai"])  # a rendered template's string
     assert {c.blocking for c in load(project).resolve_assets_def(RAW).check_specs} == {True}
+
+
+def pull(*args: str) -> Any:
+    return CliRunner().invoke(main, ["pull", *args])
+
+
+def stored_state(home: Path, workspace: Path | None) -> tuple[str, PollPlanState]:
+    """The location name the cursors are stored under from here, and the poller's stored cursor."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        cursors = SensorCursors(instance, workspace)
+        return cursors.location_name, PollPlanState.from_json(cursors.get("acme_audit_poller"))
+
+
+def latest(home: Path, key: dg.AssetKey) -> dg.EventLogEntry | None:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return instance.get_latest_materialization_event(key)
+
+
+@pytest.mark.slow
+def test_pull_in_a_dg_project_pulls_the_components_sources_under_its_keys(
+    project: tuple[Path, str], home: Path, api: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run where `dg dev` runs (no workspace.yaml): the dg project's code location, its component's
+    sources directory and key prefix, and the cursors under its location name."""
+    api.routes["/v1/events"] = CursorFeed(make_events(12), page_size=10)
+    folder = component_folder(project)
+    SourceWriter(folder / "sources").write(http_source(api.url("/v1/events")))
+    set_attributes(folder, key_prefix=["raw", "ai"])
+    monkeypatch.chdir(project[0])
+    monkeypatch.delenv("PULLMODE_SOURCES_DIR", raising=False)  # the component says where
+
+    result = pull("acme_audit")
+    assert result.exit_code == 0, result.output
+    assert "acme_audit: 12 written" in result.output
+    assert latest(home, RAW) is not None
+    assert latest(home, DEFAULT) is None
+    location, state = stored_state(home, None)
+    assert location == project[1]  # pyproject's code_location_name, as `dg dev` names the location
+    assert state.committed.to_dict() != {}
+
+
+TEAM_DEFS = """
+import dagster as dg
+
+from pullmode_dagster import PullmodeTranslator, build_definitions
+
+
+class Translator(PullmodeTranslator):
+    def get_asset_key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey(["raw", f"{name}_events"])
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(translator=Translator())
+"""
+
+
+def workspace_of(module: Path, code: str) -> Path:
+    """A workspace file (beside ``module``) whose code location ``pullmode`` is ``module``, holding ``code``."""
+    module.write_text(code)
+    workspace = module.with_name(f"{module.stem}_workspace.yaml")
+    workspace.write_text(
+        f"load_from:\n  - python_file:\n      relative_path: {module}\n      location_name: pullmode\n"
+    )
+    return workspace
+
+
+@pytest.mark.slow
+def test_pull_records_under_the_key_the_workspaces_translator_gives(
+    home: Path, api: LoopbackServer, sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's translator: a module of the project's own, named by its workspace.yaml."""
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-workspace-3131")
+    api.routes["/v1/events"] = CursorFeed(make_events(5))
+    sources.write(http_source(api.url("/v1/events")))
+    workspace = workspace_of(tmp_path / "team_defs.py", TEAM_DEFS)
+
+    result = pull("acme_audit", "--workspace", str(workspace))
+    assert result.exit_code == 0, result.output
+    moved = latest(home, dg.AssetKey(["raw", "acme_audit_events"]))
+    assert moved is not None and moved.asset_materialization.metadata["events_written"].value == 5  # type: ignore[union-attr]
+    assert latest(home, DEFAULT) is None
+    assert stored_state(home, workspace)[1].committed.to_dict() != {}
+
+    plain = workspace_of(tmp_path / "plain_defs.py", "import dagster as dg\n\ndefs = dg.Definitions()\n")
+    other = pull("acme_audit", "--workspace", str(plain))
+    assert other.exit_code == 1
+    assert "the code location holds no pullmode sources" in other.output
 
 
 def entry_point_site(site: Path) -> Path:
