@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 
 import dagster as dg
@@ -29,7 +30,7 @@ from .defs.sensors import (
 from .defs.translator import PullmodeTranslator
 from .engine.adapters import ADAPTERS
 from .engine.config import SourceConfig
-from .engine.errors import Problem
+from .engine.errors import Problem, PullmodeError
 from .engine.sources import InvalidSource, SourceSet, load_sources, one_line
 
 log = logging.getLogger("pullmode")
@@ -157,7 +158,37 @@ def build_project(
         log.warning(warning)
     if not sources.sources and not sources.invalid:
         log.warning(f"no source files in {sources.where} (set PULLMODE_SOURCES_DIR)")
-    return Project(defs, {name: b.poller for name, b in built.items()}, sources)
+    project = Project(defs, {name: b.poller for name, b in built.items()}, sources)
+    _remember(project)
+    return project
+
+
+_BUILT: dict[int, tuple[dict[str, PollPlanner], SourceSet]] = {}
+"""The pollers and sources of each project built in this process, by the id of its ``trace_store``
+resource: the one object of a project that the code location's final Definitions keep as it is,
+whatever wraps them (a component's code references, ``Definitions.merge``)."""
+
+
+def _remember(project: Project) -> None:
+    store = project.defs.resources["trace_store"]
+    _BUILT[id(store)] = (project.pollers, project.sources)
+    # Forgotten with the resource (the pieces do not hold it), so an id is never reused while remembered.
+    weakref.finalize(store, _BUILT.pop, id(store), None)
+
+
+def project_of(defs: dg.Definitions) -> Project:
+    """The project whose pollers a code location's ``defs`` run: the one ``build_project``,
+    ``build_definitions`` or :class:`PullmodeSourcesComponent` built them from, however the code
+    location wrapped them. ``pullmode pull`` walks the pollers' path on it, with the keys its
+    translator gave."""
+    store = (defs.resources or {}).get("trace_store")
+    pieces = None if store is None else _BUILT.get(id(store))
+    if pieces is None:
+        raise PullmodeError(
+            "the code location holds no pullmode sources: its Definitions must come from build_definitions(), "
+            "build_project() or a PullmodeSourcesComponent (with their trace_store resource)"
+        )
+    return Project(defs, *pieces)
 
 
 def build_definitions(
@@ -178,4 +209,4 @@ def defs() -> dg.Definitions:
     return build_definitions()
 
 
-__all__ = ["GROUP", "Project", "PullmodeTranslator", "build_definitions", "build_project", "defs"]
+__all__ = ["GROUP", "Project", "PullmodeTranslator", "build_definitions", "build_project", "defs", "project_of"]

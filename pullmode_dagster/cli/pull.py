@@ -17,11 +17,11 @@ from typing import Any
 
 import dagster as dg
 
-from ..definitions import build_project
+from ..definitions import Project, project_of
 from ..defs.outgoing import secrets_for
 from ..defs.pools import ensure_pool_limits
 from ..defs.recovery import PROCESS_TAG, process_identity
-from ..defs.sensor_state import SensorCursors
+from ..defs.sensor_state import SensorCursors, code_location_origin, load_definitions
 from ..defs.sensors import (
     PollPlanner,
     PollPlanState,
@@ -195,6 +195,13 @@ def default_workspace() -> Path | None:
     return path if path.exists() else None
 
 
+def code_location_project(workspace: Path | None) -> Project:
+    """The project of the code location whose pollers the command acts for (``workspace``'s, else
+    the dg project's here, else ``pullmode_dagster.definitions``), loaded as its code server loads
+    it: the sources directory, translator and resources it was built with."""
+    return project_of(load_definitions(code_location_origin(workspace)))
+
+
 def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     """The instance ``dagster dev`` would use from here: ``$DAGSTER_HOME``; else the current
     directory when it holds a ``dagster.yaml`` (the repository root); else ``fallback_home``.
@@ -267,19 +274,20 @@ def pull_sources(
     all_sources: bool = False,
     workspace: Path | None = None,
     fallback_home: Path | None = None,
-    resources: dict[str, object] | None = None,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
     always_run: bool = False,
 ) -> list[PullOutcome]:
-    """One poll cycle for each named source (or every enabled one), through Dagster: the poller's
-    probe first (nothing new: a quiet poll, no run), unless ``always_run``."""
+    """One poll cycle for each named source (or every enabled one) of the code location ``workspace``
+    names (default ``./workspace.yaml``, see :func:`code_location_project`), through Dagster: the
+    poller's probe first (nothing new: a quiet poll, no run), unless ``always_run``."""
     if not verbose and not logging.getLogger().handlers:
         # Without -v the console gets one line per source. A library that logs an error with its
         # traceback (SQLAlchemy closing a connection a Ctrl-C interrupted) would otherwise reach
         # stderr through Python's last-resort handler; the instance's event log keeps the run's story.
         logging.getLogger().addHandler(logging.NullHandler())
-    project = build_project(resources=resources)
+    workspace = workspace if workspace is not None else default_workspace()
+    project = code_location_project(workspace)
     if all_sources:
         skipped = sorted(n for n, s in project.sources.sources.items() if not s.enabled)
         for name in skipped:
@@ -300,7 +308,7 @@ def pull_sources(
         open_instance(fallback_home) as instance,
         probe_resources(project.defs, instance, skip=always_run) as resources,
     ):
-        cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
+        cursors = SensorCursors(instance, workspace)
         # This pull runs in process, outside the run queue; the queue then holds the source's
         # other runs (a backfill's) while it runs, once its pool has a limit.
         ensure_pool_limits(instance, project.sources.sources)

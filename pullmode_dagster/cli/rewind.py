@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..definitions import build_project
 from ..defs.outgoing import CursorSeal
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import PollPlanState, poller_name, utc_now
@@ -22,7 +21,7 @@ from ..engine.errors import PullmodeError
 from ..engine.events import format_timestamp
 from ..engine.export import parse_time
 from ..engine.locks import SourceBusy
-from .pull import default_workspace, open_instance, stored_committed
+from .pull import code_location_project, default_workspace, open_instance, stored_committed
 
 
 def requested_cursor(source: SourceConfig, *, to: str | None, cursor: str | None) -> CursorState:
@@ -61,13 +60,14 @@ def rewind_source(
 ) -> CursorState:
     """Set source ``name``'s committed cursor (refused while a pull of it is in flight); returns the
     cursor stored, sealed. The poller's next evaluation (or ``pullmode pull``) pulls from there."""
-    project = build_project()
+    workspace = workspace if workspace is not None else default_workspace()
+    project = code_location_project(workspace)
     source = project.sources.get(name)  # a clear error for an unknown or invalid name
     seal = CursorSeal(source)
     wanted = seal(requested_cursor(source, to=to, cursor=cursor), "cursor")  # a secret in it is never stored
     sensor = poller_name(name)
     with open_instance(fallback_home) as instance:
-        cursors = SensorCursors(instance, workspace if workspace is not None else default_workspace())
+        cursors = SensorCursors(instance, workspace)
         stored = cursors.get(sensor)
         try:
             state = PollPlanState.from_json(stored)

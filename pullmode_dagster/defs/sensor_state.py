@@ -1,19 +1,21 @@
-"""A poller sensor's stored cursor, read and written outside the daemon (``pullmode pull``).
+"""A poller sensor's stored cursor, read and written outside the daemon (``pullmode pull``), and
+the code location it belongs to, loaded as its code server loads it.
 
 Addressed exactly as ``dagster sensor cursor --set`` does; Dagster has no public API for it, so this is
-the one module in the package that imports ``dagster._``. The sensor timeout Dagster enforces is read
-here too, for the same reason.
+the one module in the package that imports ``dagster._``. The sensor timeout Dagster enforces, and
+the loading of a code location's Definitions from a workspace, are here too, for the same reason.
 Design: docs/design/poller.md#sensor-state
 """
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.selector import InstigatorSelector
 from dagster._core.definitions.sensor_definition import SensorType
-from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
+from dagster._core.remote_origin import CodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
 from dagster._core.scheduler.instigation import (
     InstigatorState,
     InstigatorStatus,
@@ -21,9 +23,11 @@ from dagster._core.scheduler.instigation import (
     SensorInstigatorData,
 )
 from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
-from dagster._grpc.utils import default_sensor_grpc_timeout
+from dagster._grpc.utils import default_sensor_grpc_timeout, get_loadable_targets
+from dagster.components.definitions import LazyDefinitions
 
 from ..engine.errors import PullmodeError
+from ..engine.sources import one_line
 from .sensors import INTERVAL_SECONDS
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -39,17 +43,72 @@ def sensor_timeout_seconds() -> float:
     return float(default_sensor_grpc_timeout())
 
 
-def code_location_origin(workspace: Path | None) -> object:
-    """The origin ``dagster dev`` uses: the workspace file's only location, or the module itself
-    under the location name every workspace gives it."""
+def code_location_origin(workspace: Path | None) -> CodeLocationOrigin:
+    """The origin ``dagster dev`` (or ``dg dev``) uses from here: the workspace file's only location;
+    else the dg project in the current directory; else the module itself under the location name
+    every workspace gives it."""
     if workspace is not None and workspace.exists():
         origins = location_origins_from_yaml_paths([str(workspace)])
         if len(origins) != 1:
             raise PullmodeError(f"{workspace}: expected exactly one code location, found {len(origins)}")
         return origins[0]
-    return location_origin_from_module_name(
+    return dg_project_origin(Path.cwd()) or location_origin_from_module_name(
         MODULE, attribute=None, working_directory=str(Path.cwd()), location_name=LOCATION_NAME
     )
+
+
+def dg_project_origin(root: Path) -> CodeLocationOrigin | None:
+    """The code location ``dg dev`` serves from ``root`` when it is a dg project (``[tool.dg]`` in
+    ``pyproject.toml``, or ``dg.toml``), named as dg names it: the module ``code_location_target_module``
+    (default ``<root_module>.definitions``), found under ``src/`` when there is one, and the location
+    ``code_location_name`` (default the directory's name)."""
+    config: dict[str, object] = {}
+    if (root / "dg.toml").is_file():
+        config = tomllib.loads((root / "dg.toml").read_text())
+    elif (root / "pyproject.toml").is_file():
+        config = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("dg", {})
+    project = config.get("project")
+    if config.get("directory_type") != "project" or not isinstance(project, dict) or not project.get("root_module"):
+        return None
+    module = project.get("code_location_target_module") or f"{project['root_module']}.definitions"
+    directory = root / "src" if (root / "src").is_dir() else root
+    name = project.get("code_location_name") or root.name
+    return location_origin_from_module_name(
+        module, attribute=None, working_directory=str(directory), location_name=name
+    )
+
+
+def load_definitions(origin: CodeLocationOrigin) -> dg.Definitions:
+    """The Definitions of the code location at ``origin``, found and loaded as its code server finds
+    them (the module's or file's one ``Definitions`` or ``@dg.definitions`` function, or the
+    workspace's ``attribute``). A location served by a gRPC server of its own names no module: the
+    one the README starts it with, ``pullmode_dagster.definitions``, from here."""
+    target = getattr(origin, "loadable_target_origin", None)
+    where = f"code location {origin.location_name!r}"
+    if target is None:
+        target = location_origin_from_module_name(
+            MODULE, attribute=None, working_directory=str(Path.cwd()), location_name=origin.location_name
+        ).loadable_target_origin
+    try:
+        found = get_loadable_targets(
+            python_file=target.python_file,
+            module_name=target.module_name,
+            package_name=target.package_name,
+            autoload_defs_module_name=target.autoload_defs_module_name,
+            working_directory=target.working_directory,
+            attribute=target.attribute,
+            resolve_lazy_defs=False,
+        )
+        defs = found[0].target_definition
+        if isinstance(defs, LazyDefinitions):
+            defs = defs()
+    except PullmodeError:
+        raise
+    except Exception as exc:  # the user's code failed to load: say which location and why, in one line
+        raise PullmodeError(f"{where} did not load: {one_line(f'{type(exc).__name__}: {exc}', limit=400)}") from None
+    if not isinstance(defs, dg.Definitions):
+        raise PullmodeError(f"{where}: {found[0].attribute} is a {type(defs).__name__}, not a Definitions")
+    return defs
 
 
 class SensorCursors:
