@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import traceback
 import uuid
 from pathlib import Path
@@ -224,18 +223,6 @@ def test_pull_records_under_the_key_the_workspaces_translator_gives(
     assert "the code location holds no pullmode sources" in other.output
 
 
-def entry_point_site(site: Path) -> Path:
-    """A distribution on ``site`` declaring the entry points the project's pyproject.toml declares,
-    as installing the project does (the shared environment may hold an older install)."""
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
-    info = site / "pullmode_dagster_entry_points-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pullmode-dagster-entry-points\nVersion: 0\n")
-    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()) for group, points in declared.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines))
-    return site
-
-
 @pytest.mark.slow
 def test_dg_scaffolds_checks_and_lists_the_component(tmp_path: Path) -> None:
     """`dg` itself, in a fresh copy of the example project: scaffold the component, drop a source
@@ -245,10 +232,9 @@ def test_dg_scaffolds_checks_and_lists_the_component(tmp_path: Path) -> None:
     example = root / "src" / "ai_audit" / "defs" / "audit_sources"
     shipped = yaml.safe_load((example / "defs.yaml").read_text())
     shutil.rmtree(example)
-    site = entry_point_site(tmp_path / "site")
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(site), str(root / "src")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(root / "src")]),
         "HOME": str(tmp_path),  # dg's own settings and telemetry notice stay here
         "ACME_AUDIT_TOKEN": "tok-dg-4242",
     }
