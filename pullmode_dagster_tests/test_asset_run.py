@@ -60,7 +60,10 @@ def materialization(instance: dg.DagsterInstance) -> dict[str, object]:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def test_poll_materialization_carries_the_pull_report(harness: Harness, instance: dg.DagsterInstance) -> None:
+def test_poll_materialization_carries_the_pull_report(
+    harness: Harness, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULLMODE_EVENT_CONTENT", "shown")  # the preview too (hidden by default: test_event_content.py)
     result = harness.run(harness.tick(None).run_requests[0])
     assert result.success
     md = materialization(instance)
@@ -134,7 +137,10 @@ def test_checks_fail_on_a_store_table_without_the_unique_key(harness: Harness) -
     assert checks["normalized_schema"].passed is True  # the bad row is not one this run wrote
 
 
-def test_normalized_schema_check_fails_on_a_row_the_run_wrote_badly(harness: Harness, tmp_path: Path) -> None:
+def test_normalized_schema_check_fails_on_a_row_the_run_wrote_badly(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULLMODE_EVENT_CONTENT", "masked")  # event ids are named unless content is hidden
     # A store trigger corrupts what the run writes: the check must notice.
     conn = sqlite3.connect(harness.store_path)
     conn.executescript(SCHEMA)
@@ -282,7 +288,11 @@ def test_the_checks_run_alone_on_what_is_stored_and_catch_a_row_corrupted_behind
         conn.execute("UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id = 'evt_00002'")
     bad = checks_alone("2026-03-01")
     assert not bad["normalized_schema"].passed and bad["unique_source_event_id"].passed
-    assert bad["normalized_schema"].metadata["invalid_examples"].value == "evt_00002"
+    # The deployment's default keeps event content out of Dagster: the count, not which event.
+    assert bad["normalized_schema"].metadata["invalid_rows"].value == 1
+    assert bad["normalized_schema"].metadata["invalid_examples"].value == (
+        "withheld (eventContent: hidden); the trace store has the rows"
+    )
     assert bad["normalized_schema"].description == "1 of 14 rows break the normalized shape"
     other_day = checks_alone("2026-03-02")  # the corrupted row is dated Mar 1: Mar 2 is clean
     assert other_day["normalized_schema"].passed

@@ -134,11 +134,21 @@ class GraphQLError(AssertionError):
 
 
 class Webserver:
-    """``dagster-webserver`` on 127.0.0.1 serving ``workspace.yaml``, started in its own process group
-    so stopping it also stops the code server it spawned."""
+    """``dagster-webserver`` on 127.0.0.1 serving ``workspace.yaml`` (``options``: more of its command
+    line, such as ``--read-only``), started in its own process group so stopping it also stops the
+    code server it spawned."""
 
-    def __init__(self, *, cwd: Path, env: dict[str, str], workspace: Path = WORKSPACE, port: int | None = None):
+    def __init__(
+        self,
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        workspace: Path = WORKSPACE,
+        port: int | None = None,
+        options: tuple[str, ...] = (),
+    ):
         self.cwd = cwd
+        self.options = options
         self.env = {**os.environ, **env}
         self.workspace = workspace
         self.port = port or free_port()
@@ -158,7 +168,7 @@ class Webserver:
 
     def start(self, timeout: float = 90.0) -> Webserver:
         command = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(self.port)]
-        command += ["-w", str(self.workspace)]
+        command += ["-w", str(self.workspace), *self.options]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from ..engine.content import event_content_problem
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.sources import load_sources
 from ..engine.store import open_store
@@ -67,14 +68,16 @@ def main() -> None:
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @friendly_errors
 def validate(directory: Path | None) -> None:
-    """Check every source file in DIRECTORY (default $PULLMODE_SOURCES_DIR or sources/).
+    """Check every source file in DIRECTORY (default $PULLMODE_SOURCES_DIR or sources/), and the
+    deployment's $PULLMODE_EVENT_CONTENT.
 
     Exits 1 with one line per problem; nothing is sent anywhere."""
     result = load_sources(directory)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if result.problems:
-        _fail(result.problems)
+    problems = [*result.problems, *filter(None, [event_content_problem()])]
+    if problems:
+        _fail(problems)
     names = ", ".join(sorted(result.sources)) or "none"
     click.echo(f"ok: {len(result.sources)} source(s) in {result.where}: {names}")
 

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ..engine.adapters import ADAPTERS, Window
 from ..engine.config import SourceConfig
+from ..engine.content import ContentPolicy
 from ..engine.credentials import ResolvedCredentials
 from ..engine.cursor import CursorFormatError, CursorState
 from ..engine.errors import PullmodeError
@@ -70,10 +71,11 @@ def partition_row_count(store: TraceStore, source: SourceConfig, partition_key: 
     return row_counts(store, source, [partition_key])[partition_key]
 
 
-def report_metadata(report: PullReport, source: SourceConfig) -> dict[str, object]:
+def report_metadata(report: PullReport, source: SourceConfig, content: ContentPolicy) -> dict[str, object]:
     """Materialization metadata: what the run wrote and where the cursor went (the partition's row
     count is added by the caller, from the store). Only what means something for the source: a
-    ``files`` count where its adapter reads files (or a custom puller reported some)."""
+    ``files`` count where its adapter reads files (or a custom puller reported some). The ``preview``
+    of the first events only as ``content`` lets it out of the store (none when hidden)."""
     metadata: dict[str, object] = {
         "events_written": report.written,
         "duplicates_skipped": report.duplicates,
@@ -98,11 +100,11 @@ def report_metadata(report: PullReport, source: SourceConfig) -> dict[str, objec
     if report.window:
         metadata["window"] = f"{report.window.start.isoformat()} .. {report.window.end.isoformat()}"
         metadata["outside_window"] = report.outside_window
-    if report.preview:
-        columns = [c for c in EVENT_SCHEMA if c.name in MAPPED_FIELDS]
+    columns = [c for c in EVENT_SCHEMA if c.name in MAPPED_FIELDS]
+    preview = content.preview({c.name: getattr(e, c.name) for c in columns} for e in report.preview)
+    if preview:
         metadata["preview"] = dg.MetadataValue.table(
-            records=[dg.TableRecord({c.name: getattr(e, c.name) for c in columns}) for e in report.preview],
-            schema=table_schema(columns),
+            records=[dg.TableRecord(row) for row in preview], schema=table_schema(columns)
         )
     return metadata
 
@@ -170,6 +172,10 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
         pull_settings: PullSettingsResource,
         s3: object = None,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        try:
+            content = pull_settings.content_policy(source)
+        except PullmodeError as exc:
+            raise dg.Failure(description=str(exc)) from None
         if key not in context.selected_asset_keys:
             # The checks alone, from the UI: what is stored for the partition's window (no pull).
             window = Window(*context.partition_time_window) if context.has_partition_key else None
@@ -180,7 +186,9 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
             selected = {c.name for c in context.selected_asset_check_keys}
             redact = outgoing.secrets_for(source).redact
             yield from (
-                r for r in check_results(key, integrity, rejected=None, redact=redact) if r.check_name in selected
+                r
+                for r in check_results(key, integrity, rejected=None, redact=redact, content=content)
+                if r.check_name in selected
             )
             return
         if config.poll:
@@ -228,7 +236,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
                 stored = row_counts(store, source, [*written, *([own] if own else [])])
                 total = stored[own] if own else store.count(source=source.name)
         except PullmodeError as exc:
-            partial = report_metadata(exc.report, source) if isinstance(exc.report, PullReport) else {}
+            partial = report_metadata(exc.report, source, content) if isinstance(exc.report, PullReport) else {}
             raise dg.Failure(
                 description=secrets.redact(exc),
                 metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
@@ -252,7 +260,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
         context.log.info(secrets.redact(report.summary()))
         # Row count: what the partition holds after this poll (a quiet poll of a full partition is not
         # "0 rows"); what the poll itself wrote stays in events_written.
-        metadata = {"dagster/row_count": total, **report_metadata(report, source)}
+        metadata = {"dagster/row_count": total, **report_metadata(report, source, content)}
         for partition, count in written.items():
             if partition == own:
                 metadata["events_in_this_partition"] = count
@@ -274,7 +282,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
             metadata=outgoing.metadata(metadata, secrets.redact),
             check_results=[
                 r
-                for r in check_results(key, integrity, rejected=report.rejected, redact=secrets.redact)
+                for r in check_results(key, integrity, rejected=report.rejected, redact=secrets.redact, content=content)
                 if r.check_name in selected
             ],
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..engine.content import ContentPolicy
 from ..engine.redaction import Redactor
 from ..engine.store import Integrity
 from . import outgoing
@@ -37,14 +38,15 @@ def check_specs(key: dg.AssetKey, *, blocking: bool) -> list[dg.AssetCheckSpec]:
 
 
 def check_results(
-    key: dg.AssetKey, integrity: Integrity, *, rejected: int | None, redact: Redactor
+    key: dg.AssetKey, integrity: Integrity, *, rejected: int | None, redact: Redactor, content: ContentPolicy
 ) -> list[dg.AssetCheckResult]:
     """The two checks' results. ``rejected`` is the pull's count (None when the checks run alone,
-    on what is stored for a window, with no pull); the examples are stored event ids, so redacted."""
+    on what is stored for a window, with no pull); the examples are stored event ids, so redacted,
+    and named only as ``content`` allows (the counts always)."""
     schema: dict[str, object] = {
         "rows_checked": integrity.rows,
         "invalid_rows": integrity.invalid_rows,
-        "invalid_examples": ", ".join(integrity.invalid_examples) or "none",
+        "invalid_examples": content.examples(integrity.invalid_examples),
     }
     if rejected is not None:
         schema["rejected_records"] = rejected
@@ -66,7 +68,7 @@ def check_results(
                 {
                     "rows_checked": integrity.rows,
                     "duplicate_keys": integrity.duplicate_keys,
-                    "duplicate_examples": ", ".join(integrity.duplicate_examples) or "none",
+                    "duplicate_examples": content.examples(integrity.duplicate_examples),
                 },
                 redact,
             ),

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from ..engine.adapters import PullContext, S3ClientSpec
 from ..engine.config import SourceConfig
+from ..engine.content import EVENT_CONTENT_ENV, ContentPolicy
 from ..engine.credentials import ResolvedCredentials
 from ..engine.http import BACKOFF_INITIAL_ENV, BACKOFF_MAX_ENV, MAX_ATTEMPTS_ENV, RetryPolicy
 from ..engine.locks import source_lock
@@ -74,7 +75,8 @@ class TraceStoreResource(dg.ConfigurableResource):
 
 
 class PullSettingsResource(dg.ConfigurableResource):
-    """How pulls behave: the retry policy and the write batch size. A setting left unset comes from
+    """How pulls behave: the retry policy, the write batch size and what of the events' content
+    reaches Dagster (``engine/content.py``). A setting left unset comes from
     its environment variable at run time (``RetryPolicy.from_env``, as without Dagster), else the
     default; ``default_resources`` binds the variables a deployment sets as ``dg.EnvVar``."""
 
@@ -92,6 +94,11 @@ class PullSettingsResource(dg.ConfigurableResource):
         default=None, description="longest backoff in seconds; default $PULLMODE_BACKOFF_MAX_SECONDS, else 30"
     )
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, description="events per store transaction")
+    event_content: str | None = Field(
+        default=None,
+        description="what of the events' field values runs write to Dagster (metadata, logs, checks, alerts): "
+        "hidden | masked | shown; a source's eventContent wins; default $PULLMODE_EVENT_CONTENT, else hidden",
+    )
 
     @field_validator("backoff_initial_seconds", "backoff_max_seconds", mode="before")
     @classmethod
@@ -108,6 +115,11 @@ class PullSettingsResource(dg.ConfigurableResource):
             backoff_initial=self.backoff_initial_seconds or None,
             backoff_max=self.backoff_max_seconds or None,
         )
+
+    def content_policy(self, source: SourceConfig) -> ContentPolicy:
+        """This run's rule for ``source``'s event content outside the store (a PullmodeError naming
+        the variable when the deployment's setting is none of the choices)."""
+        return ContentPolicy.for_source(source, self.event_content or None)
 
     def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
         return PullContext(
@@ -152,6 +164,7 @@ def default_resources(*, s3: bool = True) -> dict[str, object]:
             max_attempts=dg.EnvVar.int(MAX_ATTEMPTS_ENV) if os.environ.get(MAX_ATTEMPTS_ENV) else None,
             backoff_initial_seconds=dg.EnvVar(BACKOFF_INITIAL_ENV) if os.environ.get(BACKOFF_INITIAL_ENV) else None,
             backoff_max_seconds=dg.EnvVar(BACKOFF_MAX_ENV) if os.environ.get(BACKOFF_MAX_ENV) else None,
+            event_content=dg.EnvVar(EVENT_CONTENT_ENV) if os.environ.get(EVENT_CONTENT_ENV) else None,
         ),
     }
     if s3:

@@ -16,6 +16,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic.alias_generators import to_camel
 
+from .content import EventContent
 from .credentials import CredentialRef
 from .events import MAPPED_FIELDS
 from .jsonpath import JsonPathSyntaxError, compile_path
@@ -149,6 +150,11 @@ class SourceConfig(Model):
     probe: bool = Field(
         default=True,
         description="ask the source whether anything is new before each scheduled poll run; false: a run on every tick",
+    )
+    event_content: EventContent | None = Field(
+        default=None,
+        description="what of its events' field values Dagster's storage may hold: hidden | masked | shown; "
+        "default $PULLMODE_EVENT_CONTENT, else hidden",
     )
     pull_deadline_seconds: float = Field(
         default=600.0,

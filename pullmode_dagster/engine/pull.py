@@ -316,13 +316,16 @@ def _write_rejects(store: TraceStore, rejects: list[Reject], report: PullReport)
 
 
 def _store_call(write: Callable[..., T], rows: list[Any], *, run_id: str, source: str) -> T:
-    """A failed write (the store went away mid-pull) is one clear line, not a driver's traceback."""
+    """A failed write (the store went away mid-pull) is one clear line, not a driver's traceback.
+    Without the server's ``DETAIL`` lines: Postgres quotes the failing row there (``Failing row
+    contains (..., user@example.com, ...)``), and event content stays in the store (docs/compliance.md)."""
     try:
         return write(rows, run_id=run_id)
     except PullmodeError:
         raise
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:300]
+        lines = (line for line in str(exc).splitlines() if not line.lstrip().startswith("DETAIL:"))
+        detail = " ".join(" ".join(lines).split())[:300]
         raise PullError(f"source {source!r}: trace store write failed: {type(exc).__name__}: {detail}") from exc
 
 
