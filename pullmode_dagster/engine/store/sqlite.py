@@ -134,7 +134,9 @@ class SqliteTraceStore(TraceStore):
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so a batch is all or nothing.
-        self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._setup_with_retries()
 
@@ -199,7 +201,8 @@ class SqliteTraceStore(TraceStore):
                 f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
             ).rowcount
         # One writer at a time: leave a pull's batch a window to commit before the next delete takes
-        # the database again (a busy writer retries every 100 ms at most; see the module docstring).
+        # the database again (a waiting writer's busy handler retries at growing intervals, up to
+        # 100 ms apart: without a gap it could miss every turn until the prune ends).
         time.sleep(min(DELETE_PAUSE_MAX, (time.monotonic() - started) * DELETE_PAUSE_SHARE))
         return deleted
 
