@@ -1,4 +1,4 @@
-"""The ``pullmode`` command line: validate, preview, tail, export, pull, rewind, demo.
+"""The ``pullmode`` command line: validate, preview, tail, export, pull, rewind, prune, erase, demo.
 
 Errors print one line per problem on stderr and exit 1; no command prints a traceback for a
 problem the user can fix, and none prints a secret. Importing this package imports no Dagster:
@@ -21,7 +21,7 @@ import click
 
 from ..engine.content import event_content_problem
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.sources import load_sources
+from ..engine.sources import check_source, load_sources
 from ..engine.store import open_store
 
 
@@ -208,7 +208,6 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     # 10-25 MB of freed pages resident, which a streaming export never reuses. A user's choice wins.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     from ..engine.export import (
-        check_source,
         check_target,
         check_window,
         export_events,
@@ -296,6 +295,45 @@ def rewind(name: str, to: str | None, cursor: str | None, workspace: Path | None
     if (to is None) == (cursor is None):
         raise click.UsageError("give --to ISO or --cursor JSON")
     rewind_source(name, to=to, cursor=cursor, workspace=workspace, echo=click.echo)
+
+
+@main.command()
+@click.option("--source", "source", metavar="NAME", help="Only this source (a source file's, or one the store holds).")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DAYS",
+    type=int,
+    help="Delete events dated more than DAYS days ago, instead of each source's retention.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@friendly_errors
+def prune(source: str | None, older_than: int | None, dry_run: bool) -> None:
+    """Delete stored events past their retention, in batches, safe while pulls run.
+
+    A source's retention is its retentionDays, else $PULLMODE_RETENTION_DAYS, else none (kept).
+    An event is past it when its event_timestamp is before midnight UTC that many days ago; the
+    source's rejected records pulled before then go too. Committed cursors are not touched: what is
+    deleted is not pulled again unless the source is rewound past it."""
+    from .retention import prune as run_prune
+
+    if not run_prune(source=source, older_than=older_than, dry_run=dry_run, echo=click.echo):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--actor", required=True, metavar="VALUE", help="The actor, exactly as stored (pullmode tail shows it).")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@friendly_errors
+def erase(actor: str, dry_run: bool) -> None:
+    """Delete every stored event of an actor, and every rejected record that mentions it, across
+    sources: a data-subject request. Prints the counts.
+
+    Safe while pulls run; committed cursors are not touched, so an erased event is not pulled
+    again unless its source is rewound past it (docs/retention-and-erasure.md)."""
+    from .retention import erase as run_erase
+
+    run_erase(actor=actor, dry_run=dry_run, echo=click.echo)
 
 
 @main.command()

@@ -20,6 +20,7 @@ from .content import EventContent
 from .credentials import CredentialRef
 from .events import MAPPED_FIELDS
 from .jsonpath import JsonPathSyntaxError, compile_path
+from .retention import MAX_RETENTION_DAYS
 from .templating import Template, TemplateError, check_variables
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -161,6 +162,13 @@ class SourceConfig(Model):
         gt=0,
         le=86_400,
         description="a pull stops cleanly at a page boundary after this long, with a resumable cursor",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description="`pullmode prune` deletes this source's events dated more than this many days ago; "
+        "unset: PULLMODE_RETENTION_DAYS, else kept",
     )
 
     _file: Path | None = PrivateAttr(default=None)

@@ -7,13 +7,12 @@ Design: docs/design/exports-and-arrow.md#export
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import json
 import os
 import stat
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,20 +94,6 @@ def check_window(start: datetime | None, end: datetime | None) -> None:
         raise PullmodeError(
             f"--end ({end.isoformat()}) must be after --start ({start.isoformat()}); the window is [start, end)"
         )
-
-
-def check_source(store: TraceStore, source: str, *, defined: Collection[str]) -> None:
-    """A source is known if a source file defines it or the store holds its events (its file may
-    have been removed since: its history can still be exported). Unknown names list both."""
-    if source in defined or store.holds(source):
-        return
-    stored = store.source_names()
-    hint = difflib.get_close_matches(source, [*defined, *stored], n=1)
-    suffix = f"; did you mean {hint[0]!r}?" if hint else ""
-    raise PullmodeError(
-        f"unknown source {one_line(repr(source), limit=80)} "
-        f"(sources: {', '.join(sorted(defined)) or 'none'}; the store holds: {', '.join(stored) or 'none'}){suffix}"
-    )
 
 
 _NOT_REGULAR = (

@@ -11,10 +11,10 @@ import difflib
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -24,8 +24,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .adapters import ADAPTERS
 from .config import SourceConfig
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, PullmodeError
 from .files import read_capped
+
+if TYPE_CHECKING:
+    from .store import TraceStore
 
 DEFAULT_SOURCES_DIR = "sources"
 
@@ -412,3 +415,17 @@ def _load_directory(root: Path, result: SourceSet, files: dict[str, Path]) -> No
         files[source.name] = path
         result.sources[source.name] = source
         result.warnings.extend(one_line(f"{path}: source {source.name!r}: {w}: {m}") for w, m in source.warnings())
+
+
+def check_source(store: TraceStore, source: str, *, defined: Collection[str]) -> None:
+    """A source is known if a source file defines it or the store holds its events (its file may
+    have been removed since: its history can still be exported). Unknown names list both."""
+    if source in defined or store.holds(source):
+        return
+    stored = store.source_names()
+    hint = difflib.get_close_matches(source, [*defined, *stored], n=1)
+    suffix = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise PullmodeError(
+        f"unknown source {one_line(repr(source), limit=80)} "
+        f"(sources: {', '.join(sorted(defined)) or 'none'}; the store holds: {', '.join(stored) or 'none'}){suffix}"
+    )

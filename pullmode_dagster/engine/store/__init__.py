@@ -16,6 +16,16 @@ def store_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
 
 
+def describe_store(url: str | None = None) -> str:
+    """The store's URL as commands print it: a Postgres password never shows."""
+    url = store_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import describe_url
+
+        return f"postgresql://{describe_url(url)}"
+    return url
+
+
 def open_store(url: str | None = None) -> TraceStore:
     """Open the store at ``url`` (else ``$PULLMODE_TRACE_STORE_URL``, else the embedded default)."""
     url = store_url(url)
@@ -42,5 +52,6 @@ __all__ = [
     "SqliteTraceStore",
     "TraceStore",
     "WriteResult",
+    "describe_store",
     "open_store",
 ]

@@ -25,10 +25,19 @@ from ..events import (
     Reject,
     format_timestamp,
 )
+from ..retention import delimited, mentions, spellings
 from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+DELETE_BATCH_ROWS = 5_000
+"""Rows one prune or erase transaction deletes: a pull writing to SQLite meanwhile (one writer at a
+time) waits for one such transaction at most, a few tens of milliseconds."""
+
+REJECT_SCAN_ROWS = 500
+"""Candidate rejected records ``erase`` reads at a time: what it holds in memory is this many raw
+records."""
 
 READ_BATCH_ROWS = 50_000
 """Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
@@ -92,6 +101,18 @@ _TIMESTAMP_AT = _TAIL_NAMES.index("event_timestamp")
 class WriteResult:
     written: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What :meth:`TraceStore.prune_source` or :meth:`TraceStore.erase_actor` deleted of one source
+    (or would delete: a dry run)."""
+
+    events: int
+    rejects: int
+    at_newest: int = 0
+    """Erase: how many of the events are at the source's newest ``event_timestamp`` (see
+    docs/retention-and-erasure.md: a source resuming inclusively from there reads them again)."""
 
 
 @dataclass(frozen=True)
@@ -211,11 +232,12 @@ class TraceStore(ABC):
             found.update(r[0] for r in self._rows(sql, [source, *chunk]))
         return found
 
-    def source_names(self) -> list[str]:
-        """Every source with stored events, sorted: one index lookup per source (the next name after
-        the last), not a scan of every event as ``SELECT DISTINCT`` would be."""
-        first = "SELECT source_name FROM pulled_events ORDER BY source_name LIMIT 1"
-        after = "SELECT source_name FROM pulled_events WHERE source_name > names.name ORDER BY source_name LIMIT 1"
+    def source_names(self, *, rejected: bool = False) -> list[str]:
+        """Every source with stored events (or rejects), sorted: one index lookup per source (the
+        next name after the last), not a scan of every row as ``SELECT DISTINCT`` would be."""
+        table = "pulled_events_rejected" if rejected else "pulled_events"
+        first = f"SELECT source_name FROM {table} ORDER BY source_name LIMIT 1"
+        after = f"SELECT source_name FROM {table} WHERE source_name > names.name ORDER BY source_name LIMIT 1"
         sql = (
             f"WITH RECURSIVE names(name) AS (SELECT ({first}) UNION ALL "
             f"SELECT ({after}) FROM names WHERE names.name IS NOT NULL) "
@@ -321,6 +343,116 @@ class TraceStore(ABC):
         where, args = self._where(source, run_id, None, None)
         rows = self._rows(f"SELECT {self.HOUR_TEXT}, count(*) FROM pulled_events WHERE {where} GROUP BY 1", args)
         return {hour: int(n) for hour, n in rows}
+
+    def prune_source(
+        self, source: str, before: datetime, *, dry_run: bool = False, batch_rows: int = DELETE_BATCH_ROWS
+    ) -> Deleted:
+        """Delete the events of ``source`` dated before ``before`` (``event_timestamp``), oldest
+        first, and its rejected records pulled before it (a reject has no event time); ``dry_run``:
+        count them. One short transaction per ``batch_rows`` rows, so pulls writing meanwhile wait
+        for one batch at most; the rows of a batch are found by a read outside it, on the
+        (source_name, event_timestamp) index."""
+        p = self.PARAM
+        return Deleted(
+            events=self._delete_where("pulled_events", self._where(source, None, None, before), dry_run, batch_rows),
+            rejects=self._delete_where(
+                "pulled_events_rejected",
+                (f"source_name = {p} AND pulled_at < {p}", [source, self._time(before)]),
+                dry_run,
+                batch_rows,
+                key="id",
+            ),
+        )
+
+    def erase_actor(
+        self,
+        actor: str,
+        *,
+        dry_run: bool = False,
+        batch_rows: int = DELETE_BATCH_ROWS,
+        scan_rows: int = REJECT_SCAN_ROWS,
+    ) -> dict[str, Deleted]:
+        """Delete every event whose ``actor`` is ``actor`` (exactly) and every rejected record that
+        mentions it (:func:`..retention.mentions`: a reject has no actor column), across sources;
+        ``dry_run``: count them. Returns what each source lost, only sources that lost something."""
+        p = self.PARAM
+        rejects = self._erase_rejects(actor, dry_run, scan_rows)
+        erased: dict[str, Deleted] = {}
+        for source in sorted({*self.source_names(), *rejects}):
+            mine: Where = (f"source_name = {p} AND actor = {p}", [source, actor])
+            # Read before deleting: the actor's events at the source's newest instant, which a source
+            # resuming with an inclusive time filter reads again at its next pull.
+            newest = f"(SELECT max(event_timestamp) FROM pulled_events WHERE source_name = {p})"
+            at_newest = self._rows(
+                f"SELECT count(*) FROM pulled_events WHERE {mine[0]} AND event_timestamp >= {newest}",
+                [*mine[1], source],
+            )[0][0]
+            events = self._delete_where("pulled_events", mine, dry_run, batch_rows)
+            if events or rejects.get(source):
+                erased[source] = Deleted(events, rejects.get(source, 0), int(at_newest) if events else 0)
+        return erased
+
+    def _erase_rejects(self, actor: str, dry_run: bool, scan_rows: int) -> dict[str, int]:
+        """The rejected records that mention ``actor``, deleted (or counted), by source. The whole
+        table is read ``scan_rows`` candidates at a time (a LIKE on any spelling of the actor picks
+        them, so a record that cannot mention it is never sent), each confirmed in Python."""
+        p = self.PARAM
+        spelled = spellings(actor)
+        text = "reason || ' ' || coalesce(location, '') || ' ' || raw_record"
+        like = " OR ".join(f"{text} LIKE {p} ESCAPE '\\'" for _ in spelled)
+        patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", s) + "%" for s in spelled]
+        sql = (
+            "SELECT id, source_name, reason, location, raw_record FROM pulled_events_rejected "
+            f"WHERE id > {p} AND ({like}) ORDER BY id LIMIT {p}"
+        )
+        found: dict[str, int] = {}
+        after = 0
+        while True:
+            rows = self._rows(sql, [after, *patterns, scan_rows])
+            hits = [
+                (row[0], row[1])
+                for row in rows
+                if mentions(row[4], actor) or delimited(row[2], actor) or delimited(row[3] or "", actor)
+            ]
+            if hits and not dry_run:
+                self._delete_ids("pulled_events_rejected", [i for i, _ in hits])
+            for _, source in hits:
+                found[source] = found.get(source, 0) + 1
+            if len(rows) < scan_rows:
+                return found
+            after = rows[-1][0]
+
+    def _delete_where(
+        self, table: str, where: Where, dry_run: bool, batch_rows: int, *, key: str = "event_timestamp"
+    ) -> int:
+        """Delete the rows of ``table`` matching ``where`` (count them: ``dry_run``), in order of
+        ``key``, ``batch_rows`` per transaction. Each batch's ids are read first, after the last
+        batch's ``key`` (so no batch reads again past what earlier ones deleted), then deleted by id."""
+        clause, args = where
+        if dry_run:
+            return int(self._rows(f"SELECT count(*) FROM {table} WHERE {clause}", args)[0][0])
+        p = self.PARAM
+        deleted, after = 0, None
+        while True:
+            bounded = (clause, args) if after is None else (f"{clause} AND {key} >= {p}", [*args, after])
+            rows = self._rows(
+                f"SELECT id, {key} FROM {table} WHERE {bounded[0]} ORDER BY {key} LIMIT {p}", [*bounded[1], batch_rows]
+            )
+            done = self._delete_ids(table, [row[0] for row in rows]) if rows else 0
+            deleted += done
+            # A short batch is the last; none deleted means another process took them (never loop).
+            if len(rows) < batch_rows or not done:
+                return deleted
+            after = rows[-1][1]
+
+    def drop_deleted_copies(self) -> str | None:
+        """After an erase: drop the copies of deleted rows that the database keeps beside its tables,
+        where the store can; one line on what still holds some, else None."""
+        return None
+
+    @abstractmethod
+    def _delete_ids(self, table: str, ids: Sequence[int]) -> int:
+        """Delete these rows of ``table`` in one transaction; returns how many were there."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -232,6 +232,11 @@ class PostgresTraceStore(TraceStore):
         )
         return self._batch("pulled_events_rejected_staging", _REJECT_STAGED, rows, _INSERT_REJECTS, run_id=run_id)
 
+    def _delete_ids(self, table: str, ids: Sequence[int]) -> int:
+        # Row locks only: a pull inserting meanwhile is not blocked, whatever it writes.
+        with self._conn.transaction():
+            return self._conn.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [list(ids)]).rowcount
+
     @contextmanager
     def _ids_settled(self) -> Iterator[None]:
         conn = self._conn

@@ -18,9 +18,11 @@ here took 1.0-1.1x the time of ``NORMAL``). A checkpoint of the WAL into the dat
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from operator import attrgetter
@@ -98,6 +100,15 @@ _TIMESTAMP_GLOB = spell_format(_GLOB_DIRECTIVES, _glob_literal)
 _HOUR_WIDTH = len(datetime.max.strftime(HOUR_FORMAT))
 
 
+DELETE_PAUSE_SHARE = 0.5
+DELETE_PAUSE_MAX = 0.1
+"""After each delete transaction, prune and erase pause for this share of the time it took (at
+most ``DELETE_PAUSE_MAX`` seconds), so a pull writing meanwhile gets the database between them."""
+
+BUSY_TIMEOUT_MS = 60_000
+"""How long a writer waits for another (a backfill and a poll take turns)."""
+CHECKPOINT_WAIT_MS = 1000
+
 _ROWS_PER_STATEMENT = 100
 _event_fields = attrgetter(*EVENT_FIELDS)
 assert EVENT_COLUMNS[: len(EVENT_FIELDS)] == EVENT_FIELDS, "an event's fields are the first columns, in order"
@@ -123,8 +134,10 @@ class SqliteTraceStore(TraceStore):
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE) so a batch is all or nothing.
-        self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=60000")
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._setup_with_retries()
 
     def _setup_with_retries(self) -> None:
@@ -134,6 +147,8 @@ class SqliteTraceStore(TraceStore):
             try:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")  # every commit durable: see the module's docstring
+                # What prune and erase delete is overwritten in the file, not left in its free pages.
+                self._conn.execute("PRAGMA secure_delete=ON")
                 self._conn.executescript(SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
@@ -156,8 +171,7 @@ class SqliteTraceStore(TraceStore):
         per = max(1, min(_ROWS_PER_STATEMENT, room // width))
         whole = len(rows) - len(rows) % per
         before = conn.total_changes
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             if whole:
                 many = _many_rows(sql, width, len(shared), per)
                 for start in range(0, whole, per):
@@ -165,11 +179,32 @@ class SqliteTraceStore(TraceStore):
                     params += shared
                     conn.execute(many, params)
             conn.executemany(sql, [row + shared for row in rows[whole:]])
+        return conn.total_changes - before
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, all or nothing; taken at once (IMMEDIATE), so it waits for another
+        writer at its start (the busy timeout) rather than failing halfway."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return conn.total_changes - before
+
+    def _delete_ids(self, table: str, ids: Sequence[int]) -> int:
+        started = time.monotonic()
+        with self._write():
+            deleted = self._conn.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
+            ).rowcount
+        # One writer at a time: leave a pull's batch a window to commit before the next delete takes
+        # the database again (a waiting writer's busy handler retries at growing intervals, up to
+        # 100 ms apart: without a gap it could miss every turn until the prune ends).
+        time.sleep(min(DELETE_PAUSE_MAX, (time.monotonic() - started) * DELETE_PAUSE_SHARE))
+        return deleted
 
     def write_events(self, events: Sequence[NormalizedEvent], *, run_id: str | None) -> WriteResult:
         if not events:
@@ -184,6 +219,19 @@ class SqliteTraceStore(TraceStore):
         pulled_at = now_iso()
         rows = [(r.source_name, r.reason, r.location, r.raw_record, r.record_hash, pulled_at, run_id) for r in rejects]
         return self._batch(_INSERT_REJECT, rows)
+
+    def drop_deleted_copies(self) -> str | None:
+        # The WAL holds earlier images of the pages rows were deleted from: copy it into the database
+        # and truncate it, unless a reader or writer is at it now (waiting a second at most for them).
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy:
+            return f"{self.path}-wal still holds copies of deleted pages until the next checkpoint (a pull was busy)"
+        return None
 
     PARAM = "?"
     INVALID_ROW = invalid_row(
