@@ -157,7 +157,8 @@ def build_project(
     for warning in sources.warnings:
         log.warning(warning)
     if not sources.sources and not sources.invalid:
-        log.warning(f"no source files in {sources.where} (set PULLMODE_SOURCES_DIR)")
+        # The hint only where the environment chose the directory (a component's comes from its defs.yaml).
+        log.warning(f"no source files in {sources.where}" + ("" if directory else " (set PULLMODE_SOURCES_DIR)"))
     project = Project(defs, {name: b.poller for name, b in built.items()}, sources)
     _remember(project)
     return project

@@ -12,6 +12,7 @@ import sys
 import traceback
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from pullmode_dagster import PullmodeSourcesComponent
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
@@ -134,6 +136,47 @@ def test_an_invalid_attribute_in_defs_yaml_is_refused_naming_it(project: tuple[P
     assert {c.blocking for c in load(project).resolve_assets_def(RAW).check_specs} == {True}
 
 
+@pytest.mark.parametrize(
+    ("attributes", "field", "message"),
+    [
+        ({"group_name": "bad group!"}, "group_name", "not a Dagster group name: 'bad group!'"),
+        ({"key_prefix": ["raw", "a b"]}, "key_prefix", "not a part of a Dagster asset key: 'a b'"),
+        ({"key_prefix": ["raw", ""]}, "key_prefix", "not a part of a Dagster asset key: ''"),
+        ({"key_prefix": "raw/ai"}, "key_prefix", "not a part of a Dagster asset key: 'raw/ai'"),
+        ({"sources_dir": "nope"}, "sources_dir", "no such directory: nope (relative to this defs.yaml's folder"),
+        ({"sources_dir": "sources:nope"}, "sources_dir", "no such directory: nope "),
+    ],
+)
+def test_a_bad_name_or_a_missing_directory_fails_loading_naming_the_line_and_attribute(
+    project: tuple[Path, str], attributes: dict[str, Any], field: str, message: str
+) -> None:
+    """The review: a misspelt sources_dir passed `dg check defs` (no sources, and a hint at
+    PULLMODE_SOURCES_DIR, which the component ignores); a bad group or key part failed inside the
+    asset's build with Dagster's error, naming no line."""
+    folder = component_folder(project)
+    SourceWriter(folder / "sources").write(http_source("https://audit.acme.example/v1/events"))
+    set_attributes(folder, **attributes)
+    told = failure(project)
+    assert f"{folder / 'defs.yaml'}:2 - attributes.{field}" in told and message in told, told[-3000:]
+    assert "PULLMODE_SOURCES_DIR" not in told
+
+
+def test_group_and_key_parts_dagster_takes_are_taken(project: tuple[Path, str], tmp_path: Path) -> None:
+    folder = component_folder(project)
+    SourceWriter(folder / "sources").write(http_source("https://audit.acme.example/v1/events"))
+    set_attributes(folder, group_name="audit/raw_ai", key_prefix=["raw-v1", "ai.x"])
+    spec = next(iter(load(project).resolve_all_asset_specs()))
+    assert (spec.key, spec.group_name) == (dg.AssetKey(["raw-v1", "ai.x", "acme_audit"]), "audit/raw_ai")
+
+    # A component built in Python has no defs.yaml to point at: its build says which directory.
+    with pytest.raises(dg.DagsterInvalidDefinitionError) as refused:
+        PullmodeSourcesComponent(sources_dir="nope").build_defs(SimpleNamespace(path=tmp_path))  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        f"PullmodeSourcesComponent in {tmp_path}: sources_dir: no such directory: {tmp_path / 'nope'}: "
+        "create it and put the source files there, or fix the path"
+    )
+
+
 def pull(*args: str) -> Any:
     return CliRunner().invoke(main, ["pull", *args])
 
@@ -171,6 +214,48 @@ def test_pull_in_a_dg_project_pulls_the_components_sources_under_its_keys(
     location, state = stored_state(home, None)
     assert location == project[1]  # pyproject's code_location_name, as `dg dev` names the location
     assert state.committed.to_dict() != {}
+
+
+@pytest.mark.slow
+def test_pull_and_rewind_below_a_dg_projects_root_act_as_dg_dev_does_from_the_root(
+    project: tuple[Path, str], api: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review: from src/ the pull loaded the default code location ("no source named ...").
+    Found as dg finds the project (walking up to its pyproject.toml), and run from its root as
+    `dg dev` runs: its dagster.yaml, and the relative paths in it and in the environment."""
+    api.routes["/v1/events"] = CursorFeed(make_events(12), page_size=10)
+    root, package = project
+    SourceWriter(component_folder(project) / "sources").write(http_source(api.url("/v1/events")))
+    for name in ("DAGSTER_HOME", "PULLMODE_SOURCES_DIR", "PULLMODE_TRACE_STORE_URL"):
+        monkeypatch.delenv(name, raising=False)  # dg dev's defaults: the project's dagster.yaml, ./.pullmode
+    below = root / "src" / package / "defs"
+    monkeypatch.chdir(below)
+
+    result = pull("acme_audit")
+    assert result.exit_code == 0, result.output
+    assert "acme_audit: 12 written" in result.output
+    assert Path.cwd() == below
+    assert (root / ".pullmode" / "dagster").is_dir() and (root / ".pullmode" / "trace_store.db").is_file()
+    assert not (below / ".pullmode").exists() and not (root / "src" / ".pullmode").exists()
+    monkeypatch.chdir(root)  # the instance's storage is relative to the project's root
+    location, pulled = stored_state(root, None)
+    assert location == package and pulled.committed.to_dict() != PollPlanState().committed.to_dict()
+    monkeypatch.chdir(below)
+    rewound = CliRunner().invoke(main, ["rewind", "acme_audit", "--cursor", "{}"])
+    assert rewound.exit_code == 0, rewound.output
+    monkeypatch.chdir(root)
+    assert stored_state(root, None)[1].committed.to_dict() == PollPlanState().committed.to_dict()  # from the start
+
+    (root / "dagster.yaml").unlink()  # as `dg scaffold` / create-dagster leave a project
+    monkeypatch.chdir(root / "src")
+    bare = pull("acme_audit")
+    assert bare.exit_code == 1
+    assert bare.output == (
+        f"error: no Dagster instance: the dg project {root} has no dagster.yaml (without one, `dg dev` keeps runs "
+        "and cursors in a temporary directory it deletes on exit). Add a dagster.yaml there, as "
+        "examples/dg_project's (storage in .pullmode/dagster, shared by `dg dev` and `pullmode`), or set "
+        "DAGSTER_HOME to the directory holding the instance's dagster.yaml\n"
+    )
 
 
 TEAM_DEFS = """

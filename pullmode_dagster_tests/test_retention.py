@@ -7,8 +7,13 @@ is the store's rows afterwards, the counts printed, and the committed cursor, ne
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
@@ -23,14 +28,15 @@ from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.events import NormalizedEvent, Reject, format_timestamp
-from pullmode_dagster.engine.retention import cutoff, mentions
+from pullmode_dagster.engine.retention import ActorMatch, cutoff
 from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import open_store
 
 from .bounded import join_all
 from .conftest import SourceWriter, http_source
-from .fakes import CursorFeed, make_events
+from .fakes import EVENT_MAPPING, CursorFeed, make_events
 from .pg import fresh_database
+from .test_component import example_project
 from .test_pull_command import WORKSPACE, pull
 from .test_trace_store import execute
 
@@ -191,7 +197,7 @@ def test_a_prune_beside_a_pull_writing_loses_none_of_its_rows_and_fails_neither(
         assert store.count(source="busy", end=cutoff(30)) == 0
 
 
-def test_erase_deletes_an_actors_events_across_sources_and_the_rejects_that_name_it(
+def test_erase_deletes_an_actors_events_across_sources_and_the_rejects_that_hold_it(
     url: str, sources: SourceWriter
 ) -> None:
     fill(url, "chat", [1, 2, 3], actor=ALICE)
@@ -201,8 +207,9 @@ def test_erase_deletes_an_actors_events_across_sources_and_the_rejects_that_name
     fill(url, "other", [1], actor="malice@acme.example")  # not alice: the actor must be whole
     rejects = [
         Reject("chat", "event_timestamp: missing", json.dumps({"who": {"email": ALICE}, "x": [1]}), "page 1"),
-        Reject("chat", "event_timestamp: missing", f'{{"broken json, by {ALICE}', "page 2"),  # not JSON
+        Reject("chat", "event_timestamp: missing", f'{{"who": "{ALICE}", "cut sh', "page 2"),  # not JSON
         Reject("api", f"actor: not a string: {{'id': {ALICE!r}}}", '{"id": 7}', "page 3"),  # in the reason only
+        Reject("api", "event_timestamp: missing", '{"id": 8}', f"{ALICE} page 7"),  # in the location only
         Reject("api", "event_timestamp: missing", json.dumps({"who": "alice@acme.example.org"}), "page 4"),
         Reject("api", "event_timestamp: missing", json.dumps({"who": f"x{ALICE}"}), "page 5"),
         Reject("api", "event_timestamp: missing", json.dumps({"who": "ALICE@acme.example"}), "page 6"),  # exact
@@ -213,17 +220,19 @@ def test_erase_deletes_an_actors_events_across_sources_and_the_rejects_that_name
     result = cli("erase", "--actor", ALICE)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "api: deleted 1 event and 1 rejected record" in lines
+    assert "api: deleted 1 event and 0 rejected records" in lines
     assert "chat: deleted 3 events and 2 rejected records" in lines
     assert any(
-        line.startswith("erased 4 events and 3 rejected records of that actor from 2 sources in ") for line in lines
+        line.startswith("erased 4 events and 2 rejected records of that actor from 2 sources in ")
+        and line.endswith("; searched 3 sources: every source the store holds (--source NAME limits it)")
+        for line in lines
     )
     assert ALICE not in result.output  # the person is not repeated into logs
     with open_store(url) as store:
         assert store._rows(f"SELECT count(*) FROM pulled_events WHERE actor = {store.PARAM}", [ALICE])[0][0] == 0
         assert store.count() == 4  # bob's three and malice's
         left = sorted(r[0] for r in store._rows("SELECT location FROM pulled_events_rejected", []))
-    assert left == ["page 4", "page 5", "page 6"]
+    assert left == [f"{ALICE} page 7", "page 3", "page 4", "page 5", "page 6"]  # the project's words are not hers
 
     again = cli("erase", "--actor", ALICE)
     assert again.exit_code == 0 and again.output.startswith("no events or rejected records of that actor in ")
@@ -254,9 +263,221 @@ def test_an_erase_dry_run_deletes_nothing_and_counts_the_same(url: str) -> None:
     counts = "3 events and 1 rejected record of that actor from 2 sources in "
     assert f"dry run: would erase {counts}" in dry.output and f"erased {counts}" in real.output
     assert "chat: would delete 2 events and 0 rejected records" in dry.output
+    assert "api: would delete 1 event and 1 rejected record" in dry.output
     assert "chat: deleted 2 events and 0 rejected records" in real.output
     with open_store(url) as store:
         assert store.count() == 0 and store.count(rejected=True) == 0
+
+
+REVIEWED = [
+    # The review's pull (a fake vendor, the usual eventMapping: actor at $.actor.email): three rejects,
+    # none of them user 1's, nor "record"'s or "not"'s; one is user 42's, one only counts 42 tokens.
+    Reject(
+        "fake_audit",
+        "event_timestamp: not a timestamp: 'not-a-date rejactor@acme.example'",
+        json.dumps(
+            {"id": "r1", "created_at": "not-a-date", "actor": {"email": "rejactor@acme.example"}, "type": "chat"}
+        ),
+        "page 1, record 9",
+    ),
+    Reject(
+        "fake_audit",
+        "event_timestamp: not a timestamp: '2026-13-45'",
+        json.dumps({"id": "r2", "created_at": "2026-13-45", "actor": {"email": "42"}, "usage": {"input_tokens": 1}}),
+        "page 1, record 10",
+    ),
+    Reject(
+        "fake_audit",
+        "event_timestamp: not a timestamp: 'bogus'",
+        json.dumps(
+            {
+                "id": "r3",
+                "created_at": "bogus",
+                "actor": {"email": "other@acme.example"},
+                "type": "chat",
+                "usage": {"input_tokens": 42},
+            }
+        ),
+        "page 1, record 11",
+    ),
+]
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["source file", "source file removed"])
+def test_erase_takes_no_one_elses_rejects_for_a_number_or_the_projects_words(
+    url: str, sources: SourceWriter, known: bool
+) -> None:
+    """The review: ``--actor 1`` counted every reject at ``page 1, record N``, ``--actor 42`` took a
+    reject counting 42 tokens, ``record`` and ``not`` matched the reasons."""
+    if known:
+        source_file(sources, "fake_audit")
+    with open_store(url) as store:
+        store.write_rejects(REVIEWED, run_id="r")
+    for actor in ("1", "record", "not", "page", "10", "chat" if known else "other"):
+        dry = cli("erase", "--actor", actor, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert dry.output.startswith("no events or rejected records of that actor in "), (actor, dry.output)
+
+    dry = cli("erase", "--actor", "42", "--dry-run")
+    assert "fake_audit: would delete 0 events and 1 rejected record" in dry.output, dry.output
+    assert cli("erase", "--actor", "42").exit_code == 0
+    with open_store(url) as store:
+        left = sorted(r[0] for r in store._rows("SELECT location FROM pulled_events_rejected", []))
+    assert left == ["page 1, record 11", "page 1, record 9"]  # user 42's alone is gone
+
+
+def test_erase_source_keeps_the_same_id_at_another_vendor(url: str, sources: SourceWriter) -> None:
+    """User 42 at one vendor is not user 42 at another: --source limits the erase, and the dry run
+    says per source what each would lose."""
+    fill(url, "vendor_a", [1, 2], actor="42")
+    fill(url, "vendor_b", [1], actor="42", start=10)
+    fill(url, "vendor_c", [1], start=20)  # bob's
+    with open_store(url) as store:
+        store.write_rejects([Reject("vendor_b", "bad", json.dumps({"user": "42"}), "page 1")], run_id="r")
+
+    everywhere = cli("erase", "--actor", "42", "--dry-run")
+    assert everywhere.exit_code == 0, everywhere.output
+    assert everywhere.output.splitlines()[:3] == [
+        "vendor_a: would delete 2 events and 0 rejected records",
+        "vendor_b: would delete 1 event and 1 rejected record",
+        "vendor_c: would delete 0 events and 0 rejected records",
+    ]
+    assert "; searched 3 sources: every source the store holds (--source NAME limits it)" in everywhere.output
+
+    one = cli("erase", "--actor", "42", "--source", "vendor_a")
+    assert one.exit_code == 0, one.output
+    assert one.output.splitlines()[0] == "vendor_a: deleted 2 events and 0 rejected records"
+    erased = one.output.splitlines()[1]
+    assert erased.startswith("erased 2 events and 0 rejected records of that actor from 1 source in ")
+    assert erased.endswith("; searched 1 source")
+    with open_store(url) as store:
+        assert (store.count(source="vendor_a"), store.count(source="vendor_b")) == (0, 1)
+        assert store.count(rejected=True) == 1
+
+    both = cli("erase", "--actor", "42", "--source", "vendor_b", "--source", "vendor_c", "--dry-run")
+    assert both.output.splitlines()[:2] == [
+        "vendor_b: would delete 1 event and 1 rejected record",
+        "vendor_c: would delete 0 events and 0 rejected records",
+    ]
+    unknown = cli("erase", "--actor", "42", "--source", "vendor_x")
+    assert unknown.exit_code == 1
+    assert unknown.output.startswith("error: unknown source 'vendor_x' (sources: none; the store holds: ")
+    with open_store(url) as store:
+        assert store.count(source="vendor_b") == 1
+
+
+def test_an_actor_too_long_to_be_one_is_refused_before_the_store_is_read(url: str) -> None:
+    """It was "error: unexpected OperationalError" (SQLite's limit on a LIKE pattern)."""
+    fill(url, "chat", [1], actor="x" * 1_000)
+    refused = cli("erase", "--actor", "x" * 100_000, "--dry-run")
+    assert refused.exit_code == 1
+    assert refused.output == (
+        "error: --actor: at most 1,000 characters, got 100,000: give the actor as stored in the actor column "
+        "(an email, a user id)\n"
+    )
+    longest = cli("erase", "--actor", "x" * 1_000)
+    assert longest.exit_code == 0 and "chat: deleted 1 event and 0 rejected records" in longest.output
+
+
+def test_a_reference_connectors_actor_built_from_two_fields_is_found_in_its_rejects(
+    url: str, sources: SourceWriter
+) -> None:
+    """No substring of a record spells ``issuer|subject``: the store reads every reject of such a
+    source (and only of it) and the connector's rule decides."""
+    sources.write(
+        {
+            "name": "claude_feed",
+            "adapter": "claude_compliance",
+            "startDate": "2026-01-01",
+            "schedule": "*/5 * * * *",
+            "credentials": {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}},
+        }
+    )
+    federated = {"type": "federated_identity_actor", "issuer": "https://idp.acme.example", "subject": "repo:acme/app"}
+    with open_store(url) as store:
+        store.write_rejects(
+            [
+                Reject("claude_feed", "bad", json.dumps({"id": "a1", "created_at": "x", "actor": federated}), "p 1"),
+                Reject("claude_feed", "bad", json.dumps({"id": "a2", "created_at": "x", "actor": {}}), "p 2"),
+                Reject("other", "bad", json.dumps({"actor": federated}), "p 3"),  # no rule: no string is the actor
+            ],
+            run_id="r",
+        )
+    result = cli("erase", "--actor", "https://idp.acme.example|repo:acme/app")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "claude_feed: deleted 0 events and 1 rejected record"
+    with open_store(url) as store:
+        assert sorted(r[0] for r in store._rows("SELECT location FROM pulled_events_rejected", [])) == ["p 2", "p 3"]
+
+
+def test_prune_in_a_dg_project_keeps_what_its_components_sources_keep(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review: a component source kept 36,500 days, and a ./sources directory beside it; prune
+    read ./sources and deleted by PULLMODE_RETENTION_DAYS. It reads the sources `pullmode pull`
+    pulls: the dg project's, from its root or any directory below it."""
+    package = f"prune_{uuid.uuid4().hex[:10]}"
+    root = tmp_path / "project"
+    folder = example_project(root, package)
+    SourceWriter(folder / "sources").write(http_source("https://audit.acme.example/v1/events", retentionDays=36_500))
+    (root / "sources").mkdir()
+    SourceWriter(root / "sources").write(http_source("https://audit.acme.example/v1/events"))  # not the project's
+    monkeypatch.delenv("PULLMODE_SOURCES_DIR", raising=False)
+    monkeypatch.setenv("PULLMODE_RETENTION_DAYS", "10")
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-prune-8080")
+    fill(url, "acme_audit", AGES)
+
+    for where in (root, root / "src" / package / "defs"):
+        monkeypatch.chdir(where)
+        dry = cli("prune", "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert "acme_audit: would delete 0 events dated before " in dry.output
+        assert "(36500 days: retentionDays)" in dry.output
+        assert Path.cwd() == where  # back where it was run from
+    monkeypatch.chdir(root / "src")
+    assert cli("prune").exit_code == 0
+    assert len(ids(url, "acme_audit")) == 5
+
+    # The workspace file wins over the project, as for `pullmode pull`: the repository's names the module.
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PULLMODE_SOURCES_DIR", str(root / "sources"))
+    plain = cli("prune", "--workspace", str(WORKSPACE))
+    assert "acme_audit: deleted 3 events " in plain.output and "(10 days: PULLMODE_RETENTION_DAYS)" in plain.output
+
+
+PLAIN = """
+import json, sys
+from click.testing import CliRunner
+from pullmode_dagster.cli import main
+outputs = [CliRunner().invoke(main, args) for args in (["prune", "--older-than", "30"], ["erase", "--actor", "x@y"])]
+print(json.dumps({"exit": [r.exit_code for r in outputs], "out": [r.output for r in outputs],
+                  "dagster": "dagster" in sys.modules}))
+"""
+
+
+def test_prune_and_erase_of_a_plain_project_do_not_load_dagster(
+    url: str, sources: SourceWriter, tmp_path: Path
+) -> None:
+    """The module every workspace of the repository names loads ``load_sources()``: read without
+    Dagster (a second instead of an import of Dagster and the code location)."""
+    source_file(sources, "kept")
+    fill(url, "kept", AGES)
+    here = tmp_path / "run"
+    here.mkdir()
+    shutil.copy(WORKSPACE, here / "workspace.yaml")
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN],
+        cwd=here,
+        env={**os.environ, "PYTHONPATH": str(WORKSPACE.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["exit"] == [0, 0], found["out"]
+    assert "kept: deleted 2 events" in found["out"][0]
+    assert found["dagster"] is False
 
 
 def test_the_errors_say_what_to_do(url: str, sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -353,26 +574,69 @@ def test_a_retention_ends_at_midnight_utc() -> None:
     ("record", "found"),
     [
         (json.dumps({"actor": {"email": ALICE}}), True),
-        (json.dumps({"to": [{"name": "Alice", "addr": f"Alice <{ALICE}>"}]}), True),
-        (json.dumps({ALICE: {"role": "admin"}}), True),  # a key
-        (json.dumps({"path": f"users/{ALICE}/chats"}), True),
+        (json.dumps({"to": [{"name": "Alice", "addr": ALICE}]}), True),  # any depth
+        (json.dumps({"to": [{"name": "Alice", "addr": f"Alice <{ALICE}>"}]}), False),  # a string holding it
+        (json.dumps({ALICE: {"role": "admin"}}), False),  # a key is not a value
+        (json.dumps({"path": f"users/{ALICE}/chats"}), False),
         (json.dumps({"who": f"m{ALICE}"}), False),
-        (json.dumps({"who": f"{ALICE}.org"}), False),
         (json.dumps({"who": ALICE.upper()}), False),  # exact, as the actor column is compared
-        (f'{ALICE},chat,"2026-03-01"', True),  # a CSV row: not JSON
-        (f'{{"truncated": "{ALICE}', True),
+        (f'{ALICE},chat,"2026-03-01"', True),  # a CSV row: not JSON, a field that is the actor
+        (f'"x",{ALICE}.org,chat', False),
+        (f'{{"truncated": "{ALICE}', True),  # cut short in the actor's string
+        (f'{{"truncated": "{ALICE[:-3]}', False),
         ("[" * 100_000 + json.dumps(ALICE), True),  # deeper than Python recurses, and not JSON
         (json.dumps({"who": "ålice@acme.example"}, ensure_ascii=True), False),
     ],
 )
-def test_a_rejected_record_mentions_an_actor_only_whole(record: str, found: bool) -> None:
-    assert mentions(record, ALICE) is found
+def test_a_rejected_record_is_an_actors_when_a_string_in_it_is_exactly_the_actor(record: str, found: bool) -> None:
+    assert ActorMatch(ALICE)(record) is found
+
+
+@pytest.mark.parametrize(
+    ("actor", "record", "found"),
+    [
+        ("42", json.dumps({"usage": {"input_tokens": 42}}), False),  # a number is not a user id...
+        ("42", '{"usage": {"input_tokens": 42}, "cut', False),
+        ("42", "2026-03-01,bob,42", False),  # ...nor a CSV field that reads as one
+        ("42", json.dumps({"actor": {"email": "42"}}), True),
+        ("1", json.dumps({"n": 1, "id": "r1", "xs": [1, 1.0]}), False),
+        ("true", json.dumps({"flag": True}), False),
+    ],
+)
+def test_without_the_sources_rule_a_number_is_never_an_actor(actor: str, record: str, found: bool) -> None:
+    assert ActorMatch(actor)(record) is found
+
+
+def test_with_the_sources_rule_the_actor_is_what_its_pull_would_have_stored(sources: SourceWriter) -> None:
+    by_path = sources.load(http_source("https://a.example/v1", eventMapping={**EVENT_MAPPING, "actor": "$.user.id"}))
+    mine = json.dumps({"created_at": "not a date", "user": {"id": 42}, "usage": {"input_tokens": 7}})
+    theirs = json.dumps({"created_at": "not a date", "user": {"id": 7}, "usage": {"input_tokens": 42}, "to": "42"})
+    assert ActorMatch("42", by_path)(mine)  # a number at the actor path is stored as its text
+    assert not ActorMatch("42", by_path)(theirs)  # someone else's, though "42" is a string in it
+    assert ActorMatch("42", by_path)(json.dumps({"user": {}, "to": "42"}))  # the path matches nothing: strings
+    assert not ActorMatch("42", by_path)(json.dumps({"user": {"id": [42]}, "to": "42"}))  # its actor is "[42]"
+    assert not ActorMatch("42", by_path)('{"user": {"id": 42}, "cut')  # not JSON: no rule, and 42 is a number
+
+    claude = sources.load(
+        {
+            "name": "claude_feed",
+            "adapter": "claude_compliance",
+            "startDate": "2026-01-01",
+            "schedule": "*/5 * * * *",
+            "credentials": {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}},
+        }
+    )
+    federated = {"type": "federated_identity_actor", "issuer": "https://idp.acme.example", "subject": "repo:acme/app"}
+    record = json.dumps({"id": "a1", "created_at": "bad", "type": "x", "actor": federated})
+    who = "https://idp.acme.example|repo:acme/app"  # built from two fields, as the connector builds it
+    assert ActorMatch(who, claude)(record) and ActorMatch(who, claude).patterns is None
+    assert not ActorMatch("repo:acme/app", claude)(record)  # a part of the actor is not the actor
 
 
 def test_an_actor_with_non_ascii_text_is_found_however_the_record_escapes_it() -> None:
     who = "jürgen@acme.example"
-    assert mentions(json.dumps({"u": who}, ensure_ascii=True), who)
-    assert mentions('{"u": "' + json.dumps(who)[1:-1] + '", broken', who)  # escaped, in text that is not JSON
+    assert ActorMatch(who)(json.dumps({"u": who}, ensure_ascii=True))
+    assert ActorMatch(who)('{"u": "' + json.dumps(who)[1:-1] + '", broken')  # escaped, in text that is not JSON
 
 
 def test_a_percent_or_underscore_in_the_actor_is_matched_as_itself(url: str) -> None:

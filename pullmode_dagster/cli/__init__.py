@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from ..defs.location import at_project_root
 from ..engine.content import event_content_problem
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.sources import check_source, load_sources
@@ -237,7 +238,8 @@ workspace_option = click.option(
     "--workspace",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The workspace file whose code location owns the pollers (default ./workspace.yaml).",
+    help="The workspace file whose code location owns the pollers (default ./workspace.yaml, else the dg project "
+    "this directory is in).",
 )
 
 
@@ -264,14 +266,15 @@ def pull_command(
 
     if bool(names) == all_sources:
         raise click.UsageError("name one or more sources, or pass --all")
-    outcomes = pull_sources(
-        list(names),
-        all_sources=all_sources,
-        workspace=workspace,
-        echo=click.echo,
-        verbose=verbose,
-        always_run=always_run,
-    )
+    with at_project_root(workspace):
+        outcomes = pull_sources(
+            list(names),
+            all_sources=all_sources,
+            workspace=workspace,
+            echo=click.echo,
+            verbose=verbose,
+            always_run=always_run,
+        )
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 
@@ -294,7 +297,8 @@ def rewind(name: str, to: str | None, cursor: str | None, workspace: Path | None
 
     if (to is None) == (cursor is None):
         raise click.UsageError("give --to ISO or --cursor JSON")
-    rewind_source(name, to=to, cursor=cursor, workspace=workspace, echo=click.echo)
+    with at_project_root(workspace):
+        rewind_source(name, to=to, cursor=cursor, workspace=workspace, echo=click.echo)
 
 
 @main.command()
@@ -307,33 +311,49 @@ def rewind(name: str, to: str | None, cursor: str | None, workspace: Path | None
     help="Delete events dated more than DAYS days ago, instead of each source's retention.",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@workspace_option
 @friendly_errors
-def prune(source: str | None, older_than: int | None, dry_run: bool) -> None:
+def prune(source: str | None, older_than: int | None, dry_run: bool, workspace: Path | None) -> None:
     """Delete stored events past their retention, in batches, safe while pulls run.
 
-    A source's retention is its retentionDays, else $PULLMODE_RETENTION_DAYS, else none (kept).
+    A source's retention is its retentionDays, else $PULLMODE_RETENTION_DAYS, else none (kept); the
+    sources are those `pullmode pull` reads (the workspace's or dg project's code location).
     An event is past it when its event_timestamp is before midnight UTC that many days ago; the
     source's rejected records pulled before then go too. Committed cursors are not touched: what is
     deleted is not pulled again unless the source is rewound past it."""
     from .retention import prune as run_prune
 
-    if not run_prune(source=source, older_than=older_than, dry_run=dry_run, echo=click.echo):
+    with at_project_root(workspace):
+        pruned = run_prune(source=source, older_than=older_than, dry_run=dry_run, echo=click.echo, workspace=workspace)
+    if not pruned:
         sys.exit(1)
 
 
 @main.command()
 @click.option("--actor", required=True, metavar="VALUE", help="The actor, exactly as stored (pullmode tail shows it).")
-@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--source",
+    "sources",
+    metavar="NAME",
+    multiple=True,
+    help="Only this source (repeat for several); default: every source. User 42 of one vendor is not "
+    "user 42 of another.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted, per source; delete nothing.")
+@workspace_option
 @friendly_errors
-def erase(actor: str, dry_run: bool) -> None:
-    """Delete every stored event of an actor, and every rejected record that mentions it, across
-    sources: a data-subject request. Prints the counts.
+def erase(actor: str, sources: tuple[str, ...], dry_run: bool, workspace: Path | None) -> None:
+    """Delete every stored event of an actor, and every rejected record that is theirs, in every
+    source (or each --source): a data-subject request. Prints the counts per source.
 
-    Safe while pulls run; committed cursors are not touched, so an erased event is not pulled
-    again unless its source is rewound past it (docs/retention-and-erasure.md)."""
+    A rejected record is the actor's when the source's own actor rule finds the actor in it (else
+    when a string in it is exactly the actor); never by its reason or location. Safe while pulls
+    run; committed cursors are not touched, so an erased event is not pulled again unless its
+    source is rewound past it (docs/retention-and-erasure.md)."""
     from .retention import erase as run_erase
 
-    run_erase(actor=actor, dry_run=dry_run, echo=click.echo)
+    with at_project_root(workspace):
+        run_erase(actor=actor, sources=sources, dry_run=dry_run, echo=click.echo, workspace=workspace)
 
 
 @main.command()

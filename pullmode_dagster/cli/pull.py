@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from ..definitions import Project, project_of
+from ..defs.location import default_workspace, find_dg_project
 from ..defs.outgoing import secrets_for
 from ..defs.pools import ensure_pool_limits
 from ..defs.recovery import PROCESS_TAG, process_identity
@@ -190,11 +191,6 @@ def stored_committed(text: str | None) -> str | None:
         return None
 
 
-def default_workspace() -> Path | None:
-    path = Path("workspace.yaml")
-    return path if path.exists() else None
-
-
 def code_location_project(workspace: Path | None) -> Project:
     """The project of the code location whose pollers the command acts for (``workspace``'s, else
     the dg project's here, else ``pullmode_dagster.definitions``), loaded as its code server loads
@@ -204,7 +200,8 @@ def code_location_project(workspace: Path | None) -> Project:
 
 def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     """The instance ``dagster dev`` would use from here: ``$DAGSTER_HOME``; else the current
-    directory when it holds a ``dagster.yaml`` (the repository root); else ``fallback_home``.
+    directory when it holds a ``dagster.yaml`` (the repository root, or a dg project's); else
+    ``fallback_home``.
 
     Opening a brand-new SQLite instance creates its tables; two ``pullmode pull`` started at the
     same moment would both try (``table run_tags already exists``), so opening takes turns.
@@ -214,20 +211,30 @@ def open_instance(fallback_home: Path | None = None) -> dg.DagsterInstance:
     beginning and the alert sensor forgets what it sent."""
     import os
 
+    project = find_dg_project(Path.cwd())
+    # Where a dagster.yaml is read from with DAGSTER_HOME unset: the dg project's root (a command in
+    # a dg project runs from there, as dg does) or the repository root.
+    here = f"the dg project's root ({project.root})" if project else "the repository root"
     if os.environ.get("DAGSTER_HOME"):
         home = Path(os.environ["DAGSTER_HOME"]).expanduser()
         if not home.is_dir():
             what = "is not a directory" if home.exists() else "does not exist"
             raise PullmodeError(
                 f"DAGSTER_HOME={home} {what}: point it at the directory holding the instance's dagster.yaml "
-                f"(mkdir -p {home} to start a new instance there), or unset it to use ./dagster.yaml from the "
-                "repository root"
+                f"(mkdir -p {home} to start a new instance there), or unset it to use ./dagster.yaml from {here}"
             )
     elif Path("dagster.yaml").exists():
         home = Path.cwd()
     elif fallback_home is not None:
         fallback_home.mkdir(parents=True, exist_ok=True)
         home = fallback_home.resolve()
+    elif project is not None:
+        raise PullmodeError(
+            f"no Dagster instance: the dg project {project.root} has no dagster.yaml (without one, `dg dev` keeps "
+            "runs and cursors in a temporary directory it deletes on exit). Add a dagster.yaml there, as "
+            "examples/dg_project's (storage in .pullmode/dagster, shared by `dg dev` and `pullmode`), or set "
+            "DAGSTER_HOME to the directory holding the instance's dagster.yaml"
+        )
     else:
         raise PullmodeError(
             "no Dagster instance: set DAGSTER_HOME to the directory holding dagster.yaml, or run from the "

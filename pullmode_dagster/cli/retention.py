@@ -1,8 +1,10 @@
 """``pullmode prune`` and ``pullmode erase``: delete stored events past their retention, and every
 event of one actor (a data-subject request), from the trace store alone.
 
-Neither touches Dagster: a committed cursor (the pollers' state in the instance) stays as it is, so
-what was deleted is not pulled again unless the source is rewound past it.
+Neither touches Dagster's instance: a committed cursor (the pollers' state in the instance) stays
+as it is, so what was deleted is not pulled again unless the source is rewound past it. Both read
+the sources of the code location ``pullmode pull`` acts for (each source's retention, and how it
+takes a record's actor); loading that needs Dagster only when it is not the plain project's module.
 Design and what a data-protection officer reads: docs/retention-and-erasure.md
 """
 
@@ -12,9 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from ..defs.location import loads_module_only
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.retention import RETENTION_ENV, check_days, cutoff, store_retention_days
+from ..engine.retention import RETENTION_ENV, ActorMatch, check_actor, check_days, cutoff, store_retention_days
 from ..engine.sources import SourceSet, check_source, load_sources
 from ..engine.store import TraceStore, describe_store, open_store
 from ..engine.store.base import Deleted
@@ -29,6 +33,18 @@ class Retention:
     source: str
     days: int | None
     origin: str
+
+
+def code_location_sources(workspace: Path | None) -> SourceSet:
+    """The sources of the code location ``pullmode pull`` acts for (``workspace``, else
+    ``./workspace.yaml``, else the dg project this directory is in): a component's ``sources_dir``
+    in a dg project, not ``$PULLMODE_SOURCES_DIR``. Read without Dagster when that code location is
+    ``pullmode_dagster.definitions`` itself (what it loads is ``load_sources()``)."""
+    if loads_module_only(workspace):
+        return load_sources()
+    from .pull import code_location_project, default_workspace
+
+    return code_location_project(workspace if workspace is not None else default_workspace()).sources
 
 
 def _directory_problems(loaded: SourceSet) -> list[str]:
@@ -93,13 +109,20 @@ def _day(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%d")
 
 
-def prune(*, source: str | None, older_than: int | None, dry_run: bool, echo: Callable[..., None]) -> bool:
+def prune(
+    *,
+    source: str | None,
+    older_than: int | None,
+    dry_run: bool,
+    echo: Callable[..., None],
+    workspace: Path | None = None,
+) -> bool:
     """Prune each source past its retention, printing a line a source; False when a source was
     left alone because its file has problems (the command exits 1 so a scheduled job is noticed)."""
     started = time.monotonic()
     verb = "would delete" if dry_run else "deleted"
     total = Deleted(0, 0)
-    loaded = load_sources()
+    loaded = code_location_sources(workspace)
     with open_store() as store:
         plans, skipped = plan(loaded, store, source=source, older_than=older_than)
         for p in plans:
@@ -121,26 +144,47 @@ def prune(*, source: str | None, older_than: int | None, dry_run: bool, echo: Ca
     return not skipped
 
 
-def erase(*, actor: str, dry_run: bool, echo: Callable[..., None]) -> None:
-    """Delete (or count) every stored event and rejected record of ``actor``, printing a line a
-    source, the totals, and what a later pull may bring back."""
-    if not actor:
-        raise PullmodeError("--actor: give the actor as stored in the actor column (an email, a user id), not empty")
+def erase(
+    *,
+    actor: str,
+    dry_run: bool,
+    echo: Callable[..., None],
+    sources: tuple[str, ...] = (),
+    workspace: Path | None = None,
+) -> None:
+    """Delete (or count) every stored event and rejected record of ``actor`` in ``sources`` (none
+    named: every source the store holds), printing a line a source (a dry run: every source
+    searched, those with nothing too), the totals, and what a later pull may bring back."""
+    check_actor(actor)
     started = time.monotonic()
     verb = "would delete" if dry_run else "deleted"
+    loaded = code_location_sources(workspace)  # each source's actor rule; problems only lose a rule
     with open_store() as store:
-        erased = store.erase_actor(actor, dry_run=dry_run)
+        with_rejects = store.source_names(rejected=True)
+        for name in sources:
+            if name not in with_rejects:
+                check_source(store, name, defined={*loaded.sources, *(s.name for s in loaded.invalid)})
+        searched = sorted(set(sources)) if sources else sorted({*store.source_names(), *with_rejects})
+        erased = store.erase_actor(
+            actor,
+            sources=searched,
+            match=lambda name: ActorMatch(actor, loaded.sources.get(name)),
+            dry_run=dry_run,
+        )
         left = None if dry_run or not erased else store.drop_deleted_copies()
-    for name, done in erased.items():
+    where = f"in {describe_store()} ({time.monotonic() - started:.1f} s)"
+    scope = f"searched {_count(len(searched), 'source')}"
+    scope += "" if sources else ": every source the store holds (--source NAME limits it)"
+    if not erased:
+        echo(f"no events or rejected records of that actor {where}; {scope}")
+        return
+    for name in searched if dry_run else sorted(erased):  # a dry run shows what each source would keep too
+        done = erased.get(name, Deleted(0, 0))
         echo(f"{name}: {verb} {_count(done.events, 'event')} and {_count(done.rejects, 'rejected record')}")
     events, rejects = sum(d.events for d in erased.values()), sum(d.rejects for d in erased.values())
-    where = f"in {describe_store()} ({time.monotonic() - started:.1f} s)"
-    if not erased:
-        echo(f"no events or rejected records of that actor {where}")
-        return
     summary = f"{_count(events, 'event')} and {_count(rejects, 'rejected record')} of that actor from {len(erased)}"
     summary += f" source{'' if len(erased) == 1 else 's'} {where}"
-    echo(f"dry run: would erase {summary}; nothing deleted" if dry_run else f"erased {summary}")
+    echo(f"dry run: would erase {summary}; nothing deleted; {scope}" if dry_run else f"erased {summary}; {scope}")
     for name, done in erased.items():
         if done.at_newest:
             echo(

@@ -9,7 +9,6 @@ Design: docs/design/poller.md#sensor-state
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -28,10 +27,10 @@ from dagster.components.definitions import LazyDefinitions
 
 from ..engine.errors import PullmodeError
 from ..engine.sources import one_line
+from .location import MODULE, find_dg_project
 from .sensors import INTERVAL_SECONDS
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
-MODULE = "pullmode_dagster.definitions"
 LOCATION_NAME = "pullmode"
 """The code location's name in every workspace (``workspace.yaml``, ``deploy/workspace.yaml``, the
 demo's): sensor state is keyed by it, so another name would start every poller from an empty cursor."""
@@ -45,8 +44,8 @@ def sensor_timeout_seconds() -> float:
 
 def code_location_origin(workspace: Path | None) -> CodeLocationOrigin:
     """The origin ``dagster dev`` (or ``dg dev``) uses from here: the workspace file's only location;
-    else the dg project in the current directory; else the module itself under the location name
-    every workspace gives it."""
+    else the dg project's this directory is in (:func:`.location.find_dg_project`); else the module
+    itself under the location name every workspace gives it."""
     if workspace is not None and workspace.exists():
         origins = location_origins_from_yaml_paths([str(workspace)])
         if len(origins) != 1:
@@ -57,24 +56,18 @@ def code_location_origin(workspace: Path | None) -> CodeLocationOrigin:
     )
 
 
-def dg_project_origin(root: Path) -> CodeLocationOrigin | None:
-    """The code location ``dg dev`` serves from ``root`` when it is a dg project (``[tool.dg]`` in
-    ``pyproject.toml``, or ``dg.toml``), named as dg names it: the module ``code_location_target_module``
-    (default ``<root_module>.definitions``), found under ``src/`` when there is one, and the location
-    ``code_location_name`` (default the directory's name)."""
-    config: dict[str, object] = {}
-    if (root / "dg.toml").is_file():
-        config = tomllib.loads((root / "dg.toml").read_text())
-    elif (root / "pyproject.toml").is_file():
-        config = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("dg", {})
-    project = config.get("project")
-    if config.get("directory_type") != "project" or not isinstance(project, dict) or not project.get("root_module"):
+def dg_project_origin(start: Path) -> CodeLocationOrigin | None:
+    """The code location ``dg dev`` serves for the dg project ``start`` is in, named as dg names it:
+    the module ``code_location_target_module`` (default ``<root_module>.definitions``), found under
+    ``src/`` when there is one, and the location ``code_location_name`` (default the directory's name)."""
+    project = find_dg_project(start)
+    if project is None:
         return None
-    module = project.get("code_location_target_module") or f"{project['root_module']}.definitions"
-    directory = root / "src" if (root / "src").is_dir() else root
-    name = project.get("code_location_name") or root.name
     return location_origin_from_module_name(
-        module, attribute=None, working_directory=str(directory), location_name=name
+        project.module,
+        attribute=None,
+        working_directory=str(project.working_directory),
+        location_name=project.location_name,
     )
 
 

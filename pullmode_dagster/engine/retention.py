@@ -1,17 +1,26 @@
 """Retention and erasure, the parts that are not SQL: how old is too old, and whether a rejected
-record mentions an actor (a reject has no ``actor`` column: it could not be normalized).
+record is an actor's (a reject has no ``actor`` column: it could not be normalized).
 
 What ``pullmode prune`` and ``pullmode erase`` do with them is in docs/retention-and-erasure.md.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .errors import PullmodeError
-from .events import show
+from .events import normalize_text, show
+from .jsonpath import MISSING, compile_path
+
+if TYPE_CHECKING:
+    from .config import SourceConfig  # which imports this module (MAX_RETENTION_DAYS)
 
 MAX_RETENTION_DAYS = 36_500
 """A retention beyond a century is a typo (and keeps everything this project can store anyway)."""
@@ -49,10 +58,21 @@ def cutoff(days: int, now: datetime | None = None) -> datetime:
     return datetime.combine(today - timedelta(days=days), time(), tzinfo=UTC)
 
 
-_DELIMITERS = frozenset(" \t\r\n\"'`,;:|<>()[]{}=/\\")
-"""What may stand either side of an actor inside a longer text: ``alice@acme.example`` is in
-``"Alice <alice@acme.example>"`` and ``users/alice@acme.example``, but not in
-``malice@acme.example`` nor ``alice@acme.example.org``."""
+MAX_ACTOR_CHARS = 1_000
+"""The longest ``--actor`` taken: emails and vendors' ids are far shorter, so a longer one is a
+paste gone wrong (and its search patterns would pass SQLite's limit on a LIKE pattern)."""
+
+
+def check_actor(actor: str) -> str:
+    """``actor`` as ``erase`` takes it, or an error saying what is wrong with it."""
+    if not actor:
+        raise PullmodeError("--actor: give the actor as stored in the actor column (an email, a user id), not empty")
+    if len(actor) > MAX_ACTOR_CHARS:
+        raise PullmodeError(
+            f"--actor: at most {MAX_ACTOR_CHARS:,} characters, got {len(actor):,}: give the actor as stored in the "
+            "actor column (an email, a user id)"
+        )
+    return actor
 
 
 def spellings(value: str) -> list[str]:
@@ -60,36 +80,96 @@ def spellings(value: str) -> list[str]:
     return list(dict.fromkeys([value, json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]]))
 
 
-def delimited(text: str, value: str) -> bool:
-    """Whether ``value`` occurs in ``text`` as a whole (text, or delimiters, either side)."""
-    at = text.find(value)
-    while at >= 0:
-        end = at + len(value)
-        if (at == 0 or text[at - 1] in _DELIMITERS) and (end == len(text) or text[end] in _DELIMITERS):
-            return True
-        at = text.find(value, at + 1)
-    return False
+ActorRule = Callable[[dict[str, Any]], Any]
+"""How a source's pull takes the actor of a record (an object): the raw value, None when it has none."""
 
 
-def mentions(record: str, value: str) -> bool:
-    """Whether a rejected record's raw text mentions ``value``: as JSON, a string (or key) at any
-    depth that is ``value`` or holds it whole, or a number spelled as it; text that is not JSON (a
-    bad NDJSON line, a CSV row) holds it whole, as written or JSON-escaped."""
-    try:
-        doc = json.loads(record)
-    except (ValueError, RecursionError):
-        return any(delimited(record, spelled) for spelled in spellings(value))
-    stack = [doc]
-    while stack:  # a loop, not recursion: a rejected record may be nested deeper than Python recurses
-        item = stack.pop()
-        if isinstance(item, str):
-            if delimited(item, value):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, int | float) and not isinstance(item, bool) and json.dumps(item) == value:
-            return True
-    return False
+def actor_rule(source: SourceConfig | None) -> tuple[ActorRule | None, bool]:
+    """The rule the pull of ``source`` takes each record's actor by, and whether that actor may be
+    built from several fields (a reference connector's code: ``issuer|subject``), not written as
+    one value: its ``eventMapping`` ``actor`` path, else its connector's ``extract``. None when the
+    source is unknown (its file removed or invalid) or maps no actor."""
+    if source is None:
+        return None, False
+    mapping = getattr(source, "event_mapping", None)
+    if mapping is not None:
+        if mapping.actor is None:
+            return None, False
+        path = compile_path(mapping.actor)
+        return (lambda record: None if (found := path.first(record)) is MISSING else found), False
+    extract = getattr(source, "extract", None)
+    if extract is None:
+        return None, False
+    return (lambda record: extract(record).get("actor")), True
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*(?:"|$)')
+"""A JSON string in text that is not JSON, or the string it ends in (a record cut short)."""
+
+
+class ActorMatch:
+    """Whether a rejected record of one source is the actor's (a reject has no ``actor`` column: it
+    could not be normalized). Only the record's raw text counts, never its reason or location (the
+    project's words: ``page 1, record 3``, ``not a timestamp``):
+
+    - with the source's actor rule (its ``eventMapping`` path or its connector's code), the actor
+      the pull would have stored, when the rule finds one: ``42`` at the actor path is user ``42``,
+      ``"input_tokens": 42`` beside it is not;
+    - else (the source unknown, the rule finding none, text that is not JSON) a string value that
+      is exactly the actor, at any depth: a number or a key never is, nor a longer string holding it.
+      In text that is not JSON: a quoted JSON string, or a CSV field, that is exactly the actor (a
+      field that reads as a number excepted: a count looks the same).
+    """
+
+    def __init__(self, actor: str, source: SourceConfig | None = None):
+        self.actor = actor
+        self._rule, composed = actor_rule(source)
+        self.patterns: list[str] | None = None if composed else spellings(actor)
+        """Substrings a record of the actor's holds (one at least): a database picks candidates by
+        them. None when the actor may be built from several fields: every record is a candidate."""
+
+    def __call__(self, record: str) -> bool:
+        try:
+            doc = json.loads(record)
+        except (ValueError, RecursionError):
+            return self._in_text(record)
+        if self._rule is not None and isinstance(doc, dict):
+            found = self._by_rule(doc)
+            if found is not None:
+                return found == self.actor
+        return self._in_strings(doc)
+
+    def _by_rule(self, doc: dict[str, Any]) -> str | None:
+        """The actor the pull would have stored for ``doc``, None when its rule cannot tell."""
+        try:
+            return normalize_text(self._rule(doc), "actor")  # type: ignore[misc]
+        except Exception:  # the record is malformed (why it was rejected): the rule cannot tell
+            return None
+
+    def _in_strings(self, doc: Any) -> bool:
+        stack = [doc]
+        while stack:  # a loop, not recursion: a rejected record may be nested deeper than Python recurses
+            item = stack.pop()
+            if isinstance(item, str):
+                if item == self.actor:
+                    return True
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return False
+
+    def _in_text(self, text: str) -> bool:
+        for literal in _STRING_LITERAL.findall(text):
+            try:
+                if json.loads(literal if len(literal) > 1 and literal.endswith('"') else f'{literal}"') == self.actor:
+                    return True
+            except ValueError:
+                continue
+        if _NUMBER.fullmatch(self.actor):
+            return False
+        try:
+            return any(self.actor in row for row in csv.reader(io.StringIO(text, newline="")))
+        except csv.Error:
+            return False

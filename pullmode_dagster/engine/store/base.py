@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +25,7 @@ from ..events import (
     Reject,
     format_timestamp,
 )
-from ..retention import delimited, mentions, spellings
+from ..retention import ActorMatch
 from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
 
 if TYPE_CHECKING:
@@ -368,17 +368,22 @@ class TraceStore(ABC):
         self,
         actor: str,
         *,
+        sources: Collection[str] | None = None,
+        match: Callable[[str], ActorMatch] | None = None,
         dry_run: bool = False,
         batch_rows: int = DELETE_BATCH_ROWS,
         scan_rows: int = REJECT_SCAN_ROWS,
     ) -> dict[str, Deleted]:
         """Delete every event whose ``actor`` is ``actor`` (exactly) and every rejected record that
-        mentions it (:func:`..retention.mentions`: a reject has no actor column), across sources;
-        ``dry_run``: count them. Returns what each source lost, only sources that lost something."""
+        is the actor's (``match(source)`` says so for each source's: a reject has no actor column;
+        default :class:`..retention.ActorMatch` without the source's rule), of ``sources`` (default:
+        every source); ``dry_run``: count them. Returns what each source lost, only sources that lost
+        something."""
         p = self.PARAM
-        rejects = self._erase_rejects(actor, dry_run, scan_rows)
+        match = match or (lambda _: ActorMatch(actor))
+        rejects = self._erase_rejects(match, sources, dry_run, scan_rows)
         erased: dict[str, Deleted] = {}
-        for source in sorted({*self.source_names(), *rejects}):
+        for source in sorted({*self.source_names(), *rejects} if sources is None else sources):
             mine: Where = (f"source_name = {p} AND actor = {p}", [source, actor])
             # Read before deleting: the actor's events at the source's newest instant, which a source
             # resuming with an inclusive time filter reads again at its next pull.
@@ -392,28 +397,37 @@ class TraceStore(ABC):
                 erased[source] = Deleted(events, rejects.get(source, 0), int(at_newest) if events else 0)
         return erased
 
-    def _erase_rejects(self, actor: str, dry_run: bool, scan_rows: int) -> dict[str, int]:
-        """The rejected records that mention ``actor``, deleted (or counted), by source. The whole
-        table is read ``scan_rows`` candidates at a time (a LIKE on any spelling of the actor picks
-        them, so a record that cannot mention it is never sent), each confirmed in Python."""
+    def _erase_rejects(
+        self, match: Callable[[str], ActorMatch], sources: Collection[str] | None, dry_run: bool, scan_rows: int
+    ) -> dict[str, int]:
+        """The rejected records of ``sources`` (None: all) that are the actor's, deleted (or
+        counted), by source. The table is read ``scan_rows`` candidates at a time, in id order, and
+        each is confirmed in Python. A LIKE on the raw record picks the candidates (a record that
+        cannot be the actor's is never sent), except for a source whose actor may be built from
+        several fields: all its records are candidates."""
         p = self.PARAM
-        spelled = spellings(actor)
-        text = "reason || ' ' || coalesce(location, '') || ' ' || raw_record"
-        like = " OR ".join(f"{text} LIKE {p} ESCAPE '\\'" for _ in spelled)
-        patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", s) + "%" for s in spelled]
+        named = sorted(sources) if sources is not None else self.source_names(rejected=True)
+        if not named:
+            return {}
+        matches = {name: match(name) for name in named}
+        every = [name for name, m in matches.items() if m.patterns is None]
+        spelled = next((m.patterns for m in matches.values() if m.patterns is not None), [])
+        wanted = [f"raw_record LIKE {p} ESCAPE '\\'" for _ in spelled]
+        if every:
+            wanted.append(f"source_name IN ({', '.join(p for _ in every)})")
+        scope = f" AND source_name IN ({', '.join(p for _ in named)})" if sources is not None else ""
         sql = (
-            "SELECT id, source_name, reason, location, raw_record FROM pulled_events_rejected "
-            f"WHERE id > {p} AND ({like}) ORDER BY id LIMIT {p}"
+            "SELECT id, source_name, raw_record FROM pulled_events_rejected "
+            f"WHERE id > {p}{scope} AND ({' OR '.join(wanted)}) ORDER BY id LIMIT {p}"
         )
+        patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", s) + "%" for s in spelled]
+        args = [*(named if sources is not None else []), *patterns, *every]
         found: dict[str, int] = {}
         after = 0
         while True:
-            rows = self._rows(sql, [after, *patterns, scan_rows])
-            hits = [
-                (row[0], row[1])
-                for row in rows
-                if mentions(row[4], actor) or delimited(row[2], actor) or delimited(row[3] or "", actor)
-            ]
+            rows = self._rows(sql, [after, *args, scan_rows])
+            # A source that appeared since the scan began (a pull meanwhile) is matched as any.
+            hits = [(i, source) for i, source, raw in rows if (matches.get(source) or match(source))(raw)]
             if hits and not dry_run:
                 self._delete_ids("pulled_events_rejected", [i for i, _ in hits])
             for _, source in hits:
