@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from run import plain_loop as run_plain_loop  # bench/run.py, beside this script
 
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.loading import parse_source
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster_tests.fakes import EVENT_MAPPING, make_events
 

@@ -29,9 +29,9 @@ from .defs.sensors import (
 )
 from .defs.translator import PullmodeTranslator
 from .engine.adapters import ADAPTERS
-from .engine.config import SourceConfig
+from .engine.declare.loading import InvalidSource, SourceSet, load_sources, one_line
+from .engine.declare.models import SourceConfig
 from .engine.errors import Problem, PullmodeError
-from .engine.sources import InvalidSource, SourceSet, load_sources, one_line
 
 log = logging.getLogger("pullmode")
 

@@ -13,9 +13,9 @@ import yaml
 
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.config import SourceConfig
-from pullmode_dagster.engine.http import RetryPolicy
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.declare.models import SourceConfig
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .fakes import EVENT_MAPPING

@@ -40,12 +40,12 @@ from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.adapters import claude_compliance as cc
 from pullmode_dagster.engine.adapters.reference import rfc3339
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import normalize_timestamp
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.events.model import normalize_timestamp
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
@@ -660,7 +660,7 @@ def test_backoff_may_reach_the_vendors_sixty_seconds_unless_the_deployment_sets_
 ) -> None:
     # The one retry policy (pull_settings / PULLMODE_BACKOFF_*): its built-in 30 s ceiling gives way to
     # the vendor's 60 s for this connector; a ceiling the deployment set stands.
-    monkeypatch.setattr("pullmode_dagster.engine.http.random.uniform", lambda low, high: high)  # no jitter
+    monkeypatch.setattr("pullmode_dagster.engine.fetch.session.random.uniform", lambda low, high: high)  # no jitter
     environ = {"PULLMODE_BACKOFF_MAX_SECONDS": deployment_max} if deployment_max else {}
     policy = RetryPolicy.from_env(max_attempts=5, backoff_initial="16", environ=environ)
     assert policy.backoff_max == (20.0 if deployment_max else 30.0)

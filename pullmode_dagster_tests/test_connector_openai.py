@@ -34,10 +34,10 @@ from pullmode_dagster.demo.vendors.openai import (
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.adapters import openai_compliance as oai
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter

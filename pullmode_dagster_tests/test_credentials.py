@@ -13,15 +13,15 @@ import pytest
 
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.credentials import (
+from pullmode_dagster.engine.declare.credentials import (
     MAX_SECRET_FILE_BYTES,
     CredentialRef,
     ResolvedCredentials,
     resolve_credentials,
 )
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import CredentialError, PullError
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source

@@ -27,9 +27,9 @@ from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import build_puller, run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader

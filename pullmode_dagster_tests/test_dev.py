@@ -32,7 +32,7 @@ from pullmode_dagster.demo.downstream import DAILY
 from pullmode_dagster.demo.run import dev_environment, dev_url, project_source_dirs
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.setup import demo_start, prepare_demo
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.declare.loading import load_sources
 
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source

@@ -18,8 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pullmode_dagster.engine.config import EventMapping
-from pullmode_dagster.engine.events import (
+from pullmode_dagster.engine.adapters.file_formats import ParseProblem, ndjson_records
+from pullmode_dagster.engine.declare.models import EventMapping
+from pullmode_dagster.engine.events.jsonpath import MISSING, compile_path
+from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.model import (
     EVENT_FIELDS,
     EventRows,
     NormalizationError,
@@ -40,9 +43,6 @@ from pullmode_dagster.engine.events import (
     stable_event_id,
     unserializable_reason,
 )
-from pullmode_dagster.engine.jsonpath import MISSING, compile_path
-from pullmode_dagster.engine.mapping import EventMapper
-from pullmode_dagster.engine.parsing import ParseProblem, ndjson_records
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster.engine.store.base import EVENT_COLUMNS
 

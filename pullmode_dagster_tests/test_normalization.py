@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.engine.config import EventMapping
-from pullmode_dagster.engine.events import (
+from pullmode_dagster.engine.declare.models import EventMapping
+from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.model import (
     NormalizationError,
     NormalizedEvent,
     Reject,
@@ -21,7 +22,6 @@ from pullmode_dagster.engine.events import (
     parse_timestamp,
     stable_event_id,
 )
-from pullmode_dagster.engine.mapping import EventMapper
 from pullmode_dagster.engine.store import TraceStore, WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 

@@ -22,10 +22,10 @@ from click.testing import CliRunner, Result
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.events import NormalizedEvent, Reject, format_timestamp
-from pullmode_dagster.engine.retention import cutoff, mentions
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.events.model import NormalizedEvent, Reject, format_timestamp
 from pullmode_dagster.engine.store import open_store
+from pullmode_dagster.engine.store.retention import cutoff, mentions
 
 from .bounded import join_all
 from .conftest import SourceWriter, http_source

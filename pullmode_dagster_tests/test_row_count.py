@@ -17,8 +17,8 @@ from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.assets import partition_row_count
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.events import NormalizedEvent
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.store import open_store
 
 from .conftest import SourceWriter, http_source

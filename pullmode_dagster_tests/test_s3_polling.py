@@ -22,10 +22,10 @@ from click.testing import CliRunner
 from pullmode_dagster.cli import main
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from pullmode_dagster import cli
 from pullmode_dagster.cli import main
 from pullmode_dagster.engine import pull as pull_module
+from pullmode_dagster.engine.declare.loading import MAX_PROBLEMS_PER_FILE, load_sources
 from pullmode_dagster.engine.errors import ConfigError, Problem
-from pullmode_dagster.engine.sources import MAX_PROBLEMS_PER_FILE, load_sources
 
 from .conftest import SourceWriter, http_source
 

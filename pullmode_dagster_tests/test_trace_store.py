@@ -25,9 +25,9 @@ import pytest
 from pullmode_dagster.cli import _event_line, _row_json
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import (
+from pullmode_dagster.engine.events.model import (
     FIELD_CHECKS,
     TIMESTAMP_FORMAT,
     TIMESTAMP_WIDTH,
@@ -429,7 +429,7 @@ SQLITE_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from pullmode_dagster.engine.pull import run_pull
-    from pullmode_dagster.engine.sources import load_sources
+    from pullmode_dagster.engine.declare.loading import load_sources
     from pullmode_dagster.engine.store import SqliteTraceStore
 
     directory, path, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])

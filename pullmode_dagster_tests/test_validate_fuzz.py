@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.engine.sources import SourceSet, load_sources
+from pullmode_dagster.engine.declare.loading import SourceSet, load_sources
 
 from .conftest import http_source
 

@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 
 import click
 
-from ..engine.content import event_content_problem
+from ..engine.declare.content import event_content_problem
+from ..engine.declare.loading import check_source, load_sources
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.sources import check_source, load_sources
 from ..engine.store import open_store
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..engine.declare.loading import SourceSet, check_source, load_sources
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.retention import RETENTION_ENV, check_days, cutoff, store_retention_days
-from ..engine.sources import SourceSet, check_source, load_sources
 from ..engine.store import TraceStore, describe_store, open_store
 from ..engine.store.base import Deleted
+from ..engine.store.retention import RETENTION_ENV, check_days, cutoff, store_retention_days
 
 NOTHING_TO_PRUNE = f"nothing to prune: no retentionDays on any source and {RETENTION_ENV} unset"
 

@@ -28,10 +28,10 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from ..engine.declare.loading import load_sources
 from ..engine.errors import PullError
-from ..engine.http import HttpSession, RetryPolicy, safe_url
-from ..engine.redaction import Redactor
-from ..engine.sources import load_sources
+from ..engine.fetch.redaction import Redactor
+from ..engine.fetch.session import HttpSession, RetryPolicy, safe_url
 from . import outgoing
 from .changes import (
     REMINDER_ENV,

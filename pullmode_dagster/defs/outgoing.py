@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from ..engine.config import SourceConfig
-from ..engine.credentials import ResolvedCredentials
 from ..engine.cursor import CursorState
+from ..engine.declare.credentials import ResolvedCredentials
+from ..engine.declare.models import SourceConfig
+from ..engine.fetch.redaction import Redactor
+from ..engine.fetch.sealing import Sealer
 from ..engine.pull import seal_state
-from ..engine.redaction import Redactor
-from ..engine.sealing import Sealer
 
 
 def secrets_for(source: SourceConfig) -> ResolvedCredentials:

@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import DATE_RANGE_PROBLEM, in_date_range
+from .declare.loading import one_line
+from .declare.models import DATE_RANGE_PROBLEM, in_date_range
 from .errors import PullmodeError
-from .events import TIMESTAMP_FORMAT
-from .sources import one_line
+from .events.model import TIMESTAMP_FORMAT
 from .store.arrow import SCHEMA, batch_reader
 from .store.base import TraceStore
 from .store.schema import EVENT_SCHEMA

@@ -15,15 +15,15 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
-from .config import SourceConfig
-from .credentials import ResolvedCredentials
 from .cursor import CursorState
+from .declare.credentials import ResolvedCredentials
+from .declare.models import SourceConfig
 from .errors import PullError, PullmodeError
-from .events import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
-from .http import DeadlineReached
-from .mapping import EventMapper
-from .redaction import RedactingLogger
-from .sealing import Sealer
+from .events.mapping import EventMapper
+from .events.model import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
+from .fetch.redaction import RedactingLogger
+from .fetch.sealing import Sealer
+from .fetch.session import DeadlineReached
 from .store import TraceStore
 
 T = TypeVar("T")

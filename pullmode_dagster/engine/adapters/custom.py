@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from .. import user_output
-from ..config import ConfigProblem, EventMapping
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem, EventMapping
 from ..errors import CredentialError, PullError, PullmodeError
-from ..events import Reject, raw_text
-from ..http import DeadlineReached
-from ..redaction import Redactor
+from ..events.model import Reject, raw_text
+from ..fetch.redaction import Redactor
+from ..fetch.session import DeadlineReached
+from . import user_output
 from .base import NEW, UNKNOWN, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window, position_problems
 from .registry import Adapter, register
 

@@ -15,14 +15,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from ..auth import HeaderAuth
-from ..config import ConfigProblem, EventMapping, _check_jsonpath
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem, EventMapping, _check_jsonpath
+from ..declare.templating import Template
 from ..errors import PullError
-from ..events import parse_timestamp
-from ..http import BadBody, plain_json_body, safe_url, same_origin
-from ..jsonpath import MISSING, compile_path
-from ..templating import Template
+from ..events.jsonpath import MISSING, compile_path
+from ..events.model import parse_timestamp
+from ..fetch.auth import HeaderAuth
+from ..fetch.session import BadBody, plain_json_body, safe_url, same_origin
 from .base import NEW, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window
 from .registry import Adapter, register
 

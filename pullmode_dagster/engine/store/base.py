@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import (
+from ..events.model import (
     FIELD_CHECKS,
     MAX_YEAR,
     MIN_YEAR,
@@ -25,7 +25,7 @@ from ..events import (
     Reject,
     format_timestamp,
 )
-from ..retention import delimited, mentions, spellings
+from .retention import delimited, mentions, spellings
 from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..events import MAPPED_FIELDS
+from ..events.model import MAPPED_FIELDS
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -22,13 +22,13 @@ from yaml.composer import ComposerError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .adapters import ADAPTERS
-from .config import SourceConfig
-from .errors import ConfigError, Problem, PullmodeError
+from ..adapters import ADAPTERS
+from ..errors import ConfigError, Problem, PullmodeError
 from .files import read_capped
+from .models import SourceConfig
 
 if TYPE_CHECKING:
-    from .store import TraceStore
+    from ..store import TraceStore
 
 DEFAULT_SOURCES_DIR = "sources"
 

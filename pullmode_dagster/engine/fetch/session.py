@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from .. import __version__
-from .errors import PullError
-from .events import decode_json
+from ... import __version__
+from ..errors import PullError
+from ..events.model import decode_json
 from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"

@@ -10,8 +10,8 @@ import json
 import os
 from datetime import UTC, datetime, time, timedelta
 
-from .errors import PullmodeError
-from .events import show
+from ..errors import PullmodeError
+from ..events.model import show
 
 MAX_RETENTION_DAYS = 36_500
 """A retention beyond a century is a typo (and keeps everything this project can store anyway)."""

@@ -24,10 +24,10 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from .errors import PullmodeError
+from ..errors import PullmodeError
 
 if TYPE_CHECKING:
-    from .config import SourceConfig
+    from .models import SourceConfig
 
 EVENT_CONTENT_ENV = "PULLMODE_EVENT_CONTENT"
 EventContent = Literal["hidden", "masked", "shown"]

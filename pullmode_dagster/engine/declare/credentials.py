@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from .errors import CredentialError
+from ..errors import CredentialError
+from ..fetch.redaction import Redactor
 from .files import read_capped
-from .redaction import Redactor
 
 if TYPE_CHECKING:
-    from .config import SourceConfig  # config.py imports this module
+    from .models import SourceConfig  # config.py imports this module
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 """A secret file holds one secret: anything larger is the wrong file (or an endless one)."""

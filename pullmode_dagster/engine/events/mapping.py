@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import EventMapping, SourceConfig
-from .events import (
+from ..declare.models import EventMapping, SourceConfig
+from .jsonpath import MISSING, JsonPath, compile_path
+from .model import (
     EVENT_FIELDS,
     MAX_TOKENS,
     EventRow,
@@ -35,7 +36,6 @@ from .events import (
     stable_event_id,
     unserializable_reason,
 )
-from .jsonpath import MISSING, JsonPath, compile_path
 
 Result = EventRow | tuple[str, str]
 """The event as a row (11 fields), or (reason, raw text) for a reject (its location is named only then)."""

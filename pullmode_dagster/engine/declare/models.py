@@ -16,11 +16,11 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic.alias_generators import to_camel
 
+from ..events.jsonpath import JsonPathSyntaxError, compile_path
+from ..events.model import MAPPED_FIELDS
+from ..store.retention import MAX_RETENTION_DAYS
 from .content import EventContent
 from .credentials import CredentialRef
-from .events import MAPPED_FIELDS
-from .jsonpath import JsonPathSyntaxError, compile_path
-from .retention import MAX_RETENTION_DAYS
 from .templating import Template, TemplateError, check_variables
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
