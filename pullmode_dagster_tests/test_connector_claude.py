@@ -42,7 +42,7 @@ from pullmode_dagster.engine.adapters.reference import rfc3339
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events.model import normalize_timestamp
+from pullmode_dagster.engine.events.rules import normalize_timestamp
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from pullmode_dagster.engine.declare.models import EventMapping
 from pullmode_dagster.engine.events.mapping import EventMapper
-from pullmode_dagster.engine.events.model import MAX_TOKENS, NormalizedEvent, Reject
+from pullmode_dagster.engine.events.model import MAX_TOKENS, NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 

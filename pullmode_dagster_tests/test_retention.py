@@ -23,7 +23,9 @@ from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.declare.loading import load_sources
-from pullmode_dagster.engine.events.model import NormalizedEvent, Reject, format_timestamp
+from pullmode_dagster.engine.events.model import NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import format_timestamp
 from pullmode_dagster.engine.store import open_store
 from pullmode_dagster.engine.store.retention import cutoff, mentions
 

@@ -27,13 +27,11 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events.model import (
+from pullmode_dagster.engine.events.model import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH, NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import (
     FIELD_CHECKS,
-    TIMESTAMP_FORMAT,
-    TIMESTAMP_WIDTH,
     NormalizationError,
-    NormalizedEvent,
-    Reject,
     format_timestamp,
     normalize_cost,
     normalize_count,

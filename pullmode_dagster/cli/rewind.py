@@ -18,7 +18,7 @@ from ..engine.adapters.registry import check_position
 from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.declare.models import SourceConfig
 from ..engine.errors import PullmodeError
-from ..engine.events.model import format_timestamp
+from ..engine.events.rules import format_timestamp
 from ..engine.export import parse_time
 from ..engine.store.locks import SourceBusy
 from .pull import code_location_project, default_workspace, open_instance, stored_committed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import PullmodeError
-from .events.model import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
+from .events.rules import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
 
 CURSOR_VERSION = 1
 

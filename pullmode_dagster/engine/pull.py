@@ -20,7 +20,9 @@ from .declare.credentials import ResolvedCredentials
 from .declare.models import SourceConfig
 from .errors import PullError, PullmodeError
 from .events.mapping import EventMapper
-from .events.model import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
+from .events.model import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent
+from .events.rejects import Reject
+from .events.rules import format_timestamp, parse_timestamp
 from .fetch.redaction import RedactingLogger
 from .fetch.sealing import Sealer
 from .fetch.session import DeadlineReached

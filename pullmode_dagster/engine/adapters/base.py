@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..cursor import CursorState
 from ..declare.models import SourceConfig
 from ..errors import PullError
-from ..events.model import Reject
+from ..events.rejects import Reject
 from ..fetch.redaction import Redactor
 from ..fetch.session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy
 

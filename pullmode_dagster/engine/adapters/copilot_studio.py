@@ -25,7 +25,7 @@ from pydantic import Field
 from ..cursor import CursorState
 from ..declare.models import ConfigProblem
 from ..errors import PullError
-from ..events.model import parse_timestamp
+from ..events.rules import parse_timestamp
 from ..fetch.auth import ClientCredentials
 from ..fetch.session import BadBody, json_body, safe_url, same_origin
 from .base import NEW, Page, Position, ProbeAnswer, Puller, Window

@@ -29,7 +29,7 @@ from pydantic import Field, ValidationError, field_validator
 from ..cursor import CursorState
 from ..declare.models import ConfigProblem, EventMapping
 from ..errors import CredentialError, PullError, PullmodeError
-from ..events.model import Reject, raw_text
+from ..events.rejects import Reject, raw_text
 from ..fetch.redaction import Redactor
 from ..fetch.session import DeadlineReached
 from . import user_output

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from ..events.model import NOT_PLAIN, decode_plain
+from ..events.codec import NOT_PLAIN, decode_plain
 
 CHUNK = 1 << 16
 

@@ -20,7 +20,7 @@ from ..declare.models import ConfigProblem, EventMapping, _check_jsonpath
 from ..declare.templating import Template
 from ..errors import PullError
 from ..events.jsonpath import MISSING, compile_path
-from ..events.model import parse_timestamp
+from ..events.rules import parse_timestamp
 from ..fetch.auth import HeaderAuth
 from ..fetch.session import BadBody, plain_json_body, safe_url, same_origin
 from .base import NEW, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..cursor import CursorState
 from ..declare.models import ConfigProblem
 from ..errors import PullError
-from ..events.model import Reject
+from ..events.rejects import Reject
 from ..fetch.auth import bearer
 from ..fetch.session import BadBody, DeadlineReached, Download, HttpSession, json_body, safe_url, same_origin
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window

@@ -20,7 +20,7 @@ from ..cursor import CursorState
 from ..declare.models import ConfigProblem, EventMapping, SourceConfig
 from ..declare.templating import Template
 from ..errors import PullError
-from ..events.model import Reject
+from ..events.rejects import Reject
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
 from .file_formats import UNITS, ParseProblem, UnreadableFile, parse_records
 from .registry import Adapter, register

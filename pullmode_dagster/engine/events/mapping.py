@@ -12,17 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..declare.models import EventMapping, SourceConfig
+from .codec import ReprFloat, dumps, plain_payloads
 from .jsonpath import MISSING, JsonPath, compile_path
-from .model import (
-    EVENT_FIELDS,
-    MAX_TOKENS,
-    EventRow,
-    EventRows,
+from .model import EVENT_FIELDS, MAX_TOKENS, EventRow, EventRows, NormalizedEvent
+from .rejects import Reject, raw_text
+from .rules import (
     NormalizationError,
-    NormalizedEvent,
-    Reject,
-    ReprFloat,
-    dumps,
     invalid_unicode_reason,
     is_utf8,
     normalize_cost,
@@ -31,8 +26,6 @@ from .model import (
     normalize_row,
     normalize_text,
     normalize_timestamp,
-    plain_payloads,
-    raw_text,
     stable_event_id,
     unserializable_reason,
 )

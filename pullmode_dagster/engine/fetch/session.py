@@ -28,7 +28,7 @@ import httpx
 
 from ... import __version__
 from ..errors import PullError
-from ..events.model import decode_json
+from ..events.codec import decode_json
 from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"

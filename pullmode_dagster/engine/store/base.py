@@ -15,16 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events.model import (
-    FIELD_CHECKS,
-    MAX_YEAR,
-    MIN_YEAR,
-    TIMESTAMP_FORMAT,
-    Check,
-    NormalizedEvent,
-    Reject,
-    format_timestamp,
-)
+from ..events.model import MAX_YEAR, MIN_YEAR, TIMESTAMP_FORMAT, NormalizedEvent
+from ..events.rejects import Reject
+from ..events.rules import FIELD_CHECKS, Check, format_timestamp
 from .retention import delimited, mentions, spellings
 from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
 

@@ -11,7 +11,7 @@ import os
 from datetime import UTC, datetime, time, timedelta
 
 from ..errors import PullmodeError
-from ..events.model import show
+from ..events.rules import show
 
 MAX_RETENTION_DAYS = 36_500
 """A retention beyond a century is a typo (and keeps everything this project can store anyway)."""
