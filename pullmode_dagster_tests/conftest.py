@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
 from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.fetch.session import RetryPolicy
@@ -57,7 +57,7 @@ class SourceWriter:
 
     def load(self, doc: dict[str, Any] | str) -> SourceConfig:
         self.write(doc)
-        result = load_sources(self.directory)
+        result = load_sources(self.directory, adapters=ADAPTERS)
         assert not result.problems, result.problems
         name = doc["name"] if isinstance(doc, dict) else yaml.safe_load(textwrap.dedent(doc))["name"]
         return result.sources[name]

@@ -36,7 +36,7 @@ from pullmode_dagster.demo.vendors.claude import (
     unauthenticated_user_actor,
     user_actor,
 )
-from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.adapters import claude_compliance as cc
 from pullmode_dagster.engine.adapters.reference import rfc3339
 from pullmode_dagster.engine.cursor import CursorState
@@ -754,7 +754,7 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     sources.write(claude_source(name="no_headroom", settleSeconds=30))
     sources.write(claude_source(name="reads_own", excludeActivityTypes=[]))
     sources.write(claude_source(name="fine"))
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
     for field in ("url", "headers", "params", "authMode", "cursorJsonPath", "eventMapping"):
         assert (

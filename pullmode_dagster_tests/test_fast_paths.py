@@ -19,10 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pullmode_dagster.engine.adapters.file_formats import ParseProblem, ndjson_records
-from pullmode_dagster.engine.declare.models import EventMapping
 from pullmode_dagster.engine.events.codec import ReprFloat, decode_json, dumps, plain_payloads
 from pullmode_dagster.engine.events.jsonpath import MISSING, compile_path
-from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
 from pullmode_dagster.engine.events.model import EVENT_FIELDS, EventRows, NormalizedEvent
 from pullmode_dagster.engine.events.rejects import Reject, raw_text
 from pullmode_dagster.engine.events.rules import (

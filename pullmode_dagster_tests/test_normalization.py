@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.engine.declare.models import EventMapping
-from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
 from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.events.rejects import Reject
 from pullmode_dagster.engine.events.rules import NormalizationError, format_timestamp, parse_timestamp, stable_event_id

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pullmode_dagster.engine.declare.models import EventMapping
-from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
 from pullmode_dagster.engine.events.model import MAX_TOKENS, NormalizedEvent
 from pullmode_dagster.engine.events.rejects import Reject
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore

@@ -427,6 +427,7 @@ SQLITE_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from pullmode_dagster.engine.pull import run_pull
+    from pullmode_dagster.engine.adapters import ADAPTERS
     from pullmode_dagster.engine.declare.loading import load_sources
     from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -442,7 +443,7 @@ SQLITE_WRITER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     store._conn.set_trace_callback(trace)
-    run_pull(load_sources(directory).sources["acme_audit"], store=store, batch_size=10)
+    run_pull(load_sources(directory, adapters=ADAPTERS).sources["acme_audit"], store=store, batch_size=10)
     """
 )
 

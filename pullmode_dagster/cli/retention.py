@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..engine.adapters import ADAPTERS
 from ..engine.declare.loading import SourceSet, check_source, load_sources
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.store import TraceStore, describe_store, open_store
@@ -99,7 +100,7 @@ def prune(*, source: str | None, older_than: int | None, dry_run: bool, echo: Ca
     started = time.monotonic()
     verb = "would delete" if dry_run else "deleted"
     total = Deleted(0, 0)
-    loaded = load_sources()
+    loaded = load_sources(adapters=ADAPTERS)
     with open_store() as store:
         plans, skipped = plan(loaded, store, source=source, older_than=older_than)
         for p in plans:

@@ -28,6 +28,7 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from ..engine.adapters import ADAPTERS
 from ..engine.declare.loading import load_sources
 from ..engine.errors import PullError
 from ..engine.fetch.redaction import Redactor
@@ -352,7 +353,7 @@ class SourceRedactors:
 
     def __call__(self, name: object) -> Redactor:
         if self._by_name is None:
-            loaded = load_sources().sources
+            loaded = load_sources(adapters=ADAPTERS).sources
             self._by_name = {n: outgoing.secrets_for(source).redact for n, source in loaded.items()}
         return self._by_name.get(name, Redactor()) if isinstance(name, str) else Redactor()
 

@@ -27,8 +27,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from ..cursor import CursorState
-from ..declare.models import ConfigProblem, EventMapping
+from ..declare.models import ConfigProblem
 from ..errors import CredentialError, PullError, PullmodeError
+from ..events.mapping import EventMapping
 from ..events.rejects import Reject, raw_text
 from ..fetch.redaction import Redactor
 from ..fetch.session import DeadlineReached

@@ -16,10 +16,11 @@ import httpx
 from pydantic import Field, field_validator
 
 from ..cursor import CursorState
-from ..declare.models import ConfigProblem, EventMapping, _check_jsonpath
+from ..declare.models import ConfigProblem
 from ..declare.templating import Template
 from ..errors import PullError
-from ..events.jsonpath import MISSING, compile_path
+from ..events.jsonpath import MISSING, check_path, compile_path
+from ..events.mapping import EventMapping
 from ..events.rules import parse_timestamp
 from ..fetch.auth import HeaderAuth
 from ..fetch.session import BadBody, plain_json_body, safe_url, same_origin
@@ -51,7 +52,7 @@ class HttpPollingSource(HttpSourceConfig):
     @field_validator("events_json_path", "cursor_json_path", "has_more_json_path")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:
-        return _check_jsonpath(value)
+        return check_path(value)
 
     @field_validator("params", "incremental_params", "window_params")
     @classmethod

@@ -17,9 +17,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..cursor import CursorState
-from ..declare.models import ConfigProblem, EventMapping, SourceConfig
+from ..declare.models import ConfigProblem, SourceConfig
 from ..declare.templating import Template
 from ..errors import PullError
+from ..events.mapping import EventMapping
 from ..events.rejects import Reject
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
 from .file_formats import UNITS, ParseProblem, UnreadableFile, parse_records

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from ..declare.models import EventMapping, SourceConfig
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic.alias_generators import to_camel
+
 from .codec import ReprFloat, dumps, plain_payloads
-from .jsonpath import MISSING, JsonPath, compile_path
-from .model import EVENT_FIELDS, MAX_TOKENS, EventRow, EventRows, NormalizedEvent
+from .jsonpath import MISSING, JsonPath, check_path, compile_path
+from .model import EVENT_FIELDS, MAPPED_FIELDS, MAX_TOKENS, EventRow, EventRows, NormalizedEvent
 from .rejects import Reject, raw_text
 from .rules import (
     NormalizationError,
@@ -29,6 +31,32 @@ from .rules import (
     stable_event_id,
     unserializable_reason,
 )
+
+
+class EventMapping(BaseModel):
+    """A JSONPath per field of the normalized event (seed table). Only the timestamp is required;
+    an unmapped ``source_event_id`` falls back to a stable hash of the raw event."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = MAPPED_FIELDS
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid", frozen=True
+    )
+
+    source_event_id: str | None = None
+    event_timestamp: str
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    cost_usd: str | None = None
+    tokens_input: str | None = None
+    tokens_output: str | None = None
+
+    @field_validator(*FIELDS)
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return check_path(value)
+
 
 Result = EventRow | tuple[str, str]
 """The event as a row (11 fields), or (reason, raw text) for a reject (its location is named only then)."""
@@ -167,11 +195,21 @@ def _compile_fields(
     return namespace["fields"]  # type: ignore[no-any-return]
 
 
+class MappedSource(Protocol):
+    """What a mapper needs of a source (a :class:`~..declare.models.SourceConfig`): its name and
+    organization; its ``event_mapping`` or, for a reference connector, its ``extract``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def organization_id(self) -> str | None: ...
+
+
 class EventMapper:
     """Turns raw records into normalized events or rejects, never both, never neither."""
 
     @classmethod
-    def for_source(cls, source: SourceConfig) -> EventMapper:
+    def for_source(cls, source: MappedSource) -> EventMapper:
         extract = getattr(source, "extract", None)
         mapping = getattr(source, "event_mapping", None)
         return cls(mapping, source_name=source.name, organization_id=source.organization_id, extract=extract)

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from ... import __version__
 from ..errors import PullError
 from ..events.codec import decode_json
+from ..version import __version__
 from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"

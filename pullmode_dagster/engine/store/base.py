@@ -19,7 +19,7 @@ from ..events.model import MAX_YEAR, MIN_YEAR, TIMESTAMP_FORMAT, NormalizedEvent
 from ..events.rejects import Reject
 from ..events.rules import FIELD_CHECKS, Check, format_timestamp
 from .retention import delimited, mentions, spellings
-from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
+from .schema import EVENT_COLUMNS, EVENT_SCHEMA, READ_BATCH_ROWS, Kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -31,9 +31,6 @@ time) waits for one such transaction at most, a few tens of milliseconds."""
 REJECT_SCAN_ROWS = 500
 """Candidate rejected records ``erase`` reads at a time: what it holds in memory is this many raw
 records."""
-
-READ_BATCH_ROWS = 50_000
-"""Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
 
 HOUR_FORMAT = TIMESTAMP_FORMAT[: TIMESTAMP_FORMAT.index("%H") + 2]
 """A UTC hour as :meth:`TraceStore.hour_counts` names it (``2026-03-01T10``): a prefix of the

@@ -39,6 +39,9 @@ EVENT_SCHEMA: tuple[Column, ...] = (
 )
 """Columns of ``pulled_events`` (besides the store's own ``id``), in insert order."""
 
+READ_BATCH_ROWS = 50_000
+"""Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
+
 assert tuple(c.name for c in EVENT_SCHEMA[1:9]) == MAPPED_FIELDS, "EVENT_SCHEMA must list MAPPED_FIELDS in order"
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in EVENT_SCHEMA)
