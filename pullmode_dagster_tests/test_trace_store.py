@@ -255,7 +255,7 @@ def test_unusual_text_is_stored_and_early_years_are_flagged(store: TraceStore) -
     assert (integrity.invalid_rows, integrity.invalid_examples) == (1, ("early",))
 
 
-# --- The normalized shape: one rule (events.FIELD_CHECKS), each store's predicate generated from it ---------------
+# --- The normalized shape: one rule (events.rules.FIELD_CHECKS), each store's predicate generated from it -------------
 
 GOOD = ev(0)
 # Each breaks one field's check (the label, in actor, names the row even where the id is the bad field).

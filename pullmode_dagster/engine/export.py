@@ -155,7 +155,7 @@ _T_AT, _Z_AT = _SAMPLE.index("T"), _SAMPLE.index("Z")
 
 
 def _utc_text(timestamps: pa.Array) -> pa.Array:
-    """The engine's UTC text (:data:`.events.TIMESTAMP_FORMAT`). Formatting the naive view is ~40x
+    """The engine's UTC text (:data:`.events.model.TIMESTAMP_FORMAT`). Formatting the naive view is ~40x
     faster than ``strftime`` (or a cast) of the UTC-zoned values, which looks the zone up value by
     value; the text is fixed width (the engine's years are 1000-9999), so the ``T`` and the ``Z`` go
     in by position. (``binary_join_element_wise`` would add the ``Z`` too, but costs ~35 MB resident.)"""

@@ -160,7 +160,7 @@ def run_pull(
     what may be committed, exactly what a pull stopped by ``maxPagesPerRun`` at that page would
     commit. The pull stops cleanly at a page boundary when ``pullDeadlineSeconds`` runs out.
 
-    Positions are sealed here, for every adapter (``sealing.py``): the puller gets ``start``
+    Positions are sealed here, for every adapter (``fetch/sealing.py``): the puller gets ``start``
     unsealed, and each page's resume is sealed before anything else sees it, so every state this
     function hands out (report, checkpoints) holds markers, never a credential.
     """

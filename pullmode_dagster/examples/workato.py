@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pullmode_dagster import CursorState, Page, Position, Puller, Window
+from pullmode_dagster import CursorState, Page, Position, Puller, Window, bearer
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.fetch.auth import bearer
 
 DEFAULT_BASE_URL = "https://www.workato.com"
 

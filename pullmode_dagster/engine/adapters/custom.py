@@ -131,7 +131,7 @@ class UserThread:
     The user's objects live in :attr:`objects`, touched only by calls on this thread and released
     by it when it stops, so their ``__del__`` never runs on the engine's thread. Everything the
     thread writes (print, warnings, logging, unraisable errors) goes through ``redact``
-    (:mod:`..user_output`), or into ``kept`` when given. Without ``redact`` the thread runs the
+    (:mod:`.user_output`), or into ``kept`` when given. Without ``redact`` the thread runs the
     engine's own code (a probe bounded in time): its output is left alone and what it raises is
     handed over as it is."""
 

@@ -164,7 +164,7 @@ class HttpPollingPuller(Puller):
             cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
             params.update(self._render_params(src.incremental_params, cursor_ctx))
         page_cursor = self.position(start).page_cursor
-        return params, page_cursor  # unsealed by the engine (sealing.py)
+        return params, page_cursor  # unsealed by the engine (fetch/sealing.py)
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """The run's first request, with the incremental parameters; a stored page cursor is an

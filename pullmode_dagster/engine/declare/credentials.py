@@ -1,4 +1,4 @@
-"""Credential refs: where each secret lives, read afresh at every pull (redaction: ``redaction.py``).
+"""Credential refs: where each secret lives, read afresh at every pull (redaction: ``fetch/redaction.py``).
 
 A ref says where a secret lives (``{env: VAR}`` or ``{file: path}``); it is resolved at the start of
 every pull and never cached, so a rotated secret is picked up by the next pull.

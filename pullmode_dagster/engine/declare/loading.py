@@ -2,7 +2,7 @@
 
 Problems are one line each and name the file, the source and the field; none of them echoes a
 value from the file (a header may hold a literal token), only field names and our own words. Each
-is a :class:`~.errors.Problem`, which also carries the name of the source it belongs to.
+is a :class:`~..errors.Problem`, which also carries the name of the source it belongs to.
 """
 
 from __future__ import annotations

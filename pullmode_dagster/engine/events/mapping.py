@@ -1,7 +1,8 @@
-"""``eventMapping``: compiled once per source into one straight-line function, applied to every record.
+"""``eventMapping``: its declared shape (:class:`EventMapping`), compiled once per source into one straight-line
+function applied to every record.
 
 A reference connector maps in code instead (``extract``); either way the values go through the same
-field rules of :mod:`.events`, so a record gets the same event or reject whichever way it was mapped.
+field rules of :mod:`.rules`, so a record gets the same event or reject whichever way it was mapped.
 Design (why straight-line code): docs/design/normalization.md#eventmapping
 """
 
@@ -239,7 +240,7 @@ class EventMapper:
 
     def _normalize(self, raw: Any) -> Result:
         """The general way, for any Python value: a record either normalizes or is rejected with a
-        reason and storable raw text (see :mod:`.events` for the rules); never raises. The checks
+        reason and storable raw text (see :mod:`.rules` for the rules); never raises. The checks
         cost nothing on valid records: NaN, depth and type problems surface as exceptions of the one
         ``dumps``, and the Unicode check is O(1) for ASCII payloads."""
         try:
@@ -277,7 +278,7 @@ class EventMapper:
             return f"record cannot be normalized: {type(exc).__name__}: {exc}", raw_payload
 
     def map(self, raw: Any, location: str, *, plain: bool = False) -> NormalizedEvent | Reject:
-        """``plain``: ``raw`` is plain JSON as :func:`~.events.decode_json` decodes it."""
+        """``plain``: ``raw`` is plain JSON as :func:`~.codec.decode_json` decodes it."""
         payload = plain_payloads([raw])[0] if plain else None
         result = self._normalize(raw) if payload is None else self._fields(raw, payload)
         if len(result) == _ROW_WIDTH:
@@ -306,8 +307,8 @@ class EventMapper:
     ) -> tuple[EventRows, list[Reject]]:
         """A page's events and rejects. ``where(i)`` names record ``i`` (default: "<location>, record
         <i+1>"); asked for rejects only. ``plain``: the records are plain JSON as
-        :func:`~.events.decode_json` decodes it, so their ``raw_payload`` is written the fast way
-        (:func:`~.events.plain_payloads`)."""
+        :func:`~.codec.decode_json` decodes it, so their ``raw_payload`` is written the fast way
+        (:func:`~.codec.plain_payloads`)."""
         rows: list[EventRow] = []
         rejects: list[Reject] = []
         fields, general = self._fields, self._normalize

@@ -192,7 +192,7 @@ def json_body(response: httpx.Response, what: str) -> Any:
 
 
 def plain_json_body(response: httpx.Response, what: str) -> tuple[Any, bool]:
-    """:func:`json_body`, and whether the value is plain JSON (:func:`~.events.decode_json`): the
+    """:func:`json_body`, and whether the value is plain JSON (:func:`~..events.codec.decode_json`): the
     mapper writes the raw payloads of plain records the fast way."""
     try:
         return decode_json(response.content)

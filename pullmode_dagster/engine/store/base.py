@@ -68,7 +68,7 @@ _BOUNDS = {
 
 
 def invalid_row(dialect: Mapping[Check, str]) -> str:
-    """The predicate for a row outside :data:`..events.FIELD_CHECKS` (the normalized shape): each
+    """The predicate for a row outside :data:`..events.rules.FIELD_CHECKS` (the normalized shape): each
     field's check in portable SQL and, where the database has more to say, as ``dialect`` spells it
     (``{column}`` stands for the field). A check no one spells fails the store's import."""
     clauses: list[str] = []
@@ -120,7 +120,7 @@ class Newest:
 class Integrity:
     """``rows``: rows the run wrote; ``duplicate_keys``: their source_event_ids stored more than once
     (only possible in a table created without the unique key); ``invalid_rows``: rows outside the
-    normalized shape (:data:`..events.FIELD_CHECKS`: empty id, timestamp not fixed-width UTC in years
+    normalized shape (:data:`..events.rules.FIELD_CHECKS`: empty id, timestamp not fixed-width UTC in years
     1000-9999, negative cost or tokens, raw_payload not JSON)."""
 
     rows: int
@@ -363,7 +363,7 @@ class TraceStore(ABC):
         scan_rows: int = REJECT_SCAN_ROWS,
     ) -> dict[str, Deleted]:
         """Delete every event whose ``actor`` is ``actor`` (exactly) and every rejected record that
-        mentions it (:func:`..retention.mentions`: a reject has no actor column), across sources;
+        mentions it (:func:`.retention.mentions`: a reject has no actor column), across sources;
         ``dry_run``: count them. Returns what each source lost, only sources that lost something."""
         p = self.PARAM
         rejects = self._erase_rejects(actor, dry_run, scan_rows)
