@@ -111,9 +111,10 @@ def plain_s3(endpoint: str, bucket: str, prefix: str, db: str) -> dict[str, Any]
 
 
 def _load_source(sources: str, name: str) -> Any:
-    from pullmode_dagster.engine.sources import load_sources
+    from pullmode_dagster.engine.adapters import ADAPTERS
+    from pullmode_dagster.engine.declare.loading import load_sources
 
-    result = load_sources(sources)
+    result = load_sources(sources, adapters=ADAPTERS)
     result.raise_for_problems()
     return result.get(name)
 

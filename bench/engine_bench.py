@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from run import plain_loop as run_plain_loop  # bench/run.py, beside this script
 
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import parse_source
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster_tests.fakes import EVENT_MAPPING, make_events
 
@@ -113,7 +114,7 @@ def main() -> None:
                 "url": url, "cursorJsonPath": "$.next_cursor", "eventsJsonPath": "$.data",
                 "maxPagesPerRun": 100_000, "eventMapping": EVENT_MAPPING,
             }  # fmt: skip
-            source, problems = parse_source(doc, file=Path(tmp) / "bench.yaml")
+            source, problems = parse_source(doc, file=Path(tmp) / "bench.yaml", adapters=ADAPTERS)
             assert source is not None, problems
             n = args.events
             plain_loop(url, Path(tmp) / "warm.db", n)  # warm up both sides: imports, connections, page cache

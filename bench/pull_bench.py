@@ -694,8 +694,7 @@ def durability(n: int, rounds: int = 3) -> dict[str, Any]:
     batches of 2,000 into the SQLite trace store as shipped (``synchronous=FULL``: the WAL synced
     before each commit returns, so before each checkpoint) and with the old ``NORMAL``, rounds
     alternating so the machine's drift hits both alike; the medians and their ratio."""
-    from pullmode_dagster.engine.config import EventMapping
-    from pullmode_dagster.engine.mapping import EventMapper
+    from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
     from pullmode_dagster.engine.store import SqliteTraceStore
     from pullmode_dagster_tests.fakes import EVENT_MAPPING as FAKES_MAPPING
     from pullmode_dagster_tests.fakes import make_events

@@ -15,8 +15,8 @@ import time
 
 from run import best_of as best  # bench/run.py, beside this script
 
-from pullmode_dagster.engine.redaction import Redactor
-from pullmode_dagster.engine.sealing import Sealer
+from pullmode_dagster.engine.fetch.redaction import Redactor
+from pullmode_dagster.engine.fetch.sealing import Sealer
 
 SECRETS = {
     "token": "Sk/Te+st=Key9xQ7",

@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from feed import event_json
 from pull_bench import PULLMODE, REPO, BenchFailure, Proc, measure
 
-from pullmode_dagster.engine.events import EventRows, Reject, format_timestamp
+from pullmode_dagster.engine.events.model import EventRows
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import format_timestamp
 from pullmode_dagster.engine.store import open_store
 
 SOURCES = 4

@@ -31,11 +31,12 @@ from jsonpath_ng.ext import parse as jsonpath_ng_parse
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.config import EventMapping, SourceConfig
-from pullmode_dagster.engine.jsonpath import compile_path
-from pullmode_dagster.engine.mapping import EventMapper
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import parse_source
+from pullmode_dagster.engine.declare.models import SourceConfig
+from pullmode_dagster.engine.events.jsonpath import compile_path
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster_tests.fakes import EVENT_MAPPING, CursorFeed, make_events
 
@@ -122,7 +123,7 @@ def main() -> None:
             "maxPagesPerRun": 100_000,
             "eventMapping": EVENT_MAPPING,
         }  # fmt: skip
-        source, problems = parse_source(doc, file=Path(tmp) / "bench.yaml")
+        source, problems = parse_source(doc, file=Path(tmp) / "bench.yaml", adapters=ADAPTERS)
         assert source is not None, problems
         engine_times, plain_times = [], []
         for i in range(args.rounds):

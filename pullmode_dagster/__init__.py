@@ -2,18 +2,21 @@
 
 The engine (:mod:`pullmode_dagster.engine`) never imports Dagster; :mod:`pullmode_dagster.defs` is thin wiring.
 Exported here: the custom-puller interface (:class:`Puller`, :class:`Page`, :class:`Position`, :class:`CursorState`,
-:class:`Window`, :class:`ProbeAnswer`), :func:`build_definitions`, the :class:`PullmodeTranslator` that shapes
-its source assets, and :class:`PullmodeSourcesComponent` (the same as a Dagster Component, for ``dg``
-projects). Design: docs/design/README.md#the-package
+:class:`Window`, :class:`ProbeAnswer`) and the auth strategies a puller's session takes (:func:`bearer`,
+:class:`HeaderAuth`, :class:`ClientCredentials`), :class:`SourceConfig` (what a translator is handed),
+:func:`build_definitions`, the :class:`PullmodeTranslator` that shapes its source assets, and
+:class:`PullmodeSourcesComponent` (the same as a Dagster Component, for ``dg`` projects).
+Design: docs/design/README.md#the-package
 """
-
-__version__ = "0.1.0"
 
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .engine.adapters.base import Page, Position, ProbeAnswer, Puller, Window
 from .engine.cursor import CursorState
+from .engine.declare.models import SourceConfig
+from .engine.fetch.auth import ClientCredentials, HeaderAuth, bearer
+from .engine.version import __version__
 
 if TYPE_CHECKING:
     from .definitions import build_definitions
@@ -41,14 +44,18 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ClientCredentials",
     "CursorState",
+    "HeaderAuth",
     "Page",
     "Position",
     "ProbeAnswer",
     "Puller",
     "PullmodeSourcesComponent",
     "PullmodeTranslator",
+    "SourceConfig",
     "Window",
     "__version__",
+    "bearer",
     "build_definitions",
 ]

@@ -29,9 +29,9 @@ from .defs.sensors import (
 )
 from .defs.translator import PullmodeTranslator
 from .engine.adapters import ADAPTERS
-from .engine.config import SourceConfig
+from .engine.declare.loading import InvalidSource, SourceSet, load_sources, one_line
+from .engine.declare.models import SourceConfig
 from .engine.errors import Problem, PullmodeError
-from .engine.sources import InvalidSource, SourceSet, load_sources, one_line
 
 log = logging.getLogger("pullmode")
 
@@ -129,7 +129,7 @@ def build_project(
     """The code location's pieces. ``translator`` shapes each source's asset (key, group, tags,
     owners, metadata, blocking checks): :class:`PullmodeTranslator`'s defaults when None."""
     translator = translator or PullmodeTranslator()
-    sources = load_sources(directory)
+    sources = load_sources(directory, adapters=ADAPTERS)
     needs_s3 = any("s3" in ADAPTERS[s.adapter].resources for s in sources.sources.values())
     bound = {**default_resources(s3=needs_s3), **(resources or {})}
     # Downstream assets read the events from the same store the pulls write to.

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.config import SourceConfig
-from pullmode_dagster.engine.http import RetryPolicy
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.declare.models import SourceConfig
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .fakes import EVENT_MAPPING
@@ -57,7 +57,7 @@ class SourceWriter:
 
     def load(self, doc: dict[str, Any] | str) -> SourceConfig:
         self.write(doc)
-        result = load_sources(self.directory)
+        result = load_sources(self.directory, adapters=ADAPTERS)
         assert not result.problems, result.problems
         name = doc["name"] if isinstance(doc, dict) else yaml.safe_load(textwrap.dedent(doc))["name"]
         return result.sources[name]

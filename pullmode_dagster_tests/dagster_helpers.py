@@ -24,7 +24,7 @@ from pullmode_dagster.defs.assets import SOURCE_TAG
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
 from pullmode_dagster.defs.translator import PullmodeTranslator
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader

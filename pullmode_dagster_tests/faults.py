@@ -40,13 +40,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import parse_source
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullmodeError
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import PullReport, run_pull
-from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import TraceStore
 
 from .fakes import EVENT_MAPPING
@@ -378,7 +378,7 @@ def fault_source(url: str, directory: Path, *, name: str = "faulty", **overrides
         "eventMapping": dict(EVENT_MAPPING),
         **overrides,
     }
-    source, problems = parse_source(doc, file=directory / f"{name}.yaml")
+    source, problems = parse_source(doc, file=directory / f"{name}.yaml", adapters=ADAPTERS)
     assert source is not None, problems
     return source
 

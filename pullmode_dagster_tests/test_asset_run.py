@@ -16,7 +16,7 @@ import pytest
 from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.resources import PullSettingsResource, StaticCredentialsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer, Response
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store.sqlite import SCHEMA, SqliteTraceStore
 
 from .conftest import SourceWriter, http_source

@@ -15,7 +15,7 @@ from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import Page, PullContext
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import PullError, PullmodeError
-from pullmode_dagster.engine.http import HttpSession, RetryPolicy
+from pullmode_dagster.engine.fetch.session import HttpSession, RetryPolicy
 from pullmode_dagster.engine.pull import PullReport, run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
@@ -282,7 +282,7 @@ def test_html_200_and_bodies_cut_short_are_retried_then_succeed(sleeps: Sleeps) 
         try:
             return json.loads(response.content)
         except ValueError:
-            from pullmode_dagster.engine.http import BadBody
+            from pullmode_dagster.engine.fetch.session import BadBody
 
             raise BadBody("body is not JSON") from None
 

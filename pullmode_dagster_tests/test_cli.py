@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 
 from .bounded import LineReader
@@ -190,7 +190,7 @@ def test_tail_follow_prints_new_rows_once_each(store_url: str, tmp_path: Path) -
 
 def test_engine_never_imports_dagster() -> None:
     code = (
-        "import sys, pullmode_dagster.engine.pull, pullmode_dagster.engine.sources, pullmode_dagster.cli;"
+        "import sys, pullmode_dagster.engine.pull, pullmode_dagster.engine.declare.loading, pullmode_dagster.cli;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'dagster_postgres'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -36,16 +36,16 @@ from pullmode_dagster.demo.vendors.claude import (
     unauthenticated_user_actor,
     user_actor,
 )
-from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.adapters import claude_compliance as cc
 from pullmode_dagster.engine.adapters.reference import rfc3339
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import normalize_timestamp
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.events.rules import normalize_timestamp
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
@@ -660,7 +660,7 @@ def test_backoff_may_reach_the_vendors_sixty_seconds_unless_the_deployment_sets_
 ) -> None:
     # The one retry policy (pull_settings / PULLMODE_BACKOFF_*): its built-in 30 s ceiling gives way to
     # the vendor's 60 s for this connector; a ceiling the deployment set stands.
-    monkeypatch.setattr("pullmode_dagster.engine.http.random.uniform", lambda low, high: high)  # no jitter
+    monkeypatch.setattr("pullmode_dagster.engine.fetch.session.random.uniform", lambda low, high: high)  # no jitter
     environ = {"PULLMODE_BACKOFF_MAX_SECONDS": deployment_max} if deployment_max else {}
     policy = RetryPolicy.from_env(max_attempts=5, backoff_initial="16", environ=environ)
     assert policy.backoff_max == (20.0 if deployment_max else 30.0)
@@ -754,7 +754,7 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     sources.write(claude_source(name="no_headroom", settleSeconds=30))
     sources.write(claude_source(name="reads_own", excludeActivityTypes=[]))
     sources.write(claude_source(name="fine"))
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
     for field in ("url", "headers", "params", "authMode", "cursorJsonPath", "eventMapping"):
         assert (

@@ -30,14 +30,14 @@ from pullmode_dagster.demo.vendors.copilot import (
     CopilotStudioAPI,
     transcript,
 )
-from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.adapters.copilot_studio import ORDER_BY, CopilotStudioSource, odata_time
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
@@ -650,7 +650,7 @@ def test_validation_names_the_field_without_echoing_values(
     sources.write(copilot_source("http://127.0.0.1:8443", name="loopback", cloud="usgov"))
     sources.write(copilot_source("https://contoso.crm.microsoftdynamics.us/", name="gcc_high", cloud="usgovhigh"))
     sources.write(copilot_source("https://contoso.crm.appsplatform.us", name="dod_public"))
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
 
     def has(name: str, text: str) -> bool:
@@ -692,7 +692,7 @@ def test_validation_explains_bot_ids_and_exclude_test_chats(sources: SourceWrite
     sources.write(copilot_source(good, name="one_bot", botIds=BOT_A))
     sources.write(copilot_source(good, name="not_bool", excludeTestChats="sometimes"))
     sources.write(copilot_source(good, name="fine", botIds=[BOT_A.upper()], excludeTestChats=True))
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
 
     def has(name: str, text: str) -> bool:

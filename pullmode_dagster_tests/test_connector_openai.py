@@ -31,13 +31,13 @@ from pullmode_dagster.demo.vendors.openai import (
     costs_record,
     jsonl,
 )
-from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.adapters import openai_compliance as oai
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.probe import probe_source
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
@@ -712,7 +712,7 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     sources.write(openai_source(name="no_key", credentials={"token": {"env": "X"}}))
     sources.write(openai_source(name="empty", eventTypes=[]))
     sources.write(openai_source(name="defaults", eventTypes=None))
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
     assert "source 'bad_id': workspaceId: must be a ChatGPT workspace id" in problems
     name_rule = (

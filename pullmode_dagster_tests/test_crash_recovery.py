@@ -31,9 +31,9 @@ from pullmode_dagster.defs.resources import TraceStoreResource
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.engine.locks import SourceBusy, source_lock
 from pullmode_dagster.engine.pull import DEFAULT_BATCH_SIZE
 from pullmode_dagster.engine.store import SqliteTraceStore
+from pullmode_dagster.engine.store.locks import SourceBusy, source_lock
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
 from .bounded import LineReader
@@ -308,7 +308,7 @@ def child_until_stdin_closes(args: list[str], cwd: Path, expecting: str) -> Iter
 def lock_holder(source: str, cwd: Path, url: str | None = None) -> Iterator[subprocess.Popen[str]]:
     """Another process holding ``source``'s lock (yielded once it holds it) until its stdin closes."""
     script = (
-        "import sys\nfrom pullmode_dagster.engine.locks import source_lock\n"
+        "import sys\nfrom pullmode_dagster.engine.store.locks import source_lock\n"
         f"with source_lock({source!r}, url={url!r}):\n    print('held', flush=True)\n    sys.stdin.read()"
     )
     with child_until_stdin_closes([sys.executable, "-c", script], cwd, "'held' once it holds the lock") as (

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 
 from pullmode_dagster.demo.server import LoopbackServer, Response
-from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.credentials import (
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
+from pullmode_dagster.engine.declare.credentials import (
     MAX_SECRET_FILE_BYTES,
     CredentialRef,
     ResolvedCredentials,
     resolve_credentials,
 )
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import CredentialError, PullError
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
@@ -162,7 +162,7 @@ def test_bad_refs_are_validation_errors(sources: SourceWriter) -> None:
     url = "https://audit.acme.example/v1/events"
     sources.write(http_source(url, credentials={"token": {"env": "A=B"}}))
     sources.write(http_source(url, name="other", credentials={"token": {"file": ""}}))
-    problems = load_sources(sources.directory).problems
+    problems = load_sources(sources.directory, adapters=ADAPTERS).problems
     assert problems == [
         f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': credentials.token.env: "
         "must name an environment variable (not empty, no '=' or NUL character)",

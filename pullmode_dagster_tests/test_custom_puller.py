@@ -26,10 +26,10 @@ from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import build_puller, run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
@@ -132,7 +132,7 @@ def test_a_stopped_first_pull_resumes_where_it_stopped(
 def test_validation_names_the_module_field(sources: SourceWriter) -> None:
     def problems(module: str) -> list[str]:
         sources.write(workato_source("http://127.0.0.1:1", module=module))
-        return load_sources(sources.directory).problems
+        return load_sources(sources.directory, adapters=ADAPTERS).problems
 
     prefix = f"{sources.directory / 'workato_jobs.yaml'}: source 'workato_jobs': module: "
     assert problems("not a path") == [prefix + "must be package.module:ClassName"]

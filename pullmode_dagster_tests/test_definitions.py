@@ -12,7 +12,7 @@ import pytest
 from pullmode_dagster import definitions
 from pullmode_dagster.definitions import build_definitions, build_project
 from pullmode_dagster.defs.resources import TraceStoreResource
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import ConfigError
 from pullmode_dagster.engine.store import EVENT_COLUMNS
 

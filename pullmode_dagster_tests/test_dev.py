@@ -32,7 +32,8 @@ from pullmode_dagster.demo.downstream import DAILY
 from pullmode_dagster.demo.run import dev_environment, dev_url, project_source_dirs
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.setup import demo_start, prepare_demo
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import load_sources
 
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source
@@ -55,14 +56,14 @@ def test_the_sources_of_several_directories_load_as_one_and_a_name_stays_unique_
     project.write(http_source("http://127.0.0.1:9/b", name="acme_audit"))
     both = f"{demo.directory}{os.pathsep}{project.directory}"
     monkeypatch.setenv("PULLMODE_SOURCES_DIR", both)
-    loaded = load_sources()
+    loaded = load_sources(adapters=ADAPTERS)
     assert (sorted(loaded.sources), loaded.problems) == (["acme_audit", "demo_feed"], [])
     assert loaded.sources["acme_audit"].file == project.directory / "acme_audit.yaml"
     ok = CliRunner().invoke(main, ["validate"])
     assert (ok.exit_code, ok.output) == (0, f"ok: 2 source(s) in {both}: acme_audit, demo_feed\n")
 
     project.write(http_source("http://127.0.0.1:9/c", name="demo_feed"), file="mine.yaml")
-    clash = load_sources()
+    clash = load_sources(adapters=ADAPTERS)
     assert sorted(clash.sources) == ["acme_audit"]
     assert [str(p) for p in clash.problems] == [
         f"{project.directory / 'mine.yaml'}: source 'demo_feed': name: duplicate name, already used by "

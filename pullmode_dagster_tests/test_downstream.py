@@ -139,7 +139,7 @@ def test_unpartitioned_asset_receives_every_event_as_an_arrow_table(
 
 
 def test_batches_are_bounded_and_ordered(store_url: str) -> None:
-    from pullmode_dagster.engine.events import NormalizedEvent
+    from pullmode_dagster.engine.events.model import NormalizedEvent
 
     events = [
         NormalizedEvent(

@@ -28,7 +28,7 @@ from psycopg import sql
 from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.engine.content import ContentPolicy, deployment_event_content
+from pullmode_dagster.engine.declare.content import ContentPolicy, deployment_event_content
 from pullmode_dagster.engine.errors import PullError, PullmodeError
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import open_store

@@ -25,7 +25,8 @@ from click.testing import CliRunner, Result
 from pullmode_dagster.cli import _size, main
 from pullmode_dagster.engine import export as export_module
 from pullmode_dagster.engine.errors import PullmodeError
-from pullmode_dagster.engine.events import TIMESTAMP_WIDTH, NormalizedEvent, format_timestamp
+from pullmode_dagster.engine.events.model import TIMESTAMP_WIDTH, NormalizedEvent
+from pullmode_dagster.engine.events.rules import format_timestamp
 from pullmode_dagster.engine.export import format_for, parse_time
 from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 from pullmode_dagster.engine.store.schema import EVENT_COLUMNS, arrow_schema

@@ -18,16 +18,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pullmode_dagster.engine.config import EventMapping
-from pullmode_dagster.engine.events import (
-    EVENT_FIELDS,
-    EventRows,
+from pullmode_dagster.engine.adapters.file_formats import ParseProblem, ndjson_records
+from pullmode_dagster.engine.events.codec import ReprFloat, decode_json, dumps, plain_payloads
+from pullmode_dagster.engine.events.jsonpath import MISSING, compile_path
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
+from pullmode_dagster.engine.events.model import EVENT_FIELDS, EventRows, NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject, raw_text
+from pullmode_dagster.engine.events.rules import (
     NormalizationError,
-    NormalizedEvent,
-    Reject,
-    ReprFloat,
-    decode_json,
-    dumps,
     format_timestamp,
     invalid_unicode_reason,
     is_utf8,
@@ -35,14 +33,9 @@ from pullmode_dagster.engine.events import (
     normalize_row,
     normalize_timestamp,
     parse_timestamp,
-    plain_payloads,
-    raw_text,
     stable_event_id,
     unserializable_reason,
 )
-from pullmode_dagster.engine.jsonpath import MISSING, compile_path
-from pullmode_dagster.engine.mapping import EventMapper
-from pullmode_dagster.engine.parsing import ParseProblem, ndjson_records
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster.engine.store.base import EVENT_COLUMNS
 

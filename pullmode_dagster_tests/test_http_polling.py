@@ -12,7 +12,7 @@ from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext, Window
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.errors import CredentialError, PullError
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.http import HttpSession, RetryPolicy, parse_retry_after
-from pullmode_dagster.engine.redaction import Redactor
+from pullmode_dagster.engine.fetch.redaction import Redactor
+from pullmode_dagster.engine.fetch.session import HttpSession, RetryPolicy, parse_retry_after
 
 from .conftest import Sleeps
 
@@ -88,7 +88,7 @@ def test_one_tls_context_per_process_and_ca_setting(monkeypatch: pytest.MonkeyPa
     poll more than its request); a different SSL_CERT_FILE still gets its own."""
     import certifi
 
-    from pullmode_dagster.engine.http import tls_context
+    from pullmode_dagster.engine.fetch.session import tls_context
 
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pullmode_dagster.engine.jsonpath import MISSING, JsonPathSyntaxError, compile_path
+from pullmode_dagster.engine.events.jsonpath import MISSING, JsonPathSyntaxError, compile_path
 
 DOC = {
     "data": [{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}],

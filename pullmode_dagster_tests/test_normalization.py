@@ -12,16 +12,10 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.engine.config import EventMapping
-from pullmode_dagster.engine.events import (
-    NormalizationError,
-    NormalizedEvent,
-    Reject,
-    format_timestamp,
-    parse_timestamp,
-    stable_event_id,
-)
-from pullmode_dagster.engine.mapping import EventMapper
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
+from pullmode_dagster.engine.events.model import NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import NormalizationError, format_timestamp, parse_timestamp, stable_event_id
 from pullmode_dagster.engine.store import TraceStore, WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 

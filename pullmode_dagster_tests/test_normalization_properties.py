@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pullmode_dagster.engine.config import EventMapping
-from pullmode_dagster.engine.events import MAX_TOKENS, NormalizedEvent, Reject
-from pullmode_dagster.engine.mapping import EventMapper
+from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
+from pullmode_dagster.engine.events.model import MAX_TOKENS, NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pullmode_dagster.engine.parsing import (
+from pullmode_dagster.engine.adapters.file_formats import (
     CHUNK,
     ParseProblem,
     UnreadableFile,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pullmode_dagster.engine.errors import PullmodeError
-from pullmode_dagster.engine.events import TIMESTAMP_FORMAT, NormalizedEvent
+from pullmode_dagster.engine.events.model import TIMESTAMP_FORMAT, NormalizedEvent
 from pullmode_dagster.engine.store import WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore
 

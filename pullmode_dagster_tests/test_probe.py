@@ -27,7 +27,7 @@ from pullmode_dagster.demo.vendors.openai import ComplianceLogsAPI, auth_log_rec
 from pullmode_dagster.engine import probe as probe_module
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.cursor import CursorState
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.probe import ProbeResult, probe_source
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
@@ -318,7 +318,7 @@ def test_probe_source_for_http_polling(api: LoopbackServer, feed: CursorFeed, so
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_known_ids_on_both_stores(kind: str, tmp_path: Path) -> None:
-    from pullmode_dagster.engine.events import NormalizedEvent
+    from pullmode_dagster.engine.events.model import NormalizedEvent
     from pullmode_dagster.engine.store import open_store
 
     from .pg import fresh_database

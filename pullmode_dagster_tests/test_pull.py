@@ -11,7 +11,7 @@ import pytest
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import NormalizedEvent
+from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult
 

@@ -23,12 +23,13 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint, run_metadata
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.vendors.openai import WORKSPACE_ID, ComplianceLogsAPI, LogFile, auth_log_record
+from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.adapters import openai_compliance as oai
-from pullmode_dagster.engine.config import SourceConfig
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import parse_source
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import parse_source
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
 from .conftest import SourceWriter, http_source
@@ -283,7 +284,7 @@ def openai_fault_source(
         "credentials": {"api_key": {"env": "OAI_STREAM_KEY"}},
         **overrides,
     }
-    source, problems = parse_source(doc, file=directory / "streamed.yaml")
+    source, problems = parse_source(doc, file=directory / "streamed.yaml", adapters=ADAPTERS)
     assert source is not None, problems
     return source
 

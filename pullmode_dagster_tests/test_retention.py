@@ -27,10 +27,13 @@ from click.testing import CliRunner, Result
 from pullmode_dagster.cli import main
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.events import NormalizedEvent, Reject, format_timestamp
-from pullmode_dagster.engine.retention import ActorMatch, cutoff
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.events.model import NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import format_timestamp
 from pullmode_dagster.engine.store import open_store
+from pullmode_dagster.engine.store.retention import ActorMatch, cutoff
 
 from .bounded import join_all
 from .conftest import SourceWriter, http_source
@@ -558,7 +561,7 @@ def test_retention_days_is_validated_with_the_source_and_field_named(sources: So
     source_file(sources, "b", retention_days=7)
     source_file(sources, "c", retentionDays="forever")
     source_file(sources, "d", retentionDays=40_000)
-    loaded = load_sources()
+    loaded = load_sources(adapters=ADAPTERS)
     assert (loaded.sources["a"].retention_days, loaded.sources["b"].retention_days) == (90, 7)
     assert any("source 'c': retentionDays: Input should be a valid integer" in p for p in loaded.problems)
     assert any("source 'd': retentionDays: Input should be less than or equal to 36500" in p for p in loaded.problems)

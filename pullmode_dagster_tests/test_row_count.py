@@ -17,8 +17,9 @@ from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.assets import partition_row_count
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.events import NormalizedEvent
-from pullmode_dagster.engine.sources import load_sources
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import load_sources
+from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.store import open_store
 
 from .conftest import SourceWriter, http_source
@@ -90,7 +91,7 @@ def test_row_count_is_the_partitions_stored_events_after_a_pull_and_after_a_quie
     assert latest is not None and latest.asset_materialization.metadata["dagster/row_count"].value == 10  # type: ignore[union-attr]
 
     # The function the poller's runless record uses says the same, from the store.
-    source = load_sources(sources.directory).sources["acme_audit"]
+    source = load_sources(sources.directory, adapters=ADAPTERS).sources["acme_audit"]
     with open_store(store_url) as store:
         assert partition_row_count(store, source, "2026-03-02") == 10
         assert partition_row_count(store, source, "2026-03-01") == 30
@@ -128,7 +129,7 @@ def test_a_pull_touching_many_partitions_shows_each_materialized_with_its_stored
     url = f"sqlite:///{tmp_path}/trace.db"
     harness = harness_on(url, sources)
     # Already stored before the poll, by another pull: a second event on the first day.
-    source = load_sources(sources.directory).sources["acme_audit"]
+    source = load_sources(sources.directory, adapters=ADAPTERS).sources["acme_audit"]
     earlier = NormalizedEvent("acme_audit", "old", "2026-01-01T01:00:00.000000Z", None, None, None, 0.0, 0, 0, "{}")
     with open_store(url) as store:
         store.write_events([earlier], run_id="before")

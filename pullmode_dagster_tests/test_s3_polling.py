@@ -20,12 +20,12 @@ import pytest
 from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.engine.adapters import PullContext, Window
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.http import RetryPolicy
+from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import run_pull
-from pullmode_dagster.engine.sources import load_sources
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
@@ -262,7 +262,7 @@ def test_s3_source_validation(sources: SourceWriter, moto_url: str) -> None:
             windowPrefix="${{window.middle}}",
         )
     )
-    problems = [p.split(": ", 2)[2] for p in load_sources(sources.directory).problems]
+    problems = [p.split(": ", 2)[2] for p in load_sources(sources.directory, adapters=ADAPTERS).problems]
     assert problems == ["parser: Input should be 'ndjson', 'csv' or 'json-array'"]
     sources.write(
         s3_source(
@@ -271,7 +271,7 @@ def test_s3_source_validation(sources: SourceWriter, moto_url: str) -> None:
             windowPrefix="${{window.middle}}",
         )
     )
-    problems = [p.split(": ", 2)[2] for p in load_sources(sources.directory).problems]
+    problems = [p.split(": ", 2)[2] for p in load_sources(sources.directory, adapters=ADAPTERS).problems]
     assert sorted(problems) == sorted(
         [
             "windowPrefix: unknown template variable ${{window.middle}} (window fields: start, end)",

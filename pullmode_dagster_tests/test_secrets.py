@@ -34,9 +34,9 @@ from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.http import safe_url
-from pullmode_dagster.engine.redaction import ENCODINGS, Redactor
-from pullmode_dagster.engine.sealing import Sealer
+from pullmode_dagster.engine.fetch.redaction import ENCODINGS, Redactor
+from pullmode_dagster.engine.fetch.sealing import Sealer
+from pullmode_dagster.engine.fetch.session import safe_url
 
 from .conftest import SourceWriter, http_source
 from .dagster_helpers import evaluate_sensor

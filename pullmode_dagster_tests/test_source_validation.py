@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from pullmode_dagster import cli
 from pullmode_dagster.cli import main
 from pullmode_dagster.engine import pull as pull_module
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import MAX_PROBLEMS_PER_FILE, load_sources
 from pullmode_dagster.engine.errors import ConfigError, Problem
-from pullmode_dagster.engine.sources import MAX_PROBLEMS_PER_FILE, load_sources
 
 from .conftest import SourceWriter, http_source
 
@@ -23,7 +24,7 @@ URL = "https://audit.acme.example/v1/events"
 
 def problems_for(sources: SourceWriter, **overrides: object) -> list[str]:
     sources.write(http_source(URL, **overrides))
-    return load_sources(sources.directory).problems
+    return load_sources(sources.directory, adapters=ADAPTERS).problems
 
 
 def test_valid_source_loads_with_seed_names_and_snake_case(sources: SourceWriter) -> None:
@@ -52,15 +53,13 @@ def test_unknown_field_suggests_the_right_spelling(sources: SourceWriter) -> Non
     doc = http_source(URL)
     doc["cursorJsonPth"] = doc.pop("cursorJsonPath")
     sources.write(doc)
-    assert load_sources(sources.directory).problems == [
+    assert load_sources(sources.directory, adapters=ADAPTERS).problems == [
         f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': cursorJsonPth: unknown field; "
         "did you mean 'cursorJsonPath'?"
     ]
 
 
 def test_unknown_adapter(sources: SourceWriter) -> None:
-    from pullmode_dagster.engine.adapters import ADAPTERS
-
     assert problems_for(sources, adapter="ftp_polling") == [
         f"{sources.directory / 'acme_audit.yaml'}: source 'acme_audit': adapter: unknown adapter 'ftp_polling' "
         f"(available: {', '.join(ADAPTERS)})"
@@ -84,7 +83,7 @@ def test_undeclared_credential_and_unknown_variable(sources: SourceWriter) -> No
 def test_duplicate_names_are_reported_and_neither_loads(sources: SourceWriter) -> None:
     sources.write(http_source(URL), file="one.yaml")
     sources.write(http_source(URL), file="two.yaml")
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     assert result.sources == {}
     assert result.problems == [
         f"{sources.directory / 'two.yaml'}: source 'acme_audit': name: duplicate name, already used by "
@@ -97,7 +96,7 @@ def test_bad_name_missing_field_and_bad_yaml(sources: SourceWriter) -> None:
     del doc["eventsJsonPath"]
     sources.write(doc, file="bad.yaml")
     (sources.directory / "broken.yaml").write_text("name: x\n  adapter: [\n")
-    problems = load_sources(sources.directory).problems
+    problems = load_sources(sources.directory, adapters=ADAPTERS).problems
     assert any("source 'Acme-Audit': name: String should match pattern" in p for p in problems)
     assert any("source 'Acme-Audit': eventsJsonPath: required field is missing" in p for p in problems)
     assert any(p.startswith(f"{sources.directory / 'broken.yaml'}: not valid YAML at line 2") for p in problems)
@@ -113,7 +112,7 @@ def test_each_problem_carries_the_source_it_belongs_to(sources: SourceWriter) ->
     (sources.directory / "broken.yaml").write_text("name: x\n  adapter: [\n")
     many = http_source(URL, name="many") | {f"extra{i}": i for i in range(MAX_PROBLEMS_PER_FILE + 3)}
     sources.write(many)
-    result = load_sources(sources.directory)
+    result = load_sources(sources.directory, adapters=ADAPTERS)
     assert all(isinstance(p, Problem) for p in result.problems)
     owners = {(Path(p.split(": ", 1)[0]).name, p.source) for p in result.problems}
     assert owners == {
@@ -290,11 +289,9 @@ def test_start_dates_inside_the_range_load(sources: SourceWriter, value: str) ->
 def test_every_adapter_checks_the_start_date_range(sources: SourceWriter) -> None:
     """Every adapter's config has the one date field, ``startDate``, and checks its range (the reference
     connectors' time filters start from it); the other problems of these bare files do not hide it."""
-    from pullmode_dagster.engine.adapters import ADAPTERS
-
     for adapter in ADAPTERS:
         sources.write({"name": f"bad_{adapter}", "adapter": adapter, "startDate": "0026-01-01", "schedule": "@daily"})
-    problems = load_sources(sources.directory).problems
+    problems = load_sources(sources.directory, adapters=ADAPTERS).problems
     for adapter in ADAPTERS:
         path = sources.directory / f"bad_{adapter}.yaml"
         assert f"{path}: source 'bad_{adapter}': {_OUT_OF_RANGE}" in problems, adapter

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pullmode_dagster.engine.templating import Template, TemplateError, check_variables
+from pullmode_dagster.engine.declare.templating import Template, TemplateError, check_variables
 
 
 def test_renders_credentials_source_fields_and_dates() -> None:

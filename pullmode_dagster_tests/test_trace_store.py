@@ -25,15 +25,13 @@ import pytest
 from pullmode_dagster.cli import _event_line, _row_json
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import PullContext
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullError
-from pullmode_dagster.engine.events import (
+from pullmode_dagster.engine.events.model import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH, NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
+from pullmode_dagster.engine.events.rules import (
     FIELD_CHECKS,
-    TIMESTAMP_FORMAT,
-    TIMESTAMP_WIDTH,
     NormalizationError,
-    NormalizedEvent,
-    Reject,
     format_timestamp,
     normalize_cost,
     normalize_count,
@@ -257,7 +255,7 @@ def test_unusual_text_is_stored_and_early_years_are_flagged(store: TraceStore) -
     assert (integrity.invalid_rows, integrity.invalid_examples) == (1, ("early",))
 
 
-# --- The normalized shape: one rule (events.FIELD_CHECKS), each store's predicate generated from it ---------------
+# --- The normalized shape: one rule (events.rules.FIELD_CHECKS), each store's predicate generated from it -------------
 
 GOOD = ev(0)
 # Each breaks one field's check (the label, in actor, names the row even where the id is the bad field).
@@ -429,7 +427,8 @@ SQLITE_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     from pullmode_dagster.engine.pull import run_pull
-    from pullmode_dagster.engine.sources import load_sources
+    from pullmode_dagster.engine.adapters import ADAPTERS
+    from pullmode_dagster.engine.declare.loading import load_sources
     from pullmode_dagster.engine.store import SqliteTraceStore
 
     directory, path, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -444,7 +443,7 @@ SQLITE_WRITER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     store._conn.set_trace_callback(trace)
-    run_pull(load_sources(directory).sources["acme_audit"], store=store, batch_size=10)
+    run_pull(load_sources(directory, adapters=ADAPTERS).sources["acme_audit"], store=store, batch_size=10)
     """
 )
 

@@ -19,7 +19,7 @@ from pullmode_dagster.cli.pull import pull_once
 from pullmode_dagster.definitions import build_definitions, build_project
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
-from pullmode_dagster.engine.config import SourceConfig
+from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store.sqlite import SCHEMA
 
 from .conftest import SourceWriter, http_source

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.engine.sources import SourceSet, load_sources
+from pullmode_dagster.engine.adapters import ADAPTERS
+from pullmode_dagster.engine.declare.loading import SourceSet, load_sources
 
 from .conftest import http_source
 
@@ -49,7 +50,7 @@ def load_bounded(directory: Path) -> SourceSet:
 
     def run() -> None:
         try:
-            box["result"] = load_sources(directory)
+            box["result"] = load_sources(directory, adapters=ADAPTERS)
         except BaseException as exc:
             box["error"] = exc
 

@@ -20,9 +20,10 @@ from typing import Any, BinaryIO
 import click
 
 from ..defs.location import at_project_root
-from ..engine.content import event_content_problem
+from ..engine.adapters import ADAPTERS
+from ..engine.declare.content import event_content_problem
+from ..engine.declare.loading import check_source, load_sources
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.sources import check_source, load_sources
 from ..engine.store import open_store
 
 
@@ -73,7 +74,7 @@ def validate(directory: Path | None) -> None:
     deployment's $PULLMODE_EVENT_CONTENT.
 
     Exits 1 with one line per problem; nothing is sent anywhere."""
-    result = load_sources(directory)
+    result = load_sources(directory, adapters=ADAPTERS)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     problems = [*result.problems, *filter(None, [event_content_problem()])]
@@ -86,7 +87,7 @@ def validate(directory: Path | None) -> None:
 def _load(name: str) -> Any:
     """Source ``name``, refusing only when its own file has problems (or no source loaded at all):
     another file's mistake does not stop a preview of this one."""
-    result = load_sources()
+    result = load_sources(adapters=ADAPTERS)
     if result.problems and (not result.sources or any(p.source == name for p in result.problems)):
         raise ConfigError(result.problems)
     return result.get(name)
@@ -225,7 +226,7 @@ def export(name: str, start: str | None, end: str | None, fmt: str | None, outpu
     chosen = format_for(Path(output), fmt)
     if isinstance(target, Path):
         check_target(target)
-    loaded = load_sources()  # its problems are not ours: a source's events can outlive its file
+    loaded = load_sources(adapters=ADAPTERS)  # its problems are not ours: a source's events can outlive its file
     defined = {*loaded.sources, *(s.name for s in loaded.invalid)}
     with open_store() as store:
         check_source(store, name, defined=defined)

@@ -37,7 +37,7 @@ from ..defs.sensors import (
 )
 from ..engine.cursor import CursorFormatError
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.locks import SourceBusy
+from ..engine.store.locks import SourceBusy
 
 
 @dataclass

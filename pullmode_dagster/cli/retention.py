@@ -17,11 +17,12 @@ from datetime import datetime
 from pathlib import Path
 
 from ..defs.location import loads_module_only
+from ..engine.adapters import ADAPTERS
+from ..engine.declare.loading import SourceSet, check_source, load_sources
 from ..engine.errors import ConfigError, PullmodeError
-from ..engine.retention import RETENTION_ENV, ActorMatch, check_actor, check_days, cutoff, store_retention_days
-from ..engine.sources import SourceSet, check_source, load_sources
 from ..engine.store import TraceStore, describe_store, open_store
 from ..engine.store.base import Deleted
+from ..engine.store.retention import RETENTION_ENV, ActorMatch, check_actor, check_days, cutoff, store_retention_days
 
 NOTHING_TO_PRUNE = f"nothing to prune: no retentionDays on any source and {RETENTION_ENV} unset"
 
@@ -41,7 +42,7 @@ def code_location_sources(workspace: Path | None) -> SourceSet:
     in a dg project, not ``$PULLMODE_SOURCES_DIR``. Read without Dagster when that code location is
     ``pullmode_dagster.definitions`` itself (what it loads is ``load_sources()``)."""
     if loads_module_only(workspace):
-        return load_sources()
+        return load_sources(adapters=ADAPTERS)
     from .pull import code_location_project, default_workspace
 
     return code_location_project(workspace if workspace is not None else default_workspace()).sources

@@ -15,12 +15,12 @@ from ..defs.outgoing import CursorSeal
 from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import PollPlanState, poller_name, utc_now
 from ..engine.adapters.registry import check_position
-from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
+from ..engine.declare.models import SourceConfig
 from ..engine.errors import PullmodeError
-from ..engine.events import format_timestamp
+from ..engine.events.rules import format_timestamp
 from ..engine.export import parse_time
-from ..engine.locks import SourceBusy
+from ..engine.store.locks import SourceBusy
 from .pull import code_location_project, default_workspace, open_instance, stored_committed
 
 

@@ -28,10 +28,11 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from ..engine.adapters import ADAPTERS
+from ..engine.declare.loading import load_sources
 from ..engine.errors import PullError
-from ..engine.http import HttpSession, RetryPolicy, safe_url
-from ..engine.redaction import Redactor
-from ..engine.sources import load_sources
+from ..engine.fetch.redaction import Redactor
+from ..engine.fetch.session import HttpSession, RetryPolicy, safe_url
 from . import outgoing
 from .changes import (
     REMINDER_ENV,
@@ -352,7 +353,7 @@ class SourceRedactors:
 
     def __call__(self, name: object) -> Redactor:
         if self._by_name is None:
-            loaded = load_sources().sources
+            loaded = load_sources(adapters=ADAPTERS).sources
             self._by_name = {n: outgoing.secrets_for(source).redact for n, source in loaded.items()}
         return self._by_name.get(name, Redactor()) if isinstance(name, str) else Redactor()
 

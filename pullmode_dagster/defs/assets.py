@@ -15,15 +15,15 @@ import dagster as dg
 from pydantic import Field
 
 from ..engine.adapters import ADAPTERS, Window
-from ..engine.config import SourceConfig
-from ..engine.content import ContentPolicy
-from ..engine.credentials import ResolvedCredentials
 from ..engine.cursor import CursorFormatError, CursorState
+from ..engine.declare.content import ContentPolicy
+from ..engine.declare.credentials import ResolvedCredentials
+from ..engine.declare.loading import InvalidSource
+from ..engine.declare.models import SourceConfig
 from ..engine.errors import PullmodeError
-from ..engine.events import MAPPED_FIELDS
+from ..engine.events.model import MAPPED_FIELDS
+from ..engine.fetch.redaction import Redactor
 from ..engine.pull import PullReport, run_pull
-from ..engine.redaction import Redactor
-from ..engine.sources import InvalidSource
 from ..engine.store import TraceStore
 from ..engine.store.schema import EVENT_SCHEMA
 from . import outgoing

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..engine.content import ContentPolicy
-from ..engine.redaction import Redactor
+from ..engine.declare.content import ContentPolicy
+from ..engine.fetch.redaction import Redactor
 from ..engine.store import Integrity
 from . import outgoing
 

@@ -2,8 +2,8 @@
 
 Materialization and observation metadata, failure descriptions, log lines, skip reasons, sensor
 cursors, run config and tags, what ``pullmode pull`` prints, and alert payloads: each is redacted
-with the source's redactor (``engine/redaction.py``), and every cursor is sealed
-(``engine/sealing.py``) or refused. The engine seals positions as it pulls; this is the same rule
+with the source's redactor (``engine/fetch/redaction.py``), and every cursor is sealed
+(``engine/fetch/sealing.py``) or refused. The engine seals positions as it pulls; this is the same rule
 for what the poller and the CLI hand on.
 """
 
@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from ..engine.config import SourceConfig
-from ..engine.credentials import ResolvedCredentials
 from ..engine.cursor import CursorState
+from ..engine.declare.credentials import ResolvedCredentials
+from ..engine.declare.models import SourceConfig
+from ..engine.fetch.redaction import Redactor
+from ..engine.fetch.sealing import Sealer
 from ..engine.pull import seal_state
-from ..engine.redaction import Redactor
-from ..engine.sealing import Sealer
 
 
 def secrets_for(source: SourceConfig) -> ResolvedCredentials:

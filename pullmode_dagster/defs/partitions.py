@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..engine.config import SourceConfig
+from ..engine.declare.models import SourceConfig
 
 
 def partitions_for(source: SourceConfig) -> dg.TimeWindowPartitionsDefinition:

@@ -15,13 +15,13 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from ..engine.adapters import PullContext, S3ClientSpec
-from ..engine.config import SourceConfig
-from ..engine.content import EVENT_CONTENT_ENV, ContentPolicy
-from ..engine.credentials import ResolvedCredentials
-from ..engine.http import BACKOFF_INITIAL_ENV, BACKOFF_MAX_ENV, MAX_ATTEMPTS_ENV, RetryPolicy
-from ..engine.locks import source_lock
+from ..engine.declare.content import EVENT_CONTENT_ENV, ContentPolicy
+from ..engine.declare.credentials import ResolvedCredentials
+from ..engine.declare.models import SourceConfig
+from ..engine.fetch.session import BACKOFF_INITIAL_ENV, BACKOFF_MAX_ENV, MAX_ATTEMPTS_ENV, RetryPolicy
 from ..engine.pull import DEFAULT_BATCH_SIZE
 from ..engine.store import STORE_URL_ENV, TraceStore, open_store
+from ..engine.store.locks import source_lock
 
 if TYPE_CHECKING:
     # dagster-aws (and boto3) cost about a second to import: only a code location with an S3
@@ -76,7 +76,7 @@ class TraceStoreResource(dg.ConfigurableResource):
 
 class PullSettingsResource(dg.ConfigurableResource):
     """How pulls behave: the retry policy, the write batch size and what of the events' content
-    reaches Dagster (``engine/content.py``). A setting left unset comes from
+    reaches Dagster (``engine/declare/content.py``). A setting left unset comes from
     its environment variable at run time (``RetryPolicy.from_env``, as without Dagster), else the
     default; ``default_resources`` binds the variables a deployment sets as ``dg.EnvVar``."""
 

@@ -25,8 +25,8 @@ from dagster._core.workspace.load import location_origin_from_module_name, locat
 from dagster._grpc.utils import default_sensor_grpc_timeout, get_loadable_targets
 from dagster.components.definitions import LazyDefinitions
 
+from ..engine.declare.loading import one_line
 from ..engine.errors import PullmodeError
-from ..engine.sources import one_line
 from .location import MODULE, find_dg_project
 from .sensors import INTERVAL_SECONDS
 

@@ -19,11 +19,11 @@ from typing import Any
 import dagster as dg
 from croniter import croniter
 
-from ..engine.config import SourceConfig
 from ..engine.cursor import CursorFormatError, CursorState, load_object
+from ..engine.declare.models import SourceConfig
 from ..engine.errors import PullmodeError
+from ..engine.fetch.redaction import Redactor
 from ..engine.probe import ProbeResult, probe_source
-from ..engine.redaction import Redactor
 from . import outgoing
 from .assets import CHECKPOINT_KEY, SOURCE_TAG, partition_row_count
 from .outgoing import CursorSeal

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from ..engine.adapters import ADAPTERS
-from ..engine.config import SourceConfig
+from ..engine.declare.models import SourceConfig
 from ..engine.store.schema import DAGSTER_TYPE_NAMES, EVENT_SCHEMA, Column
 from .freshness import freshness_for
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..engine.sources import sources_dirs
+from ..engine.declare.loading import sources_dirs
 from ..engine.store import store_url
 from .api import DEMO_PORT, DemoApi
 from .s3 import DEMO_BUCKET, DEMO_S3_PORT, DemoS3

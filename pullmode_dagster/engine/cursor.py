@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import PullmodeError
-from .events import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
+from .events.rules import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
 
 CURSOR_VERSION = 1
 
@@ -102,7 +102,7 @@ class CursorState:
 
 
 def _max(a: str | None, b: str | None) -> str | None:
-    """Timestamps are fixed-width ISO text (see events.TIMESTAMP_FORMAT): text order is time order."""
+    """Timestamps are fixed-width ISO text (see events.model.TIMESTAMP_FORMAT): text order is time order."""
     if a is None:
         return b
     if b is None:

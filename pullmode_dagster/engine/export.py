@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import DATE_RANGE_PROBLEM, in_date_range
+from .declare.loading import one_line
+from .declare.models import DATE_RANGE_PROBLEM, in_date_range
 from .errors import PullmodeError
-from .events import TIMESTAMP_FORMAT
-from .sources import one_line
+from .events.model import TIMESTAMP_FORMAT
 from .store.arrow import SCHEMA, batch_reader
 from .store.base import TraceStore
 from .store.schema import EVENT_SCHEMA
@@ -155,7 +155,7 @@ _T_AT, _Z_AT = _SAMPLE.index("T"), _SAMPLE.index("Z")
 
 
 def _utc_text(timestamps: pa.Array) -> pa.Array:
-    """The engine's UTC text (:data:`.events.TIMESTAMP_FORMAT`). Formatting the naive view is ~40x
+    """The engine's UTC text (:data:`.events.model.TIMESTAMP_FORMAT`). Formatting the naive view is ~40x
     faster than ``strftime`` (or a cast) of the UTC-zoned values, which looks the zone up value by
     value; the text is fixed width (the engine's years are 1000-9999), so the ``T`` and the ``Z`` go
     in by position. (``binary_join_element_wise`` would add the ``Z`` too, but costs ~35 MB resident.)"""

@@ -17,14 +17,14 @@ from typing import Literal
 
 from .adapters import ProbeAnswer, PullContext
 from .adapters.custom import Overrun, Raised, UserThread
-from .config import SourceConfig
 from .cursor import CursorState
+from .declare.models import SourceConfig
 from .errors import PullmodeError
-from .events import EVENT_FIELDS
-from .http import DeadlineReached, Throttled
-from .mapping import EventMapper
+from .events.mapping import EventMapper
+from .events.model import EVENT_FIELDS
+from .fetch.sealing import Sealer
+from .fetch.session import DeadlineReached, Throttled
 from .pull import Credentials, build_puller, resolve
-from .sealing import Sealer
 
 DEFAULT_PROBE_TIMEOUT = 20.0
 """The whole question's bound: well under Dagster's 60 s sensor timeout, however slow the vendor."""

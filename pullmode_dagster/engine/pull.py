@@ -15,15 +15,17 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from .adapters import ADAPTERS, Page, PullContext, Puller, Window
-from .config import SourceConfig
-from .credentials import ResolvedCredentials
 from .cursor import CursorState
+from .declare.credentials import ResolvedCredentials
+from .declare.models import SourceConfig
 from .errors import PullError, PullmodeError
-from .events import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent, Reject, format_timestamp, parse_timestamp
-from .http import DeadlineReached
-from .mapping import EventMapper
-from .redaction import RedactingLogger
-from .sealing import Sealer
+from .events.mapping import EventMapper
+from .events.model import EVENT_FIELDS, EventRow, EventRows, NormalizedEvent
+from .events.rejects import Reject
+from .events.rules import format_timestamp, parse_timestamp
+from .fetch.redaction import RedactingLogger
+from .fetch.sealing import Sealer
+from .fetch.session import DeadlineReached
 from .store import TraceStore
 
 T = TypeVar("T")
@@ -158,7 +160,7 @@ def run_pull(
     what may be committed, exactly what a pull stopped by ``maxPagesPerRun`` at that page would
     commit. The pull stops cleanly at a page boundary when ``pullDeadlineSeconds`` runs out.
 
-    Positions are sealed here, for every adapter (``sealing.py``): the puller gets ``start``
+    Positions are sealed here, for every adapter (``fetch/sealing.py``): the puller gets ``start``
     unsealed, and each page's resume is sealed before anything else sees it, so every state this
     function hands out (report, checkpoints) holds markers, never a credential.
     """

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pullmode_dagster import CursorState, Page, Position, Puller, Window
-from pullmode_dagster.engine.auth import bearer
+from pullmode_dagster import CursorState, Page, Position, Puller, Window, bearer
 from pullmode_dagster.engine.errors import PullError
 
 DEFAULT_BASE_URL = "https://www.workato.com"
@@ -80,7 +79,7 @@ class WorkatoJobsPuller(Puller):
 
 
 def _items(response: Any) -> list[Any]:
-    from pullmode_dagster.engine.http import BadBody, json_body
+    from pullmode_dagster.engine.fetch.session import BadBody, json_body
 
     doc = json_body(response, "a page of jobs")
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):

@@ -19,12 +19,12 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import SourceConfig
 from ..cursor import CursorState
+from ..declare.models import SourceConfig
 from ..errors import PullError
-from ..events import Reject
-from ..http import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy
-from ..redaction import Redactor
+from ..events.rejects import Reject
+from ..fetch.redaction import Redactor
+from ..fetch.session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy
 
 
 @dataclass(frozen=True)

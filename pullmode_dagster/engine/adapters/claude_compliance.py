@@ -18,11 +18,11 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from ..auth import HeaderAuth
-from ..config import ConfigProblem
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem
 from ..errors import PullError
-from ..http import BadBody, HttpSession, json_body, safe_url
+from ..fetch.auth import HeaderAuth
+from ..fetch.session import BadBody, HttpSession, json_body, safe_url
 from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, rfc3339, zoned_time
 from .registry import Adapter, register

@@ -22,12 +22,12 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import Field
 
-from ..auth import ClientCredentials
-from ..config import ConfigProblem
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem
 from ..errors import PullError
-from ..events import parse_timestamp
-from ..http import BadBody, json_body, safe_url, same_origin
+from ..events.rules import parse_timestamp
+from ..fetch.auth import ClientCredentials
+from ..fetch.session import BadBody, json_body, safe_url, same_origin
 from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
 from .reference import ReferenceSource, first_set, zoned_time
 from .registry import Adapter, register

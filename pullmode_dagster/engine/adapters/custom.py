@@ -26,13 +26,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from .. import user_output
-from ..config import ConfigProblem, EventMapping
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem
 from ..errors import CredentialError, PullError, PullmodeError
-from ..events import Reject, raw_text
-from ..http import DeadlineReached
-from ..redaction import Redactor
+from ..events.mapping import EventMapping
+from ..events.rejects import Reject, raw_text
+from ..fetch.redaction import Redactor
+from ..fetch.session import DeadlineReached
+from . import user_output
 from .base import NEW, UNKNOWN, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window, position_problems
 from .registry import Adapter, register
 
@@ -130,7 +131,7 @@ class UserThread:
     The user's objects live in :attr:`objects`, touched only by calls on this thread and released
     by it when it stops, so their ``__del__`` never runs on the engine's thread. Everything the
     thread writes (print, warnings, logging, unraisable errors) goes through ``redact``
-    (:mod:`..user_output`), or into ``kept`` when given. Without ``redact`` the thread runs the
+    (:mod:`.user_output`), or into ``kept`` when given. Without ``redact`` the thread runs the
     engine's own code (a probe bounded in time): its output is left alone and what it raises is
     handed over as it is."""
 

@@ -15,14 +15,15 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from ..auth import HeaderAuth
-from ..config import ConfigProblem, EventMapping, _check_jsonpath
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem
+from ..declare.templating import Template
 from ..errors import PullError
-from ..events import parse_timestamp
-from ..http import BadBody, plain_json_body, safe_url, same_origin
-from ..jsonpath import MISSING, compile_path
-from ..templating import Template
+from ..events.jsonpath import MISSING, check_path, compile_path
+from ..events.mapping import EventMapping
+from ..events.rules import parse_timestamp
+from ..fetch.auth import HeaderAuth
+from ..fetch.session import BadBody, plain_json_body, safe_url, same_origin
 from .base import NEW, HttpSourceConfig, Page, Position, ProbeAnswer, Puller, Window
 from .registry import Adapter, register
 
@@ -51,7 +52,7 @@ class HttpPollingSource(HttpSourceConfig):
     @field_validator("events_json_path", "cursor_json_path", "has_more_json_path")
     @classmethod
     def _paths(cls, value: str | None) -> str | None:
-        return _check_jsonpath(value)
+        return check_path(value)
 
     @field_validator("params", "incremental_params", "window_params")
     @classmethod
@@ -163,7 +164,7 @@ class HttpPollingPuller(Puller):
             cursor_ctx = {**ctx, "cursor": {"watermark": parse_timestamp(start.watermark)}}
             params.update(self._render_params(src.incremental_params, cursor_ctx))
         page_cursor = self.position(start).page_cursor
-        return params, page_cursor  # unsealed by the engine (sealing.py)
+        return params, page_cursor  # unsealed by the engine (fetch/sealing.py)
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """The run's first request, with the incremental parameters; a stored page cursor is an

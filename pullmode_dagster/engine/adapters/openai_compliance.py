@@ -26,14 +26,14 @@ from typing import Any, BinaryIO, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..auth import bearer
-from ..config import ConfigProblem
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem
 from ..errors import PullError
-from ..events import Reject
-from ..http import BadBody, DeadlineReached, Download, HttpSession, json_body, safe_url, same_origin
-from ..parsing import ParseProblem, UnreadableFile, parse_ndjson
+from ..events.rejects import Reject
+from ..fetch.auth import bearer
+from ..fetch.session import BadBody, DeadlineReached, Download, HttpSession, json_body, safe_url, same_origin
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
+from .file_formats import ParseProblem, UnreadableFile, parse_ndjson
 from .reference import ReferenceSource, first_set, rfc3339, zoned_time
 from .registry import Adapter, register
 

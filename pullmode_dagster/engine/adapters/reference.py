@@ -10,8 +10,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from ..config import ConfigProblem
-from ..events import MAPPED_FIELDS
+from ..declare.models import ConfigProblem
+from ..events.model import MAPPED_FIELDS
 from .base import HttpSourceConfig
 
 FIXED_HTTP_FIELDS = frozenset(

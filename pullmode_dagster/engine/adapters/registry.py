@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from ..config import SourceConfig
 from ..cursor import CursorFormatError, CursorState
+from ..declare.models import SourceConfig
 from .base import Position, Puller, position_problems
 
 

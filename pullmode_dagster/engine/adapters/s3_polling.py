@@ -16,13 +16,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import ConfigProblem, EventMapping, SourceConfig
 from ..cursor import CursorState
+from ..declare.models import ConfigProblem, SourceConfig
+from ..declare.templating import Template
 from ..errors import PullError
-from ..events import Reject
-from ..parsing import UNITS, ParseProblem, UnreadableFile, parse_records
-from ..templating import Template
+from ..events.mapping import EventMapping
+from ..events.rejects import Reject
 from .base import NEW, NOTHING_NEW, Page, Position, ProbeAnswer, Puller, Window
+from .file_formats import UNITS, ParseProblem, UnreadableFile, parse_records
 from .registry import Adapter, register
 
 CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")

@@ -8,24 +8,30 @@ Design: docs/design/exports-and-arrow.md#arrow-and-pandas
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from ..errors import PullmodeError
-from .base import READ_BATCH_ROWS
-from .schema import EVENT_SCHEMA, Column, arrow_schema, arrow_type
+from .schema import EVENT_SCHEMA, READ_BATCH_ROWS, Column, arrow_schema, arrow_type
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .base import TraceStore
-
 SCHEMA = arrow_schema()
+
+
+class EventBatches(Protocol):
+    """What the readers read from: a trace store (``TraceStore.event_batches`` converts its rows
+    with :func:`record_batch`, so this module does not import the store back)."""
+
+    def event_batches(
+        self, *, source: str, start: datetime | None = ..., end: datetime | None = ..., batch_rows: int = ...
+    ) -> Iterator[pa.RecordBatch]: ...
 
 
 _MAX_OFFSET = 2**31 - 1  # pa.string() has 32-bit offsets
@@ -103,7 +109,7 @@ def record_batch(rows: Sequence[tuple[Any, ...]], *, source: str) -> pa.RecordBa
 
 
 def batch_reader(
-    store: TraceStore,
+    store: EventBatches,
     *,
     source: str,
     start: datetime | None = None,
@@ -116,14 +122,14 @@ def batch_reader(
 
 
 def read_table(
-    store: TraceStore, *, source: str, start: datetime | None = None, end: datetime | None = None
+    store: EventBatches, *, source: str, start: datetime | None = None, end: datetime | None = None
 ) -> pa.Table:
     """The events of ``source`` dated in ``[start, end)`` as one Arrow table (its batches as read)."""
     return pa.Table.from_batches(list(store.event_batches(source=source, start=start, end=end)), schema=SCHEMA)
 
 
 def read_dataframe(
-    store: TraceStore, *, source: str, start: datetime | None = None, end: datetime | None = None
+    store: EventBatches, *, source: str, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """The same as a DataFrame: ``event_timestamp`` and ``pulled_at`` UTC datetimes, token counts
     int64, ``cost_usd`` float64, text columns (``raw_payload`` included) strings."""

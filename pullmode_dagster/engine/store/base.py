@@ -15,18 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..events import (
-    FIELD_CHECKS,
-    MAX_YEAR,
-    MIN_YEAR,
-    TIMESTAMP_FORMAT,
-    Check,
-    NormalizedEvent,
-    Reject,
-    format_timestamp,
-)
-from ..retention import ActorMatch
-from .schema import EVENT_COLUMNS, EVENT_SCHEMA, Kind
+from ..events.model import MAX_YEAR, MIN_YEAR, TIMESTAMP_FORMAT, NormalizedEvent
+from ..events.rejects import Reject
+from ..events.rules import FIELD_CHECKS, Check, format_timestamp
+from .retention import ActorMatch
+from .schema import EVENT_COLUMNS, EVENT_SCHEMA, READ_BATCH_ROWS, Kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,9 +31,6 @@ time) waits for one such transaction at most, a few tens of milliseconds."""
 REJECT_SCAN_ROWS = 500
 """Candidate rejected records ``erase`` reads at a time: what it holds in memory is this many raw
 records."""
-
-READ_BATCH_ROWS = 50_000
-"""Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
 
 HOUR_FORMAT = TIMESTAMP_FORMAT[: TIMESTAMP_FORMAT.index("%H") + 2]
 """A UTC hour as :meth:`TraceStore.hour_counts` names it (``2026-03-01T10``): a prefix of the
@@ -78,7 +68,7 @@ _BOUNDS = {
 
 
 def invalid_row(dialect: Mapping[Check, str]) -> str:
-    """The predicate for a row outside :data:`..events.FIELD_CHECKS` (the normalized shape): each
+    """The predicate for a row outside :data:`..events.rules.FIELD_CHECKS` (the normalized shape): each
     field's check in portable SQL and, where the database has more to say, as ``dialect`` spells it
     (``{column}`` stands for the field). A check no one spells fails the store's import."""
     clauses: list[str] = []
@@ -130,7 +120,7 @@ class Newest:
 class Integrity:
     """``rows``: rows the run wrote; ``duplicate_keys``: their source_event_ids stored more than once
     (only possible in a table created without the unique key); ``invalid_rows``: rows outside the
-    normalized shape (:data:`..events.FIELD_CHECKS`: empty id, timestamp not fixed-width UTC in years
+    normalized shape (:data:`..events.rules.FIELD_CHECKS`: empty id, timestamp not fixed-width UTC in years
     1000-9999, negative cost or tokens, raw_payload not JSON)."""
 
     rows: int
@@ -376,7 +366,7 @@ class TraceStore(ABC):
     ) -> dict[str, Deleted]:
         """Delete every event whose ``actor`` is ``actor`` (exactly) and every rejected record that
         is the actor's (``match(source)`` says so for each source's: a reject has no actor column;
-        default :class:`..retention.ActorMatch` without the source's rule), of ``sources`` (default:
+        default :class:`.retention.ActorMatch` without the source's rule), of ``sources`` (default:
         every source); ``dry_run``: count them. Returns what each source lost, only sources that lost
         something."""
         p = self.PARAM

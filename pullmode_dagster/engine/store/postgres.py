@@ -15,7 +15,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import PullmodeError
-from ..events import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH, NormalizedEvent, Reject
+from ..events.model import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH, NormalizedEvent
+from ..events.rejects import Reject
 from .base import EVENT_COLUMNS, HOUR_FORMAT, TraceStore, WriteResult, invalid_row, select_list, spell_format
 
 # Advisory lock keys (two int4s: a namespace and a purpose), scoped to the database.

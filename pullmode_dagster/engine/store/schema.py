@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..events import MAPPED_FIELDS
+from ..events.model import MAPPED_FIELDS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,6 +38,9 @@ EVENT_SCHEMA: tuple[Column, ...] = (
     Column("run_id", "text", True, "The Dagster run that stored it."),
 )
 """Columns of ``pulled_events`` (besides the store's own ``id``), in insert order."""
+
+READ_BATCH_ROWS = 50_000
+"""Rows per Arrow batch when events are read back: a few tens of MB, whatever the window."""
 
 assert tuple(c.name for c in EVENT_SCHEMA[1:9]) == MAPPED_FIELDS, "EVENT_SCHEMA must list MAPPED_FIELDS in order"
 

@@ -29,7 +29,9 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from ..events import EVENT_FIELDS, EventRows, NormalizedEvent, Reject, format_timestamp
+from ..events.model import EVENT_FIELDS, EventRows, NormalizedEvent
+from ..events.rejects import Reject
+from ..events.rules import format_timestamp
 from .base import EVENT_COLUMNS, HOUR_FORMAT, TraceStore, WriteResult, invalid_row, spell_format
 
 SCHEMA = """

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .events import TIMESTAMP_FORMAT
+from ..events.model import TIMESTAMP_FORMAT
 
 _OPEN = "${{"
 _VARIABLE = re.compile(r"\$\{\{\s*(?P<scope>[A-Za-z_]\w*)\.(?P<key>[A-Za-z_][\w-]*)\s*(?::(?P<fmt>[^}]*))?\}\}")

@@ -22,12 +22,9 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
-from .errors import PullmodeError
-
-if TYPE_CHECKING:
-    from .config import SourceConfig
+from ..errors import PullmodeError
 
 EVENT_CONTENT_ENV = "PULLMODE_EVENT_CONTENT"
 EventContent = Literal["hidden", "masked", "shown"]
@@ -62,6 +59,14 @@ def event_content_problem() -> str | None:
     return None
 
 
+class ContentSource(Protocol):
+    """What a policy needs of a source: its ``eventContent`` (a :class:`~.models.SourceConfig`, which
+    holds an :data:`EventContent` field, so this module does not import it back)."""
+
+    @property
+    def event_content(self) -> EventContent | None: ...
+
+
 class ContentPolicy:
     """One run's rule for event content outside the store. Masking keys are drawn per policy (per
     run) and never written anywhere: the same actor is the same pseudonym throughout one run's
@@ -75,7 +80,7 @@ class ContentPolicy:
         self._key = key if key is not None else secrets.token_bytes(32)
 
     @classmethod
-    def for_source(cls, source: SourceConfig, deployment: str | None = None) -> ContentPolicy:
+    def for_source(cls, source: ContentSource, deployment: str | None = None) -> ContentPolicy:
         """The source's ``eventContent``, else the deployment's (``deployment``, else the environment)."""
         return cls(source.event_content or deployment_event_content(deployment))
 

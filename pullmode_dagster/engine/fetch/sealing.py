@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from .errors import PullError
+from ..errors import PullError
 from .redaction import ENCODINGS, MIN_SECRET_LENGTH, Redactor, literal_pattern
 
 MARKER = re.compile(r"\$\{\{credentials\.(?P<key>\w+)(?::(?P<form>\w+))?\}\}")

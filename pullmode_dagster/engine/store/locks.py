@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PullmodeError
-from .store import store_url
+from ..errors import PullmodeError
+from . import store_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -137,7 +137,7 @@ def _file_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterato
 def _postgres_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterator[None]:
     import psycopg
 
-    from .store.postgres import describe_url
+    from .postgres import describe_url
 
     key = advisory_key(source)
     label = f"pullmode lock {source}: {holder_label()}"[:63]

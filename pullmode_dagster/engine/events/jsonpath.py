@@ -32,6 +32,17 @@ class JsonPathSyntaxError(ValueError):
     """The path does not parse; the message says why."""
 
 
+def check_path(value: str | None) -> str | None:
+    """``value`` if it compiles (None passes), else a ValueError saying why: the validator of every
+    field of a source file that holds a path."""
+    if value is not None:
+        try:
+            compile_path(value)
+        except JsonPathSyntaxError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 def _simple_steps(path: str) -> tuple[str | int, ...] | None:
     """Split a simple path into steps, or return None when it needs the general evaluator."""
     if not path.startswith("$"):

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from .errors import PullError
-from .http import BadBody, safe_url, same_origin
+from ..errors import PullError
 from .redaction import Redactor
+from .session import BadBody, safe_url, same_origin
 
 
 class OriginAuth(httpx.Auth):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .redaction import Redactor
+from ..fetch.redaction import Redactor
 
 
 @dataclass

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from .. import __version__
-from .errors import PullError
-from .events import decode_json
+from ..errors import PullError
+from ..events.codec import decode_json
+from ..version import __version__
 from .redaction import Redactor
 
 USER_AGENT = f"pullmode-dagster/{__version__}"
@@ -192,7 +192,7 @@ def json_body(response: httpx.Response, what: str) -> Any:
 
 
 def plain_json_body(response: httpx.Response, what: str) -> tuple[Any, bool]:
-    """:func:`json_body`, and whether the value is plain JSON (:func:`~.events.decode_json`): the
+    """:func:`json_body`, and whether the value is plain JSON (:func:`~..events.codec.decode_json`): the
     mapper writes the raw payloads of plain records the fast way."""
     try:
         return decode_json(response.content)

@@ -13,14 +13,11 @@ import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import PullmodeError
-from .events import normalize_text, show
-from .jsonpath import MISSING, compile_path
-
-if TYPE_CHECKING:
-    from .config import SourceConfig  # which imports this module (MAX_RETENTION_DAYS)
+from ..errors import PullmodeError
+from ..events.jsonpath import MISSING, compile_path
+from ..events.rules import normalize_text, show
 
 MAX_RETENTION_DAYS = 36_500
 """A retention beyond a century is a typo (and keeps everything this project can store anyway)."""
@@ -84,7 +81,7 @@ ActorRule = Callable[[dict[str, Any]], Any]
 """How a source's pull takes the actor of a record (an object): the raw value, None when it has none."""
 
 
-def actor_rule(source: SourceConfig | None) -> tuple[ActorRule | None, bool]:
+def actor_rule(source: object | None) -> tuple[ActorRule | None, bool]:
     """The rule the pull of ``source`` takes each record's actor by, and whether that actor may be
     built from several fields (a reference connector's code: ``issuer|subject``), not written as
     one value: its ``eventMapping`` ``actor`` path, else its connector's ``extract``. None when the
@@ -122,7 +119,7 @@ class ActorMatch:
       field that reads as a number excepted: a count looks the same).
     """
 
-    def __init__(self, actor: str, source: SourceConfig | None = None):
+    def __init__(self, actor: str, source: object | None = None):
         self.actor = actor
         self._rule, composed = actor_rule(source)
         self.patterns: list[str] | None = None if composed else spellings(actor)

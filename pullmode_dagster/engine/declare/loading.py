@@ -2,7 +2,7 @@
 
 Problems are one line each and name the file, the source and the field; none of them echoes a
 value from the file (a header may hold a literal token), only field names and our own words. Each
-is a :class:`~.errors.Problem`, which also carries the name of the source it belongs to.
+is a :class:`~..errors.Problem`, which also carries the name of the source it belongs to.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import difflib
 import os
 import re
 import stat
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from pydantic import ValidationError
@@ -22,15 +22,26 @@ from yaml.composer import ComposerError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .adapters import ADAPTERS
-from .config import SourceConfig
-from .errors import ConfigError, Problem, PullmodeError
+from ..errors import ConfigError, Problem, PullmodeError
 from .files import read_capped
+from .models import SourceConfig
 
 if TYPE_CHECKING:
-    from .store import TraceStore
+    from ..store import TraceStore
 
 DEFAULT_SOURCES_DIR = "sources"
+
+
+class AdapterSpec(Protocol):
+    """What the loader needs of an adapter: the model its files are validated with."""
+
+    @property
+    def config_model(self) -> type[SourceConfig]: ...
+
+
+Adapters = Mapping[str, AdapterSpec]
+"""The adapters a file may name, by name: ``engine.adapters.ADAPTERS``, handed in by whoever loads
+(the CLI, the code location), so that the declared source stays below the adapters that pull it."""
 
 MAX_SOURCE_FILE_BYTES = 1 << 20
 """A source file is a few KiB; a larger one is refused before it is parsed."""
@@ -142,7 +153,7 @@ def _display_name(doc: dict[Any, Any], file: Path) -> str:
     return name if isinstance(name, str) and name and len(name) <= 64 else file.stem
 
 
-def parse_source(doc: Any, *, file: Path) -> tuple[SourceConfig | None, list[Problem]]:
+def parse_source(doc: Any, *, file: Path, adapters: Adapters) -> tuple[SourceConfig | None, list[Problem]]:
     """One file's document into a source, or into problems (``file: source 'x': field: message``).
     Never raises: whatever the document holds, the answer is a source or one line per problem."""
     label = str(file)
@@ -156,21 +167,21 @@ def parse_source(doc: Any, *, file: Path) -> tuple[SourceConfig | None, list[Pro
         return Problem(f"{label}: source {name!r}: {text}", name)
 
     try:
-        return _parse_mapping(doc, file=file, problem=problem)
+        return _parse_mapping(doc, file=file, problem=problem, adapters=adapters)
     except Exception as exc:  # a bug, not the user's: still one line, and the other files load
         return None, [problem(f"unexpected {type(exc).__name__} while checking this file (please report it)")]
 
 
 def _parse_mapping(
-    doc: dict[Any, Any], *, file: Path, problem: Callable[[str], Problem]
+    doc: dict[Any, Any], *, file: Path, problem: Callable[[str], Problem], adapters: Adapters
 ) -> tuple[SourceConfig | None, list[Problem]]:
-    available = ", ".join(ADAPTERS)
+    available = ", ".join(adapters)
     adapter = doc.get("adapter")
     if adapter is None:
         return None, [problem(f"adapter: required field is missing (adapters: {available})")]
     if not isinstance(adapter, str):
         return None, [problem(f"adapter: must be the name of an adapter (available: {available})")]
-    spec = ADAPTERS.get(adapter)
+    spec = adapters.get(adapter)
     if spec is None:
         shown = f" {adapter!r}" if len(adapter) <= 64 and adapter.isprintable() else ""
         return None, [problem(f"adapter: unknown adapter{shown} (available: {available})")]
@@ -357,7 +368,7 @@ def load_source_document(path: Path) -> Any:
             loader.dispose()
 
 
-def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
+def load_sources(directory: str | os.PathLike[str] | None = None, *, adapters: Adapters) -> SourceSet:
     """Load every ``*.yaml`` / ``*.yml`` file of the sources directory (or directories: see
     ``sources_dirs``). Never raises for a bad file: see ``problems`` and ``invalid`` (one entry per
     file that did not load). Every problem is one line that starts with the file's path (or the
@@ -366,11 +377,11 @@ def load_sources(directory: str | os.PathLike[str] | None = None) -> SourceSet:
     result = SourceSet(directories=roots)
     files: dict[str, Path] = {}
     for root in roots:
-        _load_directory(root, result, files)
+        _load_directory(root, result, files, adapters)
     return result
 
 
-def _load_directory(root: Path, result: SourceSet, files: dict[str, Path]) -> None:
+def _load_directory(root: Path, result: SourceSet, files: dict[str, Path], adapters: Adapters) -> None:
     """One directory's files into ``result``; ``files``: the file of each name loaded so far, in
     this directory or an earlier one (a name is unique across them)."""
     if not root.is_dir():
@@ -400,7 +411,7 @@ def _load_directory(root: Path, result: SourceSet, files: dict[str, Path]) -> No
         except SourceFileError as exc:
             invalid(path, path.stem, [Problem(f"{path}: {exc}")])
             continue
-        source, problems = parse_source(doc, file=path)
+        source, problems = parse_source(doc, file=path, adapters=adapters)
         if source is None:
             invalid(path, _claimed_name(doc, path), problems)
             continue

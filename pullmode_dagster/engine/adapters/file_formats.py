@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from .events import NOT_PLAIN, decode_plain
+from ..events.codec import NOT_PLAIN, decode_plain
 
 CHUNK = 1 << 16
 
@@ -92,7 +92,7 @@ def parse_ndjson(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int,
 
 
 def ndjson_records(stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[tuple[int, Any, bool]]:
-    """:func:`parse_ndjson`, and whether each record is plain JSON (:func:`~.events.decode_json`), so
+    """:func:`parse_ndjson`, and whether each record is plain JSON (:func:`~..events.codec.decode_json`), so
     the mapper writes its raw payload the fast way. A line msgspec cannot take as plain JSON is read
     the general way, which alone decides what is a problem and why."""
     for number, raw in enumerate(_lines(stream, chunk), start=1):

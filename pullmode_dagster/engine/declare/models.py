@@ -16,11 +16,9 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic.alias_generators import to_camel
 
+from ..store.retention import MAX_RETENTION_DAYS
 from .content import EventContent
 from .credentials import CredentialRef
-from .events import MAPPED_FIELDS
-from .jsonpath import JsonPathSyntaxError, compile_path
-from .retention import MAX_RETENTION_DAYS
 from .templating import Template, TemplateError, check_variables
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -101,38 +99,6 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
     )
-
-
-def _check_jsonpath(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            compile_path(value)
-        except JsonPathSyntaxError as exc:
-            raise ValueError(str(exc)) from None
-    return value
-
-
-class EventMapping(Model):
-    """A JSONPath per field of the normalized event (seed table). Only the timestamp is required;
-    an unmapped ``source_event_id`` falls back to a stable hash of the raw event."""
-
-    FIELDS: ClassVar[tuple[str, ...]] = MAPPED_FIELDS
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
-
-    source_event_id: str | None = None
-    event_timestamp: str
-    actor: str | None = None
-    action: str | None = None
-    target: str | None = None
-    cost_usd: str | None = None
-    tokens_input: str | None = None
-    tokens_output: str | None = None
-
-    @field_validator(*FIELDS)
-    @classmethod
-    def _paths(cls, value: str | None) -> str | None:
-        return _check_jsonpath(value)
 
 
 class SourceConfig(Model):

@@ -1,4 +1,4 @@
-"""Credential refs: where each secret lives, read afresh at every pull (redaction: ``redaction.py``).
+"""Credential refs: where each secret lives, read afresh at every pull (redaction: ``fetch/redaction.py``).
 
 A ref says where a secret lives (``{env: VAR}`` or ``{file: path}``); it is resolved at the start of
 every pull and never cached, so a rotated secret is picked up by the next pull.
@@ -12,16 +12,13 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from .errors import CredentialError
+from ..errors import CredentialError
+from ..fetch.redaction import Redactor
 from .files import read_capped
-from .redaction import Redactor
-
-if TYPE_CHECKING:
-    from .config import SourceConfig  # config.py imports this module
 
 MAX_SECRET_FILE_BYTES = 64 * 1024
 """A secret file holds one secret: anything larger is the wrong file (or an endless one)."""
@@ -141,6 +138,18 @@ def resolve_credentials(
     return values
 
 
+class CredentialedSource(Protocol):
+    """What reading a source's secrets needs of it: a :class:`~.models.SourceConfig` (which holds
+    :class:`CredentialRef` fields, so this module does not import it back)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def credentials(self) -> Mapping[str, CredentialRef]: ...
+    @property
+    def file(self) -> Path | None: ...
+
+
 class ResolvedCredentials:
     """One pull's secrets with the redactor built from them, so whoever reports the pull's errors
     (the engine, the Dagster asset) redacts with exactly the secrets the pull uses. Built once per
@@ -153,13 +162,13 @@ class ResolvedCredentials:
         self.redact = Redactor(self.values.values())
 
     @classmethod
-    def for_source(cls, source: SourceConfig) -> ResolvedCredentials:
+    def for_source(cls, source: CredentialedSource) -> ResolvedCredentials:
         """``source``'s credential refs, read now (a relative file ref is relative to the source's file)."""
         base_dir = source.file.parent if source.file else None
         return cls(resolve_credentials(source.credentials, source_name=source.name, base_dir=base_dir))
 
     @classmethod
-    def available(cls, source: SourceConfig) -> ResolvedCredentials:
+    def available(cls, source: CredentialedSource) -> ResolvedCredentials:
         """Those of ``source``'s secrets that can be read now, for whoever only redacts or seals (the
         poller, ``pullmode pull``, alerts): a missing one fails the pull that needs it, not them."""
         base_dir = source.file.parent if source.file else None

@@ -3,7 +3,7 @@
 A :class:`Redactor` built from the pull's resolved secrets replaces each secret in every encoding it may
 come back in. Redact the whole text first, truncate afterwards. The encodings are named
 (:data:`ENCODINGS`), so that a cursor can keep a secret as a marker naming the one that reproduces it
-(``engine/sealing.py``).
+(``fetch/sealing.py``).
 Design: docs/design/http-and-secrets.md#redaction
 """
 

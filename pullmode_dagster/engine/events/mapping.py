@@ -1,7 +1,8 @@
-"""``eventMapping``: compiled once per source into one straight-line function, applied to every record.
+"""``eventMapping``: its declared shape (:class:`EventMapping`), compiled once per source into one straight-line
+function applied to every record.
 
 A reference connector maps in code instead (``extract``); either way the values go through the same
-field rules of :mod:`.events`, so a record gets the same event or reject whichever way it was mapped.
+field rules of :mod:`.rules`, so a record gets the same event or reject whichever way it was mapped.
 Design (why straight-line code): docs/design/normalization.md#eventmapping
 """
 
@@ -9,19 +10,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from .config import EventMapping, SourceConfig
-from .events import (
-    EVENT_FIELDS,
-    MAX_TOKENS,
-    EventRow,
-    EventRows,
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic.alias_generators import to_camel
+
+from .codec import ReprFloat, dumps, plain_payloads
+from .jsonpath import MISSING, JsonPath, check_path, compile_path
+from .model import EVENT_FIELDS, MAPPED_FIELDS, MAX_TOKENS, EventRow, EventRows, NormalizedEvent
+from .rejects import Reject, raw_text
+from .rules import (
     NormalizationError,
-    NormalizedEvent,
-    Reject,
-    ReprFloat,
-    dumps,
     invalid_unicode_reason,
     is_utf8,
     normalize_cost,
@@ -30,12 +29,35 @@ from .events import (
     normalize_row,
     normalize_text,
     normalize_timestamp,
-    plain_payloads,
-    raw_text,
     stable_event_id,
     unserializable_reason,
 )
-from .jsonpath import MISSING, JsonPath, compile_path
+
+
+class EventMapping(BaseModel):
+    """A JSONPath per field of the normalized event (seed table). Only the timestamp is required;
+    an unmapped ``source_event_id`` falls back to a stable hash of the raw event."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = MAPPED_FIELDS
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid", frozen=True
+    )
+
+    source_event_id: str | None = None
+    event_timestamp: str
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    cost_usd: str | None = None
+    tokens_input: str | None = None
+    tokens_output: str | None = None
+
+    @field_validator(*FIELDS)
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return check_path(value)
+
 
 Result = EventRow | tuple[str, str]
 """The event as a row (11 fields), or (reason, raw text) for a reject (its location is named only then)."""
@@ -174,11 +196,21 @@ def _compile_fields(
     return namespace["fields"]  # type: ignore[no-any-return]
 
 
+class MappedSource(Protocol):
+    """What a mapper needs of a source (a :class:`~..declare.models.SourceConfig`): its name and
+    organization; its ``event_mapping`` or, for a reference connector, its ``extract``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def organization_id(self) -> str | None: ...
+
+
 class EventMapper:
     """Turns raw records into normalized events or rejects, never both, never neither."""
 
     @classmethod
-    def for_source(cls, source: SourceConfig) -> EventMapper:
+    def for_source(cls, source: MappedSource) -> EventMapper:
         extract = getattr(source, "extract", None)
         mapping = getattr(source, "event_mapping", None)
         return cls(mapping, source_name=source.name, organization_id=source.organization_id, extract=extract)
@@ -208,7 +240,7 @@ class EventMapper:
 
     def _normalize(self, raw: Any) -> Result:
         """The general way, for any Python value: a record either normalizes or is rejected with a
-        reason and storable raw text (see :mod:`.events` for the rules); never raises. The checks
+        reason and storable raw text (see :mod:`.rules` for the rules); never raises. The checks
         cost nothing on valid records: NaN, depth and type problems surface as exceptions of the one
         ``dumps``, and the Unicode check is O(1) for ASCII payloads."""
         try:
@@ -246,7 +278,7 @@ class EventMapper:
             return f"record cannot be normalized: {type(exc).__name__}: {exc}", raw_payload
 
     def map(self, raw: Any, location: str, *, plain: bool = False) -> NormalizedEvent | Reject:
-        """``plain``: ``raw`` is plain JSON as :func:`~.events.decode_json` decodes it."""
+        """``plain``: ``raw`` is plain JSON as :func:`~.codec.decode_json` decodes it."""
         payload = plain_payloads([raw])[0] if plain else None
         result = self._normalize(raw) if payload is None else self._fields(raw, payload)
         if len(result) == _ROW_WIDTH:
@@ -275,8 +307,8 @@ class EventMapper:
     ) -> tuple[EventRows, list[Reject]]:
         """A page's events and rejects. ``where(i)`` names record ``i`` (default: "<location>, record
         <i+1>"); asked for rejects only. ``plain``: the records are plain JSON as
-        :func:`~.events.decode_json` decodes it, so their ``raw_payload`` is written the fast way
-        (:func:`~.events.plain_payloads`)."""
+        :func:`~.codec.decode_json` decodes it, so their ``raw_payload`` is written the fast way
+        (:func:`~.codec.plain_payloads`)."""
         rows: list[EventRow] = []
         rejects: list[Reject] = []
         fields, general = self._fields, self._normalize

@@ -1,7 +1,7 @@
-"""The normalized event: the one place where a record becomes (or fails to become) one.
+"""The field rules: the one place a record's extracted values become a normalized event's fields,
+or raise the reason it becomes a reject. Nothing is dropped silently, and a record is stored only
+when both stores can keep it faithfully.
 
-The field rules (:func:`normalize_row`) make a record an event or raise the reason it becomes a
-:class:`Reject`; nothing is dropped silently, and a record is stored only when both stores can keep it faithfully.
 Design (the rules, the fast paths): docs/design/normalization.md#the-normalized-event
 """
 
@@ -12,40 +12,11 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import MAXYEAR, UTC, date, datetime
-from json.encoder import encode_basestring_ascii
-from typing import Any, Literal, overload
+from datetime import UTC, date, datetime
+from typing import Any, Literal
 
-import msgspec
-
-MAPPED_FIELDS = (
-    "source_event_id",
-    "event_timestamp",
-    "actor",
-    "action",
-    "target",
-    "cost_usd",
-    "tokens_input",
-    "tokens_output",
-)
-"""The normalized fields ``eventMapping`` fills, in the seed's order."""
-
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-"""Fixed width, so timestamps sort correctly as text in every store (years 1000-9999)."""
-
-MIN_YEAR = 1000
-"""Earliest year stored: below it the text is not fixed-width on every store."""
-
-MAX_YEAR = MAXYEAR
-"""Latest year stored (9999): the last a four-digit year, and a datetime, can hold."""
-
-TIMESTAMP_WIDTH = len(datetime(MAX_YEAR, 12, 31).strftime(TIMESTAMP_FORMAT))
-"""Characters in every stored timestamp (27)."""
-
-MAX_TOKENS = 2**63 - 1
-"""Largest token count: a signed 64-bit integer (SQLite INTEGER, Postgres bigint)."""
+from .codec import ReprFloat, dumps
+from .model import MAX_TOKENS, MAX_YEAR, MIN_YEAR, EventRow
 
 Check = Literal["timestamp", "non_negative", "non_empty", "json"]
 """A kind of rule a stored field obeys. ``timestamp``: :data:`TIMESTAMP_FORMAT` text (UTC) in years
@@ -69,176 +40,8 @@ _SHOWN = 200
 """At most this many characters of a value are quoted in a reason."""
 
 
-@dataclass(slots=True, frozen=True)
-class NormalizedEvent:
-    """The seed's canonical shape, plus where it came from."""
-
-    source_name: str
-    source_event_id: str
-    event_timestamp: str
-    actor: str | None
-    action: str | None
-    target: str | None
-    cost_usd: float
-    tokens_input: int
-    tokens_output: int
-    raw_payload: str
-    organization_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
-
-
-EventRow = tuple[str, str, str, str | None, str | None, str | None, float, int, int, str, str | None]
-"""A normalized event as the tuple of :class:`NormalizedEvent`'s fields, in order (``NormalizedEvent(*row)``
-builds the object), which is also the stores' column order. A pull carries its events in this shape:
-a tuple is built ten times faster than the frozen dataclass."""
-
-EVENT_FIELDS: tuple[str, ...] = NormalizedEvent.__slots__  # type: ignore[attr-defined]
-"""The fields of an :data:`EventRow`, in order."""
-
-
-class EventRows(Sequence[NormalizedEvent]):
-    """A batch of normalized events held as :data:`EventRow` tuples. It is a sequence of
-    :class:`NormalizedEvent` to whoever reads it (built on access); a store that knows this type
-    writes ``rows`` as they are, so a pull builds no event object at all."""
-
-    __slots__ = ("rows",)
-
-    def __init__(self, rows: list[EventRow]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @overload
-    def __getitem__(self, index: int) -> NormalizedEvent: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[NormalizedEvent]: ...
-    def __getitem__(self, index: int | slice) -> NormalizedEvent | list[NormalizedEvent]:
-        if isinstance(index, slice):
-            return [NormalizedEvent(*row) for row in self.rows[index]]
-        return NormalizedEvent(*self.rows[index])
-
-    def __iter__(self) -> Iterator[NormalizedEvent]:
-        return (NormalizedEvent(*row) for row in self.rows)
-
-    def __repr__(self) -> str:
-        return f"EventRows({len(self.rows)} events)"
-
-
-@dataclass(slots=True, frozen=True)
-class Reject:
-    """A record that could not be normalized, kept with the reason and where it was found.
-
-    Its text is always storable: a lone surrogate in ``reason``, ``raw_record`` or ``location``
-    (whoever built the reject) is written as its ``\\uXXXX`` escape."""
-
-    source_name: str
-    reason: str
-    raw_record: str
-    location: str
-
-    def __post_init__(self) -> None:
-        for name in ("reason", "raw_record", "location"):
-            text = getattr(self, name)
-            if not text.isascii():
-                safe = storable_text(text)
-                if safe is not text:
-                    object.__setattr__(self, name, safe)
-
-    @property
-    def record_hash(self) -> str:
-        return hashlib.sha256(self.raw_record.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class NormalizationError(ValueError):
     """Why a record cannot be normalized; becomes a Reject's reason."""
-
-
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False).encode
-"""Compact JSON text, as stored in ``raw_payload`` (one encoder, built once). NaN and Infinity raise
-ValueError: they are not JSON."""
-
-_ascii_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
-
-
-class ReprFloat(float):
-    """A float that :func:`plain_payloads` writes as ``repr`` does: one below 1e-4 or from 1e16 in
-    magnitude (a cheap model call costs 4.5e-05), which msgspec would spell otherwise (``0.000045``,
-    and ``1e16`` for ``1e+16``). Otherwise a float: equal, hashed, printed and written by ``json``
-    the same; the field rules store it as a plain float."""
-
-    __slots__ = ()
-
-
-def _write_repr_float(value: Any) -> msgspec.Raw:
-    if type(value) is ReprFloat:
-        return msgspec.Raw(float.__repr__(value).encode())
-    raise TypeError(f"not plain JSON: {type(value).__name__}")  # the general path writes it
-
-
-_msgspec_encode = msgspec.json.Encoder(enc_hook=_write_repr_float).encode
-
-
-def _plain_float(text: str) -> float:
-    """A JSON number as ``float()`` reads it; one msgspec would write otherwise than ``repr`` as
-    :class:`ReprFloat`; one beyond the float range (``1e999``) stops the fast decoding."""
-    value = float(text)
-    if 1e-4 <= value < 1e16 or -1e16 < value <= -1e-4 or value == 0.0:
-        return value  # msgspec writes it as repr does
-    if math.isinf(value):
-        raise ValueError("a number beyond the float range: json.loads reads it, the document is not plain")
-    return ReprFloat(value)
-
-
-decode_plain = msgspec.json.Decoder(float_hook=_plain_float).decode
-"""A plain JSON document (see :func:`decode_json`), or one of :data:`NOT_PLAIN` raised. One decoder
-for every document (it keeps no state between calls): an NDJSON file is one call a line."""
-
-NOT_PLAIN = (msgspec.DecodeError, ValueError, RecursionError)
-"""What :func:`decode_plain` raises for a document that is not plain JSON (or not JSON at all)."""
-
-
-def decode_json(data: bytes) -> tuple[Any, bool]:
-    """A JSON document, and whether it is *plain*: only dicts with str keys, lists, str, int, bool,
-    None and finite floats, no lone surrogate, so that :func:`plain_payloads` writes its records.
-
-    msgspec decodes to the same values as ``json.loads``, about 2x faster: floats through ``float()``
-    as in ``json.loads``, those msgspec would write otherwise than ``repr`` as :class:`ReprFloat`.
-    What only ``json.loads`` accepts (lone surrogate escapes, NaN, Infinity, a BOM, UTF-16) is
-    decoded by it, as always, and is not plain: such records take the general path, which rejects
-    what cannot be stored. ``json.loads``' errors (ValueError, RecursionError) are the errors of this
-    function."""
-    try:
-        return decode_plain(data), True
-    except NOT_PLAIN:
-        return json.loads(data), False
-
-
-_DEEP = 500
-"""Records with this many brackets may nest deep enough for ``dumps`` to give up (a reject): they
-take the general path, so both ways give the same outcome."""
-
-
-def plain_payloads(records: Sequence[Any]) -> list[str | None]:
-    """``dumps`` of each record of a plain JSON page (see :func:`decode_json`), 5x faster; None for
-    a record that is not an object or nests so deep that ``dumps`` might give up: that record takes
-    the general path."""
-    encode = _msgspec_encode
-    payloads: list[str | None] = []
-    for raw in records:
-        data = None
-        if type(raw) is dict:
-            try:
-                data = encode(raw)
-            except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
-                pass
-            else:
-                if len(data) >= 2 * _DEEP and data.count(b"[") + data.count(b"{") >= _DEEP:
-                    data = None
-        payloads.append(None if data is None else data.decode())
-    return payloads
 
 
 def is_utf8(text: str) -> bool:
@@ -293,93 +96,6 @@ def invalid_unicode_reason(text: str) -> str:
     found = _SURROGATE.search(text)
     which = f"\\u{ord(found.group()):04x}" if found else "?"
     return f"record holds invalid Unicode: a lone surrogate ({which}), which cannot be stored as text"
-
-
-def raw_text(raw: Any) -> str:
-    """A reject's ``raw_record`` when the record has no storable compact JSON: ASCII-escaped JSON
-    (lone surrogates as ``\\uXXXX``, NaN and Infinity as Python's json spells them), else, for a
-    record too deep, circular or holding huge integers, an iterative rendering that never fails."""
-    try:
-        return _ascii_dumps(raw)
-    except (TypeError, ValueError, RecursionError):
-        return _render(raw)
-
-
-class _Token(str):
-    """Literal output of :func:`_render`, as opposed to a value still to render."""
-
-
-class _Close:
-    __slots__ = ("key", "text")
-
-    def __init__(self, text: str, key: int):
-        self.text, self.key = text, key
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return encode_basestring_ascii(value)
-    if isinstance(value, int):
-        try:
-            return int.__repr__(value)
-        except ValueError:  # over 4300 digits: hex is exact and not limited
-            return hex(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float.__repr__(value)
-    try:
-        return encode_basestring_ascii(str(value))
-    except Exception:
-        return encode_basestring_ascii(f"<{type(value).__name__}>")
-
-
-def _render(raw: Any) -> str:
-    """JSON-like ASCII text of ``raw`` with an explicit stack: no depth limit, cycles marked."""
-    out: list[str] = []
-    todo: list[Any] = [raw]
-    open_ids: set[int] = set()
-    while todo:
-        item = todo.pop()
-        if type(item) is _Token:
-            out.append(item)
-        elif type(item) is _Close:
-            out.append(item.text)
-            open_ids.discard(item.key)
-        elif isinstance(item, dict | list | tuple):
-            key = id(item)
-            if key in open_ids:
-                out.append('"<circular>"')
-                continue
-            open_ids.add(key)
-            parts: list[Any] = []
-            if isinstance(item, dict):
-                out.append("{")
-                for i, (k, v) in enumerate(item.items()):
-                    parts.append(
-                        _Token(("," if i else "") + (_scalar(k) if isinstance(k, str) else f'"{_scalar(k)}"') + ":")
-                    )
-                    parts.append(v)
-                parts.append(_Close("}", key))
-            else:
-                out.append("[")
-                for i, v in enumerate(item):
-                    if i:
-                        parts.append(_Token(","))
-                    parts.append(v)
-                parts.append(_Close("]", key))
-            todo.extend(reversed(parts))
-        else:
-            out.append(_scalar(item))
-    return "".join(out)
 
 
 def stable_event_id(raw: Any) -> str:

@@ -1,0 +1,158 @@
+"""The engine's tree is its pipeline: each stage imports only the stages below it, no module imports
+one that imports it back, and nothing in the engine reaches up into Dagster, the CLI or the package
+root. Read from the source (``ast``), so an import inside a function or under ``TYPE_CHECKING``
+counts as much as one at the top of a module."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pullmode_dagster"
+ENGINE = "pullmode_dagster.engine"
+
+STAGES: dict[str, frozenset[str]] = {
+    # stage (a module or package under engine/): the stages it may import besides itself
+    "errors": frozenset(),
+    "version": frozenset(),
+    "events": frozenset({"errors"}),
+    "fetch": frozenset({"errors", "version", "events"}),
+    "store": frozenset({"errors", "events"}),
+    "cursor": frozenset({"errors", "events"}),
+    "declare": frozenset({"errors", "events", "fetch", "store"}),
+    "adapters": frozenset({"errors", "events", "fetch", "store", "cursor", "declare"}),
+    "pull": frozenset({"errors", "events", "fetch", "store", "cursor", "declare", "adapters"}),
+    "probe": frozenset({"errors", "events", "fetch", "store", "cursor", "declare", "adapters", "pull"}),
+    "export": frozenset({"errors", "events", "store", "declare"}),
+}
+"""Read bottom up: the normalized event; HTTP and the trace store, which know nothing of source
+files; the declared source; the adapters that pull it; the drivers (one pull, the probe, export)."""
+
+OUTSIDE = ("dagster", "pullmode_dagster.defs", "pullmode_dagster.cli", "pullmode_dagster.definitions")
+"""What the engine never imports (nor the package root, ``pullmode_dagster`` itself): ``dagster``
+covers dagster_aws, dagster_postgres and the rest of the family."""
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(module: str) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import in ``module``, at any depth; ``from pkg import x``
+    names the module ``pkg.x`` when x is one, else ``pkg``."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                yield (full if full in MODULES else target), node.lineno
+
+
+def stage(module: str) -> str | None:
+    """The stage of an engine module: the first part of its name under ``engine`` (None for
+    ``engine`` itself, which imports nothing)."""
+    rest = module.removeprefix(ENGINE).lstrip(".")
+    return rest.split(".")[0] or None
+
+
+ENGINE_MODULES = sorted(m for m in MODULES if m == ENGINE or m.startswith(ENGINE + "."))
+
+
+def engine_graph() -> dict[str, set[str]]:
+    return {m: {t for t, _ in imports(m) if t.startswith(ENGINE + ".") and t != m} for m in ENGINE_MODULES}
+
+
+def test_every_engine_module_has_a_stage() -> None:
+    """A new module is placed in the table (a new stage says where it sits)."""
+    assert [m for m in ENGINE_MODULES if m != ENGINE and stage(m) not in STAGES] == []
+
+
+def test_nothing_in_the_engine_reaches_up() -> None:
+    upward = sorted(
+        {
+            f"{MODULES[m].relative_to(PACKAGE.parent)}:{line}: {target}"
+            for m in ENGINE_MODULES
+            for target, line in imports(m)
+            if target == "pullmode_dagster" or target.startswith(OUTSIDE)
+        }
+    )
+    assert upward == []
+
+
+def test_each_stage_imports_only_the_stages_below_it() -> None:
+    wrong = sorted(
+        {
+            f"{MODULES[m].relative_to(PACKAGE.parent)}:{line}: {stage(m)} imports {target} ({stage(target)})"
+            for m in ENGINE_MODULES
+            if stage(m) in STAGES
+            for target, line in imports(m)
+            if target.startswith(ENGINE + ".") and stage(target) not in {stage(m), *STAGES[stage(m) or ""]}
+        }
+    )
+    assert wrong == []
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while (top := stack.pop()) != node:
+                component.append(top)
+            component.append(node)
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_engine_module_imports_one_that_imports_it_back() -> None:
+    assert cycles(engine_graph()) == []
+
+
+def test_the_checks_see_what_they_check() -> None:
+    """Each check would catch its violation: a cycle, an upward import, a function-level import."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    graph = engine_graph()
+    assert f"{ENGINE}.fetch.session" in graph[f"{ENGINE}.adapters.base"]  # absolute names, resolved
+    assert f"{ENGINE}.store.postgres" in graph[f"{ENGINE}.store"]  # an import inside a function counts
+    assert stage(f"{ENGINE}.declare.models") == "declare" and stage(f"{ENGINE}.pull") == "pull"
+
+
+@pytest.mark.parametrize("name", ["Puller", "SourceConfig", "bearer", "HeaderAuth", "ClientCredentials", "__version__"])
+def test_user_facing_names_come_from_the_package(name: str) -> None:
+    import pullmode_dagster
+
+    assert name in pullmode_dagster.__all__ and getattr(pullmode_dagster, name) is not None
