@@ -396,7 +396,7 @@ def test_exclude_test_chats_leaves_them_out_and_a_quiet_poll_does_not_read_them_
 def test_a_test_chat_dated_in_the_future_does_not_become_the_next_filters_start(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    # The engine keeps a future-dated event from becoming the watermark (pull.FUTURE_SKEW); a test
+    # The engine keeps a future-dated event from becoming the watermark (CursorState.FUTURE_SKEW); a test
     # chat left out must not move the filter there either, or every transcript until then is skipped.
     now = datetime.now(UTC).replace(microsecond=0)
     vendor.add(transcript(tid(0), now - timedelta(hours=1)))

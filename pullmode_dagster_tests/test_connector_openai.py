@@ -650,8 +650,8 @@ def test_a_last_end_time_in_the_future_does_not_move_the_stream(
     later = vendor.add_file("AUTH_LOG", [auth(2, 90)], end_time=T0 + timedelta(hours=2))
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     assert second.written == 1 and streams(second.cursor_after)["AUTH_LOG"]["done"] == [later.id]
-    # The allowance is the engine's own (pull.FUTURE_SKEW): within it, the position moves.
-    monkeypatch.setattr("pullmode_dagster.engine.pull.FUTURE_SKEW", timedelta(days=2))
+    # The allowance is the engine's own (CursorState.FUTURE_SKEW): within it, the position moves.
+    monkeypatch.setattr(CursorState, "FUTURE_SKEW", timedelta(days=2))
     ahead[0] = timedelta(days=1)
     moved = run_pull(source, store=store, start=second.cursor_after, context=context)
     assert datetime.fromisoformat(streams(moved.cursor_after)["AUTH_LOG"]["after"]) > datetime.now(UTC)

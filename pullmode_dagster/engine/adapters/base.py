@@ -198,13 +198,11 @@ class Puller(ABC):
     @staticmethod
     def not_future(value: datetime | None) -> datetime | None:
         """``value``, or None when it is past now plus the engine's allowance for clocks
-        (``pull.FUTURE_SKEW``, the rule that keeps a future-dated event from becoming the watermark):
-        a vendor's time that would move a position. A later one is a record dated ahead or a clock
-        gone wrong; taken as a position, what is still to come (dated now) would sort before it and
-        never be read."""
-        from ..pull import FUTURE_SKEW  # pull imports the adapters, so not at the top
-
-        return None if value is None or value > datetime.now(UTC) + FUTURE_SKEW else value
+        (``CursorState.FUTURE_SKEW``, the rule that keeps a future-dated event from becoming the
+        watermark): a vendor's time that would move a position. A later one is a record dated ahead
+        or a clock gone wrong; taken as a position, what is still to come (dated now) would sort
+        before it and never be read."""
+        return None if value is None or value > datetime.now(UTC) + CursorState.FUTURE_SKEW else value
 
     def header_credential(self, key: str) -> str:
         """A credential that travels in an HTTP header: printable ASCII, or a clear error."""
