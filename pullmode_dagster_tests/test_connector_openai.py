@@ -892,15 +892,15 @@ def test_validation_says_list_for_a_list_and_takes_no_trailing_newline(
     sources.write(openai_source(name="newline_id", workspaceId=WORKSPACE_ID + "\n"))
     sources.write(openai_source(name="newline_type", eventTypes=["AUTH_LOG", "CODEX_LOG\n"]))
     sources.write(openai_source(name="tiny_cap", maxFileBytes=1000))
-    result = load_sources(sources.directory)
-    problems = "\n".join(result.problems)
+    result = CliRunner().invoke(main, ["validate"])
+    problems = result.output
+    assert result.exit_code == 1 and "ok:" not in problems
     assert "source 'one_type': eventTypes: Input should be a valid list" in problems  # as botIds says it
     assert "valid tuple" not in problems
     assert "source 'newline_id': workspaceId: must be a ChatGPT workspace id" in problems
     assert "source 'newline_type': eventTypes[1]: not an event type name" in problems
     assert "eventTypes[0]" not in problems
     assert "source 'tiny_cap': maxFileBytes: Input should be greater than or equal to 1048576" in problems
-    assert result.sources == {}
 
 
 def test_validate_explains_that_costs_needs_an_organization_id(
