@@ -38,7 +38,7 @@ from pullmode_dagster.demo.vendors.claude import (
 )
 from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
 from pullmode_dagster.engine.adapters import claude_compliance as cc
-from pullmode_dagster.engine.adapters.reference import rfc3339
+from pullmode_dagster.engine.adapters.reference import MAX_ACTOR_CHARS, rfc3339
 from pullmode_dagster.engine.cursor import CursorState
 from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
@@ -645,6 +645,39 @@ def test_errors_carry_the_request_id_header_for_anthropic_support(
     )
 
 
+def test_control_characters_in_the_request_id_or_the_error_never_reach_the_message(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext, home: Path
+) -> None:
+    # A terminal's escape sequences (erase the line, move up) and a BEL, in the header and the body.
+    trick = "req_1\x1b[2K\x1b[1Aok: all good\x07\x9b2J"
+    vendor.add(*mixed_activities(3, T0))
+    vendor.request_id_in_body = False
+    vendor.inject(500, should_retry=False, headers={"request-id": trick})
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    message = str(failed.value)
+    assert message.endswith("(request-id req_1 [2K [1Aok: all good 2J)"), message
+    assert [c for c in message if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0] == []
+    for _ in range(3):  # given up after retries: the retry message quotes it too
+        vendor.inject(503, headers={"request-id": trick})
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    assert "HTTP 503 (request-id req_1 [2K [1Aok: all good 2J) from" in str(failed.value)
+    # In the body (error type and message, and request_id where a proxy dropped the header) too.
+    body = {"type": "error", "error": {"type": "api\x1b]0;x\x07_error", "message": "bad\x07\x1b[31m"}}
+    vendor.inject(400, body=json.dumps(body | {"request_id": "req\x07_2"}).encode(), headers={"request-id": ""})
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(claude_source()), store=store, context=context)
+    assert [c for c in str(failed.value) if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0] == []
+    assert str(failed.value).endswith("api ]0;x _error: bad [31m (request-id req _2)"), str(failed.value)
+    # And on the command line.
+    sources.write(claude_source())
+    vendor.inject(500, should_retry=False, headers={"request-id": trick})
+    preview = cli("preview", NAME)
+    assert preview.exit_code == 1 and "(request-id req_1 [2K [1Aok: all good 2J)" in preview.output
+    assert "\x07" not in preview.output and "\x1b" not in preview.output
+
+
 @pytest.mark.parametrize(
     ("deployment_max", "waits"), [(None, [16.0, 32.0, 60.0, 60.0]), ("20", [16.0, 20.0, 20.0, 20.0])]
 )
@@ -702,7 +735,7 @@ def test_extract_maps_every_actor_type_and_passes_unknown_types_through() -> Non
                 claude_chat_id="c4"),
          (f"{GITHUB_OIDC}|repo:acme/app:ref:refs/heads/main", "c4")),
         (mapped("claude_chat_created", {"type": "federated_identity_actor", "subject": "repo:acme/app"}),
-         ("repo:acme/app", None)),
+         ("|repo:acme/app", None)),
         (mapped("claude_chat_created", {"type": "service_account_actor"}), (None, None)),
         (mapped("claude_chat_deleted", anthropic_actor("support@anthropic.com"), claude_chat_id="c2"),
          ("support@anthropic.com", "c2")),
@@ -719,6 +752,44 @@ def test_extract_maps_every_actor_type_and_passes_unknown_types_through() -> Non
     ]  # fmt: skip
     assert [(m["actor"], m["target"]) for m, _ in cases] == [want for _, want in cases]
     assert mapped("brand_new_type", user_actor("c@acme.example"))["action"] == "brand_new_type"
+
+
+def test_a_federated_identity_is_unambiguous_and_an_actor_too_long_to_index_is_capped() -> None:
+    source = cc.ClaudeComplianceSource.model_validate(claude_source())
+
+    def actor(value: Any) -> Any:
+        return source.extract(activity("claude_chat_created", T0, value, id="act_1"))["actor"]
+
+    # The first '|' ends the issuer: one inside it is %7C, as a URL writes it; the subject is kept as it is.
+    pairs = [("https://a|b", "c"), ("https://a", "b|c"), ("https://a|b", ""), ("", "https://a|b")]
+    identities = [actor({"type": "federated_identity_actor", "issuer": i, "subject": s}) for i, s in pairs]
+    assert identities == ["https://a%7Cb|c", "https://a|b|c", "https://a%7Cb|", "|https://a|b"]
+    assert actor({"type": "federated_identity_actor"}) is None
+    # An actor longer than MAX_ACTOR_CHARS (Postgres indexes actor; an index entry holds 2704 bytes):
+    # its start and a digest of the whole, so two that share a start stay apart.
+    long_issuer = "https://idp.example/" + "x" * 100_000
+    one, two = (actor(federated_identity_actor(long_issuer, subject)) for subject in ("repo:a", "repo:b"))
+    assert len(one) == len(two) == MAX_ACTOR_CHARS == 512 and one != two
+    assert one.startswith("https://idp.example/xxx") and re.fullmatch(r".*x\.\.\.sha256:[0-9a-f]{16}", one)
+    assert actor(user_actor("é" * 600)) == actor(user_actor("é" * 600)) != actor(user_actor("é" * 601))
+    assert len(actor(user_actor("é" * 600)).encode()) < 2704
+    assert actor(user_actor("ann@acme.example")) == "ann@acme.example"  # short ones are as they are
+
+
+def test_federated_identities_that_used_to_collide_are_two_actors_in_the_store(
+    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.add(
+        activity("claude_chat_created", T0, federated_identity_actor("https://a|b", "c"), id="act_1"),
+        activity("claude_chat_created", T0, federated_identity_actor("https://a", "b|c"), id="act_2"),
+        activity("claude_chat_created", T0, federated_identity_actor("https://i/" + "y" * 5000, "s"), id="act_3"),
+    )
+    report = run_pull(sources.load(claude_source()), store=store, context=context)
+    assert (report.written, report.rejected) == (3, 0)
+    actors = {r["source_event_id"]: r["actor"] for r in store.tail(source=NAME, limit=10)}
+    assert (actors["act_1"], actors["act_2"], len(actors["act_3"])) == ("https://a%7Cb|c", "https://a|b|c", 512)
+    raw = {r["source_event_id"]: json.loads(r["raw_payload"]) for r in store.tail(source=NAME, limit=10)}
+    assert raw["act_3"]["actor"]["issuer"] == "https://i/" + "y" * 5000  # the whole value stays in the payload
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -753,6 +824,8 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     sources.write(claude_source(name="both_lists", activityTypes=["claude_chat_created"], excludeActivityTypes=["x"]))
     sources.write(claude_source(name="no_headroom", settleSeconds=30))
     sources.write(claude_source(name="reads_own", excludeActivityTypes=[]))
+    sources.write(claude_source(name="one_type", activityTypes="claude_chat_created", actorIds="user_01A"))
+    sources.write(claude_source(name="newline", actorIds=["user_1", "user_1\n"], organizationIds=["org_1\n"]))
     sources.write(claude_source(name="fine"))
     result = load_sources(sources.directory, adapters=ADAPTERS)
     problems = "\n".join(result.problems)
@@ -775,7 +848,7 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     assert "source 'bad_filters': organizationIds[1]: not an organization id" in problems
     assert "source 'bad_filters': organizationIds[3]: listed twice" in problems
     assert "source 'bad_filters': actorIds[0]: not a user id: the API filters actors by the user_id" in problems
-    assert "actorIds[1]" not in problems and "organizationIds[2]" not in problems
+    assert "'bad_filters': actorIds[1]" not in problems and "'bad_filters': organizationIds[2]" not in problems
     assert "source 'empty_filters': organizationIds: lists no organization; leave it out" in problems
     assert "source 'empty_filters': actorIds: lists no actor; leave it out" in problems
     assert (
@@ -785,6 +858,14 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
     ) in problems
     assert "source 'no_headroom': settleSeconds: must be at least 60: Anthropic makes an activity queryable" in problems
     assert "reads_own" not in problems  # a warning, below
+    # A list field told so as every list field is (botIds), not as a tuple.
+    assert "source 'one_type': activityTypes: Input should be a valid list" in problems
+    assert "source 'one_type': actorIds: Input should be a valid list" in problems
+    assert "valid tuple" not in problems
+    # A whole value, not one with a trailing newline ('$' matches before one).
+    assert "source 'newline': actorIds[1]: not a user id" in problems
+    assert "source 'newline': organizationIds[0]: not an organization id" in problems
+    assert "source 'newline': actorIds[0]" not in problems
     for secret_ish in ("Chat Created", "example.com", "acme-corp", "ann@acme", "abcdef01", "API Accessed"):
         assert secret_ish not in problems  # values are never echoed
     fine = result.sources["fine"]
@@ -812,11 +893,13 @@ def test_validate_warns_when_the_endpoint_override_is_set(vendor: ActivityFeedAP
         f"warning: {sources.directory / (NAME + '.yaml')}: source '{NAME}': adapter: {ENV} is set: requests go to "
         f"{vendor.base_url} instead of https://api.anthropic.com" in result.output
     )
-    # The filter rule, told where it matters: reading the connector's own accesses.
+    # The filter rule, told where it matters: reading the connector's own accesses, and the way out that
+    # fits (excludeActivityTypes does not go with activityTypes).
     assert (
         "source 'claude_own': activityTypes: compliance_api_accessed is read: the API records one for every "
-        "request to it, this connector's too" in result.output
-    )
+        "request to it, this connector's too, so each poll reads the accesses of the polls before it and the "
+        "source is never quiet (remove compliance_api_accessed from activityTypes to leave them out)"
+    ) in " ".join(result.output.split())
     assert "ok: 2 source(s)" in result.output
 
     sources.write(claude_source(name="claude_bad", organizationIds=["Acme Corp"]))

@@ -393,6 +393,37 @@ def test_exclude_test_chats_leaves_them_out_and_a_quiet_poll_does_not_read_them_
     assert sorted(r["source_event_id"] for r in store.tail(source="everything")) == [tid(k) for k in (9, 10, 11, 12)]
 
 
+def test_a_test_chat_dated_in_the_future_does_not_become_the_next_filters_start(
+    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    # The engine keeps a future-dated event from becoming the watermark (CursorState.FUTURE_SKEW); a test
+    # chat left out must not move the filter there either, or every transcript until then is skipped.
+    now = datetime.now(UTC).replace(microsecond=0)
+    vendor.add(transcript(tid(0), now - timedelta(hours=1)))
+    vendor.add(transcript(tid(1), now + timedelta(days=365), design_mode=True))  # a clock a year ahead
+    source = sources.load(copilot_source(vendor.environment_url, excludeTestChats=True))
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, ids(store)) == (1, [tid(0)])
+    watermark = f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%S}.000000Z"
+    assert first.cursor_after.to_dict() == {"v": 1, "watermark": watermark}  # no left_out_through a year ahead
+
+    vendor.add(transcript(tid(2), now - timedelta(minutes=30)))  # written later, dated now
+    known = lambda batch: store.known_ids(NAME, batch)  # noqa: E731
+    assert probe_source(source, first.cursor_after, known_ids=known, context=context).verdict == "new"
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert vendor.data_requests()[-1].arg("$filter") == f"createdon ge {odata_time(now - timedelta(hours=1))}"
+    assert (second.written, ids(store)) == (1, [tid(0), tid(2)])
+    # A cursor that already holds a future left_out_through (set by hand, or by an older version) is
+    # read from its watermark.
+    ahead = {**first.cursor_after.to_dict(), "left_out_through": odata_time(now + timedelta(days=365))}
+    run_pull(source, store=store, start=CursorState.from_dict(ahead), context=context)
+    assert vendor.data_requests()[-1].arg("$filter") == f"createdon ge {odata_time(now - timedelta(hours=1))}"
+    # Within the engine's allowance a test chat still moves the filter on.
+    vendor.add(transcript(tid(3), now + timedelta(minutes=1), design_mode=True))
+    third = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert third.cursor_after.position == {"left_out_through": odata_time(now + timedelta(minutes=1))}
+
+
 # -- the token: cached, renewed, refused -----------------------------------------------------------
 
 
@@ -579,6 +610,11 @@ def test_the_cursor_is_checked_before_anything_is_sent(
     for doc, problem in (
         ({"page_cursor": "abc"}, "the cursor does not fit copilot_studio: page_cursor: unknown field"),
         ({"next_link": "https://evil.example/api/data/v9.2/conversationtranscripts?$skiptoken=x"}, "rewind the cursor"),
+        (
+            {"left_out_through": "yesterday"},
+            r"left_out_through: Value error, must be an ISO 8601 timestamp with a zone \(the createdon of a test",
+        ),
+        ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
     ):
         with pytest.raises(PullError, match=problem):
             run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)

@@ -29,6 +29,7 @@ from pullmode_dagster.demo.vendors.openai import (
     codex_log_record,
     conversation_message_record,
     costs_record,
+    iso,
     jsonl,
 )
 from pullmode_dagster.engine.adapters import ADAPTERS, PullContext, Window
@@ -552,6 +553,134 @@ def test_an_empty_listing_with_has_more_and_no_last_end_time_is_nothing_more_yet
     }
 
 
+def test_the_boundary_file_listed_again_with_has_more_is_nothing_more_yet(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    # `after` is inclusive (upstream-apis.md): listed from the stream's position, the file that ends
+    # there comes back. With has_more true (more is being written) and no later last_end_time, that
+    # is "nothing more yet", not a listing loop.
+    vendor.pending.add("AUTH_LOG")
+    file = vendor.add_file("AUTH_LOG", [auth(1, 1)], end_time=T0 + timedelta(hours=1))
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    first = run_pull(source, store=store, context=context)
+    assert (first.written, first.drained, first.stopped) == (1, True, None)
+    position = {"AUTH_LOG": {"after": "2026-03-01T01:00:00Z", "done": [file.id]}}
+    assert streams(first.cursor_after) == position
+    # The first pull listed twice: from startDate, then from the file's end (the same file, has_more).
+    assert [r.arg("after") for r in vendor.listings()] == ["2026-01-01T00:00:00Z", "2026-03-01T01:00:00Z"]
+
+    vendor.api.requests.clear()
+    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert (quiet.written, quiet.files, quiet.drained, quiet.stopped) == (0, 0, True, None)
+    assert quiet.cursor_after == first.cursor_after and vendor.downloads() == []
+    assert probe_source(source, first.cursor_after, known_ids=lambda ids: set(), context=context).verdict == (
+        "nothing_new"
+    )
+    later = vendor.add_file("AUTH_LOG", [auth(2, 90)], end_time=T0 + timedelta(hours=2))
+    assert probe_source(source, first.cursor_after, known_ids=lambda ids: set(), context=context).verdict == "new"
+    after = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert after.written == 1 and streams(after.cursor_after) == {
+        "AUTH_LOG": {"after": "2026-03-01T02:00:00Z", "done": [later.id]}
+    }
+
+
+def test_a_listing_that_keeps_returning_unread_files_without_moving_on_is_a_listing_loop(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hour = T0 + timedelta(hours=1)
+    files = [vendor.add_file("AUTH_LOG", [auth(i, i)], end_time=hour) for i in range(5)]
+    real = vendor._list
+
+    def another_file_each_time(principal: str, request: Any) -> Any:
+        # A broken server: the same request answered with a file not read yet each time, has_more true
+        # and the same last_end_time, for ever.
+        answer = real(principal, request)
+        unread = [e for e in answer.body["data"] if e["id"] not in vendor.downloads()]
+        answer.body.update(data=unread[:1], has_more=True)
+        return answer
+
+    monkeypatch.setattr(vendor, "_list", another_file_each_time)
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    start = CursorState.from_dict({"streams": {"AUTH_LOG": {"after": "2026-03-01T01:00:00Z"}}})
+    with pytest.raises(PullError) as failed:
+        run_pull(source, store=store, start=start, context=context)
+    assert str(failed.value) == (
+        "source 'chatgpt_compliance': AUTH_LOG: listing loop: logs after 2026-03-01T01:00:00Z keep returning files "
+        "not read before with has_more true, and the same last_end_time; not pulled on"
+    )
+    assert len(vendor.listings()) == 2 and vendor.downloads() == [files[0].id]
+    checkpoint = streams(failed.value.report.checkpoint)["AUTH_LOG"]  # the file read is stored and done
+    assert checkpoint == {"after": "2026-03-01T01:00:00Z", "done": [files[0].id]}
+
+
+def test_a_last_end_time_in_the_future_does_not_move_the_stream(
+    vendor: ComplianceLogsAPI,
+    sources: SourceWriter,
+    store: SqliteTraceStore,
+    context: PullContext,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vendor.add_file("AUTH_LOG", [auth(1, 1)], end_time=T0 + timedelta(hours=1))
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    first = run_pull(source, store=store, context=context)
+    real = vendor._list
+    ahead: list[timedelta | None] = [timedelta(days=1)]
+
+    def empty_but_dated_ahead(principal: str, request: Any) -> Any:
+        answer = real(principal, request)
+        if ahead[0] is not None:
+            answer.body.update(data=[], last_end_time=iso(datetime.now(UTC) + ahead[0]))
+        return answer
+
+    monkeypatch.setattr(vendor, "_list", empty_but_dated_ahead)
+    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert quiet.cursor_after == first.cursor_after  # not moved to a day ahead, past every file to come
+    assert "AUTH_LOG: listing 1: the listing's last_end_time " in caplog.text
+    assert "is in the future (past the clock allowance); the stream's position does not move to it" in caplog.text
+    assert probe_source(source, first.cursor_after, known_ids=lambda ids: set(), context=context).verdict == (
+        "nothing_new"
+    )
+    # Files written meanwhile (dated before that last_end_time) are still read.
+    ahead[0] = None
+    later = vendor.add_file("AUTH_LOG", [auth(2, 90)], end_time=T0 + timedelta(hours=2))
+    second = run_pull(source, store=store, start=first.cursor_after, context=context)
+    assert second.written == 1 and streams(second.cursor_after)["AUTH_LOG"]["done"] == [later.id]
+    # The allowance is the engine's own (CursorState.FUTURE_SKEW): within it, the position moves.
+    monkeypatch.setattr(CursorState, "FUTURE_SKEW", timedelta(days=2))
+    ahead[0] = timedelta(days=1)
+    moved = run_pull(source, store=store, start=second.cursor_after, context=context)
+    assert datetime.fromisoformat(streams(moved.cursor_after)["AUTH_LOG"]["after"]) > datetime.now(UTC)
+
+
+def test_a_file_larger_than_max_file_bytes_is_not_held_for_its_digest_and_fails_the_pull_naming_it(
+    vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
+) -> None:
+    vendor.omit_fields = set()  # the entries carry file_sha256: each file is held until its digest matched
+    small = vendor.add_file("AUTH_LOG", [auth(1, 1)], end_time=T0 + timedelta(hours=1))
+    padding = "x" * (1 << 20)
+    big = vendor.add_file("AUTH_LOG", [auth(2, 2) | {"padding": padding}], end_time=T0 + timedelta(hours=2))
+    source = sources.load(openai_source(eventTypes=["AUTH_LOG"], maxFileBytes=1 << 20))
+    with pytest.raises(PullError) as failed:
+        run_pull(source, store=store, context=context)
+    assert str(failed.value) == (
+        f"source 'chatgpt_compliance': AUTH_LOG file {big.file_name}: the file is larger than 1048576 bytes "
+        "(maxFileBytes); a file with a file_sha256 is held on temporary disk until its digest matched, so it is "
+        "not read: raise maxFileBytes to read it"
+    )
+    assert vendor.downloads() == [small.id, big.id]  # not tried again: it would not get smaller
+    checkpoint = failed.value.report.checkpoint
+    assert ids(store) == ["auth_001"] and streams(checkpoint)["AUTH_LOG"]["done"] == [small.id]
+    # Raised, the file is read (the default is 4 GiB).
+    default = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
+    assert run_pull(default, store=store, start=checkpoint, context=context).written == 1
+    assert ids(store) == ["auth_001", "auth_002"]
+
+
 def test_bad_lines_are_rejects_and_the_file_still_counts_as_read(
     vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
@@ -606,6 +735,16 @@ def test_an_expired_signed_url_fails_naming_the_file_host_without_the_signature(
     )
     assert "Request has expired" in message and "sig=" not in message
     assert failed.value.report.checkpoint.is_empty and not vendor.storage_saw_authorization
+    # A host whose error echoes the signed URL (S3's SignatureDoesNotMatch: the signature, the string
+    # signed, the URL): every value of the signed URL's query is redacted in the quoted body.
+    vendor.expired, vendor.signature_mismatch = False, True
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(openai_source()), store=store, context=context)
+    message = str(failed.value)
+    assert "HTTP 403 error from the file host (the signed download URL may have expired)" in message
+    assert "<Code>SignatureDoesNotMatch</Code>" in message and "<SignatureProvided>***</SignatureProvided>" in message
+    assert vendor._signatures and [s for s in vendor._signatures if s in message] == []
+    assert "sig=***" in message and "expires=300" in message  # the rest of the URL is left readable
 
 
 def test_the_cursor_is_checked_against_the_position_model(
@@ -743,6 +882,25 @@ def test_validation_names_the_field(sources: SourceWriter, monkeypatch: pytest.M
         "CONVERSATION_MESSAGE, the name the API takes (its stream's position carries on); write CONVERSATION_MESSAGE",
     ]
     assert result.sources["open_types"].streams == ("AUTH_LOG", "NEW_KIND_LOG", "CONVERSATION_MESSAGE")
+
+
+def test_validation_says_list_for_a_list_and_takes_no_trailing_newline(
+    sources: SourceWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", raising=False)
+    sources.write(openai_source(name="one_type", eventTypes="AUTH_LOG"))
+    sources.write(openai_source(name="newline_id", workspaceId=WORKSPACE_ID + "\n"))
+    sources.write(openai_source(name="newline_type", eventTypes=["AUTH_LOG", "CODEX_LOG\n"]))
+    sources.write(openai_source(name="tiny_cap", maxFileBytes=1000))
+    result = CliRunner().invoke(main, ["validate"])
+    problems = result.output
+    assert result.exit_code == 1 and "ok:" not in problems
+    assert "source 'one_type': eventTypes: Input should be a valid list" in problems  # as botIds says it
+    assert "valid tuple" not in problems
+    assert "source 'newline_id': workspaceId: must be a ChatGPT workspace id" in problems
+    assert "source 'newline_type': eventTypes[1]: not an event type name" in problems
+    assert "eventTypes[0]" not in problems
+    assert "source 'tiny_cap': maxFileBytes: Input should be greater than or equal to 1048576" in problems
 
 
 def test_validate_explains_that_costs_needs_an_organization_id(

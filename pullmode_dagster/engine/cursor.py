@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import timedelta
+from typing import Any, ClassVar
 
 from .errors import PullmodeError
 from .events.rules import TIMESTAMP_RANGE, NormalizationError, OutOfRange, normalize_timestamp, show
@@ -41,6 +42,11 @@ ENGINE_FIELDS = ("watermark", "high_water")
 
 @dataclass(frozen=True)
 class CursorState:
+    FUTURE_SKEW: ClassVar[timedelta] = timedelta(minutes=5)
+    """How far past the pull's clock an event may be dated and still become the watermark (the
+    engine's rule, ``pull.py``); an adapter's own time-based position keeps to it too
+    (``Puller.not_future``): events still to come, dated now, would sort before a later one."""
+
     watermark: str | None = None
     high_water: str | None = None
     position: Mapping[str, Any] = field(default_factory=dict)

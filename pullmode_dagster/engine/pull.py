@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -37,8 +37,6 @@ FLUSH_EVERY_SECONDS = 5.0
 PROGRESS_EVERY_SECONDS = 5.0
 """A page's progress line is logged for the first page (unless it is the only one), a page with
 rejects, and then at most this often."""
-FUTURE_SKEW = timedelta(minutes=5)
-"""How far past the pull's clock an event may be dated and still become the watermark."""
 _TIMESTAMP = EVENT_FIELDS.index("event_timestamp")
 _event_time = itemgetter(_TIMESTAMP)
 
@@ -217,7 +215,7 @@ def run_pull(
                 rows = inside
             # A future-dated event is stored but does not become the watermark: events still to come
             # (dated now) would sort before it and never be pulled.
-            horizon = format_timestamp(datetime.now(UTC) + FUTURE_SKEW)
+            horizon = format_timestamp(datetime.now(UTC) + CursorState.FUTURE_SKEW)
             latest = max(map(_event_time, rows), default=None)
             if latest is not None and latest <= horizon:  # the common case: none is future-dated
                 newest = latest if newest is None or latest > newest else newest

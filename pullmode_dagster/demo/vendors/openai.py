@@ -213,10 +213,17 @@ class ComplianceLogsAPI:
         """Log id -> how many of its next downloads the file host serves cut short (its last line
         missing, still a 200): what a digest check is for."""
         self.pending: set[str] = set()
-        """Event types whose listing, once past the last file, answers an empty page with
-        ``has_more`` true and ``last_end_time`` null: more is being written, none is there yet."""
+        """Event types whose listing says ``has_more`` true even on its last page: more is being
+        written, none is there yet. Past the last file that is an empty page with ``last_end_time``
+        null; from the last file's end (the inclusive ``after``) it is that file again, with its end
+        as ``last_end_time``."""
         self.expired = False
         """True: the file host refuses every signed URL (403), as when a signature has expired."""
+        self.signature_mismatch = False
+        """True: the file host refuses every signed URL as S3 does when a signature does not match: 403
+        ``SignatureDoesNotMatch``, the body quoting the signature it was given, the string it signed
+        (the query among it) and the URL (Amazon S3 API Reference, "Error responses",
+        https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)."""
         self._signatures: dict[str, str] = {}
         self.api = LoopbackServer(fallback=self._serve_api)
         self.storage = LoopbackServer(fallback=self._serve_signed)
@@ -332,7 +339,7 @@ class ComplianceLogsAPI:
             200,
             {
                 "data": [{k: v for k, v in f.entry().items() if k not in self.omit_fields} for f in page],
-                "has_more": len(matching) > limit or (not page and event_type in self.pending),
+                "has_more": len(matching) > limit or event_type in self.pending,
                 "last_end_time": iso(page[-1].end_time) if page else None,
             },
         )
@@ -355,6 +362,17 @@ class ComplianceLogsAPI:
             return Response(403, "<Error><Code>AccessDenied</Code><Message>bad signature</Message></Error>")
         if self.expired:
             return Response(403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+        if self.signature_mismatch:
+            signature = request.arg("sig") or ""
+            query = request.url.partition("?")[2]
+            return Response(
+                403,
+                "<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not "
+                f"match the signature you provided.</Message><SignatureProvided>{signature}</SignatureProvided>"
+                f"<StringToSign>GET\n{request.path}\n{query}</StringToSign>"
+                f"<URL>{request.url.replace('&', '&amp;')}</URL></Error>",
+                headers={"Content-Type": "application/xml"},
+            )
         file = next(f for f in self.files if f.id == log_id)
         body = file.body
         if self.damaged_downloads.get(log_id, 0) > 0:

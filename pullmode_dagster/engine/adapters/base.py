@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -194,6 +194,15 @@ class Puller(ABC):
         if page is None:
             return NOTHING_NEW
         return ProbeAnswer.after(page.records, more=not page.drained, plain=page.plain)
+
+    @staticmethod
+    def not_future(value: datetime | None) -> datetime | None:
+        """``value``, or None when it is past now plus the engine's allowance for clocks
+        (``CursorState.FUTURE_SKEW``, the rule that keeps a future-dated event from becoming the
+        watermark): a vendor's time that would move a position. A later one is a record dated ahead
+        or a clock gone wrong; taken as a position, what is still to come (dated now) would sort
+        before it and never be read."""
+        return None if value is None or value > datetime.now(UTC) + CursorState.FUTURE_SKEW else value
 
     def header_credential(self, key: str) -> str:
         """A credential that travels in an HTTP header: printable ASCII, or a clear error."""

@@ -24,7 +24,7 @@ from ..errors import PullError
 from ..fetch.auth import HeaderAuth
 from ..fetch.session import BadBody, HttpSession, json_body, safe_url
 from .base import NEW, Page, Position, ProbeAnswer, Puller, Window
-from .reference import ReferenceSource, rfc3339, zoned_time
+from .reference import ReferenceSource, capped, rfc3339, zoned_time
 from .registry import Adapter, register
 
 ACTIVITIES_PATH = "/v1/compliance/activities"
@@ -41,7 +41,7 @@ BACKOFF_MAX_SECONDS = 60.0
 OWN_ACCESS = "compliance_api_accessed"
 """The activity the API records for every request to it, this connector's own included."""
 
-_ACTIVITY_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
+_ACTIVITY_TYPE = re.compile(r"[a-z][a-z0-9_]{0,127}")
 _TYPE_SHAPE = (
     "not an activity type name: lowercase words joined by '_', such as claude_chat_created or sso_login_succeeded"
 )
@@ -55,6 +55,7 @@ class ListFilter:
     field: str
     param: str
     pattern: re.Pattern[str]
+    """What a whole value matches (``fullmatch``: ``$`` would let a trailing newline through)."""
     shape: str
     """What is wrong with a value that does not match ``pattern``."""
     empty: str
@@ -82,7 +83,7 @@ FILTERS = (
         "organization_ids",
         "organizationIds",
         "organization_ids[]",
-        re.compile(r"^org_[A-Za-z0-9_-]{1,124}$"),
+        re.compile(r"org_[A-Za-z0-9_-]{1,124}"),
         "not an organization id: the tagged id an activity's organization_id holds, such as "
         "org_01Wv6QeBcDfGhJkLmNpQrSt8 (not the organization_uuid, not a name)",
         "lists no organization; leave it out to pull every organization of the key's tenant",
@@ -91,7 +92,7 @@ FILTERS = (
         "actor_ids",
         "actorIds",
         "actor_ids[]",
-        re.compile(r"^user_[A-Za-z0-9_-]{1,123}$"),
+        re.compile(r"user_[A-Za-z0-9_-]{1,123}"),
         "not a user id: the API filters actors by the user_id of a user actor, such as user_01TuVwXyZaBcDeFgH2JkLmN4",
         "lists no actor; leave it out to pull every actor's activities",
     ),
@@ -199,7 +200,7 @@ class ClaudeComplianceSource(ReferenceSource):
                 problems.append((spec.field, spec.empty))
             seen: set[str] = set()
             for i, value in enumerate(values or ()):
-                if not spec.pattern.match(value):
+                if not spec.pattern.fullmatch(value):
                     problems.append((f"{spec.field}[{i}]", spec.shape))
                 elif value in seen:
                     problems.append((f"{spec.field}[{i}]", "listed twice"))
@@ -236,12 +237,18 @@ class ClaudeComplianceSource(ReferenceSource):
     def warnings(self) -> list[ConfigProblem]:
         warnings = super().warnings()
         if self.reads_own_accesses():
+            # excludeActivityTypes does not go with activityTypes (a problem), so each field gets its own way out.
+            field, way_out = (
+                ("activityTypes", f"remove {OWN_ACCESS} from activityTypes")
+                if self.activity_types
+                else ("excludeActivityTypes", f"leave excludeActivityTypes out, or list {OWN_ACCESS} in it,")
+            )
             warnings.append(
                 (
-                    "activityTypes" if self.activity_types else "excludeActivityTypes",
+                    field,
                     f"{OWN_ACCESS} is read: the API records one for every request to it, this connector's too, "
                     "so each poll reads the accesses of the polls before it and the source is never quiet "
-                    f"(leave excludeActivityTypes out, or list {OWN_ACCESS} in it, to leave them out)",
+                    f"({way_out} to leave them out)",
                 )
             )
         return warnings
@@ -266,7 +273,7 @@ class ClaudeComplianceSource(ReferenceSource):
         return {
             "source_event_id": record.get("id"),
             "event_timestamp": record.get("created_at"),
-            "actor": actor_of(record.get("actor")),
+            "actor": capped(actor_of(record.get("actor"))),
             "action": _scalar(record.get("type")),
             "target": target_of(record),
         }
@@ -276,8 +283,9 @@ def actor_of(actor: Any) -> Any:
     """``user_actor`` -> email (else user id), ``api_actor`` -> API key id, ``admin_api_key_actor`` ->
     admin key id, ``unauthenticated_user_actor`` -> the email tried, ``scim_directory_sync_actor`` ->
     directory id, ``anthropic_actor`` -> email, else ``anthropic``, ``service_account_actor`` ->
-    service account id, ``federated_identity_actor`` -> ``issuer|subject``; another type -> its
-    first identifying field, else the type itself."""
+    service account id, ``federated_identity_actor`` -> ``issuer|subject`` (:func:`federated_identity`);
+    another type -> its first identifying field, else the type itself. The record's extract caps what
+    this returns (``capped``)."""
     if not isinstance(actor, dict):
         return None
     kind = actor.get("type") if isinstance(actor.get("type"), str) else None
@@ -295,12 +303,16 @@ def actor_of(actor: Any) -> Any:
 
 def federated_identity(actor: dict[str, Any]) -> str | None:
     """``issuer|subject``: an OIDC subject is unique only within its issuer (two identity providers
-    may both have a ``repo:acme/app``), so the pair is the identity. ``|`` cannot appear unencoded in
-    an issuer URL, while subjects hold ``:`` and ``/``. One of the two alone is what there is."""
+    may both have a ``repo:acme/app``), so the pair is the identity. The first ``|`` always ends the
+    issuer: one inside it is written ``%7C``, as a URL writes it (an issuer is a URL, where ``|`` is
+    valid only percent-encoded, so this is the same issuer), while the subject, full of ``:`` and
+    ``/``, is kept as it is. ``https://a|b`` + ``c`` -> ``https://a%7Cb|c``; ``https://a`` + ``b|c`` ->
+    ``https://a|b|c``. A part that is missing is empty (``|repo:acme/app``); neither: None."""
     issuer, subject = _scalar(actor.get("issuer")), _scalar(actor.get("subject"))
-    if issuer is not None and subject is not None:
-        return f"{issuer}|{subject}"
-    return subject if subject is not None else issuer
+    if issuer is None and subject is None:
+        return None
+    written = "" if issuer is None else str(issuer).replace("|", "%7C")
+    return f"{written}|{'' if subject is None else subject}"
 
 
 def target_of(record: dict[str, Any]) -> Any:
@@ -551,9 +563,9 @@ class ClaudeCompliancePuller(Puller):
         if status < 300:
             return
         where = self.redact(safe_url(response.request.url))
-        # Redacted whole before it is shortened: a cut could leave a prefix of a secret the redactor cannot see.
+        # One line each, control characters out, redacted whole before it is shortened (HttpSession.quote).
         kind, message, request_id = (
-            self.redact(text)[:limit] for text, limit in zip(_error_fields(response), (64, 300, 64), strict=True)
+            http.quote(text, limit) for text, limit in zip(_error_fields(response), (64, 300, 64), strict=True)
         )
         hint = {
             400: "the API refused the request",

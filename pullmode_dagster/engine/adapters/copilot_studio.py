@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..cursor import CursorState
 from ..declare.models import ConfigProblem
@@ -96,11 +96,12 @@ AADSTS_HINTS: dict[int, tuple[str | None, str]] = {
 """What an AADSTS code says about the source's entries: the field at fault and a hint."""
 
 _AADSTS = re.compile(r"AADSTS(\d+)")
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+"""A whole GUID (``fullmatch``: ``$`` would let a trailing newline through)."""
 
 
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
-"""A DNS host name as httpx leaves it (lower case, IDNA-encoded)."""
+_HOST = re.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+"""A DNS host name as httpx leaves it (lower case, IDNA-encoded), matched whole (``fullmatch``)."""
 
 
 def _is_ip(host: str) -> bool:
@@ -129,7 +130,7 @@ def _environment_url_problem(value: str) -> str | None:
         return f"must be the environment's URL, {example}"
     if url.scheme not in ("http", "https") or not url.host:
         return f"must be an absolute https:// URL, {example}"
-    if not (_HOST.match(url.host) or _is_ip(url.host)) or (url.port is not None and not 0 < url.port < 65536):
+    if not (_HOST.fullmatch(url.host) or _is_ip(url.host)) or (url.port is not None and not 0 < url.port < 65536):
         return f"must be the environment's URL, {example}: its host or port is not valid"
     if url.scheme == "http" and not _is_loopback(url.host):
         return "must be https:// (plain http is accepted only on a loopback host, for tests)"
@@ -288,7 +289,7 @@ class CopilotStudioSource(ReferenceSource):
         if self.bot_ids is not None and not self.bot_ids:
             problems.append(("botIds", "is empty; list at least one agent id, or leave botIds out to read every agent"))
         for i, agent in enumerate(self.bot_ids or ()):
-            if not _GUID.match(agent.strip()):
+            if not _GUID.fullmatch(agent.strip()):
                 problems.append(
                     (
                         f"botIds[{i}]",
@@ -396,7 +397,14 @@ class TranscriptPosition(Position):
     left_out_through: str | None = None
     """The ``createdon`` of the newest transcript left out (a test chat) after the newest stored one:
     the next pull's filter starts there rather than at the watermark, so what was left out is not read
-    again on every poll."""
+    again on every poll. Never a future time (``Puller.not_future``): one found in a cursor is ignored."""
+
+    @field_validator("left_out_through")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None and zoned_time(value) is None:
+            raise ValueError("must be an ISO 8601 timestamp with a zone (the createdon of a test chat left out)")
+        return value
 
 
 class CopilotStudioPuller(Puller):
@@ -450,7 +458,7 @@ class CopilotStudioPuller(Puller):
             return {"$filter": where + (f" and {bots}" if bots else ""), "$orderby": ORDER_BY}, None
         position = self.position(start)
         since = parse_timestamp(start.watermark) if start.watermark else self.source.start_datetime
-        left_out = zoned_time(position.left_out_through) if self.source.exclude_test_chats else None
+        left_out = self.not_future(zoned_time(position.left_out_through)) if self.source.exclude_test_chats else None
         if left_out is not None and left_out > since:
             since = left_out
         where = f"createdon ge {odata_time(since)}" + (f" and {bots}" if bots else "")
@@ -576,13 +584,17 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 class _Keep:
     """What a pull keeps of each page: every transcript, or (``excludeTestChats``) all but makers'
-    test chats, remembering the newest one left out after the newest kept (``left_out_through``)."""
+    test chats, remembering the newest one left out after the newest kept (``left_out_through``).
+    A transcript dated in the future (past ``Puller.not_future``'s horizon) is kept or left out all
+    the same, but its date is not remembered: as the next filter's start it would skip every
+    transcript written until then, as the engine's watermark rule says."""
 
     def __init__(self, puller: CopilotStudioPuller, start: CursorState):
         self.puller = puller
         self.active = puller.source.exclude_test_chats
         self.newest_kept = _later(zoned_time(start.watermark), zoned_time(start.high_water))
-        self.newest_left_out = zoned_time(puller.position(start).left_out_through) if self.active else None
+        left_out = zoned_time(puller.position(start).left_out_through) if self.active else None
+        self.newest_left_out = puller.not_future(left_out)
 
     def __call__(self, records: list[Any]) -> list[Any]:
         if not self.active:
@@ -590,7 +602,7 @@ class _Keep:
         kept: list[Any] = []
         for record in records:
             test = isinstance(record, dict) and is_test_chat(_json_object(record.get("content")))
-            created = zoned_time(record.get("createdon")) if isinstance(record, dict) else None
+            created = self.puller.not_future(zoned_time(record.get("createdon"))) if isinstance(record, dict) else None
             if test:
                 self.puller.left_out += 1
                 self.newest_left_out = _later(self.newest_left_out, created)

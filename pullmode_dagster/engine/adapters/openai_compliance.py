@@ -74,11 +74,14 @@ RECORDS_PER_PAGE = 2000
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 """A file checked against its digest is held until the digest matched: in memory up to this, then on
 disk (a temporary file), so memory stays bounded whatever the file's size."""
+DEFAULT_MAX_FILE_BYTES = 4 << 30
+"""The largest file held for its digest check (``maxFileBytes``): the temporary disk it may take."""
 CHUNK_BYTES = 64 * 1024
 
-_EVENT_TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_ORG_ID = re.compile(r"^org-[A-Za-z0-9]{1,64}$")
+# Matched whole (``fullmatch``): ``$`` would let a trailing newline through.
+_EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ORG_ID = re.compile(r"org-[A-Za-z0-9]{1,64}")
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -122,6 +125,13 @@ class OpenAIComplianceSource(ReferenceSource):
     adapter: Literal["openai_compliance"]
     workspace_id: str = Field(description="a ChatGPT workspace UUID, or an API Platform organization id 'org-...'")
     event_types: tuple[str, ...] = Field(default=DEFAULT_EVENT_TYPES, description="the log streams to pull")
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        ge=1 << 20,
+        le=1 << 40,
+        description="the largest log file read when the listing gives its file_sha256 (it is held on temporary "
+        "disk until its digest matched)",
+    )
 
     @property
     def scope(self) -> str:
@@ -141,7 +151,7 @@ class OpenAIComplianceSource(ReferenceSource):
 
     def problems(self) -> list[ConfigProblem]:
         problems: list[ConfigProblem] = []
-        if not (_UUID.match(self.workspace_id) or _ORG_ID.match(self.workspace_id)):
+        if not (_UUID.fullmatch(self.workspace_id) or _ORG_ID.fullmatch(self.workspace_id)):
             problems.append(
                 (
                     "workspaceId",
@@ -156,7 +166,7 @@ class OpenAIComplianceSource(ReferenceSource):
         seen: set[str] = set()
         for i, event_type in enumerate(self.event_types):
             name = vendor_name(event_type)
-            if not _EVENT_TYPE_NAME.match(event_type):
+            if not _EVENT_TYPE_NAME.fullmatch(event_type):
                 hint = difflib.get_close_matches(event_type.upper()[:64], [*EVENT_TYPES, *OLD_NAMES], n=1)
                 suggestion = f"; did you mean {vendor_name(hint[0])!r}?" if hint else ""
                 problems.append(
@@ -201,7 +211,7 @@ class OpenAIComplianceSource(ReferenceSource):
                         f"takes (its stream's position carries on); write {OLD_NAMES[event_type]}",
                     )
                 )
-            elif _EVENT_TYPE_NAME.match(event_type) and event_type not in EVENT_TYPES:
+            elif _EVENT_TYPE_NAME.fullmatch(event_type) and event_type not in EVENT_TYPES:
                 warnings.append(
                     (
                         f"eventTypes[{i}]",
@@ -280,12 +290,7 @@ class Listing:
     files: list[LogFile]
     has_more: bool
     last_end_time: str | None
-
-    @property
-    def nothing_yet(self) -> bool:
-        """No file and no ``last_end_time``: the stream is read up to now, whatever ``has_more``
-        says (an empty page with ``has_more`` true means more is coming, not that it is there)."""
-        return not self.files and self.last_end_time is None
+    """None also when the vendor's is in the future (``Puller.not_future``): it does not move a position."""
 
 
 def sha256_digest(value: str) -> bytes:
@@ -371,8 +376,9 @@ class OpenAICompliancePuller(Puller):
 
     def probe(self, start: CursorState) -> ProbeAnswer:
         """Each stream's listing from its ``after`` (one request per stream, stopping at the first
-        news): a log file not read yet, or a listing with more after it, is news; an empty one
-        (even with ``has_more``) is not."""
+        news): a log file not read yet, or ``has_more`` on a listing that moves the position on, is
+        news; "nothing more yet" (an empty listing, or the files already read at the position listed
+        again, even with ``has_more``) is not."""
         positions = self._positions(self.position(start))
         first = rfc3339(self.source.start_datetime)
         base = self.source.scope_url()
@@ -380,9 +386,9 @@ class OpenAICompliancePuller(Puller):
             for event_type in self.source.streams:
                 state = positions.get(event_type) or StreamPosition(after=first)
                 listing = self._list(http, event_type, state.after, 1)
-                if listing.nothing_yet:
-                    continue
-                if listing.has_more or any(f.id not in state.done for f in listing.files):
+                if any(f.id not in state.done for f in listing.files):
+                    return NEW
+                if listing.has_more and self._after_listing(state, listing) != state:
                     return NEW
         return NOTHING_NEW
 
@@ -443,21 +449,17 @@ class OpenAICompliancePuller(Puller):
 
     def _poll_stream(self, http: HttpSession, event_type: str) -> Iterator[Page]:
         """One stream from its position; returns whether it was drained (False: maxPagesPerRun)."""
+        stalled = False
         for number in self.page_numbers():
             state = self._state[event_type]
             listing = self._list(http, event_type, state.after, number)
-            if listing.nothing_yet:
-                # An empty page with no last_end_time (has_more may still be true: files are being
-                # written): nothing more yet. The stream is read up to now; its position stays.
-                return True
             skip = set(state.done)
             fresh = [f for f in listing.files if f.id not in skip]
             end = self._after_listing(state, listing)
-            if listing.has_more and not fresh and end == state:
-                raise PullError(
-                    f"source {self.source.name!r}: {event_type}: listing loop: logs after {state.after} return "
-                    f"only files already read and the same last_end_time, with has_more true; not pulled on"
-                )
+            advances = end.after != state.after
+            if not self._goes_on(event_type, state.after, listing, fresh=bool(fresh), advances=advances, again=stalled):
+                return True  # nothing more yet: the stream is read up to now; its position stays
+            stalled = listing.has_more and not advances
             done = list(state.done)
             for i, file in enumerate(fresh):
                 done.append(file.id)
@@ -481,6 +483,24 @@ class OpenAICompliancePuller(Puller):
                 return True
         return False
 
+    def _goes_on(
+        self, event_type: str, after: str, listing: Listing, *, fresh: bool, advances: bool, again: bool
+    ) -> bool:
+        """Whether a listing from ``after`` goes on, or says "nothing more yet": no file not read
+        (``fresh``) and no later position (``advances``): an empty page with no last_end_time, or,
+        since ``after`` is inclusive, the files at ``after`` already read, listed again. That is so
+        whatever ``has_more`` says: more is being written, none of it is there yet. A listing with
+        files not read, ``has_more`` and no later position, right after another such (``again``), is a
+        listing loop: the same request answered with other files each time would page forever."""
+        if not fresh and not advances:
+            return False
+        if fresh and not advances and listing.has_more and again:
+            raise PullError(
+                f"source {self.source.name!r}: {event_type}: listing loop: logs after {after} keep returning files "
+                "not read before with has_more true, and the same last_end_time; not pulled on"
+            )
+        return True
+
     @staticmethod
     def _after_listing(state: StreamPosition, listing: Listing) -> StreamPosition:
         """The stream's position once every file of ``listing`` (listed from ``state.after``) is read."""
@@ -501,24 +521,23 @@ class OpenAICompliancePuller(Puller):
         after = rfc3339(window.start)
         seen: set[str] = set()
         number = 0
+        stalled = False
         while True:
             number += 1
             listing = self._list(http, event_type, after, number)
             fresh = [f for f in listing.files if f.id not in seen]
+            last, previous = zoned_time(listing.last_end_time), zoned_time(after)
+            advances = last is not None and previous is not None and last > previous
+            if not self._goes_on(event_type, after, listing, fresh=bool(fresh), advances=advances, again=stalled):
+                return  # nothing more yet: the window is read as far as the vendor lists it now
+            stalled = listing.has_more and not advances
             for file in fresh:
                 seen.add(file.id)
                 yield from self._file_pages(http, event_type, file, before=fixed, after=fixed)
                 if file.end is not None and file.end >= window.end:
                     return
-            last = zoned_time(listing.last_end_time)
             if not listing.has_more or last is None or last >= window.end:
                 return
-            previous = zoned_time(after)
-            if not fresh and previous is not None and last <= previous:
-                raise PullError(
-                    f"source {self.source.name!r}: {event_type}: listing loop: logs after {after} return only files "
-                    "already read and the same last_end_time, with has_more true"
-                )
             after = listing.last_end_time or after
 
     # -- requests --------------------------------------------------------------------------------
@@ -561,6 +580,13 @@ class OpenAICompliancePuller(Puller):
         last = doc.get("last_end_time")
         if last is not None and zoned_time(last) is None:
             raise PullError(f"{what}: the listing's last_end_time is not an ISO 8601 timestamp with a zone")
+        if last is not None and self.not_future(zoned_time(last)) is None:
+            # As the next listing's `after`, it would skip every file written until then, for good.
+            self.context.logger.warning(
+                f"{what}: the listing's last_end_time {last} is in the future (past the clock allowance); "
+                "the stream's position does not move to it"
+            )
+            last = None
         return Listing(files=files, has_more=doc.get("has_more") is True, last_end_time=last)
 
     def _digest(self, value: Any, where: str) -> bytes | None:
@@ -581,9 +607,12 @@ class OpenAICompliancePuller(Puller):
         if status < 300:
             return
         where = self.redact(safe_url(response.request.url))
-        snippet = self.redact(" ".join(response.text.split()))[:300] if response.content else ""
+        redact = self.redact
         if not same_origin(response.request.url, self.source.scope_url()):
-            # The signed download URL's host: the API key never goes there, so it is not the key.
+            # The signed download URL's host: the API key never goes there, so it is not the key. Its
+            # body may echo the signed URL (S3's SignatureDoesNotMatch quotes the signature, the string
+            # signed and the URL): each of the URL's query values is redacted like a secret.
+            redact = self.redact.plus(value for _, value in response.request.url.params.multi_items())
             hint = "error from the file host (the signed download URL may have expired)"
         else:
             hint = {
@@ -591,6 +620,8 @@ class OpenAICompliancePuller(Puller):
                 403: f"the API key may not read this {self.source.scope[:-1]}'s logs",
                 404: "not found (check workspaceId)",
             }.get(status, "redirect" if status < 400 else "error")
+        # Redacted whole before it is shortened: a cut could leave a prefix of a secret the redactor cannot see.
+        snippet = redact(" ".join(response.text.split()))[:300] if response.content else ""
         raise PullError(f"{what}: HTTP {status} {hint} from {where}" + (f": {snippet}" if snippet else ""))
 
     def _file_pages(
@@ -618,7 +649,7 @@ class OpenAICompliancePuller(Puller):
                 boundary=last,
             )
 
-        verify = functools.partial(self._verified, file) if file.sha256 is not None else None
+        verify = functools.partial(self._verified, file, what) if file.sha256 is not None else None
         try:
             with (
                 http.stream("GET", url, what=what, follow_redirects=True, accept=verify) as download,
@@ -651,19 +682,28 @@ class OpenAICompliancePuller(Puller):
         finally:
             self.requests = http.requests
 
-    @staticmethod
-    def _verified(file: LogFile, download: Download) -> BinaryIO:
+    def _verified(self, file: LogFile, what: str, download: Download) -> BinaryIO:
         """The whole file, held (in memory, then on disk) until its SHA-256 matched the listing's
         ``file_sha256``, so no record of a damaged download is handed on. A mismatch is a
-        :class:`BadBody`: the download is tried again (the one retry policy), then the pull fails."""
+        :class:`BadBody`: the download is tried again (the one retry policy), then the pull fails.
+        A file larger than ``maxFileBytes`` fails the pull at once: the disk it would take is bounded."""
+        cap = self.source.max_file_bytes
         with contextlib.ExitStack() as on_failure:
             held = on_failure.enter_context(tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES))
             digest = hashlib.sha256()
             size = 0
             for chunk in download.chunks():
+                size += len(chunk)
+                if size > cap:
+                    raise PullError(
+                        self.redact(
+                            f"{what}: the file is larger than {cap} bytes (maxFileBytes); a file with a file_sha256 "
+                            "is held on temporary disk until its digest matched, so it is not read: raise "
+                            "maxFileBytes to read it"
+                        )
+                    )
                 digest.update(chunk)
                 held.write(chunk)
-                size += len(chunk)
             if digest.digest() != file.sha256:
                 raise BadBody(f"the file's SHA-256 does not match the listing's file_sha256 ({size} bytes received)")
             held.seek(0)

@@ -219,7 +219,13 @@ class Redactor:
     """Replaces every known secret, in every form, with ``***``."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        self._pattern, self._probe = _redaction_patterns(frozenset(s for s in secrets if s))
+        self._secrets = frozenset(s for s in secrets if s)
+        self._pattern, self._probe = _redaction_patterns(self._secrets)
+
+    def plus(self, secrets: Iterable[str]) -> Redactor:
+        """A redactor of these secrets too: for text that may hold a value secret only where it is
+        quoted (a signed URL's signature, echoed in the file host's error body)."""
+        return Redactor(self._secrets | frozenset(secrets))
 
     def __bool__(self) -> bool:
         return self._pattern is not None

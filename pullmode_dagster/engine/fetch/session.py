@@ -290,6 +290,9 @@ class Download:
                 watchdog.resume()
 
 
+_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
+"""C0 and C1 control characters and DEL, as ``str.translate`` replaces them: each by a space."""
+
 MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A page (decoded) larger than this fails the pull instead of exhausting memory."""
@@ -436,8 +439,9 @@ class HttpSession:
                 chunks.append(chunk)
         finally:
             response.close()
-        # The body is decoded already: drop the headers that describe the encoded form.
-        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _UNSAFE_HEADERS]
+        # The body is decoded already: drop the headers that describe the encoded form. As received
+        # (bytes): a value that is not ASCII (a server's UTF-8, a stray byte) could not be encoded again.
+        headers = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in _UNSAFE_HEADERS]
         return httpx.Response(
             response.status_code,
             headers=headers,
@@ -558,11 +562,17 @@ class HttpSession:
             response = send(request)
         return response
 
+    def quote(self, text: str, limit: int) -> str:
+        """A server's text fit for one line of a message: control characters (line breaks, a
+        terminal's ESC sequences, BEL) become spaces and runs of spaces one; redacted whole, then cut
+        at ``limit`` (a cut could leave a prefix of a secret the redactor cannot see)."""
+        return self.redact(" ".join(text.translate(_CONTROLS).split()))[:limit]
+
     def request_id(self, response: httpx.Response) -> str:
-        """`` (request-id <id>)`` when the vendor names its requests (``request_id_header``), else "":
-        redacted whole, then shortened (a cut could leave a prefix of a secret the redactor cannot see)."""
+        """`` (request-id <id>)`` when the vendor names its requests (``request_id_header``), else "",
+        quoted (:meth:`quote`) and at most 64 characters."""
         value = response.headers.get(self.request_id_header, "") if self.request_id_header else ""
-        value = " ".join(self.redact(value).split())[:64]
+        value = self.quote(value, 64)
         return f" ({self.request_id_header} {value})" if value else ""
 
     def _with_retries(self, what: str, url: str, attempt: Callable[[], httpx.Response]) -> httpx.Response:
