@@ -177,9 +177,16 @@ class PullSettingsResource(DeploymentResource):
         the variable when the deployment's setting is none of the choices)."""
         return ContentPolicy.for_source(source, self.event_content or None)
 
-    def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
+    def pull_context(
+        self, logger: object, *, s3: S3Resource | None = None, content: ContentPolicy | None = None
+    ) -> PullContext:
+        """``content``: the run's :meth:`content_policy`, which also decides what a failure message
+        may quote of a vendor's error response."""
         return PullContext(
-            logger=logger, retry=self.retry_policy(), s3_client_factory=s3_client_factory(s3) if s3 else None
+            logger=logger,
+            retry=self.retry_policy(),
+            s3_client_factory=s3_client_factory(s3) if s3 else None,
+            content=content,
         )
 
 
