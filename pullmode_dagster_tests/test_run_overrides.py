@@ -107,6 +107,20 @@ def test_a_run_config_that_changes_a_bound_resource_is_refused_before_anything_i
     assert ACTOR not in dagster_storage_text(harness.instance, result.run_id)
 
 
+def test_the_refusal_names_exactly_the_fields_that_differ(harness: Harness) -> None:
+    settings = harness.project.defs.resources["pull_settings"]  # max_attempts=2 and fast backoffs, in Python
+    bound = settings.get_resource_definition().config_schema.default_value  # type: ignore[union-attr]
+    message = refusal(
+        launch(harness, {"resources": {"pull_settings": {"config": {**bound, "event_content": "shown"}}}})
+    )
+    assert "changes resources.pull_settings.config.event_content, which the code location binds" in message
+    # Left out, a bound field falls back to its default: that changes it too, and the message says why.
+    message = refusal(launch(harness, {"resources": {"pull_settings": {"config": {"batch_size": 2000}}}}))
+    assert "changes resources.pull_settings.config.backoff_initial_seconds, " in message
+    assert "pull_settings.config.batch_size" not in message and "pull_settings.config.event_content" not in message
+    assert "falls back to its default, not to the bound value" in message
+
+
 def test_a_run_config_that_repeats_the_bound_values_runs(harness: Harness, api: LoopbackServer) -> None:
     """What the launchpad's "Scaffold all default config" puts in the editor: the bound values."""
     job = harness.project.defs.resolve_job_def(job_name("acme_audit"))

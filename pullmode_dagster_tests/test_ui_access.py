@@ -14,13 +14,16 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from pullmode_dagster.definitions import build_project
+from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import job_name, poller_name
 from pullmode_dagster.demo.server import LoopbackServer
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import WORKSPACE, cli
+from .dagster_helpers import WORKSPACE, cli, evaluate_sensor
 from .fakes import CursorFeed, make_events
+from .test_alerts import Receiver
 from .ui_helpers import LOCATION, REPOSITORY, Webserver
 
 SOURCE = "acme_audit"
@@ -134,9 +137,12 @@ def test_a_run_launched_over_graphql_cannot_change_the_deployments_resources(
     """Anyone who reaches the webserver may launch a run with any run config: Dagster accepts one that
     points the trace store elsewhere and shows event content (the values the code location binds are
     only defaults). The run worker refuses it before anything is pulled: no request to the vendor,
-    nothing in the other database, the failure naming what the run tried to change."""
+    nothing in the other database; the failure, and the alert it raises, name what the run tried to change."""
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-ui-access-5555")
     monkeypatch.setenv("PULLMODE_EVENT_CONTENT", "hidden")
+    receiver = Receiver()
+    api.routes["/hook"] = receiver
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", api.url("/hook"))
     api.routes["/v1/events"] = CursorFeed(make_events(3), page_size=10)
     sources.write(http_source(api.url("/v1/events")))
     # Runs start at once, without the daemon's queue (Dagster's default and the repository's dagster.yaml queue them).
@@ -167,6 +173,10 @@ def test_a_run_launched_over_graphql_cannot_change_the_deployments_resources(
                 time.sleep(0.5)
             assert run.run_config == run_config  # what the launcher asked for, as Dagster keeps it
             assert run.status == dg.DagsterRunStatus.FAILURE
-            messages = "\n".join(str(entry) for entry in instance.all_logs(run_id))
-    assert "resources.trace_store.config.url" in messages and "resources.pull_settings.config.event_content" in messages
-    assert api.requests == [] and not elsewhere.exists()
+            evaluate_sensor(build_project(sources.directory).defs, SENSOR_NAME, instance, None)
+    # The failure, and the alert the attempt raises, name what the run tried to change (not the values).
+    (alert,) = receiver.alerts
+    changed = ("resources.trace_store.config.url", "resources.pull_settings.config.event_content")
+    assert alert["kind"] == "failing" and all(field in alert["text"] for field in changed), alert
+    assert "elsewhere" not in alert["text"]
+    assert [r.path for r in api.requests] == ["/hook"] and not elsewhere.exists()  # no request to the vendor

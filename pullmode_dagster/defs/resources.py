@@ -53,6 +53,7 @@ def refuse_run_overrides(context: dg.InitResourceContext) -> None:
     given = (run.run_config or {}).get("resources") or {}
     defined = getattr(context, "all_resource_defs", None) or {}
     changed: list[str] = []
+    left_out = False
     for key in PROTECTED_RESOURCES:
         entry = given.get(key)
         if not isinstance(entry, dict) or "config" not in entry or key not in defined:
@@ -60,21 +61,24 @@ def refuse_run_overrides(context: dg.InitResourceContext) -> None:
         schema = defined[key].config_schema
         bound = schema.default_value if schema is not None and schema.default_provided else None
         config = entry["config"]
-        if isinstance(config, dict) and isinstance(bound, dict):
-            # A field the run leaves out takes the class default, not the bound value: compared as None.
-            changed += [
-                f"resources.{key}.config.{name}"
-                for name in sorted({*config, *bound})
-                if config.get(name) != bound.get(name)
-            ]
-        elif config != bound:
-            changed.append(f"resources.{key}.config")
+        if not (isinstance(config, dict) and isinstance(bound, dict)):
+            changed += [f"resources.{key}.config"] if config != bound else []
+            continue
+        # A field the run config leaves out takes the field's own default, not the bound value.
+        fields = getattr(schema.config_type if schema is not None else None, "fields", None) or {}
+        for name in sorted({*config, *bound}):
+            field = fields.get(name)
+            default = field.default_value if field is not None and field.default_provided else None
+            if config.get(name, default) != bound.get(name, default):
+                changed.append(f"resources.{key}.config.{name}")
+                left_out = left_out or name not in config
     if changed:
         # Names only, never values: a store URL holds a password.
+        note = " (a field left out of a resource's config falls back to its default, not to the bound value)"
         raise RunConfigRefused(
-            f"run refused: its run config changes {', '.join(changed)}, which the code location binds; the "
-            "deployment's environment decides the project's resources (docs/ui-access.md). Launch it "
-            "without that part of the run config."
+            f"run refused: its run config changes {', '.join(changed)}{note if left_out else ''}, which the "
+            "code location binds; the deployment's environment decides the project's resources "
+            "(docs/ui-access.md). Launch it without that part of the run config."
         )
 
 
