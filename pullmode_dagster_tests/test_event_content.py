@@ -30,6 +30,7 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.declare.content import ContentPolicy, deployment_event_content
 from pullmode_dagster.engine.errors import PullError, PullmodeError
+from pullmode_dagster.engine.fetch.redaction import without_email_addresses
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import open_store
 
@@ -312,7 +313,76 @@ def test_no_actor_or_target_reaches_dagsters_postgres_storage_unless_shown(
             assert seen == {}
 
 
+NAMED_IN_AN_ERROR = "canary.denied@people.example"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("deployment", "quoted"), [(None, False), ("masked", False), ("shown", True)])
+def test_a_vendors_error_response_reaches_dagster_and_the_alert_without_email_addresses_unless_shown(
+    deployment: str | None,
+    quoted: bool,
+    home: Path,
+    api: LoopbackServer,
+    sources: SourceWriter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 403 whose body names a person (as the address and as a query echoed back, percent-encoded):
+    the failure message keeps the vendor's reason, and with content not shown, no address reaches
+    Dagster's storage, the alert or the CLI; ``pullmode preview`` shows the body as received."""
+    if deployment:
+        monkeypatch.setenv("PULLMODE_EVENT_CONTENT", deployment)
+    else:
+        monkeypatch.delenv("PULLMODE_EVENT_CONTENT", raising=False)
+    receiver = Receiver()
+    api.routes["/hook"] = receiver
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", api.url("/hook"))
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-content-1234")
+    encoded = NAMED_IN_AN_ERROR.replace("@", "%40")
+    body = {"error": f"forbidden for user {NAMED_IN_AN_ERROR} (filter actor={encoded}) on project payroll"}
+    api.routes["/v1/events"] = lambda request: Response(403, body)
+    sources.write(http_source(api.url("/v1/events")))
+
+    pulled = cli("pull", "acme_audit")
+    assert pulled.exit_code == 1 and "page 1: HTTP 403 error from" in pulled.output
+    with dg.DagsterInstance.get() as instance:
+        evaluate_sensor(build_project(sources.directory).defs, SENSOR_NAME, instance, None)
+    assert receiver.kinds == ["failing"]
+    alert = receiver.alerts[0]["text"]
+    assert "forbidden for user" in alert and "on project payroll" in alert  # the vendor's reason stays
+
+    texts = {
+        **files_text(tmp_path, skip=(tmp_path / "trace.db", sources.directory)),
+        "webhook": repr(receiver.alerts),
+        "cli output": pulled.output,
+        "python log": caplog.text,
+    }
+    assert any("history" in name for name in texts), sorted(texts)  # the run's event log was scanned
+    seen = sorted(where for where, text in texts.items() if NAMED_IN_AN_ERROR in text or encoded in text)
+    if quoted:
+        assert {"webhook", "cli output"} <= set(seen), seen
+    else:
+        assert seen == []
+        assert "forbidden for user [email] (filter actor=[email]) on project payroll" in alert
+    previewed = cli("preview", "acme_audit")
+    assert previewed.exit_code == 1 and NAMED_IN_AN_ERROR in previewed.output  # for who holds the credentials
+
+
 # -- the rule itself ----------------------------------------------------------------------------------
+
+
+def test_email_addresses_are_removed_however_the_at_sign_is_escaped() -> None:
+    text = (
+        'user=jo.b+x%40corp.example.com&y=1 {"u": "bob\\u0040mail.example.org"} a&#64;b.co, '
+        "Ann.Lee@Sub.Example.ORG. Kept: evt_1@2026-01-01, name@localhost, @handle, request req_42"
+    )
+    assert without_email_addresses(text) == (
+        'user=[email]&y=1 {"u": "[email]"} [email], [email]. '
+        "Kept: evt_1@2026-01-01, name@localhost, @handle, request req_42"
+    )
+    assert ContentPolicy("shown").vendor_text(text) == text
+    assert ContentPolicy("hidden").vendor_text(text) == ContentPolicy("masked").vendor_text(text) != text
 
 
 def test_masked_pseudonyms_are_stable_within_a_run_and_unlinkable_across_runs() -> None:

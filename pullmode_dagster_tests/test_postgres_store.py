@@ -5,18 +5,20 @@ test_trace_store.py, run on both.)"""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 from pullmode_dagster.engine.errors import PullmodeError
 from pullmode_dagster.engine.events.model import TIMESTAMP_FORMAT, NormalizedEvent
-from pullmode_dagster.engine.store import WriteResult, open_store
-from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore
+from pullmode_dagster.engine.store import WriteResult, describe_store, open_store
+from pullmode_dagster.engine.store.locks import source_lock
+from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore, describe_url
 
 from .bounded import join_all
 from .pg import blocked_by, connect, fresh_database, wait_for
@@ -212,6 +214,31 @@ def test_connection_problems_are_one_line_without_the_password(pg_url: str) -> N
     with pytest.raises(PullmodeError, match="not a valid postgresql:// URL") as bad:
         open_store("postgresql://postgres:hunter2@127.0.0.1:5432/db?no_such_option=1")
     assert "hunter2" not in str(bad.value)
+
+
+MISREAD_PASSWORDS = ["Sup3r@S3cret", "Pa55@Qw3:Xy9@Zq7", "Pa55/w0rd", "1234/5678@9012"]
+
+
+@pytest.mark.parametrize("password", MISREAD_PASSWORDS)
+def test_a_password_with_an_unencoded_at_or_slash_never_shows_in_part(pg_url: str, password: str) -> None:
+    """libpq ends the user info at the first '@' and the host at the first '/': the rest of such a
+    password would be read as the host, port or database, and quoted wherever those are. The URL is
+    refused before connecting, and described with none of its parts; percent-encoded, it connects."""
+    parts = urlsplit(pg_url)
+    unencoded = parts._replace(netloc=f"postgres:{password}@{parts.hostname}:{parts.port}").geturl()
+    pieces = {p for p in re.split(r"[@/:]", password) if p}
+    for shown in (describe_url(unencoded), describe_store(unencoded)):
+        assert "unencoded '@' or '/'" in shown and not any(p in shown for p in pieces), shown
+    for attempt in (lambda: open_store(unencoded), lambda: source_lock("s", url=unencoded).__enter__()):
+        with pytest.raises(PullmodeError) as excinfo:
+            attempt()
+        message = str(excinfo.value)
+        assert "percent-encode them ('@' as %40, '/' as %2F)" in message
+        assert not any(p in message for p in pieces), message
+    encoded = parts._replace(netloc=f"postgres:{quote(password, safe='')}@{parts.hostname}:{parts.port}").geturl()
+    assert describe_url(encoded) == f"postgres@{parts.hostname}:{parts.port}{parts.path}"
+    with open_store(encoded) as store:  # the test server trusts local connections: any password will do
+        assert store.count(source="s") == 0
 
 
 def test_an_unknown_scheme_names_both_supported_ones() -> None:

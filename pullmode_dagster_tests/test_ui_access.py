@@ -7,19 +7,23 @@ stops the poller for anyone; the read-only one refuses each, and nothing changes
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+from pullmode_dagster.definitions import build_project
+from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import job_name, poller_name
 from pullmode_dagster.demo.server import LoopbackServer
 
 from .conftest import SourceWriter, http_source
-from .dagster_helpers import WORKSPACE, cli
+from .dagster_helpers import WORKSPACE, cli, evaluate_sensor
 from .fakes import CursorFeed, make_events
+from .test_alerts import Receiver
 from .ui_helpers import LOCATION, REPOSITORY, Webserver
 
 SOURCE = "acme_audit"
@@ -117,3 +121,62 @@ def test_what_a_webserver_lets_anyone_who_reaches_it_do(
         assert SensorCursors(instance, WORKSPACE).get(poller_name(SOURCE)) == cursor
         assert len(instance.get_runs()) == runs
         assert instance.get_backfills() == []
+
+
+LAUNCH = (
+    "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { "
+    f"{ERROR} ... on LaunchRunSuccess {{ run {{ runId }} }} }} }}"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_run_launched_over_graphql_cannot_change_the_deployments_resources(
+    home: Path, api: LoopbackServer, sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who reaches the webserver may launch a run with any run config: Dagster accepts one that
+    points the trace store elsewhere and shows event content (the values the code location binds are
+    only defaults). The run worker refuses it before anything is pulled: no request to the vendor,
+    nothing in the other database; the failure, and the alert it raises, name what the run tried to change."""
+    monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-ui-access-5555")
+    monkeypatch.setenv("PULLMODE_EVENT_CONTENT", "hidden")
+    receiver = Receiver()
+    api.routes["/hook"] = receiver
+    monkeypatch.setenv("PULLMODE_ALERT_WEBHOOK_URL", api.url("/hook"))
+    api.routes["/v1/events"] = CursorFeed(make_events(3), page_size=10)
+    sources.write(http_source(api.url("/v1/events")))
+    # Runs start at once, without the daemon's queue (Dagster's default and the repository's dagster.yaml queue them).
+    (home / "dagster.yaml").write_text(
+        "storage:\n  sqlite:\n    base_dir: .pullmode/dagster\n"
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
+    elsewhere = tmp_path / "elsewhere.db"
+    run_config = {
+        "resources": {
+            "trace_store": {"config": {"url": f"sqlite:///{elsewhere}"}},
+            "pull_settings": {"config": {"event_content": "shown"}},
+        }
+    }
+    params = {
+        "selector": {**REPO_SELECTOR, "jobName": job_name(SOURCE)},
+        "runConfigData": run_config,
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "2026-03-01"}]},
+    }
+    with Webserver(cwd=tmp_path, env={}) as server:
+        answer = server.graphql(LAUNCH, {"p": params})["launchRun"]
+        assert answer["__typename"] == "LaunchRunSuccess", answer  # Dagster takes the override
+        run_id = answer["run"]["runId"]
+        with dg.DagsterInstance.get() as instance:
+            deadline = time.monotonic() + 90
+            while not (run := instance.get_run_by_id(run_id)) or not run.is_finished:
+                assert time.monotonic() < deadline, f"the run did not end:\n{server.log_tail()}"
+                time.sleep(0.5)
+            assert run.run_config == run_config  # what the launcher asked for, as Dagster keeps it
+            assert run.status == dg.DagsterRunStatus.FAILURE
+            evaluate_sensor(build_project(sources.directory).defs, SENSOR_NAME, instance, None)
+    # The failure, and the alert the attempt raises, name what the run tried to change (not the values).
+    (alert,) = receiver.alerts
+    changed = ("resources.trace_store.config.url", "resources.pull_settings.config.event_content")
+    assert alert["kind"] == "failing" and all(field in alert["text"] for field in changed), alert
+    assert "elsewhere" not in alert["text"]
+    assert [r.path for r in api.requests] == ["/hook"] and not elsewhere.exists()  # no request to the vendor

@@ -109,10 +109,13 @@ def preview(name: str, as_json: bool) -> None:
     """Fetch the first page (or first file) of source NAME and print the normalized events.
 
     Writes nothing and commits nothing."""
+    from ..engine.adapters import PullContext
+    from ..engine.declare.content import ContentPolicy
     from ..engine.pull import preview as run_preview
 
     source = _load(name)
-    page, events, rejects = run_preview(source)
+    # Its reader holds the source's credentials and sees every event: a vendor's error as received too.
+    page, events, rejects = run_preview(source, context=PullContext(content=ContentPolicy("shown")))
     if as_json:
         for event in events:
             click.echo(json.dumps(event.as_dict()))

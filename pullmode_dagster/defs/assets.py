@@ -225,7 +225,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
                     window=window,
                     run_id=context.run.run_id,
                     credentials=secrets,
-                    context=pull_settings.pull_context(context.log, s3=s3),
+                    context=pull_settings.pull_context(context.log, s3=s3, content=content),
                     batch_size=pull_settings.batch_size,
                     on_checkpoint=checkpoints.advance,
                 )

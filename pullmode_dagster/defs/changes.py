@@ -270,7 +270,8 @@ def _source_of(run: dg.DagsterRun, keys: SourceKeys) -> str | None:
 
 
 def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
-    """The step's failure description (the pull's own one-line, redacted error), else the run's."""
+    """The step's failure description (the pull's own one-line, redacted error), else why its
+    resources did not start (a run refused for changing them: defs/resources.py), else the run's."""
     steps = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     for record in steps:
         event = record.event_log_entry.dagster_event
@@ -279,6 +280,12 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
             return data.user_failure_data.description
         if data and data.error:
             return (data.error.message or "").strip().splitlines()[0]
+    inits = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE).records
+    for record in inits:
+        event = record.event_log_entry.dagster_event
+        error = event.engine_event_data.error if event else None
+        if error and error.message.strip():
+            return error.message.strip().splitlines()[0]
     runs = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
     return runs[0].event_log_entry.message if runs else "the run failed"
 

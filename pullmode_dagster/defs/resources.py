@@ -29,7 +29,67 @@ if TYPE_CHECKING:
     from dagster_aws.s3 import S3Resource
 
 
-class CredentialsResource(dg.ConfigurableResource):
+PROTECTED_RESOURCES = ("credentials", "trace_store", "pull_settings", "s3", "pullmode_events")
+"""The project's resource keys (``pullmode_events``: ``io_manager.EVENTS_IO_MANAGER_KEY``). What the
+code location binds under them, a run's config may not change (:func:`refuse_run_overrides`)."""
+
+
+class RunConfigRefused(Exception):
+    """A run's config changes a resource the code location bound: the run fails before it starts."""
+
+
+def refuse_run_overrides(context: dg.InitResourceContext) -> None:
+    """Refuse a run whose config changes what the code location bound for the project's resources.
+
+    Dagster makes the values a code location binds mere defaults of the resources' run config, so
+    whoever can launch a run (the launchpad, GraphQL, no login by default) could otherwise point the
+    trace store at a database of their choosing, turn ``event_content`` to ``shown`` or send the
+    source's AWS keys to an ``endpoint_url`` of theirs. The deployment's code and environment decide
+    these; a run config may only repeat them (the launchpad's "Scaffold all default config" does).
+    Checked whenever one of the project's resources starts in a step, before anything is pulled."""
+    run = getattr(context, "run", None)  # None outside a run: a sensor's resources, a test's
+    if run is None:
+        return
+    given = (run.run_config or {}).get("resources") or {}
+    defined = getattr(context, "all_resource_defs", None) or {}
+    changed: list[str] = []
+    left_out = False
+    for key in PROTECTED_RESOURCES:
+        entry = given.get(key)
+        if not isinstance(entry, dict) or "config" not in entry or key not in defined:
+            continue  # not set by the run, or not used by this step (the step that uses it checks it)
+        schema = defined[key].config_schema
+        bound = schema.default_value if schema is not None and schema.default_provided else None
+        config = entry["config"]
+        if not (isinstance(config, dict) and isinstance(bound, dict)):
+            changed += [f"resources.{key}.config"] if config != bound else []
+            continue
+        # A field the run config leaves out takes the field's own default, not the bound value.
+        fields = getattr(schema.config_type if schema is not None else None, "fields", None) or {}
+        for name in sorted({*config, *bound}):
+            field = fields.get(name)
+            default = field.default_value if field is not None and field.default_provided else None
+            if config.get(name, default) != bound.get(name, default):
+                changed.append(f"resources.{key}.config.{name}")
+                left_out = left_out or name not in config
+    if changed:
+        # Names only, never values: a store URL holds a password.
+        note = " (a field left out of a resource's config falls back to its default, not to the bound value)"
+        raise RunConfigRefused(
+            f"run refused: its run config changes {', '.join(changed)}{note if left_out else ''}, which the "
+            "code location binds; the deployment's environment decides the project's resources "
+            "(docs/ui-access.md). Launch it without that part of the run config."
+        )
+
+
+class DeploymentResource(dg.ConfigurableResource):
+    """A project resource whose settings the deployment decides, never a run's config."""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        refuse_run_overrides(context)
+
+
+class CredentialsResource(DeploymentResource):
     """Resolves a source's credential refs (``{env: ...}`` / ``{file: ...}``) on every call, through
     the engine (:meth:`ResolvedCredentials.for_source`): a rotated secret is picked up by the next
     run, and no value is kept in the process. A resource so that tests can swap it."""
@@ -48,7 +108,7 @@ class StaticCredentialsResource(CredentialsResource):
         return ResolvedCredentials(self.values.get(source.name, {}))
 
 
-class TraceStoreResource(dg.ConfigurableResource):
+class TraceStoreResource(DeploymentResource):
     """The trace store every source writes to."""
 
     url: str | None = Field(
@@ -74,7 +134,7 @@ class TraceStoreResource(dg.ConfigurableResource):
         return source_lock(source, url=self.resolved_url(), on_lost=on_lost) if poll else nullcontext()
 
 
-class PullSettingsResource(dg.ConfigurableResource):
+class PullSettingsResource(DeploymentResource):
     """How pulls behave: the retry policy, the write batch size and what of the events' content
     reaches Dagster (``engine/declare/content.py``). A setting left unset comes from
     its environment variable at run time (``RetryPolicy.from_env``, as without Dagster), else the
@@ -121,9 +181,16 @@ class PullSettingsResource(dg.ConfigurableResource):
         the variable when the deployment's setting is none of the choices)."""
         return ContentPolicy.for_source(source, self.event_content or None)
 
-    def pull_context(self, logger: object, *, s3: S3Resource | None = None) -> PullContext:
+    def pull_context(
+        self, logger: object, *, s3: S3Resource | None = None, content: ContentPolicy | None = None
+    ) -> PullContext:
+        """``content``: the run's :meth:`content_policy`, which also decides what a failure message
+        may quote of a vendor's error response."""
         return PullContext(
-            logger=logger, retry=self.retry_policy(), s3_client_factory=s3_client_factory(s3) if s3 else None
+            logger=logger,
+            retry=self.retry_policy(),
+            s3_client_factory=s3_client_factory(s3) if s3 else None,
+            content=content,
         )
 
 

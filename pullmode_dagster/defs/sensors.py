@@ -620,8 +620,9 @@ def build_prober(
     def ask(committed: CursorState) -> ProbeResult:
         try:
             secrets = credentials.resolve(source)
-            context = pull_settings.pull_context(logger, s3=s3)  # type: ignore[arg-type]
-        except PullmodeError as exc:  # a missing credential, a bad retry setting: the run reports it
+            content = pull_settings.content_policy(source)
+            context = pull_settings.pull_context(logger, s3=s3, content=content)  # type: ignore[arg-type]
+        except PullmodeError as exc:  # a missing credential, a bad retry or content setting: the run reports it
             redact = outgoing.secrets_for(source).redact
             return ProbeResult("failed", 0.0, 0, reason=redact(" ".join(str(exc).split())))
         return probe_source(source, committed, known_ids=known_ids, context=context, credentials=secrets)

@@ -20,11 +20,15 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..cursor import CursorState
+from ..declare.content import ContentPolicy
 from ..declare.models import SourceConfig
 from ..errors import PullError
 from ..events.rejects import Reject
 from ..fetch.redaction import Redactor
-from ..fetch.session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy
+from ..fetch.session import DEFAULT_MAX_RESPONSE_BYTES, HttpSession, RetryPolicy, one_line
+
+QUOTE_LIMIT = 300
+"""The most of a vendor's error response a failure message quotes (:meth:`Puller.quote`)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class PullContext:
     s3_client_factory: Callable[..., Any] | None = None
     request_timeout: float | None = None
     """A cap on each request's whole time, below the source's own (a probe: the sensor must answer)."""
+    content: ContentPolicy | None = None
+    """What of the events' content may leave with the pull's messages (a vendor's error response
+    quoted in one: :meth:`Puller.quote`); None: the source's ``eventContent``, else the environment's."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,15 @@ class Puller(ABC):
         self.context = context
         self.redact = redactor
         self.requests = 0
+
+    def quote(self, text: str, limit: int = QUOTE_LIMIT, *, redact: Callable[[str], str] | None = None) -> str:
+        """A vendor's response text as an error message quotes it: on one line, every secret
+        redacted (``redact``: a redactor that knows more, else the pull's), email addresses removed
+        unless the source's content is shown (:meth:`ContentPolicy.vendor_text`), then shortened to
+        ``limit`` characters (after: a cut could leave part of a secret or an address no pattern sees)."""
+        content = ContentPolicy.for_puller(self.source, self.context.content)
+        secrets = redact or self.redact
+        return one_line(text, lambda whole: content.vendor_text(secrets(whole)), limit)
 
     def position(self, start: CursorState) -> Any:
         """This adapter's part of ``start``, validated (a cursor set by hand may be wrong)."""

@@ -563,9 +563,9 @@ class ClaudeCompliancePuller(Puller):
         if status < 300:
             return
         where = self.redact(safe_url(response.request.url))
-        # One line each, control characters out, redacted whole before it is shortened (HttpSession.quote).
+        # One line each, control characters out, redacted whole before it is shortened (Puller.quote).
         kind, message, request_id = (
-            http.quote(text, limit) for text, limit in zip(_error_fields(response), (64, 300, 64), strict=True)
+            self.quote(text, limit) for text, limit in zip(_error_fields(response), (64, 300, 64), strict=True)
         )
         hint = {
             400: "the API refused the request",

@@ -561,7 +561,7 @@ class CopilotStudioPuller(Puller):
         if status < 300:
             return
         where = self.redact(safe_url(response.request.url))
-        snippet = self.redact(" ".join(response.text.split()))[:300] if response.content else ""
+        snippet = self.quote(response.text) if response.content else ""
         hint = {
             401: "the environment refused a fresh access token (is the app an application user in this environment? "
             "are environmentUrl and cloud right?)",

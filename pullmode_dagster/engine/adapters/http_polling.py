@@ -272,7 +272,7 @@ class HttpPollingPuller(Puller):
     def _check_status(self, response: Any, what: str) -> None:
         if response.status_code >= 300:
             where = self.redact(safe_url(response.request.url))
-            snippet = self.redact(response.text).strip()[:300] if response.content else ""
+            snippet = self.quote(response.text) if response.content else ""
             kind = "redirect (redirects are not followed)" if response.status_code < 400 else "error"
             raise PullError(
                 f"{what}: HTTP {response.status_code} {kind} from {where}" + (f": {snippet}" if snippet else "")

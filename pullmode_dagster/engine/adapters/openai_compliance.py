@@ -620,8 +620,7 @@ class OpenAICompliancePuller(Puller):
                 403: f"the API key may not read this {self.source.scope[:-1]}'s logs",
                 404: "not found (check workspaceId)",
             }.get(status, "redirect" if status < 400 else "error")
-        # Redacted whole before it is shortened: a cut could leave a prefix of a secret the redactor cannot see.
-        snippet = redact(" ".join(response.text.split()))[:300] if response.content else ""
+        snippet = self.quote(response.text, redact=redact) if response.content else ""
         raise PullError(f"{what}: HTTP {status} {hint} from {where}" + (f": {snippet}" if snippet else ""))
 
     def _file_pages(

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, get_args
 
 from ..errors import PullmodeError
+from ..fetch.redaction import without_email_addresses
 
 EVENT_CONTENT_ENV = "PULLMODE_EVENT_CONTENT"
 EventContent = Literal["hidden", "masked", "shown"]
@@ -99,6 +100,25 @@ class ContentPolicy:
         if self.mode == "shown":
             return [dict(row) for row in rows]
         return [{k: self.mask(v) if k in MASKED_FIELDS else v for k, v in row.items()} for row in rows]
+
+    def vendor_text(self, text: str) -> str:
+        """A vendor's own words (an error response) as a failure message may quote them: that message
+        reaches Dagster's run storage and the alerts, so unless content is ``shown`` an email address
+        in it (the person a 403 names, an actor a 400 echoes back) is removed. ``pullmode preview``
+        shows the response as received (docs/compliance.md says why not withheld whole)."""
+        return text if self.mode == "shown" else without_email_addresses(text)
+
+    @classmethod
+    def for_puller(cls, source: ContentSource, given: ContentPolicy | None) -> ContentPolicy:
+        """``given`` (the caller's, as the Dagster layer resolved it), else the source's and the
+        environment's; a setting that is none of the choices counts as ``hidden`` here (the run
+        fails on it with its own message; an error path must not fail anew, nor show more)."""
+        if given is not None:
+            return given
+        try:
+            return cls.for_source(source)
+        except PullmodeError:
+            return cls(DEFAULT_EVENT_CONTENT)
 
     def examples(self, event_ids: Sequence[str]) -> str:
         """Offending events named in check metadata: their ids, unless content is hidden (then only

@@ -215,6 +215,22 @@ def _redaction_patterns(secrets: frozenset[str]) -> tuple[re.Pattern[str] | None
     return pattern, literal_pattern({form.casefold() for form in forms}, ignore_case=False)
 
 
+EMAIL_REMOVED = "[email]"
+_EMAIL_ADDRESS = re.compile(
+    # The '@' also as servers escape it: percent (an address echoed from a query), JSON, HTML.
+    r"[A-Za-z0-9._%+-]+(?:@|%40|\\u0040|&#0*64;|&#x0*40;|&commat;)"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+",
+    re.IGNORECASE,
+)
+
+
+def without_email_addresses(text: str) -> str:
+    """``text`` with every email address replaced by ``[email]``: what a vendor's error response may
+    say about a person, kept out of what reaches Dagster while event content is not shown
+    (``ContentPolicy.vendor_text``; docs/compliance.md). A name or a vendor's user id is not recognized."""
+    return _EMAIL_ADDRESS.sub(EMAIL_REMOVED, text)
+
+
 class Redactor:
     """Replaces every known secret, in every form, with ``***``."""
 

@@ -293,6 +293,14 @@ class Download:
 _CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
 """C0 and C1 control characters and DEL, as ``str.translate`` replaces them: each by a space."""
 
+
+def one_line(text: str, redact: Callable[[str], str], limit: int) -> str:
+    """A server's text fit for one line of a message: control characters (line breaks, a
+    terminal's ESC sequences, BEL) become spaces and runs of spaces one; redacted whole, then cut
+    at ``limit`` (a cut could leave a prefix of a secret the redactor cannot see)."""
+    return redact(" ".join(text.translate(_CONTROLS).split()))[:limit]
+
+
 MAX_REDIRECTS = 5
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A page (decoded) larger than this fails the pull instead of exhausting memory."""
@@ -563,10 +571,8 @@ class HttpSession:
         return response
 
     def quote(self, text: str, limit: int) -> str:
-        """A server's text fit for one line of a message: control characters (line breaks, a
-        terminal's ESC sequences, BEL) become spaces and runs of spaces one; redacted whole, then cut
-        at ``limit`` (a cut could leave a prefix of a secret the redactor cannot see)."""
-        return self.redact(" ".join(text.translate(_CONTROLS).split()))[:limit]
+        """A server's text fit for one line of a message (:func:`one_line`, with this session's redactor)."""
+        return one_line(text, self.redact, limit)
 
     def request_id(self, response: httpx.Response) -> str:
         """`` (request-id <id>)`` when the vendor names its requests (``request_id_header``), else "",

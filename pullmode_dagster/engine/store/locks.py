@@ -137,8 +137,9 @@ def _file_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterato
 def _postgres_lock(url: str, source: str, on_lost: Callable[[str], None]) -> Iterator[None]:
     import psycopg
 
-    from .postgres import describe_url
+    from .postgres import check_url, describe_url
 
+    check_url(url)
     key = advisory_key(source)
     label = f"pullmode lock {source}: {holder_label()}"[:63]
     conn: psycopg.Connection[Any] | None = None

@@ -151,12 +151,42 @@ def _event_rows(events: Iterable[NormalizedEvent]) -> Iterable[tuple[Any, ...]]:
         )
 
 
+MISREAD_URL = (
+    "PULLMODE_TRACE_STORE_URL: the user name or password holds an unencoded '@' or '/', so part of it "
+    "would be read as the host, port or database; percent-encode them ('@' as %40, '/' as %2F)"
+)
+
+
+def misread(info: dict[str, Any]) -> bool:
+    """Whether libpq read part of the user info as something else. It ends the user info at the first
+    '@' and the host at the first '/', so the rest of a password holding either becomes the host,
+    port or database name (and every message naming them quotes it). The user info's own '@' then
+    lands there too, or the port is not a number: that is how it shows. The spill never reaches the
+    user name, which may hold a percent-encoded '@' (``user%40server``)."""
+    ports = [p for p in str(info.get("port") or "").split(",") if p]
+    return any("@" in str(v) for k, v in info.items() if k not in ("user", "password")) or not all(
+        p.isdigit() for p in ports
+    )
+
+
+def check_url(url: str) -> None:
+    """Refuse, before connecting, a URL libpq would misread: its errors would quote the misread host."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return  # the connect attempt reports it, without the URL
+    if misread(info):
+        raise PullmodeError(MISREAD_URL)
+
+
 def describe_url(url: str) -> str:
-    """``user@host:port/db``, never the password, for error messages."""
+    """``user@host:port/db``, never the password nor a part of it, for error messages."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "(unparseable URL)"
+    if misread(info):
+        return "(a URL with an unencoded '@' or '/' in its user name or password)"
     user = f"{info['user']}@" if info.get("user") else ""
     port = f":{info['port']}" if info.get("port") else ""
     return f"{user}{info.get('host') or 'localhost'}{port}/{info.get('dbname') or ''}"
@@ -164,6 +194,7 @@ def describe_url(url: str) -> str:
 
 class PostgresTraceStore(TraceStore):
     def __init__(self, url: str):
+        check_url(url)
         try:
             # Autocommit: every transaction is explicit, so a batch is all or nothing and the
             # connection never idles inside an open transaction between batches.
