@@ -3,6 +3,8 @@ function applied to every record.
 
 A reference connector maps in code instead (``extract``); either way the values go through the same
 field rules of :mod:`.rules`, so a record gets the same event or reject whichever way it was mapped.
+The generated function builds its row from the rules' one table (:data:`.rules.ROW_RULES`), which
+holds each rule's common case; no rule is written here.
 Design (why straight-line code): docs/design/normalization.md#eventmapping
 """
 
