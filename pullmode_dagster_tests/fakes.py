@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pullmode_dagster.demo.server import Request, Response
+from pullmode_dagster.engine.events.mapping import EventMapper
+from pullmode_dagster.engine.events.model import NormalizedEvent
+from pullmode_dagster.engine.events.rejects import Reject
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -20,6 +23,13 @@ EVENT_MAPPING = {
     "tokens_output": "$.usage.output_tokens",
 }
 """The eventMapping for the events ``make_events`` builds."""
+
+
+def map_one(mapper: EventMapper, raw: Any, location: str, *, plain: bool = False) -> NormalizedEvent | Reject:
+    """One record through a pull's own path (:meth:`EventMapper.map_page`): its event, or its reject
+    named ``location``. ``plain``: ``raw`` is plain JSON as ``decode_json`` decodes it."""
+    events, rejects = mapper.map_page([raw], location=location, where=lambda _: location, plain=plain)
+    return events[0] if events else rejects[0]
 
 
 def make_events(n: int, *, start: int = 0, t0: datetime = T0) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,17 @@ from pullmode_dagster.engine.events.mapping import EventMapper, EventMapping
 from pullmode_dagster.engine.events.model import EVENT_FIELDS, EventRows, NormalizedEvent
 from pullmode_dagster.engine.events.rejects import Reject, raw_text
 from pullmode_dagster.engine.events.rules import (
+    ROW_NAMESPACE,
+    ROW_RULES,
     NormalizationError,
     format_timestamp,
     invalid_unicode_reason,
     is_utf8,
+    normalize_cost,
+    normalize_count,
     normalize_event_id,
     normalize_row,
+    normalize_text,
     normalize_timestamp,
     parse_timestamp,
     stable_event_id,
@@ -39,6 +45,7 @@ from pullmode_dagster.engine.events.rules import (
 from pullmode_dagster.engine.store import SqliteTraceStore
 from pullmode_dagster.engine.store.base import EVENT_COLUMNS
 
+from .fakes import map_one
 from .test_normalization_properties import MAPPING, SETTINGS, UNMAPPED_ID, iso_texts, json_like, records
 
 ODD_PATHS = EventMapping(
@@ -76,15 +83,16 @@ def reference(mapping: EventMapping, raw: Any) -> tuple[Any, ...]:
             if event_id is MISSING or event_id is None:
                 raise NormalizationError(f"source_event_id: {id_path.text} matched nothing")
         values = {f: None if (v := p.first(raw)) is MISSING else v for f, p in paths.items()}
-        event_id = normalize_event_id(event_id)  # the rules in their order: the id, the timestamp, ...
-        timestamp = format_timestamp(parse_timestamp(timestamp))
-        return normalize_row(
-            source_name="s",
-            organization_id="org",
-            raw_payload=payload,
-            source_event_id=event_id,
-            event_timestamp=timestamp,
-            **values,
+        # The rules one by one in their order, no common case inlined (ROW_RULES' generated code does that).
+        return (
+            "s",
+            normalize_event_id(event_id),
+            format_timestamp(parse_timestamp(timestamp)),
+            *(normalize_text(values.get(f), f) for f in ("actor", "action", "target")),
+            normalize_cost(values.get("cost_usd")),
+            *(normalize_count(f, values.get(f)) for f in ("tokens_input", "tokens_output")),
+            payload,
+            "org",
         )
     except NormalizationError as exc:
         return str(exc), payload
@@ -115,7 +123,7 @@ def test_the_compiled_mapping_gives_what_the_general_mapping_gives(raw: Any) -> 
     if depth(raw) > 400:
         return  # whether json gives up near the recursion limit depends on the caller's stack
     for mapping, mapper in zip(MAPPINGS, MAPPERS, strict=True):
-        assert as_tuple(mapper.map(raw, "p")) == expected(mapping, raw)
+        assert as_tuple(map_one(mapper, raw, "p")) == expected(mapping, raw)
 
 
 def depth(value: Any) -> int:
@@ -224,7 +232,7 @@ def test_a_repr_float_is_the_float_it_holds() -> None:
     assert cost == 4.5e-05 and hash(cost) == hash(4.5e-05) and repr(cost) == str(cost) == "4.5e-05"
     assert json.dumps(doc) == '{"cost": 4.5e-05}'
     mapped = EventMapper(EventMapping(event_timestamp="$.at", cost_usd="$.cost"), source_name="s", organization_id=None)
-    event = mapped.map({"at": "2026-03-01T00:00:00Z", **doc}, "p", plain=True)
+    event = map_one(mapped, {"at": "2026-03-01T00:00:00Z", **doc}, "p", plain=True)
     assert isinstance(event, NormalizedEvent) and type(event.cost_usd) is float and event.cost_usd == 4.5e-05
 
 
@@ -345,3 +353,46 @@ def test_usual_ndjson_lines_take_the_fast_path_and_odd_ones_the_general_path() -
     parsed = list(ndjson_records(io.BytesIO(data)))
     assert [(number, plain) for number, _, plain in parsed] == [(1, True), (3, True), (4, False)]
     assert parsed[1][1] == {"id": "e2", "cost": 1e-05} and isinstance(parsed[2][1], ParseProblem)
+
+
+def evaluated(expression: str, v: Any) -> Any:
+    """The value of generated ``expression`` over ``v``, or the reason it raises."""
+    try:
+        value = eval(expression, dict(ROW_NAMESPACE), {"v": v})
+    except NormalizationError as exc:
+        return ("reason", str(exc))
+    return ("value", type(value), repr(value))  # repr: -0.0 is not 0.0 here
+
+
+@SETTINGS
+@given(v=st.one_of(json_like, st.floats().map(ReprFloat), st.integers(min_value=-(2**64), max_value=2**64)))
+def test_each_rules_common_case_gives_what_the_rule_gives(v: Any) -> None:
+    """ROW_RULES' one table: a field's inlined common case and its rule give the same value or reason."""
+    for rule in ROW_RULES:
+        inlined, called = evaluated(rule.expression("v"), v), evaluated(rule.rule.format(v="v"), v)
+        assert inlined == called, rule.field
+
+
+def test_the_table_lists_the_mapped_fields_in_order() -> None:
+    assert tuple(rule.field for rule in ROW_RULES) == EventMapping.FIELDS
+
+
+def test_a_traceback_through_generated_code_shows_its_line() -> None:
+    """The generated code has a name and its lines in tracebacks, not an anonymous ``exec``."""
+    with pytest.raises(NormalizationError) as raised:
+        normalize_row(source_name="s", organization_id=None, raw_payload="{}", source_event_id="e", event_timestamp="x")
+    text = "".join(traceback.format_exception(raised.value))
+    assert "<pullmode_dagster normalize_row #" in text and "normalize_timestamp(event_timestamp)," in text
+
+    class Stop(BaseException):  # passes the mapping's last resort, which turns an Exception into a reject
+        pass
+
+    def stop(value: Any) -> str:
+        raise Stop
+
+    mapper = EventMapper(EventMapping(event_timestamp="$.at"), source_name="tb", organization_id=None)
+    mapper._fields.__globals__["normalize_timestamp"] = stop
+    with pytest.raises(Stop) as stopped:
+        mapper.map_rows([{"at": "2026-03-01T00:00:00Z"}], location="p")
+    text = "".join(traceback.format_exception(stopped.value))
+    assert "<eventMapping of tb #" in text and "normalize_timestamp(v1)," in text

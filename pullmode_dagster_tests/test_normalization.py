@@ -19,6 +19,7 @@ from pullmode_dagster.engine.events.rules import NormalizationError, format_time
 from pullmode_dagster.engine.store import TraceStore, WriteResult, open_store
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
+from .fakes import map_one
 from .pg import fresh_database
 
 FULL = EventMapping(
@@ -34,7 +35,7 @@ FULL = EventMapping(
 
 
 def mapped(raw: Any, mapping: EventMapping = FULL) -> NormalizedEvent | Reject:
-    return EventMapper(mapping, source_name="s", organization_id="org").map(raw, "page 1, record 1")
+    return map_one(EventMapper(mapping, source_name="s", organization_id="org"), raw, "page 1, record 1")
 
 
 def event(raw: dict[str, Any], mapping: EventMapping = FULL) -> NormalizedEvent:

@@ -27,6 +27,7 @@ from pullmode_dagster.engine.events.rejects import Reject
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
+from .fakes import map_one
 from .pg import fresh_database
 
 SETTINGS = settings(
@@ -219,7 +220,7 @@ def check_reject(reject: Reject) -> None:
 @given(raw=records())
 def test_every_record_maps_to_an_event_or_a_reject(raw: Any) -> None:
     for mapping in (MAPPING, UNMAPPED_ID):
-        result = EventMapper(mapping, source_name="s", organization_id="org").map(raw, "page 1, record 1")
+        result = map_one(EventMapper(mapping, source_name="s", organization_id="org"), raw, "page 1, record 1")
         if isinstance(result, NormalizedEvent):
             check_event(result)
         else:
@@ -268,7 +269,7 @@ def test_the_strategies_reach_every_outcome() -> None:
     @given(raw=records())
     def collect(raw: Any) -> None:
         nonlocal stored
-        result = EventMapper(MAPPING, source_name="s", organization_id=None).map(raw, "p")
+        result = map_one(EventMapper(MAPPING, source_name="s", organization_id=None), raw, "p")
         if isinstance(result, NormalizedEvent):
             stored += 1
         else:
@@ -288,7 +289,7 @@ def test_stored_timestamps_keep_the_instant() -> None:
     @SETTINGS
     @given(d=st.datetimes(min_value=datetime(1001, 1, 2), max_value=datetime(9998, 12, 30)), tz=offsets)
     def check(d: datetime, tz: timezone) -> None:
-        event = mapper.map({"id": "e", "at": d.replace(tzinfo=tz).isoformat()}, "p")
+        event = map_one(mapper, {"id": "e", "at": d.replace(tzinfo=tz).isoformat()}, "p")
         assert isinstance(event, NormalizedEvent)
         assert event.event_timestamp == d.replace(tzinfo=tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

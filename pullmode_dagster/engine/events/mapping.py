@@ -3,12 +3,13 @@ function applied to every record.
 
 A reference connector maps in code instead (``extract``); either way the values go through the same
 field rules of :mod:`.rules`, so a record gets the same event or reject whichever way it was mapped.
+The generated function builds its row from the rules' one table (:data:`.rules.ROW_RULES`), which
+holds each rule's common case; no rule is written here.
 Design (why straight-line code): docs/design/normalization.md#eventmapping
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -16,19 +17,18 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
 from .codec import ReprFloat, dumps, plain_payloads
+from .codegen import compile_function
 from .jsonpath import MISSING, JsonPath, check_path, compile_path
-from .model import EVENT_FIELDS, MAPPED_FIELDS, MAX_TOKENS, EventRow, EventRows, NormalizedEvent
+from .model import EVENT_FIELDS, MAPPED_FIELDS, EventRow, EventRows, NormalizedEvent
 from .rejects import Reject, raw_text
 from .rules import (
+    ROW_NAMESPACE,
+    UNMAPPED,
     NormalizationError,
     invalid_unicode_reason,
     is_utf8,
-    normalize_cost,
-    normalize_count,
-    normalize_event_id,
     normalize_row,
-    normalize_text,
-    normalize_timestamp,
+    row_expression,
     stable_event_id,
     unserializable_reason,
 )
@@ -65,9 +65,6 @@ Result = EventRow | tuple[str, str]
 _ROW_WIDTH = len(EVENT_FIELDS)
 """A result this long is an event; a reject is (reason, raw text)."""
 
-_TEXT_FIELDS = ("actor", "action", "target")
-_COUNT_FIELDS = ("tokens_input", "tokens_output")
-
 
 def _kind(raw: Any) -> str:
     """A record's JSON type as a reject names it: a decoded float is a float, however it is written."""
@@ -80,7 +77,7 @@ def fields(raw, raw_payload):
         return f"record is not an object: {{kind(raw)}}", raw_payload
     try:
 {body}
-        return ({args})
+        return {row}
     except NormalizationError as exc:
         return str(exc), raw_payload
     except RecursionError:
@@ -88,11 +85,6 @@ def fields(raw, raw_payload):
     except Exception as exc:  # the last resort: one odd record must not fail its page
         return f"record cannot be normalized: {{type(exc).__name__}}: {{exc}}", raw_payload
 """
-
-
-def _inline(name: str, common: str, value: str, rule: str) -> str:
-    """``value if common else rule``, for the variable ``name``."""
-    return f"({value} if {common} else {rule})".format(v=name)
 
 
 def _compile_fields(
@@ -104,17 +96,11 @@ def _compile_fields(
     the record's hash), then each field's rule in ``MAPPED_FIELDS`` order; the first that fails is
     the reason. None stands for "matched nothing" (a path treats a JSON null the same)."""
     namespace: dict[str, Any] = {
+        **ROW_NAMESPACE,
         "MISSING": MISSING,
         "kind": _kind,
         "NormalizationError": NormalizationError,
-        "normalize_event_id": normalize_event_id,
-        "normalize_timestamp": normalize_timestamp,
-        "normalize_text": normalize_text,
-        "normalize_cost": normalize_cost,
-        "normalize_count": normalize_count,
         "stable_event_id": stable_event_id,
-        "MAX_FLOAT": sys.float_info.max,
-        "MAX_TOKENS": MAX_TOKENS,
         "source_name": source_name,
         "organization_id": organization_id,
     }
@@ -162,38 +148,10 @@ def _compile_fields(
     else:
         emit("source_event_id = stable_event_id(raw)")
         event_id = "source_event_id"
-    found = {field: value(field) for field in (*_TEXT_FIELDS, "cost_usd", *_COUNT_FIELDS) if field in paths}
-    # Each rule's common case (its first line in .events) is inlined; the rule itself runs otherwise.
-    args = [
-        "source_name",
-        _inline(
-            event_id,
-            "type({v}) is str and {v}.isascii() and {v} and '\\x00' not in {v}",
-            "{v}",
-            "normalize_event_id({v})",
-        ),
-        f"normalize_timestamp({timestamp})",
-        *(
-            _inline(found[f], "type({v}) is str and {v}.isascii()", "{v}", f"normalize_text({{v}}, {f!r})")
-            if f in found
-            else "None"
-            for f in _TEXT_FIELDS
-        ),
-        _inline(found["cost_usd"], "type({v}) is float and 0.0 <= {v} <= MAX_FLOAT", "{v} + 0.0", "normalize_cost({v})")
-        if "cost_usd" in found
-        else "0.0",
-        *(
-            _inline(found[f], "type({v}) is int and 0 <= {v} <= MAX_TOKENS", "{v}", f"normalize_count({f!r}, {{v}})")
-            if f in found
-            else "0"
-            for f in _COUNT_FIELDS
-        ),
-        "raw_payload",
-        "organization_id",
-    ]
-    source = _TEMPLATE.format(body="\n".join(body), args=", ".join(args))
-    exec(compile(source, f"<eventMapping of {source_name}>", "exec"), namespace)
-    return namespace["fields"]  # type: ignore[no-any-return]
+    found = {field: value(field) for field in MAPPED_FIELDS[2:] if field in paths}
+    row = row_expression({"source_event_id": event_id, "event_timestamp": timestamp, **found}, UNMAPPED)
+    source = _TEMPLATE.format(body="\n".join(body), row=row)
+    return compile_function(source, "fields", title=f"eventMapping of {source_name}", namespace=namespace)
 
 
 class MappedSource(Protocol):
@@ -276,14 +234,6 @@ class EventMapper:
             return "record is nested too deeply to normalize", raw_payload
         except Exception as exc:  # the last resort: one odd record must not fail its page
             return f"record cannot be normalized: {type(exc).__name__}: {exc}", raw_payload
-
-    def map(self, raw: Any, location: str, *, plain: bool = False) -> NormalizedEvent | Reject:
-        """``plain``: ``raw`` is plain JSON as :func:`~.codec.decode_json` decodes it."""
-        payload = plain_payloads([raw])[0] if plain else None
-        result = self._normalize(raw) if payload is None else self._fields(raw, payload)
-        if len(result) == _ROW_WIDTH:
-            return NormalizedEvent(*result)
-        return Reject(self.source_name, *result, location)  # type: ignore[misc]
 
     def map_page(
         self,

@@ -12,10 +12,13 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from .codec import ReprFloat, dumps
+from .codegen import compile_function
 from .model import MAX_TOKENS, MAX_YEAR, MIN_YEAR, EventRow
 
 Check = Literal["timestamp", "non_negative", "non_empty", "json"]
@@ -238,8 +241,6 @@ _MAX_FLOAT = sys.float_info.max
 
 
 def normalize_cost(value: Any) -> float:
-    if (type(value) is float or type(value) is ReprFloat) and 0.0 <= value <= _MAX_FLOAT:
-        return value + 0.0  # the common case, a plain float (-0.0 becomes 0.0)
     return _number("cost_usd", value)
 
 
@@ -253,8 +254,6 @@ def _count_in_range(field: str, value: Any, number: int) -> int:
 
 def normalize_count(field: str, value: Any) -> int:
     """A whole number 0..2^63-1; integers and integer strings are checked exactly (no float)."""
-    if type(value) is int and 0 <= value <= MAX_TOKENS:
-        return value  # the common case
     if value is None:
         return 0
     if isinstance(value, int) and not isinstance(value, bool):
@@ -276,8 +275,6 @@ def normalize_text(value: Any, field: str = "text") -> str | None:
     """actor/action/target: strings as is, scalars as text, objects as compact JSON."""
     if value is None:
         return None
-    if type(value) is str and value.isascii():
-        return value  # the common case
     if isinstance(value, str):
         text = value
     elif isinstance(value, bool):
@@ -302,8 +299,6 @@ def normalize_text(value: Any, field: str = "text") -> str | None:
 
 
 def normalize_event_id(value: Any) -> str:
-    if type(value) is str and value.isascii() and value and "\x00" not in value:
-        return value  # the common case
     if isinstance(value, bool) or value is None or value == "":
         raise NormalizationError(f"source_event_id is empty: {show(value)}")
     if isinstance(value, str):
@@ -326,32 +321,91 @@ def normalize_event_id(value: Any) -> str:
     return text
 
 
-def normalize_row(
-    *,
-    source_name: str,
-    organization_id: str | None,
-    raw_payload: str,
-    source_event_id: Any,
-    event_timestamp: Any,
-    actor: Any = None,
-    action: Any = None,
-    target: Any = None,
-    cost_usd: Any = None,
-    tokens_input: Any = None,
-    tokens_output: Any = None,
-) -> EventRow:
-    """Validate and coerce one record's extracted fields into a :data:`EventRow`, each field's rule
-    in this order (the first that fails is the reason). Raises :class:`NormalizationError`."""
-    return (
-        source_name,
-        normalize_event_id(source_event_id),
-        normalize_timestamp(event_timestamp),
-        normalize_text(actor, "actor"),
-        normalize_text(action, "action"),
-        normalize_text(target, "target"),
-        normalize_cost(cost_usd),
-        normalize_count("tokens_input", tokens_input),
-        normalize_count("tokens_output", tokens_output),
-        raw_payload,
-        organization_id,
-    )
+@dataclass(frozen=True)
+class FieldRule:
+    """One field of :data:`EventRow` as Python text over the value's variable ``{v}``: ``rule`` calls
+    the field's rule; when ``common`` holds (its common case) the field is ``result``, no call made.
+
+    The one table of the rules' common cases: every row is built by code generated from it
+    (:func:`row_expression`), here for :func:`normalize_row` and in :mod:`.mapping` for each
+    ``eventMapping``, so a common case is written once and a record normalizes the same either way."""
+
+    field: str
+    rule: str
+    common: str | None = None
+    result: str = "{v}"
+
+    def expression(self, name: str) -> str:
+        """This field's value, for the variable ``name``."""
+        call = self.rule.format(v=name)
+        if self.common is None:
+            return call
+        return f"({self.result.format(v=name)} if {self.common.format(v=name)} else {call})"
+
+
+_TEXT = "type({v}) is str and {v}.isascii()"
+_COUNT = "type({v}) is int and 0 <= {v} <= MAX_TOKENS"
+
+ROW_RULES: tuple[FieldRule, ...] = (
+    FieldRule("source_event_id", "normalize_event_id({v})", _TEXT + " and {v} and '\\x00' not in {v}"),
+    FieldRule("event_timestamp", "normalize_timestamp({v})"),  # its common shape: see normalize_timestamp
+    FieldRule("actor", "normalize_text({v}, 'actor')", _TEXT),
+    FieldRule("action", "normalize_text({v}, 'action')", _TEXT),
+    FieldRule("target", "normalize_text({v}, 'target')", _TEXT),
+    # A plain float (-0.0 becomes 0.0).
+    FieldRule(
+        "cost_usd",
+        "normalize_cost({v})",
+        "(type({v}) is float or type({v}) is ReprFloat) and 0.0 <= {v} <= MAX_FLOAT",
+        "{v} + 0.0",
+    ),
+    FieldRule("tokens_input", "normalize_count('tokens_input', {v})", _COUNT),
+    FieldRule("tokens_output", "normalize_count('tokens_output', {v})", _COUNT),
+)
+"""Each mapped field's rule in ``MAPPED_FIELDS`` order (the first that fails is the reason)."""
+
+ROW_NAMESPACE: dict[str, Any] = {
+    "ReprFloat": ReprFloat,
+    "MAX_FLOAT": _MAX_FLOAT,
+    "MAX_TOKENS": MAX_TOKENS,
+    "normalize_event_id": normalize_event_id,
+    "normalize_timestamp": normalize_timestamp,
+    "normalize_text": normalize_text,
+    "normalize_cost": normalize_cost,
+    "normalize_count": normalize_count,
+}
+"""The names :data:`ROW_RULES`' text uses, for the generated code's namespace."""
+
+
+def row_expression(values: dict[str, str], unmapped: dict[str, str] | None = None) -> str:
+    """The tuple of an :data:`EventRow`, as Python text: ``source_name``, each field of ``values``
+    (field -> the variable holding its value) through :data:`ROW_RULES`, ``raw_payload`` and
+    ``organization_id``. A field not in ``values`` is ``unmapped[field]``, the text of a constant."""
+    fields = [
+        rule.expression(values[rule.field]) if rule.field in values else (unmapped or {})[rule.field]
+        for rule in ROW_RULES
+    ]
+    lines = ["source_name", *fields, "raw_payload", "organization_id"]
+    return "(\n            " + ",\n            ".join(lines) + ",\n        )"  # a field a line, for tracebacks
+
+
+_ROW_SOURCE = f"""\
+def normalize_row(*, source_name, organization_id, raw_payload, source_event_id, event_timestamp,
+                  actor=None, action=None, target=None, cost_usd=None, tokens_input=None, tokens_output=None):
+    return {row_expression({rule.field: rule.field for rule in ROW_RULES})}
+"""
+
+normalize_row: Callable[..., EventRow] = compile_function(
+    _ROW_SOURCE, "normalize_row", title="pullmode_dagster normalize_row", namespace=dict(ROW_NAMESPACE)
+)
+"""``normalize_row(*, source_name, organization_id, raw_payload, source_event_id, event_timestamp,
+actor=None, action=None, target=None, cost_usd=None, tokens_input=None, tokens_output=None)``:
+validate and coerce one record's extracted fields into an :data:`EventRow`, each field's rule in
+:data:`ROW_RULES` order (the first that fails is the reason). Raises :class:`NormalizationError`.
+Generated from :data:`ROW_RULES`, the rules' common cases inlined."""
+
+_NONE_ROW = normalize_row(
+    source_name="", organization_id=None, raw_payload="", source_event_id="x", event_timestamp="2026-01-01T00:00:00Z"
+)
+UNMAPPED: dict[str, str] = {rule.field: repr(value) for rule, value in zip(ROW_RULES[2:], _NONE_ROW[3:-2], strict=True)}
+"""Each optional field's value (as Python text) when a mapping has no path for it: its rule's value of None."""
