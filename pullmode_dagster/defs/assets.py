@@ -26,16 +26,15 @@ from ..engine.fetch.redaction import Redactor
 from ..engine.pull import PullReport, run_pull
 from ..engine.store import TraceStore
 from ..engine.store.schema import EVENT_SCHEMA
-from . import outgoing
+from . import instance_api, outgoing
 from .checks import check_results, check_specs
 from .io_manager import EVENTS_IO_MANAGER_KEY
+from .names import PROCESS_TAG, SOURCE_TAG, STATUS_TAG, pool_name
 from .partitions import data_partitions, partitions_for
-from .pools import pool_name
-from .recovery import PROCESS_TAG, process_identity
+from .recovery import process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
-from .translator import GROUP as GROUP  # these four live in .translator; imported from here too
+from .translator import GROUP as GROUP  # these three live in .translator; imported from here too
 from .translator import KEY_PREFIX as KEY_PREFIX
-from .translator import SOURCE_TAG as SOURCE_TAG
 from .translator import PullmodeTranslator, table_schema
 from .translator import asset_key as asset_key
 
@@ -207,7 +206,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
         # the source's pool.
         identity = process_identity()
         if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
-            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
+            instance_api.add_run_tags(context.instance, context.run.run_id, {PROCESS_TAG: identity})
         checkpoints = CheckpointRecorder(context, key, start)
         secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
         try:
@@ -336,7 +335,7 @@ def build_invalid_source_asset(
         group_name=translator.group_name,
         description=f"**This source file did not load**, so nothing is pulled:\n\n{problems}\n\n"
         "Fix the file (`pullmode validate` lists every problem) and reload the code location.",
-        tags={"pullmode/status": "invalid"},
+        tags={STATUS_TAG: "invalid"},
         metadata={"source_file": str(invalid.file), "problems": "\n".join(invalid.problems)},
     )
     def invalid_source(context: dg.AssetExecutionContext) -> None:
