@@ -37,8 +37,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from pullmode_dagster.definitions import build_project
+    from pullmode_dagster.defs.names import job_name, poller_name
     from pullmode_dagster.defs.resources import TraceStoreResource
-    from pullmode_dagster.defs.sensors import job_name, poller_name
     from pullmode_dagster.engine.store import SqliteTraceStore
 
     with tempfile.TemporaryDirectory() as tmp, server("http", "--events", str(args.events)) as base_url:

@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 
 import dagster as dg
 
-from pullmode_dagster.defs.assets import SOURCE_TAG
-from pullmode_dagster.defs.sensors import MODE_TAG, PollPlanState, poller_name
+from pullmode_dagster.defs.names import MODE_TAG, SOURCE_TAG, poller_name
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.cursor import CursorState
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import dagster as dg
 
 from .defs.alerts import build_alert_sensor
-from .defs.assets import GROUP, SOURCE_TAG, build_invalid_source_asset, build_source_asset, invalid_asset_name
+from .defs.assets import GROUP, build_invalid_source_asset, build_source_asset, invalid_asset_name
 from .defs.io_manager import EVENTS_IO_MANAGER_KEY, TraceStoreEventsIOManager
+from .defs.names import SOURCE_TAG, job_name
 from .defs.resources import default_resources
 from .defs.sensors import (
     Clock,
     PollerResources,
     PollPlanner,
     build_poller_sensor,
-    job_name,
     utc_now,
 )
 from .defs.translator import PullmodeTranslator

@@ -20,9 +20,9 @@ import pytest
 
 from pullmode_dagster import definitions
 from pullmode_dagster.definitions import Project, build_project
-from pullmode_dagster.defs.assets import SOURCE_TAG
+from pullmode_dagster.defs.names import SOURCE_TAG, job_name, poller_name
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
-from pullmode_dagster.defs.sensors import PollPlanState, job_name, poller_name
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.defs.translator import PullmodeTranslator
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore

@@ -26,7 +26,8 @@ import pytest
 
 from pullmode_dagster.cli.pull import failure_info
 from pullmode_dagster.definitions import build_definitions, build_project
-from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity, reap_if_dead
+from pullmode_dagster.defs.names import PROCESS_TAG
+from pullmode_dagster.defs.recovery import process_identity, reap_if_dead
 from pullmode_dagster.defs.resources import TraceStoreResource
 from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint

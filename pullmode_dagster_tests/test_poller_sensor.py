@@ -11,7 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pullmode_dagster.defs.sensors import PULL_ID_TAG, PollPlanState
+from pullmode_dagster.defs.names import PULL_ID_TAG
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import SqliteTraceStore
 

@@ -25,8 +25,9 @@ from dagster._core.execution.backfill import PartitionBackfill
 
 from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.assets import asset_key
+from pullmode_dagster.defs.names import PROCESS_TAG
 from pullmode_dagster.defs.pools import ensure_pool_limits, run_pools
-from pullmode_dagster.defs.recovery import PROCESS_TAG, process_identity
+from pullmode_dagster.defs.recovery import process_identity
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .conftest import SourceWriter, http_source

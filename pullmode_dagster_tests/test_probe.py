@@ -17,9 +17,9 @@ import pytest
 from dagster._core.definitions.freshness import FreshnessState
 
 from pullmode_dagster.definitions import build_project
-from pullmode_dagster.defs.assets import SOURCE_TAG
+from pullmode_dagster.defs.names import SOURCE_TAG, poller_name
 from pullmode_dagster.defs.resources import StaticCredentialsResource, TraceStoreResource
-from pullmode_dagster.defs.sensors import PollPlanState, poller_name
+from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.vendors.claude import ActivityFeedAPI, mixed_activities
 from pullmode_dagster.demo.vendors.copilot import CLIENT_ID, TENANT_ID, CopilotStudioAPI, transcript

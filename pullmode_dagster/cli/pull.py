@@ -19,17 +19,16 @@ import dagster as dg
 
 from ..definitions import Project, project_of
 from ..defs.location import default_workspace, find_dg_project
+from ..defs.names import PROCESS_TAG, job_name, poller_name
 from ..defs.outgoing import secrets_for
 from ..defs.pools import ensure_pool_limits
-from ..defs.recovery import PROCESS_TAG, process_identity
+from ..defs.recovery import process_identity
 from ..defs.sensor_state import SensorCursors, code_location_origin, load_definitions
 from ..defs.sensors import (
     PollPlanner,
     PollPlanState,
     Prober,
     counted,
-    job_name,
-    poller_name,
     probe_resource_defs,
     resources_prober,
     run_metadata,
@@ -142,7 +141,7 @@ def _pull_locked(
     # Same run config as the poller's request; the console shows the run's log only with -v (the
     # event log in the instance keeps everything, as for any run), so a failure is one line.
     result = defs.resolve_job_def(job_name(name)).execute_in_process(
-        run_config={**request.run_config, "loggers": console_loggers(verbose)},
+        run_config=dg.RunConfig(ops=request.run_config["ops"], loggers=console_loggers(verbose)),
         instance=instance,
         partition_key=request.partition_key,
         tags={**request.tags, PROCESS_TAG: process_identity()},

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..defs.names import poller_name
 from ..defs.outgoing import CursorSeal
 from ..defs.sensor_state import SensorCursors
-from ..defs.sensors import PollPlanState, poller_name, utc_now
+from ..defs.sensors import PollPlanState, utc_now
 from ..engine.adapters.registry import check_position
 from ..engine.cursor import CursorFormatError, CursorState, load_object
 from ..engine.declare.models import SourceConfig

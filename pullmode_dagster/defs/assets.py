@@ -10,6 +10,7 @@ import re
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
@@ -24,18 +25,17 @@ from ..engine.errors import PullmodeError
 from ..engine.events.model import MAPPED_FIELDS
 from ..engine.fetch.redaction import Redactor
 from ..engine.pull import PullReport, run_pull
-from ..engine.store import TraceStore
+from ..engine.store import Integrity, TraceStore
 from ..engine.store.schema import EVENT_SCHEMA
-from . import outgoing
+from . import instance_api, outgoing
 from .checks import check_results, check_specs
 from .io_manager import EVENTS_IO_MANAGER_KEY
+from .names import PROCESS_TAG, SOURCE_TAG, STATUS_TAG, pool_name
 from .partitions import data_partitions, partitions_for
-from .pools import pool_name
-from .recovery import PROCESS_TAG, process_identity
+from .recovery import process_identity
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
-from .translator import GROUP as GROUP  # these four live in .translator; imported from here too
+from .translator import GROUP as GROUP  # these three live in .translator; imported from here too
 from .translator import KEY_PREFIX as KEY_PREFIX
-from .translator import SOURCE_TAG as SOURCE_TAG
 from .translator import PullmodeTranslator, table_schema
 from .translator import asset_key as asset_key
 
@@ -145,149 +145,53 @@ class CheckpointRecorder:
         return self.metadata()
 
 
-def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> dg.AssetsDefinition:
-    adapter = ADAPTERS[source.adapter]
+def source_asset_spec(source: SourceConfig, translator: PullmodeTranslator) -> dg.AssetSpec:
+    """The translator's spec of ``source``'s asset with what the wiring relies on, whatever it
+    returned: the source tag (the IO manager finds the source by it), a skippable output (the checks
+    run alone) and the events' IO manager."""
     spec = translator.get_asset_spec(source)
-    key = spec.key
-    # What the wiring relies on, whatever the translator returned: the source tag (the IO manager
-    # finds the source by it), a skippable output (the checks run alone) and the events' IO manager.
     spec = spec.merge_attributes(tags={SOURCE_TAG: source.name}).replace_attributes(skippable=True)
+    return spec.with_io_manager_key(EVENTS_IO_MANAGER_KEY)
 
-    # A multi_asset that can be subset: its checks also run alone (no pull), on what is stored.
+
+@dataclass(frozen=True)
+class SourceAsset:
+    """What a run of the asset needs to know of it, fixed when the code location loads."""
+
+    source: SourceConfig
+    key: dg.AssetKey
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What one pull did, read back from the store while its lock was held."""
+
+    report: PullReport
+    integrity: Integrity
+    written: dict[str, int]
+    """The events this run wrote in each partition."""
+    stored: dict[str, int]
+    """The events the store holds in each of those partitions (and the run's own), after it."""
+    total: int
+    """The row count of the run's own partition (of the whole source when unpartitioned)."""
+
+
+def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> dg.AssetsDefinition:
+    """``source``'s asset: a multi_asset that can be subset, so its checks also run alone (no pull),
+    on what is stored. Its function is :func:`materialize`, with the resources it takes."""
+    spec = source_asset_spec(source, translator)
+    target = SourceAsset(source, spec.key)
     asset = dg.multi_asset(
-        name=key.to_python_identifier(),
-        specs=[spec.with_io_manager_key(EVENTS_IO_MANAGER_KEY)],
+        name=spec.key.to_python_identifier(),
+        specs=[spec],
         partitions_def=partitions_for(source),
-        check_specs=check_specs(key, blocking=translator.get_checks_blocking(source)),
+        check_specs=check_specs(spec.key, blocking=translator.get_checks_blocking(source)),
         can_subset=True,
         # One run of the source at a time, however it was launched (defs/pools.py).
         pool=pool_name(source.name),
     )
 
-    def materialize(
-        context: dg.AssetExecutionContext,
-        config: PullConfig,
-        credentials: CredentialsResource,
-        trace_store: TraceStoreResource,
-        pull_settings: PullSettingsResource,
-        s3: object = None,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        try:
-            content = pull_settings.content_policy(source)
-        except PullmodeError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        if key not in context.selected_asset_keys:
-            # The checks alone, from the UI: what is stored for the partition's window (no pull).
-            window = Window(*context.partition_time_window) if context.has_partition_key else None
-            with trace_store.open() as store:
-                integrity = store.integrity(
-                    source=source.name, start=window.start if window else None, end=window.end if window else None
-                )
-            selected = {c.name for c in context.selected_asset_check_keys}
-            redact = outgoing.secrets_for(source).redact
-            yield from (
-                r
-                for r in check_results(key, integrity, rejected=None, redact=redact, content=content)
-                if r.check_name in selected
-            )
-            return
-        if config.poll:
-            try:
-                start = CursorState.from_json(config.cursor)
-            except CursorFormatError as exc:
-                raise dg.Failure(description=f"source {source.name!r}: cursor in run config: {exc}") from None
-            window = None  # the cursor it starts from is the materialization's cursor_before
-        else:
-            time_window = context.partition_time_window
-            window = Window(time_window.start, time_window.end)
-            start = CursorState()
-            context.log.info(f"{source.name}: re-pulling window {window.start} .. {window.end}")
-        # Who runs this pull (a poll or a window): a poller or `pullmode pull` that finds this run in
-        # progress after its process died marks it failed (defs/recovery.py), so it does not hold
-        # the source's pool.
-        identity = process_identity()
-        if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
-            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
-        checkpoints = CheckpointRecorder(context, key, start)
-        secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
-        try:
-            # Resolved once: the pull uses them, and the failure paths below redact with them.
-            secrets = credentials.resolve(source)
-            checkpoints.redact = secrets.redact
-            lock = trace_store.lock(
-                source.name, poll=window is None, on_lost=lambda m: context.log.warning(secrets.redact(m))
-            )
-            with lock, trace_store.open() as store:
-                report = run_pull(
-                    source,
-                    store=store,
-                    start=start,
-                    window=window,
-                    run_id=context.run.run_id,
-                    credentials=secrets,
-                    context=pull_settings.pull_context(context.log, s3=s3, content=content),
-                    batch_size=pull_settings.batch_size,
-                    on_checkpoint=checkpoints.advance,
-                )
-                integrity = store.integrity(source=source.name, run_id=context.run.run_id)
-                hours = store.hour_counts(source=source.name, run_id=context.run.run_id) if window is None else {}
-                own = context.partition_key if context.has_partition_key else None
-                written = data_partitions(source, hours)  # what this run wrote in each partition
-                stored = row_counts(store, source, [*written, *([own] if own else [])])
-                total = stored[own] if own else store.count(source=source.name)
-        except PullmodeError as exc:
-            partial = report_metadata(exc.report, source, content) if isinstance(exc.report, PullReport) else {}
-            raise dg.Failure(
-                description=secrets.redact(exc),
-                metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
-            ) from None
-        except Exception as exc:
-            # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
-            context.log.error(secrets.redact(traceback.format_exc()))
-            raise dg.Failure(
-                description=f"source {source.name!r}: unexpected {type(exc).__name__}: {secrets.redact(exc)}",
-                metadata=checkpoints.failed(),
-            ) from None
-        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
-            # SIGINT / SIGTERM (Dagster maps SIGTERM to an interrupt): keep the progress, end the run.
-            raise dg.Failure(
-                description=secrets.redact(
-                    f"source {source.name!r}: interrupted (SIGINT or SIGTERM); "
-                    f"checkpoint {checkpoints.latest.to_json()}"
-                ),
-                metadata={**checkpoints.failed(), "interrupted": True},
-            ) from None
-        context.log.info(secrets.redact(report.summary()))
-        # Row count: what the partition holds after this poll (a quiet poll of a full partition is not
-        # "0 rows"); what the poll itself wrote stays in events_written.
-        metadata = {"dagster/row_count": total, **report_metadata(report, source, content)}
-        for partition, count in written.items():
-            if partition == own:
-                metadata["events_in_this_partition"] = count
-                continue
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=key,
-                    partition=partition,
-                    metadata={
-                        "dagster/row_count": stored[partition],
-                        "events_written": count,
-                        "written_by_run": context.run.run_id,
-                    },
-                )
-            )
-        selected = {c.name for c in context.selected_asset_check_keys}
-        yield dg.MaterializeResult(
-            asset_key=key,
-            metadata=outgoing.metadata(metadata, secrets.redact),
-            check_results=[
-                r
-                for r in check_results(key, integrity, rejected=report.rejected, redact=secrets.redact, content=content)
-                if r.check_name in selected
-            ],
-        )
-
-    if "s3" in adapter.resources:
+    if "s3" in ADAPTERS[source.adapter].resources:
         # The S3 adapter builds its clients from the resource's settings, so it takes the resource
         # itself (and dagster-aws is imported only where an S3 source exists).
         from dagster_aws.s3 import S3Resource
@@ -300,7 +204,7 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
             pull_settings: PullSettingsResource,
             s3: S3Resource,
         ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-            yield from materialize(context, config, credentials, trace_store, pull_settings, s3)
+            yield from materialize(target, context, config, credentials, trace_store, pull_settings, s3)
 
         return asset(pull_s3)
 
@@ -311,9 +215,179 @@ def build_source_asset(source: SourceConfig, translator: PullmodeTranslator) -> 
         trace_store: TraceStoreResource,
         pull_settings: PullSettingsResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        yield from materialize(context, config, credentials, trace_store, pull_settings)
+        yield from materialize(target, context, config, credentials, trace_store, pull_settings)
 
     return asset(pull)
+
+
+def materialize(
+    target: SourceAsset,
+    context: dg.AssetExecutionContext,
+    config: PullConfig,
+    credentials: CredentialsResource,
+    trace_store: TraceStoreResource,
+    pull_settings: PullSettingsResource,
+    s3: object = None,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """One run of a source asset: a poll or a window pull, or its checks alone."""
+    source = target.source
+    try:
+        content = pull_settings.content_policy(source)
+    except PullmodeError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if target.key not in context.selected_asset_keys:
+        yield from stored_check_results(target, context, trace_store, content)
+        return
+    start, window = starting_point(source, context, config)
+    claim_run(context)
+    checkpoints = CheckpointRecorder(context, target.key, start)
+    secrets = ResolvedCredentials()  # none known until resolved: redacts nothing
+    try:
+        # Resolved once: the pull uses them, and the failure paths below redact with them.
+        secrets = credentials.resolve(source)
+        checkpoints.redact = secrets.redact
+        pulled = pull_and_count(
+            target, context, trace_store, pull_settings, s3, start, window, secrets, checkpoints, content
+        )
+    except PullmodeError as exc:
+        partial = report_metadata(exc.report, source, content) if isinstance(exc.report, PullReport) else {}
+        raise dg.Failure(
+            description=secrets.redact(exc),
+            metadata=outgoing.metadata({**partial, **checkpoints.failed()}, secrets.redact),
+        ) from None
+    except Exception as exc:
+        # Not one of ours: keep the traceback for debugging, but only ever show it redacted.
+        context.log.error(secrets.redact(traceback.format_exc()))
+        raise dg.Failure(
+            description=f"source {source.name!r}: unexpected {type(exc).__name__}: {secrets.redact(exc)}",
+            metadata=checkpoints.failed(),
+        ) from None
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+        # SIGINT / SIGTERM (Dagster maps SIGTERM to an interrupt): keep the progress, end the run.
+        raise dg.Failure(
+            description=secrets.redact(
+                f"source {source.name!r}: interrupted (SIGINT or SIGTERM); checkpoint {checkpoints.latest.to_json()}"
+            ),
+            metadata={**checkpoints.failed(), "interrupted": True},
+        ) from None
+    context.log.info(secrets.redact(pulled.report.summary()))
+    yield pull_result(target, context, pulled, content, secrets.redact)
+
+
+def stored_check_results(
+    target: SourceAsset, context: dg.AssetExecutionContext, trace_store: TraceStoreResource, content: ContentPolicy
+) -> Iterator[dg.AssetCheckResult]:
+    """The checks alone, from the UI: what is stored for the partition's window (no pull)."""
+    source = target.source
+    window = Window(*context.partition_time_window) if context.has_partition_key else None
+    with trace_store.open() as store:
+        integrity = store.integrity(
+            source=source.name, start=window.start if window else None, end=window.end if window else None
+        )
+    selected = {c.name for c in context.selected_asset_check_keys}
+    redact = outgoing.secrets_for(source).redact
+    yield from (
+        r
+        for r in check_results(target.key, integrity, rejected=None, redact=redact, content=content)
+        if r.check_name in selected
+    )
+
+
+def starting_point(
+    source: SourceConfig, context: dg.AssetExecutionContext, config: PullConfig
+) -> tuple[CursorState, Window | None]:
+    """Where the pull starts: the poller's cursor (no window), else this partition's window."""
+    if config.poll:
+        try:
+            # The cursor it starts from is the materialization's cursor_before.
+            return CursorState.from_json(config.cursor), None
+        except CursorFormatError as exc:
+            raise dg.Failure(description=f"source {source.name!r}: cursor in run config: {exc}") from None
+    time_window = context.partition_time_window
+    window = Window(time_window.start, time_window.end)
+    context.log.info(f"{source.name}: re-pulling window {window.start} .. {window.end}")
+    return CursorState(), window
+
+
+def claim_run(context: dg.AssetExecutionContext) -> None:
+    """Tag the run with the process that runs this pull (a poll or a window): a poller or `pullmode
+    pull` that finds the run in progress after its process died marks it failed (defs/recovery.py),
+    so it does not hold the source's pool."""
+    identity = process_identity()
+    if context.run.tags.get(PROCESS_TAG) != identity:  # `pullmode pull` tags its run when creating it
+        instance_api.add_run_tags(context.instance, context.run.run_id, {PROCESS_TAG: identity})
+
+
+def pull_and_count(
+    target: SourceAsset,
+    context: dg.AssetExecutionContext,
+    trace_store: TraceStoreResource,
+    pull_settings: PullSettingsResource,
+    s3: object,
+    start: CursorState,
+    window: Window | None,
+    secrets: ResolvedCredentials,
+    checkpoints: CheckpointRecorder,
+    content: ContentPolicy,
+) -> Pulled:
+    """The pull, under the source's lock, and the counts its metadata reports, read before the lock
+    is released."""
+    source, run_id = target.source, context.run.run_id
+    lock = trace_store.lock(source.name, poll=window is None, on_lost=lambda m: context.log.warning(secrets.redact(m)))
+    with lock, trace_store.open() as store:
+        report = run_pull(
+            source,
+            store=store,
+            start=start,
+            window=window,
+            run_id=run_id,
+            credentials=secrets,
+            context=pull_settings.pull_context(context.log, s3=s3, content=content),
+            batch_size=pull_settings.batch_size,
+            on_checkpoint=checkpoints.advance,
+        )
+        integrity = store.integrity(source=source.name, run_id=run_id)
+        hours = store.hour_counts(source=source.name, run_id=run_id) if window is None else {}
+        own = context.partition_key if context.has_partition_key else None
+        written = data_partitions(source, hours)  # what this run wrote in each partition
+        stored = row_counts(store, source, [*written, *([own] if own else [])])
+        total = stored[own] if own else store.count(source=source.name)
+    return Pulled(report, integrity, written, stored, total)
+
+
+def pull_result(
+    target: SourceAsset, context: dg.AssetExecutionContext, pulled: Pulled, content: ContentPolicy, redact: Redactor
+) -> dg.MaterializeResult:
+    """The run's materialization (and its checks); a materialization of each other partition the
+    poll wrote into is logged on the way."""
+    own = context.partition_key if context.has_partition_key else None
+    # Row count: what the partition holds after this poll (a quiet poll of a full partition is not
+    # "0 rows"); what the poll itself wrote stays in events_written.
+    metadata = {"dagster/row_count": pulled.total, **report_metadata(pulled.report, target.source, content)}
+    for partition, count in pulled.written.items():
+        if partition == own:
+            metadata["events_in_this_partition"] = count
+            continue
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=target.key,
+                partition=partition,
+                metadata={
+                    "dagster/row_count": pulled.stored[partition],
+                    "events_written": count,
+                    "written_by_run": context.run.run_id,
+                },
+            )
+        )
+    selected = {c.name for c in context.selected_asset_check_keys}
+    results = check_results(
+        target.key, pulled.integrity, rejected=pulled.report.rejected, redact=redact, content=content
+    )
+    return dg.MaterializeResult(
+        asset_key=target.key,
+        metadata=outgoing.metadata(metadata, redact),
+        check_results=[r for r in results if r.check_name in selected],
+    )
 
 
 def invalid_asset_name(invalid: InvalidSource, taken: set[str]) -> str:
@@ -336,7 +410,7 @@ def build_invalid_source_asset(
         group_name=translator.group_name,
         description=f"**This source file did not load**, so nothing is pulled:\n\n{problems}\n\n"
         "Fix the file (`pullmode validate` lists every problem) and reload the code location.",
-        tags={"pullmode/status": "invalid"},
+        tags={STATUS_TAG: "invalid"},
         metadata={"source_file": str(invalid.file), "problems": "\n".join(invalid.problems)},
     )
     def invalid_source(context: dg.AssetExecutionContext) -> None:

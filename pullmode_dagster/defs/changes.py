@@ -26,7 +26,9 @@ from typing import Any
 
 import dagster as dg
 
-from .assets import KEY_PREFIX, SOURCE_TAG, asset_key
+from . import instance_api
+from .assets import KEY_PREFIX, asset_key
+from .names import ALERTED_TAG, SOURCE_TAG
 from .sensors import QUIET_POLL
 
 REMINDER_ENV = "PULLMODE_ALERT_REMINDER_SECONDS"
@@ -40,9 +42,6 @@ STATE_KEY = "pullmode_failure_alerts/state"
 location is called)."""
 BATCH = 100
 """Run status events of each kind read per evaluation (more wait for the next)."""
-ALERTED_TAG = "pullmode/alerted"
-"""On a run: the alerts delivered about it (``failing``, ``still_failing``, ``recovered``,
-``check_failing:<check>``, ``check_passing:<check>``)."""
 LEGACY_FAILING = "run_failure"
 """What the tag said of a failed run alerted before alerts were sent on change: its ``failing``."""
 
@@ -173,14 +172,14 @@ class StateStore:
         self.instance = instance
 
     def read(self) -> str | None:
-        return self.instance.run_storage.get_cursor_values({STATE_KEY}).get(STATE_KEY) or None
+        return instance_api.read_value(self.instance, STATE_KEY)
 
     def load(self) -> AlertState | None:
         text = self.read()
         return AlertState.from_json(text) if text else None
 
     def save(self, state: AlertState) -> None:
-        self.instance.run_storage.set_cursor_values({STATE_KEY: state.to_json()})
+        instance_api.write_value(self.instance, STATE_KEY, state.to_json())
 
 
 # -- the ledger on the runs ----------------------------------------------------------------------------
@@ -207,7 +206,7 @@ def mark_sent(instance: dg.DagsterInstance, item: dict[str, Any]) -> None:
         return
     done = _alerted(instance, run_id)
     if item["id"] not in done:
-        instance.add_run_tags(run_id, {ALERTED_TAG: ",".join([*done, item["id"]])})
+        instance_api.add_run_tags(instance, run_id, {ALERTED_TAG: ",".join([*done, item["id"]])})
 
 
 def idempotency_key(item: dict[str, Any]) -> str:
@@ -272,7 +271,7 @@ def _source_of(run: dg.DagsterRun, keys: SourceKeys) -> str | None:
 def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     """The step's failure description (the pull's own one-line, redacted error), else why its
     resources did not start (a run refused for changing them: defs/resources.py), else the run's."""
-    steps = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    steps = instance_api.run_records_of_type(instance, run_id, dg.DagsterEventType.STEP_FAILURE)
     for record in steps:
         event = record.event_log_entry.dagster_event
         data = event.step_failure_data if event else None
@@ -280,13 +279,13 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
             return data.user_failure_data.description
         if data and data.error:
             return (data.error.message or "").strip().splitlines()[0]
-    inits = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE).records
+    inits = instance_api.run_records_of_type(instance, run_id, dg.DagsterEventType.RESOURCE_INIT_FAILURE)
     for record in inits:
         event = record.event_log_entry.dagster_event
         error = event.engine_event_data.error if event else None
         if error and error.message.strip():
             return error.message.strip().splitlines()[0]
-    runs = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    runs = instance_api.run_records_of_type(instance, run_id, dg.DagsterEventType.RUN_FAILURE)
     return runs[0].event_log_entry.message if runs else "the run failed"
 
 
@@ -331,7 +330,7 @@ class Detector:
     def read(self, sources: Sequence[str]) -> None:
         """Run status changes up to the log's newest event now (failures and successes in their order),
         then quiet polls for the open incidents, then freshness of ``sources``."""
-        upto = self.instance.event_log_storage.get_maximum_record_id()
+        upto = instance_api.newest_event_id(self.instance)
         if upto is None:
             return
         kinds = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS)
@@ -421,8 +420,10 @@ class Detector:
     def _checks(self, run: dg.DagsterRun) -> None:
         """Each ERROR check of a source asset the run evaluated: an alert when it starts failing, and
         when it passes again."""
-        records = self.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-        for record in records.records:
+        records = instance_api.run_records_of_type(
+            self.instance, run.run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+        for record in records:
             event = record.event_log_entry.dagster_event
             evaluation = event.asset_check_evaluation_data if event else None
             if evaluation is None or evaluation.severity != dg.AssetCheckSeverity.ERROR:
@@ -448,7 +449,7 @@ class Detector:
         when it turns FAIL, and when it passes (or only warns) again."""
         if not sources:
             return
-        records = self.instance.get_freshness_state_records([self.keys.key(s) for s in sources])
+        records = instance_api.freshness_states(self.instance, [self.keys.key(s) for s in sources])
         for source in sources:
             record = records.get(self.keys.key(source))
             if record is None:

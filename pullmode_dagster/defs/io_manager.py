@@ -12,8 +12,8 @@ from typing import Any
 
 import dagster as dg
 
+from .names import SOURCE_TAG
 from .resources import TraceStoreResource
-from .translator import SOURCE_TAG
 
 EVENTS_IO_MANAGER_KEY = "pullmode_events"
 

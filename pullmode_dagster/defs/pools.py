@@ -12,12 +12,8 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-POOL_PREFIX = "pullmode/"
-
-
-def pool_name(source: str) -> str:
-    """The concurrency pool of ``source``'s op (a pool name is any text without white space)."""
-    return f"{POOL_PREFIX}{source}"
+from . import instance_api
+from .names import pool_name
 
 
 def run_pools(run: dg.DagsterRun) -> frozenset[str]:
@@ -35,12 +31,9 @@ def ensure_pool_limits(instance: dg.DagsterInstance, sources: Iterable[str]) -> 
     queued run of the pool at once (dagster 1.13), so the first backfill of a new source would run in
     parallel. The pollers (at their first evaluation in a process) and ``pullmode pull`` call this.
     An instance without ``default_limit`` is left as it is: its pools are unlimited, as Dagster has it."""
-    default = instance.global_op_concurrency_default_limit
-    storage = instance.event_log_storage
-    if default is None or not storage.supports_global_concurrency_limits:
+    if instance_api.default_pool_limit(instance) is None:
         return []
-    limited = {pool.name for pool in storage.get_pool_limits()}
-    missing = sorted({pool_name(s) for s in sources} - limited)
+    missing = sorted({pool_name(s) for s in sources} - instance_api.limited_pools(instance))
     for pool in missing:
-        storage.initialize_concurrency_limit_to_default(pool)
+        instance_api.limit_pool_to_default(instance, pool)
     return missing

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-PROCESS_TAG = "pullmode/process"
-IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+from . import instance_api
+from .names import EXECUTING, PROCESS_TAG
+
 UNKNOWN = "?"
 
 _IDENTITY = re.compile(
@@ -102,11 +103,12 @@ def owner_is_dead(identity: str) -> bool:
 def reap_if_dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
     """Mark ``run`` failed when it is in progress but the process executing it is gone."""
     identity = run.tags.get(PROCESS_TAG)
-    if run.status not in IN_PROGRESS or not identity or not owner_is_dead(identity):
+    if run.status not in EXECUTING or not identity or not owner_is_dead(identity):
         return run
-    instance.report_run_failed(
+    instance_api.report_run_failed(
+        instance,
         run,
-        message=f"pullmode: the process that ran this pull ({identity}) is gone (killed, out of memory or "
+        f"pullmode: the process that ran this pull ({identity}) is gone (killed, out of memory or "
         "crashed); marked failed so the source can pull again from its last checkpoint",
     )
     return instance.get_run_by_id(run.run_id) or run

@@ -24,27 +24,18 @@ from ..engine.declare.models import SourceConfig
 from ..engine.errors import PullmodeError
 from ..engine.fetch.redaction import Redactor
 from ..engine.probe import ProbeResult, probe_source
-from . import outgoing
-from .assets import CHECKPOINT_KEY, SOURCE_TAG, partition_row_count
+from . import instance_api, outgoing
+from .assets import CHECKPOINT_KEY, PullConfig, partition_row_count
+from .names import MAY_STILL_WRITE, MODE_TAG, PULL_ID_TAG, SOURCE_TAG, poller_name, pool_name
 from .outgoing import CursorSeal
-from .pools import ensure_pool_limits, pool_name, run_pools
+from .pools import ensure_pool_limits, run_pools
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
-POLLER_SUFFIX = "_poller"
 INTERVAL_SECONDS = 30
 """How often the daemon evaluates each poller (Dagster's default). Measured at 55 s too
 (``bench/daemon_bench.py``): 0.14 against 0.16 CPU-s per quiet poll, for a new event stored 47 s
 after it appeared instead of 10 s; the shorter interval is worth its cost."""
-PULL_ID_TAG = "pullmode/pull_id"
-MODE_TAG = "pullmode/mode"
-IN_PROGRESS = [
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-    dg.DagsterRunStatus.SUSPENDED,
-]
-"""Runs whose process may still write (Dagster's own ``IN_PROGRESS_RUN_STATUSES`` is private)."""
 CLI_GRACE = timedelta(minutes=10)
 """A pull the CLI announced but whose run never appeared is forgotten after this long."""
 
@@ -64,14 +55,6 @@ def _iso(t: datetime) -> str:
 
 def _parse(t: str) -> datetime:
     return datetime.fromisoformat(t).astimezone(UTC)
-
-
-def poller_name(source_name: str) -> str:
-    return f"{source_name}{POLLER_SUFFIX}"
-
-
-def job_name(source_name: str) -> str:
-    return f"{source_name}_pull"
 
 
 @dataclass(frozen=True)
@@ -212,13 +195,13 @@ def latest_tick(schedule: str, now: datetime) -> datetime:
 
 
 def find_pull_run(instance: dg.DagsterInstance, pull_id: str) -> dg.DagsterRun | None:
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={PULL_ID_TAG: pull_id}), limit=1)
-    return runs[0] if runs else None
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={PULL_ID_TAG: pull_id}), limit=1)
+    return records[0].dagster_run if records else None
 
 
 def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dict[str, Any] | None:
     """The metadata of a run's materialization of ``key`` as plain values (None: none reported)."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    records = instance_api.run_records_of_type(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
     found = None
     for record in records:
         materialization = record.event_log_entry.asset_materialization
@@ -232,7 +215,7 @@ def run_metadata(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) ->
 def run_checkpoint(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> CursorState | None:
     """The last checkpoint a poll run recorded (None: it wrote nothing durable)."""
     latest = None
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    records = instance_api.run_records_of_type(instance, run_id, dg.DagsterEventType.ASSET_OBSERVATION)
     for record in records:
         observation = record.event_log_entry.asset_observation
         if observation is not None and observation.asset_key == key and CHECKPOINT_KEY in observation.metadata:
@@ -252,8 +235,9 @@ class PollPlanner:
         self.partitions_def: dg.PartitionsDefinition = asset.partitions_def  # type: ignore[assignment]
         self.op_name = asset.op.name
 
-    def run_config(self, cursor: str) -> dict[str, Any]:
-        return {"ops": {self.op_name: {"config": {"poll": True, "cursor": cursor}}}}
+    def run_config(self, cursor: str) -> dg.RunConfig:
+        """A poll from ``cursor``: the asset's typed config (``PullConfig``)."""
+        return dg.RunConfig(ops={self.op_name: PullConfig(poll=True, cursor=cursor)})
 
     def run_request(self, flight: InFlight) -> dg.RunRequest:
         return dg.RunRequest(
@@ -466,10 +450,12 @@ class PollPlanner:
         wanted = {SOURCE_TAG: self.source.name, MODE_TAG: "poll"}
         candidates = [
             run
-            for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+            for run in (
+                r.dagster_run for r in instance.get_run_records(filters=dg.RunsFilter(statuses=list(MAY_STILL_WRITE)))
+            )
             if pool in run_pools(run) or all(run.tags.get(k) == v for k, v in wanted.items())
         ]
-        active = [r for r in candidates if reap_if_dead(instance, r).status in IN_PROGRESS]
+        active = [r for r in candidates if reap_if_dead(instance, r).status in MAY_STILL_WRITE]
         return active[0].run_id if active else None
 
     def _request(

@@ -18,11 +18,10 @@ from ..engine.adapters import ADAPTERS
 from ..engine.declare.models import SourceConfig
 from ..engine.store.schema import DAGSTER_TYPE_NAMES, EVENT_SCHEMA, Column
 from .freshness import freshness_for
+from .names import ADAPTER_TAG, ORGANIZATION_TAG, OWNER_TAG, SOURCE_TAG
 
 GROUP = "ingestion_sources"
 KEY_PREFIX = "ingestion"
-SOURCE_TAG = "pullmode/source"
-"""On a source's asset, job and runs: which source (whatever key a translator gave the asset)."""
 EVENTS_TABLE = "pulled_events"
 
 
@@ -112,11 +111,11 @@ class PullmodeTranslator:
         """The asset of ``source``: what the UI shows and what Dagster schedules by. Definition-level
         metadata lives here (the column schema, the table, the source file); each materialization
         carries only what its pull did."""
-        tags = {SOURCE_TAG: source.name, "pullmode/adapter": source.adapter}
+        tags = {SOURCE_TAG: source.name, ADAPTER_TAG: source.adapter}
         if source.owner:
-            tags["pullmode/owner"] = tag_value(source.owner)
+            tags[OWNER_TAG] = tag_value(source.owner)
         if source.organization_id:
-            tags["pullmode/organization"] = tag_value(source.organization_id)
+            tags[ORGANIZATION_TAG] = tag_value(source.organization_id)
         return dg.AssetSpec(
             key=self.get_asset_key(source.name),
             group_name=self.group_name,
