@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .fakes import EVENT_MAPPING
+from .helpers import Sleeps
 
 # S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
 from .s3_helpers import moto_url, proxy, s3  # noqa: F401
@@ -74,7 +74,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory (the working directory too, so dagster.yaml's relative storage lands there)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    config = (Path(__file__).resolve().parents[1] / "dagster.yaml").read_text()
+    # The run queue looked at every second, not 5: the daemon tests wait for runs, not for the queue.
+    quick = "class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
+    (home / "dagster.yaml").write_text(config.replace("class: QueuedRunCoordinator\n", quick, 1))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")
@@ -88,13 +91,6 @@ def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
     s = SqliteTraceStore(tmp_path / "store.db")
     yield s
     s.close()
-
-
-class Sleeps(list[float]):
-    """Records the waits a pull asked for instead of sleeping."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 @pytest.fixture

@@ -178,6 +178,20 @@ def watermark_harness(
     return make_harness(sources.directory, instance, Clock(now), tmp, "acme_audit")
 
 
+QUICK_DAEMON = """
+import sys
+import dagster._daemon.controller as controller
+from dagster._daemon.cli import main
+
+controller.DEFAULT_DAEMON_INTERVAL_SECONDS = 5  # the backfill daemon's loop (30 s)
+sys.argv[0] = "dagster-daemon"
+main()
+"""
+"""``dagster-daemon`` with its loops a few seconds apart: the tests wait for what they assert, not ticks."""
+QUICK_DAEMON_ENV = {"PULLMODE_SENSOR_INTERVAL_SECONDS": "5", "FRESHNESS_DAEMON_INTERVAL_SECONDS": "2"}
+"""The pollers' and the alert sensor's interval (30 s) and the freshness daemon's (30 s), for the tests."""
+
+
 @contextmanager
 def running_daemon(
     tmp: Path, env: dict[str, str], describe: Any = None
@@ -191,9 +205,9 @@ def running_daemon(
         "      location_name: pullmode\n"
     )
     daemon = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
+        [sys.executable, "-c", QUICK_DAEMON, "run", "-w", str(workspace)],
         cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        env={**os.environ, "PYTHONPATH": str(REPO), **QUICK_DAEMON_ENV, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -201,7 +215,8 @@ def running_daemon(
     )
     try:
         more = describe or (lambda: "")
-        yield daemon, LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; {more()}")  # type: ignore[arg-type]
+        assert daemon.stdout is not None
+        yield daemon, LineReader(daemon.stdout, lambda: f"exit code {daemon.poll()}; {more()}")
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(60)

@@ -50,6 +50,7 @@ from pullmode_dagster.engine.pull import PullReport, run_pull
 from pullmode_dagster.engine.store import TraceStore
 
 from .fakes import EVENT_MAPPING
+from .helpers import Sleeps
 
 FAULT_KINDS = (
     "429",  # Too Many Requests with Retry-After
@@ -383,13 +384,6 @@ def fault_source(url: str, directory: Path, *, name: str = "faulty", **overrides
     return source
 
 
-class NoSleep(list[float]):
-    """Records the waits a pull asked for (Retry-After, backoff) instead of sleeping."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
 class QuietLog:
     """A logger for pulls that keeps the warnings (retries, with their reasons) and drops the rest."""
 
@@ -412,7 +406,7 @@ def quiet_context(max_attempts: int = 3, sleep: Callable[[float], None] | None =
     return PullContext(
         logger=QuietLog(),
         retry=RetryPolicy(max_attempts=max_attempts, backoff_initial=0.01, backoff_max=0.05),
-        sleep=sleep if sleep is not None else NoSleep(),
+        sleep=sleep if sleep is not None else Sleeps(),
     )
 
 

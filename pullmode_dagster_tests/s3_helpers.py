@@ -8,7 +8,6 @@ import gzip
 import io
 import json
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +20,10 @@ from moto.server import ThreadedMotoServer
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .fakes import EVENT_MAPPING
+from .helpers import free_port
 
 REGION = "us-east-1"
 ADMIN_KEY = ("testing-admin", "testing-admin-secret")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ from pullmode_dagster.engine.pull import PullReport, run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
-from .conftest import Sleeps, SourceWriter, http_source
+from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
+from .helpers import Sleeps, StepClock, stored_ids
 from .pg import connect, fresh_database
 from .s3_helpers import ndjson, s3_source
 
@@ -31,14 +32,10 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-checkpoint-5555")
 
 
-def ids(store: Any) -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(limit=10**6))
-
-
 def stored_prefix(store: Any, checkpoint: CursorState) -> None:
     """The checkpoint never runs ahead of the data: every event before its page is in the store."""
     offset = int(checkpoint.position.get("page_cursor") or 0)
-    assert set(ids(store)) >= {f"evt_{i:05d}" for i in range(offset)}
+    assert set(stored_ids(store)) >= {f"evt_{i:05d}" for i in range(offset)}
 
 
 def test_failed_pull_checkpoints_the_last_stored_page_and_the_retry_resumes_there(
@@ -54,7 +51,7 @@ def test_failed_pull_checkpoints_the_last_stored_page_and_the_retry_resumes_ther
     assert isinstance(report, PullReport)
     # What a pull stopped by maxPagesPerRun after page 3 would have committed, and no further.
     assert report.checkpoint == CursorState(position={"page_cursor": "30"}, high_water="2026-03-01T00:29:00.000000Z")
-    assert ids(store) == [f"evt_{i:05d}" for i in range(30)]
+    assert stored_ids(store) == [f"evt_{i:05d}" for i in range(30)]
 
     feed.fail_after_pages = None
     api.requests.clear()
@@ -62,7 +59,7 @@ def test_failed_pull_checkpoints_the_last_stored_page_and_the_retry_resumes_ther
     assert [r.arg("cursor") for r in api.requests] == ["30"]
     assert (resumed.written, resumed.duplicates) == (10, 0)
     assert resumed.cursor_after == CursorState(watermark="2026-03-01T00:39:00.000000Z")
-    assert ids(store) == [f"evt_{i:05d}" for i in range(40)]
+    assert stored_ids(store) == [f"evt_{i:05d}" for i in range(40)]
 
 
 class FailingStore(SqliteTraceStore):
@@ -93,7 +90,7 @@ def test_checkpoint_stays_at_the_last_batch_written_when_the_store_fails(
     assert checkpoint.position.get("page_cursor") == "60" and seen[-1] == checkpoint
     assert [c.position.get("page_cursor") for c in seen] == ["20", "40", "60"]
     stored_prefix(store, checkpoint)
-    assert len(ids(store)) == 60
+    assert len(stored_ids(store)) == 60
 
 
 def test_trace_store_terminated_mid_pull_fails_clearly_and_the_next_pull_completes(
@@ -118,9 +115,9 @@ def test_trace_store_terminated_mid_pull_fails_clearly_and_the_next_pull_complet
         checkpoint = info.value.report.checkpoint
         with PostgresTraceStore(url) as fresh:
             stored_prefix(fresh, checkpoint)
-            assert int(checkpoint.position.get("page_cursor") or 0) <= len(ids(fresh))
+            assert int(checkpoint.position.get("page_cursor") or 0) <= len(stored_ids(fresh))
             report = run_pull(source, store=fresh, context=context, start=checkpoint)
-            assert report.drained and ids(fresh) == [f"evt_{i:05d}" for i in range(100)]
+            assert report.drained and stored_ids(fresh) == [f"evt_{i:05d}" for i in range(100)]
 
 
 def test_s3_failure_checkpoints_the_greatest_key_fully_read(
@@ -137,17 +134,7 @@ def test_s3_failure_checkpoints_the_greatest_key_fully_read(
     with pytest.raises(PullError, match=r"cannot read s3://audit-drops/audit/2.ndjson.gz") as info:
         run_pull(source, store=store, context=ctx)
     assert info.value.report.checkpoint.position.get("after_key") == "audit/1.ndjson"
-    assert ids(store) == [f"evt_{i:05d}" for i in range(20)]
-
-
-class StepClock:
-    """A monotonic clock that only moves when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+    assert stored_ids(store) == [f"evt_{i:05d}" for i in range(20)]
 
 
 def test_deadline_stops_cleanly_at_a_page_boundary_with_a_resumable_cursor(
@@ -166,7 +153,7 @@ def test_deadline_stops_cleanly_at_a_page_boundary_with_a_resumable_cursor(
     assert report.cursor_after == CursorState(position={"page_cursor": "20"}, high_water="2026-03-01T00:19:00.000000Z")
     assert "stopped at the deadline" in report.summary()
     rest = run_pull(source, store=store, context=ctx, start=report.cursor_after, on_page=thirty_seconds_per_page)
-    assert rest.cursor_after.position.get("page_cursor") == "40" and len(ids(store)) == 40
+    assert rest.cursor_after.position.get("page_cursor") == "40" and len(stored_ids(store)) == 40
 
 
 def test_a_retry_after_past_the_deadline_stops_at_the_last_page(
@@ -189,7 +176,7 @@ def test_a_retry_after_past_the_deadline_stops_at_the_last_page(
         False,
         "20",
     )
-    assert len(ids(store)) == 20
+    assert len(stored_ids(store)) == 20
 
 
 RANGED_FILE_PULLER = """\

@@ -50,6 +50,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
 from .dagster_helpers import Clock, cli, committed, make_harness
+from .helpers import stored_ids
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -93,10 +94,6 @@ def claude_source(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def ids(store: SqliteTraceStore) -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
-
-
 def aid(i: int) -> str:
     """The id ``mixed_activities`` gives activity ``i``."""
     return f"activity_01{i:04d}"
@@ -125,7 +122,7 @@ def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_an
     after = datetime.now(UTC)
 
     assert (report.written, report.duplicates, report.rejected, report.pages, report.requests) == (25, 0, 0, 3, 3)
-    assert report.drained and ids(store) == [aid(i) for i in range(25)]  # not the one before startDate
+    assert report.drained and stored_ids(store, NAME) == [aid(i) for i in range(25)]  # not the one before startDate
     assert report.cursor_after.position == {"before_id": aid(24)}
     assert report.cursor_after.watermark == ts(seeded[24]) == "2026-03-01T02:41:00.000000Z"
     # Newest first from startDate, paging older with after_id = last_id, under one fixed settled bound.
@@ -184,7 +181,7 @@ def test_second_pull_asks_only_for_activities_after_the_cursor(
     assert sent(vendor, "created_at.gte") == [None, None] and sent(vendor, "after_id") == [None, None]
     assert second.cursor_after.position == {"before_id": aid(39)}
     assert second.cursor_after.watermark == ts(new[-1])
-    assert ids(store) == [aid(i) for i in range(40)]
+    assert stored_ids(store, NAME) == [aid(i) for i in range(40)]
 
 
 def test_a_backfill_stopped_by_max_pages_resumes_at_its_page_and_then_turns_incremental(
@@ -217,7 +214,7 @@ def test_a_backfill_stopped_by_max_pages_resumes_at_its_page_and_then_turns_incr
     fourth = run_pull(source, store=store, start=third.cursor_after, context=context)
     assert (fourth.written, fourth.duplicates, fourth.drained) == (5, 0, True)
     assert sent(vendor, "before_id") == [aid(44)]
-    assert ids(store) == [aid(i) for i in range(50)]
+    assert stored_ids(store, NAME) == [aid(i) for i in range(50)]
 
 
 def test_incremental_pulls_stopped_by_max_pages_resume_at_the_next_block(
@@ -238,7 +235,7 @@ def test_incremental_pulls_stopped_by_max_pages_resume_at_the_next_block(
     third = run_pull(source, store=store, start=second.cursor_after, context=context)
     assert (third.written, third.duplicates, third.drained) == (10, 0, True)
     assert third.cursor_after.watermark == ts(everything[34])
-    assert ids(store) == [aid(i) for i in range(35)]
+    assert stored_ids(store, NAME) == [aid(i) for i in range(35)]
 
 
 def test_a_500_that_says_do_not_retry_fails_once_and_the_checkpoint_resumes_at_the_page(
@@ -372,7 +369,7 @@ def test_only_settled_activities_are_read_so_a_late_one_is_not_skipped(
     now[0] = P + timedelta(minutes=6)
     third = run_pull(source, store=store, start=second.cursor_after, context=context)
     assert third.written == 2 and third.cursor_after.position == {"before_id": "act_d"}
-    assert ids(store) == ["act_a", "act_c", "act_d"]
+    assert stored_ids(store, NAME) == ["act_a", "act_c", "act_d"]
 
 
 @pytest.mark.parametrize(("settle", "kept"), [(None, True), (60, False)])
@@ -408,7 +405,7 @@ def test_the_settle_margin_keeps_headroom_past_the_vendors_minute(
         state = run_pull(source, store=store, start=state, context=context).cursor_after
         now[0] += timedelta(seconds=20)
     assert state.position == {"before_id": "act_n"}
-    assert ids(store) == (["act_a", "act_late", "act_n"] if kept else ["act_a", "act_n"])
+    assert stored_ids(store, NAME) == (["act_a", "act_late", "act_n"] if kept else ["act_a", "act_n"])
 
 
 def test_window_repull_reads_the_window_by_created_at_and_keeps_the_cursor(
@@ -422,7 +419,7 @@ def test_window_repull_reads_the_window_by_created_at_and_keeps_the_cursor(
     report = run_pull(source, store=store, start=start, window=Window(day2, day2 + timedelta(days=1)), context=context)
 
     inside = [a["id"] for a in seeded if day2 <= datetime.fromisoformat(a["created_at"]) < day2 + timedelta(days=1)]
-    assert len(inside) == 8 and ids(store) == sorted(inside)
+    assert len(inside) == 8 and stored_ids(store, NAME) == sorted(inside)
     assert (report.written, report.outside_window, report.pages) == (8, 0, 3)
     assert set(sent(vendor, "created_at.gte")) == {"2026-03-02T00:00:00Z"}
     assert set(sent(vendor, "created_at.lt")) == {"2026-03-03T00:00:00Z"}
@@ -438,7 +435,7 @@ def test_activity_types_are_sent_in_bracket_form(
     source = sources.load(claude_source(activityTypes=types))
     assert "2 activity type(s)" in source.describe()
     report = run_pull(source, store=store, context=context)
-    assert report.written == 4 and ids(store) == [aid(0), aid(1), aid(6), aid(7)]
+    assert report.written == 4 and stored_ids(store, NAME) == [aid(0), aid(1), aid(6), aid(7)]
     (request,) = vendor.requests
     assert request.query["activity_types[]"] == types
 
@@ -536,7 +533,7 @@ def test_an_idle_source_is_quiet_because_its_own_accesses_are_left_out(
     quiet = sources.load(claude_source())
     assert idle_polls(quiet) == [("nothing_new", 1, 0)] * 3  # a quiet probe: one request, no run
     assert {tuple(r.query["exclude_activity_types[]"]) for r in vendor.requests} == {("compliance_api_accessed",)}
-    assert len(vendor.accesses()) == 4 and ids(store) == ["act_a"]  # recorded by the API, never read
+    assert len(vendor.accesses()) == 4 and stored_ids(store, NAME) == ["act_a"]  # recorded by the API, never read
 
     vendor.server.requests.clear()
     chatty = sources.load(claude_source(name="claude_chatty", excludeActivityTypes=[]))
@@ -569,7 +566,7 @@ def test_filters_are_sent_in_bracket_form_and_the_fake_honours_them(
     assert request.query["organization_ids[]"] == ["org_01Wv6QeBcDfGhJkLmNpQrSt8"]
     assert request.query["actor_ids[]"] == ["user_01user0xxxxxxx", "user_01user2xxxxxxx", "user_01user3xxxxxxx"]
     # Those users act in 0 (a chat), 3 (a sign-in: excluded), 6 (a chat in the other organization) and 7.
-    assert report.written == 2 and ids(store) == [aid(0), aid(7)]
+    assert report.written == 2 and stored_ids(store, NAME) == [aid(0), aid(7)]
 
 
 def test_an_empty_page_with_has_more_and_no_ids_is_nothing_more_yet(
@@ -999,7 +996,7 @@ def test_cli_preview_pulls_and_tail(vendor: ActivityFeedAPI, sources: SourceWrit
         "apikey_010026",
     )
     with SqliteTraceStore(tmp_path / "trace.db") as store:
-        assert len(ids(store)) == 27
+        assert len(stored_ids(store, NAME)) == 27
 
 
 @pytest.mark.slow

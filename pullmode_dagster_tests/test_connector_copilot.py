@@ -42,6 +42,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
 from .dagster_helpers import Clock, cli, committed, make_harness
+from .helpers import StepClock, stored_ids
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -95,10 +96,6 @@ def seed(vendor: CopilotStudioAPI, n: int, *, start: int = 0, at: datetime | Non
     )
 
 
-def ids(store: SqliteTraceStore) -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
-
-
 def tokens_used(vendor: CopilotStudioAPI) -> list[str]:
     return [(r.header("authorization") or "").removeprefix("Bearer ") for r in vendor.data_requests()]
 
@@ -117,7 +114,7 @@ def test_first_pull_sends_the_documented_requests_with_one_token_and_maps_each_t
     report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
 
     assert (report.written, report.rejected, report.pages, report.drained) == (25, 0, 3, True)
-    assert ids(store) == [tid(i) for i in range(25)]
+    assert stored_ids(store, NAME) == [tid(i) for i in range(25)]
     assert report.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:24:00.000000Z"}
     # One token for the whole pull, asked with the documented form; the secret goes there only.
     assert vendor.token_requests() == [
@@ -186,7 +183,7 @@ def test_a_transcript_written_later_in_the_watermarks_second_is_not_lost(
     first = run_pull(source, store=store, context=context)
     vendor.add(transcript(tid(2), T0))  # same second, written after the first pull
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
-    assert (second.written, second.duplicates) == (1, 1) and ids(store) == [tid(1), tid(2)]
+    assert (second.written, second.duplicates) == (1, 1) and stored_ids(store, NAME) == [tid(1), tid(2)]
 
 
 def test_a_pull_stopped_by_max_pages_resumes_at_the_stored_next_link(
@@ -205,7 +202,7 @@ def test_a_pull_stopped_by_max_pages_resumes_at_the_stored_next_link(
     assert vendor.data_requests()[0].url == link  # requested exactly as the server handed it out
     assert (second.written, second.duplicates, second.drained) == (5, 0, True)
     assert second.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:24:00.000000Z"}
-    assert ids(store) == [tid(i) for i in range(25)]
+    assert stored_ids(store, NAME) == [tid(i) for i in range(25)]
 
 
 def test_a_failed_pull_keeps_the_next_link_of_the_last_stored_page_and_resumes_there(
@@ -242,7 +239,7 @@ def test_window_repull_asks_for_the_window_only_and_keeps_the_cursor(
         "createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"
     }
     assert (report.written, report.outside_window) == (5, 0)
-    assert ids(store) == [tid(i) for i in range(200, 205)]
+    assert stored_ids(store, NAME) == [tid(i) for i in range(200, 205)]
     assert report.cursor_after == start
 
 
@@ -306,7 +303,7 @@ def test_transcripts_sharing_one_second_across_pages_and_pulls_are_stored_once_n
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     assert (second.written, second.duplicates, second.drained) == (16, 0, True)  # none repeated, none skipped
     assert second.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:00:00.000000Z"}
-    assert ids(store) == sorted(before + shared)
+    assert stored_ids(store, NAME) == sorted(before + shared)
 
     # Written later in the same second, with ids that sort before every stored one (GUIDs are not issued
     # in order: a keyset on (createdon, id) would pass over them); then the next second.
@@ -319,7 +316,7 @@ def test_transcripts_sharing_one_second_across_pages_and_pulls_are_stored_once_n
     assert [r.arg("$filter") for r in vendor.data_requests()][:1] == ["createdon ge 2026-03-01T00:00:00Z"]
     assert (third.written, third.duplicates) == (10, 23)  # the watermark's second again, skipped by the store
     assert third.cursor_after.to_dict() == {"v": 1, "watermark": "2026-03-01T00:00:01.000000Z"}
-    stored = ids(store)
+    stored = stored_ids(store, NAME)
     assert stored == sorted(before + shared + late + after) and len(stored) == len(set(stored)) == 36
 
 
@@ -364,7 +361,7 @@ def test_exclude_test_chats_leaves_them_out_and_a_quiet_poll_does_not_read_them_
     source = sources.load(copilot_source(vendor.environment_url, maxPageSize=4, excludeTestChats=True))
     first = run_pull(source, store=store, context=context)
     assert (first.written, first.records, first.pages) == (7, 7, 3)
-    assert ids(store) == [tid(k) for k in (0, 1, 3, 4, 6, 7, 9)]
+    assert stored_ids(store, NAME) == [tid(k) for k in (0, 1, 3, 4, 6, 7, 9)]
     # The watermark is the newest stored transcript; the filter starts after the test chats left out.
     assert first.cursor_after.to_dict() == {
         "v": 1,
@@ -403,7 +400,7 @@ def test_a_test_chat_dated_in_the_future_does_not_become_the_next_filters_start(
     vendor.add(transcript(tid(1), now + timedelta(days=365), design_mode=True))  # a clock a year ahead
     source = sources.load(copilot_source(vendor.environment_url, excludeTestChats=True))
     first = run_pull(source, store=store, context=context)
-    assert (first.written, ids(store)) == (1, [tid(0)])
+    assert (first.written, stored_ids(store, NAME)) == (1, [tid(0)])
     watermark = f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%S}.000000Z"
     assert first.cursor_after.to_dict() == {"v": 1, "watermark": watermark}  # no left_out_through a year ahead
 
@@ -412,7 +409,7 @@ def test_a_test_chat_dated_in_the_future_does_not_become_the_next_filters_start(
     assert probe_source(source, first.cursor_after, known_ids=known, context=context).verdict == "new"
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     assert vendor.data_requests()[-1].arg("$filter") == f"createdon ge {odata_time(now - timedelta(hours=1))}"
-    assert (second.written, ids(store)) == (1, [tid(0), tid(2)])
+    assert (second.written, stored_ids(store, NAME)) == (1, [tid(0), tid(2)])
     # A cursor that already holds a future left_out_through (set by hand, or by an older version) is
     # read from its watermark.
     ahead = {**first.cursor_after.to_dict(), "left_out_through": odata_time(now + timedelta(days=365))}
@@ -427,18 +424,10 @@ def test_a_test_chat_dated_in_the_future_does_not_become_the_next_filters_start(
 # -- the token: cached, renewed, refused -----------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_token_about_to_expire_mid_pull_is_renewed_before_the_next_request(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, sleeps: Any
 ) -> None:
-    clock = FakeClock()
+    clock = StepClock(1_000_000.0)
     vendor.clock, vendor.token_lifetime = clock, 300  # the client renews 60 s before the server refuses
     seed(vendor, 25)
     context = PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01), sleep=sleeps, clock=clock)
@@ -813,7 +802,7 @@ def test_cli_preview_then_pulls_that_survive_expired_and_revoked_tokens(
     assert (len(vendor.token_requests()), len(vendor.data_requests())) == (2, 3)
     assert not secret_seen_by(vendor.dataverse)
     with SqliteTraceStore(tmp_path / "trace.db") as store:
-        assert ids(store) == [tid(i) for i in range(37)]
+        assert stored_ids(store, NAME) == [tid(i) for i in range(37)]
 
 
 @pytest.mark.slow

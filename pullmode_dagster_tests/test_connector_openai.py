@@ -43,6 +43,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
 from .dagster_helpers import Clock, cli, committed, make_harness
+from .helpers import stored_ids
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -89,10 +90,6 @@ def seed(vendor: ComplianceLogsAPI) -> dict[str, list[LogFile]]:
     return {"AUTH_LOG": [a1, a2], "CODEX_LOG": [c1]}
 
 
-def ids(store: SqliteTraceStore) -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(source=NAME, limit=10**6))
-
-
 def streams(state: CursorState) -> dict[str, Any]:
     return dict(state.position.get("streams", {}))
 
@@ -107,7 +104,9 @@ def test_first_pull_reads_every_event_once_across_streams_without_sending_the_ke
     report = run_pull(sources.load(openai_source()), store=store, context=context)
 
     assert (report.written, report.duplicates, report.rejected, report.files) == (10, 1, 0, 3)
-    assert report.drained and ids(store) == [f"auth_{i:03d}" for i in range(7)] + [f"codex_{i}" for i in range(3)]
+    assert report.drained and stored_ids(store, NAME) == [f"auth_{i:03d}" for i in range(7)] + [
+        f"codex_{i}" for i in range(3)
+    ]
     assert streams(report.cursor_after) == {
         "AUTH_LOG": {"after": "2026-03-01T02:00:00Z", "done": [files["AUTH_LOG"][1].id]},
         "CODEX_LOG": {"after": "2026-03-01T01:00:00Z", "done": [files["CODEX_LOG"][0].id]},
@@ -187,7 +186,7 @@ def test_paging_by_last_end_time_the_run_budget_and_resume_read_each_file_once(
     second = run_pull(source, store=store, start=first.cursor_after, context=context)
     assert (second.written, second.duplicates, second.drained) == (2, 0, True)
     assert vendor.downloads() == [f.id for f in files]
-    assert ids(store) == [f"auth_{i:03d}" for i in range(5)]
+    assert stored_ids(store, NAME) == [f"auth_{i:03d}" for i in range(5)]
 
 
 def test_file_entries_without_end_time_or_file_name_still_read_each_file_once(
@@ -237,7 +236,7 @@ def test_checkpoints_never_run_ahead_of_the_stored_events_and_a_failed_pull_resu
     checkpoints: list[tuple[CursorState, set[str]]] = []
 
     def check(state: CursorState) -> None:
-        checkpoints.append((state, set(ids(store))))
+        checkpoints.append((state, set(stored_ids(store, NAME))))
 
     with pytest.raises(PullError) as failed:
         run_pull(
@@ -335,7 +334,7 @@ def test_the_deadline_stops_at_a_file_boundary_and_the_next_pulls_resume_there(
         reports.append(report)
         state = report.cursor_after
     assert len(reports) == 3 and sum(r.written for r in reports) == 30
-    assert sum(r.duplicates for r in reports) == 0 and ids(store) == [f"auth_{i:03d}" for i in range(30)]
+    assert sum(r.duplicates for r in reports) == 0 and stored_ids(store, NAME) == [f"auth_{i:03d}" for i in range(30)]
 
 
 def test_window_repull_reads_the_files_overlapping_the_window_and_keeps_the_cursor(
@@ -371,7 +370,7 @@ def test_an_org_id_selects_the_organizations_path(
     source = sources.load(openai_source(workspaceId=ORG_ID, eventTypes=["AUTH_LOG"]))
     assert "organizations org-AcmeCompliance0001" in source.describe()
     report = run_pull(source, store=store, context=context)
-    assert report.written == 1 and ids(store) == ["auth_001"]
+    assert report.written == 1 and stored_ids(store, NAME) == ["auth_001"]
     assert {r.path.rsplit("/logs", 1)[0] for r in vendor.api.requests} == {f"/v1/compliance/organizations/{ORG_ID}"}
     assert not vendor.storage_saw_authorization
 
@@ -472,7 +471,7 @@ def test_a_download_whose_digest_does_not_match_is_tried_again_and_nothing_of_it
     vendor.damaged_downloads[files[1].id] = 1  # the first download of file 2 arrives without its last line
     report = run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
     assert (report.written, report.files, report.drained) == (4, 2, True)
-    assert ids(store) == [f"auth_{i:03d}" for i in range(4)]
+    assert stored_ids(store, NAME) == [f"auth_{i:03d}" for i in range(4)]
     assert vendor.downloads() == [files[0].id, files[1].id, files[1].id]  # asked again: a fresh signed URL
     assert len(sleeps) == 1  # one wait of the retry policy
     assert not vendor.storage_saw_authorization
@@ -500,7 +499,7 @@ def test_a_download_whose_digest_never_matches_fails_the_pull_naming_the_file(
     assert "sig=" not in message and KEY not in message
     assert vendor.downloads().count(files[1].id) == 3  # the retry policy's attempts (3 in these tests)
     # No record of the damaged file was stored, not even the lines that did arrive; the file before it is done.
-    assert ids(store) == ["auth_000", "auth_001"]
+    assert stored_ids(store, NAME) == ["auth_000", "auth_001"]
     assert streams(failed.value.report.checkpoint) == {
         "AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id]}
     }
@@ -674,11 +673,11 @@ def test_a_file_larger_than_max_file_bytes_is_not_held_for_its_digest_and_fails_
     )
     assert vendor.downloads() == [small.id, big.id]  # not tried again: it would not get smaller
     checkpoint = failed.value.report.checkpoint
-    assert ids(store) == ["auth_001"] and streams(checkpoint)["AUTH_LOG"]["done"] == [small.id]
+    assert stored_ids(store, NAME) == ["auth_001"] and streams(checkpoint)["AUTH_LOG"]["done"] == [small.id]
     # Raised, the file is read (the default is 4 GiB).
     default = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
     assert run_pull(default, store=store, start=checkpoint, context=context).written == 1
-    assert ids(store) == ["auth_001", "auth_002"]
+    assert stored_ids(store, NAME) == ["auth_001", "auth_002"]
 
 
 def test_bad_lines_are_rejects_and_the_file_still_counts_as_read(
@@ -960,7 +959,7 @@ def test_cli_preview_and_pulls(vendor: ComplianceLogsAPI, sources: SourceWriter,
     assert [r.arg("after") for r in vendor.listings("AUTH_LOG")] == ["2026-03-01T02:00:00Z"] * 2
     assert len(vendor.downloads()) == 1 and not vendor.storage_saw_authorization
     with SqliteTraceStore(tmp_path / "trace.db") as store:
-        assert len(ids(store)) == 11
+        assert len(stored_ids(store, NAME)) == 11
 
 
 @pytest.mark.slow

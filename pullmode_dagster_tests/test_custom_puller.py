@@ -34,6 +34,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source
+from .helpers import stored_ids
 from .test_secrets import assert_nothing_leaked, canary_source, drive, env, leaks, scan_files  # noqa: F401 (env: the canary fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,16 +94,12 @@ def workato(api: LoopbackServer) -> WorkatoJobs:
     return fake
 
 
-def ids(store: SqliteTraceStore) -> list[str]:
-    return sorted((r["source_event_id"] for r in store.tail(limit=1000)), key=int)
-
-
 def test_the_worked_example_pulls_everything_then_only_new_jobs(
     api: LoopbackServer, workato: WorkatoJobs, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
     source = sources.load(workato_source(api.base_url))
     first = run_pull(source, store=store, context=context)
-    assert first.drained and first.written == 10 and ids(store) == [str(i) for i in range(1, 11)]
+    assert first.drained and first.written == 10 and stored_ids(store, key=int) == [str(i) for i in range(1, 11)]
     assert first.cursor_after.position == {"newest_id": 10}
     assert first.cursor_after.watermark == "2026-03-01T10:10:00.000000Z"
 
@@ -126,7 +123,7 @@ def test_a_stopped_first_pull_resumes_where_it_stopped(
     assert rest.cursor_after.position == {"older_than": 1, "walk_newest": 10}
     last = run_pull(source, store=store, context=context, start=rest.cursor_after)
     assert last.drained and last.cursor_after.position == {"newest_id": 10}
-    assert ids(store) == [str(i) for i in range(1, 11)]
+    assert stored_ids(store, key=int) == [str(i) for i in range(1, 11)]
 
 
 def test_validation_names_the_module_field(sources: SourceWriter) -> None:

@@ -38,7 +38,7 @@ from pullmode_dagster.engine.declare.loading import load_sources
 from .bounded import LineReader
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
-from .ui_helpers import free_port
+from .helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 USAGE = dg.AssetKey(["ingestion", "demo_usage"])

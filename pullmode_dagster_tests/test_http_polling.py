@@ -18,6 +18,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter, http_source
 from .fakes import CursorFeed, make_events
+from .helpers import stored_ids
 
 TOKEN = "tok-live-1a2b3c4d5e"
 
@@ -25,10 +26,6 @@ TOKEN = "tok-live-1a2b3c4d5e"
 @pytest.fixture(autouse=True)
 def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_AUDIT_TOKEN", TOKEN)
-
-
-def ids(store: SqliteTraceStore, source: str = "acme_audit") -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(source=source, limit=100_000))
 
 
 def test_body_cursor_sent_back_as_query_param(
@@ -42,7 +39,7 @@ def test_body_cursor_sent_back_as_query_param(
     assert [r.arg("cursor") for r in api.requests] == [None, *[str(n) for n in range(10, 100, 10)]]
     assert all(r.arg("limit") == "10" for r in api.requests)
     assert report.drained and report.cursor_after.position.get("page_cursor") is None
-    assert ids(store) == [f"evt_{i:05d}" for i in range(95)]
+    assert stored_ids(store, "acme_audit") == [f"evt_{i:05d}" for i in range(95)]
 
 
 def graph_feed(server: LoopbackServer, events: list[dict[str, Any]], size: int = 20) -> Any:
@@ -199,7 +196,7 @@ def test_max_pages_per_run_resumes_from_the_page_cursor(
     assert [r.arg("cursor") for r in api.requests] == ["20", "30"]
     third = run_pull(source, store=store, context=context, start=second.cursor_after)
     assert third.drained and third.cursor_after == CursorState(watermark="2026-03-01T00:44:00.000000Z")
-    assert ids(store) == [f"evt_{i:05d}" for i in range(45)]
+    assert stored_ids(store, "acme_audit") == [f"evt_{i:05d}" for i in range(45)]
     assert first.written + second.written + third.written == 45
 
 

@@ -12,7 +12,7 @@ from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.fetch.redaction import Redactor
 from pullmode_dagster.engine.fetch.session import HttpSession, RetryPolicy, parse_retry_after
 
-from .conftest import Sleeps
+from .helpers import Sleeps
 
 
 def session(responses: list[httpx.Response | Exception], sleeps: Sleeps, **kw: object) -> HttpSession:

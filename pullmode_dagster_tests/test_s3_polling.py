@@ -31,7 +31,8 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 from .conftest import SourceWriter
 from .dagster_helpers import Clock, committed, make_harness
 from .fakes import make_events
-from .s3_helpers import ADMIN_KEY, S3Proxy, admin_client, free_port, gz, ndjson, s3_source
+from .helpers import free_port, stored_ids
+from .s3_helpers import ADMIN_KEY, S3Proxy, admin_client, gz, ndjson, s3_source
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +44,6 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def ctx() -> PullContext:
     return PullContext(retry=RetryPolicy(max_attempts=1))
-
-
-def ids(store: SqliteTraceStore) -> list[str]:
-    return sorted(r["source_event_id"] for r in store.tail(limit=10**6))
 
 
 def test_ndjson_csv_and_json_array_files(
@@ -83,7 +80,7 @@ def test_ndjson_csv_and_json_array_files(
 
     js = sources.load(s3_source(moto_url, name="json_drop", prefix="json/", parser="json-array"))
     assert run_pull(js, store=store, context=ctx).written == 3
-    assert ids(store) == sorted(e["id"] for e in events)
+    assert stored_ids(store) == sorted(e["id"] for e in events)
 
 
 def test_gz_files_are_decompressed(
@@ -131,7 +128,7 @@ def test_more_than_1000_keys_across_two_pulls_listing_only_new_keys(
     )
     lists = [q for m, p, q, _ in recorder.seen if "list-type" in q]
     assert lists[0]["start-after"] == ["audit/01019.ndjson"] and len(lists) == 1
-    assert len(ids(store)) == 1100
+    assert len(stored_ids(store)) == 1100
 
 
 def test_resume_new_keys_and_a_late_key_before_the_cursor(
@@ -154,14 +151,14 @@ def test_resume_new_keys_and_a_late_key_before_the_cursor(
     s3.put_object(Bucket="audit-drops", Key="audit/2026-03-02.ndjson", Body=ndjson(make_events(2, start=6)))
     nxt = run_pull(source, store=store, context=ctx, start=quiet.cursor_after)
     assert (nxt.files, nxt.written) == (1, 2)  # the late key sorts before the cursor: polling skips it
-    assert "evt_00006" not in ids(store)
+    assert "evt_00006" not in stored_ids(store)
     # A window re-pull of the time it was uploaded reads it (and dedup absorbs the rest).
     now = datetime.now(UTC)
     window = Window(now - timedelta(hours=1), now + timedelta(hours=1))
     repull = run_pull(source, store=store, context=ctx, start=nxt.cursor_after, window=window)
     assert (repull.files, repull.written, repull.duplicates) == (4, 2, 6)
     assert repull.cursor_after == nxt.cursor_after
-    assert len(ids(store)) == 8
+    assert len(stored_ids(store)) == 8
 
 
 def test_bad_lines_and_rows_are_rejected_with_key_and_line(
@@ -209,12 +206,12 @@ def test_an_unreadable_file_fails_the_pull_and_is_retried(
         run_pull(source, store=store, context=ctx)
     assert ("AccessDenied (HTTP 403)" if fault == "access denied" else "EOFError") in str(info.value)
     assert "first-secret-value-0001" not in str(info.value)
-    assert "evt_00300" not in ids(store)  # nothing past the bad file
+    assert "evt_00300" not in stored_ids(store)  # nothing past the bad file
     s3.put_object(Bucket="audit-drops", Key=bad_key, Body=whole)
     recorder.denied.clear()
     retry = run_pull(source, store=store, context=ctx)  # the cursor never moved: from the start again
     assert retry.cursor_after.position.get("after_key") == "audit/3.ndjson"
-    assert len(ids(store)) == 203
+    assert len(stored_ids(store)) == 203
 
 
 def test_rotated_keys_sign_the_next_pull(

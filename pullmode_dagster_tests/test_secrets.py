@@ -322,7 +322,7 @@ def test_a_next_link_elsewhere_that_carries_a_secret_in_its_path_is_refused(
 def test_network_errors_with_a_credential_in_the_path(
     env: Path, sources: SourceWriter, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    from .s3_helpers import free_port
+    from .helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1/${{{{credentials.token}}}}/events"
     sources.write(canary_source(url, env))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pullmode_dagster.cli.pull import PullOutcome, pull_sources
 from pullmode_dagster.demo.run import CLAUDE_URL_ENV, TOKEN_URL_ENV, start_api, start_bucket, start_copilot
 from pullmode_dagster.demo.setup import prepare_demo
 
+from .helpers import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
 LOCATION = "pullmode"
@@ -33,12 +34,6 @@ CHROMIUM_ENV = "PULLMODE_CHROMIUM"
 """An explicit Chromium binary; default Debian's ``/usr/bin/chromium`` (else ``chromium`` on PATH)."""
 SCREENSHOT_DIR_ENV = "PULLMODE_SCREENSHOT_DIR"
 """Where the screenshots are copied for a person to look at; default ``.pullmode/ui-screenshots``."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def running_in_ci() -> bool:

@@ -47,7 +47,7 @@ from .changes import (
     was_sent,
 )
 from .sensor_state import sensor_timeout_seconds
-from .sensors import Clock, evaluation_instance, utc_now
+from .sensors import INTERVAL_SECONDS, Clock, evaluation_instance, utc_now
 
 SENSOR_NAME = "pullmode_failure_alerts"
 WEBHOOK_ENV = "PULLMODE_ALERT_WEBHOOK_URL"
@@ -390,7 +390,7 @@ def build_alert_sensor(
 
     @dg.sensor(
         name=SENSOR_NAME,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Alerts on change, to $PULLMODE_ALERT_WEBHOOK_URL (logged when unset): a source starts "
         "failing (reminders at most every $PULLMODE_ALERT_REMINDER_SECONDS, default an hour), recovers, "

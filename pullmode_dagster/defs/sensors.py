@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -32,10 +33,12 @@ from .pools import ensure_pool_limits, run_pools
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 
-INTERVAL_SECONDS = 30
-"""How often the daemon evaluates each poller (Dagster's default). Measured at 55 s too
-(``bench/daemon_bench.py``): 0.14 against 0.16 CPU-s per quiet poll, for a new event stored 47 s
-after it appeared instead of 10 s; the shorter interval is worth its cost."""
+INTERVAL_ENV = "PULLMODE_SENSOR_INTERVAL_SECONDS"
+INTERVAL_SECONDS = int(os.environ.get(INTERVAL_ENV) or 30)
+"""How often the daemon evaluates each poller and the alert sensor (Dagster's default). Measured at 55 s
+too (``bench/daemon_bench.py``): 0.14 against 0.16 CPU-s per quiet poll, for a new event stored 47 s
+after it appeared instead of 10 s; the shorter interval is worth its cost. ``INTERVAL_ENV`` is a test
+hook, not a setting: the end-to-end tests under ``dagster-daemon`` set it to a few seconds."""
 CLI_GRACE = timedelta(minutes=10)
 """A pull the CLI announced but whose run never appeared is forgotten after this long."""
 

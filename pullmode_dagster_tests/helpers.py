@@ -1,0 +1,38 @@
+"""Small helpers every test file shares: the ids a store holds, a free port, fakes for sleeping and
+for a monotonic clock. One home for each (they were written once per test file)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+
+def stored_ids(store: Any, source: str | None = None, *, key: Callable[[str], Any] | None = None) -> list[str]:
+    """The ``source_event_id`` of every row ``store`` holds (of ``source`` only, when given), sorted
+    (by ``key``, when given)."""
+    return sorted((r["source_event_id"] for r in store.tail(source=source, limit=10**6)), key=key)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on (for a server the test starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sleeps(list[float]):
+    """Records the waits a pull asked for (Retry-After, backoff) instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+class StepClock:
+    """A monotonic clock that only moves when told to (``clock.now += 60``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
