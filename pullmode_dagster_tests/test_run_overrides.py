@@ -20,8 +20,8 @@ import yaml
 from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 
 from pullmode_dagster.defs.io_manager import EVENTS_IO_MANAGER_KEY
+from pullmode_dagster.defs.names import job_name
 from pullmode_dagster.defs.resources import PROTECTED_RESOURCES, default_resources
-from pullmode_dagster.defs.sensors import job_name
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .conftest import SourceWriter, http_source

@@ -229,7 +229,7 @@ def test_an_unexpected_error_is_one_line_without_its_message(
 
 def test_an_unexpected_error_while_previewing(sources: SourceWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     sources.write(http_source(URL))
-    monkeypatch.setattr(pull_module, "preview", lambda source: {}["no such key"])
+    monkeypatch.setattr(pull_module, "preview", lambda source, **_: {}["no such key"])
     monkeypatch.delenv("PULLMODE_DEBUG", raising=False)
     result = CliRunner().invoke(main, ["preview", "acme_audit"])
     assert (result.exit_code, result.output) == (
