@@ -217,12 +217,13 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_the_dagster_layer_never_imports_the_cli_and_only_sensor_state_reaches_into_dagster() -> None:
+def test_the_dagster_layer_never_imports_the_cli_and_two_seams_reach_into_dagster() -> None:
     """The CLI orchestrates over the Dagster layer, never the other way round; Dagster's private
-    modules (no stability promise) stay in the one module that has no public API to use."""
+    modules (no stability promise) stay in two seams: the Dagster layer's (instance_api.py) and the
+    CLI's (sensor_state.py, the sensor state and workspace loading only the CLI needs)."""
     files = sorted(PACKAGE.rglob("*.py"))
     assert "pullmode_dagster.defs.sensors.PollPlanner" in _imports(PACKAGE / "cli" / "pull.py")  # the check works
     layer = [f for f in files if f.parent.name == "defs" or f == PACKAGE / "definitions.py"]
     assert [f for f in layer if any(m.startswith("pullmode_dagster.cli") for m in _imports(f))] == []
     private = [f.relative_to(PACKAGE).as_posix() for f in files if any(m.startswith("dagster._") for m in _imports(f))]
-    assert private == ["defs/sensor_state.py"]
+    assert private == ["cli/sensor_state.py", "defs/instance_api.py"]

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from pullmode_dagster import PullmodeSourcesComponent
 from pullmode_dagster.cli import main
-from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 

@@ -25,11 +25,11 @@ import dagster as dg
 import pytest
 
 from pullmode_dagster.cli.pull import failure_info
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_definitions, build_project
 from pullmode_dagster.defs.names import PROCESS_TAG
 from pullmode_dagster.defs.recovery import process_identity, reap_if_dead
 from pullmode_dagster.defs.resources import TraceStoreResource
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.pull import DEFAULT_BATCH_SIZE

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import pullmode_dagster.demo
 from pullmode_dagster.cli import main
-from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.engine.store import SqliteTraceStore
 

@@ -75,3 +75,13 @@ def test_a_pool_gets_the_default_limit(instance: dg.DagsterInstance) -> None:
 
 def test_freshness_states_leave_out_an_asset_never_evaluated(instance: dg.DagsterInstance) -> None:
     assert dict(instance_api.freshness_states(instance, [KEY])) == {}
+
+
+def test_the_sensor_timeout_is_dagsters_default_or_what_its_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.delenv("DAGSTER_GRPC_TIMEOUT_SECONDS", raising=False)
+    assert instance_api.sensor_timeout_seconds() == 60
+    monkeypatch.setenv("DAGSTER_GRPC_TIMEOUT_SECONDS", "90")
+    assert instance_api.sensor_timeout_seconds() == 90
+    monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "7")
+    assert instance_api.sensor_timeout_seconds() == 7

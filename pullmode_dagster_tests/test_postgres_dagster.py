@@ -15,11 +15,11 @@ import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from pullmode_dagster.cli.pull import pull_once
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.names import poller_name
 from pullmode_dagster.defs.pools import ensure_pool_limits
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store

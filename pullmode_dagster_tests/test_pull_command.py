@@ -11,14 +11,14 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-# Private on purpose, like defs/sensor_state.py: no public API loads a workspace's remote sensors, whose
+# Private on purpose, like cli/sensor_state.py: no public API loads a workspace's remote sensors, whose
 # origin ids the sensor cursors are keyed by; this test is what fails loudly when Dagster changes them.
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_definitions
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 

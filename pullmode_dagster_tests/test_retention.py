@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.defs.sensor_state import SensorCursors
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.declare.loading import load_sources

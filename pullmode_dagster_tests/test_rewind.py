@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.names import PULL_ID_TAG
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 

@@ -30,8 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pullmode_dagster.cli import main
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_project
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.fetch.redaction import ENCODINGS, Redactor

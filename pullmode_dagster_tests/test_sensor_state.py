@@ -1,4 +1,4 @@
-"""``defs/sensor_state.py`` is the one module that reaches Dagster's private instigator-state API
+"""``cli/sensor_state.py`` is the module that reaches Dagster's private instigator-state API
 (no public Python API reads or writes a sensor's cursor). This test pins it to Dagster's own public
 command, ``dagster sensor cursor``: if an upgrade changes how the daemon addresses sensor state, it
 fails here, loudly, instead of ``pullmode pull`` silently writing a cursor the daemon never reads."""
@@ -18,8 +18,9 @@ import pytest
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.defs.alerts import SENSOR_NAME
-from pullmode_dagster.defs.sensor_state import LOCATION_NAME, SensorCursors
+from pullmode_dagster.defs.names import LOCATION_NAME
 from pullmode_dagster.demo.run import demo_workspace
 
 from .conftest import SourceWriter, http_source

@@ -16,8 +16,8 @@ import pytest
 
 from pullmode_dagster import PullmodeTranslator
 from pullmode_dagster.cli.pull import pull_once
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_definitions, build_project
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store.sqlite import SCHEMA

@@ -14,10 +14,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.names import job_name, poller_name
-from pullmode_dagster.defs.sensor_state import SensorCursors
 from pullmode_dagster.demo.server import LoopbackServer
 
 from .conftest import SourceWriter, http_source

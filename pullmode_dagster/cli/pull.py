@@ -23,7 +23,6 @@ from ..defs.names import PROCESS_TAG, job_name, poller_name
 from ..defs.outgoing import secrets_for
 from ..defs.pools import ensure_pool_limits
 from ..defs.recovery import process_identity
-from ..defs.sensor_state import SensorCursors, code_location_origin, load_definitions
 from ..defs.sensors import (
     PollPlanner,
     PollPlanState,
@@ -37,6 +36,7 @@ from ..defs.sensors import (
 from ..engine.cursor import CursorFormatError
 from ..engine.errors import ConfigError, PullmodeError
 from ..engine.store.locks import SourceBusy
+from .sensor_state import SensorCursors, code_location_origin, load_definitions
 
 
 @dataclass

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..defs.names import poller_name
 from ..defs.outgoing import CursorSeal
-from ..defs.sensor_state import SensorCursors
 from ..defs.sensors import PollPlanState, utc_now
 from ..engine.adapters.registry import check_position
 from ..engine.cursor import CursorFormatError, CursorState, load_object
@@ -23,6 +22,7 @@ from ..engine.events.rules import format_timestamp
 from ..engine.export import parse_time
 from ..engine.store.locks import SourceBusy
 from .pull import code_location_project, default_workspace, open_instance, stored_committed
+from .sensor_state import SensorCursors
 
 
 def requested_cursor(source: SourceConfig, *, to: str | None, cursor: str | None) -> CursorState:

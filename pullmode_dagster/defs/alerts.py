@@ -46,7 +46,7 @@ from .changes import (
     reminder_interval,
     was_sent,
 )
-from .sensor_state import sensor_timeout_seconds
+from .instance_api import sensor_timeout_seconds
 from .sensors import INTERVAL_SECONDS, Clock, evaluation_instance, utc_now
 
 SENSOR_NAME = "pullmode_failure_alerts"

@@ -1,11 +1,11 @@
-"""The instance calls the Dagster layer makes that are not Dagster's public API (not ``@public`` on
-``DagsterInstance`` in 1.13), each in one place with why no public one does: an upgrade of Dagster
-that changes one breaks here, and ``test_instance_api.py`` pins each against a real instance.
+"""The calls the Dagster layer makes that are not Dagster's public API (not ``@public`` on
+``DagsterInstance`` in 1.13, or under ``dagster._``), each in one place with why no public one does:
+an upgrade of Dagster that changes one breaks here, and ``test_instance_api.py`` pins each against a
+real instance.
 
 Everything else uses the public API: ``get_run_records`` (not ``get_runs``), ``get_run_by_id``,
 ``fetch_run_status_changes``, ``get_latest_materialization_event``, ``report_runless_asset_event``.
-(The workspace loading and sensor state the CLI needs are ``sensor_state.py``'s, which imports
-``dagster._``; this module does not.)
+(The workspace loading and sensor state only the CLI needs are ``cli/sensor_state.py``'s.)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._grpc.utils import default_sensor_grpc_timeout
 
 
 def run_records_of_type(
@@ -76,3 +77,10 @@ def freshness_states(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) 
     """The freshness state Dagster's freshness daemon last recorded for each asset (by key; an asset
     it never evaluated is absent). The UI reads it this way; no public call returns it."""
     return instance.get_freshness_state_records(list(keys))
+
+
+def sensor_timeout_seconds() -> float:
+    """How long Dagster lets one sensor evaluation run before the tick fails (60 s unless
+    ``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`` or ``DAGSTER_GRPC_TIMEOUT_SECONDS`` says otherwise); only
+    ``dagster._grpc`` knows it."""
+    return float(default_sensor_grpc_timeout())

@@ -3,7 +3,7 @@ workspace file's, else the dg project's around the current directory (as ``dg`` 
 module every workspace of this repository names. ``pullmode prune`` and ``erase`` read the sources
 of that code location, and need Dagster only when the code location is not that module.
 
-Loading the code location itself (Dagster's loader) is :mod:`.sensor_state`'s.
+Loading the code location itself (Dagster's loader) is ``cli/sensor_state.py``'s.
 Design: docs/design/poller.md#pullmode-pull
 """
 

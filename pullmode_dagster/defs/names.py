@@ -49,6 +49,11 @@ def job_name(source: str) -> str:
     return f"{source}{JOB_SUFFIX}"
 
 
+LOCATION_NAME = "pullmode"
+"""The code location's name in every workspace (``workspace.yaml``, ``deploy/workspace.yaml``, the
+demo's): sensor state is keyed by it, so another name would start every poller from an empty cursor."""
+
+
 # --- run statuses ----------------------------------------------------------------------------------
 # Two sets on purpose (Dagster's own ``IN_PROGRESS_RUN_STATUSES`` is private): they differ in
 # SUSPENDED, a run Dagster paused whose process has ended by design and which may be resumed.

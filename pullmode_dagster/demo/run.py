@@ -63,7 +63,7 @@ def demo_workspace(root: Path) -> Path:
     """The demo's workspace file: its code location (the sources plus the downstream asset built on
     them) under the name every workspace uses, so ``make demo``, ``make dev``, ``dagster dev`` from
     the repository root and ``pullmode pull`` share the pollers' and the alert sensor's state."""
-    from ..defs.sensor_state import LOCATION_NAME
+    from ..defs.names import LOCATION_NAME
 
     path = root / "workspace.yaml"
     root.mkdir(parents=True, exist_ok=True)

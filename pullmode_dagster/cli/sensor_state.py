@@ -1,9 +1,10 @@
 """A poller sensor's stored cursor, read and written outside the daemon (``pullmode pull``), and
 the code location it belongs to, loaded as its code server loads it.
 
-Addressed exactly as ``dagster sensor cursor --set`` does; Dagster has no public API for it, so this is
-the one module in the package that imports ``dagster._``. The sensor timeout Dagster enforces, and
-the loading of a code location's Definitions from a workspace, are here too, for the same reason.
+Addressed exactly as ``dagster sensor cursor --set`` does; Dagster has no public API for it, so this
+module imports ``dagster._``, as does the loading of a code location's Definitions from a workspace,
+here for the same reason. Only the CLI (and the tests) use it; the Dagster layer's own private calls
+are ``defs/instance_api.py``'s.
 Design: docs/design/poller.md#sensor-state
 """
 
@@ -22,24 +23,16 @@ from dagster._core.scheduler.instigation import (
     SensorInstigatorData,
 )
 from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
-from dagster._grpc.utils import default_sensor_grpc_timeout, get_loadable_targets
+from dagster._grpc.utils import get_loadable_targets
 from dagster.components.definitions import LazyDefinitions
 
+from ..defs.location import MODULE, find_dg_project
+from ..defs.names import LOCATION_NAME
+from ..defs.sensors import INTERVAL_SECONDS
 from ..engine.declare.loading import one_line
 from ..engine.errors import PullmodeError
-from .location import MODULE, find_dg_project
-from .sensors import INTERVAL_SECONDS
 
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
-LOCATION_NAME = "pullmode"
-"""The code location's name in every workspace (``workspace.yaml``, ``deploy/workspace.yaml``, the
-demo's): sensor state is keyed by it, so another name would start every poller from an empty cursor."""
-
-
-def sensor_timeout_seconds() -> float:
-    """How long Dagster lets one sensor evaluation run before the tick fails (60 s unless
-    ``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`` or ``DAGSTER_GRPC_TIMEOUT_SECONDS`` says otherwise)."""
-    return float(default_sensor_grpc_timeout())
 
 
 def code_location_origin(workspace: Path | None) -> CodeLocationOrigin:
