@@ -27,6 +27,7 @@ from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
+from pullmode_dagster.engine.adapters.custom import UserThread
 from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import build_puller, run_pull
@@ -807,6 +808,20 @@ def test_sigterm_ends_a_pull_whose_puller_blocks(
         "workato_jobs: FAILED: source 'workato_jobs': interrupted (SIGINT or SIGTERM); checkpoint "
         '{"high_water":"2026-03-01T00:00:00.000000Z","n":1,"v":1}'
     ), failed
+
+
+def test_a_call_is_abandoned_until_its_result_is_taken() -> None:
+    """A signal may land after a call is queued and before its caller waits: that call runs on, so
+    the thread takes no more calls (closing would queue behind it) until its result is taken."""
+    gate = threading.Event()
+    thread = UserThread("pullmode-test")
+    call = thread.submit(gate.wait)  # the caller is interrupted here, before result()
+    assert thread.stuck
+    with pytest.raises(RuntimeError, match="takes no more calls"):
+        thread.submit(lambda: None)
+    gate.set()
+    assert thread.result(call, timeout=5) is True and not thread.stuck
+    assert thread.run(lambda: 2, timeout=5) == 2 and thread.stop(timeout=5)
 
 
 def probe_module(probe_body: str) -> str:

@@ -181,19 +181,17 @@ class UserThread:
         if self.stuck or self.stopped:
             raise RuntimeError("this user thread takes no more calls")
         call = _Call(fn)
+        # Stuck until its result is taken: a signal that lands between here and result() (or
+        # inside it) abandons the call as surely as one that lands while waiting.
+        self.stuck = True
         self._calls.put(call)
         return call
 
     def result(self, call: _Call, timeout: float) -> Any:
         """``call``'s value; :class:`Raised` for what it raised, :class:`Overrun` past ``timeout``."""
-        try:
-            finished = call.done.wait(timeout)
-        except BaseException:  # SIGTERM or Ctrl-C while waiting: the call runs on, abandoned
-            self.stuck = True
-            raise
-        if not finished:
-            self.stuck = True
+        if not call.done.wait(timeout):  # SIGTERM or Ctrl-C while waiting leaves it stuck, too
             raise Overrun
+        self.stuck = False
         if call.failed and call.error_type is not None and issubclass(call.error_type, PASSES_THROUGH):
             raise call.error_type(call.text)
         if call.failed:
