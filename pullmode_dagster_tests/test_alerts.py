@@ -24,8 +24,9 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME, AlertState, build_alert_se
 from pullmode_dagster.defs.changes import STATE_KEY, StateStore
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, failed_runs, failing_sources, make_harness, running_daemon
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 SECRET = "tok-alert-canary-77aa"

@@ -13,8 +13,9 @@ import pytest
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, make_harness
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 

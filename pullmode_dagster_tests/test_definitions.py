@@ -16,8 +16,9 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import ConfigError
 from pullmode_dagster.engine.store import EVENT_COLUMNS
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import fail_source_asset
+from .documents import http_source
 
 URL = "https://audit.acme.example/v1/events?api_version=2"
 

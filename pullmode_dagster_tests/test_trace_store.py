@@ -43,7 +43,8 @@ from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteRes
 from pullmode_dagster.engine.store.base import Newest
 
 from .bounded import join_all
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import blocked_by, connect, fresh_database, wait_for
 from .ui_helpers import running_in_ci
