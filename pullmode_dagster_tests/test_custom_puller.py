@@ -223,8 +223,8 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     package.mkdir()
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    gate = types.ModuleType(GATE)
-    gate.event = threading.Event()  # type: ignore[attr-defined]
+    gate, event = types.ModuleType(GATE), threading.Event()
+    vars(gate)["event"] = event  # the user modules wait on it (import {GATE}; {GATE}.event.wait())
     monkeypatch.setitem(sys.modules, GATE, gate)
 
     def write(name: str, code: str) -> str:
@@ -232,7 +232,7 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
         return f"user_code.{name}"
 
     yield write
-    gate.event.set()  # type: ignore[attr-defined]
+    event.set()
     for module in [m for m in sys.modules if m == "user_code" or m.startswith("user_code.")]:
         sys.modules.pop(module, None)
 

@@ -487,7 +487,7 @@ def test_a_writer_killed_mid_batch_leaves_whole_batches_and_the_next_pull_comple
     assert {r["run_id"] for r in rows[10:]} == {retry.run_id}
 
 
-def test_open_store_default_and_env(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_open_store_default_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with open_store() as s:
         assert isinstance(s, SqliteTraceStore)
