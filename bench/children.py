@@ -114,9 +114,7 @@ def _load_source(sources: str, name: str) -> Any:
     from pullmode_dagster.engine.adapters import ADAPTERS
     from pullmode_dagster.engine.declare.loading import load_sources
 
-    result = load_sources(sources, adapters=ADAPTERS)
-    result.raise_for_problems()
-    return result.get(name)
+    return load_sources(sources, adapters=ADAPTERS).get(name)  # as `pullmode preview` loads one source
 
 
 def engine(sources: str, name: str, db: str) -> dict[str, Any]:

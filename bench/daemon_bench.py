@@ -36,7 +36,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package: import its siblings by path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: pullmode_dagster_tests.helpers
 
 from feed import EVENT_MAPPING, FRESH, STATS_PATH, quiet_url
 from pull_bench import (
@@ -74,6 +74,8 @@ from pull_bench import (
     server,
     write_source,
 )
+
+from pullmode_dagster_tests.helpers import free_port
 
 DAEMON = Path(PY).with_name("dagster-daemon")
 FRESHNESS_SECONDS = 150.0
@@ -183,12 +185,6 @@ def workspace_file(work: Path, code_server: str) -> tuple[Path, list[str]]:
         f'exec "{DAEMON}" run -w "{workspace}"'
     )
     return workspace, ["bash", "-c", script]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

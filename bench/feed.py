@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import logging
-import socket
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
+from pullmode_dagster_tests.helpers import free_port
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 """Events are one second apart from here: 1M events end 11.6 days later, never in the future."""
@@ -212,12 +212,6 @@ def serve_quiet(sources: int, fresh: bool) -> None:
         _ready_then_wait(server.port)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def s3_client(endpoint: str) -> Any:
     import boto3
 
@@ -253,7 +247,7 @@ def serve_s3(events: int, files: int, listing_old: int, listing_new: int) -> Non
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -33,8 +33,8 @@ from pullmode_dagster_tests.faults import (
     failing,
     fault_source,
     quiet_context,
-    stored_ids,
 )
+from pullmode_dagster_tests.helpers import stored_ids
 
 PAGE = 100
 MAX_PAGES = 10

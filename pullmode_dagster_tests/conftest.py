@@ -17,7 +17,7 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .fakes import EVENT_MAPPING
+from .documents import http_source  # noqa: F401 (test_probe.py imports it from here)
 from .helpers import Sleeps
 
 # S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
@@ -101,22 +101,3 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def context(sleeps: Sleeps) -> PullContext:
     return PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.05), sleep=sleeps)
-
-
-def http_source(url: str, **overrides: Any) -> dict[str, Any]:
-    """A minimal valid http_polling source, cursor-paginated, with the usual mapping."""
-    doc: dict[str, Any] = {
-        "name": "acme_audit",
-        "adapter": "http_polling",
-        "organizationId": "org_42",
-        "startDate": "2026-01-01",
-        "schedule": "*/5 * * * *",
-        "credentials": {"token": {"env": "ACME_AUDIT_TOKEN"}},
-        "url": url,
-        "headers": {"Authorization": "Bearer ${{credentials.token}}"},
-        "cursorJsonPath": "$.next_cursor",
-        "eventsJsonPath": "$.data",
-        "eventMapping": dict(EVENT_MAPPING),
-    }
-    doc.update(overrides)
-    return {k: v for k, v in doc.items() if v is not None}

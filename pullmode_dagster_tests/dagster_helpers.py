@@ -28,14 +28,10 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
+from .helpers import StepClock
 
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+Clock = StepClock[datetime]
+"""The wall clock a poller sensor reads, set by the test."""
 
 
 def fast_resources(store_path: Path) -> dict[str, object]:
@@ -172,7 +168,7 @@ def watermark_harness(
     url: str, sources: Any, instance: dg.DagsterInstance, tmp: Path, now: datetime, **overrides: Any
 ) -> Harness:
     """The ``acme_audit`` http_polling source at ``url`` with a ``created_after`` watermark filter."""
-    from .conftest import http_source
+    from .documents import http_source
 
     sources.write(http_source(url, incrementalParams={"created_after": "${{cursor.watermark}}"}, **overrides))
     return make_harness(sources.directory, instance, Clock(now), tmp, "acme_audit")

@@ -40,17 +40,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
+from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.cursor import CursorState
-from pullmode_dagster.engine.declare.loading import parse_source
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullmodeError
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import PullReport, run_pull
 from pullmode_dagster.engine.store import TraceStore
 
-from .fakes import EVENT_MAPPING
-from .helpers import Sleeps
+from .documents import http_source, parsed
+from .helpers import Sleeps, stored_ids
 
 FAULT_KINDS = (
     "429",  # Too Many Requests with Retry-After
@@ -367,21 +366,14 @@ def _read_request(sock: socket.socket) -> str | None:
 
 def fault_source(url: str, directory: Path, *, name: str = "faulty", **overrides: Any) -> SourceConfig:
     """An http_polling source for the fault server's feed (no credentials), parsed like a file."""
-    doc: dict[str, Any] = {
+    feed = {
         "name": name,
-        "adapter": "http_polling",
-        "startDate": "2026-01-01",
-        "schedule": "*/5 * * * *",
-        "url": url,
-        "cursorJsonPath": "$.next_cursor",
-        "eventsJsonPath": "$.data",
+        "organizationId": None,
+        "credentials": None,
+        "headers": None,
         "incrementalParams": {"created_after": "${{cursor.watermark}}"},
-        "eventMapping": dict(EVENT_MAPPING),
-        **overrides,
     }
-    source, problems = parse_source(doc, file=directory / f"{name}.yaml", adapters=ADAPTERS)
-    assert source is not None, problems
-    return source
+    return parsed(http_source(url, **{**feed, **overrides}), directory)
 
 
 class QuietLog:
@@ -408,10 +400,6 @@ def quiet_context(max_attempts: int = 3, sleep: Callable[[float], None] | None =
         retry=RetryPolicy(max_attempts=max_attempts, backoff_initial=0.01, backoff_max=0.05),
         sleep=sleep if sleep is not None else Sleeps(),
     )
-
-
-def stored_ids(store: TraceStore, source: str) -> list[str]:
-    return [r["source_event_id"] for r in store.tail(source=source, limit=10**7)]
 
 
 @dataclass

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 def stored_ids(store: Any, source: str | None = None, *, key: Callable[[str], Any] | None = None) -> list[str]:
     """The ``source_event_id`` of every row ``store`` holds (of ``source`` only, when given), sorted
     (by ``key``, when given)."""
-    return sorted((r["source_event_id"] for r in store.tail(source=source, limit=10**6)), key=key)
+    return sorted((r["source_event_id"] for r in store.tail(source=source, limit=10**7)), key=key)
 
 
 def free_port() -> int:
@@ -28,11 +30,12 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-class StepClock:
-    """A monotonic clock that only moves when told to (``clock.now += 60``)."""
+class StepClock(Generic[T]):
+    """A clock that only moves when told to (``clock.now += 60``): monotonic seconds for a pull's
+    deadlines, a ``datetime`` for a sensor's cron (``dagster_helpers.Clock``)."""
 
-    def __init__(self, now: float = 1000.0) -> None:
+    def __init__(self, now: T) -> None:
         self.now = now
 
-    def __call__(self) -> float:
+    def __call__(self) -> T:
         return self.now

@@ -19,10 +19,12 @@ from moto.server import ThreadedMotoServer
 
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .fakes import EVENT_MAPPING
+from .documents import (
+    S3_REGION,
+    s3_source,  # noqa: F401 (test_probe.py imports it from here)
+)
 from .helpers import free_port
 
-REGION = "us-east-1"
 ADMIN_KEY = ("testing-admin", "testing-admin-secret")
 
 
@@ -39,7 +41,7 @@ def admin_client(endpoint: str) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name=REGION,
+        region_name=S3_REGION,
         aws_access_key_id=ADMIN_KEY[0],
         aws_secret_access_key=ADMIN_KEY[1],
     )
@@ -100,25 +102,3 @@ def gz(data: bytes) -> bytes:
     with gzip.GzipFile(fileobj=buffer, mode="wb") as f:
         f.write(data)
     return buffer.getvalue()
-
-
-def s3_source(endpoint: str, **overrides: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": "audit_drop",
-        "adapter": "s3_polling",
-        "organizationId": "org_7",
-        "startDate": "2026-01-01",
-        "schedule": "*/10 * * * *",
-        "bucket": "audit-drops",
-        "prefix": "audit/",
-        "region": REGION,
-        "parser": "ndjson",
-        "endpointUrl": endpoint,
-        "credentials": {
-            "aws_access_key_id": {"env": "DROP_KEY_ID"},
-            "aws_secret_access_key": {"env": "DROP_SECRET"},
-        },
-        "eventMapping": dict(EVENT_MAPPING),
-    }
-    doc.update(overrides)
-    return {k: v for k, v in doc.items() if v is not None}

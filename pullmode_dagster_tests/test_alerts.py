@@ -24,8 +24,9 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME, AlertState, build_alert_se
 from pullmode_dagster.defs.changes import STATE_KEY, StateStore
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, failed_runs, failing_sources, make_harness, running_daemon
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 SECRET = "tok-alert-canary-77aa"
@@ -116,6 +117,11 @@ def alerts_tick(harness: Harness, cursor: str | None = None) -> dg.SensorResult:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
+
+
+def saved(instance: dg.DagsterInstance) -> AlertState:
+    """The state the sensor saved in the instance, read as the sensor reads it."""
+    return AlertState.from_json(StateStore(instance).read())
 
 
 def said(result: dg.SensorResult) -> str:
@@ -371,7 +377,7 @@ def test_with_the_state_lost_too_the_run_tags_keep_each_alert_of_a_run_from_goin
     poller.poll()
     alerts_tick(harness)
     harness.instance.run_storage.set_cursor_values({STATE_KEY: ""})
-    assert StateStore(harness.instance).load() is None
+    assert StateStore(harness.instance).read() is None
     assert said(alerts_tick(harness, cursor=None)) == "no change"
     assert receiver.kinds == ["failing"]
 
@@ -425,12 +431,12 @@ def test_a_receiver_that_is_down_gets_the_alert_once_when_it_is_back(harness: Ha
     alerts_tick(harness)
     result = alerts_tick(harness)
     assert said(result) == "nothing sent; 1 alert(s) waiting for the webhook"
-    assert receiver.alerts == [] and [p["attempts"] for p in StateStore(harness.instance).load().pending] == [2]  # type: ignore[union-attr]
+    assert receiver.alerts == [] and [p["attempts"] for p in saved(harness.instance).pending] == [2]
     assert AlertState.from_json(result.cursor).pending[0]["attempts"] == 2  # the cursor shows a copy
     receiver.down = False
     alerts_tick(harness)
     alerts_tick(harness)
-    assert receiver.kinds == ["failing"] and StateStore(harness.instance).load().pending == []  # type: ignore[union-attr]
+    assert receiver.kinds == ["failing"] and saved(harness.instance).pending == []
 
 
 def test_a_failure_message_holding_the_sources_secret_is_redacted_in_the_payload_and_the_state(

@@ -19,8 +19,9 @@ from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store.sqlite import SCHEMA, SqliteTraceStore
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, committed, fast_resources, make_harness
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 TOKEN = "tok-asset-7777-secret"

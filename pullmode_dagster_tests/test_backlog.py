@@ -13,8 +13,9 @@ import pytest
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, make_harness
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 
@@ -47,7 +48,8 @@ def test_a_backlog_is_pulled_on_at_each_evaluation_until_drained(harness: Harnes
     settled = harness.tick(cursor)  # settles the draining pull
     state = PollPlanState.from_json(settled.cursor)
     assert not settled.run_requests and not state.more_to_pull
-    assert "waiting for the next tick at 2026-03-02T10:00:00Z" in settled.skip_reason.skip_message  # type: ignore[union-attr]
+    assert settled.skip_reason is not None
+    assert "waiting for the next tick at 2026-03-02T10:00:00Z" in settled.skip_reason.skip_message
 
 
 @pytest.mark.slow
@@ -57,13 +59,13 @@ def test_a_failed_pull_does_not_pull_on_before_the_next_tick(harness: Harness, a
     feed = api.routes["/v1/events"]
     assert isinstance(feed, CursorFeed)
     on = harness.tick(first.cursor)
-    assert on.run_requests and on.run_requests[0].run_key.startswith("acme_audit:backlog:")  # type: ignore[union-attr]
+    assert on.run_requests and (on.run_requests[0].run_key or "").startswith("acme_audit:backlog:")
     feed.fail_after_pages = feed.served_pages  # the backlog pull fails
     assert not harness.run(on.run_requests[0]).success
     after = harness.tick(on.cursor)
     assert not after.run_requests
     assert not PollPlanState.from_json(after.cursor).more_to_pull
-    assert "waiting for the next tick" in after.skip_reason.skip_message  # type: ignore[union-attr]
+    assert after.skip_reason is not None and "waiting for the next tick" in after.skip_reason.skip_message
 
 
 def test_more_to_pull_round_trips_in_the_sensor_cursor() -> None:

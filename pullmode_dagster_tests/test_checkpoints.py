@@ -20,11 +20,12 @@ from pullmode_dagster.engine.pull import PullReport, run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import custom_source, http_source, s3_source
 from .fakes import CursorFeed, make_events
 from .helpers import Sleeps, StepClock, stored_ids
 from .pg import connect, fresh_database
-from .s3_helpers import ndjson, s3_source
+from .s3_helpers import ndjson
 
 
 @pytest.fixture(autouse=True)
@@ -142,7 +143,7 @@ def test_deadline_stops_cleanly_at_a_page_boundary_with_a_resumable_cursor(
 ) -> None:
     api.routes["/v1/events"] = CursorFeed(make_events(100), page_size=10)
     source = sources.load(http_source(api.url("/v1/events"), pullDeadlineSeconds=60))
-    clock = StepClock()
+    clock = StepClock(1000.0)
     ctx = PullContext(retry=RetryPolicy(max_attempts=2, backoff_initial=0.01), sleep=sleeps, clock=clock)
 
     def thirty_seconds_per_page(page: Page, report: PullReport) -> None:
@@ -204,18 +205,16 @@ def test_the_deadline_reached_inside_a_file_fails_the_pull_instead_of_stopping_w
     (sources.directory / "ranged_file.py").write_text(RANGED_FILE_PULLER)
     monkeypatch.syspath_prepend(str(sources.directory))
     api.routes["/file"] = lambda request: Response(200, {})
-    doc = {
-        "name": "ranged",
-        "adapter": "custom",
-        "module": "ranged_file:RangedFile",
-        "options": {"url": api.url("/file")},
-        "startDate": "2026-01-01",
-        "schedule": "*/5 * * * *",
-        "pullDeadlineSeconds": 60,
-        "eventMapping": {"source_event_id": "$.id", "event_timestamp": "$.t"},
-    }
-    source = sources.load(doc)
-    clock = StepClock()
+    source = sources.load(
+        custom_source(
+            "ranged_file:RangedFile",
+            name="ranged",
+            options={"url": api.url("/file")},
+            credentials=None,
+            pullDeadlineSeconds=60,
+        )
+    )
+    clock = StepClock(1000.0)
     ctx = PullContext(retry=RetryPolicy(max_attempts=2, backoff_initial=0.01), sleep=sleeps, clock=clock)
 
     def past_the_deadline(page: Page, report: PullReport) -> None:

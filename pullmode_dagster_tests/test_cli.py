@@ -22,7 +22,8 @@ from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 
 from .bounded import LineReader
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import fresh_database
 

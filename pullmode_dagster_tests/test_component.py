@@ -26,7 +26,8 @@ from pullmode_dagster.cli.sensor_state import SensorCursors
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 REPO = Path(__file__).resolve().parents[1]

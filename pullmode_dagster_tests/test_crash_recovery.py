@@ -38,11 +38,13 @@ from pullmode_dagster.engine.store.locks import SourceBusy, source_lock
 from pullmode_dagster.engine.store.postgres import PostgresTraceStore
 
 from .bounded import LineReader
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, cli, fast_resources, make_harness, record_run
+from .documents import http_source, s3_source
 from .fakes import CursorFeed, make_events
+from .helpers import stored_ids
 from .pg import ADMIN_URL, connect, fresh_database, wait_for
-from .s3_helpers import S3Proxy, ndjson, s3_source
+from .s3_helpers import S3Proxy, ndjson
 
 pytestmark = pytest.mark.slow
 
@@ -133,9 +135,10 @@ def count(tmp_path: Path) -> int:
         return store.count()
 
 
-def stored_ids(tmp_path: Path, source: str = "acme_audit") -> list[str]:
+def ids_in_the_store(tmp_path: Path, source: str = "acme_audit") -> list[str]:
+    """The ids of ``source`` in the trace store the pulls under ``tmp_path`` write."""
     with SqliteTraceStore(tmp_path / "trace.db") as store:
-        return [r["source_event_id"] for r in store.tail(source=source, limit=10**7)]
+        return stored_ids(store, source)
 
 
 def poller_state(name: str = "acme_audit") -> PollPlanState:
@@ -174,7 +177,7 @@ def test_sigkill_mid_pull_then_pull_again_stores_every_event_once_with_no_manual
     code, out, err = pull(tmp_path)
     assert code == 0, out + err
     assert "Traceback" not in out + err
-    ids = stored_ids(tmp_path)
+    ids = ids_in_the_store(tmp_path)
     assert len(ids) == len(set(ids)) == N  # every event exactly once
     killed, again = runs()
     assert killed.status == dg.DagsterRunStatus.FAILURE and again.status == dg.DagsterRunStatus.SUCCESS
@@ -205,12 +208,14 @@ def test_sigterm_ends_the_run_with_its_checkpoint_and_the_next_pull_proceeds_at_
     checkpoint = poller_state().committed
     assert checkpoint.position.get("page_cursor") is not None
     assert int(checkpoint.position.get("page_cursor")) >= FIRST_BATCH
-    assert set(stored_ids(tmp_path)) >= {f"evt_{i:05d}" for i in range(int(checkpoint.position.get("page_cursor")))}
+    assert set(ids_in_the_store(tmp_path)) >= {
+        f"evt_{i:05d}" for i in range(int(checkpoint.position.get("page_cursor")))
+    }
     assert poller_state().in_flight is None
 
     code, out, err = pull(tmp_path)
     assert code == 0, out + err
-    ids = stored_ids(tmp_path)
+    ids = ids_in_the_store(tmp_path)
     assert len(ids) == len(set(ids)) == N
     assert [r.status for r in runs()] == [
         dg.DagsterRunStatus.FAILURE,
@@ -257,7 +262,7 @@ def test_sigkill_mid_pull_of_an_s3_source(
 
     code, out, err = pull(tmp_path, "audit_drop")
     assert code == 0, out + err
-    ids = stored_ids(tmp_path, "audit_drop")
+    ids = ids_in_the_store(tmp_path, "audit_drop")
     assert len(ids) == len(set(ids)) == N
     assert poller_state("audit_drop").committed.position.get("after_key") == f"audit/{N // 50 - 1:04d}.ndjson"
 
@@ -277,7 +282,7 @@ def test_two_pulls_started_at_once_on_a_fresh_instance_one_runs_one_is_refused(
     assert "Traceback" not in outputs and "IntegrityError" not in outputs
     refused = next(out for code, out, _ in results if code == 1)
     assert refused.startswith("acme_audit: not pulled: another pull is running (pid ")
-    ids = stored_ids(tmp_path)
+    ids = ids_in_the_store(tmp_path)
     assert len(ids) == len(set(ids)) == N
     assert len(runs()) == 1
 

@@ -24,7 +24,8 @@ from pullmode_dagster.engine.errors import CredentialError, PullError
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 
 SECRET = "sk-cred-canary-0123456789"
 PREFIX = "source 'acme': credential 'token': "

@@ -34,9 +34,10 @@ from pullmode_dagster.engine.pull import build_puller, run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import canary_custom_source, custom_source, http_source, workato_source
 from .helpers import stored_ids
-from .test_secrets import assert_nothing_leaked, canary_source, drive, env, leaks, scan_files  # noqa: F401 (env: the canary fixture)
+from .test_secrets import assert_nothing_leaked, drive, env, leaks, scan_files  # noqa: F401 (env: the canary fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -66,21 +67,6 @@ class WorkatoJobs:
         else:
             page = [j for j in newest_first if j["id"] < int(offset)][:3]
         return Response(200, {"items": page})
-
-
-def workato_source(url: str, **overrides: Any) -> dict[str, Any]:
-    doc = {
-        "name": "workato_jobs",
-        "adapter": "custom",
-        "module": "pullmode_dagster.examples.workato:WorkatoJobsPuller",
-        "options": {"recipe_id": "12345", "base_url": url},
-        "startDate": "2026-01-01",
-        "schedule": "*/10 * * * *",
-        "credentials": {"token": {"env": "WORKATO_TOKEN"}},
-        "eventMapping": {"source_event_id": "$.id", "event_timestamp": "$.started_at", "action": "$.status"},
-    }
-    doc.update(overrides)
-    return doc
 
 
 @pytest.fixture(autouse=True)
@@ -173,13 +159,7 @@ def broken_puller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 def test_a_puller_that_raises_is_one_redacted_line_and_what_it_yielded_is_kept(
     broken_puller: str, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    source = sources.load(
-        workato_source(
-            "http://127.0.0.1:1",
-            module=broken_puller,
-            eventMapping={"source_event_id": "$.id", "event_timestamp": "$.t"},
-        )
-    )
+    source = sources.load(custom_source(broken_puller))
     with pytest.raises(PullError) as info:
         run_pull(source, store=store, context=context)
     assert str(info.value) == (
@@ -244,8 +224,8 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     package.mkdir()
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    gate = types.ModuleType(GATE)
-    gate.event = threading.Event()  # type: ignore[attr-defined]
+    gate, event = types.ModuleType(GATE), threading.Event()
+    vars(gate)["event"] = event  # the user modules wait on it (import {GATE}; {GATE}.event.wait())
     monkeypatch.setitem(sys.modules, GATE, gate)
 
     def write(name: str, code: str) -> str:
@@ -253,13 +233,9 @@ def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
         return f"user_code.{name}"
 
     yield write
-    gate.event.set()  # type: ignore[attr-defined]
+    event.set()
     for module in [m for m in sys.modules if m == "user_code" or m.startswith("user_code.")]:
         sys.modules.pop(module, None)
-
-
-def stored(store: SqliteTraceStore) -> list[str]:
-    return [r["source_event_id"] for r in store.tail(limit=1000)]
 
 
 def puller_module(body: str, *, header: str = "") -> str:
@@ -270,15 +246,6 @@ def puller_module(body: str, *, header: str = "") -> str:
         f"{textwrap.dedent(header)}\n"
         "class P(Puller):\n"
         "    def pages(self, start, *, window=None):\n" + textwrap.indent(textwrap.dedent(body), "        ")
-    )
-
-
-def custom_source(module: str, **overrides: Any) -> dict[str, Any]:
-    return workato_source(
-        "http://127.0.0.1:1",
-        module=module,
-        eventMapping={"source_event_id": "$.id", "event_timestamp": "$.t"},
-        **overrides,
     )
 
 
@@ -295,7 +262,7 @@ def test_system_exit_from_a_puller_is_one_redacted_line(
         "source 'workato_jobs': custom puller user_code.exits:P raised: SystemExit: giving up with ***"
     )
     assert info.value.report.checkpoint.position == {"n": 1}  # the page before is kept
-    assert stored(store) == ["a"]
+    assert stored_ids(store) == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -379,7 +346,7 @@ def test_a_page_the_engine_cannot_use_is_one_line_and_the_cursor_holds(
         run_pull(source, store=store, context=context)
     assert str(info.value) == f"source 'workato_jobs': custom puller user_code.shapes:P {expected}"
     assert info.value.report.checkpoint.position == {"n": 1}  # the last good page, not the bad one
-    assert stored(store) == ["a"]
+    assert stored_ids(store) == ["a"]
 
 
 def test_pages_that_is_not_an_iterator(
@@ -407,7 +374,7 @@ def test_a_puller_that_blocks_past_the_deadline_fails_naming_the_source(
         "background (a puller must stop at self.context.deadline, or send its requests with self.session)"
     )
     assert info.value.report.checkpoint.position == {"n": 1}
-    assert stored(store) == ["a"]
+    assert stored_ids(store) == ["a"]
 
 
 # Only plain builtins cross from user code to the engine: whatever a user object does (its __str__,
@@ -539,7 +506,7 @@ def test_user_code_the_engine_calls_is_bounded_by_the_deadline(
         "(0.5 s) and requestTimeoutSeconds (0.5 s) after it passed"
     ), str(info.value)
     assert info.value.report.checkpoint.position == {"n": 1}
-    assert stored(store) == ["a"]
+    assert stored_ids(store) == ["a"]
 
 
 IMPORT_STR_BOMB = """
@@ -714,13 +681,6 @@ def test_the_code_location_loads_beside_modules_that_exit_or_hang_at_import(
 def secrets(request: pytest.FixtureRequest) -> Path:
     """The canary suite's environment (``test_secrets.env``): its secrets, from env and from files."""
     return request.getfixturevalue("env")
-
-
-def canary_custom_source(module: str, secrets: Path) -> dict[str, Any]:
-    doc = canary_source("http://127.0.0.1:9/unused", secrets, adapter="custom", module=module)
-    for name in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
-        doc.pop(name, None)
-    return doc
 
 
 CANARY_MODULES = {

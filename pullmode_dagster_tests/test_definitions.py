@@ -16,8 +16,9 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import ConfigError
 from pullmode_dagster.engine.store import EVENT_COLUMNS
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import fail_source_asset
+from .documents import http_source
 
 URL = "https://audit.acme.example/v1/events?api_version=2"
 
@@ -124,7 +125,7 @@ def test_each_asset_describes_its_rows_columns_and_source_file(
     assert Path(reference.file_path).is_absolute()
 
 
-def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_file_is_left_out_and_its_problems_are_shown(sources: SourceWriter, tmp_path: Path) -> None:
     sources.write(http_source(URL))
     sources.write(http_source(URL, name="broken_feed", schedule="every minute"))
     defs = build_definitions(

@@ -36,7 +36,8 @@ from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.declare.loading import load_sources
 
 from .bounded import LineReader
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .helpers import free_port
 

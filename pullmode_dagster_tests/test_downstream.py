@@ -21,8 +21,9 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store
 from pullmode_dagster.engine.store.schema import arrow_schema
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import fresh_database
 

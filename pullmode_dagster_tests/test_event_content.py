@@ -34,8 +34,9 @@ from pullmode_dagster.engine.fetch.redaction import without_email_addresses
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import open_store
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import cli, evaluate_sensor
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import connect, fresh_database
 from .test_alerts import Receiver

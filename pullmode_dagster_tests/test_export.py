@@ -31,7 +31,8 @@ from pullmode_dagster.engine.export import format_for, parse_time
 from pullmode_dagster.engine.store import SqliteTraceStore, open_store
 from pullmode_dagster.engine.store.schema import EVENT_COLUMNS, arrow_schema
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .pg import fresh_database
 
 SOURCE = "acme"

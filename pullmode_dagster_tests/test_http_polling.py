@@ -16,7 +16,8 @@ from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .helpers import stored_ids
 

@@ -151,6 +151,48 @@ def test_the_checks_see_what_they_check() -> None:
     assert stage(f"{ENGINE}.declare.models") == "declare" and stage(f"{ENGINE}.pull") == "pull"
 
 
+BENCH = PACKAGE.parent / "bench"
+TESTS = "pullmode_dagster_tests"
+BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers"})
+"""The test-support modules the benchmarks may import (documented in ``pullmode_dagster_tests``)."""
+
+
+def suite_modules_imported(source: str) -> list[str]:
+    """Every module of the test suite ``source`` imports, at any depth, named ``pullmode_dagster_tests.x``
+    (``pullmode_dagster_tests`` alone for the package itself)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.split(".")[0] == TESTS]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == TESTS:
+            module = node.module or ""
+            found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
+    return found
+
+
+def outside_bench_support(source: str) -> list[str]:
+    """The modules of the test suite ``source`` imports that are not in ``BENCH_SUPPORT``."""
+    imported = suite_modules_imported(source)
+    return sorted(name for name in imported if name.removeprefix(TESTS + ".").split(".")[0] not in BENCH_SUPPORT)
+
+
+def test_the_bench_imports_only_the_shared_test_support() -> None:
+    """The bench shares the tests' fakes and servers through a small, named set, not their internals."""
+    outside = sorted(f"{p.name}: {name}" for p in BENCH.glob("*.py") for name in outside_bench_support(p.read_text()))
+    assert outside == []
+
+
+def test_the_bench_check_sees_what_it_checks() -> None:
+    """It reads what the bench imports, and would flag a module outside the set, however imported."""
+    assert f"{TESTS}.fakes" in suite_modules_imported((BENCH / "run.py").read_text())
+    source = (
+        "import pullmode_dagster_tests, pullmode_dagster_tests.conftest\n"
+        "def f():\n    from pullmode_dagster_tests import dagster_helpers, pg\n"
+        "from pullmode_dagster_tests.helpers import free_port\n"
+    )
+    assert outside_bench_support(source) == [TESTS, f"{TESTS}.conftest", f"{TESTS}.dagster_helpers"]
+
+
 @pytest.mark.parametrize("name", ["Puller", "SourceConfig", "bearer", "HeaderAuth", "ClientCredentials", "__version__"])
 def test_user_facing_names_come_from_the_package(name: str) -> None:
     import pullmode_dagster

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source, s3_source
 
 HEAVY = ("dagster_aws", "boto3", "botocore", "pandas", "pyarrow")
 
@@ -43,18 +44,7 @@ def test_an_http_only_code_location_imports_no_aws_pandas_or_arrow(sources: Sour
 
 
 def test_an_s3_source_brings_the_s3_resource(sources: SourceWriter) -> None:
-    sources.write(
-        {
-            "name": "drops",
-            "adapter": "s3_polling",
-            "startDate": "2026-01-01",
-            "schedule": "*/5 * * * *",
-            "bucket": "audit-drops",
-            "prefix": "audit/",
-            "parser": "ndjson",
-            "eventMapping": {"source_event_id": "$.id", "event_timestamp": "$.ts"},
-        }
-    )
+    sources.write(s3_source("http://127.0.0.1:9", name="drops"))
     found = probe(sources.directory, "drops_pull")
     assert "s3" in found["resources"] and "dagster_aws" in found["loaded"]
     assert "pandas" not in found["loaded"] and "pyarrow" not in found["loaded"]

@@ -16,8 +16,9 @@ from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, committed, make_harness, record_run
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)

@@ -30,8 +30,9 @@ from pullmode_dagster.defs.pools import ensure_pool_limits, run_pools
 from pullmode_dagster.defs.recovery import process_identity
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, cli, make_harness, record_run, record_window_run, running_daemon
+from .documents import http_source
 from .fakes import T0, CursorFeed, make_events
 from .test_crash_recovery import dead_process_identity
 

@@ -24,8 +24,9 @@ from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.store import open_store
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, evaluate_sensor
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import connect, fresh_database
 

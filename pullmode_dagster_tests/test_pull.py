@@ -15,8 +15,10 @@ from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, WriteResult
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
+from .helpers import StepClock
 
 
 @pytest.fixture(autouse=True)
@@ -114,10 +116,10 @@ def test_progress_is_logged_for_the_first_page_and_then_at_most_every_few_second
     events = make_events(100)
     events[55]["created_at"] = None  # a reject on page 6: its page is always logged
     feed = CursorFeed(events, page_size=10)
-    now = [0.0]
+    clock = StepClock(0.0)
 
     def two_seconds_a_page(request: Request) -> Response:  # the clock moves with the pages, not with its calls
-        now[0] += 2.0
+        clock.now += 2.0
         return feed(request)
 
     api.routes["/v1/events"] = two_seconds_a_page
@@ -130,7 +132,7 @@ def test_progress_is_logged_for_the_first_page_and_then_at_most_every_few_second
 
         warning = info
 
-    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep, clock=lambda: now[0])
+    context = PullContext(logger=Lines(), retry=context.retry, sleep=context.sleep, clock=clock)
     with SqliteTraceStore(tmp_path / "log.db") as store:
         report = run_pull(source, store=store, context=context)
     progress = [line for line in lines if "events so far" in line]

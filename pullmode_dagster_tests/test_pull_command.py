@@ -22,8 +22,9 @@ from pullmode_dagster.definitions import build_definitions
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import fail_source_asset, record_run
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .test_poller_sensor import BAD_HAND_SET_CURSORS
 

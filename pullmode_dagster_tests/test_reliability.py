@@ -23,17 +23,16 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.sensors import PollPlanState, run_checkpoint, run_metadata
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.demo.vendors.openai import WORKSPACE_ID, ComplianceLogsAPI, LogFile, auth_log_record
-from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.adapters import openai_compliance as oai
 from pullmode_dagster.engine.cursor import CursorState
-from pullmode_dagster.engine.declare.loading import parse_source
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, open_store
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, committed, failing_sources, make_harness, running_daemon
+from .documents import connector_source, http_source, parsed
 from .fakes import make_events
 from .faults import (
     FAULT_KINDS,
@@ -46,8 +45,8 @@ from .faults import (
     fault_source,
     min_pulls,
     quiet_context,
-    stored_ids,
 )
+from .helpers import stored_ids
 from .pg import fresh_database
 
 N = 2000
@@ -274,19 +273,9 @@ def openai_fault_source(
 ) -> SourceConfig:
     monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", vendor.base_url)
     monkeypatch.setenv("OAI_STREAM_KEY", OAI_KEY)
-    doc = {
-        "name": "streamed",
-        "adapter": "openai_compliance",
-        "workspaceId": WORKSPACE_ID,
-        "eventTypes": ["AUTH_LOG"],
-        "startDate": "2026-01-01",
-        "schedule": "*/15 * * * *",
-        "credentials": {"api_key": {"env": "OAI_STREAM_KEY"}},
-        **overrides,
-    }
-    source, problems = parse_source(doc, file=directory / "streamed.yaml", adapters=ADAPTERS)
-    assert source is not None, problems
-    return source
+    credentials = {"api_key": {"env": "OAI_STREAM_KEY"}}
+    stream = {"workspaceId": WORKSPACE_ID, "eventTypes": ["AUTH_LOG"], "schedule": "*/15 * * * *"}
+    return parsed(connector_source("openai_compliance", "streamed", credentials, **{**stream, **overrides}), directory)
 
 
 def test_a_trickled_file_download_fails_at_the_whole_request_timeout_naming_the_file_and_the_checkpoint_holds(

@@ -36,8 +36,10 @@ from pullmode_dagster.engine.store import open_store
 from pullmode_dagster.engine.store.retention import ActorMatch, cutoff
 
 from .bounded import join_all
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import connector_source, http_source
 from .fakes import EVENT_MAPPING, CursorFeed, make_events
+from .helpers import stored_ids
 from .pg import fresh_database
 from .test_component import example_project
 from .test_pull_command import WORKSPACE, pull
@@ -78,12 +80,15 @@ def fill(url: str, source: str, ages: list[float], *, actor: str | None = "bob@a
 
 def ids(url: str, source: str) -> list[str]:
     with open_store(url) as store:
-        rows = store._rows(f"SELECT source_event_id FROM pulled_events WHERE source_name = {store.PARAM}", [source])
-    return sorted(r[0] for r in rows)
+        return stored_ids(store, source)
 
 
 def source_file(sources: SourceWriter, name: str, **fields: Any) -> None:
     sources.write(http_source("https://audit.acme.example/v1/events", name=name, **fields))
+
+
+CLAUDE_FEED = connector_source("claude_compliance", "claude_feed", {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}})
+"""A reference connector's source, whose actor is built from two fields of a record."""
 
 
 def cli(*args: str) -> Result:
@@ -387,15 +392,7 @@ def test_a_reference_connectors_actor_built_from_two_fields_is_found_in_its_reje
 ) -> None:
     """No substring of a record spells ``issuer|subject``: the store reads every reject of such a
     source (and only of it) and the connector's rule decides."""
-    sources.write(
-        {
-            "name": "claude_feed",
-            "adapter": "claude_compliance",
-            "startDate": "2026-01-01",
-            "schedule": "*/5 * * * *",
-            "credentials": {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}},
-        }
-    )
+    sources.write(CLAUDE_FEED)
     federated = {"type": "federated_identity_actor", "issuer": "https://idp.acme.example", "subject": "repo:acme/app"}
     with open_store(url) as store:
         store.write_rejects(
@@ -620,15 +617,7 @@ def test_with_the_sources_rule_the_actor_is_what_its_pull_would_have_stored(sour
     assert not ActorMatch("42", by_path)(json.dumps({"user": {"id": [42]}, "to": "42"}))  # its actor is "[42]"
     assert not ActorMatch("42", by_path)('{"user": {"id": 42}, "cut')  # not JSON: no rule, and 42 is a number
 
-    claude = sources.load(
-        {
-            "name": "claude_feed",
-            "adapter": "claude_compliance",
-            "startDate": "2026-01-01",
-            "schedule": "*/5 * * * *",
-            "credentials": {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}},
-        }
-    )
+    claude = sources.load(CLAUDE_FEED)
     federated = {"type": "federated_identity_actor", "issuer": "https://idp.acme.example", "subject": "repo:acme/app"}
     record = json.dumps({"id": "a1", "created_at": "bad", "type": "x", "actor": federated})
     who = "https://idp.acme.example|repo:acme/app"  # built from two fields, as the connector builds it

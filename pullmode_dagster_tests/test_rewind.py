@@ -23,8 +23,9 @@ from pullmode_dagster.defs.names import PULL_ID_TAG
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import WORKSPACE, Clock, Harness, committed, make_harness, record_run
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .test_sensor_state import dagster_sensor_cursor
 

@@ -22,8 +22,9 @@ from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.events.model import NormalizedEvent
 from pullmode_dagster.engine.store import open_store
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import fresh_database
 

@@ -24,10 +24,11 @@ from pullmode_dagster.defs.names import job_name
 from pullmode_dagster.defs.resources import PROTECTED_RESOURCES, default_resources
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, make_harness
+from .documents import http_source, s3_source
 from .fakes import CursorFeed, make_events
-from .s3_helpers import ndjson, s3_source
+from .s3_helpers import ndjson
 
 PARTITION = "2026-03-01"
 ACTOR = "override.person@people.example"

@@ -30,9 +30,10 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
 from .dagster_helpers import Clock, committed, make_harness
+from .documents import s3_source
 from .fakes import make_events
 from .helpers import free_port, stored_ids
-from .s3_helpers import ADMIN_KEY, S3Proxy, admin_client, gz, ndjson, s3_source
+from .s3_helpers import ADMIN_KEY, S3Proxy, admin_client, gz, ndjson
 
 
 @pytest.fixture(autouse=True)

@@ -38,10 +38,11 @@ from pullmode_dagster.engine.fetch.redaction import ENCODINGS, Redactor
 from pullmode_dagster.engine.fetch.sealing import Sealer
 from pullmode_dagster.engine.fetch.session import safe_url
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import evaluate_sensor
+from .documents import canary_custom_source, canary_source, http_source, s3_source
 from .fakes import make_events
-from .s3_helpers import S3Proxy, ndjson, s3_source
+from .s3_helpers import S3Proxy, ndjson
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -152,28 +153,6 @@ def other() -> Iterator[LoopbackServer]:
     """Another origin: it must never receive a credential."""
     with LoopbackServer() as server:
         yield server
-
-
-def canary_source(url: str, secrets: Path, **overrides: Any) -> dict[str, Any]:
-    return http_source(
-        url,
-        name="canary",
-        credentials={
-            "token": {"env": "CNRY_TOKEN"},
-            "key": {"file": str(secrets / "key")},
-            "multi": {"file": str(secrets / "multi")},
-            "uni": {"env": "CNRY_UNI"},
-            "js": {"env": "CNRY_JS"},
-        },
-        headers={"Authorization": "Bearer ${{credentials.token}}"},
-        params={
-            "key": "${{credentials.key}}",
-            "multi": "${{credentials.multi}}",
-            "uni": "${{credentials.uni}}",
-            "js": "${{credentials.js}}",
-        },
-        **overrides,
-    )
 
 
 def echo_query(request: Request) -> str:
@@ -400,10 +379,7 @@ def test_exceptions_inside_a_custom_puller(
         "        yield\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    doc = canary_source("http://127.0.0.1:9/unused", env, adapter="custom", module="canary_pullers.leaky:Leaky")
-    for field in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
-        doc.pop(field, None)
-    sources.write(doc)
+    sources.write(canary_custom_source("canary_pullers.leaky:Leaky", env))
     caplog.set_level(logging.DEBUG)
     output = drive("canary")
     assert "custom puller canary_pullers.leaky:Leaky raised: ValueError: could not use ***" in output
@@ -561,10 +537,7 @@ def test_a_custom_pullers_position_holding_a_credential_is_sealed_or_refused(
     (package / "echoing.py").write_text(CUSTOM_ECHO.format(spelling=spelling))
     monkeypatch.syspath_prepend(str(tmp_path))
     module = f"canary_echo_{spelling}.echoing:Echoing"
-    doc = canary_source("http://127.0.0.1:9/unused", env, adapter="custom", module=module)
-    for field in ("url", "headers", "params", "cursorJsonPath", "eventsJsonPath"):
-        doc.pop(field, None)
-    sources.write(doc)
+    sources.write(canary_custom_source(module, env))
     caplog.set_level(logging.DEBUG)
     output = run_cli("pull", "canary", "--workspace", str(WORKSPACE))
     output += run_cli("pull", "canary", "--workspace", str(WORKSPACE))

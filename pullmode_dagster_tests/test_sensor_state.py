@@ -23,8 +23,9 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.names import LOCATION_NAME
 from pullmode_dagster.demo.run import demo_workspace
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import WORKSPACE
+from .documents import http_source
 
 
 def dagster_sensor_cursor(home: Path, sources: Path, *args: str) -> None:

@@ -17,7 +17,8 @@ from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.declare.loading import MAX_PROBLEMS_PER_FILE, load_sources
 from pullmode_dagster.engine.errors import ConfigError, Problem
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 
 URL = "https://audit.acme.example/v1/events"
 

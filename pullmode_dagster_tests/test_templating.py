@@ -17,9 +17,9 @@ def test_renders_credentials_source_fields_and_dates() -> None:
     assert Template("audit/${{window.start:%Y/%m/%d}}/").render({"window": {"start": when}}) == "audit/2026/05/04/"
 
 
-def test_text_without_templates_is_static() -> None:
+def test_text_without_templates_has_no_variables_and_renders_as_itself() -> None:
     template = Template("plain $text {{not}} a template")
-    assert template.is_static
+    assert template.variables == ()
     assert template.render({}) == "plain $text {{not}} a template"
 
 

@@ -43,7 +43,8 @@ from pullmode_dagster.engine.store import SqliteTraceStore, TraceStore, WriteRes
 from pullmode_dagster.engine.store.base import Newest
 
 from .bounded import join_all
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .pg import blocked_by, connect, fresh_database, wait_for
 from .ui_helpers import running_in_ci
@@ -486,7 +487,7 @@ def test_a_writer_killed_mid_batch_leaves_whole_batches_and_the_next_pull_comple
     assert {r["run_id"] for r in rows[10:]} == {retry.run_id}
 
 
-def test_open_store_default_and_env(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_open_store_default_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with open_store() as s:
         assert isinstance(s, SqliteTraceStore)

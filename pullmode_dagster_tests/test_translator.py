@@ -22,8 +22,9 @@ from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store.sqlite import SCHEMA
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import WORKSPACE, Clock, Harness, committed, fast_resources
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 
 DEFAULT = dg.AssetKey(["ingestion", "acme_audit"])

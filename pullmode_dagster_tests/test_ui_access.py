@@ -20,8 +20,9 @@ from pullmode_dagster.defs.alerts import SENSOR_NAME
 from pullmode_dagster.defs.names import job_name, poller_name
 from pullmode_dagster.demo.server import LoopbackServer
 
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
 from .dagster_helpers import WORKSPACE, cli, evaluate_sensor
+from .documents import http_source
 from .fakes import CursorFeed, make_events
 from .test_alerts import Receiver
 from .ui_helpers import LOCATION, REPOSITORY, Webserver

@@ -27,7 +27,7 @@ from pullmode_dagster.cli import main
 from pullmode_dagster.engine.adapters import ADAPTERS
 from pullmode_dagster.engine.declare.loading import SourceSet, load_sources
 
-from .conftest import http_source
+from .documents import http_source
 
 TIME_LIMIT = 30.0
 """Seconds one ``load_sources`` may take before the test calls it a hang (a typical call takes ms; the

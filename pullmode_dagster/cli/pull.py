@@ -129,7 +129,7 @@ def _pull_locked(
     cursors.set(sensor, decision.state.to_json())  # with a pull to run: announced in flight before it starts
     if decision.quiet is not None:
         # What the poller records for a quiet tick, reported to the instance here (no run, no sensor).
-        quiet = counted(decision.quiet, poller.source, defs.resources["trace_store"])  # type: ignore[arg-type]
+        quiet = counted(decision.quiet, poller.source, defs.resources["trace_store"])
         materialization = quiet.materialization(poller.key, decision.redact)
         instance.report_runless_asset_event(materialization)
         return PullOutcome(name, True, decision.quiet.line(name), cursor=decision.state.committed.to_json(), quiet=True)
@@ -328,7 +328,7 @@ def pull_sources(
                     name=name,
                     echo=echo,
                     verbose=verbose,
-                    lock=trace_store.lock,  # type: ignore[attr-defined]
+                    lock=trace_store.lock,
                     probe=None
                     if resources is None
                     else resources_prober(project.pollers[name].source, resources, logging.getLogger("pullmode")),

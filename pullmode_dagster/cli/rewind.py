@@ -78,7 +78,7 @@ def rewind_source(
         if busy is not None:
             raise PullmodeError(f"source {name!r}: not rewound: {busy}; rewind it once that run has ended")
         try:
-            with project.defs.resources["trace_store"].lock(name):  # type: ignore[attr-defined]
+            with project.defs.resources["trace_store"].lock(name):
                 cursors.set(sensor, wanted.to_json())
         except SourceBusy as exc:  # a `pullmode pull` between its lock and its run
             raise PullmodeError(f"source {name!r}: not rewound: {SourceBusy.reason(exc.holder)}") from None

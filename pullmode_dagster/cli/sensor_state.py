@@ -103,10 +103,10 @@ class SensorCursors:
     def __init__(self, instance: dg.DagsterInstance, workspace: Path | None):
         self.instance = instance
         self.origin = code_location_origin(workspace)
-        self.location_name: str = self.origin.location_name  # type: ignore[attr-defined]
+        self.location_name: str = self.origin.location_name
 
     def _ids(self, sensor_name: str) -> tuple[RemoteInstigatorOrigin, str]:
-        repo_origin = RemoteRepositoryOrigin(self.origin, REPOSITORY_NAME)  # type: ignore[arg-type]
+        repo_origin = RemoteRepositoryOrigin(self.origin, REPOSITORY_NAME)
         origin = RemoteInstigatorOrigin(repo_origin, sensor_name)
         selector_id = InstigatorSelector(
             location_name=self.location_name, repository_name=REPOSITORY_NAME, name=sensor_name
@@ -116,7 +116,8 @@ class SensorCursors:
     def get(self, sensor_name: str) -> str | None:
         origin, selector_id = self._ids(sensor_name)
         state = self.instance.get_instigator_state(origin.get_id(), selector_id)
-        return state.instigator_data.cursor if state and state.instigator_data else None  # type: ignore[union-attr]
+        data = state.instigator_data if state else None
+        return data.cursor if isinstance(data, SensorInstigatorData) else None  # a sensor's is always one
 
     def set(self, sensor_name: str, cursor: str) -> None:
         origin, selector_id = self._ids(sensor_name)

@@ -174,10 +174,6 @@ class StateStore:
     def read(self) -> str | None:
         return instance_api.read_value(self.instance, STATE_KEY)
 
-    def load(self) -> AlertState | None:
-        text = self.read()
-        return AlertState.from_json(text) if text else None
-
     def save(self, state: AlertState) -> None:
         instance_api.write_value(self.instance, STATE_KEY, state.to_json())
 

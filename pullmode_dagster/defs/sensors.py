@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dagster as dg
 from croniter import croniter
@@ -32,6 +32,9 @@ from .outgoing import CursorSeal
 from .pools import ensure_pool_limits, run_pools
 from .recovery import owner_is_dead, process_identity, reap_if_dead
 from .resources import CredentialsResource, PullSettingsResource, TraceStoreResource
+
+if TYPE_CHECKING:
+    from dagster_aws.s3 import S3Resource  # imported only with an S3 source (test_lazy_imports.py)
 
 INTERVAL_ENV = "PULLMODE_SENSOR_INTERVAL_SECONDS"
 INTERVAL_SECONDS = int(os.environ.get(INTERVAL_ENV) or 30)
@@ -235,7 +238,9 @@ class PollPlanner:
     def __init__(self, source: SourceConfig, asset: dg.AssetsDefinition):
         self.source = source
         self.key = asset.key  # the source asset's, as its translator named it
-        self.partitions_def: dg.PartitionsDefinition = asset.partitions_def  # type: ignore[assignment]
+        # The source asset is built with partitions_for(source): time windows, which Dagster types as
+        # any PartitionsDefinition (or None).
+        self.partitions_def = cast(dg.TimeWindowPartitionsDefinition, asset.partitions_def)
         self.op_name = asset.op.name
 
     def run_config(self, cursor: str) -> dg.RunConfig:
@@ -360,7 +365,7 @@ class PollPlanner:
         active = self._active_run(instance)
         if active is not None:
             return PollDecision(state, skip_reason=_another_pull(active), log=log)
-        if due < self.partitions_def.start:  # type: ignore[attr-defined]
+        if due < self.partitions_def.start:
             return PollDecision(state, skip_reason=f"{_iso(due)} is before startDate", log=log)
         if probe is not None and self.source.probe and not state.more_to_pull:
             asked = self._ask(state, due, now=now, force=force, probe=probe, log=log)
@@ -386,7 +391,7 @@ class PollPlanner:
             )
         result = probe(state.committed)
         if result.verdict == "nothing_new":
-            partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
+            partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())
             last_tick = state.last_tick if force else _iso(latest_tick(self.source.schedule, now))
             quiet = QuietPoll(partition_key, result, state.committed, now)
             return PollDecision(replace(state, last_tick=last_tick, probe_after=None), log=log, quiet=quiet)
@@ -473,7 +478,7 @@ class PollPlanner:
         log: list[str],
     ) -> PollDecision:
         """Mint the pull (its id is the run key: one run per cron tick) and put it in flight."""
-        partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())  # type: ignore[attr-defined]
+        partition_key = self.partitions_def.get_partition_key_for_timestamp(due.timestamp())
         tick = _iso(due)
         if via != "sensor":
             pull_id = f"{self.source.name}:{via}:{now.isoformat()}"
@@ -596,7 +601,7 @@ def build_prober(
     trace_store: TraceStoreResource,
     pull_settings: PullSettingsResource,
     logger: Any,
-    s3: object = None,
+    s3: S3Resource | None = None,
 ) -> Prober:
     """The probe with the resources a run of ``source`` would use (its credentials, retry policy and
     S3 client settings), asking the trace store which returned events it already holds. It runs
@@ -610,7 +615,7 @@ def build_prober(
         try:
             secrets = credentials.resolve(source)
             content = pull_settings.content_policy(source)
-            context = pull_settings.pull_context(logger, s3=s3, content=content)  # type: ignore[arg-type]
+            context = pull_settings.pull_context(logger, s3=s3, content=content)
         except PullmodeError as exc:  # a missing credential, a bad retry or content setting: the run reports it
             redact = outgoing.secrets_for(source).redact
             return ProbeResult("failed", 0.0, 0, reason=redact(" ".join(str(exc).split())))

@@ -118,6 +118,8 @@ def open_ui(workspace: Path, sources: list[Path], fallback_home: Path, echo: Cal
 def daily_costs(fallback_home: Path) -> str:
     """Today's partition of the downstream asset ``usage/daily_cost_by_actor``, materialized from
     the events just pulled, as a project's own asset would be."""
+    import dagster as dg
+
     from ..cli.pull import console_loggers, open_instance
     from .definitions import COST_JOB, build_demo_definitions
 
@@ -132,8 +134,10 @@ def daily_costs(fallback_home: Path) -> str:
         )
     if not result.success:
         return f"usage/daily_cost_by_actor {day}: failed (see the run in the UI)"
-    metadata = {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
-    top = metadata["by_actor"].records[0].data if metadata["dagster/row_count"] else None  # type: ignore[attr-defined]
+    entries = result.get_asset_materialization_events()[0].materialization.metadata
+    metadata = {k: v.value for k, v in entries.items()}
+    by_actor = entries["by_actor"]
+    top = by_actor.records[0].data if isinstance(by_actor, dg.TableMetadataValue) and by_actor.records else None
     lead = f"; top {top['actor']} ${top['cost_usd']:.4f}" if top else ""
     return (
         f"usage/daily_cost_by_actor {day}: {metadata['events']} events, {metadata['dagster/row_count']} actors, "

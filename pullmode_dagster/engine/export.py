@@ -67,7 +67,7 @@ def format_for(path: Path, fmt: str | None) -> Format:
     if fmt is not None:
         if fmt not in FORMATS:
             raise PullmodeError(f"unknown export format {fmt!r} (use one of: {', '.join(FORMATS)})")
-        return fmt  # type: ignore[return-value]
+        return fmt
     return EXTENSIONS.get(path.suffix.lower(), "parquet")
 
 

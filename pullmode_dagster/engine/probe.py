@@ -131,5 +131,7 @@ def _line(text: str) -> str:
     return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 3] + "..."
 
 
-def _result(verdict: Verdict, started: float, requests: int, **kw: object) -> ProbeResult:
-    return ProbeResult(verdict, round(time.monotonic() - started, 3), requests, **kw)  # type: ignore[arg-type]
+def _result(
+    verdict: Verdict, started: float, requests: int, *, reason: str | None = None, retry_after: float | None = None
+) -> ProbeResult:
+    return ProbeResult(verdict, round(time.monotonic() - started, 3), requests, reason, retry_after)

@@ -30,7 +30,7 @@ class WorkatoJobsPuller(Puller):
     window_by_event_time = True  # a window re-pull walks the history and keeps the window's jobs
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
-        options = self.source.options  # type: ignore[attr-defined]
+        options = self.source.options  # type: ignore[attr-defined]  # a custom source's; Puller.source is the base model
         recipe = options.get("recipe_id")
         if not recipe:
             raise PullError(f"source {self.source.name!r}: options.recipe_id is required")

@@ -6,22 +6,8 @@ from __future__ import annotations
 
 # Each import registers one adapter.
 from . import claude_compliance, copilot_studio, custom, http_polling, openai_compliance, s3_polling  # noqa: F401
-from .base import Page, Position, ProbeAnswer, PullContext, Puller, Window
-from .http_polling import HttpPollingSource
-from .registry import ADAPTERS, Adapter, register
-from .s3_polling import S3ClientSpec, S3PollingSource
+from .base import Page, ProbeAnswer, PullContext, Puller, Window
+from .registry import ADAPTERS
+from .s3_polling import S3ClientSpec
 
-__all__ = [
-    "ADAPTERS",
-    "Adapter",
-    "HttpPollingSource",
-    "Page",
-    "Position",
-    "ProbeAnswer",
-    "PullContext",
-    "Puller",
-    "S3ClientSpec",
-    "S3PollingSource",
-    "Window",
-    "register",
-]
+__all__ = ["ADAPTERS", "Page", "ProbeAnswer", "PullContext", "Puller", "S3ClientSpec", "Window"]

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -204,6 +204,7 @@ class Puller(ABC):
             try:
                 page = next(pages, None)
             finally:
+                # A generator in every puller (a custom one's is wrapped in one); Iterator is the contract.
                 pages.close()  # type: ignore[attr-defined]
         finally:
             self.source = original
@@ -235,7 +236,7 @@ class Puller(ABC):
         ``maxResponseBytes``, ``maxRequestsPerSecond``), the retry policy (with the vendor's backoff
         ceiling when the deployment sets none), the pull's deadline and the redactor. ``auth`` adds
         credentials on the configured origin only."""
-        src: HttpSourceConfig = self.source  # type: ignore[assignment]
+        src = cast(HttpSourceConfig, self.source)  # only the HTTP pullers ask for a session
         cap = self.context.request_timeout
         return HttpSession(
             timeout=min(src.request_timeout_seconds, cap) if cap else src.request_timeout_seconds,

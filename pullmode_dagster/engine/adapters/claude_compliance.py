@@ -592,11 +592,10 @@ def _error_fields(response: httpx.Response) -> tuple[str, str, str]:
         doc = json.loads(response.content) if response.content else None
     except (ValueError, RecursionError):
         doc = None
-    error = doc.get("error") if isinstance(doc, dict) else None
-    if isinstance(error, dict):
+    if isinstance(doc, dict) and isinstance(error := doc.get("error"), dict):
         kind = error.get("type") if isinstance(error.get("type"), str) else ""
         message = error.get("message") if isinstance(error.get("message"), str) else ""
-        request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else ""  # type: ignore[union-attr]
+        request_id = doc.get("request_id") if isinstance(doc.get("request_id"), str) else ""
         return kind, message, request_id
     snippet = " ".join(response.text.split()) if response.content else ""
     return "", snippet, ""

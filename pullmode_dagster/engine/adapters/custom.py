@@ -160,7 +160,7 @@ class UserThread:
         fn, call.fn = call.fn, None
         error: BaseException | None = None
         try:
-            call.value = fn()  # type: ignore[misc]
+            call.value = fn()  # type: ignore[misc]  # a queued call's fn is set; dropped above, not kept by the thread
         except BaseException as exc:  # described here; the caller's thread gets plain text
             error = exc
             call.failed = True
@@ -392,7 +392,7 @@ class CustomPuller(Puller):
     config_model = CustomSource
     source: CustomSource
 
-    def __init__(self, source: CustomSource, **kwargs: Any):  # type: ignore[override]
+    def __init__(self, source: CustomSource, **kwargs: Any):
         super().__init__(source, **kwargs)
         self._thread: UserThread | None = None
         self._iterating = False
@@ -405,6 +405,7 @@ class CustomPuller(Puller):
         # The inner puller shares this one's context (its logger redacts) and redactor; it lives in
         # the thread's objects, which only calls on that thread touch.
         try:
+            # The user's class decides, per instance of this wrapper: a ClassVar of Puller's, set here.
             self.window_by_event_time = self._call(  # type: ignore[misc]
                 lambda: _create(thread.objects, cls, source, self.credentials, self.context, self.redact),
                 "while being created",
@@ -442,7 +443,7 @@ class CustomPuller(Puller):
             if raised.error_type is _Unusable:
                 raise self._failed(raised.text) from None
             if raised.error_type in _ENGINE_ERRORS:
-                raise raised.error_type(self.redact(raised.text)) from None  # type: ignore[misc]
+                raise raised.error_type(self.redact(raised.text)) from None
             raise self._failed(f"{failed}: {_exception_line(raised, self.redact)}") from None
 
     def pages(self, start: CursorState, *, window: Window | None = None) -> Iterator[Page]:
@@ -604,7 +605,7 @@ def plain_answer(answer: object, source_name: str) -> ProbeAnswer:
     if type(verdict) is not str or verdict not in ("new", "nothing_new", "unknown"):
         raise _Unusable("returned a ProbeAnswer whose verdict is not 'new', 'nothing_new' or 'unknown'")
     if records is None:
-        return ProbeAnswer(str.__str__(verdict))  # type: ignore[arg-type]
+        return ProbeAnswer(str.__str__(verdict))
     if not isinstance(records, list):
         raise _Unusable(f"returned a ProbeAnswer whose records are {_kind(records)}, expected a list or None")
     plain, rejects, _ = plain_records(records, None, "probe", source_name)

@@ -576,7 +576,7 @@ class OpenAICompliancePuller(Puller):
                 )
             )
         if all(f.end is not None for f in files):
-            files.sort(key=lambda f: f.end)  # type: ignore[arg-type, return-value]
+            files.sort(key=lambda f: f.end)  # type: ignore[arg-type, return-value]  # every end is set (checked)
         last = doc.get("last_end_time")
         if last is not None and zoned_time(last) is None:
             raise PullError(f"{what}: the listing's last_end_time is not an ISO 8601 timestamp with a zone")
@@ -658,9 +658,9 @@ class OpenAICompliancePuller(Puller):
                 self._check(download.response, what)
                 chunks = download.chunks() if verified is None else iter(lambda: verified.read(CHUNK_BYTES), b"")
                 body = _Body(chunks)
-                stream: BinaryIO = body  # type: ignore[assignment]
+                stream: BinaryIO = body  # type: ignore[assignment]  # read() is all the parser uses of it
                 if body.peek(2) == b"\x1f\x8b":  # a gzipped file served without Content-Encoding
-                    stream = gzip.GzipFile(fileobj=body, mode="rb")  # type: ignore[arg-type]
+                    stream = gzip.GzipFile(fileobj=body, mode="rb")
                 for number, item in parse_ndjson(stream):
                     if isinstance(item, ParseProblem):
                         rejects.append(Reject(self.source.name, item.reason, item.raw, f"{label} line {number}"))
@@ -707,7 +707,7 @@ class OpenAICompliancePuller(Puller):
                 raise BadBody(f"the file's SHA-256 does not match the listing's file_sha256 ({size} bytes received)")
             held.seek(0)
             on_failure.pop_all()  # matched: the caller reads it, then closes it
-        return held  # type: ignore[return-value]
+        return held  # type: ignore[return-value]  # a SpooledTemporaryFile of bytes: typeshed types it IO[bytes]
 
 
 register(Adapter("openai_compliance", OpenAIComplianceSource, OpenAICompliancePuller, kind="openai", reads_files=True))

@@ -22,7 +22,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, cast, get_args
 
 from ..errors import PullmodeError
 from ..fetch.redaction import without_email_addresses
@@ -48,7 +48,7 @@ def deployment_event_content(value: str | None = None) -> EventContent:
     if text not in EVENT_CONTENT_CHOICES:
         shown = f"{text[:20]!r}" if text.isprintable() else "the value given"
         raise PullmodeError(f"${EVENT_CONTENT_ENV} must be one of {', '.join(EVENT_CONTENT_CHOICES)}, not {shown}")
-    return text  # type: ignore[return-value]
+    return cast(EventContent, text)  # one of the choices, checked above
 
 
 def event_content_problem() -> str | None:

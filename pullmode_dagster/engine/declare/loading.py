@@ -98,10 +98,6 @@ class SourceSet:
             known = ", ".join(sorted(self.sources)) or "none"
             raise ConfigError([f"no source named {name!r} in {self.where} (sources: {known}){suffix}"]) from None
 
-    def raise_for_problems(self) -> None:
-        if self.problems:
-            raise ConfigError(self.problems)
-
 
 def one_line(text: str, *, limit: int = 1000) -> str:
     """``text`` as one printable line: line breaks and other unprintable characters escaped the way

@@ -73,10 +73,6 @@ class Template:
         self._parts = tuple(p for p in parts if p != "")
         self.variables = tuple(p for p in self._parts if isinstance(p, Variable))
 
-    @property
-    def is_static(self) -> bool:
-        return not self.variables
-
     def uses_scope(self, scope: str) -> bool:
         return any(v.scope == scope for v in self.variables)
 

@@ -75,6 +75,7 @@ def _walker(steps: tuple[str | int, ...]) -> Callable[[Any], Any]:
                 if cur is MISSING:
                     return MISSING
             else:
+                # type(step) is str (faster than isinstance here) leaves step unnarrowed for mypy: an int.
                 if not isinstance(cur, list) or not -len(cur) <= step < len(cur):  # type: ignore[operator]
                     return MISSING
                 cur = cur[step]
@@ -113,14 +114,14 @@ class JsonPath:
                 raise JsonPathSyntaxError(f"invalid JSONPath {text!r}: {exc}") from None
 
     def _first_general(self, doc: Any) -> Any:
-        matches = self._general.find(doc)  # type: ignore[union-attr]
+        matches = self._general.find(doc)  # type: ignore[union-attr]  # set when _walk is not: no check per record
         return matches[0].value if matches else MISSING
 
     def all(self, doc: Any) -> list[Any]:
         if self._walk is not None:
             value = self._walk(doc)
             return [] if value is MISSING else [value]
-        return [m.value for m in self._general.find(doc)]  # type: ignore[union-attr]
+        return [m.value for m in self._general.find(doc)]  # type: ignore[union-attr]  # set when _walk is not
 
     def __repr__(self) -> str:
         return f"JsonPath({self.text!r})"

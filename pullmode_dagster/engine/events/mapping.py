@@ -266,8 +266,8 @@ class EventMapper:
         for i, (raw, payload) in enumerate(zip(records, payloads, strict=True)):
             result = general(raw) if payload is None else fields(raw, payload)
             if len(result) == _ROW_WIDTH:
-                rows.append(result)  # type: ignore[arg-type]
+                rows.append(result)  # type: ignore[arg-type]  # its width makes it a row; a cast is a call per record
             else:
                 name = where(i) if where is not None else f"{location}, record {i + 1}"
-                rejects.append(Reject(self.source_name, *result, name))  # type: ignore[misc]
+                rejects.append(Reject(self.source_name, *result, name))
         return EventRows(rows), rejects

@@ -56,7 +56,7 @@ class NormalizedEvent:
     organization_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 EventRow = tuple[str, str, str, str | None, str | None, str | None, float, int, int, str, str | None]
@@ -64,7 +64,7 @@ EventRow = tuple[str, str, str, str | None, str | None, str | None, float, int, 
 builds the object), which is also the stores' column order. A pull carries its events in this shape:
 a tuple is built ten times faster than the frozen dataclass."""
 
-EVENT_FIELDS: tuple[str, ...] = NormalizedEvent.__slots__  # type: ignore[attr-defined]
+EVENT_FIELDS: tuple[str, ...] = NormalizedEvent.__slots__
 """The fields of an :data:`EventRow`, in order."""
 
 

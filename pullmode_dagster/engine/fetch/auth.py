@@ -81,10 +81,8 @@ class ClientCredentials(OriginAuth):
         self.clock = clock
         self.token: str | None = None
         self.expires_at = 0.0
-        self.tokens_requested = 0
 
     def _token_request(self) -> httpx.Request:
-        self.tokens_requested += 1
         return httpx.Request("POST", self.token_url, data=self.form, headers={"Accept": "application/json"})
 
     def _take(self, response: httpx.Response) -> None:

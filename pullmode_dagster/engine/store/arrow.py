@@ -11,7 +11,7 @@ import operator
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,7 @@ def _strings(values: Sequence[str | None], column: Column, *, source: str) -> pa
     """A string array from one join and one encode: no per-value Python call for ASCII text."""
     n = len(values)
     validity, nulls = _validity(values, column.nullable)
-    texts: Sequence[str] = ["" if v is None else v for v in values] if nulls else values  # type: ignore[assignment]
+    texts = ["" if v is None else v for v in values] if nulls else cast(Sequence[str], values)  # no None: no nulls
     joined = "".join(texts)
     if joined.isascii():
         data = joined.encode("ascii")

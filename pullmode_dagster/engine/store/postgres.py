@@ -233,7 +233,8 @@ class PostgresTraceStore(TraceStore):
             conn.execute("INSERT INTO pullmode_schema (version) VALUES (%s)", [len(MIGRATIONS)])
 
     def _schema_version(self) -> int:
-        if self._conn.execute("SELECT to_regclass('pullmode_schema')").fetchone()[0] is None:  # type: ignore[index]
+        found = self._conn.execute("SELECT to_regclass('pullmode_schema')").fetchone()  # always one row
+        if found is None or found[0] is None:
             return 0
         row = self._conn.execute("SELECT max(version) FROM pullmode_schema").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
@@ -287,7 +288,7 @@ class PostgresTraceStore(TraceStore):
     READ_COLUMNS = select_list({"timestamp": _utc_text, "float": lambda column: f"{column}::float8"})
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, list(args)).fetchall()  # type: ignore[return-value]
+        return self._conn.execute(sql, list(args)).fetchall()
 
     def _row_batches(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
         # A server-side cursor: the server keeps the result and sends ``size`` rows per fetch.

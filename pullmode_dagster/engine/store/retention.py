@@ -132,15 +132,15 @@ class ActorMatch:
         except (ValueError, RecursionError):
             return self._in_text(record)
         if self._rule is not None and isinstance(doc, dict):
-            found = self._by_rule(doc)
+            found = self._by_rule(self._rule, doc)
             if found is not None:
                 return found == self.actor
         return self._in_strings(doc)
 
-    def _by_rule(self, doc: dict[str, Any]) -> str | None:
-        """The actor the pull would have stored for ``doc``, None when its rule cannot tell."""
+    def _by_rule(self, rule: ActorRule, doc: dict[str, Any]) -> str | None:
+        """The actor the pull would have stored for ``doc`` by ``rule``, None when it cannot tell."""
         try:
-            return normalize_text(self._rule(doc), "actor")  # type: ignore[misc]
+            return normalize_text(rule(doc), "actor")
         except Exception:  # the record is malformed (why it was rejected): the rule cannot tell
             return None
 

@@ -45,7 +45,6 @@ READ_BATCH_ROWS = 50_000
 assert tuple(c.name for c in EVENT_SCHEMA[1:9]) == MAPPED_FIELDS, "EVENT_SCHEMA must list MAPPED_FIELDS in order"
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in EVENT_SCHEMA)
-COLUMN_KINDS: dict[str, Kind] = {c.name: c.kind for c in EVENT_SCHEMA}
 
 DAGSTER_TYPE_NAMES: dict[Kind, str] = {
     "text": "string",
