@@ -11,15 +11,11 @@ import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import pytest
-from click.testing import CliRunner
 
-from pullmode_dagster.cli import main
 from pullmode_dagster.demo.server import LoopbackServer
 from pullmode_dagster.demo.vendors.copilot import (
     API_PATH,
@@ -41,47 +37,18 @@ from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
-from .dagster_helpers import Clock, cli, committed, make_harness
+from .connector_contract import COPILOT_ENV, T0, copilot_dataverse, copilot_source, secret_seen_by, tid
+from .connector_contract import COPILOT_NAME as NAME
+from .connector_contract import COPILOT_SECRET as SECRET
 from .helpers import StepClock, stored_ids
 
-REPO = Path(__file__).resolve().parents[1]
-WORKSPACE = REPO / "workspace.yaml"
-SECRET = "Xq8Q~copilot.test-secret_4242abcd"  # Entra secret values look like this
-NAME = "copilot_transcripts"
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-OVERRIDE = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+OVERRIDE = COPILOT_ENV
 
 
 @pytest.fixture
 def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[CopilotStudioAPI]:
-    with CopilotStudioAPI(SECRET) as api:
-        monkeypatch.setenv(OVERRIDE, api.token_url)
-        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_SECRET", SECRET)
+    with copilot_dataverse(SECRET, monkeypatch) as api:
         yield api
-
-
-def copilot_source(environment_url: str, **overrides: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": NAME,
-        "adapter": "copilot_studio",
-        "environmentUrl": environment_url,
-        "startDate": "2026-01-01",
-        "schedule": "*/10 * * * *",
-        "maxPageSize": 10,
-        "credentials": {
-            "tenant_id": {"env": "COPILOT_TENANT_ID"},
-            "client_id": {"env": "COPILOT_CLIENT_ID"},
-            "client_secret": {"env": "COPILOT_CLIENT_SECRET"},
-        },
-    }
-    doc.update(overrides)
-    return {k: v for k, v in doc.items() if v is not None}
-
-
-def tid(i: int) -> str:
-    return f"00000000-0000-4000-8000-{i:012d}"
 
 
 def seed(vendor: CopilotStudioAPI, n: int, *, start: int = 0, at: datetime | None = None) -> None:
@@ -98,10 +65,6 @@ def seed(vendor: CopilotStudioAPI, n: int, *, start: int = 0, at: datetime | Non
 
 def tokens_used(vendor: CopilotStudioAPI) -> list[str]:
     return [(r.header("authorization") or "").removeprefix("Bearer ") for r in vendor.data_requests()]
-
-
-def secret_seen_by(server: LoopbackServer, secret: str = SECRET) -> bool:
-    return any(secret in r.url or secret in json.dumps(r.headers) or secret.encode() in r.body for r in server.requests)
 
 
 # -- the engine: requests, paging, the cursor ------------------------------------------------------
@@ -504,7 +467,6 @@ def test_a_403_says_what_the_app_lacks_in_the_environment(
 @pytest.mark.parametrize(
     ("env", "value", "vendor_change", "field", "code"),
     [
-        ("COPILOT_CLIENT_SECRET", "wrong-secret-value-0000", None, "credentials.client_secret", "AADSTS7000215"),
         (None, None, "secret_expired", "credentials.client_secret", "AADSTS7000222"),
         ("COPILOT_CLIENT_ID", "11111111-2222-3333-4444-555555555555", None, "credentials.client_id", "AADSTS700016"),
         ("COPILOT_TENANT_ID", "fabrikam.onmicrosoft.com", None, "credentials.tenant_id", "AADSTS90002"),
@@ -590,24 +552,6 @@ def test_a_next_link_that_repeats_is_a_pagination_loop(
     with pytest.raises(PullError, match=r"page 2: pagination loop: the response returned an @odata\.nextLink already"):
         run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
     assert len(vendor.data_requests()) == 2
-
-
-def test_the_cursor_is_checked_before_anything_is_sent(
-    vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
-) -> None:
-    source = sources.load(copilot_source(vendor.environment_url))
-    for doc, problem in (
-        ({"page_cursor": "abc"}, "the cursor does not fit copilot_studio: page_cursor: unknown field"),
-        ({"next_link": "https://evil.example/api/data/v9.2/conversationtranscripts?$skiptoken=x"}, "rewind the cursor"),
-        (
-            {"left_out_through": "yesterday"},
-            r"left_out_through: Value error, must be an ISO 8601 timestamp with a zone \(the createdon of a test",
-        ),
-        ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
-    ):
-        with pytest.raises(PullError, match=problem):
-            run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
-    assert vendor.login.requests == [] and vendor.dataverse.requests == []
 
 
 # -- mapping ---------------------------------------------------------------------------------------
@@ -758,150 +702,4 @@ def test_the_token_url_follows_the_cloud_unless_overridden(
     assert source.token_url(TENANT_ID) == f"https://gateway.internal/aad/{TENANT_ID}/token"
 
 
-def test_validate_warns_when_the_token_url_override_is_set(vendor: CopilotStudioAPI, sources: SourceWriter) -> None:
-    sources.write(copilot_source(vendor.environment_url))
-    result = CliRunner().invoke(main, ["validate"])
-    assert result.exit_code == 0, result.output
-    assert (
-        f"warning: {sources.directory / 'copilot_transcripts.yaml'}: source 'copilot_transcripts': adapter: "
-        f"{OVERRIDE} is set: token requests go to {vendor.login.base_url}/{{tenant_id}}/oauth2/v2.0/token instead of "
-        "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token (meant for tests and private gateways only)"
-    ) in result.output
-    assert "ok: 1 source(s)" in result.output
-
-
 # -- the CLI and Dagster ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_cli_preview_then_pulls_that_survive_expired_and_revoked_tokens(
-    vendor: CopilotStudioAPI, sources: SourceWriter, home: Path, tmp_path: Path
-) -> None:
-    seed(vendor, 25)
-    sources.write(copilot_source(vendor.environment_url))
-    preview = cli("preview", NAME)
-    assert preview.exit_code == 0, preview.output
-    assert "copilot_transcripts  aad-user-1  conversation_transcript  Contoso Helpdesk" in preview.output
-    assert f"{NAME}: first page: 10 events, 0 rejected" in preview.output and "a next page exists" in preview.output
-
-    vendor.seconds_per_page = 3600  # every token expires at the server after one page
-    first = cli("pull", NAME)
-    assert first.exit_code == 0, first.output
-    assert f"{NAME}: 25 written, 0 duplicates skipped, 0 rejected, 3 pages" in first.output
-    assert '"watermark":"2026-03-01T00:24:00.000000Z"' in first.output
-
-    vendor.seconds_per_page = 0
-    seed(vendor, 12, start=25)
-    vendor.revoke_after_pages = 1  # revoked after the second pull's first page
-    vendor.login.requests.clear()
-    vendor.dataverse.requests.clear()
-    second = cli("pull", NAME)
-    assert second.exit_code == 0, second.output
-    assert f"{NAME}: 12 written, 1 duplicates skipped, 0 rejected, 2 pages" in second.output
-    assert vendor.data_requests()[0].arg("$filter") == "createdon ge 2026-03-01T00:24:00Z"
-    assert (len(vendor.token_requests()), len(vendor.data_requests())) == (2, 3)
-    assert not secret_seen_by(vendor.dataverse)
-    with SqliteTraceStore(tmp_path / "trace.db") as store:
-        assert stored_ids(store, NAME) == [tid(i) for i in range(37)]
-
-
-@pytest.mark.slow
-def test_cli_pull_with_a_wrong_client_secret_fails_in_one_line(
-    vendor: CopilotStudioAPI, sources: SourceWriter, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seed(vendor, 5)
-    sources.write(copilot_source(vendor.environment_url))
-    wrong = "Yz9Q~not.the-right-secret_31337"
-    monkeypatch.setenv("COPILOT_CLIENT_SECRET", wrong)
-    result = cli("pull", NAME)
-    assert result.exit_code == 1
-    (line,) = [line for line in result.output.splitlines() if line.startswith(f"{NAME}: ")]
-    assert line.startswith(
-        f"{NAME}: FAILED: source '{NAME}': token request refused, check credentials.client_secret: the client "
-        "secret is not valid for this app (enter the secret's Value, not its Secret ID) (HTTP 401 invalid_client "
-        f"from {vendor.login.base_url}/***/oauth2/v2.0/token: AADSTS7000215: Invalid client secret provided."
-    ), result.output
-    assert line.endswith('; committed cursor {"v":1}')
-    assert "Traceback" not in result.output and wrong not in result.output and SECRET not in result.output
-    assert vendor.data_requests() == []
-
-
-@pytest.mark.slow
-def test_canary_the_client_secret_never_leaves_the_token_request(
-    sources: SourceWriter, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from .test_secrets import forms
-
-    canary = "cnry~Copilot.S3cret_5f4e3d2c1b0a+/=&9988"  # URL- and form-special
-    spellings = forms(canary)
-    with CopilotStudioAPI(canary) as vendor:
-        monkeypatch.setenv(OVERRIDE, vendor.token_url)
-        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_SECRET", canary)
-        seed(vendor, 25)
-        sources.write(copilot_source(vendor.environment_url))
-        output = ""
-        for args in (("validate",), ("preview", NAME), ("preview", NAME, "--json"), ("pull", NAME, "-v")):
-            result = cli(*args)
-            assert result.exit_code == 0, result.output
-            output += result.output
-        seed(vendor, 3, start=25)
-        vendor.revoke_after_pages = 1
-        output += cli("pull", NAME, "-v").output
-        vendor.client_secret = "rotated-elsewhere-0000"  # now the canary is refused by the token endpoint
-        seed(vendor, 3, start=28)
-        failed = cli("pull", NAME, "-v")
-        assert failed.exit_code == 1 and "AADSTS7000215" in failed.output
-        output += failed.output + cli("tail", "--json", "-n", "100").output
-        assert tid(27) in output
-        assert [f["client_secret"] for f in vendor.token_requests()][:1] == [canary]
-        dataverse_saw = " ".join(
-            r.url + json.dumps(r.headers) + r.body.decode("latin-1") for r in vendor.dataverse.requests
-        )
-        login_saw_bearer = any("authorization" in r.headers for r in vendor.login.requests)
-    assert [s for s in spellings if s in dataverse_saw.lower()] == [] and not login_saw_bearer
-    assert [s for s in spellings if s in output.lower()] == [], output
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes().decode("latin-1").lower()
-            assert [s for s in spellings if s in data] == [], path
-
-
-@pytest.mark.slow
-def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
-    vendor: CopilotStudioAPI, sources: SourceWriter, tmp_path: Path
-) -> None:
-    seed(vendor, 20)
-    seed(vendor, 4, start=100, at=T0 + timedelta(days=1, hours=9))
-    sources.write(copilot_source(vendor.environment_url))
-    with dg.instance_for_test() as instance:
-        harness = make_harness(
-            sources.directory, instance, Clock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC)), tmp_path, NAME
-        )
-        first = harness.tick(None)
-        assert harness.run(first.run_requests[0]).success
-        event = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", NAME]))
-        md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        assert (md["events_written"], md["rejected"], md["drained"]) == (24, 0, True)
-        after = harness.tick(first.cursor)
-        cursor = committed(after.cursor)
-        assert cursor == {"v": 1, "watermark": "2026-03-02T09:03:00.000000Z"}
-        assert len(vendor.token_requests()) == 2  # the probe's and the run's: no token outlives its process
-
-        vendor.dataverse.requests.clear()
-        job = harness.project.defs.resolve_job_def(f"{NAME}_pull")
-        window = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
-        assert window.success
-        md = {
-            k: v.value
-            for k, v in instance.get_latest_materialization_event(
-                dg.AssetKey(["ingestion", NAME])
-            ).asset_materialization.metadata.items()
-        }
-        assert md["mode"] == "window" and md["cursor_after"] == md["cursor_before"]
-        assert md["duplicates_skipped"] == 4
-        assert {r.arg("$filter") for r in vendor.data_requests()} == {
-            "createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"
-        }
-        assert committed(harness.tick(after.cursor).cursor) == cursor

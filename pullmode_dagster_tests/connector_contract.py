@@ -1,0 +1,376 @@
+"""The one-click connectors' contract table: each vendor fake (demo/vendors/) as data the contract suite
+(test_connector_contract.py) and the probe table run over: how to start it, its source, how to publish
+events on it, where its secret belongs, and what each shared scenario expects of it. The vendor test
+modules take their constants and source builders from here."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pullmode_dagster.demo.server import LoopbackServer, Request
+from pullmode_dagster.demo.vendors.claude import PATH as CLAUDE_PATH
+from pullmode_dagster.demo.vendors.claude import ActivityFeedAPI, mixed_activities
+from pullmode_dagster.demo.vendors.copilot import API_PATH, CLIENT_ID, TENANT_ID, CopilotStudioAPI, transcript
+from pullmode_dagster.demo.vendors.openai import WORKSPACE_ID, ComplianceLogsAPI, auth_log_record
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DAY2 = T0 + timedelta(days=1, hours=9)
+"""Where the Dagster scenario's second batch starts: the window run's partition is 2026-03-02."""
+WRONG = "not-the-right-secret-31337"
+
+CLAUDE_ENV = "PULLMODE_CLAUDE_COMPLIANCE_BASE_URL"
+CLAUDE_KEY = "sk-ant-api01-test-4242-claude-key"
+CLAUDE_NAME = "claude_activity"
+OPENAI_ENV = "PULLMODE_OPENAI_COMPLIANCE_BASE_URL"
+OPENAI_KEY = "sk-oai-compliance-test-4242-key"
+OPENAI_NAME = "chatgpt_compliance"
+COPILOT_ENV = "PULLMODE_COPILOT_STUDIO_TOKEN_URL"
+COPILOT_SECRET = "Xq8Q~copilot.test-secret_4242abcd"  # Entra secret values look like this
+COPILOT_NAME = "copilot_transcripts"
+
+
+def _source(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in {**defaults, **overrides}.items() if v is not None}
+
+
+def claude_source(**overrides: Any) -> dict[str, Any]:
+    key = {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}}
+    return _source(
+        {
+            "name": CLAUDE_NAME,
+            "adapter": "claude_compliance",
+            "startDate": "2026-01-01",
+            "schedule": "*/5 * * * *",
+            "credentials": key,
+        },
+        overrides,
+    )
+
+
+def openai_source(**overrides: Any) -> dict[str, Any]:
+    key = {"api_key": {"env": "OPENAI_COMPLIANCE_KEY"}}
+    return _source(
+        {
+            "name": OPENAI_NAME,
+            "adapter": "openai_compliance",
+            "workspaceId": WORKSPACE_ID,
+            "eventTypes": ["AUTH_LOG", "CODEX_LOG"],
+            "startDate": "2026-01-01",
+            "schedule": "*/15 * * * *",
+            "credentials": key,
+        },
+        overrides,
+    )
+
+
+def copilot_source(environment_url: str | None, **overrides: Any) -> dict[str, Any]:
+    names = ("tenant_id", "client_id", "client_secret")
+    credentials = {n: {"env": f"COPILOT_{n.upper()}"} for n in names}
+    return _source(
+        {
+            "name": COPILOT_NAME,
+            "adapter": "copilot_studio",
+            "environmentUrl": environment_url,
+            "startDate": "2026-01-01",
+            "schedule": "*/10 * * * *",
+            "maxPageSize": 10,
+            "credentials": credentials,
+        },
+        overrides,
+    )
+
+
+def aid(i: int) -> str:
+    """The id ``mixed_activities`` gives activity ``i``."""
+    return f"activity_01{i:04d}"
+
+
+def tid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
+def secret_seen_by(server: LoopbackServer, secret: str = COPILOT_SECRET) -> bool:
+    return any(secret in r.url or secret in json.dumps(r.headers) or secret.encode() in r.body for r in server.requests)
+
+
+@contextmanager
+def claude_feed(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ActivityFeedAPI]:
+    with ActivityFeedAPI(secret) as api:
+        monkeypatch.setenv(CLAUDE_ENV, api.base_url)
+        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", secret)
+        yield api
+
+
+@contextmanager
+def openai_logs(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ComplianceLogsAPI]:
+    with ComplianceLogsAPI(secret) as api:
+        monkeypatch.setenv(OPENAI_ENV, api.base_url)
+        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", secret)
+        yield api
+
+
+@contextmanager
+def copilot_dataverse(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CopilotStudioAPI]:
+    with CopilotStudioAPI(secret) as api:
+        monkeypatch.setenv(COPILOT_ENV, api.token_url)
+        for name, value in (("TENANT_ID", TENANT_ID), ("CLIENT_ID", CLIENT_ID), ("CLIENT_SECRET", secret)):
+            monkeypatch.setenv(f"COPILOT_{name}", value)
+        yield api
+
+
+def publish_openai(api: ComplianceLogsAPI, start: int, stop: int, at: datetime = T0) -> None:
+    """One AUTH_LOG file of events ``start`` .. ``stop - 1``: event i at ``at`` + i minutes."""
+    records = [
+        auth_log_record(f"auth_{i:03d}", at + timedelta(minutes=i), email=f"user{i % 3}@acme.example")
+        for i in range(start, stop)
+    ]
+    api.add_file("AUTH_LOG", records, end_time=at + timedelta(minutes=stop))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vendor:
+    """A vendor fake and what the contract expects of it. Texts may name ``{api}`` (the running fake),
+    ``{name}`` (the source) and ``{path}`` (its file); ``sent`` maps a query argument to the values the
+    data requests carried."""
+
+    adapter: str
+    name: str
+    secret: str
+    secret_env: str
+    start: Callable[[str, pytest.MonkeyPatch], AbstractContextManager[Any]]
+    source: Callable[..., dict[str, Any]]
+    """The contract's source document for a running fake (``**overrides``)."""
+    publish: Callable[..., None]
+    """Events ``start`` .. ``stop - 1`` (``event_id``), from T0 or ``at`` on."""
+    event_id: Callable[[int], str]
+    servers: Callable[[Any], tuple[LoopbackServer, ...]]
+    data_path: str
+    """A regex of the paths whose requests carry the events (pages, listings)."""
+    credential: Callable[[Any], set[str | None]]
+    """The credential as the place it belongs received it (one value per request)."""
+    credential_form: str
+    leaked: Callable[[Any, str], bool]
+    """Whether a secret reached a request where it does not belong."""
+    override_warning: str
+    refused: str
+    """What a wrong secret fails with: the start of the error (after ``source '<name>': ``)."""
+    refused_paths: list[str]
+    cli_refused_data_requests: int
+    bad_cursors: list[tuple[dict[str, Any], str]]
+    preview: tuple[str, ...]
+    pulls: tuple[tuple[str, ...], tuple[str, ...]]
+    """What the CLI's first and second pulls print."""
+    faults: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    """Attributes set on the fake before the CLI's first and second pulls."""
+    sent_second: dict[str, list[str | None]]
+    tail_row: tuple[int, tuple[str | None, ...]]
+    """An event (actor, action, target) as ``pullmode tail`` shows it."""
+    rotate: dict[str, Any]
+    """Attributes that make the fake refuse the secret it was started with, and echo it."""
+    rotated: str
+    """What the pull then fails with."""
+    dagster_first: dict[str, Any]
+    dagster_cursor: dict[str, Any]
+    """Dotted paths into the committed cursor and their values after the first run."""
+    dagster_calls: dict[str, int]
+    """Path regexes and how many requests the sensor's ticks and the run sent to each."""
+    window_sent: dict[str, set[str | None]]
+    window_duplicates: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def seen(self, api: Any) -> list[Request]:
+        return [r for server in self.servers(api) for r in server.requests]
+
+    def data(self, api: Any) -> list[Request]:
+        return [r for r in self.seen(api) if re.search(self.data_path, r.path)]
+
+    def sent(self, api: Any, arg: str) -> list[str | None]:
+        return [r.arg(arg) for r in self.data(api)]
+
+    def clear(self, api: Any) -> None:
+        for server in self.servers(api):
+            server.requests.clear()
+
+    def text(self, template: str, api: Any, **more: Any) -> str:
+        return template.format(api=api, name=self.name, **more)
+
+
+CLAUDE = Vendor(
+    adapter="claude_compliance",
+    name=CLAUDE_NAME,
+    secret=CLAUDE_KEY,
+    secret_env="ANTHROPIC_COMPLIANCE_KEY",
+    start=claude_feed,
+    source=lambda api, **o: claude_source(**{"pageSize": 10, **o}),
+    publish=lambda api, start, stop, at=T0: api.add(*mixed_activities(stop, at)[start:]),
+    event_id=aid,
+    servers=lambda api: (api.server,),
+    data_path=f"^{CLAUDE_PATH}$",
+    credential=lambda api: {r.header("x-api-key") for r in api.requests},
+    credential_form="{}",
+    leaked=lambda api, secret: any(secret in r.url for r in api.server.requests),
+    override_warning="warning: {path}: source '{name}': adapter: " + CLAUDE_ENV + " is set: requests go to "
+    "{api.base_url} instead of https://api.anthropic.com",
+    refused="backfill page 1: HTTP 401 the API key was rejected (check credentials.api_key) from "
+    "{api.base_url}" + CLAUDE_PATH + ": authentication_error: invalid x-api-key: *** (request-id req_",
+    refused_paths=[CLAUDE_PATH],
+    cli_refused_data_requests=2,
+    bad_cursors=[
+        ({"page_cursor": "abc"}, "the cursor does not fit claude_compliance: page_cursor: unknown field"),
+        ({"since": "yesterday"}, "the cursor does not fit claude_compliance: since: Value error, must be an RFC 3339"),
+        ({"before_id": "a", "after_id": "b"}, "the cursor does not fit .*before_id \\(incremental\\) does not go with"),
+        (
+            {"after_id": "b"},
+            "the cursor does not fit .*after_id \\(an unfinished backfill\\) needs its since and until",
+        ),
+    ],
+    preview=(
+        "user0@acme.example  claude_chat_created  claude_chat_010024",
+        "adminkey_010020  api_key_created  apikey_010020",
+        "first page: 10 events, 0 rejected",
+        "a next page exists",
+    ),
+    pulls=(
+        ("{name}: 25 written, 0 duplicates skipped, 0 rejected, 3 pages",),
+        ("{name}: 12 written, 0 duplicates skipped, 0 rejected, 2 pages",),
+    ),
+    # The probe's limit=1 question, then the run's pages: all after the committed activity.
+    sent_second={"before_id": [aid(24), aid(24), aid(34)], "limit": ["1", "10", "10"]},
+    tail_row=(26, ("adminkey_010026", "api_key_created", "apikey_010026")),
+    rotate={"api_key": "sk-ant-api01-rotated-elsewhere-0000", "echo_key": True},
+    rotated="invalid x-api-key: ***",
+    dagster_first={"events_written": 24, "duplicates_skipped": 0, "drained": True},
+    dagster_cursor={"before_id": aid(103), "watermark": "2026-03-02T21:01:00.000000Z"},
+    dagster_calls={CLAUDE_PATH: 4},
+    window_sent={
+        "created_at.gte": {"2026-03-02T00:00:00Z"},
+        "created_at.lt": {"2026-03-03T00:00:00Z"},
+        "before_id": {None},
+    },
+    window_duplicates=4,
+)
+
+OPENAI = Vendor(
+    adapter="openai_compliance",
+    name=OPENAI_NAME,
+    secret=OPENAI_KEY,
+    secret_env="OPENAI_COMPLIANCE_KEY",
+    start=openai_logs,
+    source=lambda api, **o: openai_source(**{"eventTypes": ["AUTH_LOG"], **o}),
+    publish=publish_openai,
+    event_id=lambda i: f"auth_{i:03d}",
+    servers=lambda api: (api.api, api.storage),
+    data_path="/logs$",
+    credential=lambda api: {r.header("authorization") for r in api.api.requests},
+    credential_form="Bearer {}",
+    # The signed-URL host on its other port never gets the key, nor any Authorization header.
+    leaked=lambda api, secret: api.storage_saw_authorization or secret_seen_by(api.storage, secret),
+    override_warning="warning: {path}: source '{name}': adapter: " + OPENAI_ENV + " is set: requests go to "
+    "{api.base_url}",
+    refused="AUTH_LOG: listing 1: HTTP 401 the Compliance API key was rejected (check credentials.api_key) from "
+    "{api.base_url}/workspaces/" + WORKSPACE_ID + '/logs: {{"error": {{"message": "Incorrect API key provided: ***", '
+    '"type": "invalid_request_error", "code": "invalid_api_key"}}}}',
+    refused_paths=[f"/v1/compliance/workspaces/{WORKSPACE_ID}/logs"],
+    cli_refused_data_requests=2,
+    bad_cursors=[
+        ({"page_cursor": "abc"}, "the cursor does not fit openai_compliance: page_cursor: unknown field"),
+        (
+            {"streams": {"AUTH_LOG": {"aftr": "2026-03-01T00:00:00Z"}}},
+            "the cursor does not fit openai_compliance: .*streams.AUTH_LOG.aftr: unknown field",
+        ),
+        (
+            {"streams": {"AUTH_LOG": {"after": "yesterday"}}},
+            "the cursor does not fit openai_compliance: streams.AUTH_LOG.after: Value error, must be an ISO",
+        ),
+    ],
+    preview=("user1@acme.example  login", "first page: 25 events, 0 rejected"),
+    pulls=(
+        ("{name}: 25 written, 0 duplicates skipped, 0 rejected, 1 files",),
+        ("{name}: 12 written, 0 duplicates skipped, 0 rejected, 1 files",),
+    ),
+    # The probe's listing, then the run's: both from the committed position.
+    sent_second={"after": ["2026-03-01T00:25:00Z"] * 2},
+    tail_row=(26, ("user2@acme.example", "login", None)),
+    rotate={"api_key": "sk-rotated-elsewhere-0000"},
+    rotated="HTTP 401",
+    dagster_first={"events_written": 24, "duplicates_skipped": 0, "drained": True},
+    dagster_cursor={"streams.AUTH_LOG.after": "2026-03-02T10:44:00Z"},
+    dagster_calls={"/logs$": 2},
+    window_sent={"after": {"2026-03-02T00:00:00Z"}},
+    window_duplicates=4,
+)
+
+COPILOT = Vendor(
+    adapter="copilot_studio",
+    name=COPILOT_NAME,
+    secret=COPILOT_SECRET,
+    secret_env="COPILOT_CLIENT_SECRET",
+    start=copilot_dataverse,
+    source=lambda api, **o: copilot_source(api.environment_url, **o),
+    publish=lambda api, start, stop, at=T0: api.add(
+        *(transcript(tid(i), at + timedelta(minutes=i), aad_object_id=f"aad-user-{i % 3}") for i in range(start, stop))
+    ),
+    event_id=tid,
+    servers=lambda api: (api.login, api.dataverse),
+    data_path=f"^{API_PATH}$",
+    credential=lambda api: {f["client_secret"] for f in api.token_requests()},
+    credential_form="{}",
+    # The secret goes to the token request only; the token endpoint never gets a bearer token.
+    leaked=lambda api, secret: (
+        secret_seen_by(api.dataverse, secret) or any("authorization" in r.headers for r in api.login.requests)
+    ),
+    override_warning="warning: {path}: source '{name}': adapter: " + COPILOT_ENV + " is set: token requests go to "
+    "{api.login.base_url}/{{tenant_id}}/oauth2/v2.0/token instead of "
+    "https://login.microsoftonline.com/{{tenant_id}}/oauth2/v2.0/token (meant for tests and private gateways only)",
+    refused="token request refused, check credentials.client_secret: the client secret is not valid for this app "
+    "(enter the secret's Value, not its Secret ID) (HTTP 401 invalid_client from {api.login.base_url}/***/oauth2/v2.0/"
+    "token: AADSTS7000215: Invalid client secret provided.",
+    refused_paths=[f"/{TENANT_ID}/oauth2/v2.0/token"],
+    cli_refused_data_requests=0,
+    bad_cursors=[
+        ({"page_cursor": "abc"}, "the cursor does not fit copilot_studio: page_cursor: unknown field"),
+        ({"next_link": "https://evil.example/api/data/v9.2/conversationtranscripts?$skiptoken=x"}, "rewind the cursor"),
+        (
+            {"left_out_through": "yesterday"},
+            r"left_out_through: Value error, must be an ISO 8601 timestamp with a zone \(the createdon of a test",
+        ),
+        ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
+    ],
+    preview=(
+        "copilot_transcripts  aad-user-1  conversation_transcript  Contoso Helpdesk",
+        "first page: 10 events, 0 rejected",
+        "a next page exists",
+    ),
+    pulls=(
+        ("{name}: 25 written, 0 duplicates skipped, 0 rejected, 3 pages", '"watermark":"2026-03-01T00:24:00.000000Z"'),
+        ("{name}: 12 written, 1 duplicates skipped, 0 rejected, 2 pages",),
+    ),
+    # Every token expires at the server after one page; then one is revoked after the second pull's first page.
+    faults=({"seconds_per_page": 3600}, {"seconds_per_page": 0, "revoke_after_pages": 1}),
+    sent_second={"$filter": ["createdon ge 2026-03-01T00:24:00Z"] * 3},
+    tail_row=(26, ("aad-user-2", "conversation_transcript", "Contoso Helpdesk")),
+    rotate={"client_secret": "rotated-elsewhere-0000"},
+    rotated="AADSTS7000215",
+    dagster_first={"events_written": 24, "rejected": 0, "drained": True},
+    dagster_cursor={"v": 1, "watermark": "2026-03-02T10:43:00.000000Z"},
+    # The probe's token and the run's: no token outlives its process.
+    dagster_calls={"/oauth2/v2.0/token$": 2},
+    window_sent={"$filter": {"createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"}},
+    window_duplicates=4,
+)
+
+VENDORS = {v.adapter: v for v in (CLAUDE, OPENAI, COPILOT)}
+
+
+def dig(doc: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        doc = doc[key]
+    return doc

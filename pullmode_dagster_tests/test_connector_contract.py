@@ -1,0 +1,203 @@
+"""The one-click connectors' shared contract, run over each vendor fake (connector_contract.VENDORS):
+a wrong secret fails in one line without it, a cursor that does not fit is refused before anything is
+sent, `pullmode validate` says where requests go, the CLI previews and pulls, the secret never leaves
+its place, and Dagster's poll run and window run. What only one vendor does is in its own module."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from pullmode_dagster.cli import main
+from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.errors import PullError
+from pullmode_dagster.engine.pull import run_pull
+from pullmode_dagster.engine.store import SqliteTraceStore
+
+from .connector_contract import DAY2, VENDORS, WRONG, Vendor, dig
+from .dagster_helpers import Clock, cli, committed, make_harness
+from .helpers import stored_ids
+from .test_secrets import forms
+
+Started = tuple[Vendor, Any]
+
+
+@pytest.fixture(params=sorted(VENDORS))
+def started(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Started]:
+    """A vendor's fake, running with the secret its source reads."""
+    vendor = VENDORS[request.param]
+    with vendor.start(vendor.secret, monkeypatch) as api:
+        yield vendor, api
+
+
+def test_a_wrong_secret_is_one_line_naming_the_source_without_the_secret(
+    started: Started, sources: Any, store: SqliteTraceStore, context: PullContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v, api = started
+    v.publish(api, 0, 5)
+    api.echo_key = True  # the Activity Feed's 401 quotes the key it was given (the others' always do)
+    monkeypatch.setenv(v.secret_env, WRONG)
+    with pytest.raises(PullError) as failed:
+        run_pull(sources.load(v.source(api)), store=store, context=context)
+    message = str(failed.value)
+    assert message.startswith(f"source '{v.name}': " + v.text(v.refused, api)), message
+    assert "\n" not in message and "Trace ID" not in message and WRONG not in message and v.secret not in message
+    assert [r.path for r in v.seen(api)] == v.refused_paths  # not retried, and nothing sent after it
+    assert failed.value.report.checkpoint.is_empty
+
+
+@pytest.mark.slow
+def test_cli_pull_with_a_wrong_secret_fails_in_one_line(
+    started: Started, sources: Any, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v, api = started
+    v.publish(api, 0, 5)
+    api.echo_key = True
+    sources.write(v.source(api))
+    monkeypatch.setenv(v.secret_env, WRONG)
+    result = cli("pull", v.name)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if line.startswith(f"{v.name}: ")]
+    assert line.startswith(f"{v.name}: FAILED: source '{v.name}': " + v.text(v.refused, api)), result.output
+    assert line.endswith('; committed cursor {"v":1}')
+    assert "Traceback" not in result.output and WRONG not in result.output and v.secret not in result.output
+    assert len(v.data(api)) == v.cli_refused_data_requests  # the probe's, and the run's where the probe passes
+
+
+def test_the_cursor_is_checked_before_anything_is_sent(
+    started: Started, sources: Any, store: SqliteTraceStore, context: PullContext
+) -> None:
+    v, api = started
+    source = sources.load(v.source(api))
+    for doc, problem in v.bad_cursors:
+        with pytest.raises(PullError) as failed:
+            run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
+        assert re.search(problem, str(failed.value)), (problem, str(failed.value))
+    assert v.seen(api) == []
+
+
+def test_validate_warns_when_the_endpoint_override_is_set(started: Started, sources: Any) -> None:
+    v, api = started
+    path = sources.write(v.source(api))
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert v.text(v.override_warning, api, path=path) in result.output
+    assert "ok: 1 source(s)" in result.output
+
+
+@pytest.mark.slow
+def test_cli_preview_pulls_and_tail(started: Started, sources: Any, home: Path, tmp_path: Path) -> None:
+    v, api = started
+    v.publish(api, 0, 25)
+    sources.write(v.source(api))
+    preview = cli("preview", v.name)
+    assert preview.exit_code == 0, preview.output
+    assert [t for t in v.preview if t not in preview.output] == [], preview.output
+
+    for n, (faults, texts) in enumerate(zip(v.faults, v.pulls, strict=True)):
+        if n:
+            v.publish(api, 25, 37)
+            v.clear(api)
+        for attribute, value in faults.items():
+            setattr(api, attribute, value)
+        pulled = cli("pull", v.name)
+        assert pulled.exit_code == 0, pulled.output
+        assert [t for t in texts if v.text(t, api) not in pulled.output] == [], pulled.output
+    assert {arg: v.sent(api, arg) for arg in v.sent_second} == v.sent_second
+    assert not v.leaked(api, v.secret)
+
+    tail = cli("tail", "--source", v.name, "--json", "-n", "100")
+    assert tail.exit_code == 0, tail.output
+    rows = {r["source_event_id"]: r for r in map(json.loads, tail.output.splitlines())}
+    assert sorted(rows) == [v.event_id(i) for i in range(37)]
+    number, shown = v.tail_row
+    assert tuple(rows[v.event_id(number)][k] for k in ("actor", "action", "target")) == shown
+    with SqliteTraceStore(tmp_path / "trace.db") as store:
+        assert stored_ids(store, v.name) == [v.event_id(i) for i in range(37)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", sorted(VENDORS))
+def test_canary_the_secret_never_leaves_its_place(
+    adapter: str,
+    sources: Any,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    v = VENDORS[adapter]
+    canary = f"cnry~{adapter}.S3cret_5f4e3d2c1b0a+/=&9988"  # URL- and form-special
+    spellings = forms(canary)
+    with v.start(canary, monkeypatch) as api:
+        v.publish(api, 0, 12)
+        sources.write(v.source(api))
+        output = ""
+        for args in (("validate",), ("preview", v.name), ("preview", v.name, "--json"), ("pull", v.name, "-v")):
+            result = cli(*args)
+            assert result.exit_code == 0, result.output
+            output += result.output
+        v.publish(api, 12, 14)
+        for attribute, value in v.faults[1].items():
+            setattr(api, attribute, value)
+        output += cli("pull", v.name, "-v").output
+        for attribute, value in v.rotate.items():  # now the canary is refused, and echoed
+            setattr(api, attribute, value)
+        v.publish(api, 14, 17)
+        failed = cli("pull", v.name, "-v")
+        assert failed.exit_code == 1 and v.rotated in failed.output, failed.output
+        output += failed.output + cli("tail", "--json", "-n", "100").output
+        assert v.event_id(13) in output
+        assert v.credential(api) == {v.credential_form.format(canary)}  # sent where it belongs, every time
+        assert not v.leaked(api, canary)
+    assert [s for s in spellings if s in output.lower()] == [], output
+    assert [s for s in spellings if s in caplog.text.lower()] == []
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().decode("latin-1").lower()
+            assert [s for s in spellings if s in data] == [], path
+
+
+@pytest.mark.slow
+def test_dagster_poll_run_then_a_window_run_that_keeps_the_cursor(
+    started: Started, sources: Any, tmp_path: Path
+) -> None:
+    v, api = started
+    v.publish(api, 0, 20)
+    v.publish(api, 100, 104, at=DAY2)
+    sources.write(v.source(api))
+    with dg.instance_for_test() as instance:
+        clock = Clock(datetime(2026, 3, 3, 9, 0, tzinfo=UTC))
+        harness = make_harness(sources.directory, instance, clock, tmp_path, v.name)
+
+        def metadata() -> dict[str, Any]:
+            event = instance.get_latest_materialization_event(dg.AssetKey(["ingestion", v.name]))
+            return {k: m.value for k, m in event.asset_materialization.metadata.items()}
+
+        first = harness.tick(None)
+        assert harness.run(first.run_requests[0]).success
+        assert {k: metadata()[k] for k in v.dagster_first} == v.dagster_first
+        after = harness.tick(first.cursor)
+        cursor = committed(after.cursor)
+        assert {path: dig(cursor, path) for path in v.dagster_cursor} == v.dagster_cursor
+        calls = {path: sum(bool(re.search(path, r.path)) for r in v.seen(api)) for path in v.dagster_calls}
+        assert calls == v.dagster_calls
+
+        v.clear(api)
+        job = harness.project.defs.resolve_job_def(f"{v.name}_pull")
+        window = job.execute_in_process(instance=instance, partition_key="2026-03-02", raise_on_error=False)
+        assert window.success
+        md = metadata()
+        assert md["mode"] == "window" and md["cursor_after"] == md["cursor_before"]
+        assert (md["events_written"], md["duplicates_skipped"]) == (0, v.window_duplicates)
+        assert {arg: set(v.sent(api, arg)) for arg in v.window_sent} == v.window_sent
+        assert committed(harness.tick(after.cursor).cursor) == cursor
