@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,55 +37,27 @@ COPILOT_SECRET = "Xq8Q~copilot.test-secret_4242abcd"  # Entra secret values look
 COPILOT_NAME = "copilot_transcripts"
 
 
-def _source(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def _source(overrides: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    defaults |= {"startDate": "2026-01-01"}
     return {k: v for k, v in {**defaults, **overrides}.items() if v is not None}
 
 
 def claude_source(**overrides: Any) -> dict[str, Any]:
     key = {"api_key": {"env": "ANTHROPIC_COMPLIANCE_KEY"}}
-    return _source(
-        {
-            "name": CLAUDE_NAME,
-            "adapter": "claude_compliance",
-            "startDate": "2026-01-01",
-            "schedule": "*/5 * * * *",
-            "credentials": key,
-        },
-        overrides,
-    )
+    return _source(overrides, name=CLAUDE_NAME, adapter="claude_compliance", schedule="*/5 * * * *", credentials=key)
 
 
 def openai_source(**overrides: Any) -> dict[str, Any]:
     key = {"api_key": {"env": "OPENAI_COMPLIANCE_KEY"}}
-    return _source(
-        {
-            "name": OPENAI_NAME,
-            "adapter": "openai_compliance",
-            "workspaceId": WORKSPACE_ID,
-            "eventTypes": ["AUTH_LOG", "CODEX_LOG"],
-            "startDate": "2026-01-01",
-            "schedule": "*/15 * * * *",
-            "credentials": key,
-        },
-        overrides,
-    )
+    types = ["AUTH_LOG", "CODEX_LOG"]
+    return _source(overrides, name=OPENAI_NAME, adapter="openai_compliance", workspaceId=WORKSPACE_ID,
+                   eventTypes=types, schedule="*/15 * * * *", credentials=key)  # fmt: skip
 
 
 def copilot_source(environment_url: str | None, **overrides: Any) -> dict[str, Any]:
-    names = ("tenant_id", "client_id", "client_secret")
-    credentials = {n: {"env": f"COPILOT_{n.upper()}"} for n in names}
-    return _source(
-        {
-            "name": COPILOT_NAME,
-            "adapter": "copilot_studio",
-            "environmentUrl": environment_url,
-            "startDate": "2026-01-01",
-            "schedule": "*/10 * * * *",
-            "maxPageSize": 10,
-            "credentials": credentials,
-        },
-        overrides,
-    )
+    keys = {n: {"env": f"COPILOT_{n.upper()}"} for n in ("tenant_id", "client_id", "client_secret")}
+    return _source(overrides, name=COPILOT_NAME, adapter="copilot_studio", environmentUrl=environment_url,
+                   schedule="*/10 * * * *", maxPageSize=10, credentials=keys)  # fmt: skip
 
 
 def aid(i: int) -> str:
@@ -171,6 +143,8 @@ class Vendor:
     faults: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
     """Attributes set on the fake before the CLI's first and second pulls."""
     sent_second: dict[str, list[str | None]]
+    calls_second: dict[str, int]
+    """Path regexes and how many requests the second pull (its probe and its run) sent to each."""
     tail_row: tuple[int, tuple[str | None, ...]]
     """An event (actor, action, target) as ``pullmode tail`` shows it."""
     rotate: dict[str, Any]
@@ -181,10 +155,9 @@ class Vendor:
     dagster_cursor: dict[str, Any]
     """Dotted paths into the committed cursor and their values after the first run."""
     dagster_calls: dict[str, int]
-    """Path regexes and how many requests the sensor's ticks and the run sent to each."""
+    """The same for the sensor's first ticks and the run."""
     window_sent: dict[str, set[str | None]]
     window_duplicates: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def seen(self, api: Any) -> list[Request]:
         return [r for server in self.servers(api) for r in server.requests]
@@ -194,6 +167,9 @@ class Vendor:
 
     def sent(self, api: Any, arg: str) -> list[str | None]:
         return [r.arg(arg) for r in self.data(api)]
+
+    def calls(self, api: Any, paths: dict[str, int]) -> dict[str, int]:
+        return {path: sum(bool(re.search(path, r.path)) for r in self.seen(api)) for path in paths}
 
     def clear(self, api: Any) -> None:
         for server in self.servers(api):
@@ -244,6 +220,7 @@ CLAUDE = Vendor(
     ),
     # The probe's limit=1 question, then the run's pages: all after the committed activity.
     sent_second={"before_id": [aid(24), aid(24), aid(34)], "limit": ["1", "10", "10"]},
+    calls_second={CLAUDE_PATH: 3},
     tail_row=(26, ("adminkey_010026", "api_key_created", "apikey_010026")),
     rotate={"api_key": "sk-ant-api01-rotated-elsewhere-0000", "echo_key": True},
     rotated="invalid x-api-key: ***",
@@ -298,6 +275,7 @@ OPENAI = Vendor(
     ),
     # The probe's listing, then the run's: both from the committed position.
     sent_second={"after": ["2026-03-01T00:25:00Z"] * 2},
+    calls_second={"/logs$": 2, "/logs/log_": 1},  # the boundary file listed again is not downloaded again
     tail_row=(26, ("user2@acme.example", "login", None)),
     rotate={"api_key": "sk-rotated-elsewhere-0000"},
     rotated="HTTP 401",
@@ -356,6 +334,7 @@ COPILOT = Vendor(
     # Every token expires at the server after one page; then one is revoked after the second pull's first page.
     faults=({"seconds_per_page": 3600}, {"seconds_per_page": 0, "revoke_after_pages": 1}),
     sent_second={"$filter": ["createdon ge 2026-03-01T00:24:00Z"] * 3},
+    calls_second={"/oauth2/v2.0/token$": 2},  # one token, and one more after the revocation
     tail_row=(26, ("aad-user-2", "conversation_transcript", "Contoso Helpdesk")),
     rotate={"client_secret": "rotated-elsewhere-0000"},
     rotated="AADSTS7000215",
