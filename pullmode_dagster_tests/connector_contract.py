@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,7 +104,8 @@ def publish_openai(api: ComplianceLogsAPI, start: int, stop: int, at: datetime =
         auth_log_record(f"auth_{i:03d}", at + timedelta(minutes=i), email=f"user{i % 3}@acme.example")
         for i in range(start, stop)
     ]
-    api.add_file("AUTH_LOG", records, end_time=at + timedelta(minutes=stop))
+    if records:
+        api.add_file("AUTH_LOG", records, end_time=at + timedelta(minutes=stop))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,11 +133,25 @@ class Vendor:
     leaked: Callable[[Any, str], bool]
     """Whether a secret reached a request where it does not belong."""
     override_warning: str
+    echo: dict[str, Any]
+    """Attributes that make the fake's refusal quote the secret it was given (the redaction's test)."""
     refused: str
     """What a wrong secret fails with: the start of the error (after ``source '<name>': ``)."""
     refused_paths: list[str]
-    cli_refused_data_requests: int
+    refused_data_requests: int
     bad_cursors: list[tuple[dict[str, Any], str]]
+    patches: dict[str, Any] = field(default_factory=dict)
+    """Module constants set for the deadline scenario (``monkeypatch.setattr`` targets)."""
+    deadline: int
+    deadline_reports: list[dict[str, Any]]
+    """Each pull's report until drained, 30 events in 6 batches of 5, every page taking a second."""
+    deadline_cursor: dict[str, Any]
+    next_pulls: tuple[dict[str, Any], dict[str, Any]]
+    """A quiet pull's report and the next one's (after 15 new events), both from the first pull's cursor."""
+    next_sent: tuple[dict[str, list[str | None]], dict[str, list[str | None]]]
+    query_keys: set[str]
+    """The query arguments of the quiet pull's requests."""
+    next_cursor: dict[str, Any]
     preview: tuple[str, ...]
     pulls: tuple[tuple[str, ...], tuple[str, ...]]
     """What the CLI's first and second pulls print."""
@@ -148,7 +163,7 @@ class Vendor:
     tail_row: tuple[int, tuple[str | None, ...]]
     """An event (actor, action, target) as ``pullmode tail`` shows it."""
     rotate: dict[str, Any]
-    """Attributes that make the fake refuse the secret it was started with, and echo it."""
+    """Attributes that make the fake refuse the secret it was started with."""
     rotated: str
     """What the pull then fails with."""
     dagster_first: dict[str, Any]
@@ -170,6 +185,10 @@ class Vendor:
 
     def calls(self, api: Any, paths: dict[str, int]) -> dict[str, int]:
         return {path: sum(bool(re.search(path, r.path)) for r in self.seen(api)) for path in paths}
+
+    def apply(self, api: Any, attributes: dict[str, Any]) -> None:
+        for attribute, value in attributes.items():
+            setattr(api, attribute, value)
 
     def clear(self, api: Any) -> None:
         for server in self.servers(api):
@@ -195,10 +214,11 @@ CLAUDE = Vendor(
     leaked=lambda api, secret: any(secret in r.url for r in api.server.requests),
     override_warning="warning: {path}: source '{name}': adapter: " + CLAUDE_ENV + " is set: requests go to "
     "{api.base_url} instead of https://api.anthropic.com",
+    echo={"echo_key": True},
     refused="backfill page 1: HTTP 401 the API key was rejected (check credentials.api_key) from "
     "{api.base_url}" + CLAUDE_PATH + ": authentication_error: invalid x-api-key: *** (request-id req_",
     refused_paths=[CLAUDE_PATH],
-    cli_refused_data_requests=2,
+    refused_data_requests=2,
     bad_cursors=[
         ({"page_cursor": "abc"}, "the cursor does not fit claude_compliance: page_cursor: unknown field"),
         ({"since": "yesterday"}, "the cursor does not fit claude_compliance: since: Value error, must be an RFC 3339"),
@@ -208,6 +228,17 @@ CLAUDE = Vendor(
             "the cursor does not fit .*after_id \\(an unfinished backfill\\) needs its since and until",
         ),
     ],
+    deadline=2,
+    deadline_reports=[{"pages": 2, "written": 20}, {"pages": 1, "written": 10}],
+    deadline_cursor={"before_id": aid(29)},
+    next_pulls=({"written": 0, "requests": 1}, {"written": 15, "duplicates": 0, "requests": 2}),
+    # Each page is the block right after the cursor; its first_id (its newest) is the next cursor.
+    next_sent=(
+        {"before_id": [aid(24)], "exclude_activity_types[]": ["compliance_api_accessed"]},  # the default
+        {"before_id": [aid(24), aid(34)], "created_at.gte": [None, None], "after_id": [None, None]},
+    ),
+    query_keys={"before_id", "created_at.lt", "limit", "exclude_activity_types[]"},
+    next_cursor={"before_id": aid(39), "watermark": "2026-03-01T04:26:00.000000Z"},
     preview=(
         "user0@acme.example  claude_chat_created  claude_chat_010024",
         "adminkey_010020  api_key_created  apikey_010020",
@@ -222,7 +253,7 @@ CLAUDE = Vendor(
     sent_second={"before_id": [aid(24), aid(24), aid(34)], "limit": ["1", "10", "10"]},
     calls_second={CLAUDE_PATH: 3},
     tail_row=(26, ("adminkey_010026", "api_key_created", "apikey_010026")),
-    rotate={"api_key": "sk-ant-api01-rotated-elsewhere-0000", "echo_key": True},
+    rotate={"api_key": "sk-ant-api01-rotated-elsewhere-0000"},
     rotated="invalid x-api-key: ***",
     dagster_first={"events_written": 24, "duplicates_skipped": 0, "drained": True},
     dagster_cursor={"before_id": aid(103), "watermark": "2026-03-02T21:01:00.000000Z"},
@@ -252,11 +283,12 @@ OPENAI = Vendor(
     leaked=lambda api, secret: api.storage_saw_authorization or secret_seen_by(api.storage, secret),
     override_warning="warning: {path}: source '{name}': adapter: " + OPENAI_ENV + " is set: requests go to "
     "{api.base_url}",
+    echo={},  # it always does
     refused="AUTH_LOG: listing 1: HTTP 401 the Compliance API key was rejected (check credentials.api_key) from "
     "{api.base_url}/workspaces/" + WORKSPACE_ID + '/logs: {{"error": {{"message": "Incorrect API key provided: ***", '
     '"type": "invalid_request_error", "code": "invalid_api_key"}}}}',
     refused_paths=[f"/v1/compliance/workspaces/{WORKSPACE_ID}/logs"],
-    cli_refused_data_requests=2,
+    refused_data_requests=2,
     bad_cursors=[
         ({"page_cursor": "abc"}, "the cursor does not fit openai_compliance: page_cursor: unknown field"),
         (
@@ -268,6 +300,15 @@ OPENAI = Vendor(
             "the cursor does not fit openai_compliance: streams.AUTH_LOG.after: Value error, must be an ISO",
         ),
     ],
+    # Files stream in pages of 2 records: 3 pages a file, and a pull stops only between files.
+    patches={"pullmode_dagster.engine.adapters.openai_compliance.RECORDS_PER_PAGE": 2},
+    deadline=4,
+    deadline_reports=[{"pages": 6, "files": 2, "written": 10}] * 3,
+    deadline_cursor={"streams.AUTH_LOG.after": "2026-03-01T00:30:00Z"},
+    next_pulls=({"written": 0, "files": 0, "requests": 1}, {"written": 15, "duplicates": 0, "files": 1}),
+    next_sent=({"after": ["2026-03-01T00:25:00Z"]}, {"after": ["2026-03-01T00:25:00Z"]}),
+    query_keys={"event_type", "limit", "after"},
+    next_cursor={"streams.AUTH_LOG.after": "2026-03-01T00:40:00Z"},
     preview=("user1@acme.example  login", "first page: 25 events, 0 rejected"),
     pulls=(
         ("{name}: 25 written, 0 duplicates skipped, 0 rejected, 1 files",),
@@ -308,11 +349,12 @@ COPILOT = Vendor(
     override_warning="warning: {path}: source '{name}': adapter: " + COPILOT_ENV + " is set: token requests go to "
     "{api.login.base_url}/{{tenant_id}}/oauth2/v2.0/token instead of "
     "https://login.microsoftonline.com/{{tenant_id}}/oauth2/v2.0/token (meant for tests and private gateways only)",
+    echo={},
     refused="token request refused, check credentials.client_secret: the client secret is not valid for this app "
     "(enter the secret's Value, not its Secret ID) (HTTP 401 invalid_client from {api.login.base_url}/***/oauth2/v2.0/"
     "token: AADSTS7000215: Invalid client secret provided.",
     refused_paths=[f"/{TENANT_ID}/oauth2/v2.0/token"],
-    cli_refused_data_requests=0,
+    refused_data_requests=0,
     bad_cursors=[
         ({"page_cursor": "abc"}, "the cursor does not fit copilot_studio: page_cursor: unknown field"),
         ({"next_link": "https://evil.example/api/data/v9.2/conversationtranscripts?$skiptoken=x"}, "rewind the cursor"),
@@ -322,6 +364,17 @@ COPILOT = Vendor(
         ),
         ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
     ],
+    # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
+    deadline=2,
+    deadline_reports=[{"pages": 2, "written": 20}, {"pages": 1, "written": 10}],
+    deadline_cursor={"watermark": "2026-03-01T00:29:00.000000Z"},
+    next_pulls=({"written": 0, "duplicates": 1, "requests": 1}, {"written": 15, "duplicates": 1, "pages": 2}),
+    next_sent=(
+        {"$filter": ["createdon ge 2026-03-01T00:24:00Z"]},
+        {"$filter": ["createdon ge 2026-03-01T00:24:00Z"] * 2},
+    ),
+    query_keys={"$filter", "$orderby"},
+    next_cursor={"watermark": "2026-03-01T00:39:00.000000Z"},
     preview=(
         "copilot_transcripts  aad-user-1  conversation_transcript  Contoso Helpdesk",
         "first page: 10 events, 0 rejected",

@@ -133,35 +133,6 @@ def test_first_pull_backfills_from_start_date_each_activity_once_with_the_key_an
     assert json.loads(rows[aid(1)]["raw_payload"])["actor"]["ip_address"] == "192.0.2.34"
 
 
-def test_second_pull_asks_only_for_activities_after_the_cursor(
-    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
-) -> None:
-    vendor.add(*mixed_activities(25, T0))
-    source = sources.load(claude_source(pageSize=10))
-    first = run_pull(source, store=store, context=context)
-    vendor.server.requests.clear()
-
-    quiet = run_pull(source, store=store, start=first.cursor_after, context=context)
-    assert (quiet.written, quiet.requests, quiet.drained) == (0, 1, True)
-    assert quiet.cursor_after == first.cursor_after
-    (request,) = vendor.requests
-    assert dict(request.query).keys() == {"before_id", "created_at.lt", "limit", "exclude_activity_types[]"}
-    assert request.arg("before_id") == aid(24)
-    assert request.query["exclude_activity_types[]"] == ["compliance_api_accessed"]  # the default
-
-    new = mixed_activities(40, T0)[25:]
-    vendor.add(*new)
-    vendor.server.requests.clear()
-    second = run_pull(source, store=store, start=first.cursor_after, context=context)
-    assert (second.written, second.duplicates, second.requests, second.drained) == (15, 0, 2, True)
-    # Each page is the block right after the cursor; its first_id (its newest) is the next cursor.
-    assert sent(vendor, "before_id") == [aid(24), aid(34)]
-    assert sent(vendor, "created_at.gte") == [None, None] and sent(vendor, "after_id") == [None, None]
-    assert second.cursor_after.position == {"before_id": aid(39)}
-    assert second.cursor_after.watermark == ts(new[-1])
-    assert stored_ids(store, NAME) == [aid(i) for i in range(40)]
-
-
 def test_a_backfill_stopped_by_max_pages_resumes_at_its_page_and_then_turns_incremental(
     vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
@@ -272,29 +243,6 @@ def test_429_retry_after_529_and_an_html_200_are_retried(
         rf"{re.escape(vendor.base_url + PATH)}, gave up after 3 attempts",
         str(failed.value),
     ), str(failed.value)
-
-
-def test_the_deadline_stops_at_a_page_and_the_next_pulls_resume_there(
-    vendor: ActivityFeedAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
-) -> None:
-    vendor.add(*mixed_activities(45, T0))
-    source = sources.load(claude_source(pageSize=10, pullDeadlineSeconds=2))
-    now = [0.0]
-    timed = replace(context, clock=lambda: now[0])
-
-    def tick(page: Any, report: Any) -> None:
-        now[0] += 1.0  # every page takes a second
-
-    state, reports = CursorState(), []
-    while not (reports and reports[-1].drained) and len(reports) < 10:
-        now[0] = 0.0
-        report = run_pull(source, store=store, start=state, context=timed, on_page=tick)
-        assert report.stopped == "deadline" or report.drained
-        reports.append(report)
-        state = report.cursor_after
-    assert [r.pages for r in reports] == [2, 2, 1]
-    assert sum(r.written for r in reports) == 45 and sum(r.duplicates for r in reports) == 0
-    assert state.position == {"before_id": aid(44)}
 
 
 def test_a_cursor_that_comes_back_two_pages_later_is_a_pagination_loop(

@@ -284,37 +284,6 @@ def test_the_deadline_reached_before_the_next_file_is_requested_stops_cleanly_af
     assert streams(report.cursor_after) == {"AUTH_LOG": {"after": "2026-01-01T00:00:00Z", "done": [files[0].id]}}
 
 
-def test_the_deadline_stops_at_a_file_boundary_and_the_next_pulls_resume_there(
-    vendor: ComplianceLogsAPI,
-    sources: SourceWriter,
-    store: SqliteTraceStore,
-    context: PullContext,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
-    for n in range(6):
-        vendor.add_file(
-            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
-        )
-    source = sources.load(openai_source(eventTypes=["AUTH_LOG"], pullDeadlineSeconds=4))
-    now = [0.0]
-    timed = replace(context, clock=lambda: now[0])
-
-    def tick(page: Any, report: Any) -> None:
-        now[0] += 1.0  # every page takes a second
-
-    state, reports = CursorState(), []
-    while not (reports and reports[-1].drained) and len(reports) < 10:
-        now[0] = 0.0
-        report = run_pull(source, store=store, start=state, context=timed, on_page=tick)
-        assert report.stopped == "deadline" or report.drained
-        assert report.files >= 1 and report.pages == 3 * report.files  # never stopped inside a file
-        reports.append(report)
-        state = report.cursor_after
-    assert len(reports) == 3 and sum(r.written for r in reports) == 30
-    assert sum(r.duplicates for r in reports) == 0 and stored_ids(store, NAME) == [f"auth_{i:03d}" for i in range(30)]
-
-
 def test_window_repull_reads_the_files_overlapping_the_window_and_keeps_the_cursor(
     vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
