@@ -132,6 +132,8 @@ class Vendor:
     credential_form: str
     leaked: Callable[[Any, str], bool]
     """Whether a secret reached a request where it does not belong."""
+    blind: Callable[[Any], list[Request]] = lambda api: []
+    """The requests that must hold the secret in no spelling (another host's)."""
     override_warning: str
     echo: dict[str, Any]
     """Attributes that make the fake's refusal quote the secret it was given (the redaction's test)."""
@@ -164,14 +166,14 @@ class Vendor:
     """An event (actor, action, target) as ``pullmode tail`` shows it."""
     rotate: dict[str, Any]
     """Attributes that make the fake refuse the secret it was started with."""
-    rotated: str
+    rotated: tuple[str, ...]
     """What the pull then fails with."""
     dagster_first: dict[str, Any]
     dagster_cursor: dict[str, Any]
     """Dotted paths into the committed cursor and their values after the first run."""
     dagster_calls: dict[str, int]
     """The same for the sensor's first ticks and the run."""
-    window_sent: dict[str, set[str | None]]
+    window_sent: dict[str, list[str | None]]
     window_duplicates: int
 
     def seen(self, api: Any) -> list[Request]:
@@ -229,8 +231,8 @@ CLAUDE = Vendor(
         ),
     ],
     deadline=2,
-    deadline_reports=[{"pages": 2, "written": 20}, {"pages": 1, "written": 10}],
-    deadline_cursor={"before_id": aid(29)},
+    deadline_reports=[{"pages": 2, "written": 20, "duplicates": 0}, {"pages": 1, "written": 10, "duplicates": 0}],
+    deadline_cursor={"": {"v": 1, "before_id": aid(29), "watermark": "2026-03-01T03:16:00.000000Z"}},
     next_pulls=({"written": 0, "requests": 1}, {"written": 15, "duplicates": 0, "requests": 2}),
     # Each page is the block right after the cursor; its first_id (its newest) is the next cursor.
     next_sent=(
@@ -254,14 +256,14 @@ CLAUDE = Vendor(
     calls_second={CLAUDE_PATH: 3},
     tail_row=(26, ("adminkey_010026", "api_key_created", "apikey_010026")),
     rotate={"api_key": "sk-ant-api01-rotated-elsewhere-0000"},
-    rotated="invalid x-api-key: ***",
+    rotated=("HTTP 401", "invalid x-api-key: ***"),
     dagster_first={"events_written": 24, "duplicates_skipped": 0, "drained": True},
     dagster_cursor={"before_id": aid(103), "watermark": "2026-03-02T21:01:00.000000Z"},
     dagster_calls={CLAUDE_PATH: 4},
     window_sent={
-        "created_at.gte": {"2026-03-02T00:00:00Z"},
-        "created_at.lt": {"2026-03-03T00:00:00Z"},
-        "before_id": {None},
+        "created_at.gte": ["2026-03-02T00:00:00Z"],
+        "created_at.lt": ["2026-03-03T00:00:00Z"],
+        "before_id": [None],
     },
     window_duplicates=4,
 )
@@ -281,6 +283,7 @@ OPENAI = Vendor(
     credential_form="Bearer {}",
     # The signed-URL host on its other port never gets the key, nor any Authorization header.
     leaked=lambda api, secret: api.storage_saw_authorization or secret_seen_by(api.storage, secret),
+    blind=lambda api: api.storage.requests,
     override_warning="warning: {path}: source '{name}': adapter: " + OPENAI_ENV + " is set: requests go to "
     "{api.base_url}",
     echo={},  # it always does
@@ -303,7 +306,7 @@ OPENAI = Vendor(
     # Files stream in pages of 2 records: 3 pages a file, and a pull stops only between files.
     patches={"pullmode_dagster.engine.adapters.openai_compliance.RECORDS_PER_PAGE": 2},
     deadline=4,
-    deadline_reports=[{"pages": 6, "files": 2, "written": 10}] * 3,
+    deadline_reports=[{"pages": 6, "files": 2, "written": 10, "duplicates": 0}] * 3,
     deadline_cursor={"streams.AUTH_LOG.after": "2026-03-01T00:30:00Z"},
     next_pulls=({"written": 0, "files": 0, "requests": 1}, {"written": 15, "duplicates": 0, "files": 1}),
     next_sent=({"after": ["2026-03-01T00:25:00Z"]}, {"after": ["2026-03-01T00:25:00Z"]}),
@@ -316,14 +319,15 @@ OPENAI = Vendor(
     ),
     # The probe's listing, then the run's: both from the committed position.
     sent_second={"after": ["2026-03-01T00:25:00Z"] * 2},
-    calls_second={"/logs$": 2, "/logs/log_": 1},  # the boundary file listed again is not downloaded again
+    # The boundary file listed again is not downloaded again; the new one is, from the signed-URL host.
+    calls_second={"/logs$": 2, "/logs/log_": 1, "^/signed/": 1},
     tail_row=(26, ("user2@acme.example", "login", None)),
     rotate={"api_key": "sk-rotated-elsewhere-0000"},
-    rotated="HTTP 401",
+    rotated=("HTTP 401",),
     dagster_first={"events_written": 24, "duplicates_skipped": 0, "drained": True},
     dagster_cursor={"streams.AUTH_LOG.after": "2026-03-02T10:44:00Z"},
     dagster_calls={"/logs$": 2},
-    window_sent={"after": {"2026-03-02T00:00:00Z"}},
+    window_sent={"after": ["2026-03-02T00:00:00Z"]},
     window_duplicates=4,
 )
 
@@ -340,6 +344,7 @@ COPILOT = Vendor(
     event_id=tid,
     servers=lambda api: (api.login, api.dataverse),
     data_path=f"^{API_PATH}$",
+    blind=lambda api: api.dataverse.requests,
     credential=lambda api: {f["client_secret"] for f in api.token_requests()},
     credential_form="{}",
     # The secret goes to the token request only; the token endpoint never gets a bearer token.
@@ -366,7 +371,7 @@ COPILOT = Vendor(
     ],
     # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
     deadline=2,
-    deadline_reports=[{"pages": 2, "written": 20}, {"pages": 1, "written": 10}],
+    deadline_reports=[{"pages": 2, "written": 20, "duplicates": 0}, {"pages": 1, "written": 10, "duplicates": 0}],
     deadline_cursor={"watermark": "2026-03-01T00:29:00.000000Z"},
     next_pulls=({"written": 0, "duplicates": 1, "requests": 1}, {"written": 15, "duplicates": 1, "pages": 2}),
     next_sent=(
@@ -390,12 +395,12 @@ COPILOT = Vendor(
     calls_second={"/oauth2/v2.0/token$": 2},  # one token, and one more after the revocation
     tail_row=(26, ("aad-user-2", "conversation_transcript", "Contoso Helpdesk")),
     rotate={"client_secret": "rotated-elsewhere-0000"},
-    rotated="AADSTS7000215",
+    rotated=("AADSTS7000215",),
     dagster_first={"events_written": 24, "rejected": 0, "drained": True},
-    dagster_cursor={"v": 1, "watermark": "2026-03-02T10:43:00.000000Z"},
+    dagster_cursor={"": {"v": 1, "watermark": "2026-03-02T10:43:00.000000Z"}},
     # The probe's token and the run's: no token outlives its process.
     dagster_calls={"/oauth2/v2.0/token$": 2},
-    window_sent={"$filter": {"createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"}},
+    window_sent={"$filter": ["createdon ge 2026-03-02T00:00:00Z and createdon lt 2026-03-03T00:00:00Z"]},
     window_duplicates=4,
 )
 
@@ -403,6 +408,7 @@ VENDORS = {v.adapter: v for v in (CLAUDE, OPENAI, COPILOT)}
 
 
 def dig(doc: dict[str, Any], dotted: str) -> Any:
-    for key in dotted.split("."):
+    """The value at a dotted path; the whole document at ``""``."""
+    for key in filter(None, dotted.split(".")):
         doc = doc[key]
     return doc
