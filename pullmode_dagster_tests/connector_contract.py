@@ -119,26 +119,21 @@ class Vendor:
     secret: str
     secret_env: str
     start: Callable[[str, pytest.MonkeyPatch], AbstractContextManager[Any]]
-    source: Callable[..., dict[str, Any]]
-    """The contract's source document for a running fake (``**overrides``)."""
-    publish: Callable[..., None]
-    """Events ``start`` .. ``stop - 1`` (``event_id``), from T0 or ``at`` on."""
+    source: Callable[..., dict[str, Any]]  # The contract's source document for a running fake (``**overrides``).
+    publish: Callable[..., None]  # Events ``start`` .. ``stop - 1`` (``event_id``), from T0 or ``at`` on.
     event_id: Callable[[int], str]
     servers: Callable[[Any], tuple[LoopbackServer, ...]]
-    data_path: str
-    """A regex of the paths whose requests carry the events (pages, listings)."""
+    data_path: str  # A regex of the paths whose requests carry the events (pages, listings).
     credential: Callable[[Any], set[str | None]]
     """The credential as the place it belongs received it (one value per request)."""
     credential_form: str
-    leaked: Callable[[Any, str], bool]
-    """Whether a secret reached a request where it does not belong."""
+    leaked: Callable[[Any, str], bool]  # Whether a secret reached a request where it does not belong.
     blind: Callable[[Any], list[Request]] = lambda api: []
     """The requests that must hold the secret in no spelling (another host's)."""
     override_warning: str
     echo: dict[str, Any]
     """Attributes that make the fake's refusal quote the secret it was given (the redaction's test)."""
-    refused: str
-    """What a wrong secret fails with: the start of the error (after ``source '<name>': ``)."""
+    refused: str  # What a wrong secret fails with: the start of the error (after ``source '<name>': ``).
     refused_paths: list[str]
     refused_data_requests: int
     bad_cursors: list[tuple[dict[str, Any], str]]
@@ -151,28 +146,21 @@ class Vendor:
     next_pulls: tuple[dict[str, Any], dict[str, Any]]
     """A quiet pull's report and the next one's (after 15 new events), both from the first pull's cursor."""
     next_sent: tuple[dict[str, list[str | None]], dict[str, list[str | None]]]
-    query_keys: set[str]
-    """The query arguments of the quiet pull's requests."""
+    query_keys: set[str]  # The query arguments of the quiet pull's requests.
     next_cursor: dict[str, Any]
     preview: tuple[str, ...]
-    pulls: tuple[tuple[str, ...], tuple[str, ...]]
-    """What the CLI's first and second pulls print."""
+    pulls: tuple[tuple[str, ...], tuple[str, ...]]  # What the CLI's first and second pulls print.
     faults: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
     """Attributes set on the fake before the CLI's first and second pulls."""
     sent_second: dict[str, list[str | None]]
     calls_second: dict[str, int]
     """Path regexes and how many requests the second pull (its probe and its run) sent to each."""
-    tail_row: tuple[int, tuple[str | None, ...]]
-    """An event (actor, action, target) as ``pullmode tail`` shows it."""
-    rotate: dict[str, Any]
-    """Attributes that make the fake refuse the secret it was started with."""
-    rotated: tuple[str, ...]
-    """What the pull then fails with."""
+    tail_row: tuple[int, tuple[str | None, ...]]  # An event (actor, action, target) as ``pullmode tail`` shows it.
+    rotate: dict[str, Any]  # Attributes that make the fake refuse the secret it was started with.
+    rotated: tuple[str, ...]  # What the pull then fails with.
     dagster_first: dict[str, Any]
-    dagster_cursor: dict[str, Any]
-    """Dotted paths into the committed cursor and their values after the first run."""
-    dagster_calls: dict[str, int]
-    """The same for the sensor's first ticks and the run."""
+    dagster_cursor: dict[str, Any]  # Dotted paths into the committed cursor and their values after the first run.
+    dagster_calls: dict[str, int]  # The same for the sensor's first ticks and the run.
     window_sent: dict[str, list[str | None]]
     window_duplicates: int
 
