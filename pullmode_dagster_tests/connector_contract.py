@@ -25,6 +25,9 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY2 = T0 + timedelta(days=1, hours=9)
 """Where the Dagster scenario's second batch starts: the window run's partition is 2026-03-02."""
 WRONG = "not-the-right-secret-31337"
+FIXED = {"url": "https://example.com/x", "headers": {"x-api-key": "abc"}, "params": {"limit": "10"},
+         "authMode": "bearer", "cursorJsonPath": "$.last_id", "eventMapping": {"event_timestamp": "$.t"}}  # fmt: skip
+"""Fields a one-click connector fixes (reference.FIXED_HTTP_FIELDS), each with a value a source may not set."""
 
 CLAUDE_ENV = "PULLMODE_CLAUDE_COMPLIANCE_BASE_URL"
 CLAUDE_KEY = "sk-ant-api01-test-4242-claude-key"
@@ -137,6 +140,9 @@ class Vendor:
     refused_paths: list[str]
     refused_data_requests: int
     bad_cursors: list[tuple[dict[str, Any], str]]
+    credential_problems: tuple[str, ...]  # for credentials holding tenant_id and token
+    lists: tuple[str, ...]  # fields that take a list
+    bound: tuple[dict[str, Any], str]  # a limit past its bound, and what validation says
     patches: dict[str, Any] = field(default_factory=dict)
     """Module constants set for the deadline scenario (``monkeypatch.setattr`` targets)."""
     deadline: int
@@ -218,6 +224,12 @@ CLAUDE = Vendor(
             "the cursor does not fit .*after_id \\(an unfinished backfill\\) needs its since and until",
         ),
     ],
+    credential_problems=(
+        "credentials.api_key: required: a Compliance Access Key",
+        "credentials.token: claude_compliance takes one credential, api_key",
+    ),
+    lists=("activityTypes", "actorIds"),
+    bound=({"pageSize": 10_000}, "pageSize: Input should be less than or equal to 5000"),
     deadline=2,
     deadline_reports=[{"pages": 2, "written": 20, "duplicates": 0}, {"pages": 1, "written": 10, "duplicates": 0}],
     deadline_cursor={"": {"v": 1, "before_id": aid(29), "watermark": "2026-03-01T03:16:00.000000Z"}},
@@ -291,6 +303,12 @@ OPENAI = Vendor(
             "the cursor does not fit openai_compliance: streams.AUTH_LOG.after: Value error, must be an ISO",
         ),
     ],
+    credential_problems=(
+        "credentials.api_key: required",
+        "credentials.token: openai_compliance takes one credential, api_key",
+    ),
+    lists=("eventTypes",),
+    bound=({"maxFileBytes": 1000}, "maxFileBytes: Input should be greater than or equal to 1048576"),
     # Files stream in pages of 2 records: 3 pages a file, and a pull stops only between files.
     patches={"pullmode_dagster.engine.adapters.openai_compliance.RECORDS_PER_PAGE": 2},
     deadline=4,
@@ -358,6 +376,13 @@ COPILOT = Vendor(
         ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
     ],
     # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
+    credential_problems=(
+        "credentials.client_id: required: the application (client) id",
+        "credentials.client_secret: required: a client secret of that app registration",
+        "credentials.token: copilot_studio takes three credentials: tenant_id, client_id",
+    ),
+    lists=("botIds",),
+    bound=({"maxPageSize": 5001}, "maxPageSize: Input should be less than or equal to 5000"),
     deadline=2,
     deadline_reports=[{"pages": 2, "written": 20, "duplicates": 0}, {"pages": 1, "written": 10, "duplicates": 0}],
     deadline_cursor={"watermark": "2026-03-01T00:29:00.000000Z"},

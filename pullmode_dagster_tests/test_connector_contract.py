@@ -18,13 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from pullmode_dagster.cli import main
-from pullmode_dagster.engine.adapters import PullContext
+from pullmode_dagster.engine.adapters import ADAPTERS, PullContext
 from pullmode_dagster.engine.cursor import CursorState
+from pullmode_dagster.engine.declare.loading import load_sources
 from pullmode_dagster.engine.errors import PullError
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .connector_contract import DAY2, VENDORS, WRONG, Vendor, dig
+from .connector_contract import DAY2, FIXED, VENDORS, WRONG, Vendor, dig
 from .dagster_helpers import Clock, cli, committed, make_harness
 from .helpers import stored_ids
 from .test_secrets import forms
@@ -114,6 +115,22 @@ def test_the_cursor_is_checked_before_anything_is_sent(
             run_pull(source, store=store, start=CursorState.from_dict(doc), context=context)
         assert re.search(problem, str(failed.value)), (problem, str(failed.value))
     assert v.seen(api) == []
+
+
+def test_validation_names_the_fixed_fields_the_credentials_a_list_and_a_bound(started: Started, sources: Any) -> None:
+    v, api = started
+    for field, value in FIXED.items():
+        sources.write(v.source(api, name=f"fixed_{field.lower()}", **{field: value}))
+    sources.write(v.source(api, name="no_key", credentials={"tenant_id": {"env": "A"}, "token": {"env": "X"}}))
+    sources.write(v.source(api, name="one_type", **dict.fromkeys(v.lists, "just_one")))
+    sources.write(v.source(api, name="beyond", **v.bound[0]))
+    problems = "\n".join(load_sources(sources.directory, adapters=ADAPTERS).problems)
+    built_in = "connector (URL, auth, paging and mapping are built in"
+    said = [f"source 'fixed_{f.lower()}': {f}: fixed by the {v.adapter} {built_in}" for f in FIXED]
+    said += [f"source 'no_key': {text}" for text in v.credential_problems]
+    said += [f"source 'one_type': {f}: Input should be a valid list" for f in v.lists]  # not "valid tuple"
+    assert [t for t in [*said, f"source 'beyond': {v.bound[1]}"] if t not in problems] == [], problems
+    assert "valid tuple" not in problems and "example.com" not in problems and "just_one" not in problems
 
 
 def test_validate_warns_when_the_endpoint_override_is_set(started: Started, sources: Any) -> None:
