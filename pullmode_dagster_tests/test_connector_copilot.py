@@ -37,30 +37,20 @@ from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
-from .connector_contract import COPILOT_ENV, T0, copilot_dataverse, copilot_source, secret_seen_by, tid
+from .connector_contract import COPILOT, COPILOT_ENV, T0, copilot_dataverse, copilot_source, secret_seen_by, tid
 from .connector_contract import COPILOT_NAME as NAME
 from .connector_contract import COPILOT_SECRET as SECRET
 from .helpers import StepClock, stored_ids
 
 OVERRIDE = COPILOT_ENV
+publish = COPILOT.publish
+"""Transcripts ``tid(start)`` .. ``tid(stop - 1)``, transcript i at T0 (or ``at``) + i minutes; users aad-user-0..2."""
 
 
 @pytest.fixture
 def vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[CopilotStudioAPI]:
     with copilot_dataverse(SECRET, monkeypatch) as api:
         yield api
-
-
-def seed(vendor: CopilotStudioAPI, n: int, *, start: int = 0, at: datetime | None = None) -> None:
-    """Transcripts ``tid(start)`` .. ``tid(start + n - 1)``, one a minute: transcript i at T0 + i minutes,
-    or from ``at`` on when given; users aad-user-0..2."""
-    first = at or T0 + timedelta(minutes=start)
-    vendor.add(
-        *(
-            transcript(tid(start + k), first + timedelta(minutes=k), aad_object_id=f"aad-user-{(start + k) % 3}")
-            for k in range(n)
-        )
-    )
 
 
 def tokens_used(vendor: CopilotStudioAPI) -> list[str]:
@@ -73,7 +63,7 @@ def tokens_used(vendor: CopilotStudioAPI) -> list[str]:
 def test_first_pull_sends_the_documented_requests_with_one_token_and_maps_each_transcript(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 25)
+    publish(vendor, 0, 25)
     report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
 
     assert (report.written, report.rejected, report.pages, report.drained) == (25, 0, 3, True)
@@ -132,7 +122,7 @@ def test_a_transcript_written_later_in_the_watermarks_second_is_not_lost(
 def test_a_pull_stopped_by_max_pages_resumes_at_the_stored_next_link(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 25)
+    publish(vendor, 0, 25)
     source = sources.load(copilot_source(vendor.environment_url, maxPagesPerRun=2))
     first = run_pull(source, store=store, context=context)
     assert (first.written, first.drained) == (20, False)
@@ -151,7 +141,7 @@ def test_a_pull_stopped_by_max_pages_resumes_at_the_stored_next_link(
 def test_a_failed_pull_keeps_the_next_link_of_the_last_stored_page_and_resumes_there(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 35)
+    publish(vendor, 0, 35)
     vendor.fail_pages = {3, 4, 5}  # page 3 answers 500 to all three attempts
     source = sources.load(copilot_source(vendor.environment_url))
     with pytest.raises(PullError) as failed:
@@ -170,9 +160,9 @@ def test_a_failed_pull_keeps_the_next_link_of_the_last_stored_page_and_resumes_t
 def test_window_repull_asks_for_the_window_only_and_keeps_the_cursor(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 72)  # 00:00 .. 01:11 on day 1
-    seed(vendor, 30, start=100, at=T0 + timedelta(hours=22, minutes=20))  # 22:20 day 1 .. 22:49
-    seed(vendor, 12, start=200, at=T0 + timedelta(days=1, hours=23, minutes=55))  # across midnight into day 3
+    publish(vendor, 0, 72)  # 00:00 .. 01:11 on day 1
+    publish(vendor, 100, 130, T0 + timedelta(hours=20, minutes=40))  # 22:20 day 1 .. 22:49
+    publish(vendor, 200, 212, T0 + timedelta(days=1, hours=20, minutes=35))  # across midnight into day 3
     source = sources.load(copilot_source(vendor.environment_url))
     start = CursorState.from_dict({"watermark": "2026-03-05T00:00:00Z"})
     day2 = T0 + timedelta(days=1)
@@ -372,7 +362,7 @@ def test_a_token_about_to_expire_mid_pull_is_renewed_before_the_next_request(
 ) -> None:
     clock = StepClock(1_000_000.0)
     vendor.clock, vendor.token_lifetime = clock, 300  # the client renews 60 s before the server refuses
-    seed(vendor, 25)
+    publish(vendor, 0, 25)
     context = PullContext(retry=RetryPolicy(max_attempts=3, backoff_initial=0.01), sleep=sleeps, clock=clock)
     source = sources.load(copilot_source(vendor.environment_url, pullDeadlineSeconds=86_400))
 
@@ -390,7 +380,7 @@ def test_a_token_about_to_expire_mid_pull_is_renewed_before_the_next_request(
 def test_a_token_refused_mid_pull_gets_one_new_token_and_the_request_is_retried_once(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext, how: str
 ) -> None:
-    seed(vendor, 15)
+    publish(vendor, 0, 15)
     if how == "expired":
         vendor.seconds_per_page = 3600  # the server's clock passes the token's lifetime after page 1
     else:
@@ -409,7 +399,7 @@ def test_a_token_refused_mid_pull_gets_one_new_token_and_the_request_is_retried_
 def test_a_token_refused_twice_fails_in_one_line_about_the_application_user(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 5)
+    publish(vendor, 0, 5)
     vendor.token_lifetime = 0  # every token is expired at the server as soon as it is issued
     with pytest.raises(PullError) as failed:
         run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
@@ -436,7 +426,7 @@ def test_a_403_says_what_the_app_lacks_in_the_environment(
     setting: str,
     expected: str,
 ) -> None:
-    seed(vendor, 5)
+    publish(vendor, 0, 5)
     setattr(vendor, setting, False)
     with pytest.raises(PullError) as failed:
         run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
@@ -464,7 +454,7 @@ def test_a_token_error_is_one_line_naming_the_source_and_the_credential_never_th
     field: str,
     code: str,
 ) -> None:
-    seed(vendor, 5)
+    publish(vendor, 0, 5)
     if env is not None:
         monkeypatch.setenv(env, value)
     if vendor_change is not None:
@@ -496,7 +486,7 @@ def test_a_tenant_domain_works_as_tenant_id(
     context: PullContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seed(vendor, 3)
+    publish(vendor, 0, 3)
     monkeypatch.setenv("COPILOT_TENANT_ID", f" {TENANT_DOMAIN}\t")
     report = run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
     assert report.written == 3 and vendor.login.requests[0].path == f"/{TENANT_DOMAIN}/oauth2/v2.0/token"
@@ -508,7 +498,7 @@ def test_a_tenant_domain_works_as_tenant_id(
 def test_a_next_link_on_another_origin_is_refused_and_gets_nothing(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 15)
+    publish(vendor, 0, 15)
     with LoopbackServer() as elsewhere:
         vendor.next_link_base = elsewhere.base_url
         with pytest.raises(PullError) as failed:
@@ -527,7 +517,7 @@ def test_a_next_link_on_another_origin_is_refused_and_gets_nothing(
 def test_a_next_link_that_repeats_is_a_pagination_loop(
     vendor: CopilotStudioAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
-    seed(vendor, 15)
+    publish(vendor, 0, 15)
     vendor.stuck_link = True
     with pytest.raises(PullError, match=r"page 2: pagination loop: the response returned an @odata\.nextLink already"):
         run_pull(sources.load(copilot_source(vendor.environment_url)), store=store, context=context)
