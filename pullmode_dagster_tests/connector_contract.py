@@ -77,28 +77,27 @@ def secret_seen_by(server: LoopbackServer, secret: str = COPILOT_SECRET) -> bool
 
 
 @contextmanager
-def claude_feed(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ActivityFeedAPI]:
-    with ActivityFeedAPI(secret) as api:
-        monkeypatch.setenv(CLAUDE_ENV, api.base_url)
-        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", secret)
+def _running(fake: Any, monkeypatch: pytest.MonkeyPatch, env: Callable[[Any], dict[str, str]]) -> Iterator[Any]:
+    """The fake, started, with the environment its source reads (``env`` of the running fake)."""
+    with fake as api:
+        for name, value in env(api).items():
+            monkeypatch.setenv(name, value)
         yield api
 
 
-@contextmanager
-def openai_logs(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ComplianceLogsAPI]:
-    with ComplianceLogsAPI(secret) as api:
-        monkeypatch.setenv(OPENAI_ENV, api.base_url)
-        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", secret)
-        yield api
+def claude_feed(secret: str, monkeypatch: pytest.MonkeyPatch) -> AbstractContextManager[ActivityFeedAPI]:
+    env = {"ANTHROPIC_COMPLIANCE_KEY": secret}
+    return _running(ActivityFeedAPI(secret), monkeypatch, lambda api: {CLAUDE_ENV: api.base_url, **env})
 
 
-@contextmanager
-def copilot_dataverse(secret: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CopilotStudioAPI]:
-    with CopilotStudioAPI(secret) as api:
-        monkeypatch.setenv(COPILOT_ENV, api.token_url)
-        for name, value in (("TENANT_ID", TENANT_ID), ("CLIENT_ID", CLIENT_ID), ("CLIENT_SECRET", secret)):
-            monkeypatch.setenv(f"COPILOT_{name}", value)
-        yield api
+def openai_logs(secret: str, monkeypatch: pytest.MonkeyPatch) -> AbstractContextManager[ComplianceLogsAPI]:
+    env = {"OPENAI_COMPLIANCE_KEY": secret}
+    return _running(ComplianceLogsAPI(secret), monkeypatch, lambda api: {OPENAI_ENV: api.base_url, **env})
+
+
+def copilot_dataverse(secret: str, monkeypatch: pytest.MonkeyPatch) -> AbstractContextManager[CopilotStudioAPI]:
+    env = {"COPILOT_TENANT_ID": TENANT_ID, "COPILOT_CLIENT_ID": CLIENT_ID, "COPILOT_CLIENT_SECRET": secret}
+    return _running(CopilotStudioAPI(secret), monkeypatch, lambda api: {COPILOT_ENV: api.token_url, **env})
 
 
 def publish_openai(api: ComplianceLogsAPI, start: int, stop: int, at: datetime = T0) -> None:
