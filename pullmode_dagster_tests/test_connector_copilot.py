@@ -37,12 +37,12 @@ from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
-from .connector_contract import COPILOT, COPILOT_ENV, T0, copilot_dataverse, copilot_source, secret_seen_by, tid
+from .connector_contract import COPILOT, T0, copilot_dataverse, copilot_source, secret_seen_by, tid
+from .connector_contract import COPILOT_ENV as OVERRIDE
 from .connector_contract import COPILOT_NAME as NAME
 from .connector_contract import COPILOT_SECRET as SECRET
 from .helpers import StepClock, stored_ids
 
-OVERRIDE = COPILOT_ENV
 publish = COPILOT.publish
 """Transcripts ``tid(start)`` .. ``tid(stop - 1)``, transcript i at T0 (or ``at``) + i minutes; users aad-user-0..2."""
 
