@@ -1,6 +1,7 @@
 """`claude_compliance` against the fake Activity Feed (demo/vendors/claude.py): the backfill from
 startDate, incremental pulls by ``before_id``, the settled minute, resumes (maxPagesPerRun, deadline,
-failure), window re-pulls, retries, errors, validation, and the CLI and Dagster entry points."""
+failure), window re-pulls, retries, errors and validation. What every one-click connector shares (a wrong key,
+cursors that do not fit, the CLI, the canary, Dagster) is test_connector_contract.py's."""
 
 from __future__ import annotations
 
@@ -845,9 +846,6 @@ def test_the_fake_follows_the_documented_contract(vendor: ActivityFeedAPI) -> No
         "3",
         "rate_limit_error",
     )
-
-
-# -- the CLI and Dagster ---------------------------------------------------------------------------
 
 
 def test_iso_in_the_fake_and_the_connector_agree() -> None:

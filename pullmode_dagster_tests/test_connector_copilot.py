@@ -1,8 +1,9 @@
 """`copilot_studio` against the fake Microsoft identity platform and Dataverse (demo/vendors/copilot.py):
 OAuth 2.0 client credentials (one token per pull, renewed before expiry or once after a 401),
 documented OData requests, @odata.nextLink paging and resume, the watermark filter, window re-pulls,
-the mapping, token errors that name the credential at fault, validation, and the CLI and Dagster
-entry points, with the client secret never leaving the token request."""
+the mapping, token errors that name the credential at fault, and validation. What every one-click
+connector shares (a wrong secret, cursors that do not fit, the CLI, the canary, Dagster) is
+test_connector_contract.py's."""
 
 from __future__ import annotations
 
@@ -655,6 +656,3 @@ def test_the_token_url_follows_the_cloud_unless_overridden(
     assert source.token_url("a/b?c") == f"https://{authority}/a%2Fb%3Fc/oauth2/v2.0/token"
     monkeypatch.setenv(OVERRIDE, "https://gateway.internal/aad/{tenant_id}/token")
     assert source.token_url(TENANT_ID) == f"https://gateway.internal/aad/{TENANT_ID}/token"
-
-
-# -- the CLI and Dagster ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`openai_compliance` against the fake Logs Platform (demo/vendors/openai.py): one stream per event
 type, file downloads through a redirect to a signed URL on another origin, streamed JSONL, per-stream
 positions, window re-pulls, the vendor's event type names and scopes, the mapping per type, digests,
-validation, and the CLI and Dagster entry points."""
+validation. What every one-click connector shares (a wrong key, cursors that do not fit, the CLI, the
+canary, Dagster) is test_connector_contract.py's."""
 
 from __future__ import annotations
 
@@ -822,6 +823,3 @@ def test_validate_explains_that_costs_needs_an_organization_id(
         result.output
     )
     assert "ok:" not in result.output
-
-
-# -- the CLI and Dagster ---------------------------------------------------------------------------
