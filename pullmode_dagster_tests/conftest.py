@@ -17,7 +17,6 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .documents import http_source  # noqa: F401 (test_probe.py imports it from here)
 from .helpers import Sleeps
 
 # S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.

@@ -1,6 +1,7 @@
 """The source documents the tests write, one builder per kind of source: each a valid document a test
 changes by overriding fields (``None`` leaves a field out). One home, so a field the source model
-gains or renames is changed once (the connector tests keep their vendors' own builders)."""
+gains or renames is changed once (the one-click connectors' builders in connector_contract.py
+are connector_source with each vendor's fields)."""
 
 from __future__ import annotations
 

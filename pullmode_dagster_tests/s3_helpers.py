@@ -21,7 +21,6 @@ from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 
 from .documents import (
     S3_REGION,
-    s3_source,  # noqa: F401 (test_probe.py imports it from here)
 )
 from .helpers import free_port
 

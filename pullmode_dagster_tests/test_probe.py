@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,6 @@ from pullmode_dagster.defs.names import SOURCE_TAG, poller_name
 from pullmode_dagster.defs.resources import StaticCredentialsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
-from pullmode_dagster.demo.vendors.claude import ActivityFeedAPI, mixed_activities
-from pullmode_dagster.demo.vendors.copilot import CLIENT_ID, TENANT_ID, CopilotStudioAPI, transcript
-from pullmode_dagster.demo.vendors.openai import ComplianceLogsAPI, auth_log_record
 from pullmode_dagster.engine import probe as probe_module
 from pullmode_dagster.engine.adapters import PullContext
 from pullmode_dagster.engine.cursor import CursorState
@@ -32,13 +27,12 @@ from pullmode_dagster.engine.probe import ProbeResult, probe_source
 from pullmode_dagster.engine.pull import run_pull
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from . import test_connector_claude as claude_tests
-from . import test_connector_copilot as copilot_tests
-from . import test_connector_openai as openai_tests
-from .conftest import SourceWriter, http_source
+from .conftest import SourceWriter
+from .connector_contract import VENDORS
 from .dagster_helpers import Clock, Harness, committed, fast_resources, running_daemon, watermark_harness
+from .documents import http_source, s3_source
 from .fakes import CursorFeed, make_events
-from .s3_helpers import S3Proxy, ndjson, s3_source
+from .s3_helpers import S3Proxy, ndjson
 
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)
 TOKEN = "tok-probe-7319-secret"
@@ -398,76 +392,14 @@ def test_under_the_daemon_quiet_sources_record_runless_polls_and_stay_fresh_and_
 # -- the other adapters' probes, against their loopback fakes --------------------------------------------
 
 
-@dataclass(frozen=True)
-class Vendor:
-    """A demo vendor fake for the probe table: how to start it (setting the environment its source
-    reads), the source, and how to publish one more event on it (``n``: the how-manieth)."""
-
-    start: Callable[[pytest.MonkeyPatch], AbstractContextManager[Any]]
-    source: Callable[[Any], dict[str, Any]]
-    publish: Callable[[Any, int], None]
-
-
-@contextmanager
-def claude_feed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with ActivityFeedAPI(claude_tests.KEY) as api:
-        monkeypatch.setenv(claude_tests.ENV, api.base_url)
-        monkeypatch.setenv("ANTHROPIC_COMPLIANCE_KEY", claude_tests.KEY)
-        yield api
-
-
-@contextmanager
-def openai_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with ComplianceLogsAPI(openai_tests.KEY) as api:
-        monkeypatch.setenv("PULLMODE_OPENAI_COMPLIANCE_BASE_URL", api.base_url)
-        monkeypatch.setenv("OPENAI_COMPLIANCE_KEY", openai_tests.KEY)
-        yield api
-
-
-@contextmanager
-def copilot_dataverse(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with CopilotStudioAPI(copilot_tests.SECRET) as api:
-        monkeypatch.setenv(copilot_tests.OVERRIDE, api.token_url)
-        monkeypatch.setenv("COPILOT_TENANT_ID", TENANT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_ID", CLIENT_ID)
-        monkeypatch.setenv("COPILOT_CLIENT_SECRET", copilot_tests.SECRET)
-        yield api
-
-
-def publish_claude(api: ActivityFeedAPI, n: int) -> None:
-    api.add(mixed_activities(n + 1, T0_VENDOR)[n])
-
-
-def publish_openai(api: ComplianceLogsAPI, n: int) -> None:
-    at = T0_VENDOR + timedelta(hours=n + 1)
-    api.add_file("AUTH_LOG", [auth_log_record(f"auth_{n:03d}", at, email="user@acme.example")], end_time=at)
-
-
-def publish_copilot(api: CopilotStudioAPI, n: int) -> None:
-    api.add(transcript(copilot_tests.tid(n), T0_VENDOR + timedelta(minutes=n), aad_object_id="aad-user-0"))
-
-
-T0_VENDOR = datetime(2026, 3, 1, tzinfo=UTC)
-VENDORS = {
-    "claude_compliance": Vendor(claude_feed, lambda api: claude_tests.claude_source(), publish_claude),
-    "openai_compliance": Vendor(
-        openai_logs, lambda api: openai_tests.openai_source(eventTypes=["AUTH_LOG"]), publish_openai
-    ),
-    "copilot_studio": Vendor(
-        copilot_dataverse, lambda api: copilot_tests.copilot_source(api.environment_url), publish_copilot
-    ),
-}
-
-
 @pytest.mark.parametrize("adapter", sorted(VENDORS))
 def test_the_vendor_probes_see_nothing_new_after_a_pull_and_news_after_one_more_event(
     adapter: str, sources: SourceWriter, store: SqliteTraceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vendor = VENDORS[adapter]
     context = PullContext(retry=RetryPolicy(max_attempts=1))
-    with vendor.start(monkeypatch) as api:
-        for n in range(3):
-            vendor.publish(api, n)
+    with vendor.start(vendor.secret, monkeypatch) as api:
+        vendor.publish(api, 0, 3)
         source = sources.load(vendor.source(api))
 
         def known(ids: list[str]) -> set[str]:
@@ -478,7 +410,7 @@ def test_the_vendor_probes_see_nothing_new_after_a_pull_and_news_after_one_more_
         assert pulled.written == 3 and pulled.drained
         quiet = probe_source(source, pulled.cursor_after, known_ids=known, context=context)
         assert (quiet.verdict, quiet.reason) == ("nothing_new", None) and quiet.requests >= 1
-        vendor.publish(api, 3)
+        vendor.publish(api, 3, 4)
         assert probe_source(source, pulled.cursor_after, known_ids=known, context=context).verdict == "new"
         assert run_pull(source, store=store, start=pulled.cursor_after, context=context).written == 1
 
