@@ -17,7 +17,7 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
-from .helpers import Sleeps
+from .helpers import Sleeps, install_quick_config
 
 # S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
 from .s3_helpers import moto_url, proxy, s3  # noqa: F401
@@ -73,10 +73,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory (the working directory too, so dagster.yaml's relative storage lands there)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    config = (Path(__file__).resolve().parents[1] / "dagster.yaml").read_text()
-    # The run queue looked at every second, not 5: the daemon tests wait for runs, not for the queue.
-    quick = "class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
-    (home / "dagster.yaml").write_text(config.replace("class: QueuedRunCoordinator\n", quick, 1))
+    install_quick_config(home)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", f"sqlite:///{tmp_path}/trace.db")

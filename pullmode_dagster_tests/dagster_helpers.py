@@ -177,9 +177,11 @@ def watermark_harness(
 QUICK_DAEMON = """
 import sys
 import dagster._daemon.controller as controller
+import dagster._daemon.sensor as sensor
 from dagster._daemon.cli import main
 
-controller.DEFAULT_DAEMON_INTERVAL_SECONDS = 5  # the backfill daemon's loop (30 s)
+controller.DEFAULT_DAEMON_INTERVAL_SECONDS = 2  # the backfill daemon's loop (30 s)
+sensor.MIN_INTERVAL_LOOP_TIME = 1  # the sensor daemon's loop (5 s): a 5 s interval is then 5 s, not 10
 sys.argv[0] = "dagster-daemon"
 main()
 """

@@ -1,13 +1,17 @@
 """Small helpers every test file shares: the ids a store holds, a free port, fakes for sleeping and
-for a monotonic clock. One home for each (they were written once per test file)."""
+for a monotonic clock, the instance config of the daemon tests. One home for each (they were written
+once per test file)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def stored_ids(store: Any, source: str | None = None, *, key: Callable[[str], Any] | None = None) -> list[str]:
@@ -39,3 +43,15 @@ class StepClock(Generic[T]):
 
     def __call__(self) -> T:
         return self.now
+
+
+def install_quick_config(home: Path) -> Path:
+    """The repository's dagster.yaml as ``home``/dagster.yaml, with the run queue looked at every
+    second, not every 5: the daemon tests wait for runs, not for the queue. Everything else (the
+    pools, their limit, run monitoring) is as shipped."""
+    config = (REPO / "dagster.yaml").read_text()
+    quick = "class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
+    assert "class: QueuedRunCoordinator\n" in config
+    target = home / "dagster.yaml"
+    target.write_text(config.replace("class: QueuedRunCoordinator\n", quick, 1))
+    return target

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from .bounded import LineReader
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .helpers import free_port
+from .helpers import free_port, install_quick_config
 
 REPO = Path(__file__).resolve().parents[1]
 USAGE = dg.AssetKey(["ingestion", "demo_usage"])
@@ -217,7 +216,7 @@ def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials
     shows the demo's sources, the project's and the downstream asset; the project source's poller
     pulls under the daemon with the token from ``.env``; a failing source's alert links to that port;
     and the downstream asset is materialized by its automation sensor after a pull."""
-    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    install_quick_config(tmp_path)
     feed = CursorFeed(make_events(5), token=TOKEN)
     webhook = Webhook()
     with LoopbackServer({"/v1/events": feed, "/hook": webhook}) as api:
@@ -235,6 +234,9 @@ def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials
             DAGSTER_CLI_DEV_PORT=str(port),
             PULLMODE_ALERT_WEBHOOK_URL=api.url("/hook"),
             PULLMODE_MAX_ATTEMPTS="1",
+            # The pollers, the alert sensor and the automation sensor every 5 s, not 30: the test waits for
+            # a pull, an alert and an automated run, each one evaluation after the last.
+            PULLMODE_SENSOR_INTERVAL_SECONDS="5",
         )
         with make_dev(tmp_path, env) as (process, output):
             announced = f"starting dagster dev on http://127.0.0.1:{port} "

@@ -23,7 +23,7 @@ from pullmode_dagster.cli.pull import PullOutcome, pull_sources
 from pullmode_dagster.demo.run import CLAUDE_URL_ENV, TOKEN_URL_ENV, start_api, start_bucket, start_copilot
 from pullmode_dagster.demo.setup import prepare_demo
 
-from .helpers import free_port
+from .helpers import free_port, install_quick_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -86,7 +86,7 @@ def demo_environment(root: Path, *, pull: bool = True) -> Iterator[DemoLayout]:
     ``dagster.yaml`` in ``root`` (DAGSTER_HOME, and the working directory, so its relative storage
     lands there), the trace store in ``root``, and (``pull``) one ``pullmode pull --all``. The
     environment and working directory are restored and the servers stopped on exit."""
-    shutil.copy(REPO_ROOT / "dagster.yaml", root / "dagster.yaml")
+    install_quick_config(root)
     log: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -41,7 +41,8 @@ INTERVAL_SECONDS = int(os.environ.get(INTERVAL_ENV) or 30)
 """How often the daemon evaluates each poller and the alert sensor (Dagster's default). Measured at 55 s
 too (``bench/daemon_bench.py``): 0.14 against 0.16 CPU-s per quiet poll, for a new event stored 47 s
 after it appeared instead of 10 s; the shorter interval is worth its cost. ``INTERVAL_ENV`` is a test
-hook, not a setting: the end-to-end tests under ``dagster-daemon`` set it to a few seconds."""
+hook, not a setting: the end-to-end tests under ``dagster-daemon`` and ``dagster dev`` set it to a few
+seconds (the demo's automation sensor takes it too)."""
 CLI_GRACE = timedelta(minutes=10)
 """A pull the CLI announced but whose run never appeared is forgotten after this long."""
 

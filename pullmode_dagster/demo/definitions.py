@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ..definitions import build_definitions
+from ..defs.sensors import INTERVAL_SECONDS
 from .downstream import daily_cost_by_actor
 
 COST_JOB = "daily_cost_by_actor"
@@ -17,6 +18,9 @@ automation = dg.AutomationConditionSensorDefinition(
     # Dagster's default automation sensor starts stopped; this one runs as soon as the daemon does
     # (`dagster dev` starts it), so the downstream asset follows the pulls with nothing to switch on.
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # The pollers' interval (Dagster's default, 30 s): the downstream asset follows a pull one
+    # evaluation later, and the end-to-end test's shorter interval reaches this sensor too.
+    minimum_interval_seconds=INTERVAL_SECONDS,
     description="Materializes usage/daily_cost_by_actor for today after each pull of demo_usage.",
 )
 
