@@ -2,6 +2,7 @@
 instance, so an upgrade of Dagster that changes one fails here by name rather than in a sensor."""
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -85,3 +86,15 @@ def test_the_sensor_timeout_is_dagsters_default_or_what_its_environment_says(mon
     assert instance_api.sensor_timeout_seconds() == 90
     monkeypatch.setenv("DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS", "7")
     assert instance_api.sensor_timeout_seconds() == 7
+
+
+def test_built_resources_are_read_as_the_objects_a_run_gets() -> None:
+    """An S3Resource attaches its boto3 client to a context; the poller needs the resource."""
+    from dagster_aws.s3 import S3Resource
+
+    bound = {"s3": S3Resource(region_name="eu-west-1"), "n": dg.ResourceDefinition.hardcoded_resource(3)}
+    with dg.build_resources(bound) as built:
+        assert not isinstance(built.s3, S3Resource)  # what Dagster attaches, the reason for the seam
+        objects = instance_api.resource_objects(built)
+    assert isinstance(objects["s3"], S3Resource) and objects["s3"].region_name == "eu-west-1" and objects["n"] == 3
+    assert instance_api.resource_objects(SimpleNamespace(n=3)) == {"n": 3}

@@ -30,7 +30,7 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 from .conftest import SourceWriter
 from .connector_contract import VENDORS
 from .dagster_helpers import Clock, Harness, committed, fast_resources, running_daemon, watermark_harness
-from .documents import http_source, s3_source
+from .documents import S3_REGION, http_source, s3_source
 from .fakes import CursorFeed, make_events
 from .s3_helpers import S3Proxy, ndjson
 
@@ -416,6 +416,33 @@ def test_the_vendor_probes_see_nothing_new_after_a_pull_and_news_after_one_more_
 
 
 # -- s3_polling, through moto -----------------------------------------------------------------------------
+
+
+def test_the_poller_probes_an_s3_source_through_the_bound_s3_resource(
+    s3: Any, moto_url: str, sources: SourceWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster hands a sensor an S3Resource's boto3 client, not the resource: the poller takes the
+    resource itself, as a run does, so an S3 source's quiet poll is a probe (no run), and the bound
+    resource's endpoint and region serve it."""
+    from dagster_aws.s3 import S3Resource
+
+    monkeypatch.setenv("DROP_KEY_ID", "AKIAFIRSTKEY0001")
+    monkeypatch.setenv("DROP_SECRET", "first-secret-value-0001")
+    sources.write(s3_source("unused", endpointUrl=None, region=None))
+    resources = {
+        **fast_resources(tmp_path / "trace.db"),
+        "s3": S3Resource(endpoint_url=moto_url, region_name=S3_REGION),
+    }
+    clock = Clock(T)
+    with dg.instance_for_test() as instance:
+        project = build_project(sources.directory, resources=resources, clock=clock)
+        harness = Harness(project, instance, clock, tmp_path / "trace.db", "audit_drop")
+        quiet = harness.tick(None)
+        assert quiet.run_requests == [] and len(quiet.asset_events) == 1  # the probe answered: an empty prefix
+        s3.put_object(Bucket="audit-drops", Key="audit/1.ndjson", Body=ndjson(make_events(2)))
+        clock.now = T.replace(minute=10, second=4)
+        (request,) = harness.tick(quiet.cursor).run_requests
+        assert harness.run(request).success and len(harness.rows()) == 2
 
 
 def test_the_s3_probe_nothing_new_a_new_key_folder_markers_and_access_denied(

@@ -79,6 +79,15 @@ def freshness_states(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) 
     return instance.get_freshness_state_records(list(keys))
 
 
+def resource_objects(resources: Any) -> Mapping[str, Any]:
+    """The resources ``dg.build_resources`` built, as the objects themselves: its attributes hold
+    what a resource attaches to a context instead (``S3Resource``: its boto3 client). Dagster hands
+    a sensor's or an asset's resource parameters from ``original_resource_dict``; no public call
+    does. Anything else (a namespace a test hands) is read by attribute."""
+    originals = getattr(resources, "original_resource_dict", None)
+    return originals if originals is not None else vars(resources)
+
+
 def sensor_timeout_seconds() -> float:
     """How long Dagster lets one sensor evaluation run before the tick fails (60 s unless
     ``DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS`` or ``DAGSTER_GRPC_TIMEOUT_SECONDS`` says otherwise); only

@@ -626,14 +626,16 @@ def build_prober(
 
 
 def resources_prober(source: SourceConfig, resources: Any, logger: Any) -> Prober:
-    """``build_prober`` over built resources (``PollerResources.get()``, ``dg.build_resources``)."""
+    """``build_prober`` over built resources (``PollerResources.get()``, ``dg.build_resources``),
+    taken as the objects a run gets (an ``S3Resource``, not the client it attaches to a context)."""
+    objects = instance_api.resource_objects(resources)
     return build_prober(
         source,
-        resources.credentials,
-        resources.trace_store,
-        resources.pull_settings,
+        objects["credentials"],
+        objects["trace_store"],
+        objects["pull_settings"],
         logger,
-        getattr(resources, "s3", None),
+        objects.get("s3"),
     )
 
 
