@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -782,6 +783,29 @@ def test_a_call_is_abandoned_until_its_result_is_taken() -> None:
     gate.set()
     assert thread.result(call, timeout=5) is True and not thread.stuck
     assert thread.run(lambda: 2, timeout=5) == 2 and thread.stop(timeout=5)
+
+
+def test_a_signal_another_thread_receives_ends_the_wait_within_a_slice() -> None:
+    """The kernel may hand SIGTERM to the puller's thread rather than the main one: the wait for a
+    call still ends at once (the handler runs on the main thread), not after the call's limit."""
+    gate = threading.Event()
+    thread = UserThread("pullmode-test")
+
+    def interrupt(signo: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        call = thread.submit(gate.wait)
+        assert thread.ident is not None
+        threading.Timer(0.2, signal.pthread_kill, (thread.ident, signal.SIGUSR1)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            thread.result(call, timeout=60)
+        assert time.monotonic() - started < 30 and thread.stuck  # a slice is 0.25 s; 60 s without them
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        gate.set()
 
 
 def probe_module(probe_body: str) -> str:

@@ -19,6 +19,7 @@ import queue
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ class UserThread:
 
     def result(self, call: _Call, timeout: float) -> Any:
         """``call``'s value; :class:`Raised` for what it raised, :class:`Overrun` past ``timeout``."""
-        if not call.done.wait(timeout):  # SIGTERM or Ctrl-C while waiting leaves it stuck, too
+        if not _wait(call.done, timeout):  # SIGTERM or Ctrl-C while waiting leaves it stuck, too
             raise Overrun
         self.stuck = False
         if call.failed and call.error_type is not None and issubclass(call.error_type, PASSES_THROUGH):
@@ -210,6 +211,21 @@ class UserThread:
         if self.stopped and timeout > 0:
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+WAIT_SLICE_SECONDS = 0.25
+
+
+def _wait(done: threading.Event, timeout: float) -> bool:
+    """``done.wait(timeout)`` in short slices. The kernel may hand SIGTERM or SIGINT to any thread
+    (the puller's, say), which does not wake the main thread's wait, and Python runs the handler
+    only when the main thread next runs: waiting in slices lets it run within a slice, not after
+    the whole limit."""
+    end = time.monotonic() + timeout
+    while not done.wait(min(WAIT_SLICE_SECONDS, max(0.0, end - time.monotonic()))):
+        if time.monotonic() >= end:
+            return False
+    return True
 
 
 def _passing(kind: type[BaseException]) -> type[BaseException]:
