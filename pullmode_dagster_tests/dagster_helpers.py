@@ -17,13 +17,15 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from pydantic import Field
 
 from pullmode_dagster import definitions
 from pullmode_dagster.definitions import Project, build_project
 from pullmode_dagster.defs.names import SOURCE_TAG, job_name, poller_name
-from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
+from pullmode_dagster.defs.resources import CredentialsResource, PullSettingsResource, TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.defs.translator import PullmodeTranslator
+from pullmode_dagster.engine.declare.credentials import ResolvedCredentials
 from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
@@ -218,3 +220,12 @@ def running_daemon(
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(60)
+
+
+class StaticCredentialsResource(CredentialsResource):
+    """Fixed secrets per source (``{source: {key: value}}``) instead of the environment's."""
+
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def resolve(self, source: SourceConfig) -> ResolvedCredentials:
+        return ResolvedCredentials(self.values.get(source.name, {}))

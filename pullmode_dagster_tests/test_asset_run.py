@@ -14,13 +14,13 @@ import dagster as dg
 import pytest
 
 from pullmode_dagster.definitions import build_project
-from pullmode_dagster.defs.resources import PullSettingsResource, StaticCredentialsResource, TraceStoreResource
+from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store.sqlite import SCHEMA, SqliteTraceStore
 
 from .conftest import SourceWriter
-from .dagster_helpers import Clock, Harness, committed, fast_resources, make_harness
+from .dagster_helpers import Clock, Harness, StaticCredentialsResource, committed, fast_resources, make_harness
 from .documents import http_source
 from .fakes import CursorFeed, make_events
 

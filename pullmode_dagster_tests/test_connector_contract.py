@@ -54,7 +54,7 @@ def test_a_wrong_secret_is_one_line_naming_the_source_without_the_secret(
     assert message.startswith(f"source '{v.name}': " + v.text(v.refused, api)), message
     assert "\n" not in message and "Trace ID" not in message and WRONG not in message and v.secret not in message
     assert [r.path for r in v.seen(api)] == v.refused_paths  # not retried, and nothing sent after it
-    assert failed.value.report.checkpoint.is_empty
+    assert failed.value.report.checkpoint == CursorState()
 
 
 def test_a_quiet_pull_moves_nothing_and_the_next_reads_only_what_came_after_the_cursor(

@@ -512,7 +512,7 @@ def test_a_next_link_on_another_origin_is_refused_and_gets_nothing(
     )
     assert "$skiptoken" not in message
     # Refused before the page was handed on: no cursor holds the foreign link.
-    assert failed.value.report.checkpoint.is_empty and failed.value.report.written == 0
+    assert failed.value.report.checkpoint == CursorState() and failed.value.report.written == 0
 
 
 def test_a_next_link_that_repeats_is_a_pagination_loop(

@@ -662,7 +662,7 @@ def test_an_expired_signed_url_fails_naming_the_file_host_without_the_signature(
         f"file host (the signed download URL may have expired) from {vendor.storage.base_url}/signed/"
     )
     assert "Request has expired" in message and "sig=" not in message
-    assert failed.value.report.checkpoint.is_empty and not vendor.storage_saw_authorization
+    assert failed.value.report.checkpoint == CursorState() and not vendor.storage_saw_authorization
     # A host whose error echoes the signed URL (S3's SignatureDoesNotMatch: the signature, the string
     # signed, the URL): every value of the signed URL's query is redacted in the quoted body.
     vendor.expired, vendor.signature_mismatch = False, True

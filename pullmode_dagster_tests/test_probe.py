@@ -16,7 +16,7 @@ from dagster._core.definitions.freshness import FreshnessState
 
 from pullmode_dagster.definitions import build_project
 from pullmode_dagster.defs.names import SOURCE_TAG, poller_name
-from pullmode_dagster.defs.resources import StaticCredentialsResource, TraceStoreResource
+from pullmode_dagster.defs.resources import TraceStoreResource
 from pullmode_dagster.defs.sensors import PollPlanState
 from pullmode_dagster.demo.server import LoopbackServer, Request, Response
 from pullmode_dagster.engine import probe as probe_module
@@ -29,7 +29,15 @@ from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .conftest import SourceWriter
 from .connector_contract import VENDORS
-from .dagster_helpers import Clock, Harness, committed, fast_resources, running_daemon, watermark_harness
+from .dagster_helpers import (
+    Clock,
+    Harness,
+    StaticCredentialsResource,
+    committed,
+    fast_resources,
+    running_daemon,
+    watermark_harness,
+)
 from .documents import S3_REGION, http_source, s3_source
 from .fakes import CursorFeed, make_events
 from .s3_helpers import S3Proxy, ndjson

@@ -99,15 +99,6 @@ class CredentialsResource(DeploymentResource):
         return ResolvedCredentials.for_source(source)
 
 
-class StaticCredentialsResource(CredentialsResource):
-    """Fixed values per source, for tests and local experiments: ``{source: {key: value}}``."""
-
-    values: dict[str, dict[str, str]] = Field(default_factory=dict, description="source name -> key -> secret")
-
-    def resolve(self, source: SourceConfig) -> ResolvedCredentials:
-        return ResolvedCredentials(self.values.get(source.name, {}))
-
-
 class TraceStoreResource(DeploymentResource):
     """The trace store every source writes to."""
 

@@ -90,10 +90,6 @@ class CursorState:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    @property
-    def is_empty(self) -> bool:
-        return self == CursorState()
-
     def after_pull(self, *, resume: Mapping[str, Any], newest: str | None, drained: bool) -> CursorState:
         """The state to commit after a pull that started from ``self``.
 
