@@ -213,10 +213,13 @@ CLAUDE = Vendor(
     bad_cursors=[
         ({"page_cursor": "abc"}, "the cursor does not fit claude_compliance: page_cursor: unknown field"),
         ({"since": "yesterday"}, "the cursor does not fit claude_compliance: since: Value error, must be an RFC 3339"),
-        ({"before_id": "a", "after_id": "b"}, "the cursor does not fit .*before_id \\(incremental\\) does not go with"),
+        (
+            {"before_id": "a", "after_id": "b"},
+            "the cursor does not fit claude_compliance: .*before_id \\(incremental\\) does not go with",
+        ),
         (
             {"after_id": "b"},
-            "the cursor does not fit .*after_id \\(an unfinished backfill\\) needs its since and until",
+            "the cursor does not fit claude_compliance: .*after_id \\(an unfinished backfill\\) needs its since and until",
         ),
     ],
     credential_problems=(
@@ -235,7 +238,7 @@ CLAUDE = Vendor(
         {"before_id": [aid(24), aid(34)], "created_at.gte": [None, None], "after_id": [None, None]},
     ),
     query_keys={"before_id", "created_at.lt", "limit", "exclude_activity_types[]"},
-    next_cursor={"before_id": aid(39), "watermark": "2026-03-01T04:26:00.000000Z"},
+    next_cursor={"": {"v": 1, "before_id": aid(39), "watermark": "2026-03-01T04:26:00.000000Z"}},
     preview=(
         "user0@acme.example  claude_chat_created  claude_chat_010024",
         "adminkey_010020  api_key_created  apikey_010020",
@@ -370,7 +373,6 @@ COPILOT = Vendor(
         ),
         ({"left_out_through": 5}, "left_out_through: Input should be a valid string"),
     ],
-    # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
     credential_problems=(
         "credentials.client_id: required: the application (client) id",
         "credentials.client_secret: required: a client secret of that app registration",
@@ -382,6 +384,7 @@ COPILOT = Vendor(
     deadline_reports=[{"pages": 2, "written": 20, "duplicates": 0}, {"pages": 1, "written": 10, "duplicates": 0}],
     deadline_cursor={"watermark": "2026-03-01T00:29:00.000000Z"},
     next_pulls=({"written": 0, "duplicates": 1, "requests": 1}, {"written": 15, "duplicates": 1, "pages": 2}),
+    # ge: the watermark's own second is read again (1 row, skipped by the store's key), then the new ones.
     next_sent=(
         {"$filter": ["createdon ge 2026-03-01T00:24:00Z"]},
         {"$filter": ["createdon ge 2026-03-01T00:24:00Z"] * 2},
