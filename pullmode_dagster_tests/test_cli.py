@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from .bounded import LineReader
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
+from .helpers import ev
 from .pg import fresh_database
 
 
@@ -34,22 +34,6 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("PULLMODE_TRACE_STORE_URL", url)
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-cli-123456")
     return url
-
-
-def ev(i: int, source: str = "s") -> NormalizedEvent:
-    return NormalizedEvent(
-        source,
-        f"e{i}",
-        f"2026-03-01T00:00:{i:02d}.000000Z",
-        f"u{i}@x",
-        "act",
-        "m",
-        0.5,
-        3,
-        4,
-        json.dumps({"i": i}),
-        None,
-    )
 
 
 def test_preview_prints_the_first_page_and_writes_nothing(
@@ -120,10 +104,15 @@ def any_store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: p
 
 
 def at(source: str, day: int, hour: int) -> NormalizedEvent:
-    return replace(
-        ev(hour, source),
+    return ev(
+        hour,
+        source,
         source_event_id=f"{source}-{day}-{hour}",
         event_timestamp=f"2026-03-0{day}T{hour:02d}:00:00.000000Z",
+        actor=f"u{hour}@x",
+        target="m",
+        tokens_input=3,
+        tokens_output=4,
     )
 
 

@@ -46,6 +46,7 @@ from .bounded import join_all
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
+from .helpers import ev
 from .pg import blocked_by, connect, fresh_database, wait_for
 from .ui_helpers import running_in_ci
 
@@ -74,22 +75,6 @@ def execute(url: str, sql: str) -> None:
     else:
         with connect(url) as conn:
             conn.execute(sql)
-
-
-def ev(i: int, source: str = "s") -> NormalizedEvent:
-    return NormalizedEvent(
-        source,
-        f"e{i}",
-        f"2026-03-01T00:00:{i % 60:02d}.000000Z",
-        "a",
-        "act",
-        "t",
-        0.5,
-        1,
-        2,
-        f'{{"i":{i}}}',
-        "org",
-    )
 
 
 def test_duplicates_are_skipped_and_counted(store: TraceStore) -> None:
