@@ -21,8 +21,8 @@ from pullmode_dagster.engine.store.locks import source_lock
 from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore, describe_url
 
 from .bounded import join_all
-from .helpers import ev
-from .pg import blocked_by, connect, fresh_database, wait_for
+from .helpers import ev, wait_for
+from .pg import blocked_by, connect, fresh_database
 
 
 @pytest.fixture

@@ -46,8 +46,8 @@ from .bounded import join_all
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .helpers import ev
-from .pg import blocked_by, connect, fresh_database, wait_for
+from .helpers import ev, wait_for
+from .pg import blocked_by, connect, fresh_database
 from .ui_helpers import running_in_ci
 
 
