@@ -1,11 +1,14 @@
 """The engine's tree is its pipeline: each stage imports only the stages below it, no module imports
 one that imports it back, and nothing in the engine reaches up into Dagster, the CLI or the package
-root. Read from the source (``ast``), so an import inside a function or under ``TYPE_CHECKING``
-counts as much as one at the top of a module."""
+root; the Dagster layer never imports the CLI, and Dagster's private modules stay in two seams. Read
+from the source (``ast``), so an import inside a function or under ``TYPE_CHECKING`` counts as much
+as one at the top of a module."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +96,33 @@ def test_nothing_in_the_engine_reaches_up() -> None:
         }
     )
     assert upward == []
+
+
+def test_the_engine_and_the_cli_load_no_dagster_when_imported() -> None:
+    """What reading the source cannot see: a dependency that loads Dagster, and the CLI's entry
+    point, which imports the Dagster layer only in the commands that need it."""
+    code = (
+        "import sys, pullmode_dagster.engine.pull, pullmode_dagster.engine.declare.loading, pullmode_dagster.cli;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'dagster_postgres'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dagster_layer_never_imports_the_cli_and_two_seams_reach_into_dagster() -> None:
+    """The CLI orchestrates over the Dagster layer, never the other way round; Dagster's private
+    modules (no stability promise) stay in two seams: the Dagster layer's (instance_api.py) and the
+    CLI's (sensor_state.py, the sensor state and workspace loading only the CLI needs)."""
+    assert "pullmode_dagster.defs.sensors" in {t for t, _ in imports("pullmode_dagster.cli.pull")}  # the check works
+    layer = [m for m in MODULES if m.startswith("pullmode_dagster.defs") or m == "pullmode_dagster.definitions"]
+    assert [m for m in layer if any(t.startswith("pullmode_dagster.cli") for t, _ in imports(m))] == []
+    private = [
+        MODULES[m].relative_to(PACKAGE).as_posix()
+        for m in MODULES
+        if any(t.startswith("dagster._") for t, _ in imports(m))
+    ]
+    assert sorted(private) == ["cli/sensor_state.py", "defs/instance_api.py"]
 
 
 def test_each_stage_imports_only_the_stages_below_it() -> None:
