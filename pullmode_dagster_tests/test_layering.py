@@ -183,20 +183,22 @@ def test_the_checks_see_what_they_check() -> None:
 
 BENCH = PACKAGE.parent / "bench"
 TESTS = "pullmode_dagster_tests"
-BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers"})
+BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers", "documents"})
 """The test-support modules the benchmarks may import (documented in ``pullmode_dagster_tests``)."""
 
 
-def suite_modules_imported(source: str) -> list[str]:
+def suite_modules_imported(source: str, *, in_suite: bool = False) -> list[str]:
     """Every module of the test suite ``source`` imports, at any depth, named ``pullmode_dagster_tests.x``
-    (``pullmode_dagster_tests`` alone for the package itself)."""
+    (``pullmode_dagster_tests`` alone for the package itself); ``in_suite``: ``source`` is one of
+    the suite's modules, whose relative imports are the suite's."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names if alias.name.split(".")[0] == TESTS]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == TESTS:
-            module = node.module or ""
-            found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
+        elif isinstance(node, ast.ImportFrom) and (node.level == 0 or (in_suite and node.level == 1)):
+            module = ".".join([TESTS, node.module or ""] if node.level else [node.module or ""]).rstrip(".")
+            if module.split(".")[0] == TESTS:
+                found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
     return found
 
 
@@ -207,9 +209,14 @@ def outside_bench_support(source: str) -> list[str]:
 
 
 def test_the_bench_imports_only_the_shared_test_support() -> None:
-    """The bench shares the tests' fakes and servers through a small, named set, not their internals."""
-    outside = sorted(f"{p.name}: {name}" for p in BENCH.glob("*.py") for name in outside_bench_support(p.read_text()))
-    assert outside == []
+    """The bench shares the tests' fakes and servers through a small, named set, not their internals:
+    what it imports is in the set, and so is whatever those modules import of the suite."""
+    outside = [f"{p.name}: {name}" for p in BENCH.glob("*.py") for name in outside_bench_support(p.read_text())]
+    for support in sorted(BENCH_SUPPORT):
+        source = (PACKAGE.parent / TESTS / f"{support}.py").read_text()
+        imported = suite_modules_imported(source, in_suite=True)
+        outside += [f"{support}.py: {name}" for name in imported if name.split(".")[1] not in BENCH_SUPPORT]
+    assert sorted(outside) == []
 
 
 def test_the_bench_check_sees_what_it_checks() -> None:
@@ -221,6 +228,8 @@ def test_the_bench_check_sees_what_it_checks() -> None:
         "from pullmode_dagster_tests.helpers import free_port\n"
     )
     assert outside_bench_support(source) == [TESTS, f"{TESTS}.conftest", f"{TESTS}.dagster_helpers"]
+    faults = (PACKAGE.parent / TESTS / "faults.py").read_text()
+    assert f"{TESTS}.documents" in suite_modules_imported(faults, in_suite=True)  # relative imports, in the suite
 
 
 @pytest.mark.parametrize("name", ["Puller", "SourceConfig", "bearer", "HeaderAuth", "ClientCredentials", "__version__"])
