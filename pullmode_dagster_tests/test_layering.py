@@ -1,8 +1,8 @@
-"""The engine's tree is its pipeline: each stage imports only the stages below it, no module imports
-one that imports it back, and nothing in the engine reaches up into Dagster, the CLI or the package
-root; the Dagster layer never imports the CLI, and Dagster's private modules stay in two seams. Read
-from the source (``ast``), so an import inside a function or under ``TYPE_CHECKING`` counts as much
-as one at the top of a module."""
+"""The engine's tree is its pipeline: each stage imports only the stages below it, and nothing in
+the engine reaches up into Dagster, the CLI or the package root; no module of the package imports
+one that imports it back; the Dagster layer never imports the CLI, and Dagster's private modules
+stay in two seams. Read from the source (``ast``), so an import inside a function or under
+``TYPE_CHECKING`` counts as much as one at the top of a module."""
 
 from __future__ import annotations
 
@@ -77,8 +77,13 @@ def stage(module: str) -> str | None:
 ENGINE_MODULES = sorted(m for m in MODULES if m == ENGINE or m.startswith(ENGINE + "."))
 
 
+def graph(modules: list[str], within: str) -> dict[str, set[str]]:
+    """Each module's imports of modules whose name starts with ``within``."""
+    return {m: {t for t, _ in imports(m) if t.startswith(within) and t in MODULES and t != m} for m in modules}
+
+
 def engine_graph() -> dict[str, set[str]]:
-    return {m: {t for t, _ in imports(m) if t.startswith(ENGINE + ".") and t != m} for m in ENGINE_MODULES}
+    return graph(ENGINE_MODULES, ENGINE + ".")
 
 
 def test_every_engine_module_has_a_stage() -> None:
@@ -111,12 +116,15 @@ def test_the_engine_and_the_cli_load_no_dagster_when_imported() -> None:
 
 
 def test_the_dagster_layer_never_imports_the_cli_and_two_seams_reach_into_dagster() -> None:
-    """The CLI orchestrates over the Dagster layer, never the other way round; Dagster's private
-    modules (no stability promise) stay in two seams: the Dagster layer's (instance_api.py) and the
-    CLI's (sensor_state.py, the sensor state and workspace loading only the CLI needs)."""
+    """The CLI orchestrates over the Dagster layer, never the other way round, and defs/ knows
+    nothing of the demo either; Dagster's private modules (no stability promise) stay in two seams:
+    the Dagster layer's (instance_api.py) and the CLI's (sensor_state.py, the sensor state and
+    workspace loading only the CLI needs)."""
     assert "pullmode_dagster.defs.sensors" in {t for t, _ in imports("pullmode_dagster.cli.pull")}  # the check works
     layer = [m for m in MODULES if m.startswith("pullmode_dagster.defs") or m == "pullmode_dagster.definitions"]
     assert [m for m in layer if any(t.startswith("pullmode_dagster.cli") for t, _ in imports(m))] == []
+    defs = [m for m in layer if m.startswith("pullmode_dagster.defs")]
+    assert [m for m in defs if any(t.startswith("pullmode_dagster.demo") for t, _ in imports(m))] == []
     private = [
         MODULES[m].relative_to(PACKAGE).as_posix()
         for m in MODULES
@@ -168,16 +176,17 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_engine_module_imports_one_that_imports_it_back() -> None:
-    assert cycles(engine_graph()) == []
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Anywhere in the package: the engine, the Dagster layer, the CLI, the demo."""
+    assert cycles(graph(sorted(MODULES), "pullmode_dagster")) == []
 
 
 def test_the_checks_see_what_they_check() -> None:
     """Each check would catch its violation: a cycle, an upward import, a function-level import."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    graph = engine_graph()
-    assert f"{ENGINE}.fetch.session" in graph[f"{ENGINE}.adapters.base"]  # absolute names, resolved
-    assert f"{ENGINE}.store.postgres" in graph[f"{ENGINE}.store"]  # an import inside a function counts
+    engine = engine_graph()
+    assert f"{ENGINE}.fetch.session" in engine[f"{ENGINE}.adapters.base"]  # absolute names, resolved
+    assert f"{ENGINE}.store.postgres" in engine[f"{ENGINE}.store"]  # an import inside a function counts
     assert stage(f"{ENGINE}.declare.models") == "declare" and stage(f"{ENGINE}.pull") == "pull"
 
 
