@@ -18,6 +18,7 @@ from pullmode_dagster.engine.fetch.session import RetryPolicy
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .helpers import Sleeps, install_quick_config
+from .pg import fresh_database
 
 # S3 fixtures (moto server, recording proxy) live beside their helpers; registered here for every module.
 from .s3_helpers import moto_url, proxy, s3  # noqa: F401
@@ -80,6 +81,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PULLMODE_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("PULLMODE_BACKOFF_INITIAL_SECONDS", "0.01")
     return home
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new, empty trace store's URL on each backend in turn: SQLite, then a fresh Postgres database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/trace.db"
+    else:
+        with fresh_database() as url:
+            yield url
 
 
 @pytest.fixture

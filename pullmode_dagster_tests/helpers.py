@@ -4,10 +4,16 @@ once per test file)."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from pullmode_dagster.engine.events.model import NormalizedEvent
 
 T = TypeVar("T")
 
@@ -18,6 +24,36 @@ def stored_ids(store: Any, source: str | None = None, *, key: Callable[[str], An
     """The ``source_event_id`` of every row ``store`` holds (of ``source`` only, when given), sorted
     (by ``key``, when given)."""
     return sorted((r["source_event_id"] for r in store.tail(source=source, limit=10**7)), key=key)
+
+
+def ev(i: int, source: str = "s", **fields: Any) -> NormalizedEvent:
+    """Event ``e{i}`` of ``source`` at 2026-03-01T00:00:(i mod 60), payload ``{"i": i}``; keyword
+    arguments (``NormalizedEvent``'s field names) replace any field."""
+    stamp = f"2026-03-01T00:00:{i % 60:02d}.000000Z"
+    event = NormalizedEvent(source, f"e{i}", stamp, "a", "act", "t", 0.5, 1, 2, json.dumps({"i": i}), "org")
+    return replace(event, **fields)
+
+
+def wait_for(
+    probe: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str = "",
+    process: subprocess.Popen[Any] | None = None,
+    *,
+    interval: float = 0.02,
+) -> Any:
+    """Poll ``probe`` every ``interval`` seconds until it returns something truthy (a session
+    reaching a lock wait, say), and return that; fail after ``timeout`` seconds, or as soon as
+    ``process``, when given, has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        what = what or str(probe)
+        assert process is None or process.poll() is None, f"{process.args} exited ({process.returncode}): {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -7,11 +7,9 @@ auth), or whatever ``PULLMODE_TEST_PG_URL`` names (an admin connection able to c
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -42,17 +40,6 @@ def fresh_database() -> Iterator[str]:
     finally:
         with connect(ADMIN_URL) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (a session reaching a lock wait, say)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {probe}")
 
 
 def blocked_by(admin: psycopg.Connection, blocker: psycopg.Connection) -> tuple[int, str] | None:

@@ -42,8 +42,8 @@ from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness, cli, fast_resources, make_harness, record_run
 from .documents import http_source, s3_source
 from .fakes import CursorFeed, make_events
-from .helpers import stored_ids
-from .pg import ADMIN_URL, connect, fresh_database, wait_for
+from .helpers import stored_ids, wait_for
+from .pg import ADMIN_URL, connect, fresh_database
 from .s3_helpers import S3Proxy, ndjson
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +37,7 @@ from .bounded import LineReader
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .helpers import free_port, install_quick_config
+from .helpers import free_port, install_quick_config, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 USAGE = dg.AssetKey(["ingestion", "demo_usage"])
@@ -195,17 +194,6 @@ def make_dev(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[
             os.killpg(process.pid, signal.SIGKILL)  # anything of the group still there
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, process: subprocess.Popen[str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert process.poll() is None, f"make dev exited ({process.returncode}) while waiting for {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(1.0)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials_on_the_dev_port(
@@ -242,7 +230,7 @@ def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials
             announced = f"starting dagster dev on http://127.0.0.1:{port} "
             while not output.next_line(180, expecting=announced).startswith(announced):
                 pass
-            wait_for(lambda: answering(port), 120, "webserver on the dev port", process)
+            wait_for(lambda: answering(port), 120, "webserver on the dev port", process, interval=1.0)
 
             def loaded() -> dict[str, Any] | None:
                 entries = graphql(port, WORKSPACE)["workspaceOrError"]["locationEntries"]
@@ -250,7 +238,7 @@ def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials
                 assert all(r["__typename"] == "RepositoryLocation" for r in repos), repos
                 return repos[0]["repositories"][0] if repos else None
 
-            repository = wait_for(loaded, 120, "the code location", process)
+            repository = wait_for(loaded, 120, "the code location", process, interval=1.0)
             assets = {"/".join(a["assetKey"]["path"]) for a in repository["assetNodes"]}
             demo_assets = {f"ingestion/{path.stem}" for path in (REPO / "pullmode_dagster/demo/sources").glob("*.yaml")}
             assert assets == {*demo_assets, "ingestion/acme_audit", "ingestion/broken", "usage/daily_cost_by_actor"}
@@ -260,18 +248,19 @@ def test_make_dev_serves_the_demo_and_the_project_sources_with_their_credentials
             def succeeded(source: str) -> bool:
                 return any(s == "SUCCESS" and t.get("pullmode/source") == source for s, t in runs(port))
 
-            wait_for(lambda: succeeded("acme_audit"), 150, "a successful pull of acme_audit", process)
+            wait_for(lambda: succeeded("acme_audit"), 150, "a successful pull of acme_audit", process, interval=1.0)
             assert all(r.header("authorization") == f"Bearer {TOKEN}" for r in api.requests if r.path == "/v1/events")
             alert = wait_for(
                 lambda: next((a for a in webhook.alerts if a.get("source") == "broken"), None),
                 120,
                 "the alert of the broken source",
                 process,
+                interval=1.0,
             )
             assert alert["run_url"].startswith(f"http://127.0.0.1:{port}/runs/"), alert
 
             def automated() -> bool:
                 return any(s == "SUCCESS" and "dagster/from_automation_condition" in t for s, t in runs(port))
 
-            wait_for(automated, 180, "daily_cost_by_actor materialized by its automation sensor", process)
+            wait_for(automated, 180, "daily_cost_by_actor materialized by its automation sensor", process, interval=1.0)
     assert json.dumps(webhook.alerts).count(TOKEN) == 0

@@ -4,7 +4,6 @@ Postgres; loading never changes what is stored."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,9 @@ from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .pg import fresh_database
 
 KEY = dg.AssetKey(["ingestion", "acme_audit"])
 DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'trace.db'}"
-    else:
-        with fresh_database() as url:
-            yield url
 
 
 def pulled(

@@ -1,11 +1,14 @@
-"""The engine's tree is its pipeline: each stage imports only the stages below it, no module imports
-one that imports it back, and nothing in the engine reaches up into Dagster, the CLI or the package
-root. Read from the source (``ast``), so an import inside a function or under ``TYPE_CHECKING``
-counts as much as one at the top of a module."""
+"""The engine's tree is its pipeline: each stage imports only the stages below it, and nothing in
+the engine reaches up into Dagster, the CLI or the package root; no module of the package imports
+one that imports it back; the Dagster layer never imports the CLI, and Dagster's private modules
+stay in two seams. Read from the source (``ast``), so an import inside a function or under
+``TYPE_CHECKING`` counts as much as one at the top of a module."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,8 +77,13 @@ def stage(module: str) -> str | None:
 ENGINE_MODULES = sorted(m for m in MODULES if m == ENGINE or m.startswith(ENGINE + "."))
 
 
+def graph(modules: list[str], within: str) -> dict[str, set[str]]:
+    """Each module's imports of modules whose name starts with ``within``."""
+    return {m: {t for t, _ in imports(m) if t.startswith(within) and t in MODULES and t != m} for m in modules}
+
+
 def engine_graph() -> dict[str, set[str]]:
-    return {m: {t for t, _ in imports(m) if t.startswith(ENGINE + ".") and t != m} for m in ENGINE_MODULES}
+    return graph(ENGINE_MODULES, ENGINE + ".")
 
 
 def test_every_engine_module_has_a_stage() -> None:
@@ -93,6 +101,36 @@ def test_nothing_in_the_engine_reaches_up() -> None:
         }
     )
     assert upward == []
+
+
+def test_the_engine_and_the_cli_load_no_dagster_when_imported() -> None:
+    """What reading the source cannot see: a dependency that loads Dagster, and the CLI's entry
+    point, which imports the Dagster layer only in the commands that need it."""
+    code = (
+        "import sys, pullmode_dagster.engine.pull, pullmode_dagster.engine.declare.loading, pullmode_dagster.cli;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_aws', 'dagster_postgres'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dagster_layer_never_imports_the_cli_and_two_seams_reach_into_dagster() -> None:
+    """The CLI orchestrates over the Dagster layer, never the other way round, and defs/ knows
+    nothing of the demo either; Dagster's private modules (no stability promise) stay in two seams:
+    the Dagster layer's (instance_api.py) and the CLI's (sensor_state.py, the sensor state and
+    workspace loading only the CLI needs)."""
+    assert "pullmode_dagster.defs.sensors" in {t for t, _ in imports("pullmode_dagster.cli.pull")}  # the check works
+    layer = [m for m in MODULES if m.startswith("pullmode_dagster.defs") or m == "pullmode_dagster.definitions"]
+    assert [m for m in layer if any(t.startswith("pullmode_dagster.cli") for t, _ in imports(m))] == []
+    defs = [m for m in layer if m.startswith("pullmode_dagster.defs")]
+    assert [m for m in defs if any(t.startswith("pullmode_dagster.demo") for t, _ in imports(m))] == []
+    private = [
+        MODULES[m].relative_to(PACKAGE).as_posix()
+        for m in MODULES
+        if any(t.startswith("dagster._") for t, _ in imports(m))
+    ]
+    assert sorted(private) == ["cli/sensor_state.py", "defs/instance_api.py"]
 
 
 def test_each_stage_imports_only_the_stages_below_it() -> None:
@@ -138,35 +176,38 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_engine_module_imports_one_that_imports_it_back() -> None:
-    assert cycles(engine_graph()) == []
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Anywhere in the package: the engine, the Dagster layer, the CLI, the demo."""
+    assert cycles(graph(sorted(MODULES), "pullmode_dagster")) == []
 
 
 def test_the_checks_see_what_they_check() -> None:
     """Each check would catch its violation: a cycle, an upward import, a function-level import."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    graph = engine_graph()
-    assert f"{ENGINE}.fetch.session" in graph[f"{ENGINE}.adapters.base"]  # absolute names, resolved
-    assert f"{ENGINE}.store.postgres" in graph[f"{ENGINE}.store"]  # an import inside a function counts
+    engine = engine_graph()
+    assert f"{ENGINE}.fetch.session" in engine[f"{ENGINE}.adapters.base"]  # absolute names, resolved
+    assert f"{ENGINE}.store.postgres" in engine[f"{ENGINE}.store"]  # an import inside a function counts
     assert stage(f"{ENGINE}.declare.models") == "declare" and stage(f"{ENGINE}.pull") == "pull"
 
 
 BENCH = PACKAGE.parent / "bench"
 TESTS = "pullmode_dagster_tests"
-BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers"})
+BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers", "documents"})
 """The test-support modules the benchmarks may import (documented in ``pullmode_dagster_tests``)."""
 
 
-def suite_modules_imported(source: str) -> list[str]:
+def suite_modules_imported(source: str, *, in_suite: bool = False) -> list[str]:
     """Every module of the test suite ``source`` imports, at any depth, named ``pullmode_dagster_tests.x``
-    (``pullmode_dagster_tests`` alone for the package itself)."""
+    (``pullmode_dagster_tests`` alone for the package itself); ``in_suite``: ``source`` is one of
+    the suite's modules, whose relative imports are the suite's."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names if alias.name.split(".")[0] == TESTS]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == TESTS:
-            module = node.module or ""
-            found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
+        elif isinstance(node, ast.ImportFrom) and (node.level == 0 or (in_suite and node.level == 1)):
+            module = ".".join([TESTS, node.module or ""] if node.level else [node.module or ""]).rstrip(".")
+            if module.split(".")[0] == TESTS:
+                found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
     return found
 
 
@@ -177,9 +218,14 @@ def outside_bench_support(source: str) -> list[str]:
 
 
 def test_the_bench_imports_only_the_shared_test_support() -> None:
-    """The bench shares the tests' fakes and servers through a small, named set, not their internals."""
-    outside = sorted(f"{p.name}: {name}" for p in BENCH.glob("*.py") for name in outside_bench_support(p.read_text()))
-    assert outside == []
+    """The bench shares the tests' fakes and servers through a small, named set, not their internals:
+    what it imports is in the set, and so is whatever those modules import of the suite."""
+    outside = [f"{p.name}: {name}" for p in BENCH.glob("*.py") for name in outside_bench_support(p.read_text())]
+    for support in sorted(BENCH_SUPPORT):
+        source = (PACKAGE.parent / TESTS / f"{support}.py").read_text()
+        imported = suite_modules_imported(source, in_suite=True)
+        outside += [f"{support}.py: {name}" for name in imported if name.split(".")[1] not in BENCH_SUPPORT]
+    assert sorted(outside) == []
 
 
 def test_the_bench_check_sees_what_it_checks() -> None:
@@ -191,6 +237,8 @@ def test_the_bench_check_sees_what_it_checks() -> None:
         "from pullmode_dagster_tests.helpers import free_port\n"
     )
     assert outside_bench_support(source) == [TESTS, f"{TESTS}.conftest", f"{TESTS}.dagster_helpers"]
+    faults = (PACKAGE.parent / TESTS / "faults.py").read_text()
+    assert f"{TESTS}.documents" in suite_modules_imported(faults, in_suite=True)  # relative imports, in the suite
 
 
 @pytest.mark.parametrize("name", ["Puller", "SourceConfig", "bearer", "HeaderAuth", "ClientCredentials", "__version__"])

@@ -21,17 +21,14 @@ from pullmode_dagster.engine.store.locks import source_lock
 from pullmode_dagster.engine.store.postgres import MIGRATIONS, PostgresTraceStore, describe_url
 
 from .bounded import join_all
-from .pg import blocked_by, connect, fresh_database, wait_for
+from .helpers import ev, wait_for
+from .pg import blocked_by, connect, fresh_database
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
-
-
-def ev(i: int, source: str = "s") -> NormalizedEvent:
-    return NormalizedEvent(source, f"e{i}", "2026-03-01T00:00:00.000000Z", "a", "act", "t", 0.25, 1, 2, "{}", "org")
 
 
 def in_thread(fn: Any, results: list[Any]) -> threading.Thread:
@@ -80,7 +77,7 @@ def test_columns_have_postgres_types_and_the_queried_indexes_exist(pg_url: str) 
 def test_money_is_stored_exactly_as_the_engine_wrote_it(pg_url: str) -> None:
     cheap = NormalizedEvent("s", "cheap", "2026-03-01T00:00:00.000000Z", None, None, None, 0.1, 0, 0, "{}")
     with open_store(pg_url) as s:
-        s.write_events([cheap, ev(2)], run_id="r")
+        s.write_events([cheap, ev(2, cost_usd=0.25)], run_id="r")
     with connect(pg_url) as conn:
         total = conn.execute("SELECT sum(cost_usd)::text FROM pulled_events").fetchone()
     assert total == ("0.35",)  # numeric: no binary-float residue when summing

@@ -4,7 +4,6 @@ records each of them as materialized, with its own stored count."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,19 +25,9 @@ from .conftest import SourceWriter
 from .dagster_helpers import Clock, Harness
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .pg import fresh_database
 
 KEY = dg.AssetKey(["ingestion", "acme_audit"])
 T = datetime(2026, 3, 2, 10, 2, 30, tzinfo=UTC)  # the tick's partition (daily) is 2026-03-02
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/trace.db"
-    else:
-        with fresh_database() as url:
-            yield url
 
 
 def harness_on(url: str, sources: SourceWriter) -> Harness:

@@ -1,6 +1,6 @@
 """The trace store: batched writes, dedup on (source_name, source_event_id), rejects, tail.
 
-Every test taking ``store`` or ``backend_url`` runs on both backends, SQLite and Postgres (each
+Every test taking ``store`` or ``store_url`` runs on both backends, SQLite and Postgres (each
 Postgres test in a database of its own); the WAL test is SQLite's alone.
 """
 
@@ -46,23 +46,14 @@ from .bounded import join_all
 from .conftest import SourceWriter
 from .documents import http_source
 from .fakes import CursorFeed, make_events
-from .pg import blocked_by, connect, fresh_database, wait_for
+from .helpers import ev, wait_for
+from .pg import blocked_by, connect, fresh_database
 from .ui_helpers import running_in_ci
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A new, empty store's URL on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store.db"
-    else:
-        with fresh_database() as url:
-            yield url
-
-
 @pytest.fixture
-def store(backend_url: str) -> Iterator[TraceStore]:
-    with open_store(backend_url) as s:
+def store(store_url: str) -> Iterator[TraceStore]:
+    with open_store(store_url) as s:
         yield s
 
 
@@ -74,22 +65,6 @@ def execute(url: str, sql: str) -> None:
     else:
         with connect(url) as conn:
             conn.execute(sql)
-
-
-def ev(i: int, source: str = "s") -> NormalizedEvent:
-    return NormalizedEvent(
-        source,
-        f"e{i}",
-        f"2026-03-01T00:00:{i % 60:02d}.000000Z",
-        "a",
-        "act",
-        "t",
-        0.5,
-        1,
-        2,
-        f'{{"i":{i}}}',
-        "org",
-    )
 
 
 def test_duplicates_are_skipped_and_counted(store: TraceStore) -> None:
@@ -212,22 +187,22 @@ def test_tail_and_the_cli_lines_are_the_same_on_both_backends(tmp_path: Path) ->
     assert [_row_json(r) for r in postgres_rows] == [_row_json(r) for r in sqlite_rows]
 
 
-def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceStore, backend_url: str) -> None:
+def test_integrity_looks_at_the_runs_rows_and_flags_invalid_ones(store: TraceStore, store_url: str) -> None:
     store.write_events([ev(1), ev(2), ev(3)], run_id="r1")
     store.write_events([ev(4)], run_id="r2")
     clean = store.integrity(source="s", run_id="r1")
     assert (clean.rows, clean.duplicate_keys, clean.invalid_rows, clean.invalid_examples) == (3, 0, 0, ())
-    execute(backend_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id = 'e1'")
-    execute(backend_url, """UPDATE pulled_events SET raw_payload = '{"x":NaN}' WHERE source_event_id IN ('e2', 'e4')""")
+    execute(store_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id = 'e1'")
+    execute(store_url, """UPDATE pulled_events SET raw_payload = '{"x":NaN}' WHERE source_event_id IN ('e2', 'e4')""")
     flagged = store.integrity(source="s", run_id="r1")
     assert (flagged.rows, flagged.invalid_rows, sorted(flagged.invalid_examples)) == (3, 2, ["e1", "e2"])
     assert store.integrity(source="other", run_id="r1").rows == 0
 
 
-def test_integrity_of_a_window_counts_the_rows_dated_in_it(store: TraceStore, backend_url: str) -> None:
+def test_integrity_of_a_window_counts_the_rows_dated_in_it(store: TraceStore, store_url: str) -> None:
     next_day = replace(ev(9), event_timestamp="2026-03-02T00:00:00.000000Z")
     store.write_events([ev(1), ev(2), next_day], run_id="r1")
-    execute(backend_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id IN ('e2', 'e9')")
+    execute(store_url, "UPDATE pulled_events SET cost_usd = -1 WHERE source_event_id IN ('e2', 'e9')")
     day = store.integrity(source="s", start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 3, 2, tzinfo=UTC))
     assert (day.rows, day.invalid_rows, day.invalid_examples, day.duplicate_keys) == (2, 1, ("e2",), 0)
     assert store.integrity(source="s").rows == 3
@@ -350,11 +325,11 @@ def test_wal_lets_a_reader_read_while_a_writer_holds_a_transaction(tmp_path: Pat
     assert reader.count() == 2
 
 
-def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_url: str) -> None:
+def test_two_writers_with_overlapping_batches_end_with_each_event_once(store_url: str) -> None:
     """A backfill and a poll at the same time, with overlapping batches: each batch of one writer
     holds the keys of the other's in the opposite order, the order in which two writers that lock
     keys as they go would deadlock."""
-    open_store(backend_url).close()  # the schema exists before the race starts
+    open_store(store_url).close()  # the schema exists before the race starts
     batches = {
         "up": [list(range(b * 500, b * 500 + 1000)) for b in range(8)],
         "down": [list(range(b * 500 + 999, b * 500 - 1, -1)) for b in range(8)],
@@ -365,7 +340,7 @@ def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_u
 
     def write(direction: str) -> None:
         try:
-            with open_store(backend_url) as s:
+            with open_store(store_url) as s:
                 start.wait()
                 for batch in batches[direction]:
                     results.append(s.write_events([ev(i) for i in batch], run_id=direction))
@@ -379,7 +354,7 @@ def test_two_writers_with_overlapping_batches_end_with_each_event_once(backend_u
     join_all(threads, timeout=120)  # two writers that deadlock each other fail here, not at pytest's timeout
     assert errors == []
     expected = {i for batch_list in batches.values() for batch in batch_list for i in batch}
-    with open_store(backend_url) as s:
+    with open_store(store_url) as s:
         rows = s.tail(limit=10**6)
     assert sorted(r["source_event_id"] for r in rows) == sorted(f"e{i}" for i in expected)
     assert sum(r.written for r in results) == len(expected)
@@ -464,7 +439,7 @@ def kill_sqlite_writer_mid_batch(url: str, source: SourceConfig, context: PullCo
 
 
 def test_a_writer_killed_mid_batch_leaves_whole_batches_and_the_next_pull_completes_the_rest(
-    backend_url: str,
+    store_url: str,
     api: LoopbackServer,
     sources: SourceWriter,
     context: PullContext,
@@ -473,11 +448,11 @@ def test_a_writer_killed_mid_batch_leaves_whole_batches_and_the_next_pull_comple
     monkeypatch.setenv("ACME_AUDIT_TOKEN", "tok-kill-1234")
     api.routes["/v1/events"] = CursorFeed(make_events(40), page_size=10)
     source = sources.load(http_source(api.url("/v1/events")))
-    kill = kill_sqlite_writer_mid_batch if backend_url.startswith("sqlite") else kill_postgres_writer_mid_batch
-    error = kill(backend_url, source, context)
+    kill = kill_sqlite_writer_mid_batch if store_url.startswith("sqlite") else kill_postgres_writer_mid_batch
+    error = kill(store_url, source, context)
     assert error == "killed" or "terminating connection due to administrator command" in error
 
-    with open_store(backend_url) as s:
+    with open_store(store_url) as s:
         assert sorted(r["source_event_id"] for r in s.tail(limit=100)) == [f"evt_{i:05d}" for i in range(10)]
         # Nothing was committed by the killed pull, so the next one starts from the same cursor.
         retry = run_pull(source, store=s, context=context, batch_size=10)
