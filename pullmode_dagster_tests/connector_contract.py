@@ -219,7 +219,8 @@ CLAUDE = Vendor(
         ),
         (
             {"after_id": "b"},
-            "the cursor does not fit claude_compliance: .*after_id \\(an unfinished backfill\\) needs its since and until",
+            "the cursor does not fit claude_compliance: "
+            ".*after_id \\(an unfinished backfill\\) needs its since and until",
         ),
     ],
     credential_problems=(
