@@ -502,11 +502,13 @@ def pg_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
 
 
-def lock_backends(source: str) -> list[int]:
-    """The Postgres sessions holding ``source``'s lock, found by the application name they connect with."""
+def lock_backends(source: str, url: str) -> list[int]:
+    """The Postgres sessions holding ``source``'s lock in the store at ``url``, found by the
+    application name they connect with (in its database only: other tests' stores run alongside)."""
     with connect(ADMIN_URL) as admin:
         rows = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s", [f"pullmode lock {source}: %"]
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s AND datname = %s",
+            [f"pullmode lock {source}: %", url.rsplit("/", 1)[1]],
         ).fetchall()
     return [pid for (pid,) in rows]
 
@@ -515,13 +517,13 @@ class LockKiller:
     """A feed whose first request ends the session holding the source's lock before it is answered:
     the lock is lost mid-pull by construction."""
 
-    def __init__(self, feed: CursorFeed, source: str = "acme_audit"):
-        self.feed, self.source = feed, source
+    def __init__(self, feed: CursorFeed, url: str, source: str = "acme_audit"):
+        self.feed, self.url, self.source = feed, url, source
         self.terminated: list[int] = []
 
     def __call__(self, request: Request) -> Response:
         if not self.terminated:
-            (backend,) = lock_backends(self.source)
+            (backend,) = lock_backends(self.source, self.url)
             with connect(ADMIN_URL) as admin:  # waits (5 s at most) until the backend has ended
                 assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", [backend]).fetchone() == (True,)
             self.terminated.append(backend)
@@ -537,7 +539,7 @@ LOST_LOCK = (
 def test_a_lock_lost_mid_pull_is_a_warning_and_pull_all_goes_on(
     pg_store: str, sources: SourceWriter, api: LoopbackServer
 ) -> None:
-    killer = LockKiller(CursorFeed(make_events(5)))
+    killer = LockKiller(CursorFeed(make_events(5)), pg_store)
     api.routes["/v1/events"] = killer
     api.routes["/v1/other"] = CursorFeed(make_events(3))
     sources.write(http_source(api.url("/v1/events")))
@@ -558,14 +560,14 @@ def test_a_lock_lost_mid_pull_is_a_warning_and_pull_all_goes_on(
             ]
     assert [r.status for r in runs("acme_audit")] == [dg.DagsterRunStatus.SUCCESS]
     assert poller_state().in_flight is None and poller_state().committed.watermark is not None
-    assert lock_backends("acme_audit") == []  # nothing left behind
+    assert lock_backends("acme_audit", pg_store) == []  # nothing left behind
 
 
 def test_a_poll_run_whose_lock_is_lost_mid_pull_succeeds_with_a_warning(
     pg_store: str, tmp_path: Path, sources: SourceWriter, api: LoopbackServer
 ) -> None:
     """The daemon's path: the run itself holds the lock (not re-entrantly, as under `pullmode pull`)."""
-    api.routes["/v1/events"] = killer = LockKiller(CursorFeed(make_events(5)))
+    api.routes["/v1/events"] = killer = LockKiller(CursorFeed(make_events(5)), pg_store)
     sources.write(http_source(api.url("/v1/events")))
     clock = Clock(datetime(2026, 3, 2, 10, 2, tzinfo=UTC))
     resources = {**fast_resources(tmp_path / "unused.db"), "trace_store": TraceStoreResource(url=pg_store)}
@@ -591,7 +593,7 @@ def test_the_lock_session_outlives_the_servers_idle_session_timeout(pg_store: st
     with connect(ADMIN_URL) as admin:
         admin.execute(f'ALTER DATABASE "{name}" SET idle_session_timeout = 200')  # ms, for new sessions
     with source_lock("acme_audit", url=pg_store):
-        (backend,) = lock_backends("acme_audit")
+        (backend,) = lock_backends("acme_audit", pg_store)
         # A plain session opened after the lock's, idle as long: once the server has ended it, the
         # lock's session has idled past the timeout too.
         control = connect(pg_store)
@@ -600,13 +602,13 @@ def test_the_lock_session_outlives_the_servers_idle_session_timeout(pg_store: st
             wait_for(
                 lambda: admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [control_pid]).fetchone() is None
             )
-            assert lock_backends("acme_audit") == [backend]
+            assert lock_backends("acme_audit", pg_store) == [backend]
             held = admin.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND granted", [backend]
             ).fetchone()
             assert held == (1,)
         control.close()
-    assert lock_backends("acme_audit") == []
+    assert lock_backends("acme_audit", pg_store) == []
 
 
 COLLIDING = ("source_1999", "source_1031462")
