@@ -61,6 +61,18 @@ def codex(i: int, minutes: int, **fields: Any) -> dict[str, Any]:
     return codex_log_record(f"codex_{i}", T0 + timedelta(minutes=minutes), email=f"user{i}@acme.example", **fields)
 
 
+def auth_files(vendor: ComplianceLogsAPI, count: int, per_file: int) -> list[LogFile]:
+    """`count` AUTH_LOG files of `per_file` events each, file n ending at hour n + 1."""
+    return [
+        vendor.add_file(
+            "AUTH_LOG",
+            [auth(per_file * n + i, per_file * n + i) for i in range(per_file)],
+            end_time=T0 + timedelta(hours=n + 1),
+        )
+        for n in range(count)
+    ]
+
+
 def seed(vendor: ComplianceLogsAPI) -> dict[str, list[LogFile]]:
     """Two AUTH_LOG files sharing one event (auth_003), one CODEX_LOG file: 10 distinct events."""
     a1 = vendor.add_file("AUTH_LOG", [auth(i, 10 * i) for i in range(4)], end_time=T0 + timedelta(hours=1))
@@ -155,7 +167,7 @@ def test_paging_by_last_end_time_the_run_budget_and_resume_read_each_file_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(oai, "LIST_LIMIT", 2)
-    files = [vendor.add_file("AUTH_LOG", [auth(i, i)], end_time=T0 + timedelta(hours=i + 1)) for i in range(5)]
+    files = auth_files(vendor, 5, 1)
     source = sources.load(openai_source(eventTypes=["AUTH_LOG"], maxPagesPerRun=2))
     first = run_pull(source, store=store, context=context)
     # Listing 1 (after startDate) holds files 0-1; listing 2 (after file 1's end) returns file 1 again.
@@ -177,7 +189,7 @@ def test_file_entries_without_end_time_or_file_name_still_read_each_file_once(
 ) -> None:
     monkeypatch.setattr(oai, "LIST_LIMIT", 2)
     vendor.omit_fields = {"end_time", "file_name"}
-    files = [vendor.add_file("AUTH_LOG", [auth(i, i)], end_time=T0 + timedelta(hours=i + 1)) for i in range(5)]
+    files = auth_files(vendor, 5, 1)
     files[4].body = b'{"event_id": "cut'
     source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
     first = run_pull(source, store=store, context=context)
@@ -203,12 +215,7 @@ def test_checkpoints_never_run_ahead_of_the_stored_events_and_a_failed_pull_resu
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
-    files = [
-        vendor.add_file(
-            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
-        )
-        for n in range(4)
-    ]
+    files = auth_files(vendor, 4, 5)
     vendor.fail_downloads.add(files[2].id)
     source = sources.load(openai_source(eventTypes=["AUTH_LOG"]))
     pages: list[tuple[bool, int, dict[str, Any]]] = []
@@ -264,12 +271,7 @@ def test_the_deadline_reached_before_the_next_file_is_requested_stops_cleanly_af
     # The deadline passes while a page inside the first file is stored: the second file's download is
     # then never requested, and the first file's last page is where the pull stops (no failure).
     monkeypatch.setattr(oai, "RECORDS_PER_PAGE", 2)
-    files = [
-        vendor.add_file(
-            "AUTH_LOG", [auth(5 * n + i, 5 * n + i) for i in range(5)], end_time=T0 + timedelta(hours=n + 1)
-        )
-        for n in range(2)
-    ]
+    files = auth_files(vendor, 2, 5)
     source = sources.load(openai_source(eventTypes=["AUTH_LOG"], pullDeadlineSeconds=60))
     now = [0.0]
 
@@ -410,12 +412,7 @@ def test_a_download_whose_digest_does_not_match_is_tried_again_and_nothing_of_it
     sleeps: list[float],
 ) -> None:
     vendor.omit_fields = set()  # the entries carry file_size and file_sha256
-    files = [
-        vendor.add_file(
-            "AUTH_LOG", [auth(2 * n + i, 2 * n + i) for i in range(2)], end_time=T0 + timedelta(hours=n + 1)
-        )
-        for n in range(2)
-    ]
+    files = auth_files(vendor, 2, 2)
     vendor.damaged_downloads[files[1].id] = 1  # the first download of file 2 arrives without its last line
     report = run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
     assert (report.written, report.files, report.drained) == (4, 2, True)
@@ -429,12 +426,7 @@ def test_a_download_whose_digest_never_matches_fails_the_pull_naming_the_file(
     vendor: ComplianceLogsAPI, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
     vendor.omit_fields = set()
-    files = [
-        vendor.add_file(
-            "AUTH_LOG", [auth(2 * n + i, 2 * n + i) for i in range(2)], end_time=T0 + timedelta(hours=n + 1)
-        )
-        for n in range(2)
-    ]
+    files = auth_files(vendor, 2, 2)
     vendor.damaged_downloads[files[1].id] = 99
     with pytest.raises(PullError) as failed:
         run_pull(sources.load(openai_source(eventTypes=["AUTH_LOG"])), store=store, context=context)
@@ -461,7 +453,7 @@ def test_a_digest_in_base64_is_checked_and_one_that_is_no_sha256_leaves_its_file
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     vendor.omit_fields = set()
-    files = [vendor.add_file("AUTH_LOG", [auth(n, n)], end_time=T0 + timedelta(hours=n + 1)) for n in range(2)]
+    files = auth_files(vendor, 2, 1)
     files[0].listed_sha256 = "md5:0cc175b9c0f1b6a831c399e269772661"
     files[1].listed_sha256 = base64.b64encode(hashlib.sha256(files[1].body).digest()).decode()
     vendor.damaged_downloads[files[1].id] = 1
