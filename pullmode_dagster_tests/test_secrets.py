@@ -183,6 +183,19 @@ def assert_nothing_leaked(output: str, caplog: pytest.LogCaptureFixture, tmp_pat
     assert scan_files(tmp_path, skip=(secrets, tmp_path / "sources")) == {}
 
 
+def drive_and_check(
+    expected: str, caplog: pytest.LogCaptureFixture, tmp_path: Path, env: Path, *, other: LoopbackServer | None = None
+) -> None:
+    """Drive the canary source with DEBUG logging: `expected` is in the output, `other` (if given) was never
+    requested, and nothing leaked."""
+    caplog.set_level(logging.DEBUG)
+    output = drive("canary")
+    assert expected in output
+    if other is not None:
+        assert other.requests == []
+    assert_nothing_leaked(output, caplog, tmp_path, env)
+
+
 Flow = Callable[[LoopbackServer, LoopbackServer], Response]
 
 
@@ -247,11 +260,7 @@ def test_failures_that_echo_the_secrets(
 ) -> None:
     api.routes["/v1/events"] = lambda r: answer(api, other)
     sources.write(canary_source(api.url("/v1/events"), env))
-    caplog.set_level(logging.DEBUG)
-    output = drive("canary")
-    assert "FAILED" in output
-    assert other.requests == []  # redirects are not followed, credentials or not
-    assert_nothing_leaked(output, caplog, tmp_path, env)
+    drive_and_check("FAILED", caplog, tmp_path, env, other=other)  # redirects are not followed, credentials or not
 
 
 def test_a_post_body_with_a_credential_is_never_sent_to_another_origin(
@@ -273,11 +282,7 @@ def test_a_post_body_with_a_credential_is_never_sent_to_another_origin(
             cursorJsonPath="$.next",
         )
     )
-    caplog.set_level(logging.DEBUG)
-    output = drive("canary")
-    assert "request body references a credential" in output
-    assert other.requests == []
-    assert_nothing_leaked(output, caplog, tmp_path, env)
+    drive_and_check("request body references a credential", caplog, tmp_path, env, other=other)
 
 
 def test_a_next_link_elsewhere_that_carries_a_secret_in_its_path_is_refused(
@@ -291,11 +296,7 @@ def test_a_next_link_elsewhere_that_carries_a_secret_in_its_path_is_refused(
     link = other.url(f"/v1/{urllib.parse.quote(TOKEN)}/more")
     api.routes["/v1/events"] = lambda r: Response(200, {"data": make_events(3), "next": link})
     sources.write(canary_source(api.url("/v1/events"), env, cursorJsonPath="$.next"))
-    caplog.set_level(logging.DEBUG)
-    output = drive("canary")
-    assert "carries a credential in its address; not requested" in output
-    assert other.requests == []
-    assert_nothing_leaked(output, caplog, tmp_path, env)
+    drive_and_check("carries a credential in its address; not requested", caplog, tmp_path, env, other=other)
 
 
 def test_network_errors_with_a_credential_in_the_path(
@@ -305,10 +306,7 @@ def test_network_errors_with_a_credential_in_the_path(
 
     url = f"http://127.0.0.1:{free_port()}/v1/${{{{credentials.token}}}}/events"
     sources.write(canary_source(url, env))
-    caplog.set_level(logging.DEBUG)
-    output = drive("canary")
-    assert "network error" in output
-    assert_nothing_leaked(output, caplog, tmp_path, env)
+    drive_and_check("network error", caplog, tmp_path, env)
 
 
 @pytest.fixture
@@ -380,10 +378,9 @@ def test_exceptions_inside_a_custom_puller(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     sources.write(canary_custom_source("canary_pullers.leaky:Leaky", env))
-    caplog.set_level(logging.DEBUG)
-    output = drive("canary")
-    assert "custom puller canary_pullers.leaky:Leaky raised: ValueError: could not use ***" in output
-    assert_nothing_leaked(output, caplog, tmp_path, env)
+    drive_and_check(
+        "custom puller canary_pullers.leaky:Leaky raised: ValueError: could not use ***", caplog, tmp_path, env
+    )
 
 
 # --- Every spelling, one chokepoint: positions sealed or refused (issue 19, items 1 and 3) ---
