@@ -157,13 +157,22 @@ def broken_puller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     sys.modules.pop("my_pullers", None)
 
 
+def pull_error(source: Any, store: SqliteTraceStore, context: PullContext, *, first_page_kept: bool = False) -> str:
+    """The message of the PullError that pulling `source` must raise; with first_page_kept, the good first
+    page (record "a", position n=1) is also checked to be stored and checkpointed."""
+    with pytest.raises(PullError) as info:
+        run_pull(source, store=store, context=context)
+    if first_page_kept:
+        assert info.value.report.checkpoint.position == {"n": 1}
+        assert stored_ids(store) == ["a"]
+    return str(info.value)
+
+
 def test_a_puller_that_raises_is_one_redacted_line_and_what_it_yielded_is_kept(
     broken_puller: str, sources: SourceWriter, store: SqliteTraceStore, context: PullContext
 ) -> None:
     source = sources.load(custom_source(broken_puller))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == (
+    assert pull_error(source, store, context) == (
         "source 'workato_jobs': custom puller my_pullers.broken:Broken raised: RuntimeError: upstream said no to ***"
     )
     assert [r["source_event_id"] for r in store.tail()] == ["a"]  # what it yielded before is kept
@@ -257,13 +266,9 @@ def test_system_exit_from_a_puller_is_one_redacted_line(
         "exits", puller_module(f"yield {GOOD_PAGE}\nsys.exit('giving up with ' + self.credentials['token'])")
     )
     source = sources.load(custom_source(f"{module}:P"))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == (
+    assert pull_error(source, store, context, first_page_kept=True) == (  # the page before is kept
         "source 'workato_jobs': custom puller user_code.exits:P raised: SystemExit: giving up with ***"
     )
-    assert info.value.report.checkpoint.position == {"n": 1}  # the page before is kept
-    assert stored_ids(store) == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -289,9 +294,7 @@ def test_system_exit_from_construction_and_close(
     methods = textwrap.indent(code, "    ")
     module = user_modules("ctor", puller_module("return iter(())") + "\n" + methods)
     source = sources.load(custom_source(f"{module}:P"))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == f"source 'workato_jobs': {expected}"
+    assert pull_error(source, store, context) == f"source 'workato_jobs': {expected}"
 
 
 BAD_PAGES = {
@@ -343,11 +346,8 @@ def test_a_page_the_engine_cannot_use_is_one_line_and_the_cursor_holds(
         "shapes", puller_module(f"yield {GOOD_PAGE}\n{bad}\n", header=header) + "    position_model = N\n"
     )
     source = sources.load(custom_source(f"{module}:P"))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == f"source 'workato_jobs': custom puller user_code.shapes:P {expected}"
-    assert info.value.report.checkpoint.position == {"n": 1}  # the last good page, not the bad one
-    assert stored_ids(store) == ["a"]
+    message = pull_error(source, store, context, first_page_kept=True)  # the last good page, not the bad one
+    assert message == f"source 'workato_jobs': custom puller user_code.shapes:P {expected}"
 
 
 def test_pages_that_is_not_an_iterator(
@@ -355,9 +355,7 @@ def test_pages_that_is_not_an_iterator(
 ) -> None:
     module = user_modules("none", puller_module("return None"))
     source = sources.load(custom_source(f"{module}:P"))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == (
+    assert pull_error(source, store, context) == (
         "source 'workato_jobs': custom puller user_code.none:P returned None from pages(), expected an iterator of Page"
     )
 
@@ -367,15 +365,11 @@ def test_a_puller_that_blocks_past_the_deadline_fails_naming_the_source(
 ) -> None:
     module = user_modules("blocks", puller_module(f"import {GATE}\nyield {GOOD_PAGE}\n{GATE}.event.wait()\n"))
     source = sources.load(custom_source(f"{module}:P", pullDeadlineSeconds=0.5, requestTimeoutSeconds=0.5))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == (
+    assert pull_error(source, store, context, first_page_kept=True) == (
         "source 'workato_jobs': custom puller user_code.blocks:P overran the pull's deadline before its next page: "
         "pullDeadlineSeconds (0.5 s) and requestTimeoutSeconds (0.5 s) after it passed; it was left running in the "
         "background (a puller must stop at self.context.deadline, or send its requests with self.session)"
     )
-    assert info.value.report.checkpoint.position == {"n": 1}
-    assert stored_ids(store) == ["a"]
 
 
 # Only plain builtins cross from user code to the engine: whatever a user object does (its __str__,
@@ -464,10 +458,9 @@ def test_user_objects_run_on_the_user_thread_and_fail_as_one_redacted_line(
         code += "\n    position_model = N\n"
     source = sources.load(custom_source(f"{user_modules('objects', code)}:P"))
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value) == f"source 'workato_jobs': custom puller user_code.objects:P {expected}"
-    assert TOKEN not in caplog.text and TOKEN[:6] not in str(info.value)
+    message = pull_error(source, store, context)
+    assert message == f"source 'workato_jobs': custom puller user_code.objects:P {expected}"
+    assert TOKEN not in caplog.text and TOKEN[:6] not in message
 
 
 @pytest.mark.parametrize(
@@ -500,14 +493,11 @@ def test_user_code_the_engine_calls_is_bounded_by_the_deadline(
     code = puller_module(body, header=header) + ("\n    position_model = N\n" if header else "")
     module = user_modules("blocks_engine_calls", code)
     source = sources.load(custom_source(f"{module}:P", pullDeadlineSeconds=0.5, requestTimeoutSeconds=0.5))
-    with pytest.raises(PullError) as info:
-        run_pull(source, store=store, context=context)
-    assert str(info.value).startswith(
+    message = pull_error(source, store, context, first_page_kept=True)
+    assert message.startswith(
         f"source 'workato_jobs': custom puller {module}:P overran the pull's deadline {doing}: pullDeadlineSeconds "
         "(0.5 s) and requestTimeoutSeconds (0.5 s) after it passed"
-    ), str(info.value)
-    assert info.value.report.checkpoint.position == {"n": 1}
-    assert stored_ids(store) == ["a"]
+    ), message
 
 
 IMPORT_STR_BOMB = """
