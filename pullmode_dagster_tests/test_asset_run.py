@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pullmode_dagster.definitions import build_project
+from pullmode_dagster.definitions import Project, build_project
 from pullmode_dagster.defs.resources import PullSettingsResource, TraceStoreResource
 from pullmode_dagster.demo.server import LoopbackServer, Response
 from pullmode_dagster.engine.fetch.session import RetryPolicy
@@ -59,6 +59,27 @@ def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEva
 def materialization(instance: dg.DagsterInstance) -> dict[str, object]:
     event = instance.get_latest_materialization_event(KEY)
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def pull_mar_1(project: Project, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The source's pull job, run for the 2026-03-01 partition."""
+    return project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
+        instance=instance, partition_key="2026-03-01", raise_on_error=False
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The run failed: its step failure's message."""
+    assert not result.success
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+
+
+def logs_without_the_token(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[dg.EventLogEntry]:
+    """The run's log entries, none of which (message or Dagster event) holds the token."""
+    logs = instance.all_logs(result.run_id)
+    assert all(TOKEN not in (entry.message or "") for entry in logs)
+    assert all(TOKEN not in str(entry.dagster_event) for entry in logs if entry.dagster_event)
+    return logs
 
 
 def test_poll_materialization_carries_the_pull_report(
@@ -111,14 +132,10 @@ def test_a_failed_pull_fails_the_run_with_a_clear_message_and_no_secret(
 ) -> None:
     api.routes["/v1/events"] = lambda r: Response(403, {"error": f"key {r.arg('key')} lacks scope"})
     result = harness.run(harness.tick(None).run_requests[0])
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    message = failure.step_failure_data.error.message
+    message = failure_message(result)
     assert "source 'acme_audit': page 1: HTTP 403 error from http://127.0.0.1:" in message
     assert "lacks scope" in message and TOKEN not in message
-    logs = instance.all_logs(result.run_id)
-    assert all(TOKEN not in (entry.message or "") for entry in logs)
-    assert all(TOKEN not in str(entry.dagster_event) for entry in logs if entry.dagster_event)
+    logs_without_the_token(instance, result)
 
 
 def test_checks_fail_on_a_store_table_without_the_unique_key(harness: Harness) -> None:
@@ -173,10 +190,7 @@ def test_credentials_resource_is_swappable(
         "credentials": StaticCredentialsResource(values={"acme_audit": {"token": "tok-from-the-resource"}}),
     }
     project = build_project(sources.directory, resources=resources)
-    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
-        instance=instance, partition_key="2026-03-01", raise_on_error=False
-    )
-    assert result.success
+    assert pull_mar_1(project, instance).success
     assert [r.header("authorization") for r in api.requests] == ["Bearer tok-from-the-resource"]
 
 
@@ -198,17 +212,11 @@ def test_an_unexpected_error_is_redacted_with_the_credentials_the_run_resolved(
     sources.write(http_source(api.url("/v1/events")))
     resources = {**fast_resources(tmp_path / "leaky.db"), "trace_store": LeakyStore(url=f"sqlite:///{tmp_path}/x.db")}
     project = build_project(sources.directory, resources=resources)
-    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
-        instance=instance, partition_key="2026-03-01", raise_on_error=False
-    )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    message = failure.step_failure_data.error.message
+    result = pull_mar_1(project, instance)
+    message = failure_message(result)
     assert "source 'acme_audit': unexpected RuntimeError: cannot connect: key=*** refused" in message
-    logs = instance.all_logs(result.run_id)
+    logs = logs_without_the_token(instance, result)
     assert any("Traceback" in (entry.message or "") and "key=***" in entry.message for entry in logs)
-    assert all(TOKEN not in (entry.message or "") for entry in logs)
-    assert all(TOKEN not in str(entry.dagster_event) for entry in logs if entry.dagster_event)
 
 
 def test_retry_settings_from_the_environment_are_bound_as_env_vars_and_used_by_the_run(
@@ -239,12 +247,7 @@ def test_retry_settings_from_the_environment_are_bound_as_env_vars_and_used_by_t
     resolved = settings.process_config_and_initialize()
     assert resolved.retry_policy() == RetryPolicy(max_attempts=3, backoff_initial=0.01, backoff_max=0.02)
 
-    result = project.defs.resolve_job_def("acme_audit_pull").execute_in_process(
-        instance=instance, partition_key="2026-03-01", raise_on_error=False
-    )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_failure_data.error.message.strip().endswith("gave up after 3 attempts")
+    assert failure_message(pull_mar_1(project, instance)).strip().endswith("gave up after 3 attempts")
     assert len(api.requests) == 3
 
 
