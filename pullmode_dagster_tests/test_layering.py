@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,12 +47,11 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def imports(module: str) -> Iterator[tuple[str, int]]:
-    """(imported module, line) for every import in ``module``, at any depth; ``from pkg import x``
-    names the module ``pkg.x`` when x is one, else ``pkg``."""
-    path = MODULES[module]
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+def imports_in(source: str, package: str, known: Container[str]) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import in ``source``, at any depth, relative ones resolved
+    against ``package``; ``from pkg import x`` names the module ``pkg.x`` when ``known`` holds it,
+    else ``pkg``."""
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno
@@ -64,7 +63,14 @@ def imports(module: str) -> Iterator[tuple[str, int]]:
                 target = node.module or ""
             for alias in node.names:
                 full = f"{target}.{alias.name}"
-                yield (full if full in MODULES else target), node.lineno
+                yield (full if full in known else target), node.lineno
+
+
+def imports(module: str) -> Iterator[tuple[str, int]]:
+    """:func:`imports_in` of one of the package's modules."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return imports_in(path.read_text(), package, MODULES)
 
 
 def stage(module: str) -> str | None:
@@ -196,19 +202,15 @@ BENCH_SUPPORT = frozenset({"fakes", "faults", "pg", "helpers", "documents"})
 """The test-support modules the benchmarks may import (documented in ``pullmode_dagster_tests``)."""
 
 
+SUITE_MODULES = {TESTS} | {f"{TESTS}.{p.stem}" for p in (PACKAGE.parent / TESTS).glob("*.py")}
+
+
 def suite_modules_imported(source: str, *, in_suite: bool = False) -> list[str]:
     """Every module of the test suite ``source`` imports, at any depth, named ``pullmode_dagster_tests.x``
     (``pullmode_dagster_tests`` alone for the package itself); ``in_suite``: ``source`` is one of
     the suite's modules, whose relative imports are the suite's."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names if alias.name.split(".")[0] == TESTS]
-        elif isinstance(node, ast.ImportFrom) and (node.level == 0 or (in_suite and node.level == 1)):
-            module = ".".join([TESTS, node.module or ""] if node.level else [node.module or ""]).rstrip(".")
-            if module.split(".")[0] == TESTS:
-                found += [f"{TESTS}.{alias.name}" for alias in node.names] if module == TESTS else [module]
-    return found
+    found = imports_in(source, TESTS if in_suite else "", SUITE_MODULES)
+    return [name for name, _ in found if name.split(".")[0] == TESTS]
 
 
 def outside_bench_support(source: str) -> list[str]:
