@@ -30,7 +30,7 @@ from pullmode_dagster.engine.declare.models import SourceConfig
 from pullmode_dagster.engine.store import SqliteTraceStore
 
 from .bounded import LineReader
-from .helpers import StepClock
+from .helpers import REPO, StepClock
 
 Clock = StepClock[datetime]
 """The wall clock a poller sensor reads, set by the test."""
@@ -138,7 +138,6 @@ def make_harness(sources_dir: Path, instance: dg.DagsterInstance, clock: Clock, 
     return Harness(project, instance, clock, store_path, source)
 
 
-REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
 
 

@@ -46,11 +46,11 @@ def wait_for(
     reaching a lock wait, say), and return that; fail after ``timeout`` seconds, or as soon as
     ``process``, when given, has exited."""
     deadline = time.monotonic() + timeout
+    what = what or str(probe)
     while True:
         value = probe()
         if value:
             return value
-        what = what or str(probe)
         assert process is None or process.poll() is None, f"{process.args} exited ({process.returncode}): {what}"
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(interval)
@@ -81,13 +81,11 @@ class StepClock(Generic[T]):
         return self.now
 
 
-def install_quick_config(home: Path) -> Path:
+def install_quick_config(home: Path) -> None:
     """The repository's dagster.yaml as ``home``/dagster.yaml, with the run queue looked at every
     second, not every 5: the daemon tests wait for runs, not for the queue. Everything else (the
     pools, their limit, run monitoring) is as shipped."""
     config = (REPO / "dagster.yaml").read_text()
     quick = "class: QueuedRunCoordinator\n  config:\n    dequeue_interval_seconds: 1\n"
     assert "class: QueuedRunCoordinator\n" in config
-    target = home / "dagster.yaml"
-    target.write_text(config.replace("class: QueuedRunCoordinator\n", quick, 1))
-    return target
+    (home / "dagster.yaml").write_text(config.replace("class: QueuedRunCoordinator\n", quick, 1))

@@ -2,7 +2,6 @@
 instance, so an upgrade of Dagster that changes one fails here by name rather than in a sensor."""
 
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -97,4 +96,3 @@ def test_built_resources_are_read_as_the_objects_a_run_gets() -> None:
         assert not isinstance(built.s3, S3Resource)  # what Dagster attaches, the reason for the seam
         objects = instance_api.resource_objects(built)
     assert isinstance(objects["s3"], S3Resource) and objects["s3"].region_name == "eu-west-1" and objects["n"] == 3
-    assert instance_api.resource_objects(SimpleNamespace(n=3)) == {"n": 3}

@@ -83,9 +83,8 @@ def resource_objects(resources: Any) -> Mapping[str, Any]:
     """The resources ``dg.build_resources`` built, as the objects themselves: its attributes hold
     what a resource attaches to a context instead (``S3Resource``: its boto3 client). Dagster hands
     a sensor's or an asset's resource parameters from ``original_resource_dict``; no public call
-    does. Anything else (a namespace a test hands) is read by attribute."""
-    originals = getattr(resources, "original_resource_dict", None)
-    return originals if originals is not None else vars(resources)
+    does."""
+    return resources.original_resource_dict
 
 
 def sensor_timeout_seconds() -> float:
